@@ -1,0 +1,322 @@
+"""Radiology report sections and sentence splitting, fully offline.
+
+Two functions:
+
+* :func:`parse_report_sections` cuts a free-text report (MIMIC-CXR style, NIH/NegBio style, or
+  running text with inline headers) into named sections keyed by lower-case canonical names.
+* :func:`split_sentences` splits a section (or any text) into sentences with nltk's Punkt
+  algorithm, using parameters shipped in this module (no ``nltk.download``), plus radiology rules.
+
+Invariants of :func:`split_sentences` (tested with hypothesis):
+
+* no non-whitespace character is lost, added or reordered: ``"".join(split_sentences(t)).split()``
+  joined equals ``"".join(t.split())``;
+* no sentence is empty, and no sentence is only a list marker or punctuation (a sentence holds at
+  least one alphanumeric character) unless the whole input has no alphanumeric character, in which
+  case the stripped input is returned as one sentence;
+* deterministic; runs in time linear in the input length.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+
+__all__ = [
+    "HEADER_ALIASES",
+    "PREAMBLE_KEY",
+    "parse_report_sections",
+    "split_sentences",
+]
+
+#: Key under which :func:`parse_report_sections` stores text that precedes the first recognised
+#: header, or the whole report when it has no recognised header.
+PREAMBLE_KEY = "preamble"
+
+#: Canonical section name -> header spellings recognised (case-insensitive at line start,
+#: upper-case when inline). Variants include plurals and common typos seen in MIMIC-CXR.
+HEADER_ALIASES: dict[str, tuple[str, ...]] = {
+    "findings": (
+        "FINDINGS",
+        "FINDING",
+        "FINDNGS",
+        "FINDIGNS",
+        "FINDINGS AND IMPRESSION",
+        "FINDINGS AND IMPRESSIONS",
+        "FINDINGS/IMPRESSION",
+        "FINDINGS / IMPRESSION",
+    ),
+    "impression": (
+        "IMPRESSION",
+        "IMPRESSIONS",
+        "IMPRESION",
+        "IMPRESSSION",
+        "IMPRESSON",
+        "IMPESSION",
+        "CONCLUSION",
+        "CONCLUSIONS",
+        "SUMMARY",
+        "OPINION",
+    ),
+    "comparison": ("COMPARISON", "COMPARISONS", "PRIOR STUDY", "PRIOR STUDIES", "PRIORS"),
+    "indication": (
+        "INDICATION",
+        "INDICATIONS",
+        "CLINICAL INDICATION",
+        "CLINICAL INDICATIONS",
+        "REASON FOR EXAM",
+        "REASON FOR EXAMINATION",
+        "REASON FOR STUDY",
+        "REASON",
+    ),
+    "history": (
+        "HISTORY",
+        "CLINICAL HISTORY",
+        "CLINICAL INFORMATION",
+        "CLINICAL DATA",
+        "CLINICAL HX",
+        "HX",
+    ),
+    "technique": ("TECHNIQUE", "TECHNIQUES", "PROCEDURE"),
+    "examination": ("EXAMINATION", "EXAM", "STUDY", "TYPE OF EXAMINATION", "TYPE OF EXAM"),
+    "recommendation": ("RECOMMENDATION", "RECOMMENDATIONS", "RECOMMENDATION(S)"),
+    "notification": ("NOTIFICATION", "NOTIFICATIONS"),
+    "wet_read": ("WET READ",),
+    "addendum": ("ADDENDUM",),
+}
+
+
+def _build_header_regex() -> tuple[re.Pattern[str], dict[str, str]]:
+    lookup: dict[str, str] = {}
+    for key, variants in HEADER_ALIASES.items():
+        for variant in variants:
+            norm = " ".join(variant.upper().split())
+            if norm in lookup:  # pragma: no cover - guards the table above
+                raise AssertionError(f"header {variant!r} listed twice")
+            lookup[norm] = key
+    # Longest first so that "FINDINGS AND IMPRESSION" wins over "FINDINGS".
+    ordered = sorted(lookup, key=len, reverse=True)
+    alt = "|".join(re.escape(v).replace(r"\ ", r"[ \t]+") for v in ordered)
+    pattern = (
+        # (a) at line start, any case, followed by a colon or by the end of the line.
+        rf"^[ \t]*(?P<a>(?i:{alt}))[ \t]*(?::|(?=[ \t]*(?:\r?\n|\Z)))"
+        # (b) anywhere after whitespace, upper case only, followed by a colon.
+        rf"|(?<!\S)(?P<b>(?:{alt}))[ \t]*:"
+    )
+    return re.compile(pattern, re.MULTILINE), lookup
+
+
+_HEADER_RE, _HEADER_LOOKUP = _build_header_regex()
+
+
+def parse_report_sections(text: str) -> dict[str, str]:
+    """Split a radiology report into sections keyed by canonical lower-case names.
+
+    Headers are recognised (see :data:`HEADER_ALIASES`):
+
+    * at the start of a line, in any case, followed by ``:`` or alone on their line
+      (``FINDINGS:``, `` IMPRESSION: ``, ``findings:``, ``IMPRESSIONS``);
+    * inline in running text, upper case only, after whitespace and followed by ``:``
+      (``FINDINGS: Heart is normal. IMPRESSION: No acute disease.``).
+
+    Returns a dict in order of first appearance. Values are the text between a header and the next
+    header, with surrounding whitespace stripped and inner text verbatim. Text before the first
+    header, or the whole report when no header is found, is kept under :data:`PREAMBLE_KEY`
+    (``"preamble"``) when it is not blank. A section that appears more than once (e.g. two
+    ``IMPRESSION:`` blocks) has its parts joined by ``"\\n"``. A header with no text after it gives
+    an empty string. Nothing but the header words, their colons and surrounding whitespace is ever
+    removed.
+
+    Raises:
+        TypeError: if ``text`` is not a ``str``.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"parse_report_sections: text must be str, got {type(text).__name__}")
+    parts: dict[str, list[str]] = {}
+    key = PREAMBLE_KEY
+    start = 0
+    for m in _HEADER_RE.finditer(text):
+        chunk = text[start : m.start()].strip()
+        if chunk or key != PREAMBLE_KEY:
+            parts.setdefault(key, []).append(chunk)
+        header = m.group("a") or m.group("b")
+        key = _HEADER_LOOKUP[" ".join(header.upper().split())]
+        start = m.end()
+    chunk = text[start:].strip()
+    if chunk or key != PREAMBLE_KEY:
+        parts.setdefault(key, []).append(chunk)
+    return {k: "\n".join(p for p in v if p) for k, v in parts.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Sentence splitting
+# --------------------------------------------------------------------------------------------
+
+#: Abbreviations shipped as Punkt parameters (lower case, without the final period). A period
+#: after one of these never ends a sentence on its own (Punkt may still split when the next word
+#: is a known sentence starter; none are shipped).
+ABBREVIATIONS: frozenset[str] = frozenset(
+    {
+        # titles and names
+        "dr", "drs", "mr", "mrs", "ms", "prof", "st", "jr", "sr",
+        # latin and general
+        "e.g", "i.e", "eg", "ie", "etc", "vs", "v", "cf", "viz", "approx", "appx", "incl",
+        "esp", "fig", "figs", "ref",
+        # times
+        "a.m", "p.m",
+        # clinical shorthand written with a period
+        "c/w", "w/o", "s/p", "r/o", "pt", "pts", "hx", "dx", "sx", "fx", "tx", "y/o",
+        "a.p", "p.a", "ant", "post", "lat", "mid", "sup", "inf", "rt", "lt", "bilat",
+    }
+)  # fmt: skip
+
+
+def _make_punkt() -> PunktSentenceTokenizer:
+    params = PunktParameters()
+    params.abbrev_types = set(ABBREVIATIONS)
+    return PunktSentenceTokenizer(params)
+
+
+_PUNKT = _make_punkt()
+
+# A period/?/! that ends a plain alphabetic word (>= 2 ASCII letters, a whole whitespace-delimited
+# token) and is followed by whitespace and an alphanumeric character. Punkt with the shipped
+# parameters (no collocations, no sentence starters, no orthographic context) always breaks here
+# unless the word is an abbreviation, so we cut here without calling Punkt (an exact shortcut;
+# tests compare against plain Punkt on every real report).
+_EASY_BREAK = re.compile(r"(?<!\S)([A-Za-z]{2,})([.?!])\s+(?=[^\W_])")
+# Anything Punkt could consider a candidate boundary inside a chunk (a superset of Punkt's own).
+_ANY_CANDIDATE = re.compile(
+    r"[.?!](?=\S*\s+\S|[^\s.?!]*[)\";}\]*:@'({\[\u2018\u2019\u201c\u201d\xab\xbb!?])"
+)
+# Blank line (a hard boundary).
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
+# A list marker: 1-2 digits then "." or ")", a whole token, followed by whitespace and more text.
+_MARKER = re.compile(r"(?<!\S)(\d{1,2}[.)])(?=\s+\S)")
+_HAS_MARKER_CHAR = re.compile(r"\d[.)]")
+_MARKER_ONLY = re.compile(r"\d{1,2}[.)]")
+_END_PUNCT = frozenset(".!?:;")
+
+
+def _punkt_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Sentence spans of ``text`` (no blank lines, no list markers) as Punkt would give them."""
+    start = 0
+    for m in _EASY_BREAK.finditer(text):
+        if m.group(2) == "." and m.group(1).lower() in ABBREVIATIONS:
+            continue
+        yield from _punkt_chunk(text, start, m.end(2))
+        start = m.end()
+    yield from _punkt_chunk(text, start, len(text))
+
+
+def _punkt_chunk(text: str, start: int, stop: int) -> Iterator[tuple[int, int]]:
+    chunk = text[start:stop]
+    if not chunk.strip():
+        return
+    if _ANY_CANDIDATE.search(chunk) is None:
+        yield start, stop
+        return
+    for s, e in _PUNKT.span_tokenize(chunk):
+        yield start + s, start + e
+
+
+def _marker_starts(text: str) -> list[int]:
+    """Offsets where a list item starts (its marker), in order; see :func:`split_sentences`."""
+    if _HAS_MARKER_CHAR.search(text) is None:
+        return []
+    starts = []
+    for m in _MARKER.finditer(text):
+        before = text[: m.start()].rstrip()
+        if not before or before[-1] in _END_PUNCT or "\n" in text[len(before) : m.start()]:
+            starts.append(m.start())
+    return starts
+
+
+def _split_segment(text: str, out: list[str]) -> None:
+    """Split one blank-line-free segment, keeping list markers with their sentence."""
+    starts = _marker_starts(text)
+    bounds = sorted({0, *starts, len(text)})
+    marked = set(starts)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        item = text[a:b]
+        marker = ""
+        if a in marked:
+            m = _MARKER.match(text, a)
+            assert m is not None
+            marker = m.group(1)
+            item = item[len(marker) :]
+        first = True
+        for s, e in _punkt_spans(item):
+            piece = " ".join(item[s:e].split())
+            if not piece:
+                continue
+            if first and marker:
+                piece = f"{marker} {piece}"
+            first = False
+            out.append(piece)
+        if first and marker:  # marker followed only by whitespace: keep it (merged later)
+            out.append(marker)
+
+
+def _is_content(sentence: str) -> bool:
+    return _MARKER_ONLY.fullmatch(sentence) is None and any(c.isalnum() for c in sentence)
+
+
+def _merge_fragments(pieces: list[str]) -> list[str]:
+    """Attach sentences that are only punctuation or only a list marker to a neighbour."""
+    out: list[str] = []
+    pending = ""  # fragments seen before the first content sentence, or a dangling marker
+    for p in pieces:
+        if _is_content(p):
+            out.append(f"{pending} {p}" if pending else p)
+            pending = ""
+        elif _MARKER_ONLY.fullmatch(p) is not None:
+            pending = f"{pending} {p}" if pending else p
+        elif out and not pending:
+            out[-1] = f"{out[-1]} {p}"
+        else:
+            pending = f"{pending} {p}" if pending else p
+    if pending:
+        if out:
+            out[-1] = f"{out[-1]} {pending}"
+        else:
+            out.append(pending)
+    return out
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split radiology text into sentences, offline, with Punkt and radiology rules.
+
+    Rules, in order:
+
+    1. A blank line always ends a sentence (so does the end of the text, period or not).
+    2. A list marker (``1.``, ``2)``; one or two digits) starts a new item when it is at the start
+       of the text or of a line, or follows ``. ! ? : ;``; the marker stays at the front of its
+       item's first sentence (``"2. Cardiomegaly."``).
+    3. Inside each item, nltk's Punkt decides, with parameters shipped here
+       (:data:`ABBREVIATIONS`: ``Dr.``, ``approx.``, ``e.g.``, ``i.e.``, ``vs.``, ``p.m.``,
+       ``c/w.``...). Punkt never splits inside a token, so decimals and sizes (``2.5 cm``,
+       ``1.2 x 0.8 cm``), times (``7:34``), dates (``12/03/2012``, ``03.12.2012``) and
+       de-identification tokens (``XXXX``, ``___``) stay whole; a semicolon is never a boundary.
+       A single newline is whitespace (reports wrap lines mid-sentence).
+    4. A piece with no alphanumeric character (``"..."``, ``")"``) or only a list marker is
+       attached to the previous sentence (to the next one when it comes first).
+
+    Each returned sentence has its runs of whitespace collapsed to one space and no surrounding
+    whitespace. Joining the sentences gives ``text`` up to whitespace: no non-space character is
+    lost, added or reordered. The result is ``[]`` exactly when ``text`` is blank. Deterministic.
+
+    Raises:
+        TypeError: if ``text`` is not a ``str``.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"split_sentences: text must be str, got {type(text).__name__}")
+    pieces: list[str] = []
+    pos = 0
+    for m in _BLANK_LINE.finditer(text):
+        _split_segment(text[pos : m.start()], pieces)
+        pos = m.end()
+    _split_segment(text[pos:], pieces)
+    return _merge_fragments(pieces)
