@@ -1,0 +1,202 @@
+"""Chunked backend: O(B) saved state, at most ``chunk_size x N`` logits alive at any time.
+
+Forward: for each block of rows, compute the block of logits, take its row log-sum-exp and fold it
+into running column statistics (online log-sum-exp: running max and rescaled sum). Only the row and
+column log-sum-exp vectors are saved. Backward: recompute each block of logits from the saved
+features and accumulate ``dX[block] = G_block Y`` and ``dY += G_block^T X[block]``.
+
+Peak extra memory is about three ``chunk_size x N`` buffers in the compute dtype, plus O(B + N).
+Blocks are recomputed with the same boundaries in forward and backward, so the relaxation mask is
+identical in both passes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from relaxclip.backends._common import compute_dtype, relax_diagonal_
+
+Tensor = torch.Tensor
+
+#: Logits per block when ``chunk_size`` is not given: ``chunk_size = max(16, 2**22 // N)``.
+DEFAULT_BLOCK_ELEMENTS = 2**22
+
+
+def default_chunk_size(n_columns: int) -> int:
+    """Rows per block when the user gives none: about 4M logits (16 MiB in fp32) per block."""
+    return max(16, DEFAULT_BLOCK_ELEMENTS // max(1, n_columns))
+
+
+def _blocks(n_rows: int, chunk_size: int) -> list[slice]:
+    return [slice(a, min(a + chunk_size, n_rows)) for a in range(0, n_rows, chunk_size)]
+
+
+def _block_logits(
+    q_blk: Tensor, k: Tensor, t: Tensor, threshold: float | None, diag_start: int
+) -> tuple[Tensor, Tensor | None]:
+    """Relaxed logits ``t * q_blk k^T`` of one block and its mask; positives at (i, diag_start + i)."""
+    logits = q_blk @ k.T
+    rows = q_blk.shape[0]
+    passes = relax_diagonal_(logits[:, diag_start : diag_start + rows].diagonal(), threshold)
+    return logits.mul_(t), passes
+
+
+class _ChunkedSymmetric(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        y: Tensor,
+        logit_scale: Tensor,
+        threshold: float | None,
+        chunk_size: int,
+    ) -> Tensor:
+        cdt = compute_dtype(x.dtype)
+        t = logit_scale.detach().to(cdt)
+        xc, yc = x.to(cdt), y.to(cdt)
+        n = x.shape[0]
+        row_lse = torch.empty(n, dtype=cdt, device=x.device)
+        col_max = torch.full((n,), float("-inf"), dtype=cdt, device=x.device)
+        col_sum = torch.zeros(n, dtype=cdt, device=x.device)
+        positives = torch.zeros((), dtype=cdt, device=x.device)
+        for blk in _blocks(n, chunk_size):
+            logits, _ = _block_logits(xc[blk], yc, t, threshold, blk.start)
+            row_lse[blk] = torch.logsumexp(logits, dim=1)
+            positives += logits[:, blk].diagonal().sum()
+            new_max = torch.maximum(col_max, logits.amax(dim=0))
+            col_sum.mul_(torch.exp(col_max - new_max))
+            col_sum += logits.sub_(new_max).exp_().sum(dim=0)
+            col_max = new_max
+        col_lse = col_max + torch.log(col_sum)
+        ctx.threshold = threshold
+        ctx.chunk_size = chunk_size
+        ctx.save_for_backward(x, y, t, row_lse, col_lse)
+        return row_lse.sum() + col_lse.sum() - 2.0 * positives
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, y, t, row_lse, col_lse = ctx.saved_tensors
+        cdt = t.dtype
+        xc, yc = x.to(cdt), y.to(cdt)
+        g = grad.to(cdt)
+        grad_x = torch.empty_like(xc)
+        grad_y = torch.zeros_like(yc)
+        grad_t = torch.zeros((), dtype=cdt, device=x.device)
+        for blk in _blocks(x.shape[0], ctx.chunk_size):
+            logits, passes = _block_logits(xc[blk], yc, t, ctx.threshold, blk.start)
+            w = torch.sub(logits, row_lse[blk, None]).exp_()
+            w += torch.sub(logits, col_lse).exp_()
+            w[:, blk].diagonal().sub_(2.0)
+            w.mul_(g)
+            grad_t += torch.dot(w.reshape(-1), logits.reshape(-1))
+            w.mul_(t)
+            if passes is not None:
+                w[:, blk].diagonal().mul_(passes)
+            grad_x[blk] = w @ yc
+            grad_y.addmm_(w.T, xc[blk])
+        grad_scale = (grad_t / t).reshape(t.shape) if ctx.needs_input_grad[2] else None
+        return (
+            grad_x.to(x.dtype) if ctx.needs_input_grad[0] else None,
+            grad_y.to(y.dtype) if ctx.needs_input_grad[1] else None,
+            grad_scale,
+            None,
+            None,
+        )
+
+
+class _ChunkedRows(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        q: Tensor,
+        k: Tensor,
+        logit_scale: Tensor,
+        threshold: float | None,
+        offset: int,
+        chunk_size: int,
+    ) -> Tensor:
+        cdt = compute_dtype(q.dtype)
+        t = logit_scale.detach().to(cdt)
+        qc, kc = q.to(cdt), k.to(cdt)
+        row_lse = torch.empty(q.shape[0], dtype=cdt, device=q.device)
+        positives = torch.zeros((), dtype=cdt, device=q.device)
+        for blk in _blocks(q.shape[0], chunk_size):
+            start = offset + blk.start
+            logits, _ = _block_logits(qc[blk], kc, t, threshold, start)
+            row_lse[blk] = torch.logsumexp(logits, dim=1)
+            positives += logits[:, start : start + logits.shape[0]].diagonal().sum()
+        ctx.threshold, ctx.offset, ctx.chunk_size = threshold, offset, chunk_size
+        ctx.save_for_backward(q, k, t, row_lse)
+        return row_lse.sum() - positives
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        q, k, t, row_lse = ctx.saved_tensors
+        cdt = t.dtype
+        qc, kc = q.to(cdt), k.to(cdt)
+        g = grad.to(cdt)
+        grad_q = torch.empty_like(qc)
+        grad_k = torch.zeros_like(kc)
+        grad_t = torch.zeros((), dtype=cdt, device=q.device)
+        for blk in _blocks(q.shape[0], ctx.chunk_size):
+            start = ctx.offset + blk.start
+            logits, passes = _block_logits(qc[blk], kc, t, ctx.threshold, start)
+            w = torch.sub(logits, row_lse[blk, None]).exp_()
+            pos = slice(start, start + logits.shape[0])
+            w[:, pos].diagonal().sub_(1.0)
+            w.mul_(g)
+            grad_t += torch.dot(w.reshape(-1), logits.reshape(-1))
+            w.mul_(t)
+            if passes is not None:
+                w[:, pos].diagonal().mul_(passes)
+            grad_q[blk] = w @ kc
+            grad_k.addmm_(w.T, qc[blk])
+        grad_scale = (grad_t / t).reshape(t.shape) if ctx.needs_input_grad[2] else None
+        return (
+            grad_q.to(q.dtype) if ctx.needs_input_grad[0] else None,
+            grad_k.to(k.dtype) if ctx.needs_input_grad[1] else None,
+            grad_scale,
+            None,
+            None,
+            None,
+        )
+
+
+def symmetric_loss_sum(
+    x: Tensor,
+    y: Tensor,
+    logit_scale: Tensor,
+    threshold: float | None,
+    *,
+    chunk_size: int | None = None,
+    **_: Any,
+) -> Tensor:
+    """Chunked form of ``relaxclip.backends.dense.symmetric_loss_sum`` (same value and gradients).
+
+    Args:
+        x, y: (B, D) features; logit_scale: 0-d tensor t > 0; threshold: theta or ``None``.
+        chunk_size: rows of the (B, B) logit matrix materialised at once; default
+            ``default_chunk_size(B)``.
+    """
+    size = default_chunk_size(y.shape[0]) if chunk_size is None else chunk_size
+    return _ChunkedSymmetric.apply(x, y, logit_scale, threshold, size)  # type: ignore[no-any-return]
+
+
+def rows_loss_sum(
+    q: Tensor,
+    k: Tensor,
+    logit_scale: Tensor,
+    threshold: float | None,
+    offset: int,
+    *,
+    chunk_size: int | None = None,
+    **_: Any,
+) -> Tensor:
+    """Chunked form of ``relaxclip.backends.dense.rows_loss_sum`` (same value and gradients)."""
+    size = default_chunk_size(k.shape[0]) if chunk_size is None else chunk_size
+    return _ChunkedRows.apply(q, k, logit_scale, threshold, offset, size)  # type: ignore[no-any-return]
+
+
+__all__ = ["default_chunk_size", "rows_loss_sum", "symmetric_loss_sum"]

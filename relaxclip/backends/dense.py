@@ -1,0 +1,132 @@
+"""Dense backend: one similarity matmul serves both directions, analytic backward with two matmuls.
+
+Memory is O(B^2): the forward keeps the (B, B) logit matrix for the backward. Use the chunked
+backend (``relaxclip.backends.chunked``) when that does not fit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from relaxclip.backends._common import compute_dtype, relax_diagonal_
+
+Tensor = torch.Tensor
+
+# Rows per step when the column-softmax term is added in the backward: bounds the temporary.
+_BACKWARD_ROWS = 256
+
+
+def _add_col_softmax_(w: Tensor, logits: Tensor, col_lse: Tensor) -> None:
+    """``w += exp(logits - col_lse[None, :])`` in row blocks, so the temporary stays small."""
+    for start in range(0, w.shape[0], _BACKWARD_ROWS):
+        block = slice(start, start + _BACKWARD_ROWS)
+        w[block] += torch.sub(logits[block], col_lse).exp_()
+
+
+class _DenseSymmetric(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | None
+    ) -> Tensor:
+        cdt = compute_dtype(x.dtype)
+        t = logit_scale.detach().to(cdt)
+        logits = x.to(cdt) @ y.to(cdt).T  # (B, B) cosine similarities s_ij
+        passes = relax_diagonal_(logits.diagonal(), threshold)
+        logits.mul_(t)  # l_ij = t * s_ij, diagonal relaxed
+        row_lse = torch.logsumexp(logits, dim=1)
+        col_lse = torch.logsumexp(logits, dim=0)
+        loss = row_lse.sum() + col_lse.sum() - 2.0 * logits.diagonal().sum()
+        ctx.threshold = threshold
+        ctx.save_for_backward(x, y, t, logits, row_lse, col_lse, passes)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, y, t, logits, row_lse, col_lse, passes = ctx.saved_tensors
+        cdt = logits.dtype
+        # W = g * (P + Q - 2I): P row softmax, Q column softmax of the relaxed logits.
+        w = torch.sub(logits, row_lse[:, None]).exp_()
+        _add_col_softmax_(w, logits, col_lse)
+        w.diagonal().sub_(2.0)
+        w.mul_(grad.to(cdt))
+        grad_t = None
+        if ctx.needs_input_grad[2]:
+            # dL/dt = sum_ij W_ij * l_ij / t  (l_ij / t is the relaxed similarity).
+            grad_t = torch.dot(w.reshape(-1), logits.reshape(-1)) / t
+        w.mul_(t)  # G = t * W
+        if passes is not None:
+            w.diagonal().mul_(passes)  # no gradient through s_ii where s_ii > threshold
+        grad_x = (w @ y.to(cdt)).to(x.dtype) if ctx.needs_input_grad[0] else None
+        grad_y = (w.T @ x.to(cdt)).to(y.dtype) if ctx.needs_input_grad[1] else None
+        grad_scale = None if grad_t is None else grad_t.reshape(t.shape)
+        return grad_x, grad_y, grad_scale, None
+
+
+class _DenseRows(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | None, offset: int
+    ) -> Tensor:
+        cdt = compute_dtype(q.dtype)
+        b = q.shape[0]
+        t = logit_scale.detach().to(cdt)
+        logits = q.to(cdt) @ k.to(cdt).T  # (b, N)
+        positives = logits[:, offset : offset + b].diagonal()
+        passes = relax_diagonal_(positives, threshold)
+        logits.mul_(t)
+        row_lse = torch.logsumexp(logits, dim=1)
+        loss = row_lse.sum() - positives.sum()
+        ctx.offset = offset
+        ctx.save_for_backward(q, k, t, logits, row_lse, passes)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        q, k, t, logits, row_lse, passes = ctx.saved_tensors
+        cdt = logits.dtype
+        b = q.shape[0]
+        w = torch.sub(logits, row_lse[:, None]).exp_()  # row softmax P
+        w_pos = w[:, ctx.offset : ctx.offset + b].diagonal()
+        w_pos.sub_(1.0)
+        w.mul_(grad.to(cdt))
+        grad_t = None
+        if ctx.needs_input_grad[2]:
+            grad_t = torch.dot(w.reshape(-1), logits.reshape(-1)) / t
+        w.mul_(t)
+        if passes is not None:
+            w[:, ctx.offset : ctx.offset + b].diagonal().mul_(passes)
+        grad_q = (w @ k.to(cdt)).to(q.dtype) if ctx.needs_input_grad[0] else None
+        grad_k = (w.T @ q.to(cdt)).to(k.dtype) if ctx.needs_input_grad[1] else None
+        grad_scale = None if grad_t is None else grad_t.reshape(t.shape)
+        return grad_q, grad_k, grad_scale, None, None
+
+
+def symmetric_loss_sum(
+    x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | None, **_: Any
+) -> Tensor:
+    """Sum over i of ``(lse_j l_ij - l_ii) + (lse_j l_ji - l_ii)``; see ``relaxclip.loss``.
+
+    Args:
+        x, y: (B, D) features (already normalised if wanted), same dtype and device.
+        logit_scale: 0-d tensor t > 0 (fp32, or fp64 for fp64 features); may require grad.
+        threshold: theta in (-1, 1) or ``None`` for no relaxation.
+
+    Returns a 0-d tensor in the compute dtype (fp32, or fp64), differentiable w.r.t. x, y, t.
+    """
+    return _DenseSymmetric.apply(x, y, logit_scale, threshold)  # type: ignore[no-any-return]
+
+
+def rows_loss_sum(
+    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | None, offset: int, **_: Any
+) -> Tensor:
+    """One direction: sum over rows i of q of ``lse_j l_ij - l_{i, offset+i}``, l = t * q k^T.
+
+    Args:
+        q: (b, D) queries; k: (N, D) keys with N >= offset + b; the positive of row i is key offset+i.
+    """
+    return _DenseRows.apply(q, k, logit_scale, threshold, offset)  # type: ignore[no-any-return]
+
+
+__all__ = ["rows_loss_sum", "symmetric_loss_sum"]

@@ -1,0 +1,608 @@
+"""Triton backend: fused, tiled relaxed contrastive loss with O(B) memory (optional extra).
+
+Same contract as :mod:`relaxclip.backends.dense` (sums, not means; see ``docs/triton.md``)::
+
+    symmetric_loss_sum(x, y, logit_scale, threshold) -> 0-d fp32 tensor
+    rows_loss_sum(q, k, logit_scale, threshold, offset) -> 0-d fp32 tensor
+
+Design (FlashAttention-style, deterministic, no atomics anywhere):
+
+* Forward, one pass over the (M, N) similarity matrix ``S = Q K^T``. Program ``(r, c)`` owns row
+  block ``r`` (``BLOCK_M`` rows) and a contiguous range ``c`` of column blocks. Each tile is
+  ``tl.dot`` over ``D`` in ``BLOCK_D`` chunks (fp32 accumulation), the positive pair is relaxed
+  in place (``s_ii -> min(s_ii, theta)``), logits go to the base-2 domain (``z = s * t * log2 e``,
+  so ``exp2`` replaces ``exp``). Rows: online log-sum-exp across the program's column range,
+  written to ``row_part[c, rows]``. Columns (symmetric loss only): each tile's column log-sum-exp
+  over the program's rows, merged online across nothing (the program owns its row block alone) and
+  written to ``col_part[r, cols]``. Both buffers are reduced afterwards with ``torch.logsumexp``
+  along dim 0, which is deterministic. Memory: ``col_part`` is ``ceil(M / BLOCK_M) * N`` fp32
+  (B = 65536, BLOCK_M = 128: 128 MiB), ``row_part`` is ``n_splits * M`` fp32. Saved for backward:
+  the inputs, ``t``, the row and column log-sum-exps and the raw positive similarities (O(B)).
+* Backward recomputes tiles. Kernel 1 (programs over row blocks of Q) produces dQ and per-block
+  partial sums for d(logit_scale); kernel 2 (programs over column blocks of K, tiles recomputed
+  transposed) produces dK. Each output block is owned by one program (or one program per split,
+  summed afterwards in a fixed order), so results are bitwise reproducible. The ``-2 delta_ij``
+  (``-delta`` for rows) part of ``W`` is applied in fp32 outside the matmul; only the softmax
+  part ``t * (P + Q)`` is cast to the input dtype for the tensor-core matmul, as in
+  FlashAttention. Output features are processed in ``BLOCK_DO``-wide chunks (grid axis 1), each
+  chunk recomputing ``S``; choose ``BLOCK_DO >= D`` to recompute once.
+
+Inputs: 2-D CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) in bf16, fp16 or fp32, any
+strides. fp32 uses exact (IEEE) fp32 dots unless ``allow_tf32=True``. float64 is rejected (use
+``backend="dense"`` or ``"chunked"``). Under ``torch.autocast`` fp32 inputs are cast to the autocast
+dtype first, as a matmul would be.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+try:  # the CPU-only package must import without triton
+    import triton
+    import triton.language as tl
+
+    _HAS_TRITON = True
+except Exception:  # ImportError, or a broken triton install
+    triton = None
+    tl = None
+    _HAS_TRITON = False
+
+Tensor = torch.Tensor
+
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+_SUPPORTED = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def interpreter_enabled() -> bool:
+    """Whether ``TRITON_INTERPRET=1`` is set (kernels then run on CPU tensors, slowly)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def is_available(device: torch.device | str | None = None) -> bool:
+    """Whether the triton backend can run on ``device``.
+
+    True when triton imports and either the device is CUDA and CUDA is available, or the triton
+    interpreter is enabled (``TRITON_INTERPRET=1``, set before triton is first imported), in which
+    case CPU tensors work. ``device=None`` asks whether any device can run it.
+    """
+    if not _HAS_TRITON:
+        return False
+    if device is None:
+        return torch.cuda.is_available() or interpreter_enabled()
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.cuda.is_available()
+    return kind == "cpu" and interpreter_enabled()
+
+
+@dataclass(frozen=True)
+class TritonConfig:
+    """Tile sizes and launch parameters (all powers of two; dot dimensions must be >= 16).
+
+    ``split``: number of programs sharing one row block in the forward (over column blocks) and one
+    output block in the backward (partial results summed afterwards); ``None`` picks enough programs
+    to fill the GPU. ``block_do``: output-feature chunk of the backward (``None``: min(next power of
+    two >= D, 256)).
+    """
+
+    block_m: int = 128
+    block_n: int = 128
+    block_d: int = 64
+    bwd_block_m: int = 64
+    bwd_block_n: int = 64
+    block_do: int | None = None
+    split: int | None = None
+    num_warps: int = 8
+    num_stages: int = 3
+    bwd_num_warps: int = 8
+    bwd_num_stages: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("block_m", "block_n", "block_d", "bwd_block_m", "bwd_block_n", "block_do"):
+            v = getattr(self, name)
+            if v is None and name == "block_do":
+                continue
+            if not isinstance(v, int) or v < 16 or v & (v - 1):
+                raise ValueError(f"TritonConfig.{name} must be a power of two >= 16, got {v!r}")
+        if self.split is not None and (not isinstance(self.split, int) or self.split < 1):
+            raise ValueError(f"TritonConfig.split must be a positive int or None, got {self.split!r}")
+
+
+DEFAULT_CONFIG = TritonConfig()
+#: Small tiles for the CPU interpreter (fast enough for tests, exercises masking).
+INTERPRETER_CONFIG = TritonConfig(
+    block_m=16, block_n=16, block_d=16, bwd_block_m=16, bwd_block_n=16, num_warps=1, num_stages=1
+)
+
+
+if _HAS_TRITON:
+
+    @triton.jit
+    def _sim_tile(  # type: ignore[no-untyped-def]
+        a_ptr,
+        b_ptr,
+        a_idx,
+        b_idx,
+        a_ok,
+        b_ok,
+        D,
+        stride_am,
+        stride_ad,
+        stride_bn,
+        stride_bd,
+        BLOCK_A: tl.constexpr,
+        BLOCK_B: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        PRECISION: tl.constexpr,
+    ):
+        """(BLOCK_A, BLOCK_B) fp32 tile of a[a_idx] @ b[b_idx]^T, reduced over D in chunks."""
+        acc = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.float32)
+        offs_d = tl.arange(0, BLOCK_D)
+        for d0 in range(0, D, BLOCK_D):
+            d = d0 + offs_d
+            d_ok = d < D
+            a = tl.load(
+                a_ptr + a_idx[:, None] * stride_am + d[None, :] * stride_ad,
+                mask=a_ok[:, None] & d_ok[None, :],
+                other=0.0,
+            )
+            b = tl.load(
+                b_ptr + b_idx[:, None] * stride_bn + d[None, :] * stride_bd,
+                mask=b_ok[:, None] & d_ok[None, :],
+                other=0.0,
+            )
+            acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)
+        return acc
+
+    @triton.jit
+    def _fwd_kernel(  # type: ignore[no-untyped-def]
+        q_ptr,
+        k_ptr,
+        t_ptr,
+        row_part_ptr,
+        col_part_ptr,
+        pos_part_ptr,
+        M,
+        N,
+        D,
+        offset,
+        threshold,
+        blocks_per_split,
+        stride_qm,
+        stride_qd,
+        stride_kn,
+        stride_kd,
+        HAS_THRESH: tl.constexpr,
+        COLS: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        PRECISION: tl.constexpr,
+    ):
+        pid_m = tl.program_id(0)
+        pid_s = tl.program_id(1)
+        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = rows < M
+        t2 = tl.load(t_ptr).to(tl.float32) * 1.4426950408889634  # t * log2(e)
+        m_run = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+        l_run = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        pos = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        n_blocks = tl.cdiv(N, BLOCK_N)
+        cb_start = pid_s * blocks_per_split
+        cb_end = tl.minimum(cb_start + blocks_per_split, n_blocks)
+        for cb in range(cb_start, cb_end):
+            cols = cb * BLOCK_N + tl.arange(0, BLOCK_N)
+            col_ok = cols < N
+            s = _sim_tile(
+                q_ptr, k_ptr, rows, cols, row_ok, col_ok, D,
+                stride_qm, stride_qd, stride_kn, stride_kd,
+                BLOCK_M, BLOCK_N, BLOCK_D, PRECISION,
+            )  # fmt: skip
+            diag = cols[None, :] == (rows[:, None] + offset)
+            pos += tl.sum(tl.where(diag, s, 0.0), axis=1)  # raw s at the positive pair
+            if HAS_THRESH:
+                s = tl.where(diag & (s > threshold), threshold, s)
+            valid = row_ok[:, None] & col_ok[None, :]
+            z = tl.where(valid, s * t2, float("-inf"))
+            # rows: online log-sum-exp (base 2) across this program's column blocks
+            m_new = tl.maximum(m_run, tl.max(z, axis=1))
+            l_run = l_run * tl.exp2(m_run - m_new) + tl.sum(tl.exp2(z - m_new[:, None]), axis=1)
+            m_run = m_new
+            if COLS:
+                # columns: log-sum-exp over this program's rows, one partial per (row block, col)
+                cmax = tl.max(z, axis=0)
+                csum = tl.sum(tl.exp2(z - cmax[None, :]), axis=0)
+                tl.store(col_part_ptr + pid_m * N + cols, cmax + tl.log2(csum), mask=col_ok)
+        tl.store(row_part_ptr + pid_s * M + rows, m_run + tl.log2(l_run), mask=row_ok)
+        tl.store(pos_part_ptr + pid_s * M + rows, pos, mask=row_ok)
+
+    @triton.jit
+    def _bwd_kernel(  # type: ignore[no-untyped-def]
+        a_ptr,
+        b_ptr,
+        t_ptr,
+        a_lse_ptr,
+        b_lse_ptr,
+        diag_s_ptr,
+        out_ptr,
+        dt_part_ptr,
+        A,
+        B,
+        M,
+        D,
+        offset,
+        threshold,
+        delta_coef,
+        blocks_per_split,
+        stride_am,
+        stride_ad,
+        stride_bn,
+        stride_bd,
+        stride_os,
+        stride_om,
+        stride_od,
+        A_IS_ROWS: tl.constexpr,
+        SYMMETRIC: tl.constexpr,
+        HAS_THRESH: tl.constexpr,
+        BLOCK_A: tl.constexpr,
+        BLOCK_B: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        BLOCK_DO: tl.constexpr,
+        PRECISION: tl.constexpr,
+    ):
+        """Gradient of the loss sum w.r.t. the rows of ``a``, iterating over blocks of ``b``.
+
+        ``A_IS_ROWS``: a = Q (rows of S), b = K; otherwise a = K (columns of S), b = Q and tiles
+        are S^T. Output block = sum_j G[a, j] b_j over this program's ``b`` blocks, where
+        G = t * (P + Q) (Q only when ``SYMMETRIC``) with zero at relaxed positives, plus
+        (split 0 only) the fp32 delta term ``-delta_coef * t * 1[s_ii <= theta] * b_partner``.
+        Also writes sum_ij (P + Q)_ij * s'_ij over the tiles to ``dt_part`` (used when A_IS_ROWS).
+        """
+        pid_a = tl.program_id(0)
+        pid_d = tl.program_id(1)
+        pid_s = tl.program_id(2)
+        a_idx = pid_a * BLOCK_A + tl.arange(0, BLOCK_A)
+        a_ok = a_idx < A
+        t = tl.load(t_ptr).to(tl.float32)
+        t2 = t * 1.4426950408889634
+        a_lse = tl.load(a_lse_ptr + a_idx, mask=a_ok, other=0.0)
+        # row index (in S) of each a and the S column of its positive pair
+        if A_IS_ROWS:
+            a_row = a_idx
+        else:
+            a_row = a_idx - offset
+        dcols = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
+        dcol_ok = dcols < D
+        acc = tl.zeros((BLOCK_A, BLOCK_DO), dtype=tl.float32)
+        dt_acc = tl.zeros((BLOCK_A,), dtype=tl.float32)
+        n_blocks = tl.cdiv(B, BLOCK_B)
+        bb_start = pid_s * blocks_per_split
+        bb_end = tl.minimum(bb_start + blocks_per_split, n_blocks)
+        for bb in range(bb_start, bb_end):
+            b_idx = bb * BLOCK_B + tl.arange(0, BLOCK_B)
+            b_ok = b_idx < B
+            s = _sim_tile(
+                a_ptr, b_ptr, a_idx, b_idx, a_ok, b_ok, D,
+                stride_am, stride_ad, stride_bn, stride_bd,
+                BLOCK_A, BLOCK_B, BLOCK_D, PRECISION,
+            )  # fmt: skip
+            if A_IS_ROWS:
+                diag = b_idx[None, :] == (a_idx[:, None] + offset)
+            else:
+                diag = a_idx[:, None] == (b_idx[None, :] + offset)
+            if HAS_THRESH:
+                over = diag & (s > threshold)
+                s = tl.where(over, threshold, s)
+            z = s * t2
+            w = tl.exp2(z - a_lse[:, None])  # softmax along this program's own axis
+            b_lse = tl.load(b_lse_ptr + b_idx, mask=b_ok, other=0.0)
+            if A_IS_ROWS:
+                if SYMMETRIC:
+                    w += tl.exp2(z - b_lse[None, :])
+            else:
+                w = tl.exp2(z - b_lse[None, :])  # row softmax P (b = rows of S)
+                if SYMMETRIC:
+                    w += tl.exp2(z - a_lse[:, None])  # column softmax
+            w = tl.where(a_ok[:, None] & b_ok[None, :], w, 0.0)
+            dt_acc += tl.sum(w * s, axis=1)
+            g = w * t
+            if HAS_THRESH:
+                g = tl.where(over, 0.0, g)
+            bv = tl.load(
+                b_ptr + b_idx[:, None] * stride_bn + dcols[None, :] * stride_bd,
+                mask=b_ok[:, None] & dcol_ok[None, :],
+                other=0.0,
+            )
+            acc = tl.dot(g.to(bv.dtype), bv, acc, input_precision=PRECISION)
+        # delta term: -coef * t * 1[s_ii <= theta] * (partner row of b), exact in fp32
+        partner_ok = a_ok & (a_row >= 0) & (a_row < M) & (pid_s == 0)
+        if A_IS_ROWS:
+            partner = a_idx + offset
+        else:
+            partner = a_row
+        dsv = tl.load(diag_s_ptr + a_row, mask=partner_ok, other=0.0)
+        coef = tl.where(partner_ok, delta_coef * t, 0.0)
+        if HAS_THRESH:
+            coef = tl.where(dsv <= threshold, coef, 0.0)
+        pv = tl.load(
+            b_ptr + partner[:, None] * stride_bn + dcols[None, :] * stride_bd,
+            mask=partner_ok[:, None] & dcol_ok[None, :],
+            other=0.0,
+        ).to(tl.float32)
+        acc -= coef[:, None] * pv
+        tl.store(
+            out_ptr + pid_s * stride_os + a_idx[:, None] * stride_om + dcols[None, :] * stride_od,
+            acc.to(out_ptr.dtype.element_ty),
+            mask=a_ok[:, None] & dcol_ok[None, :],
+        )
+        n_a_blocks = tl.num_programs(0)
+        tl.store(dt_part_ptr + (pid_d * tl.num_programs(2) + pid_s) * n_a_blocks + pid_a, tl.sum(dt_acc))
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).multi_processor_count)
+    return 1
+
+
+def _split(cfg: TritonConfig, n_outer: int, n_inner: int, device: torch.device) -> int:
+    """Programs per outer block (over ``n_inner`` inner blocks), every split non-empty."""
+    want = cfg.split if cfg.split is not None else max(1, (2 * _num_sms(device)) // max(n_outer, 1))
+    want = max(1, min(want, n_inner))
+    per = math.ceil(n_inner / want)
+    return math.ceil(n_inner / per)
+
+
+def _precision(dtype: torch.dtype, allow_tf32: bool) -> str:
+    return "tf32" if (dtype == torch.float32 and allow_tf32) else "ieee"
+
+
+def _launch_bwd(
+    a: Tensor,
+    b: Tensor,
+    t: Tensor,
+    a_lse2: Tensor,
+    b_lse2: Tensor,
+    diag_s: Tensor,
+    *,
+    a_is_rows: bool,
+    symmetric: bool,
+    threshold: float | None,
+    offset: int,
+    cfg: TritonConfig,
+    precision: str,
+) -> tuple[Tensor, Tensor]:
+    """Launch the backward kernel for ``a``; returns (grad of the sum w.r.t. a, dt partials)."""
+    n_a, dim = a.shape
+    n_b = b.shape[0]
+    m_rows = a.shape[0] if a_is_rows else b.shape[0]
+    block_a = cfg.bwd_block_m if a_is_rows else cfg.bwd_block_n
+    block_b = cfg.bwd_block_n if a_is_rows else cfg.bwd_block_m
+    block_do = cfg.block_do or min(max(triton.next_power_of_2(dim), 16), 256)
+    n_ab = triton.cdiv(n_a, block_a)
+    n_bb = triton.cdiv(n_b, block_b)
+    n_do = triton.cdiv(dim, block_do)
+    split = _split(cfg, n_ab * n_do, n_bb, a.device)
+    per = triton.cdiv(n_bb, split)
+    out_dtype = a.dtype if split == 1 else torch.float32
+    out = torch.empty((split, n_a, dim), device=a.device, dtype=out_dtype)
+    dt_part = torch.empty((n_do, split, n_ab), device=a.device, dtype=torch.float32)
+    _bwd_kernel[(n_ab, n_do, split)](
+        a, b, t, a_lse2, b_lse2, diag_s, out, dt_part,
+        n_a, n_b, m_rows, dim, offset,
+        0.0 if threshold is None else float(threshold),
+        2.0 if symmetric else 1.0,
+        per,
+        a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+        out.stride(0), out.stride(1), out.stride(2),
+        A_IS_ROWS=a_is_rows, SYMMETRIC=symmetric, HAS_THRESH=threshold is not None,
+        BLOCK_A=block_a, BLOCK_B=block_b, BLOCK_D=cfg.block_d, BLOCK_DO=block_do,
+        PRECISION=precision, num_warps=cfg.bwd_num_warps, num_stages=cfg.bwd_num_stages,
+    )  # fmt: skip
+    grad = out[0] if split == 1 else out.sum(0).to(a.dtype)
+    return grad, dt_part
+
+
+class _TritonLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        q: Tensor,
+        k: Tensor,
+        logit_scale: Tensor,
+        threshold: float | None,
+        offset: int,
+        symmetric: bool,
+        cfg: TritonConfig,
+        precision: str,
+    ) -> Tensor:
+        n_q, dim = q.shape
+        n_k = k.shape[0]
+        t = logit_scale.detach().to(device=q.device, dtype=torch.float32).reshape(())
+        n_rb = triton.cdiv(n_q, cfg.block_m)
+        n_cb = triton.cdiv(n_k, cfg.block_n)
+        split = _split(cfg, n_rb, n_cb, q.device)
+        per = triton.cdiv(n_cb, split)
+        f32 = {"device": q.device, "dtype": torch.float32}
+        row_part = torch.empty((split, n_q), **f32)
+        pos_part = torch.empty((split, n_q), **f32)
+        col_part = torch.empty((n_rb, n_k) if symmetric else (1, 1), **f32)
+        _fwd_kernel[(n_rb, split)](
+            q, k, t, row_part, col_part, pos_part,
+            n_q, n_k, dim, offset,
+            0.0 if threshold is None else float(threshold),
+            per,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+            HAS_THRESH=threshold is not None, COLS=symmetric,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d,
+            PRECISION=precision, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )  # fmt: skip
+        # deterministic reductions of the partials (base-2 log-sum-exps -> natural units)
+        row_lse = torch.logsumexp(row_part * _LN2, dim=0)
+        diag_s = pos_part.sum(0)  # exactly one non-zero partial per row
+        pos = diag_s if threshold is None else diag_s.clamp(max=threshold)
+        pos_sum = pos.sum()
+        loss = row_lse.sum() - t * pos_sum
+        if symmetric:
+            col_lse = torch.logsumexp(col_part * _LN2, dim=0)
+            loss = loss + col_lse.sum() - t * pos_sum
+        else:
+            col_lse = row_lse.new_zeros(1)
+        ctx.threshold = threshold
+        ctx.offset = offset
+        ctx.symmetric = symmetric
+        ctx.cfg = cfg
+        ctx.precision = precision
+        ctx.save_for_backward(q, k, t, row_lse * _LOG2E, col_lse * _LOG2E, diag_s, pos_sum)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        q, k, t, row_lse2, col_lse2, diag_s, pos_sum = ctx.saved_tensors
+        need_q, need_k, need_t = ctx.needs_input_grad[:3]
+        common = {
+            "symmetric": ctx.symmetric,
+            "threshold": ctx.threshold,
+            "offset": ctx.offset,
+            "cfg": ctx.cfg,
+            "precision": ctx.precision,
+        }
+        g = grad.to(torch.float32)
+        grad_q = grad_k = grad_t = None
+        if need_q or need_t:
+            dq, dt_part = _launch_bwd(
+                q, k, t, row_lse2, col_lse2, diag_s, a_is_rows=True, **common
+            )
+            if need_q:
+                grad_q = (dq * g).to(q.dtype)
+            if need_t:
+                coef = 2.0 if ctx.symmetric else 1.0
+                grad_t = (dt_part[0].sum() - coef * pos_sum) * g
+        if need_k:
+            dk, _ = _launch_bwd(k, q, t, col_lse2, row_lse2, diag_s, a_is_rows=False, **common)
+            grad_k = (dk * g).to(k.dtype)
+        return grad_q, grad_k, grad_t, None, None, None, None, None
+
+
+def _check(name: str, a: Tensor) -> None:
+    if not isinstance(a, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(a).__name__}")
+    if a.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (rows, features), got shape {tuple(a.shape)}")
+    if a.dtype == torch.float64:
+        raise TypeError(
+            f"{name}: the triton backend does not support float64; use backend='dense' or "
+            "backend='chunked' for float64 features"
+        )
+    if a.dtype not in _SUPPORTED:
+        raise TypeError(f"{name} must be bfloat16, float16 or float32, got {a.dtype}")
+
+
+def _prepare(
+    a: Tensor, b: Tensor, logit_scale: Tensor, names: tuple[str, str]
+) -> tuple[Tensor, Tensor]:
+    if not _HAS_TRITON:
+        raise RuntimeError('the triton backend needs triton: pip install "relaxclip[triton]"')
+    _check(names[0], a)
+    _check(names[1], b)
+    if a.device != b.device or a.dtype != b.dtype:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must share dtype and device, got {a.dtype}/{a.device} "
+            f"and {b.dtype}/{b.device}"
+        )
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same feature dim")
+    if not is_available(a.device):
+        raise RuntimeError(
+            f"the triton backend cannot run on {a.device}: it needs a CUDA device, or CPU tensors "
+            "with TRITON_INTERPRET=1 set before triton is imported"
+        )
+    if not isinstance(logit_scale, torch.Tensor) or logit_scale.numel() != 1:
+        raise TypeError("logit_scale must be a one-element tensor")
+    kind = a.device.type
+    if a.dtype == torch.float32 and torch.is_autocast_enabled(kind):
+        low = torch.get_autocast_dtype(kind)
+        if low in (torch.bfloat16, torch.float16):
+            a, b = a.to(low), b.to(low)  # what a matmul would do under autocast
+    return a, b
+
+
+def symmetric_loss_sum(
+    x: Tensor,
+    y: Tensor,
+    logit_scale: Tensor,
+    threshold: float | None,
+    *,
+    allow_tf32: bool = False,
+    config: TritonConfig | None = None,
+    **_: Any,
+) -> Tensor:
+    """Sum over i of ``(lse_j l_ij - l_ii) + (lse_j l_ji - l_ii)`` with a fused Triton kernel.
+
+    Args:
+        x, y: (B, D) features (bf16, fp16 or fp32; same dtype and device; any strides).
+        logit_scale: 0-d tensor t > 0; may require grad.
+        threshold: theta in (-1, 1) or ``None``; the positive logit is ``t * min(s_ii, theta)``.
+        allow_tf32: fp32 inputs only: use TF32 tensor-core dots (about 1e-3 relative error).
+        config: tile sizes (:class:`TritonConfig`); default tuned for Hopper-class GPUs, or
+            :data:`INTERPRETER_CONFIG` under the interpreter.
+        Other keyword options of the dispatcher (e.g. ``chunk_size``) do not apply and are ignored.
+
+    Returns a 0-d fp32 tensor, differentiable w.r.t. ``x``, ``y`` and ``logit_scale``.
+    """
+    x, y = _prepare(x, y, logit_scale, ("x", "y"))
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]}, {y.shape[0]}")
+    cfg = config or (INTERPRETER_CONFIG if x.device.type == "cpu" else DEFAULT_CONFIG)
+    prec = _precision(x.dtype, allow_tf32)
+    return _TritonLoss.apply(x, y, logit_scale, threshold, 0, True, cfg, prec)  # type: ignore[no-any-return]
+
+
+def rows_loss_sum(
+    q: Tensor,
+    k: Tensor,
+    logit_scale: Tensor,
+    threshold: float | None,
+    offset: int,
+    *,
+    allow_tf32: bool = False,
+    config: TritonConfig | None = None,
+    **_: Any,
+) -> Tensor:
+    """One direction: sum over rows i of q of ``lse_j l_ij - l_{i, offset+i}``, l = t * q k^T.
+
+    Args:
+        q: (b, D) queries; k: (N, D) keys with ``0 <= offset`` and ``offset + b <= N``; the
+            positive of row i is key ``offset + i`` (relaxed with ``threshold``).
+        Other arguments as :func:`symmetric_loss_sum`.
+
+    Returns a 0-d fp32 tensor, differentiable w.r.t. ``q``, ``k`` and ``logit_scale``.
+    """
+    q, k = _prepare(q, k, logit_scale, ("q", "k"))
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"offset must be an int, got {type(offset).__name__}")
+    if offset < 0 or offset + q.shape[0] > k.shape[0]:
+        raise ValueError(
+            f"offset must satisfy 0 <= offset and offset + b <= N, got offset={offset}, "
+            f"b={q.shape[0]}, N={k.shape[0]}"
+        )
+    cfg = config or (INTERPRETER_CONFIG if q.device.type == "cpu" else DEFAULT_CONFIG)
+    prec = _precision(q.dtype, allow_tf32)
+    return _TritonLoss.apply(q, k, logit_scale, threshold, offset, False, cfg, prec)  # type: ignore[no-any-return]
+
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "INTERPRETER_CONFIG",
+    "TritonConfig",
+    "interpreter_enabled",
+    "is_available",
+    "rows_loss_sum",
+    "symmetric_loss_sum",
+]
