@@ -46,7 +46,9 @@ def _check_threshold(threshold: float | None) -> float | None:
     if threshold is None:
         return None
     if isinstance(threshold, bool) or not isinstance(threshold, Real):
-        raise TypeError(f"threshold must be a float in (-1, 1] or None, got {type(threshold).__name__}")
+        raise TypeError(
+            f"threshold must be a float in (-1, 1] or None, got {type(threshold).__name__}"
+        )
     value = float(threshold)
     if not (-1.0 < value <= 1.0):  # also rejects NaN
         raise ValueError(f"threshold must be in (-1, 1] (a cosine similarity), got {value}")
@@ -58,7 +60,9 @@ def _check_backend_options(backend: str, chunk_size: int | None) -> None:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if chunk_size is not None:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-            raise TypeError(f"chunk_size must be a positive int or None, got {type(chunk_size).__name__}")
+            raise TypeError(
+                f"chunk_size must be a positive int or None, got {type(chunk_size).__name__}"
+            )
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
@@ -66,15 +70,21 @@ def _check_backend_options(backend: str, chunk_size: int | None) -> None:
 def _check_features(image_features: Tensor, text_features: Tensor, check_finite: bool) -> None:
     for name, feats in (("image_features", image_features), ("text_features", text_features)):
         if not isinstance(feats, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape (B, D), got {type(feats).__name__}")
+            raise TypeError(
+                f"{name} must be a torch.Tensor of shape (B, D), got {type(feats).__name__}"
+            )
         if feats.dim() != 2:
             raise ValueError(f"{name} must be 2-D (B, D), got shape {tuple(feats.shape)}")
         if not feats.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {feats.dtype}")
         if feats.shape[0] == 0:
-            raise ValueError(f"{name} must hold at least one sample (B >= 1), got shape {tuple(feats.shape)}")
+            raise ValueError(
+                f"{name} must hold at least one sample (B >= 1), got shape {tuple(feats.shape)}"
+            )
         if feats.shape[1] == 0:
-            raise ValueError(f"{name} must have feature dimension D >= 1, got shape {tuple(feats.shape)}")
+            raise ValueError(
+                f"{name} must have feature dimension D >= 1, got shape {tuple(feats.shape)}"
+            )
     if image_features.shape != text_features.shape:
         raise ValueError(
             "image_features and text_features must have the same shape (B, D), got "
@@ -93,7 +103,9 @@ def _check_features(image_features: Tensor, text_features: Tensor, check_finite:
     if check_finite:
         for name, feats in (("image_features", image_features), ("text_features", text_features)):
             if not bool(torch.isfinite(feats).all()):
-                raise ValueError(f"{name} contains NaN or Inf (pass check_finite=False to skip this check)")
+                raise ValueError(
+                    f"{name} contains NaN or Inf (pass check_finite=False to skip this check)"
+                )
 
 
 def _as_scale_tensor(logit_scale: Tensor | float, like: Tensor, check_finite: bool) -> Tensor:
@@ -105,7 +117,9 @@ def _as_scale_tensor(logit_scale: Tensor | float, like: Tensor, check_finite: bo
                 f"logit_scale must be a scalar (0-d or one-element tensor), got shape {tuple(logit_scale.shape)}"
             )
         if not logit_scale.is_floating_point():
-            raise TypeError(f"logit_scale must be a floating-point tensor, got dtype {logit_scale.dtype}")
+            raise TypeError(
+                f"logit_scale must be a floating-point tensor, got dtype {logit_scale.dtype}"
+            )
         if logit_scale.device != like.device and logit_scale.dim() > 0:
             raise ValueError(
                 f"logit_scale must be on the features' device {like.device}, got {logit_scale.device}"

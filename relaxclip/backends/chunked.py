@@ -45,7 +45,7 @@ def _block_logits(
 
 class _ChunkedSymmetric(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         x: Tensor,
         y: Tensor,
@@ -76,7 +76,7 @@ class _ChunkedSymmetric(torch.autograd.Function):
         return row_lse.sum() + col_lse.sum() - 2.0 * positives
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, y, t, row_lse, col_lse = ctx.saved_tensors
         cdt = t.dtype
         xc, yc = x.to(cdt), y.to(cdt)
@@ -108,7 +108,7 @@ class _ChunkedSymmetric(torch.autograd.Function):
 
 class _ChunkedRows(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         q: Tensor,
         k: Tensor,
@@ -132,7 +132,7 @@ class _ChunkedRows(torch.autograd.Function):
         return row_lse.sum() - positives
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         q, k, t, row_lse = ctx.saved_tensors
         cdt = t.dtype
         qc, kc = q.to(cdt), k.to(cdt)
@@ -181,7 +181,7 @@ def symmetric_loss_sum(
             ``default_chunk_size(B)``.
     """
     size = default_chunk_size(y.shape[0]) if chunk_size is None else chunk_size
-    return _ChunkedSymmetric.apply(x, y, logit_scale, threshold, size)  # type: ignore[no-any-return]
+    return _ChunkedSymmetric.apply(x, y, logit_scale, threshold, size)
 
 
 def rows_loss_sum(
@@ -196,7 +196,7 @@ def rows_loss_sum(
 ) -> Tensor:
     """Chunked form of ``relaxclip.backends.dense.rows_loss_sum`` (same value and gradients)."""
     size = default_chunk_size(k.shape[0]) if chunk_size is None else chunk_size
-    return _ChunkedRows.apply(q, k, logit_scale, threshold, offset, size)  # type: ignore[no-any-return]
+    return _ChunkedRows.apply(q, k, logit_scale, threshold, offset, size)
 
 
 __all__ = ["default_chunk_size", "rows_loss_sum", "symmetric_loss_sum"]

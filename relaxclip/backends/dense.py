@@ -27,7 +27,7 @@ def _add_col_softmax_(w: Tensor, logits: Tensor, col_lse: Tensor) -> None:
 
 class _DenseSymmetric(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | None
     ) -> Tensor:
         cdt = compute_dtype(x.dtype)
@@ -43,7 +43,7 @@ class _DenseSymmetric(torch.autograd.Function):
         return loss
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, y, t, logits, row_lse, col_lse, passes = ctx.saved_tensors
         cdt = logits.dtype
         # W = g * (P + Q - 2I): P row softmax, Q column softmax of the relaxed logits.
@@ -66,7 +66,7 @@ class _DenseSymmetric(torch.autograd.Function):
 
 class _DenseRows(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | None, offset: int
     ) -> Tensor:
         cdt = compute_dtype(q.dtype)
@@ -83,7 +83,7 @@ class _DenseRows(torch.autograd.Function):
         return loss
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         q, k, t, logits, row_lse, passes = ctx.saved_tensors
         cdt = logits.dtype
         b = q.shape[0]
@@ -115,7 +115,7 @@ def symmetric_loss_sum(
 
     Returns a 0-d tensor in the compute dtype (fp32, or fp64), differentiable w.r.t. x, y, t.
     """
-    return _DenseSymmetric.apply(x, y, logit_scale, threshold)  # type: ignore[no-any-return]
+    return _DenseSymmetric.apply(x, y, logit_scale, threshold)
 
 
 def rows_loss_sum(
@@ -126,7 +126,7 @@ def rows_loss_sum(
     Args:
         q: (b, D) queries; k: (N, D) keys with N >= offset + b; the positive of row i is key offset+i.
     """
-    return _DenseRows.apply(q, k, logit_scale, threshold, offset)  # type: ignore[no-any-return]
+    return _DenseRows.apply(q, k, logit_scale, threshold, offset)
 
 
 __all__ = ["rows_loss_sum", "symmetric_loss_sum"]
