@@ -191,8 +191,13 @@ _EASY_BREAK = re.compile(r"(?<!\S)([A-Za-z]{2,})([.?!])\s+(?=[^\W_])")
 _ANY_CANDIDATE = re.compile(
     r"[.?!](?=\S*\s+\S|[^\s.?!]*[)\";}\]*:@'({\[\u2018\u2019\u201c\u201d\xab\xbb!?])"
 )
-# Blank line (a hard boundary).
-_BLANK_LINE = re.compile(r"\n[^\S\n]*\n\s*")
+# Hard boundaries cut before Punkt runs: a blank line; a doubled period after a word
+# ("radiographs.. No"); a period glued to the next capitalised word ("XXXX.In the left").
+_HARD = re.compile(
+    r"(?P<blank>\n[^\S\n]*\n)"
+    r"|(?<![.\s])\.\.(?P<dd>\s)"
+    r"|(?<!\S)(?P<word>[A-Za-z]{2,})\.(?P<glued>[A-Z][a-z])"
+)
 # A list marker: 1-2 digits then "." or ")", a whole token, followed by whitespace and more text.
 _MARKER = re.compile(r"(?<!\S)(\d{1,2}[.)])(?=\s+\S)")
 _HAS_MARKER_CHAR = re.compile(r"\d[.)]")
@@ -291,7 +296,10 @@ def split_sentences(text: str) -> list[str]:
 
     Rules, in order:
 
-    1. A blank line always ends a sentence (so does the end of the text, period or not).
+    1. A blank line always ends a sentence (so does the end of the text, period or not), and so
+       do a doubled period after a word (``"radiographs.. No"``, a common typo) and a period glued
+       to the next capitalised word (``"XXXX.In the left lobe"``) unless the word is a shipped
+       abbreviation.
     2. A list marker (``1.``, ``2)``; one or two digits) starts a new item when it is at the start
        of the text or of a line, or follows ``. ! ? : ;``; the marker stays at the front of its
        item's first sentence (``"2. Cardiomegaly."``).
@@ -315,8 +323,16 @@ def split_sentences(text: str) -> list[str]:
         raise TypeError(f"split_sentences: text must be str, got {type(text).__name__}")
     pieces: list[str] = []
     pos = 0
-    for m in _BLANK_LINE.finditer(text):
-        _split_segment(text[pos : m.start()], pieces)
-        pos = m.end()
+    for m in _HARD.finditer(text):
+        if m.group("blank") is not None:
+            cut = m.start()
+        elif m.group("dd") is not None:
+            cut = m.start("dd")
+        elif m.group("word").lower() not in ABBREVIATIONS:
+            cut = m.start("glued")
+        else:
+            continue
+        _split_segment(text[pos:cut], pieces)
+        pos = cut
     _split_segment(text[pos:], pieces)
     return _merge_fragments(pieces)
