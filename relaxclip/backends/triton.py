@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -111,7 +111,9 @@ class TritonConfig:
             if not isinstance(v, int) or v < 16 or v & (v - 1):
                 raise ValueError(f"TritonConfig.{name} must be a power of two >= 16, got {v!r}")
         if self.split is not None and (not isinstance(self.split, int) or self.split < 1):
-            raise ValueError(f"TritonConfig.split must be a positive int or None, got {self.split!r}")
+            raise ValueError(
+                f"TritonConfig.split must be a positive int or None, got {self.split!r}"
+            )
 
 
 DEFAULT_CONFIG = TritonConfig()
@@ -122,6 +124,13 @@ INTERPRETER_CONFIG = TritonConfig(
 
 
 if _HAS_TRITON:
+
+    @triton.jit
+    def _dot(a, b, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):  # type: ignore[no-untyped-def]
+        """acc + a @ b with fp32 accumulation; ``UPCAST`` computes in fp32 (exact for bf16 operands)."""
+        if UPCAST:
+            return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+        return tl.dot(a, b, acc, input_precision=PRECISION)
 
     @triton.jit
     def _sim_tile(  # type: ignore[no-untyped-def]
@@ -140,6 +149,7 @@ if _HAS_TRITON:
         BLOCK_B: tl.constexpr,
         BLOCK_D: tl.constexpr,
         PRECISION: tl.constexpr,
+        UPCAST: tl.constexpr,
     ):
         """(BLOCK_A, BLOCK_B) fp32 tile of a[a_idx] @ b[b_idx]^T, reduced over D in chunks."""
         acc = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.float32)
@@ -157,7 +167,7 @@ if _HAS_TRITON:
                 mask=b_ok[:, None] & d_ok[None, :],
                 other=0.0,
             )
-            acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)
+            acc = _dot(a, tl.trans(b), acc, PRECISION, UPCAST)
         return acc
 
     @triton.jit
@@ -184,6 +194,7 @@ if _HAS_TRITON:
         BLOCK_N: tl.constexpr,
         BLOCK_D: tl.constexpr,
         PRECISION: tl.constexpr,
+        UPCAST: tl.constexpr,
     ):
         pid_m = tl.program_id(0)
         pid_s = tl.program_id(1)
@@ -202,7 +213,7 @@ if _HAS_TRITON:
             s = _sim_tile(
                 q_ptr, k_ptr, rows, cols, row_ok, col_ok, D,
                 stride_qm, stride_qd, stride_kn, stride_kd,
-                BLOCK_M, BLOCK_N, BLOCK_D, PRECISION,
+                BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, UPCAST,
             )  # fmt: skip
             diag = cols[None, :] == (rows[:, None] + offset)
             pos += tl.sum(tl.where(diag, s, 0.0), axis=1)  # raw s at the positive pair
@@ -255,6 +266,7 @@ if _HAS_TRITON:
         BLOCK_D: tl.constexpr,
         BLOCK_DO: tl.constexpr,
         PRECISION: tl.constexpr,
+        UPCAST: tl.constexpr,
     ):
         """Gradient of the loss sum w.r.t. the rows of ``a``, iterating over blocks of ``b``.
 
@@ -271,7 +283,8 @@ if _HAS_TRITON:
         a_ok = a_idx < A
         t = tl.load(t_ptr).to(tl.float32)
         t2 = t * 1.4426950408889634
-        a_lse = tl.load(a_lse_ptr + a_idx, mask=a_ok, other=0.0)
+        if A_IS_ROWS or SYMMETRIC:  # (the rows-only loss has no column log-sum-exp)
+            a_lse = tl.load(a_lse_ptr + a_idx, mask=a_ok, other=0.0)
         # row index (in S) of each a and the S column of its positive pair
         if A_IS_ROWS:
             a_row = a_idx
@@ -290,7 +303,7 @@ if _HAS_TRITON:
             s = _sim_tile(
                 a_ptr, b_ptr, a_idx, b_idx, a_ok, b_ok, D,
                 stride_am, stride_ad, stride_bn, stride_bd,
-                BLOCK_A, BLOCK_B, BLOCK_D, PRECISION,
+                BLOCK_A, BLOCK_B, BLOCK_D, PRECISION, UPCAST,
             )  # fmt: skip
             if A_IS_ROWS:
                 diag = b_idx[None, :] == (a_idx[:, None] + offset)
@@ -300,15 +313,16 @@ if _HAS_TRITON:
                 over = diag & (s > threshold)
                 s = tl.where(over, threshold, s)
             z = s * t2
-            w = tl.exp2(z - a_lse[:, None])  # softmax along this program's own axis
-            b_lse = tl.load(b_lse_ptr + b_idx, mask=b_ok, other=0.0)
             if A_IS_ROWS:
+                w = tl.exp2(z - a_lse[:, None])  # row softmax P
                 if SYMMETRIC:
-                    w += tl.exp2(z - b_lse[None, :])
+                    b_lse = tl.load(b_lse_ptr + b_idx, mask=b_ok, other=0.0)
+                    w += tl.exp2(z - b_lse[None, :])  # column softmax Q
             else:
+                b_lse = tl.load(b_lse_ptr + b_idx, mask=b_ok, other=0.0)
                 w = tl.exp2(z - b_lse[None, :])  # row softmax P (b = rows of S)
                 if SYMMETRIC:
-                    w += tl.exp2(z - a_lse[:, None])  # column softmax
+                    w += tl.exp2(z - a_lse[:, None])  # column softmax Q
             w = tl.where(a_ok[:, None] & b_ok[None, :], w, 0.0)
             dt_acc += tl.sum(w * s, axis=1)
             g = w * t
@@ -319,15 +333,15 @@ if _HAS_TRITON:
                 mask=b_ok[:, None] & dcol_ok[None, :],
                 other=0.0,
             )
-            acc = tl.dot(g.to(bv.dtype), bv, acc, input_precision=PRECISION)
+            acc = _dot(g.to(bv.dtype), bv, acc, PRECISION, UPCAST)
         # delta term: -coef * t * 1[s_ii <= theta] * (partner row of b), exact in fp32
-        partner_ok = a_ok & (a_row >= 0) & (a_row < M) & (pid_s == 0)
+        partner_ok = a_ok & (a_row >= 0) & (a_row < M)
         if A_IS_ROWS:
             partner = a_idx + offset
         else:
             partner = a_row
         dsv = tl.load(diag_s_ptr + a_row, mask=partner_ok, other=0.0)
-        coef = tl.where(partner_ok, delta_coef * t, 0.0)
+        coef = tl.where(partner_ok & (pid_s == 0), delta_coef * t, 0.0)  # once per output
         if HAS_THRESH:
             coef = tl.where(dsv <= threshold, coef, 0.0)
         pv = tl.load(
@@ -342,7 +356,9 @@ if _HAS_TRITON:
             mask=a_ok[:, None] & dcol_ok[None, :],
         )
         n_a_blocks = tl.num_programs(0)
-        tl.store(dt_part_ptr + (pid_d * tl.num_programs(2) + pid_s) * n_a_blocks + pid_a, tl.sum(dt_acc))
+        tl.store(
+            dt_part_ptr + (pid_d * tl.num_programs(2) + pid_s) * n_a_blocks + pid_a, tl.sum(dt_acc)
+        )
 
 
 def _num_sms(device: torch.device) -> int:
@@ -357,6 +373,13 @@ def _split(cfg: TritonConfig, n_outer: int, n_inner: int, device: torch.device) 
     want = max(1, min(want, n_inner))
     per = math.ceil(n_inner / want)
     return math.ceil(n_inner / per)
+
+
+def _upcast(a: Tensor) -> bool:
+    """Whether dots must run in fp32: the triton 3.x interpreter's bf16 ``tl.dot`` is wrong
+    (returns garbage on CPU), so under the interpreter bf16 operands are upcast, which is exact
+    (bf16 products are exact in fp32), i.e. the same maths as a bf16 tensor-core dot."""
+    return a.device.type == "cpu" and a.dtype == torch.bfloat16
 
 
 def _precision(dtype: torch.dtype, allow_tf32: bool) -> str:
@@ -403,7 +426,7 @@ def _launch_bwd(
         out.stride(0), out.stride(1), out.stride(2),
         A_IS_ROWS=a_is_rows, SYMMETRIC=symmetric, HAS_THRESH=threshold is not None,
         BLOCK_A=block_a, BLOCK_B=block_b, BLOCK_D=cfg.block_d, BLOCK_DO=block_do,
-        PRECISION=precision, num_warps=cfg.bwd_num_warps, num_stages=cfg.bwd_num_stages,
+        PRECISION=precision, UPCAST=_upcast(a), num_warps=cfg.bwd_num_warps, num_stages=cfg.bwd_num_stages,
     )  # fmt: skip
     grad = out[0] if split == 1 else out.sum(0).to(a.dtype)
     return grad, dt_part
@@ -411,7 +434,7 @@ def _launch_bwd(
 
 class _TritonLoss(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         q: Tensor,
         k: Tensor,
@@ -429,10 +452,10 @@ class _TritonLoss(torch.autograd.Function):
         n_cb = triton.cdiv(n_k, cfg.block_n)
         split = _split(cfg, n_rb, n_cb, q.device)
         per = triton.cdiv(n_cb, split)
-        f32 = {"device": q.device, "dtype": torch.float32}
-        row_part = torch.empty((split, n_q), **f32)
-        pos_part = torch.empty((split, n_q), **f32)
-        col_part = torch.empty((n_rb, n_k) if symmetric else (1, 1), **f32)
+        f32 = torch.float32
+        row_part = torch.empty((split, n_q), device=q.device, dtype=f32)
+        pos_part = torch.empty((split, n_q), device=q.device, dtype=f32)
+        col_part = torch.empty((n_rb, n_k) if symmetric else (1, 1), device=q.device, dtype=f32)
         _fwd_kernel[(n_rb, split)](
             q, k, t, row_part, col_part, pos_part,
             n_q, n_k, dim, offset,
@@ -441,7 +464,7 @@ class _TritonLoss(torch.autograd.Function):
             q.stride(0), q.stride(1), k.stride(0), k.stride(1),
             HAS_THRESH=threshold is not None, COLS=symmetric,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d,
-            PRECISION=precision, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            PRECISION=precision, UPCAST=_upcast(q), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )  # fmt: skip
         # deterministic reductions of the partials (base-2 log-sum-exps -> natural units)
         row_lse = torch.logsumexp(row_part * _LN2, dim=0)
@@ -459,11 +482,13 @@ class _TritonLoss(torch.autograd.Function):
         ctx.symmetric = symmetric
         ctx.cfg = cfg
         ctx.precision = precision
+        ctx.scale_shape = logit_scale.shape
+        ctx.scale_dtype = logit_scale.dtype
         ctx.save_for_backward(q, k, t, row_lse * _LOG2E, col_lse * _LOG2E, diag_s, pos_sum)
         return loss
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         q, k, t, row_lse2, col_lse2, diag_s, pos_sum = ctx.saved_tensors
         need_q, need_k, need_t = ctx.needs_input_grad[:3]
         common = {
@@ -476,14 +501,13 @@ class _TritonLoss(torch.autograd.Function):
         g = grad.to(torch.float32)
         grad_q = grad_k = grad_t = None
         if need_q or need_t:
-            dq, dt_part = _launch_bwd(
-                q, k, t, row_lse2, col_lse2, diag_s, a_is_rows=True, **common
-            )
+            dq, dt_part = _launch_bwd(q, k, t, row_lse2, col_lse2, diag_s, a_is_rows=True, **common)
             if need_q:
                 grad_q = (dq * g).to(q.dtype)
             if need_t:
                 coef = 2.0 if ctx.symmetric else 1.0
-                grad_t = (dt_part[0].sum() - coef * pos_sum) * g
+                grad_t = ((dt_part[0].sum() - coef * pos_sum) * g).reshape(ctx.scale_shape)
+                grad_t = grad_t.to(ctx.scale_dtype)
         if need_k:
             dk, _ = _launch_bwd(k, q, t, col_lse2, row_lse2, diag_s, a_is_rows=False, **common)
             grad_k = (dk * g).to(k.dtype)
@@ -558,10 +582,12 @@ def symmetric_loss_sum(
     """
     x, y = _prepare(x, y, logit_scale, ("x", "y"))
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]}, {y.shape[0]}")
+        raise ValueError(
+            f"x and y must have the same number of rows, got {x.shape[0]}, {y.shape[0]}"
+        )
     cfg = config or (INTERPRETER_CONFIG if x.device.type == "cpu" else DEFAULT_CONFIG)
     prec = _precision(x.dtype, allow_tf32)
-    return _TritonLoss.apply(x, y, logit_scale, threshold, 0, True, cfg, prec)  # type: ignore[no-any-return]
+    return _TritonLoss.apply(x, y, logit_scale, threshold, 0, True, cfg, prec)
 
 
 def rows_loss_sum(
@@ -594,7 +620,7 @@ def rows_loss_sum(
         )
     cfg = config or (INTERPRETER_CONFIG if q.device.type == "cpu" else DEFAULT_CONFIG)
     prec = _precision(q.dtype, allow_tf32)
-    return _TritonLoss.apply(q, k, logit_scale, threshold, offset, False, cfg, prec)  # type: ignore[no-any-return]
+    return _TritonLoss.apply(q, k, logit_scale, threshold, offset, False, cfg, prec)
 
 
 __all__ = [
