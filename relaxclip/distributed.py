@@ -1,0 +1,278 @@
+"""The relaxed contrastive loss on the global batch of a ``torch.distributed`` job.
+
+Each rank passes only its local features ``x`` (b_r, D) and ``y`` (b_r, D); rank r's samples
+are rows ``offset_r .. offset_r + b_r - 1`` of the global batch (ranks concatenated in rank
+order, ``B = sum_r b_r``). The features of all ranks are gathered once per call with the
+autograd-aware all-gather of ``torch.distributed._functional_collectives`` (the replacement
+torch 2.13 names for the deprecated ``torch.distributed.nn.functional.all_gather``).
+
+Gradient semantics. The backward of the all-gather is a reduce-scatter with SUM: rank s
+receives, for its own rows, the sum over all ranks r of dℓ_r/d(rows of s), where ℓ_r is the
+loss rank r returned. DDP then AVERAGES every parameter gradient over the W ranks. Both modes
+choose ℓ_r so that this sum-then-average is exact. In ``"global"`` mode every rank returns the
+full loss, ℓ_r = L; the reduce-scatter hands rank s the gradient W·dL/dx_s, each encoder
+gradient on rank s is W·(dL/dx_s)(dx_s/dθ), and DDP's average (1/W)·Σ_s gives exactly dL/dθ;
+``logit_scale`` is replicated, every rank holds the full dL/dt, and the average is dL/dt. In
+``"local"`` mode rank r computes only the loss rows of its own samples in both directions
+(sum S_r, against the gathered features of the other modality) and returns
+ℓ_r = W·S_r/(2B), so that L = S/(2B) = (1/W)·Σ_r ℓ_r (the mean of the returned losses is the
+global loss). Then Σ_r dℓ_r/dx_s = W·dL/dx_s reaches rank s through the reduce-scatter and
+rank r's ``logit_scale`` gradient is W·(dS_r/dt)/(2B); DDP's average divides both by W, giving
+dL/dθ and dL/dt exactly. Neither mode needs a hand-made correction factor after backward.
+Uneven local batches (e.g. the last batch of an epoch without ``drop_last``) are exact too:
+the sizes are gathered first, each rank pads to the largest local batch for the collective
+and the padding is removed before the loss, so padded rows receive no gradient. Exactness
+holds for gradient averaging over the same group the loss is gathered over (DDP's default;
+FSDP's gradient reduction averages likewise); a gradient SUM across ranks would be W times
+too large.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = [
+    "DISTRIBUTED_MODES",
+    "DistributedMode",
+    "LossSumBackend",
+    "all_gather_rows",
+    "check_distributed_args",
+    "distributed_loss",
+    "is_distributed_active",
+]
+
+DistributedMode = Literal["local", "global"]
+DISTRIBUTED_MODES: tuple[str, ...] = ("local", "global")
+# dtype codes exchanged between ranks so that a mismatch raises instead of hanging/garbling.
+_DTYPE_CODES: dict[torch.dtype, int] = {
+    torch.float16: 0,
+    torch.bfloat16: 1,
+    torch.float32: 2,
+    torch.float64: 3,
+}
+
+
+class LossSumBackend(Protocol):
+    """What :func:`distributed_loss` needs from a loss backend (a backend module satisfies it).
+
+    ``symmetric_loss_sum(x, y, logit_scale, threshold, **opts)`` and
+    ``rows_loss_sum(q, k, logit_scale, threshold, offset, **opts)`` return the SUMS defined in
+    ``relaxclip.backends`` (0-d tensors, differentiable w.r.t. features and ``logit_scale``).
+    """
+
+    @property
+    def symmetric_loss_sum(self) -> Callable[..., Tensor]: ...
+
+    @property
+    def rows_loss_sum(self) -> Callable[..., Tensor]: ...
+
+
+def check_distributed_args(distributed: object, mode: object) -> None:
+    """Validate the loss's ``distributed`` (bool or None) and ``distributed_mode`` arguments.
+
+    Raises TypeError when ``distributed`` is not a bool or None and ValueError when ``mode`` is
+    not ``"local"`` or ``"global"``.
+    """
+    if distributed is not None and not isinstance(distributed, bool):
+        raise TypeError(
+            f"distributed must be True, False or None (auto), got {type(distributed).__name__}"
+        )
+    if not isinstance(mode, str) or mode not in DISTRIBUTED_MODES:
+        raise ValueError(f"distributed_mode must be one of {DISTRIBUTED_MODES}, got {mode!r}")
+
+
+def is_distributed_active(process_group: dist.ProcessGroup | None = None) -> bool:
+    """True iff ``torch.distributed`` is available and initialised and the group has > 1 rank.
+
+    ``process_group=None`` means the default (world) group. A group this process is not a
+    member of counts as inactive.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    group = process_group if process_group is not None else dist.group.WORLD
+    if dist.get_rank(group) < 0:
+        return False
+    return dist.get_world_size(group) > 1
+
+
+def _resolve_group(process_group: dist.ProcessGroup | None) -> dist.ProcessGroup:
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "distributed loss requested but torch.distributed is not initialised; call "
+            "torch.distributed.init_process_group(...) first or pass distributed=False"
+        )
+    group = process_group if process_group is not None else dist.group.WORLD
+    if group is None:  # pragma: no cover - WORLD is set once initialised
+        raise RuntimeError("torch.distributed has no default process group")
+    if dist.get_rank(group) < 0:
+        raise ValueError("process_group: this process is not a member of the given process group")
+    return group
+
+
+def _autograd_all_gather_equal(t: Tensor, group: dist.ProcessGroup) -> Tensor:
+    """All-gather equal-shaped ``t`` (n, ...) along dim 0 -> (W*n, ...), differentiable.
+
+    Backward: reduce-scatter with SUM (each rank gets the sum over ranks of the gradient of
+    its own slice). Uses the functional collectives of current torch; falls back, on torch
+    versions that lack them, to the older autograd-aware APIs with the same backward.
+    """
+    import torch.distributed._functional_collectives as fc
+
+    gather = getattr(fc, "all_gather_single_autograd", None)  # torch >= 2.13
+    if gather is None:
+        gather = getattr(fc, "all_gather_tensor_autograd", None)  # torch 2.3 .. 2.12
+    if gather is not None:
+        # wait_tensor is differentiable (identity backward) and turns the async result into
+        # a plain tensor, so backends (including custom kernels) see ordinary memory.
+        return fc.wait_tensor(gather(t.contiguous(), 0, group))
+    import torch.distributed.nn.functional as dnnf  # pragma: no cover - torch < 2.3
+
+    return torch.cat(dnnf.all_gather(t.contiguous(), group=group), dim=0)  # pragma: no cover
+
+
+def _gather_metadata(meta: Tensor, group: dist.ProcessGroup) -> Tensor:
+    """All-gather a small int64 vector (k,) from every rank -> (W, k); not differentiable."""
+    with torch.no_grad():
+        gathered = _autograd_all_gather_equal(meta.reshape(-1), group)
+    return gathered.reshape(dist.get_world_size(group), meta.numel())
+
+
+def all_gather_rows(
+    t: Tensor, sizes: list[int], process_group: dist.ProcessGroup | None = None
+) -> Tensor:
+    """Concatenate every rank's ``t`` (sizes[r], ...) in rank order -> (sum(sizes), ...).
+
+    Differentiable: the gradient of the result w.r.t. this rank's ``t`` is the SUM over ranks
+    of the gradients of this rank's rows (reduce-scatter). ``sizes`` must list every rank's
+    number of rows (equal on all ranks); uneven sizes are padded with zeros to ``max(sizes)``
+    for the collective and the padding is dropped again (it never reaches the caller).
+    """
+    group = _resolve_group(process_group)
+    rank = dist.get_rank(group)
+    world = dist.get_world_size(group)
+    if len(sizes) != world:
+        raise ValueError(f"sizes: expected {world} entries (one per rank), got {len(sizes)}")
+    if t.shape[0] != sizes[rank]:
+        raise ValueError(
+            f"sizes: entry for rank {rank} is {sizes[rank]} but the local tensor has "
+            f"{t.shape[0]} rows"
+        )
+    longest = max(sizes)
+    padded = t
+    if t.shape[0] < longest:
+        padding = t.new_zeros((longest - t.shape[0], *t.shape[1:]))
+        padded = torch.cat([t, padding], dim=0)
+    gathered = _autograd_all_gather_equal(padded, group)
+    if all(n == longest for n in sizes):
+        return gathered
+    return torch.cat([gathered[r * longest : r * longest + n] for r, n in enumerate(sizes)], dim=0)
+
+
+def _exchange_shapes(x: Tensor, y: Tensor, group: dist.ProcessGroup) -> list[int]:
+    """Gather (b, b_y, D, D_y, dtype) of every rank, check consistency, return the sizes.
+
+    All ranks see the same table, so all of them raise the same error (no rank is left
+    waiting in a collective).
+    """
+    meta = torch.tensor(
+        [x.shape[0], y.shape[0], x.shape[1], y.shape[1], _DTYPE_CODES.get(x.dtype, -1)],
+        dtype=torch.int64,
+        device=x.device,
+    )
+    table = _gather_metadata(meta, group).tolist()
+    for r, (bx, by, dx, dy, _) in enumerate(table):
+        if bx != by or dx != dy:
+            raise ValueError(
+                f"x, y: rank {r} has x of shape ({bx}, {dx}) and y of shape ({by}, {dy}); "
+                "expected equal shapes on every rank"
+            )
+    dims = sorted({row[2] for row in table})
+    if len(dims) > 1:
+        raise ValueError(
+            f"x, y: the feature dimension differs between ranks ({dims}); every rank must "
+            "pass features of the same dimension D"
+        )
+    codes = sorted({row[4] for row in table})
+    if len(codes) > 1:
+        raise TypeError(
+            "x, y: the feature dtype differs between ranks; every rank must pass features of "
+            "the same dtype"
+        )
+    sizes = [int(row[0]) for row in table]
+    if sum(sizes) == 0:
+        raise ValueError("x, y: the global batch is empty on every rank")
+    return sizes
+
+
+def distributed_loss(
+    x: Tensor,
+    y: Tensor,
+    logit_scale: Tensor,
+    threshold: float | None,
+    *,
+    backend: str | ModuleType | LossSumBackend,
+    backend_opts: Mapping[str, Any] | None = None,
+    mode: DistributedMode = "local",
+    process_group: dist.ProcessGroup | None = None,
+) -> Tensor:
+    """This rank's share of the relaxed contrastive loss on the global batch.
+
+    Args:
+        x, y: local features (b_r, D), same dtype and device, already normalised when the
+            caller normalises (this function does not normalise). ``b_r`` may differ
+            between ranks (exactly handled); ``D`` and the dtype must agree on all ranks.
+        logit_scale: 0-d tensor t > 0 (already exponentiated), may require grad; it must be
+            the same value on every rank (a replicated parameter).
+        threshold: relaxation threshold θ in (-1, 1), or None for plain CLIP.
+        backend: a name of ``relaxclip.backends.BACKENDS`` (``"auto"`` is resolved here, from
+            the size of the logit block this rank computes: (b_r, B) in ``"local"`` mode,
+            (B, B) in ``"global"`` mode), or an object/module providing ``symmetric_loss_sum``
+            and ``rows_loss_sum``. ``backend_opts`` are passed to those as keywords.
+        mode: ``"local"`` — rank r computes the rows of its own samples against the gathered
+            other modality, (b_r × B) logits per direction, and returns W·S_r/(2B);
+            ``"global"`` — every rank computes the full symmetric loss over the gathered
+            (B × B) logits and returns it.
+        process_group: group to gather over (None = default group). DDP must average
+            gradients over the same group.
+
+    Returns:
+        0-d tensor ℓ_r (fp32 for fp16/bf16 features, else the feature dtype), differentiable
+        w.r.t. ``x``, ``y`` (through the gather, reaching the other ranks' features in
+        backward) and ``logit_scale``. The mean of ℓ_r over ranks equals the global loss
+        L = 1/(2B) Σ_i [(lse_j l_ij − l_ii) + (lse_j l_ji − l_ii)]; with DDP's gradient
+        averaging every parameter gradient equals the single-process gradient of L on the
+        concatenated global batch (see the module docstring).
+    """
+    check_distributed_args(None, mode)
+    group = _resolve_group(process_group)
+    opts = dict(backend_opts) if backend_opts is not None else {}
+    world = dist.get_world_size(group)
+    rank = dist.get_rank(group)
+    sizes = _exchange_shapes(x, y, group)
+    total = sum(sizes)
+    offset = sum(sizes[:rank])
+    dim = x.shape[1]
+    # One collective for both modalities: gather [x | y] along the feature axis, then split.
+    both = all_gather_rows(torch.cat([x, y], dim=1), sizes, group)
+    x_all, y_all = both[:, :dim], both[:, dim:]
+    if isinstance(backend, str):
+        from relaxclip.backends import get_backend, resolve_backend
+
+        n_rows = total if mode == "global" else x.shape[0]
+        backend = get_backend(resolve_backend(backend, x.device, n_rows, total))
+    if mode == "global":
+        loss_sum = backend.symmetric_loss_sum(x_all, y_all, logit_scale, threshold, **opts)
+        return loss_sum / (2 * total)
+    if x.shape[0] == 0:
+        # No local rows: the loss share is zero, but it must stay connected to the graph so
+        # that every rank takes part in the backward reduce-scatter of the gather.
+        return both.sum() * 0.0 + logit_scale * 0.0
+    rows_x = backend.rows_loss_sum(x, y_all, logit_scale, threshold, offset, **opts)
+    rows_y = backend.rows_loss_sum(y, x_all, logit_scale, threshold, offset, **opts)
+    return (rows_x + rows_y) * (world / (2 * total))
