@@ -34,6 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from relaxclip.backends import BACKENDS, get_backend, resolve_backend
+from relaxclip.distributed import (
+    DistributedMode,
+    check_distributed_args,
+    distributed_loss,
+    is_distributed_active,
+)
 
 Tensor = torch.Tensor
 
@@ -161,6 +167,9 @@ def relaxed_contrastive_loss(
     backend: str = "auto",
     chunk_size: int | None = None,
     check_finite: bool = True,
+    distributed: bool | None = None,
+    distributed_mode: DistributedMode = "local",
+    process_group: Any = None,
 ) -> Tensor:
     """Symmetric CLIP loss with positive-pair relaxation (the module docstring has the formula).
 
@@ -177,6 +186,16 @@ def relaxed_contrastive_loss(
             (see :func:`relaxclip.backends.resolve_backend`).
         chunk_size: rows per block for the chunked backend (default: about 4M logits per block).
         check_finite: check features and scale for NaN/Inf (one device sync on GPU).
+        distributed: compute the loss of the GLOBAL batch of a ``torch.distributed`` job, each
+            rank passing its local (b_r, D) features (see ``relaxclip.distributed`` and
+            docs/distributed.md). ``None`` (default): on when ``torch.distributed`` is
+            initialised and ``process_group`` has more than one rank; ``False``: local loss;
+            ``True``: required (RuntimeError when not initialised).
+        distributed_mode: ``"local"`` (rank r computes the (b_r x B) rows/columns of its own
+            samples and returns W * its share, so the mean over ranks is the global loss) or
+            ``"global"`` (every rank computes the full (B x B) loss).
+        process_group: the ``torch.distributed`` group to gather over (None = default group);
+            gradients must be averaged over the same group (DDP's default).
 
     Returns:
         0-d tensor: fp32 for fp16/bf16/fp32 inputs, fp64 for fp64 inputs. Gradients reach both
@@ -188,6 +207,20 @@ def relaxed_contrastive_loss(
     scale = _as_scale_tensor(logit_scale, image_features, check_finite)
     x = _normalize(image_features) if normalize else image_features
     y = _normalize(text_features) if normalize else text_features
+    # --- distributed (relaxclip.distributed) ---
+    check_distributed_args(distributed, distributed_mode)
+    if distributed or (distributed is None and is_distributed_active(process_group)):
+        return distributed_loss(
+            x,
+            y,
+            scale,
+            theta,
+            backend=backend,
+            backend_opts={"chunk_size": chunk_size},
+            mode=distributed_mode,
+            process_group=process_group,
+        )
+    # --- end distributed ---
     n = x.shape[0]
     name = resolve_backend(backend, x.device, n, n)
     total = get_backend(name).symmetric_loss_sum(x, y, scale, theta, chunk_size=chunk_size)
@@ -214,10 +247,17 @@ class RelaxedContrastiveLoss(nn.Module):
         backend: str = "auto",
         chunk_size: int | None = None,
         check_finite: bool = True,
+        distributed: bool | None = None,
+        distributed_mode: DistributedMode = "local",
+        process_group: Any = None,
     ) -> None:
         super().__init__()
         _check_threshold(threshold)
         _check_backend_options(backend, chunk_size)
+        check_distributed_args(distributed, distributed_mode)
+        self.distributed = distributed
+        self.distributed_mode = distributed_mode
+        self.process_group = process_group
         self.threshold = threshold
         self.normalize = normalize
         self.backend = backend
@@ -240,6 +280,9 @@ class RelaxedContrastiveLoss(nn.Module):
             backend=self.backend,
             chunk_size=self.chunk_size,
             check_finite=self.check_finite,
+            distributed=self.distributed,
+            distributed_mode=self.distributed_mode,
+            process_group=self.process_group,
         )
         return {"contrastive_loss": loss} if output_dict else loss
 
