@@ -1,4 +1,4 @@
-"""Label-name constants shared by the dataset readers and the zero-shot evaluation.
+"""Label-name constants and the small CSV helpers shared by the dataset readers.
 
 The orders below are the ones the public label files use, so a label vector read by a
 reader lines up with these tuples index by index.
@@ -6,7 +6,13 @@ reader lines up with these tuples index by index.
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TextIO
 
 #: The 14 CheXpert observations, in the column order of CheXpert's ``train.csv`` /
 #: ``valid.csv`` and of MIMIC-CXR-JPG's ``mimic-cxr-2.0.0-chexpert.csv``.
@@ -82,3 +88,59 @@ def check_labels(labels: Iterable[str], known: Sequence[str], *, what: str) -> t
     if dup:
         raise ValueError(f"labels: duplicated names {dup}")
     return out
+
+
+# --------------------------------------------------------------------------- CSV helpers
+# Small helpers the readers share (standard library only).
+
+
+def open_text(path: Path) -> TextIO:
+    """Open a ``.csv`` or ``.csv.gz`` (any ``.gz``) file as UTF-8 text."""
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def existing_file(path: str | os.PathLike[str], *, name: str) -> Path:
+    """``Path(path)`` after checking it is an existing file (``FileNotFoundError`` naming ``name``)."""
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a path, got {type(path).__name__}")
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{name}: file {p} does not exist")
+    return p
+
+
+def read_csv_rows(path: Path, required: Sequence[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """Read a CSV (or ``.csv.gz``) with a header into ``(header, rows)``.
+
+    Raises ``ValueError`` naming the file and the missing columns when a ``required`` column
+    is absent, and naming the file and line when a row has the wrong number of fields.
+    """
+    with open_text(path) as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ValueError(f"{path}: empty file, expected a CSV header") from None
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}; header is {header}")
+        rows: list[dict[str, str]] = []
+        for values in reader:
+            if not values:
+                continue
+            if len(values) != len(header):
+                raise ValueError(
+                    f"{path}: line {reader.line_num} has {len(values)} fields, header has {len(header)}"
+                )
+            rows.append(dict(zip(header, values, strict=True)))
+    return header, rows
+
+
+def find_table(root: Path, stem: str) -> Path:
+    """``root/stem.csv`` or ``root/stem.csv.gz``, whichever exists (``FileNotFoundError`` otherwise)."""
+    for candidate in (root / f"{stem}.csv", root / f"{stem}.csv.gz"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{root}: neither {stem}.csv nor {stem}.csv.gz exists")

@@ -1,0 +1,109 @@
+"""Open-I gold-standard labels (NegBio ``openi_gld_std14.csv``) and their join with the reports.
+
+The CSV (Peng et al., AMIA 2018; US Government work, public domain) has a ``filename``
+column (the report uid, e.g. ``CXR1``) and 0/1 columns for the 14 ChestX-ray14 findings plus
+``normal`` (``OPENI_LABELS``); 3,851 reports. Hernia has no positive there: a real
+single-class label that ``relaxclip.metrics.macro_auroc`` reports as skipped.
+
+``join_openi`` joins these records with ``relaxclip.data.openi.read_openi_reports`` (the
+report XMLs, 3,955 reports) on ``uid``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from relaxclip.data.labels import OPENI_LABELS, check_labels, existing_file, read_csv_rows
+
+__all__ = ["OpenIJoin", "join_openi", "read_openi_labels"]
+
+
+def read_openi_labels(
+    csv_path: str | os.PathLike[str], *, labels: Sequence[str] = OPENI_LABELS
+) -> list[dict[str, Any]]:
+    """One record per CSV row: ``uid`` (str), ``labels`` (float64 ``(K,)`` 0/1),
+    ``label_names``. Values other than 0/1 and duplicated uids raise ``ValueError`` naming
+    the file, line and column."""
+    path = existing_file(csv_path, name="csv_path")
+    names = check_labels(labels, OPENI_LABELS, what="Open-I labels")
+    _, rows = read_csv_rows(path, ["filename", *names])
+    records: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        where = f"{path} line {i + 2}"
+        uid = row["filename"].strip()
+        if not uid:
+            raise ValueError(f"{where}: empty column 'filename'")
+        if uid in seen:
+            raise ValueError(f"{where}: uid {uid!r} repeated in column 'filename'")
+        seen.add(uid)
+        vec = np.empty(len(names), dtype=np.float64)
+        for j, name in enumerate(names):
+            raw = row[name].strip()
+            if raw not in ("0", "1", "0.0", "1.0"):
+                raise ValueError(f"{where}, column {name!r}: expected 0 or 1, got {row[name]!r}")
+            vec[j] = float(raw)
+        records.append({"uid": uid, "labels": vec, "label_names": names})
+    return records
+
+
+@dataclass(frozen=True)
+class OpenIJoin:
+    """Result of ``join_openi``: the joined ``records`` (label-file order) and the uids that
+    had no partner on either side."""
+
+    records: list[dict[str, Any]]
+    labels_without_report: tuple[str, ...]
+    reports_without_labels: tuple[str, ...]
+
+
+def join_openi(
+    label_records: Iterable[Mapping[str, Any]],
+    reports: Iterable[Mapping[str, Any]],
+    *,
+    missing: Literal["raise", "report"] = "raise",
+) -> OpenIJoin:
+    """Join label records with report records on ``uid``.
+
+    Each joined record is the report record's keys plus ``labels`` and ``label_names``.
+    A labelled uid without a report raises ``ValueError`` (``missing="raise"``) or is listed
+    in ``labels_without_report`` (``missing="report"``); reports without labels are always
+    listed in ``reports_without_labels`` (the archive has 3,955 reports, 3,851 labelled).
+    Duplicated uids on either side raise.
+    """
+    if missing not in ("raise", "report"):
+        raise ValueError(f"missing: expected 'raise' or 'report', got {missing!r}")
+    by_uid: dict[str, Mapping[str, Any]] = {}
+    for i, rep in enumerate(reports):
+        if "uid" not in rep:
+            raise ValueError(f"reports[{i}]: missing key 'uid'")
+        if rep["uid"] in by_uid:
+            raise ValueError(f"reports[{i}]: uid {rep['uid']!r} appears twice")
+        by_uid[rep["uid"]] = rep
+    out: list[dict[str, Any]] = []
+    lacking: list[str] = []
+    used: set[str] = set()
+    for i, lab in enumerate(label_records):
+        for key in ("uid", "labels"):
+            if key not in lab:
+                raise ValueError(f"label_records[{i}]: missing key {key!r}")
+        uid = lab["uid"]
+        if uid in used:
+            raise ValueError(f"label_records[{i}]: uid {uid!r} appears twice")
+        used.add(uid)
+        if uid not in by_uid:
+            lacking.append(uid)
+            continue
+        out.append({**by_uid[uid], "labels": lab["labels"], "label_names": lab.get("label_names")})
+    if lacking and missing == "raise":
+        raise ValueError(
+            f"label_records: {len(lacking)} uid(s) have no report (first: {lacking[:5]}); "
+            "pass missing='report' to list them instead"
+        )
+    extra = tuple(u for u in by_uid if u not in used)
+    return OpenIJoin(out, tuple(lacking), extra)
