@@ -1,0 +1,323 @@
+"""relaxclip.metrics against scikit-learn (test-only dependency), to 1e-12."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relaxclip.metrics import (
+    ThresholdResult,
+    auroc,
+    best_threshold,
+    binarize,
+    bootstrap_auroc,
+    bootstrap_indices,
+    evaluate_thresholds,
+    f1,
+    macro_auroc,
+    mcc,
+    select_thresholds,
+)
+
+sklearn_metrics = pytest.importorskip("sklearn.metrics")
+roc_auc_score = sklearn_metrics.roc_auc_score
+matthews_corrcoef = sklearn_metrics.matthews_corrcoef
+f1_score = sklearn_metrics.f1_score
+
+TOL = 1e-12
+FAST = settings(max_examples=150, deadline=None)
+
+
+@st.composite
+def labelled_scores(draw: st.DrawFn, tied: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 labels with both classes, and scores that are heavily tied or continuous."""
+    n = draw(st.integers(2, 60))
+    y = np.array(draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
+    if y.min() == y.max():
+        y[0] = 1 - y[0]
+    use_ties = draw(st.booleans()) if tied is None else tied
+    if use_ties:
+        s = np.array(draw(st.lists(st.integers(-3, 3), min_size=n, max_size=n)), dtype=float)
+    else:
+        s = np.array(
+            draw(
+                st.lists(
+                    st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
+                    min_size=n,
+                    max_size=n,
+                )
+            )
+        )
+    return y, s
+
+
+# --------------------------------------------------------------------------- auroc
+
+
+@FAST
+@given(labelled_scores())
+def test_auroc_equals_sklearn(data: tuple[np.ndarray, np.ndarray]) -> None:
+    y, s = data
+    assert abs(auroc(y, s) - roc_auc_score(y, s)) <= TOL
+
+
+@FAST
+@given(labelled_scores(tied=True))
+def test_auroc_equals_brute_force_pair_count(data: tuple[np.ndarray, np.ndarray]) -> None:
+    y, s = data
+    pos, neg = s[y == 1], s[y == 0]
+    diff = pos[:, None] - neg[None, :]
+    expected = ((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size
+    assert abs(auroc(y, s) - expected) <= TOL
+
+
+@FAST
+@given(labelled_scores())
+def test_auroc_invariances(data: tuple[np.ndarray, np.ndarray]) -> None:
+    y, s = data
+    a = auroc(y, s)
+    assert abs(auroc(y, -s) - (1.0 - a)) <= TOL  # reversing the ranking
+    assert abs(auroc(1 - y, s) - (1.0 - a)) <= TOL  # swapping the classes
+    perm = np.random.default_rng(len(y)).permutation(len(y))
+    assert abs(auroc(y[perm], s[perm]) - a) <= TOL  # row order does not matter
+
+
+def test_auroc_degenerate_and_ties() -> None:
+    assert auroc([0, 1], [0.5, 0.5]) == 0.5  # all tied
+    assert auroc([0, 0, 1, 1], [1, 2, 3, 4]) == 1.0
+    assert auroc([0, 0, 1, 1], [4, 3, 2, 1]) == 0.0
+    assert auroc([True, False], [0.2, 0.1]) == 1.0  # bool labels
+    with pytest.raises(ValueError, match="only one class"):
+        auroc([1, 1, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="NaN"):
+        auroc([1, np.nan, 0], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="uncertainty policy"):
+        auroc([1, -1, 0], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="finite"):
+        auroc([1, 0], [np.nan, 0.2])
+    with pytest.raises(ValueError, match="same length"):
+        auroc([1, 0], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="1-D"):
+        auroc([[1, 0]], [[0.1, 0.2]])
+    with pytest.raises(TypeError, match="dtype"):
+        auroc(["a", "b"], [0.1, 0.2])
+
+
+def test_auroc_large_exact() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200_000)
+    s = rng.integers(0, 50, 200_000).astype(float)  # many ties
+    assert abs(auroc(y, s) - roc_auc_score(y, s)) <= TOL
+
+
+# --------------------------------------------------------------------------- macro
+
+
+def test_macro_auroc_nan_policy_and_skipped_labels() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (80, 4)).astype(float)
+    s = rng.normal(size=(80, 4)) + y
+    y[rng.random(80) < 0.3, 0] = np.nan  # unmentioned
+    y[:, 2] = 1.0  # single class
+    y[:5, 3] = np.nan
+    y[5:, 3] = 0.0  # single class after NaN exclusion
+    names = ["a", "b", "c", "d"]
+    res = macro_auroc(y, s, names)
+    keep = ~np.isnan(y[:, 0])
+    assert abs(res.per_label["a"] - roc_auc_score(y[keep, 0], s[keep, 0])) <= TOL
+    assert abs(res.per_label["b"] - roc_auc_score(y[:, 1], s[:, 1])) <= TOL
+    assert math.isnan(res.per_label["c"]) and math.isnan(res.per_label["d"])
+    assert set(res.skipped) == {"c", "d"}
+    assert res.labels_used == ("a", "b")
+    assert abs(res.macro - (res.per_label["a"] + res.per_label["b"]) / 2) <= TOL
+    assert res.n_excluded["a"] == int((~keep).sum()) and res.n_used["a"] == int(keep.sum())
+    assert res.n_excluded["d"] == 5
+    text = res.summary()
+    assert "skipped c" in text and "skipped d" in text
+    with pytest.raises(ValueError, match="nan_policy='raise'"):
+        macro_auroc(y, s, names, nan_policy="raise")
+
+
+def test_macro_auroc_bad_input() -> None:
+    y = np.zeros((4, 2))
+    with pytest.raises(ValueError, match="shape"):
+        macro_auroc(y, np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="2 names"):
+        macro_auroc(y, np.zeros((4, 2)), ["a"])
+    with pytest.raises(ValueError, match="unique"):
+        macro_auroc(y, np.zeros((4, 2)), ["a", "a"])
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
+        macro_auroc(np.zeros(4), np.zeros(4))
+    res = macro_auroc(y, np.zeros((4, 2)))
+    assert math.isnan(res.macro) and len(res.skipped) == 2  # all skipped, never silent
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_replicates_equal_sklearn_on_resampled_rows() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, (60, 3)).astype(float)
+    s = np.round(rng.normal(size=(60, 3)) + y, 1)  # ties
+    y[rng.random(60) < 0.2, 1] = np.nan
+    res = bootstrap_auroc(y, s, ["a", "b", "c"], n_bootstrap=40, seed=7)
+    idx = bootstrap_indices(60, 40, 7)
+    for b in range(40):
+        for k in range(3):
+            yt, ys = y[idx[b], k], s[idx[b], k]
+            keep = ~np.isnan(yt)
+            yt, ys = yt[keep], ys[keep]
+            if yt.min() == yt.max():
+                assert math.isnan(res.samples[b, k])
+            else:
+                assert abs(res.samples[b, k] - roc_auc_score(yt, ys)) <= TOL
+    ci = res.per_label["a"]
+    v = res.samples[:, 0]
+    assert abs(ci.mean - v.mean()) <= TOL
+    assert abs(ci.lower - np.percentile(v, 2.5)) <= TOL
+    assert abs(ci.upper - np.percentile(v, 97.5)) <= TOL
+    assert np.allclose(res.macro_samples, res.samples.mean(axis=1), atol=TOL)
+    assert res.point.per_label["a"] == macro_auroc(y, s, ["a", "b", "c"]).per_label["a"]
+
+
+def test_bootstrap_groups_resample_whole_studies() -> None:
+    rng = np.random.default_rng(4)
+    groups = np.repeat(np.arange(15), 3)  # 15 studies x 3 images
+    y = np.repeat(rng.integers(0, 2, (15, 1)), 3, axis=0).astype(float)
+    y[0] = 1.0
+    y[3] = 0.0
+    y[:3] = 1.0
+    y[3:6] = 0.0
+    s = rng.normal(size=(45, 1))
+    res = bootstrap_auroc(y, s, n_bootstrap=25, seed=1, groups=groups)
+    idx = bootstrap_indices(15, 25, 1)
+    for b in range(25):
+        rows = np.concatenate([np.flatnonzero(groups == g) for g in idx[b]])
+        yt = y[rows, 0]
+        if yt.min() == yt.max():
+            assert math.isnan(res.samples[b, 0])
+        else:
+            assert abs(res.samples[b, 0] - roc_auc_score(yt, s[rows, 0])) <= TOL
+
+
+def test_bootstrap_seed_degenerate_and_validation() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, (200, 2)).astype(float)
+    s = rng.normal(size=(200, 2)) + y
+    a = bootstrap_auroc(y, s, n_bootstrap=50, seed=0)
+    b = bootstrap_auroc(y, s, n_bootstrap=50, seed=0)
+    c = bootstrap_auroc(y, s, n_bootstrap=50, seed=1)
+    assert np.array_equal(a.samples, b.samples)
+    assert not np.array_equal(a.samples, c.samples)
+    assert a.macro.lower <= a.macro.mean <= a.macro.upper
+    # a label with one positive in 6 rows is degenerate in many replicates: counted, not hidden
+    y2 = np.array([[1, 1], [0, 0], [0, 1], [0, 0], [0, 1], [0, 0]], dtype=float)
+    s2 = np.arange(12, dtype=float).reshape(6, 2)
+    r = bootstrap_auroc(y2, s2, ["rare", "common"], n_bootstrap=200, seed=0)
+    nan_rare = int(np.isnan(r.samples[:, 0]).sum())
+    assert r.n_degenerate["rare"] == nan_rare > 0
+    assert r.n_degenerate["macro"] >= nan_rare
+    with pytest.raises(ValueError, match="n_bootstrap"):
+        bootstrap_auroc(y, s, n_bootstrap=0)
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_auroc(y, s, confidence=1.0)
+    with pytest.raises(ValueError, match="groups"):
+        bootstrap_auroc(y, s, groups=np.arange(3))
+
+
+def test_bootstrap_indices_slices_are_consistent() -> None:
+    full = bootstrap_indices(30, 10, 3)
+    assert full.shape == (10, 30) and full.min() >= 0 and full.max() < 30
+    assert np.array_equal(full[4:7], bootstrap_indices(30, 10, 3, start=4, stop=7))
+
+
+# --------------------------------------------------------------------------- mcc / f1
+
+
+@st.composite
+def binary_pairs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
+    n = draw(st.integers(1, 60))
+    y = np.array(draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
+    p = np.array(draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
+    return y, p
+
+
+@FAST
+@given(binary_pairs())
+@pytest.mark.filterwarnings("ignore:A single label was found")
+def test_mcc_f1_equal_sklearn(data: tuple[np.ndarray, np.ndarray]) -> None:
+    y, p = data
+    assert abs(mcc(y, p) - matthews_corrcoef(y, p)) <= TOL
+    assert abs(f1(y, p) - f1_score(y, p, zero_division=0.0)) <= TOL
+    assert abs(f1(y, p, zero_division=1.0) - f1_score(y, p, zero_division=1.0)) <= TOL
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found")
+def test_mcc_f1_degenerate_cases() -> None:
+    for y, p in [
+        ([0, 0, 0], [0, 0, 0]),
+        ([1, 1], [1, 1]),
+        ([1, 0, 1], [1, 1, 1]),
+        ([0, 1], [0, 0]),
+    ]:
+        assert mcc(y, p) == matthews_corrcoef(y, p)
+        assert f1(y, p) == f1_score(y, p, zero_division=0.0)
+    assert mcc([1, 0, 1, 0], [1, 0, 1, 0]) == 1.0
+    assert mcc([1, 0, 1, 0], [0, 1, 0, 1]) == -1.0
+    big = np.r_[np.ones(60_000, int), np.zeros(60_000, int)]
+    pred = np.r_[np.ones(50_000, int), np.zeros(70_000, int)]
+    assert abs(mcc(big, pred) - matthews_corrcoef(big, pred)) <= TOL  # no integer overflow
+    with pytest.raises(ValueError, match="0 or 1"):
+        mcc([0, 2], [0, 1])
+    with pytest.raises(ValueError, match="same length"):
+        f1([0, 1], [0])
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+@FAST
+@given(labelled_scores(), st.sampled_from(["mcc", "f1"]))
+def test_best_threshold_is_the_brute_force_optimum(
+    data: tuple[np.ndarray, np.ndarray], metric: str
+) -> None:
+    y, s = data
+    score = (
+        matthews_corrcoef if metric == "mcc" else (lambda a, b: f1_score(a, b, zero_division=0.0))
+    )
+    res = best_threshold(y, s, metric)  # type: ignore[arg-type]
+    # brute force with the scalar metrics (checked against scikit-learn above) ...
+    ours = mcc if metric == "mcc" else f1
+    candidates = [*np.unique(s), math.inf]
+    brute = max(ours(y, (s >= c).astype(int)) for c in candidates)
+    assert abs(res.value - brute) <= TOL
+    # ... and scikit-learn at the chosen threshold
+    assert abs(score(y, binarize(s, res.threshold)) - res.value) <= TOL
+    assert res.threshold == math.inf or res.threshold in set(s.tolist())
+
+
+def test_select_and_evaluate_thresholds() -> None:
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 2, (100, 2)).astype(float)
+    s = rng.normal(size=(100, 2)) + 2 * y
+    y[:10, 1] = np.nan
+    th = select_thresholds(y, s, ["a", "b"], metric="f1")
+    assert isinstance(th["a"], ThresholdResult) and th["a"].metric == "f1"
+    keep = ~np.isnan(y[:, 1])
+    assert th["b"] == best_threshold(y[keep, 1], s[keep, 1], "f1")
+    ev = evaluate_thresholds(y, s, th, ["a", "b"])
+    assert abs(ev["b"]["f1"] - th["b"].value) <= TOL  # same data: the fitted optimum
+    pred_a = (s[:, 0] >= th["a"].threshold).astype(int)
+    assert abs(ev["a"]["mcc"] - matthews_corrcoef(y[:, 0], pred_a)) <= TOL
+    assert ev["b"]["n"] == 90
+    with pytest.raises(ValueError, match="no threshold"):
+        evaluate_thresholds(y, s, {"a": 0.5}, ["a", "b"])
+    y[:, 0] = 1.0
+    with pytest.raises(ValueError, match="'a' has a single class"):
+        select_thresholds(y, s, ["a", "b"])
+    with pytest.raises(ValueError, match="metric"):
+        best_threshold([0, 1], [0.1, 0.2], "auc")  # type: ignore[arg-type]
