@@ -1,0 +1,326 @@
+"""relaxclip.zeroshot: CheXzero-style positive/negative prompt classifier."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from relaxclip.metrics import macro_auroc
+from relaxclip.zeroshot import (
+    NoFindingTemplateWarning,
+    ZeroShotClassifier,
+    hf_text_encoder,
+    open_clip_text_encoder,
+    plot_roc,
+)
+
+D = 16
+
+
+def vec(text: str) -> torch.Tensor:
+    """A fixed pseudo-random float64 embedding per string (unnormalised)."""
+    g = torch.Generator().manual_seed(zlib.crc32(text.encode()))
+    return torch.randn(D, generator=g, dtype=torch.float64) * (1.0 + len(text) % 3)
+
+
+class FakeEncoder:
+    """Records every batch it sees and whether grad was enabled."""
+
+    def __init__(self, dtype: torch.dtype = torch.float32) -> None:
+        self.batches: list[list[str]] = []
+        self.grad_enabled: list[bool] = []
+        self.dtype = dtype
+        self.weight = torch.ones(D, requires_grad=True)
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        self.batches.append(list(texts))
+        self.grad_enabled.append(torch.is_grad_enabled())
+        return torch.stack([vec(t) for t in texts]).to(self.dtype) * self.weight
+
+
+def reference_proba(
+    img: torch.Tensor, labels: list[str], templates: list[tuple[str, str]]
+) -> torch.Tensor:
+    """CheXzero's formula written out in float64: exp(s+) / (exp(s+) + exp(s-))."""
+
+    def class_emb(side: int, label: str) -> torch.Tensor:
+        e = torch.stack([vec(t[side].format(label)) for t in templates])
+        e = e / e.norm(dim=-1, keepdim=True)
+        m = e.mean(0)
+        return m / m.norm()
+
+    x = img.double() / img.double().norm(dim=-1, keepdim=True)
+    pos = torch.stack([class_emb(0, c) for c in labels])
+    neg = torch.stack([class_emb(1, c) for c in labels])
+    sp, sn = torch.exp(x @ pos.T), torch.exp(x @ neg.T)
+    return sp / (sp + sn)
+
+
+LABELS = ["Atelectasis", "Cardiomegaly", "Edema"]
+TEMPLATES = [("{}", "no {}"), ("{} is present", "no evidence of {}"), ("shows {}", "without {}")]
+
+
+def test_predict_proba_equals_chexzero_formula() -> None:
+    img = torch.randn(7, D)
+    enc = FakeEncoder(torch.float64)
+    clf = ZeroShotClassifier(enc, LABELS, TEMPLATES)
+    got = clf.predict_proba(img)
+    assert got.shape == (7, 3)
+    torch.testing.assert_close(got, reference_proba(img, LABELS, TEMPLATES), rtol=0, atol=1e-12)
+    single = ZeroShotClassifier(FakeEncoder(torch.float64), LABELS)
+    torch.testing.assert_close(
+        single(img), reference_proba(img, LABELS, [("{}", "no {}")]), rtol=0, atol=1e-12
+    )
+
+
+def test_text_embeddings_cached_batched_unique_and_without_grad() -> None:
+    enc = FakeEncoder()
+    clf = ZeroShotClassifier(enc, LABELS, TEMPLATES, batch_size=4)
+    pos, neg = clf.text_embeddings()
+    seen = [t for b in enc.batches for t in b]
+    assert all(len(b) <= 4 for b in enc.batches)
+    assert len(seen) == len(set(seen)) == 3 * 3 * 2  # each distinct prompt once
+    assert not any(enc.grad_enabled)
+    assert not pos.requires_grad and not neg.requires_grad
+    torch.testing.assert_close(pos.norm(dim=-1), torch.ones(3))
+    n_calls = len(enc.batches)
+    clf.predict_proba(torch.randn(2, D))
+    clf.predict_proba(torch.randn(3, D))
+    assert len(enc.batches) == n_calls  # cached
+    clf.clear_cache()
+    clf.predict_proba(torch.randn(2, D))
+    assert len(enc.batches) == 2 * n_calls
+
+
+def test_gradient_flows_to_image_features_only() -> None:
+    img = torch.randn(4, D, requires_grad=True)
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    clf.predict_proba(img).sum().backward()
+    assert img.grad is not None and torch.isfinite(img.grad).all()
+    assert img.grad.abs().sum() > 0
+
+
+def test_normalize_false_uses_raw_dot_products() -> None:
+    img = torch.randn(5, D, dtype=torch.float64)
+    clf = ZeroShotClassifier(FakeEncoder(torch.float64), ["Edema"], normalize=False)
+    p, n = vec("Edema"), vec("no Edema")
+    expected = torch.sigmoid(img @ p - img @ n)
+    torch.testing.assert_close(clf.predict_proba(img)[:, 0], expected, rtol=0, atol=1e-12)
+
+
+def test_per_label_prompts_and_exclusion() -> None:
+    enc = FakeEncoder(torch.float64)
+    prompts = {
+        "No Finding": [("no acute cardiopulmonary process", "acute cardiopulmonary process")]
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the override avoids the No Finding warning
+        clf = ZeroShotClassifier(
+            enc, ["No Finding", *LABELS], label_prompts=prompts, exclude=["Edema"]
+        )
+    assert clf.labels == ("No Finding", "Atelectasis", "Cardiomegaly")
+    assert clf.excluded == ("Edema",)
+    assert clf.prompts("No Finding") == tuple(prompts["No Finding"])
+    assert clf.prompts("Atelectasis") == (("Atelectasis", "no Atelectasis"),)
+    img = torch.randn(3, D, dtype=torch.float64)
+    out = clf.predict_proba(img)
+    assert out.shape == (3, 3)
+    x = img / img.norm(dim=-1, keepdim=True)
+    p = vec("no acute cardiopulmonary process")
+    n = vec("acute cardiopulmonary process")
+    expected = torch.sigmoid(x @ (p / p.norm()) - x @ (n / n.norm()))
+    torch.testing.assert_close(out[:, 0], expected, rtol=0, atol=1e-12)
+    assert not any("Edema" in t for b in enc.batches for t in b)
+    with pytest.raises(ValueError, match="exclude"):
+        ZeroShotClassifier(enc, LABELS, exclude=["Fracture"])
+    with pytest.raises(ValueError, match="label_prompts"):
+        ZeroShotClassifier(enc, LABELS, label_prompts={"Fracture": [("a", "b")]})
+
+
+def test_no_finding_trap_warns() -> None:
+    enc = FakeEncoder()
+    for name in ["No Finding", "no_finding", "NO FINDINGS"]:
+        with pytest.warns(NoFindingTemplateWarning, match="inverted"):
+            ZeroShotClassifier(enc, [name, "Edema"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ZeroShotClassifier(enc, ["No Finding", "Edema"], exclude=["No Finding"])
+        ZeroShotClassifier(enc, ["No Finding"], templates=[("{}", "not {}")])
+        ZeroShotClassifier(enc, ["Nodule", "normal"])  # names merely starting with "no"
+
+
+def test_no_finding_trap_inverts_scores() -> None:
+    """A bag-of-words encoder in which each "no" adds a *normal* component and "finding" an
+    *abnormal* one: "no No Finding" lies closer to normal than "No Finding" does, so normal
+    images (No Finding = 1) get the lower score — the inversion CheXzero reports."""
+
+    def bag_of_words(texts: list[str]) -> torch.Tensor:
+        words = [t.lower().split() for t in texts]
+        return torch.tensor(
+            [[w.count("no"), w.count("finding")] for w in words], dtype=torch.float32
+        )
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)  # 1 = No Finding (normal image)
+    img = torch.tensor(np.where(y[:, None] == 1, [1.0, 0.0], [0.0, 1.0]), dtype=torch.float32)
+    img = img + 0.2 * torch.rand(200, 2)
+    with pytest.warns(NoFindingTemplateWarning):
+        trapped = ZeroShotClassifier(bag_of_words, ["No Finding"])
+    assert trapped.prompts("No Finding") == (("No Finding", "no No Finding"),)
+    assert macro_auroc(y[:, None], trapped.predict_proba(img).numpy()).macro < 0.1
+    fixed = ZeroShotClassifier(
+        bag_of_words, ["No Finding"], label_prompts={"No Finding": [("no finding", "finding")]}
+    )
+    assert macro_auroc(y[:, None], fixed.predict_proba(img).numpy()).macro > 0.9
+
+
+def test_end_to_end_auroc_on_separable_features() -> None:
+    enc = FakeEncoder()
+    clf = ZeroShotClassifier(enc, LABELS)
+    pos, neg = clf.text_embeddings()
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, (300, 3))
+    yt = torch.tensor(y, dtype=torch.float32)
+    img = (yt @ (pos - neg)) + 0.5 * torch.randn(300, D)
+    res = macro_auroc(y, clf.predict_proba(img).numpy(), clf.labels)
+    assert res.macro > 0.8 and not res.skipped
+
+
+def test_dtypes_and_devices() -> None:
+    clf = ZeroShotClassifier(FakeEncoder(torch.float16), LABELS)
+    out = clf.predict_proba(torch.randn(3, D, dtype=torch.float16))
+    assert out.dtype == torch.float32
+    assert ((out > 0) & (out < 1)).all()
+
+
+def test_bad_input() -> None:
+    enc = FakeEncoder()
+    with pytest.raises(TypeError, match="callable"):
+        ZeroShotClassifier("not callable", LABELS)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="single string"):
+        ZeroShotClassifier(enc, "Edema")
+    with pytest.raises(ValueError, match="duplicated"):
+        ZeroShotClassifier(enc, ["Edema", "Edema"])
+    with pytest.raises(ValueError, match="placeholder"):
+        ZeroShotClassifier(enc, LABELS, templates=[("{}", "no")])
+    with pytest.raises(TypeError, match="pair"):
+        ZeroShotClassifier(enc, LABELS, templates=[("{}",)])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="batch_size"):
+        ZeroShotClassifier(enc, LABELS, batch_size=0)
+    clf = ZeroShotClassifier(enc, LABELS)
+    with pytest.raises(ValueError, match="dimension"):
+        clf.predict_proba(torch.randn(2, D + 1))
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        clf.predict_proba(torch.randn(D))
+    with pytest.raises(TypeError, match="Tensor"):
+        clf.predict_proba(np.zeros((2, D)))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="expected shape"):
+        ZeroShotClassifier(lambda t: torch.zeros(len(t) + 1, D), LABELS).text_embeddings()
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        ZeroShotClassifier(lambda t: [[0.0] * D] * len(t), LABELS).text_embeddings()  # type: ignore[arg-type,return-value]
+    with pytest.raises(ValueError, match="zero vector"):
+        ZeroShotClassifier(lambda t: torch.zeros(len(t), D), LABELS).text_embeddings()
+
+
+# --------------------------------------------------------------------------- wrappers
+
+
+class FakeOpenClip(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(4, D)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.proj(tokens.float())
+
+
+def fake_tokenizer(texts: list[str]) -> torch.Tensor:
+    return torch.tensor([[len(t), t.count(" "), ord(t[0]), 1] for t in texts])
+
+
+def test_open_clip_wrapper() -> None:
+    model = FakeOpenClip()
+    encode = open_clip_text_encoder(model, fake_tokenizer)
+    out = encode(["a b", "cd"])
+    torch.testing.assert_close(out, model.encode_text(fake_tokenizer(["a b", "cd"])))
+    with pytest.raises(TypeError, match="encode_text"):
+        open_clip_text_encoder(object(), fake_tokenizer)
+
+
+class FakeHF(torch.nn.Module):
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(3, D)
+        self.style = style
+        self.seen: dict[str, Any] = {}
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        self.seen = {"input_ids": input_ids, "attention_mask": attention_mask}
+        feats = self.proj(input_ids.float())
+        if self.style == "tensor":  # transformers < 5
+            return feats
+        if self.style == "pooling":  # transformers 5: BaseModelOutputWithPooling
+            return SimpleNamespace(last_hidden_state=feats[:, None], pooler_output=feats)
+        return SimpleNamespace(text_embeds=feats)
+
+
+def fake_hf_tokenizer(texts: list[str], **kwargs: Any) -> dict[str, torch.Tensor]:
+    assert kwargs["padding"] is True and kwargs["return_tensors"] == "pt"
+    ids = torch.tensor([[len(t), 1, 2] for t in texts])
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+@pytest.mark.parametrize("style", ["tensor", "pooling", "embeds"])
+def test_hf_wrapper_handles_transformers_4_and_5_outputs(style: str) -> None:
+    model = FakeHF(style)
+    encode = hf_text_encoder(model, fake_hf_tokenizer)
+    out = encode(["x", "yy"])
+    assert isinstance(out, torch.Tensor) and out.shape == (2, D)
+    torch.testing.assert_close(out, model.proj(torch.tensor([[1, 1, 2], [2, 1, 2]]).float()))
+    clf = ZeroShotClassifier(encode, LABELS)
+    assert clf.predict_proba(torch.randn(2, D)).shape == (2, 3)
+
+
+def test_hf_wrapper_rejects_unknown_output() -> None:
+    class Odd(FakeHF):
+        def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+            return SimpleNamespace(hidden=1)
+
+    with pytest.raises(TypeError, match="pooler_output"):
+        hf_text_encoder(Odd("x"), fake_hf_tokenizer)(["a"])
+
+
+def test_module_import_is_light() -> None:
+    code = (
+        "import sys, relaxclip.zeroshot, relaxclip.metrics;"
+        "heavy = [m for m in ('open_clip', 'transformers', 'matplotlib', 'sklearn', 'PIL') if m in sys.modules];"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def test_plot_roc_writes_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, (50, 3)).astype(float)
+    y[:, 2] = 0.0  # skipped label is shown as skipped, not dropped
+    s = rng.normal(size=(50, 3)) + y
+    y[:5, 0] = np.nan
+    out = plot_roc(y, s, ["a", "b", "c"], tmp_path / "roc.png")
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    with pytest.raises(FileNotFoundError, match="directory"):
+        plot_roc(y, s, ["a", "b", "c"], tmp_path / "missing" / "roc.png")
