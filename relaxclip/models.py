@@ -1,0 +1,250 @@
+"""A tiny CLIP for the offline demo: small CNN image tower, small text transformer, word tokenizer.
+
+The model follows open_clip conventions so that the library's loss, sampler and zero-shot code
+treat it like any open_clip model:
+
+* ``model.encode_image(images)``: ``(N, C, H, W)`` float -> ``(N, D)`` float features
+  (**not** normalised), differentiable;
+* ``model.encode_text(tokens)``: ``(N, L)`` int64 token ids -> ``(N, D)`` float features
+  (**not** normalised), differentiable;
+* ``model.logit_scale``: a scalar ``nn.Parameter`` holding ``log(1 / 0.07)`` at init; the loss
+  takes ``model.logit_scale.exp()``;
+* ``model(images, tokens)`` returns ``(image_features, text_features, logit_scale.exp())`` with
+  L2-normalised features.
+
+It is meant for 32–128 pixel grayscale images and short texts, and trains in seconds on a CPU.
+It is not a model of real radiographs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["TinyCLIP", "WordTokenizer"]
+
+_WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+
+
+class WordTokenizer:
+    """Word-level tokenizer built from training text; callable ``list[str] -> LongTensor``.
+
+    Text is lower-cased and split into runs of letters/digits and single punctuation marks.
+    Ids: ``0`` pad, ``1`` unknown word, ``2`` start, ``3`` end, then the vocabulary in order of
+    decreasing training frequency (ties alphabetical), so the vocabulary is deterministic.
+
+    ``tokenizer(texts)`` returns an ``int64`` tensor of shape ``(len(texts), context_length)``:
+    ``[start, w1, ..., wn, end, pad, ...]``.  A text with more than ``context_length - 2`` words is
+    truncated to its first ``context_length - 2`` words followed by ``end`` (the CLIP convention);
+    :meth:`count_truncated` reports how many texts that affects.  The object holds only a dict and
+    ints, so it pickles (e.g. for DataLoader workers).
+    """
+
+    PAD, UNK, START, END = 0, 1, 2, 3
+    SPECIALS = ("<pad>", "<unk>", "<start>", "<end>")
+
+    def __init__(self, vocab: Sequence[str], context_length: int = 64) -> None:
+        if isinstance(context_length, bool) or not isinstance(context_length, int):
+            raise TypeError(f"context_length must be an int, got {type(context_length).__name__}")
+        if context_length < 3:
+            raise ValueError(f"context_length must be >= 3, got {context_length}")
+        words = list(vocab)
+        if len(set(words)) != len(words):
+            raise ValueError("vocab must not contain duplicate words")
+        clash = set(words) & set(self.SPECIALS)
+        if clash:
+            raise ValueError(f"vocab must not contain the special tokens {sorted(clash)}")
+        self.context_length = context_length
+        self.itos: list[str] = list(self.SPECIALS) + words
+        self.stoi: dict[str, int] = {w: i for i, w in enumerate(self.itos)}
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        """Lower-case ``text`` and split it into words and punctuation marks."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return _WORD.findall(text.lower())
+
+    @classmethod
+    def build(
+        cls, texts: Iterable[str], *, min_count: int = 1, context_length: int | None = None
+    ) -> WordTokenizer:
+        """Build the vocabulary from ``texts`` (words seen at least ``min_count`` times).
+
+        ``context_length=None`` picks the longest training text (in words) + 2, so no training
+        text is truncated.
+        """
+        if min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {min_count}")
+        counts: Counter[str] = Counter()
+        longest = 0
+        n = 0
+        for text in texts:
+            words = cls.split(text)
+            counts.update(words)
+            longest = max(longest, len(words))
+            n += 1
+        if n == 0:
+            raise ValueError("texts must contain at least one text")
+        vocab = sorted(
+            (w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w)
+        )
+        vocab = [w for w in vocab if w not in cls.SPECIALS]
+        return cls(vocab, context_length if context_length is not None else longest + 2)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of one text without start/end/padding or truncation."""
+        return [self.stoi.get(w, self.UNK) for w in self.split(text)]
+
+    def count_truncated(self, texts: Sequence[str]) -> int:
+        """Number of ``texts`` longer than ``context_length - 2`` words."""
+        return sum(len(self.split(t)) > self.context_length - 2 for t in texts)
+
+    def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, Sequence):
+            raise TypeError(f"texts must be a str or a sequence of str, got {type(texts).__name__}")
+        out = torch.full((len(texts), self.context_length), self.PAD, dtype=torch.long)
+        for i, text in enumerate(texts):
+            ids = self.encode(text)[: self.context_length - 2]
+            row = [self.START, *ids, self.END]
+            out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return out
+
+    def __repr__(self) -> str:
+        return f"WordTokenizer(vocab_size={self.vocab_size}, context_length={self.context_length})"
+
+
+class _ConvBlock(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+
+
+class TinyCLIP(nn.Module):
+    """Small two-tower contrastive model (see module docstring for the interface).
+
+    Image tower: a stride-2 3x3 conv stem (``channels[0]`` maps), then ``len(channels)`` blocks of
+    3x3 conv + BatchNorm + ReLU + 2x2 max-pool (so the side shrinks by ``2 ** (len(channels) + 1)``);
+    then the feature map is flattened (keeping *where* a pattern is, which matters for findings
+    defined by location) and projected linearly to ``embed_dim``.
+    Text tower: token + learned position embeddings, ``text_layers`` pre-norm transformer encoder
+    layers (``text_heads`` heads, width ``text_width``), final LayerNorm, the mean of the
+    non-padding positions, then a linear projection to ``embed_dim``.
+
+    Args:
+        vocab_size: number of token ids (``WordTokenizer.vocab_size``).
+        context_length: token sequence length ``L`` accepted by :meth:`encode_text`.
+        image_size: side of the square input images (divisible by ``2 ** (len(channels) + 1)``).
+        in_channels: image channels (1 for grayscale).
+        embed_dim: joint embedding size ``D``.
+        channels: conv block widths.
+        text_width, text_layers, text_heads: text transformer size.
+        init_logit_scale: initial temperature ``T``; ``logit_scale`` is initialised to ``log(1/T)``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        context_length: int,
+        *,
+        image_size: int = 64,
+        in_channels: int = 1,
+        embed_dim: int = 64,
+        channels: Sequence[int] = (16, 32, 64),
+        text_width: int = 64,
+        text_layers: int = 2,
+        text_heads: int = 4,
+        init_logit_scale: float = 0.07,
+    ) -> None:
+        super().__init__()
+        if vocab_size < 5:
+            raise ValueError(f"vocab_size must be >= 5, got {vocab_size}")
+        if context_length < 3:
+            raise ValueError(f"context_length must be >= 3, got {context_length}")
+        down = 2 ** (len(channels) + 1)
+        if image_size % down:
+            raise ValueError(f"image_size must be divisible by {down}, got {image_size}")
+        self.image_size = image_size
+        self.context_length = context_length
+        stem = channels[0]
+        blocks: list[nn.Module] = [
+            nn.Conv2d(in_channels, stem, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(stem),
+            nn.ReLU(inplace=True),
+        ]
+        c = stem
+        for width in channels:
+            blocks.append(_ConvBlock(c, width))
+            c = width
+        self.visual = nn.Sequential(*blocks)
+        side = image_size // down
+        self.visual_proj = nn.Sequential(
+            nn.Flatten(), nn.Dropout(0.1), nn.Linear(c * side * side, embed_dim)
+        )
+
+        self.token_embedding = nn.Embedding(vocab_size, text_width, padding_idx=0)
+        self.positional_embedding = nn.Parameter(torch.randn(context_length, text_width) * 0.01)
+        layer = nn.TransformerEncoderLayer(
+            text_width,
+            text_heads,
+            dim_feedforward=2 * text_width,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.transformer = nn.TransformerEncoder(layer, text_layers, enable_nested_tensor=False)
+        self.ln_final = nn.LayerNorm(text_width)
+        self.text_projection = nn.Linear(text_width, embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_logit_scale)))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` float images -> ``(N, D)`` unnormalised features."""
+        if images.dim() != 4:
+            raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        return self.visual_proj(self.visual(images))
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(N, L)`` int64 token ids (0 = padding) -> ``(N, D)`` unnormalised features.
+
+        ``L`` may be shorter than ``context_length`` (trailing padding columns can be cut off
+        for speed: the result is the same up to float rounding, since padding is masked).
+        """
+        if tokens.dim() != 2 or not 1 <= tokens.shape[1] <= self.context_length:
+            raise ValueError(
+                f"tokens must have shape (N, L) with 1 <= L <= {self.context_length}, "
+                f"got {tuple(tokens.shape)}"
+            )
+        if tokens.dtype != torch.long:
+            raise TypeError(f"tokens must be int64, got {tokens.dtype}")
+        pad = tokens == 0
+        x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
+        x = self.transformer(x, src_key_padding_mask=pad)
+        x = self.ln_final(x)
+        keep = (~pad).unsqueeze(-1).to(x.dtype)
+        pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+        return self.text_projection(pooled)
+
+    def forward(
+        self, images: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised image and text features and ``logit_scale.exp()`` (open_clip style)."""
+        img = F.normalize(self.encode_image(images), dim=-1)
+        txt = F.normalize(self.encode_text(tokens), dim=-1)
+        return img, txt, self.logit_scale.exp()
