@@ -11,9 +11,9 @@ Invariants of :func:`split_sentences` (tested with hypothesis):
 
 * no non-whitespace character is lost, added or reordered: ``"".join(split_sentences(t)).split()``
   joined equals ``"".join(t.split())``;
-* no sentence is empty, and no sentence is only a list marker or punctuation (a sentence holds at
-  least one alphanumeric character) unless the whole input has no alphanumeric character, in which
-  case the stripped input is returned as one sentence;
+* no sentence is empty; a sentence holds an alphanumeric character and is not only a list marker
+  (``"2."``), unless the text holds nothing else, in which case it is returned as one sentence
+  (``"?"`` -> ``["?"]``, ``"1. 2."`` -> ``["1. 2."]``);
 * deterministic; runs in time linear in the input length.
 """
 
@@ -187,10 +187,9 @@ _PUNKT = _make_punkt()
 # unless the word is an abbreviation, so we cut here without calling Punkt (an exact shortcut;
 # tests compare against plain Punkt on every real report).
 _EASY_BREAK = re.compile(r"(?<!\S)([A-Za-z]{2,})([.?!])\s+(?=[^\W_])")
-# Anything Punkt could consider a candidate boundary inside a chunk (a superset of Punkt's own).
-_ANY_CANDIDATE = re.compile(
-    r"[.?!](?=\S*\s+\S|[^\s.?!]*[)\";}\]*:@'({\[\u2018\u2019\u201c\u201d\xab\xbb!?])"
-)
+# Where Punkt finds a candidate boundary: an end character followed by a character that cannot be
+# inside a word, or by whitespace and a token (nltk's period-context pattern; a superset is safe).
+_ANY_CANDIDATE = re.compile(r"[.?!](?:[)\";}\]*:@'({\[\u2018\u2019\u201c\u201d\xab\xbb!?]|\s+\S)")
 # Hard boundaries cut before Punkt runs: a blank line; a doubled period after a word
 # ("radiographs.. No"); a period glued to the next capitalised word ("XXXX.In the left").
 _HARD = re.compile(
@@ -233,8 +232,10 @@ def _marker_starts(text: str) -> list[int]:
         return []
     starts = []
     for m in _MARKER.finditer(text):
-        before = text[: m.start()].rstrip()
-        if not before or before[-1] in _END_PUNCT or "\n" in text[len(before) : m.start()]:
+        j = m.start() - 1
+        while j >= 0 and text[j].isspace():
+            j -= 1
+        if j < 0 or text[j] in _END_PUNCT or "\n" in text[j + 1 : m.start()]:
             starts.append(m.start())
     return starts
 
