@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from relaxclip.data.synthetic import (
@@ -274,9 +275,12 @@ def _train(
     on_eval: Callable[[int], None] | None = None,
     eval_every: int = 0,
     progress: _Progress | None = None,
+    stats: dict[str, list[float]] | None = None,
 ) -> list[float]:
     """Run ``steps`` AdamW updates; returns the per-step losses.  ``on_eval(step)`` after every
-    ``eval_every`` steps (and after the last one)."""
+    ``eval_every`` steps (and after the last one).  ``stats`` (if given) receives per step the
+    mean positive-pair cosine ``"positive_cosine"`` and the share of positive pairs above the
+    loss threshold ``"relaxed_fraction"`` (0 without a threshold)."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps))
     losses: list[float] = []
@@ -295,6 +299,13 @@ def _train(
         with torch.no_grad():  # CLIP: keep the temperature in [1/100, 1]
             model.logit_scale.clamp_(0.0, math.log(100.0))
         losses.append(float(loss.item()))
+        if stats is not None:
+            with torch.no_grad():
+                pos = (F.normalize(img, dim=-1) * F.normalize(txt, dim=-1)).sum(-1)
+                stats["positive_cosine"].append(float(pos.mean().item()))
+                theta = loss_fn.threshold
+                relaxed = (pos > theta).float().mean().item() if theta is not None else 0.0
+                stats["relaxed_fraction"].append(float(relaxed))
         if progress is not None:
             progress.update(1, loss=f"{losses[-1]:.3f}")
         if on_eval is not None and eval_every and (step % eval_every == 0 or step == steps):
@@ -478,10 +489,13 @@ def _run(
     val_best: dict[str, list[float]] = {a.key: [] for a in arms}
     best_step: dict[str, list[int]] = {a.key: [] for a in arms}
     val_curves: dict[str, list[dict[int, float]]] = {a.key: [] for a in arms}
-    for theta in sweep:
-        key = f"d@{theta:g}"
-        for d in (test_scores, val_best, best_step, val_curves):
-            d[key] = []  # type: ignore[index]
+    train_stats: dict[str, list[dict[str, float]]] = {a.key: [] for a in arms}
+    for th in sweep:
+        test_scores[f"d@{th:g}"] = []
+        val_best[f"d@{th:g}"] = []
+        best_step[f"d@{th:g}"] = []
+        val_curves[f"d@{th:g}"] = []
+        train_stats[f"d@{th:g}"] = []
     pretrain_losses: list[list[float]] = []
     timing["pretrain"] = 0.0
     timing["finetune"] = 0.0
@@ -532,7 +546,7 @@ def _run(
         runs: list[tuple[str, bool, float | None]] = [
             (a.key, a.sample, cfg.threshold if a.relax else None) for a in arms if a.finetune
         ]
-        runs += [(f"d@{theta:g}", True, theta) for theta in sweep]
+        runs += [(f"d@{th:g}", True, th) for th in sweep]
         for key, sample, theta in runs:
             stage += 1
             model.load_state_dict(pretrained)
@@ -555,6 +569,7 @@ def _run(
             bar = _Progress(cfg.finetune_steps, desc, cfg.progress)
             t = time.perf_counter()
             torch.manual_seed(seed + 1000)  # dropout masks: same stream for every arm
+            stats: dict[str, list[float]] = {"positive_cosine": [], "relaxed_fraction": []}
             _train(
                 model,
                 tokenizer,
@@ -567,7 +582,9 @@ def _run(
                 on_eval=on_eval,
                 eval_every=cfg.eval_every,
                 progress=bar,
+                stats=stats,
             )
+            train_stats[key].append({k: float(np.mean(v)) for k, v in stats.items()})
             bar.close()
             timing["finetune"] += time.perf_counter() - t
             model.load_state_dict(best["state"])
@@ -617,6 +634,7 @@ def _run(
             "val_macro_auroc_best": val_best[key],
             "best_step": best_step[key],
             "val_curve": [{str(k): v for k, v in c.items()} for c in val_curves[key]],
+            "train_stats": train_stats[key],
         }
     sweep_out: dict[str, Any] | None = None
     if sweep:

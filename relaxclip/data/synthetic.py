@@ -452,6 +452,8 @@ def _write_report(
     n_irr = int(rng.integers(0, 3))
     for k in rng.permutation(len(_IRRELEVANT))[:n_irr]:
         sentences.append(_IRRELEVANT[int(k)])
+    if not sentences:  # the FINDINGS section is never empty
+        sentences.append(_choice(rng, _IRRELEVANT))
     order = rng.permutation(len(sentences))
     body = " ".join(sentences[int(k)] for k in order)
 

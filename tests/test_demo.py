@@ -1,0 +1,221 @@
+"""Tests of the demo model/tokenizer (relaxclip.models) and a miniature end-to-end demo run."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from relaxclip.demo import ARMS, DemoConfig, format_table, run_demo
+from relaxclip.metrics import macro_auroc
+from relaxclip.models import TinyCLIP, WordTokenizer
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def test_tokenizer_build_and_call() -> None:
+    tok = WordTokenizer.build(["No pleural effusion.", "Mild cardiomegaly. No effusion."])
+    assert tok.context_length == 6 + 2  # longest text: 6 words/marks + start/end
+    ids = tok(["no effusion", "pneumothorax"])
+    assert ids.dtype == torch.long and ids.shape == (2, tok.context_length)
+    no, eff = tok.stoi["no"], tok.stoi["effusion"]
+    assert ids[0].tolist() == [tok.START, no, eff, tok.END, 0, 0, 0, 0]
+    assert ids[1].tolist()[:3] == [tok.START, tok.UNK, tok.END]
+    # frequency order, ties alphabetical: "." (3), then "effusion"/"no" (2), then the rest
+    assert tok.itos[4:7] == [".", "effusion", "no"]
+
+
+def test_tokenizer_truncation_is_counted_and_keeps_end() -> None:
+    tok = WordTokenizer(["a", "b"], context_length=4)
+    assert tok.count_truncated(["a b a", "a b"]) == 1
+    assert tok(["a b a"])[0].tolist() == [tok.START, tok.stoi["a"], tok.stoi["b"], tok.END]
+
+
+def test_tokenizer_pickles() -> None:
+    tok = WordTokenizer.build(["Small left pleural effusion."])
+    again = pickle.loads(pickle.dumps(tok))
+    assert torch.equal(again(["small effusion"]), tok(["small effusion"]))
+
+
+def test_tokenizer_bad_input() -> None:
+    with pytest.raises(ValueError, match="context_length"):
+        WordTokenizer(["a"], context_length=2)
+    with pytest.raises(ValueError, match="duplicate"):
+        WordTokenizer(["a", "a"])
+    with pytest.raises(ValueError, match="special"):
+        WordTokenizer(["<pad>"])
+    with pytest.raises(ValueError, match="at least one"):
+        WordTokenizer.build([])
+    with pytest.raises(TypeError, match="text"):
+        WordTokenizer(["a"])([1])  # type: ignore[list-item]
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def _model() -> tuple[TinyCLIP, WordTokenizer]:
+    tok = WordTokenizer.build(["No pleural effusion.", "Moderate cardiomegaly with edema."])
+    torch.manual_seed(0)
+    return TinyCLIP(tok.vocab_size, tok.context_length, image_size=32, embed_dim=16), tok
+
+
+def test_model_shapes_and_open_clip_conventions() -> None:
+    model, tok = _model()
+    model.eval()
+    img = model.encode_image(torch.randn(3, 1, 32, 32))
+    txt = model.encode_text(tok(["no effusion", "cardiomegaly", "edema ."]))
+    assert img.shape == (3, 16) and txt.shape == (3, 16)
+    assert torch.isclose(model.logit_scale.exp(), torch.tensor(1 / 0.07))
+    fi, ft, scale = model(torch.randn(2, 1, 32, 32), tok(["a", "b"]))
+    assert torch.allclose(fi.norm(dim=-1), torch.ones(2)) and torch.allclose(
+        ft.norm(dim=-1), torch.ones(2)
+    )
+    assert scale.requires_grad
+
+
+def test_padding_does_not_change_text_features() -> None:
+    model, tok = _model()
+    model.eval()
+    tokens = tok(["no effusion", "moderate cardiomegaly with edema"])
+    used = int((tokens != 0).any(0).nonzero().max()) + 1
+    full = model.encode_text(tokens)
+    trimmed = model.encode_text(tokens[:, :used])
+    assert torch.allclose(full, trimmed, atol=1e-5)
+    single = model.encode_text(tok(["no effusion"]))
+    assert torch.allclose(single[0], full[0], atol=1e-5)  # batch neighbours do not leak
+
+
+def test_model_gradients_reach_both_towers() -> None:
+    model, tok = _model()
+    fi, ft, scale = model(torch.randn(4, 1, 32, 32), tok(["no effusion", "edema", "a", "b"]))
+    (scale * fi @ ft.T).logsumexp(1).sum().backward()
+    assert model.visual[0].weight.grad is not None and model.visual[0].weight.grad.abs().sum() > 0
+    assert model.token_embedding.weight.grad is not None
+    assert model.token_embedding.weight.grad.abs().sum() > 0
+
+
+def test_model_bad_input() -> None:
+    model, tok = _model()
+    with pytest.raises(ValueError, match="images"):
+        model.encode_image(torch.randn(1, 32, 32))
+    with pytest.raises(ValueError, match="tokens"):
+        model.encode_text(torch.zeros(2, tok.context_length + 1, dtype=torch.long))
+    with pytest.raises(TypeError, match="int64"):
+        model.encode_text(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="image_size"):
+        TinyCLIP(10, 8, image_size=40)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _tiny(**kw: Any) -> DemoConfig:
+    base: dict[str, Any] = {
+        "n_train": 64,
+        "n_val": 48,
+        "n_test": 64,
+        "image_size": 32,
+        "seeds": (0, 1),
+        "pretrain_steps": 3,
+        "finetune_steps": 4,
+        "eval_every": 2,
+        "batch_size": 16,
+        "n_bootstrap": 30,
+        "progress": False,
+        "threads": 1,
+        "embed_dim": 16,
+    }
+    base.update(kw)
+    return DemoConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, list[str]]:
+    out = tmp_path_factory.mktemp("demo")
+    lines: list[str] = []
+    cfg = _tiny(sweep_threshold=True, sweep_thresholds=(0.5, 1.0), threshold=1.0)
+    return run_demo(cfg, out, log=lines.append), out, lines
+
+
+def test_end_to_end_outputs(tiny_run: tuple[dict[str, Any], Path, list[str]]) -> None:
+    results, out, lines = tiny_run
+    assert {a.key for a in ARMS} | {"d@0.5", "d@1"} == set(results["arms"])
+    for arm in results["arms"].values():
+        m = arm["macro_auroc"]
+        assert len(m["per_seed"]) == 2 and 0.0 <= m["mean"] <= 1.0
+        assert m["ci95"][0] <= m["ci95"][1]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["arms"]["d"]["macro_auroc"]["mean"] == results["arms"]["d"]["macro_auroc"]["mean"]
+    assert saved["seeds"] == [0, 1] and saved["config"]["finetune_steps"] == 4
+    assert "torch" in saved["versions"]
+    assert (out / "roc.png").stat().st_size > 0 and (out / "summary.png").stat().st_size > 0
+    printed = "\n".join(lines)
+    assert format_table(results) in printed and results["conclusion"] in printed
+    for arm in results["arms"].values():
+        assert arm["name"] in printed
+    assert results["sweep"]["chosen_on_validation"] in (0.5, 1.0)
+
+
+def test_identical_budgets_make_equivalent_arms_identical(
+    tiny_run: tuple[dict[str, Any], Path, list[str]],
+) -> None:
+    """With threshold 1.0 relaxation is exactly the CLIP loss, so arm (c) must reproduce arm (a)
+    and the sweep's d@1 must reproduce arm (b) bit for bit: same data, order, steps and seeds."""
+    arms = tiny_run[0]["arms"]
+    assert arms["c"]["macro_auroc"]["per_seed"] == arms["a"]["macro_auroc"]["per_seed"]
+    assert arms["d@1"]["macro_auroc"]["per_seed"] == arms["b"]["macro_auroc"]["per_seed"]
+    assert arms["d"]["macro_auroc"]["per_seed"] == arms["b"]["macro_auroc"]["per_seed"]
+    # sentence sampling really changes the training text
+    assert arms["b"]["macro_auroc"]["per_seed"] != arms["a"]["macro_auroc"]["per_seed"]
+
+
+def test_selection_uses_validation_only(tiny_run: tuple[dict[str, Any], Path, list[str]]) -> None:
+    for key in ("a", "b", "c", "d"):
+        arm = tiny_run[0]["arms"][key]
+        for curve, step, best in zip(
+            arm["val_curve"], arm["best_step"], arm["val_macro_auroc_best"], strict=True
+        ):
+            assert set(curve) == {"2", "4"}
+            assert best == max(curve.values()) and curve[str(step)] == best
+
+
+def test_reported_auroc_matches_metrics(tiny_run: tuple[dict[str, Any], Path, list[str]]) -> None:
+    results = tiny_run[0]
+    arm = results["arms"]["a"]
+    macro_from_labels = [
+        float(
+            np.mean(
+                [arm["per_label_auroc"][f]["per_seed"][i] for f in results["benchmark"]["findings"]]
+            )
+        )
+        for i in range(2)
+    ]
+    assert np.allclose(macro_from_labels, arm["macro_auroc"]["per_seed"])
+    assert macro_auroc is not None
+
+
+def test_relaxation_is_active_below_one() -> None:
+    results = run_demo(_tiny(seeds=(0,), threshold=-0.99), None, log=lambda s: None)
+    stats = results["arms"]["c"]["train_stats"][0]
+    assert stats["relaxed_fraction"] > 0.5  # almost every positive pair is above -0.99
+    assert results["arms"]["a"]["train_stats"][0]["relaxed_fraction"] == 0.0
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        _tiny(batch_size=1).validate()
+    with pytest.raises(ValueError, match="seeds"):
+        _tiny(seeds=()).validate()
+    with pytest.raises(ValueError, match="eval_every"):
+        _tiny(eval_every=10).validate()
+    with pytest.raises(ValueError, match="threshold"):
+        _tiny(threshold=1.5).validate()
+    with pytest.raises(ValueError, match="reports and labels"):
+        _tiny(reports="x").validate()
+    with pytest.raises(ValueError, match="device"):
+        run_demo(_tiny(device="cuda:99" if not torch.cuda.is_available() else "nonsense"), None)
