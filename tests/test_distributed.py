@@ -1,0 +1,396 @@
+"""Multi-process (gloo, CPU) tests of the distributed relaxed contrastive loss.
+
+One spawned job per world size (2, 3, 4) runs every combination inside: a DDP-wrapped float64
+two-tower model with a learnable ``logit_scale``; modes "local"/"global" x backends
+"dense"/"chunked" x threshold None / a threshold that relaxes about half the pairs x even and
+uneven local batches. The mean over ranks of the returned loss and every parameter gradient
+after DDP's averaging are compared with a single-process reference computed on the
+concatenated global batch by an independent plain-torch implementation of the formula.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from relaxclip.distributed import DistributedMode
+
+TOL = 1e-9
+MODES: tuple[DistributedMode, ...] = ("local", "global")
+REPO = Path(__file__).resolve().parents[1]
+D_IN, D_HIDDEN, D_OUT = 6, 8, 5
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TwoTower(nn.Module):
+    """Tiny image/text towers (float64) with a learnable log logit scale (CLIP convention)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image = nn.Sequential(nn.Linear(D_IN, D_HIDDEN), nn.Tanh(), nn.Linear(D_HIDDEN, D_OUT))
+        self.text = nn.Sequential(nn.Linear(D_IN, D_HIDDEN), nn.Tanh(), nn.Linear(D_HIDDEN, D_OUT))
+        # identical towers and near-identical inputs make s_ii large, so a threshold relaxes some
+        self.text.load_state_dict(self.image.state_dict())
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.image(a), self.text(b), self.log_scale.exp()
+
+
+def _make_model() -> TwoTower:
+    torch.manual_seed(1234)
+    return TwoTower().double()
+
+
+def _make_batch(total: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(total, D_IN, generator=g, dtype=torch.float64)
+    b = a + 0.3 * torch.randn(total, D_IN, generator=g, dtype=torch.float64)
+    return a, b
+
+
+def reference_loss(
+    x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, theta: float | None
+) -> torch.Tensor:
+    """Single-process relaxed loss, written directly from the formula (not the backends)."""
+    x, y = F.normalize(x, dim=1), F.normalize(y, dim=1)
+    s = x @ y.T
+    diag = s.diagonal()
+    pos = diag if theta is None else torch.clamp(diag, max=theta)
+    eye = torch.eye(s.shape[0], dtype=torch.bool)
+    logits = torch.where(eye, (t * pos)[:, None].expand_as(s), t * s)
+    n = s.shape[0]
+    per_pair = torch.logsumexp(logits, 1) + torch.logsumexp(logits, 0) - 2 * t * pos
+    return per_pair.sum() / (2 * n)
+
+
+def _reference(
+    a: torch.Tensor, b: torch.Tensor, theta: float | None
+) -> tuple[float, dict[str, torch.Tensor]]:
+    model = _make_model()
+    x, y, t = model(a, b)
+    loss = reference_loss(x, y, t, theta)
+    loss.backward()
+    return float(loss.detach()), {n: _grad(p).clone() for n, p in model.named_parameters()}
+
+
+def _splits(total: int, world: int, gen: torch.Generator, *, allow_empty: bool) -> list[int]:
+    """A random composition of ``total`` into ``world`` parts (>= 1 each unless allow_empty)."""
+    low = 0 if allow_empty else 1
+    while True:
+        cuts = sorted(torch.randint(0, total + 1, (world - 1,), generator=gen).tolist())
+        parts = [hi - lo for lo, hi in zip([0, *cuts], [*cuts, total], strict=True)]
+        if min(parts) >= low and len(set(parts)) > 1:
+            return parts
+
+
+def _grad(p: torch.Tensor) -> torch.Tensor:
+    assert p.grad is not None
+    return p.grad
+
+
+def _run_case(
+    ddp: Any,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    sizes: list[int],
+    theta: float | None,
+    ref: tuple[float, dict[str, torch.Tensor]],
+    call: Any,
+    group: Any = None,
+) -> list[float]:
+    """One DDP step on this rank's slice: [this rank's loss, ref loss, max |grad diff|,
+    |logit_scale grad diff|] (reduced over ranks later, in one collective per matrix)."""
+    rank = dist.get_rank(group)
+    start = sum(sizes[:rank])
+    a_loc, b_loc = a[start : start + sizes[rank]], b[start : start + sizes[rank]]
+    ddp.zero_grad(set_to_none=True)
+    x, y, t = ddp(a_loc, b_loc)
+    loss = call(x, y, t, theta)
+    loss.backward()
+    ref_loss, ref_grads = ref
+    module: TwoTower = ddp.module
+    grad_diff = max(
+        float((_grad(p) - ref_grads[n]).abs().max()) for n, p in module.named_parameters()
+    )
+    scale_diff = float((_grad(module.log_scale) - ref_grads["log_scale"]).abs())
+    return [float(loss.detach()), ref_loss, grad_diff, scale_diff]
+
+
+def _reduce_cases(raw: dict[str, list[float]], group: Any) -> dict[str, dict[str, float]]:
+    """Mean of the returned losses over ranks vs the reference; max grad diffs over ranks."""
+    world = dist.get_world_size(group)
+    table = torch.tensor(list(raw.values()), dtype=torch.float64)
+    losses = table[:, 0].clone()
+    dist.all_reduce(losses, group=group)
+    diffs = table[:, 2:].clone()
+    dist.all_reduce(diffs, op=dist.ReduceOp.MAX, group=group)
+    return {
+        key: {
+            "loss": abs(float(losses[i]) / world - float(table[i, 1])),
+            "grad": float(diffs[i, 0]),
+            "logit_scale_grad": float(diffs[i, 1]),
+        }
+        for i, key in enumerate(raw)
+    }
+
+
+def _matrix(group: Any, gen: torch.Generator) -> dict[str, Any]:
+    """Run every combination on ``group`` (None = the default group); same result on all ranks."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from relaxclip.distributed import distributed_loss, is_distributed_active
+    from relaxclip.loss import RelaxedContrastiveLoss, relaxed_contrastive_loss
+
+    world = dist.get_world_size(group)
+    assert is_distributed_active(group)
+    results: dict[str, Any] = {"world": world}
+    total = 4 * world + 1  # uneven splits; even splits use 4 per rank
+    a_even, b_even = _make_batch(4 * world, seed=world)
+    a_unev, b_unev = _make_batch(total, seed=world + 50)
+    even = [4] * world
+    uneven = _splits(total, world, gen, allow_empty=False)
+    results["uneven_sizes"] = uneven
+
+    # threshold = median positive similarity of the initial model: relaxes some pairs, not all
+    with torch.no_grad():
+        xs, ys, _ = _make_model()(a_even, b_even)
+        s_ii = (F.normalize(xs, dim=1) * F.normalize(ys, dim=1)).sum(1)
+    theta_relax = float(s_ii.median())
+    assert 0 < int((s_ii > theta_relax).sum()) < s_ii.numel(), "threshold must relax some pairs"
+    results["theta"] = theta_relax
+
+    ddp = DDP(_make_model(), process_group=group)
+    cases: dict[str, list[float]] = {}
+    batches = {"even": (a_even, b_even, even), "uneven": (a_unev, b_unev, uneven)}
+    for split_name, (a, b, sizes) in batches.items():
+        for theta_name, theta in (("clip", None), ("relaxed", theta_relax)):
+            ref = _reference(a, b, theta)
+            for mode in MODES:
+                for backend in ("dense", "chunked"):
+
+                    def call(
+                        x: Any,
+                        y: Any,
+                        t: Any,
+                        th: Any,
+                        m: DistributedMode = mode,
+                        be: str = backend,
+                    ) -> Any:
+                        return relaxed_contrastive_loss(
+                            x,
+                            y,
+                            t,
+                            threshold=th,
+                            backend=be,
+                            chunk_size=3,  # several blocks per rank
+                            distributed_mode=m,
+                            process_group=group,
+                        )
+
+                    key = f"{mode}/{backend}/{theta_name}/{split_name}"
+                    cases[key] = _run_case(ddp, a, b, sizes, theta, ref, call, group)
+
+    # nn.Module form with backend="auto" and the default mode
+    loss_mod = RelaxedContrastiveLoss(threshold=theta_relax, process_group=group)
+    ref = _reference(a_even, b_even, theta_relax)
+    cases["local/auto/relaxed/module"] = _run_case(
+        ddp, a_even, b_even, even, theta_relax, ref, lambda x, y, t, th: loss_mod(x, y, t), group
+    )
+
+    # direct calls with an empty local batch on the group's first rank
+    empty = [0, *_splits(total, world - 1, gen, allow_empty=False)] if world > 2 else [0, total]
+    ref = _reference(a_unev, b_unev, None)
+    for m in MODES:
+
+        def direct(x: Any, y: Any, t: Any, th: Any, m: DistributedMode = m) -> Any:
+            xn, yn = F.normalize(x, dim=1), F.normalize(y, dim=1)
+            return distributed_loss(xn, yn, t, th, backend="dense", mode=m, process_group=group)
+
+        cases[f"{m}/dense/clip/empty-first-rank"] = _run_case(
+            ddp, a_unev, b_unev, empty, None, ref, direct, group
+        )
+    results["cases"] = _reduce_cases(cases, group)
+
+    # distributed=False is the plain loss of this rank's own samples
+    rank = dist.get_rank(group)
+    x, y, t = _make_model()(a_even[4 * rank : 4 * rank + 4], b_even[4 * rank : 4 * rank + 4])
+    got = relaxed_contrastive_loss(x, y, t, threshold=theta_relax, distributed=False)
+    want = reference_loss(x, y, t, theta_relax)
+    results["distributed_false_diff"] = abs(float((got - want).detach()))
+
+    # a feature-dimension mismatch raises the same error on every rank (none left waiting)
+    d = 4 + rank % 2
+    try:
+        distributed_loss(
+            torch.randn(3, d),
+            torch.randn(3, d),
+            torch.tensor(2.0),
+            None,
+            backend="dense",
+            process_group=group,
+        )
+        results["dim_mismatch_error"] = None
+    except ValueError as e:
+        results["dim_mismatch_error"] = str(e)
+    return results
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    """One rank of the 4-process job: default group (4), a 3-rank and two 2-rank sub-groups."""
+    from relaxclip.distributed import is_distributed_active
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=90),
+    )
+    try:
+        gen = torch.Generator().manual_seed(100)
+        # new_group must be called by every rank, members or not
+        pairs = [dist.new_group([0, 1]), dist.new_group([2, 3])]
+        trio = dist.new_group([0, 1, 2])
+        solo = [dist.new_group([r]) for r in range(world)]
+        assert not is_distributed_active(solo[rank])
+        if rank == 3:
+            assert not is_distributed_active(trio)  # not a member
+        out = Path(out_dir)
+        t0 = time.perf_counter()
+        res = _matrix(None, gen)  # default group, 4 ranks, auto-detected
+        print(f"rank {rank}: matrix on 4 ranks took {time.perf_counter() - t0:.2f} s", flush=True)
+        if rank == 0:
+            (out / "world4.json").write_text(json.dumps(res))
+        res = _matrix(pairs[rank // 2], gen)  # {0,1} and {2,3} concurrently
+        if rank in (0, 2):
+            (out / f"world2_ranks{rank}{rank + 1}.json").write_text(json.dumps(res))
+        if rank < 3:
+            res = _matrix(trio, gen)
+            if rank == 0:
+                (out / "world3.json").write_text(json.dumps(res))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def dist_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Run the 4-process gloo job once; the per-group result tables, keyed by file stem."""
+    out_dir = tmp_path_factory.mktemp("dist")
+    world, timeout_s = 4, 300.0
+    ctx = mp.start_processes(
+        _worker,
+        args=(world, _free_port(), str(out_dir)),
+        nprocs=world,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + timeout_s
+    while not ctx.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.kill()
+            pytest.fail(f"distributed workers did not finish within {timeout_s} s")
+    return {f.stem: json.loads(f.read_text()) for f in out_dir.glob("*.json")}
+
+
+@pytest.mark.parametrize("name", ["world2_ranks01", "world2_ranks23", "world3", "world4"])
+def test_ddp_gradients_match_single_process(
+    name: str, dist_results: dict[str, dict[str, Any]]
+) -> None:
+    res = dist_results[name]
+    cases = res["cases"]
+    assert len(cases) == 2 * 2 * 2 * 2 + 1 + 2
+    print(f"\n{name}: group size {res['world']}, uneven split {res['uneven_sizes']}")
+    for mode in ("local", "global"):
+        mine = [v for k, v in cases.items() if k.startswith(mode + "/")]
+        grad = max(max(v["grad"], v["logit_scale_grad"]) for v in mine)
+        loss = max(v["loss"] for v in mine)
+        print(f"  mode {mode}: max |grad diff| = {grad:.3e}, max |loss diff| = {loss:.3e}")
+    for key, diffs in cases.items():
+        assert diffs["loss"] <= TOL, (key, diffs)
+        assert diffs["grad"] <= TOL, (key, diffs)
+        assert diffs["logit_scale_grad"] <= TOL, (key, diffs)
+    assert res["distributed_false_diff"] <= TOL
+    assert res["dim_mismatch_error"] is not None
+    assert "feature dimension differs" in res["dim_mismatch_error"]
+
+
+def test_reference_matches_single_process_loss() -> None:
+    """The test's own reference agrees with the library's single-process loss (and grads)."""
+    from relaxclip.loss import relaxed_contrastive_loss
+
+    a, b = _make_batch(11, seed=3)
+    for theta in (None, 0.5, 0.95):
+        m1, m2 = _make_model(), _make_model()
+        x, y, t = m1(a, b)
+        l1 = reference_loss(x, y, t, theta)
+        l1.backward()
+        x, y, t = m2(a, b)
+        l2 = relaxed_contrastive_loss(x, y, t, threshold=theta, backend="dense")
+        l2.backward()
+        assert abs(float(l1.detach()) - float(l2.detach())) <= TOL
+        for (n, p1), (_, p2) in zip(m1.named_parameters(), m2.named_parameters(), strict=True):
+            assert torch.allclose(_grad(p1), _grad(p2), rtol=0, atol=TOL), n
+
+
+def test_not_initialised_errors_and_auto_off() -> None:
+    from relaxclip.distributed import check_distributed_args, is_distributed_active
+    from relaxclip.loss import RelaxedContrastiveLoss, relaxed_contrastive_loss
+
+    assert not dist.is_initialized()
+    assert not is_distributed_active()
+    x, y = torch.randn(4, 3), torch.randn(4, 3)
+    auto = relaxed_contrastive_loss(x, y, 5.0)
+    assert torch.equal(auto, relaxed_contrastive_loss(x, y, 5.0, distributed=False))
+    with pytest.raises(RuntimeError, match="not initialised"):
+        relaxed_contrastive_loss(x, y, 5.0, distributed=True)
+    with pytest.raises(ValueError, match="distributed_mode"):
+        relaxed_contrastive_loss(x, y, 5.0, distributed_mode="ring")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="distributed_mode"):
+        RelaxedContrastiveLoss(distributed_mode="both")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="distributed"):
+        check_distributed_args("yes", "local")
+
+
+def test_ddp_example_runs_under_torchrun() -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(REPO / "examples" / "ddp_train.py"),
+        "--tiny",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("step")]
+    assert len(lines) >= 2, proc.stdout
+    check = [ln for ln in proc.stdout.splitlines() if "max |grad diff| vs single process" in ln]
+    assert len(check) == 1, proc.stdout
+    assert float(check[0].rsplit("=", 1)[1]) < 1e-4, check[0]  # float32 model
