@@ -324,3 +324,37 @@ def test_plot_roc_writes_png(tmp_path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
     with pytest.raises(FileNotFoundError, match="directory"):
         plot_roc(y, s, ["a", "b", "c"], tmp_path / "missing" / "roc.png")
+
+
+# --------------------------------------------------------------------------- docs numbers
+
+BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "zeroshot.md"
+
+
+@pytest.mark.skipif(
+    not (BENCH / "chexzero_chexpert_test_auc.csv").is_file() or not DOC.is_file(),
+    reason="../shared/data/benchmarks or docs/zeroshot.md absent",
+)
+def test_docs_table_is_derived_from_the_benchmark_csv() -> None:
+    import csv
+
+    with open(BENCH / "chexzero_chexpert_test_auc.csv", newline="") as fh:
+        rows = [r for r in csv.reader(fh) if r and not r[0].startswith("#")]
+    header, table = (
+        rows[0],
+        {r[0]: dict(zip(rows[0][1:], map(float, r[1:]), strict=True)) for r in rows[1:]},
+    )
+    mean = table["mean"]
+    five = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+    text = DOC.read_text(encoding="utf-8")
+    derived = {
+        "5 competition labels": np.mean([mean[c] for c in five]),
+        "all 14": np.mean(list(mean.values())),
+        "13 labels": np.mean([v for k, v in mean.items() if k != "No Finding"]),
+        "swapped": np.mean([1 - v if k == "No Finding" else v for k, v in mean.items()]),
+    }
+    assert len(header) == 15
+    for what, value in derived.items():
+        assert f"{value:.3f}" in text, what
+    assert f"{1 - mean['No Finding']:.3f}" in text
