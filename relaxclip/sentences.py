@@ -202,6 +202,8 @@ _MARKER = re.compile(r"(?<!\S)(\d{1,2}[.)])(?=\s+\S)")
 _HAS_MARKER_CHAR = re.compile(r"\d[.)]")
 _MARKER_ONLY = re.compile(r"\d{1,2}[.)]")
 _END_PUNCT = frozenset(".!?:;")
+_ALNUM = re.compile(r"[^\W_]")  # a character for which str.isalnum() is true
+_GLUED_QUICK = re.compile(r"\.[A-Z]")
 
 
 def _punkt_spans(text: str) -> Iterator[tuple[int, int]]:
@@ -267,7 +269,9 @@ def _split_segment(text: str, out: list[str]) -> None:
 
 
 def _is_content(sentence: str) -> bool:
-    return _MARKER_ONLY.fullmatch(sentence) is None and any(c.isalnum() for c in sentence)
+    if sentence[0].isalpha():  # fast path: most sentences start with a letter
+        return True
+    return _MARKER_ONLY.fullmatch(sentence) is None and _ALNUM.search(sentence) is not None
 
 
 def _merge_fragments(pieces: list[str]) -> list[str]:
@@ -324,6 +328,9 @@ def split_sentences(text: str) -> list[str]:
         raise TypeError(f"split_sentences: text must be str, got {type(text).__name__}")
     pieces: list[str] = []
     pos = 0
+    if "\n" not in text and ".." not in text and _GLUED_QUICK.search(text) is None:
+        _split_segment(text, pieces)  # no hard boundary possible: skip the _HARD scan
+        return _merge_fragments(pieces)
     for m in _HARD.finditer(text):
         if m.group("blank") is not None:
             cut = m.start()
