@@ -129,8 +129,8 @@ def _as_2d_pair(
     if labels is None:
         names = tuple(f"label_{i}" for i in range(k))
     else:
-        if isinstance(labels, str):
-            raise TypeError("labels: expected a sequence of names, got a single string")
+        if isinstance(labels, str) or not isinstance(labels, Sequence):
+            raise TypeError(f"labels: expected a sequence of K names, got {type(labels).__name__}")
         names = tuple(labels)
         if len(names) != k:
             raise ValueError(f"labels: expected {k} names (one per column), got {len(names)}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,10 @@ needs_nih = pytest.mark.skipif(not NIH_CSV.is_file(), reason="../shared/data/nih
 needs_openi = pytest.mark.skipif(not OPENI_CSV.is_file(), reason="../shared/data/negbio absent")
 
 
-def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wt", newline="", encoding="utf-8") as fh:  # type: ignore[operator]
+    with opener(path, "wt", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         w.writerows(rows)

@@ -148,6 +148,8 @@ def test_macro_auroc_bad_input() -> None:
         macro_auroc(y, np.zeros((4, 3)))
     with pytest.raises(ValueError, match="2 names"):
         macro_auroc(y, np.zeros((4, 2)), ["a"])
+    with pytest.raises(TypeError, match="labels"):
+        macro_auroc(y, np.zeros((4, 2)), 1000)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unique"):
         macro_auroc(y, np.zeros((4, 2)), ["a", "a"])
     with pytest.raises(ValueError, match=r"\(N, K\)"):
