@@ -92,6 +92,7 @@ def test_chestxray14_full_table_counts() -> None:
 
 @needs_nih
 def test_chestxray14_two_real_images_and_dataset() -> None:
+    pytest.importorskip("PIL")
     names = ["00000001_000.png", "00027426_000.png"]
     records = read_chestxray14(NIH_CSV, NIH, images=names, labels=["Cardiomegaly", "No Finding"])
     with open(NIH / "sample_images_labels.csv", newline="") as fh:
