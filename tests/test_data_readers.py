@@ -73,6 +73,7 @@ def test_label_constants() -> None:
 # --------------------------------------------------------------------------- ChestX-ray14 (real)
 
 
+@pytest.mark.shared_data
 @needs_nih
 def test_chestxray14_full_table_counts() -> None:
     records = read_chestxray14(NIH_CSV, labels=[*CHESTXRAY14_LABELS, "No Finding"])
@@ -90,6 +91,7 @@ def test_chestxray14_full_table_counts() -> None:
     assert (labels[:, -1] == (labels[:, :-1].sum(axis=1) == 0)).all()
 
 
+@pytest.mark.shared_data
 @needs_nih
 def test_chestxray14_two_real_images_and_dataset() -> None:
     pytest.importorskip("PIL")
@@ -118,6 +120,7 @@ def test_chestxray14_two_real_images_and_dataset() -> None:
     assert batch_images.shape == (2, 1, 512, 512) and batch_labels.shape == (2, 2)
 
 
+@pytest.mark.shared_data
 @needs_nih
 def test_chestxray14_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="'Image Index'"):
@@ -163,6 +166,7 @@ def test_image_loading_errors(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- Open-I (real)
 
 
+@pytest.mark.shared_data
 @needs_openi
 def test_openi_labels_real_file() -> None:
     records = read_openi_labels(OPENI_CSV)
@@ -183,6 +187,7 @@ def test_openi_labels_real_file() -> None:
     assert only[0]["labels"].tolist() == [1.0, 0.0]
 
 
+@pytest.mark.shared_data
 @needs_openi
 @pytest.mark.skipif(not OPENI_TGZ.is_file(), reason="../shared/data/iu_xray absent")
 def test_openi_join_with_reports() -> None:

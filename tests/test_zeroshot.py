@@ -332,6 +332,7 @@ BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "zeroshot.md"
 
 
+@pytest.mark.shared_data
 @pytest.mark.skipif(
     not (BENCH / "chexzero_chexpert_test_auc.csv").is_file() or not DOC.is_file(),
     reason="../shared/data/benchmarks or docs/zeroshot.md absent",
