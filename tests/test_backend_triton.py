@@ -1,0 +1,393 @@
+"""Triton backend tests.
+
+The kernels run under the Triton CPU interpreter (``TRITON_INTERPRET=1``), which must be set
+before triton is first imported. To stay independent of test order (other tests may import
+triton normally), the kernel checks run in ONE subprocess: this file executed as a script
+(``python tests/test_backend_triton.py``) computes every case against a float64 reference of the
+loss formula (written out below, independent of the library's backends) and prints JSON; the
+pytest tests then assert each case's relative errors ``||out - ref|| / ||ref||``.
+
+In-process tests (no interpreter needed): input validation, ``is_available`` semantics and that the
+module imports when triton is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve()
+REPO = HERE.parents[1]
+TRITON_FILE = REPO / "relaxclip" / "backends" / "triton.py"
+
+# Tolerances on ||out - ref|| / ||ref|| against the float64 reference evaluated on the SAME
+# (already rounded) inputs. fp32 runs exact IEEE fp32 dots; bf16/fp16 round the softmax weights to
+# the input dtype for the gradient matmuls and return gradients in the input dtype.
+TOL = {"float32": 1e-5, "bfloat16": 1e-2, "float16": 1e-2}
+TOL_LOSS = {"float32": 1e-6, "bfloat16": 1e-5, "float16": 1e-5}
+
+
+# --------------------------------------------------------------------------------------------
+# float64 reference of the contract (used by the worker)
+# --------------------------------------------------------------------------------------------
+def reference_loss(
+    q: torch.Tensor, k: torch.Tensor, t: torch.Tensor, theta: float | None, offset: int, sym: bool
+) -> torch.Tensor:
+    """Sum of the relaxed CLIP loss terms, written from the formula; autograd gives the grads.
+
+    l_ij = t * s_ij, s = q k^T, positive of row i at column offset+i, relaxed to min(s, theta)
+    (gradient through s only where s <= theta). sym: add the column direction (square case).
+    """
+    s = q @ k.T
+    rows = torch.arange(q.shape[0])
+    cols = rows + offset
+    pos = s[rows, cols]
+    if theta is not None:
+        pos = torch.where(pos <= theta, pos, torch.full_like(pos, theta))
+    mask = torch.zeros_like(s, dtype=torch.bool)
+    mask[rows, cols] = True
+    s_rel = s.masked_scatter(mask, pos) if theta is not None else s
+    logits = t * s_rel
+    loss = torch.logsumexp(logits, dim=1).sum() - (t * pos).sum()
+    if sym:
+        loss = loss + torch.logsumexp(logits, dim=0).sum() - (t * pos).sum()
+    return loss
+
+
+def _make_case(
+    b: int, n: int, d: int, offset: int, dtype: torch.dtype, gen: torch.Generator, noise: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    k = torch.nn.functional.normalize(torch.randn(n, d, generator=gen, dtype=torch.float64), dim=1)
+    q = k[offset : offset + b] + noise * torch.randn(b, d, generator=gen, dtype=torch.float64)
+    q = torch.nn.functional.normalize(q, dim=1)
+    return q.to(dtype), k.to(dtype)
+
+
+def _median_theta(q: torch.Tensor, k: torch.Tensor, offset: int) -> float:
+    """A threshold that relaxes about half of the positives (and ties none)."""
+    s = (q.double() * k[offset : offset + q.shape[0]].double()).sum(1)
+    return float(s.sort().values[(len(s) - 1) // 2]) - 1e-4
+
+
+def run_case(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one kernel case under the interpreter; relative errors vs the float64 reference."""
+    from relaxclip.backends import triton as tb
+
+    gen = torch.Generator().manual_seed(spec["seed"])
+    dtype = getattr(torch, spec["dtype"])
+    sym = spec["sym"]
+    b, d = spec["b"], spec["d"]
+    n = b if sym else spec["n"]
+    offset = 0 if sym else spec["offset"]
+    q, k = _make_case(b, n, d, offset, dtype, gen, spec.get("noise", 0.6))
+    theta = _median_theta(q, k, offset) if spec["theta"] == "median" else spec["theta"]
+    t_val = spec.get("t", 14.3)
+    cfg = tb.TritonConfig(**spec["cfg"]) if "cfg" in spec else None
+    if spec.get("strided"):
+        # non-contiguous views: every other column of a wider tensor, and a transposed copy
+        q = torch.stack([q, torch.zeros_like(q)], dim=2).reshape(b, 2 * d)[:, ::2]
+        k = k.T.contiguous().T
+        assert not q.is_contiguous() and not k.is_contiguous()
+    qg = q.clone().requires_grad_() if not spec.get("strided") else q.requires_grad_()
+    kg = k.clone().requires_grad_() if not spec.get("strided") else k.requires_grad_()
+    t = torch.tensor(t_val, requires_grad=True)
+
+    def call() -> torch.Tensor:
+        if sym:
+            return tb.symmetric_loss_sum(qg, kg, t, theta, config=cfg)
+        return tb.rows_loss_sum(qg, kg, t, theta, offset, config=cfg)
+
+    if spec.get("autocast"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = call()
+    else:
+        loss = call()
+    gout = 0.7  # a non-unit upstream gradient
+    (loss * gout).backward()
+    # reference on the values the kernel actually multiplied (autocast rounds to bf16 first)
+    rdt = torch.bfloat16 if spec.get("autocast") else dtype
+    q64 = q.detach().to(rdt).double().requires_grad_()
+    k64 = k.detach().to(rdt).double().requires_grad_()
+    t64 = torch.tensor(t_val, dtype=torch.float64, requires_grad=True)
+    ref = reference_loss(q64, k64, t64, theta, offset, sym)
+    (ref * gout).backward()
+
+    # ||out - ref|| / max(||ref||, floor). The floor, 10 % of the natural size of the output (a sum
+    # of b terms of size t for the loss; sqrt(b) * t for the gradients, sqrt(b) for dt), keeps
+    # exactly-zero references (b = N = 1) and near-zero cancelling sums (lse_i - l_ii with a
+    # dominant positive) from turning fp32 rounding of O(t) logits into large "relative" errors.
+    def rel(a: torch.Tensor, r: torch.Tensor, floor: float) -> float:
+        return float((a.double() - r).norm() / max(float(r.norm()), 0.1 * gout * floor))
+
+    out: dict[str, Any] = {
+        "loss": rel(loss.detach() * gout, ref.detach() * gout, t_val * b),
+        "dq": rel(qg.grad, q64.grad, t_val * b**0.5),
+        "dk": rel(kg.grad, k64.grad, t_val * b**0.5),
+        "dt": rel(t.grad, t64.grad, b**0.5),
+        "loss_dtype": str(loss.dtype),
+        "dq_dtype": str(qg.grad.dtype),
+        "dk_dtype": str(kg.grad.dtype),
+        "relaxed": 0
+        if theta is None
+        else int(((q64 * k64[offset : offset + b]).sum(1) > theta).sum()),
+    }
+    if spec.get("repeat"):
+        g1 = (qg.grad.clone(), kg.grad.clone(), t.grad.clone(), loss.detach().clone())
+        qg.grad = kg.grad = t.grad = None
+        loss2 = call()
+        (loss2 * gout).backward()
+        g2 = (qg.grad, kg.grad, t.grad, loss2.detach())
+        out["bitwise_repeat"] = all(torch.equal(a, c) for a, c in zip(g1, g2, strict=True))
+    return out
+
+
+SMALL = {"block_m": 16, "block_n": 16, "block_d": 16, "bwd_block_m": 16, "bwd_block_n": 16}
+CASES: dict[str, dict[str, Any]] = {
+    "sym_fp32_plain": {"sym": True, "b": 37, "d": 23, "dtype": "float32", "theta": None, "seed": 1},
+    "sym_fp32_relax_split_dchunks": {
+        "sym": True, "b": 37, "d": 40, "dtype": "float32", "theta": "median", "seed": 2,
+        "cfg": {**SMALL, "split": 2, "block_do": 16},
+    },
+    "sym_bf16_relax": {"sym": True, "b": 33, "d": 40, "dtype": "bfloat16", "theta": "median", "seed": 3},
+    "sym_fp16_plain_t100": {
+        "sym": True, "b": 19, "d": 17, "dtype": "float16", "theta": None, "seed": 4, "t": 100.0,
+    },
+    "sym_fp32_strided": {
+        "sym": True, "b": 21, "d": 18, "dtype": "float32", "theta": "median", "seed": 5, "strided": True,
+    },
+    "sym_autocast_bf16": {
+        "sym": True, "b": 25, "d": 20, "dtype": "float32", "theta": "median", "seed": 6, "autocast": True,
+    },
+    "sym_bf16_repeat_split": {
+        "sym": True, "b": 35, "d": 24, "dtype": "bfloat16", "theta": 0.5, "seed": 7,
+        "cfg": {**SMALL, "split": 2, "block_do": 16}, "repeat": True,
+    },
+    "rows_fp32_relax_offset": {
+        "sym": False, "b": 13, "n": 37, "offset": 5, "d": 23, "dtype": "float32", "theta": "median",
+        "seed": 8, "cfg": {**SMALL, "split": 2, "block_do": 16},
+    },
+    "rows_bf16_plain_offset0": {
+        "sym": False, "b": 21, "n": 45, "offset": 0, "d": 33, "dtype": "bfloat16", "theta": None,
+        "seed": 9,
+    },
+    "rows_fp16_relax_tail": {
+        "sym": False, "b": 17, "n": 40, "offset": 23, "d": 19, "dtype": "float16", "theta": "median",
+        "seed": 10,
+    },
+    "rows_fp32_single_row": {
+        "sym": False, "b": 1, "n": 5, "offset": 4, "d": 3, "dtype": "float32", "theta": "median",
+        "seed": 11,
+    },
+}  # fmt: skip
+
+
+def _hypothesis_check() -> dict[str, Any]:
+    """Property: for random shapes, offsets, thresholds and tile configs, fp32 matches the reference."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    worst: dict[str, float] = {"loss": 0.0, "dq": 0.0, "dk": 0.0, "dt": 0.0}
+    count = {"n": 0}
+
+    @settings(max_examples=6, deadline=None, derandomize=True, database=None)
+    @given(
+        sym=st.booleans(),
+        b=st.integers(1, 40),
+        extra=st.integers(0, 20),
+        d=st.integers(1, 40),
+        theta=st.one_of(st.none(), st.floats(-0.9, 0.95)),
+        split=st.sampled_from([None, 1, 2, 3]),
+        blocks=st.sampled_from([16, 32]),
+        seed=st.integers(0, 2**16),
+        data=st.data(),
+    )
+    def prop(sym, b, extra, d, theta, split, blocks, seed, data) -> None:  # type: ignore[no-untyped-def]
+        n = b if sym else b + extra
+        offset = 0 if sym else data.draw(st.integers(0, n - b))
+        spec = {
+            "sym": sym, "b": b, "n": n, "offset": offset, "d": d, "dtype": "float32",
+            "theta": theta, "seed": seed,
+            "cfg": {"block_m": blocks, "block_n": 16, "block_d": 16, "bwd_block_m": 16,
+                    "bwd_block_n": blocks, "split": split, "block_do": 16},
+        }  # fmt: skip
+        res = run_case(spec)
+        count["n"] += 1
+        for key in worst:
+            assert res[key] <= TOL["float32"], (spec, res)
+            worst[key] = max(worst[key], res[key])
+
+    try:
+        prop()
+    except Exception as exc:  # reported to the parent test
+        return {"ok": False, "error": repr(exc)[:2000]}
+    return {"ok": True, "examples": count["n"], "worst": worst}
+
+
+def _worker() -> None:
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        raise SystemExit("the worker must run with TRITON_INTERPRET=1")
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        print(json.dumps({"_unavailable": "triton is not installed"}))
+        return
+    results: dict[str, Any] = {}
+    for name, spec in CASES.items():
+        try:
+            results[name] = run_case(spec)
+        except Exception as exc:
+            results[name] = {"error": repr(exc)[:2000]}
+    results["_hypothesis"] = _hypothesis_check()
+    print("RESULTS " + json.dumps(results))
+
+
+# --------------------------------------------------------------------------------------------
+# pytest side
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def interp_results() -> dict[str, Any]:
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed (optional extra relaxclip[triton])")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, str(HERE)], env=env, capture_output=True, text=True, timeout=600, cwd=REPO
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
+    if proc.returncode != 0 or not lines:
+        if "_unavailable" in proc.stdout:
+            pytest.skip("triton interpreter unavailable")
+        raise AssertionError(
+            f"interpreter worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return json.loads(lines[-1][len("RESULTS ") :])  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_kernel_matches_float64_reference(interp_results: dict[str, Any], name: str) -> None:
+    res = interp_results[name]
+    assert "error" not in res, res.get("error")
+    spec = CASES[name]
+    dt = "bfloat16" if spec.get("autocast") else spec["dtype"]
+    for key in ("dq", "dk", "dt"):
+        assert res[key] <= TOL[dt], f"{name}: {key} rel err {res[key]:.3g} > {TOL[dt]}"
+    assert res["loss"] <= TOL_LOSS[dt], f"{name}: loss rel err {res['loss']:.3g}"
+    assert res["loss_dtype"] == "torch.float32"
+    grad_dtype = f"torch.{spec['dtype']}"  # autocast: gradients come back in the input dtype
+    assert res["dq_dtype"] == grad_dtype and res["dk_dtype"] == grad_dtype
+    if spec["theta"] == "median":
+        assert res["relaxed"] > 0, "the case should relax some positives"
+    if spec.get("repeat"):
+        assert res["bitwise_repeat"], "two identical runs must give bitwise identical results"
+
+
+def test_kernel_property_random_shapes(interp_results: dict[str, Any]) -> None:
+    res = interp_results["_hypothesis"]
+    assert res["ok"], res.get("error")
+    assert res["examples"] >= 5
+
+
+def test_reference_is_not_trivial() -> None:
+    """The reference itself: theta >= max s_ii equals plain CLIP; relaxing lowers dL/ds_ii to 0."""
+    gen = torch.Generator().manual_seed(0)
+    q, k = _make_case(6, 6, 5, 0, torch.float64, gen, 0.3)
+    t = torch.tensor(10.0, dtype=torch.float64)
+    plain = reference_loss(q, k, t, None, 0, True)
+    logits = t * q @ k.T
+    clip = torch.nn.functional.cross_entropy(
+        logits, torch.arange(6), reduction="sum"
+    ) + torch.nn.functional.cross_entropy(logits.T, torch.arange(6), reduction="sum")
+    torch.testing.assert_close(plain, clip)
+    torch.testing.assert_close(reference_loss(q, k, t, 1.0, 0, True), clip)
+    qr = q.clone().requires_grad_()
+    theta = float((q * k).sum(1).min()) - 0.01  # every positive relaxed
+    reference_loss(qr, k, t, theta, 0, True).backward()
+    assert qr.grad is not None
+    # every positive relaxed: l_ii = t * theta is constant, so dL/dq_i = t * sum_{j != i} (P + Q)_ij k_j
+    s = q @ k.T
+    eye = torch.eye(6, dtype=torch.bool)
+    logits = t * torch.where(eye, torch.full_like(s, theta), s)
+    w = (logits.softmax(1) + logits.softmax(0)).masked_fill(eye, 0.0)
+    torch.testing.assert_close(qr.grad, t * w @ k)
+
+
+def _load_without_triton(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setitem(sys.modules, "triton", None)  # makes `import triton` raise ImportError
+    monkeypatch.setitem(sys.modules, "triton.language", None)
+    spec = importlib.util.spec_from_file_location("_relaxclip_triton_no_triton", TRITON_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_imports_and_reports_unavailable_without_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = _load_without_triton(monkeypatch)
+    assert mod.is_available() is False
+    assert mod.is_available("cpu") is False
+    x = torch.randn(4, 3)
+    with pytest.raises(RuntimeError, match="triton"):
+        mod.symmetric_loss_sum(x, x, torch.tensor(1.0), None)
+
+
+def test_is_available_semantics(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("triton")
+    from relaxclip.backends import triton as tb
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert tb.is_available("cpu") is False
+    assert tb.is_available("cuda") is torch.cuda.is_available()
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert tb.is_available("cpu") is True
+    assert tb.is_available("meta") is False
+
+
+def test_validation_errors() -> None:
+    pytest.importorskip("triton")
+    from relaxclip.backends import triton as tb
+
+    x = torch.randn(5, 4, dtype=torch.float64)
+    t = torch.tensor(1.0, dtype=torch.float64)
+    with pytest.raises(TypeError, match="float64.*dense"):
+        tb.symmetric_loss_sum(x, x, t, None)
+    with pytest.raises(TypeError, match="float64"):
+        tb.rows_loss_sum(x, x, t, None, 0)
+    with pytest.raises(ValueError, match="2-D"):
+        tb.symmetric_loss_sum(torch.randn(5), torch.randn(5), torch.tensor(1.0), None)
+    with pytest.raises(TypeError, match="bfloat16, float16 or float32"):
+        xi = torch.ones(3, 2, dtype=torch.int32)
+        tb.symmetric_loss_sum(xi, xi, torch.tensor(1.0), None)
+    with pytest.raises(ValueError, match="power of two"):
+        tb.TritonConfig(block_m=48)
+    with pytest.raises(ValueError, match="split"):
+        tb.TritonConfig(split=0)
+
+
+def test_offset_and_shape_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("triton")
+    from relaxclip.backends import triton as tb
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # reach the checks after is_available on CPU
+    q, k, t = torch.randn(3, 4), torch.randn(5, 4), torch.tensor(1.0)
+    with pytest.raises(ValueError, match="offset"):
+        tb.rows_loss_sum(q, k, t, None, 3)
+    with pytest.raises(ValueError, match="offset"):
+        tb.rows_loss_sum(q, k, t, None, -1)
+    with pytest.raises(TypeError, match="offset"):
+        tb.rows_loss_sum(q, k, t, None, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="same number of rows"):
+        tb.symmetric_loss_sum(q, k, t, None)
+    with pytest.raises(ValueError, match="feature dim"):
+        tb.symmetric_loss_sum(q, torch.randn(3, 5), t, None)
+
+
+if __name__ == "__main__":
+    _worker()
