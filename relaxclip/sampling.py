@@ -52,8 +52,9 @@ class SentenceSampler:
     With ``text_key=None`` the sample mapping itself is the mapping of sections (pass Open-I
     records, with an ``image`` added, as they are).
 
-    The candidate sentences are those of the chosen sections, in report order (the order of the
-    sections in the report or mapping), each split with
+    The candidate sentences are those of the chosen sections, in report order (for a string, the
+    order in which the sections appear; for a mapping, the order of ``sections``, or the mapping's
+    order when ``sections=None``), each split with
     :func:`~relaxclip.sentences.split_sentences`. Training mode draws ``k`` of the ``n`` candidate
     sentences uniformly without replacement and joins them with ``separator`` in report order
     (or in drawn order with ``keep_order=False``):
@@ -244,37 +245,56 @@ class SentenceSampler:
         if isinstance(report, str):
             key: Any = report
         elif isinstance(report, Mapping):
-            key = self._mapping_key(report, position)
+            if self.sections is not None and self.fallback is None:
+                key = tuple(map(report.get, self.sections))  # validated below on a miss
+            else:
+                key = self._mapping_items(report, position)
         else:
             raise TypeError(
                 f"SentenceSampler: {self._where(position)}: the report must be a str or a "
                 f"mapping of section name to str, got {type(report).__name__}"
             )
-        hit = self._cache.get(key)
+        try:
+            hit = self._cache.get(key)
+        except TypeError:  # unhashable section value: _mapping_items raises a clear error
+            hit = None
         if hit is not None:
             return hit
-        sections = parse_report_sections(report) if isinstance(report, str) else dict(key)
-        if isinstance(report, str) and set(sections) <= {PREAMBLE_KEY}:
-            chosen = whole = _sentences(sections.values())
+        if isinstance(report, str):
+            sections = parse_report_sections(report)
+            if set(sections) <= {PREAMBLE_KEY}:  # no header: the whole text
+                chosen = _sentences(sections.values())
+                value = (chosen, chosen)
+            else:
+                names = sections if self.sections is None else self.sections
+                chosen = _sentences(v for k, v in sections.items() if k in names)  # report order
+                whole = _sentences(sections.values()) if self.fallback == "report" else ()
+                value = (chosen, whole)
         else:
-            names = sections if self.sections is None else self.sections
-            chosen = _sentences(sections[n] for n in sections if n in names)
-            whole = _sentences(sections.values()) if self.fallback == "report" else ()
-        value = (chosen, whole)
+            items = dict(self._mapping_items(report, position))
+            if self.sections is None:
+                chosen = _sentences(items.values())
+            else:
+                chosen = _sentences(items[n] for n in self.sections if n in items)
+            whole = _sentences(items.values()) if self.fallback == "report" else ()
+            value = (chosen, whole)
         if self.cache_size:
             if len(self._cache) >= self.cache_size:
                 del self._cache[next(iter(self._cache))]
             self._cache[key] = value
         return value
 
-    def _mapping_key(self, report: Mapping[Any, Any], position: int) -> tuple[tuple[str, str], ...]:
+    def _mapping_items(
+        self, report: Mapping[Any, Any], position: int
+    ) -> tuple[tuple[str, str], ...]:
+        """The text sections of a mapping report, in mapping order, validated."""
         items = []
         for name, text in report.items():
-            wanted = self.sections is None or name in self.sections or self.fallback == "report"
-            if not wanted or text is None:
+            chosen = self.sections is None or name in self.sections
+            if text is None or not (chosen or self.fallback == "report"):
                 continue
             if not isinstance(text, str):
-                if self.sections is None or name in self.sections:
+                if chosen:
                     raise TypeError(
                         f"SentenceSampler: {self._where(position)}: section {name!r} must be str "
                         f"or None, got {type(text).__name__}"
@@ -323,6 +343,27 @@ class SentenceSampler:
         return self.separator.join([sentences[i] for i in idx])
 
     # ------------------------------------------------------------------ collate
+    def _pools(self, reports: list[Any]) -> list[tuple[str, ...]]:
+        """Candidate sentences per report; cache hits are served inline (the warm path)."""
+        cache = self._cache
+        fast_mapping = self.sections is not None and self.fallback is None
+        sections = self.sections or ()
+        pools: list[tuple[str, ...]] = []
+        for i, report in enumerate(reports):
+            hit = None
+            if isinstance(report, str):
+                hit = cache.get(report)
+            elif fast_mapping and isinstance(report, Mapping):
+                try:
+                    hit = cache.get(tuple(map(report.get, sections)))
+                except TypeError:  # unhashable value: candidates() raises a clear error
+                    hit = None
+            if hit is not None and hit[0]:
+                pools.append(hit[0])
+            else:
+                pools.append(self.candidates(report, position=i))
+        return pools
+
     def __call__(self, batch: Sequence[Any]) -> dict[str, Any]:
         if isinstance(batch, (str, bytes)) or not isinstance(batch, Sequence):
             raise TypeError(
@@ -333,7 +374,19 @@ class SentenceSampler:
         reports: list[Any] = []
         images: list[Any] = []
         rest: list[Mapping[str, Any]] = []
+        text_key, image_key = self.text_key, self.image_key
+        n_fixed = (text_key is not None) + (image_key is not None)
         for i, sample in enumerate(batch):
+            if (
+                type(sample) is dict
+                and len(sample) == n_fixed
+                and text_key in sample
+                and (image_key is None or image_key in sample)
+            ):  # fast path: exactly {image, report}
+                reports.append(sample[text_key])
+                images.append(sample[image_key] if image_key is not None else None)
+                rest.append({})
+                continue
             report, image, other = self._unpack(sample, i)
             reports.append(report)
             images.append(image)
@@ -345,10 +398,14 @@ class SentenceSampler:
                     f"SentenceSampler: batch position {i} and batch position 0 differ in keys "
                     f"{diff!r}"
                 )
-        pools = [self.candidates(r, position=i) for i, r in enumerate(reports)]
+        pools = self._pools(reports)
         if self.training:
             rng = self._rng()
-            texts = [self.sample_text(p, rng) for p in pools]
+            if type(self.num_sentences) is int and self.num_sentences == 1:  # the paper's setting
+                randrange = rng.randrange
+                texts = [p[randrange(len(p))] for p in pools]
+            else:
+                texts = [self.sample_text(p, rng) for p in pools]
         else:
             texts = [self.separator.join(p) for p in pools]
         out: dict[str, Any] = {}
