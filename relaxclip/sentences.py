@@ -233,12 +233,23 @@ def _marker_starts(text: str) -> list[int]:
     if _HAS_MARKER_CHAR.search(text) is None:
         return []
     starts = []
+    last = -1  # number of the previous accepted marker
     for m in _MARKER.finditer(text):
+        number = int(m.group(1)[:-1])
         j = m.start() - 1
         while j >= 0 and text[j].isspace():
             j -= 1
-        if j < 0 or text[j] in _END_PUNCT or "\n" in text[j + 1 : m.start()]:
+        k = m.end()
+        while k < len(text) and text[k].isspace():
+            k += 1
+        if (
+            j < 0
+            or text[j] in _END_PUNCT
+            or "\n" in text[j + 1 : m.start()]
+            or (number == last + 1 and text[k].isupper())  # "1. Edema 2. Cardiomegaly"
+        ):
             starts.append(m.start())
+            last = number
     return starts
 
 
@@ -305,9 +316,11 @@ def split_sentences(text: str) -> list[str]:
        do a doubled period after a word (``"radiographs.. No"``, a common typo) and a period glued
        to the next capitalised word (``"XXXX.In the left lobe"``) unless the word is a shipped
        abbreviation.
-    2. A list marker (``1.``, ``2)``; one or two digits) starts a new item when it is at the start
-       of the text or of a line, or follows ``. ! ? : ;``; the marker stays at the front of its
-       item's first sentence (``"2. Cardiomegaly."``).
+    2. A list marker (``1.``, ``2)``; one or two digits, then whitespace and text) starts a new
+       item when it is at the start of the text or of a line, follows ``. ! ? : ;``, or continues
+       the numbering of the previous item and is followed by a capital letter
+       (``"1. Edema 2. Cardiomegaly"``); the marker stays at the front of its item's first
+       sentence (``"2. Cardiomegaly."``).
     3. Inside each item, nltk's Punkt decides, with parameters shipped here
        (:data:`ABBREVIATIONS`: ``Dr.``, ``approx.``, ``e.g.``, ``i.e.``, ``vs.``, ``p.m.``,
        ``c/w.``...). Punkt never splits inside a token, so decimals and sizes (``2.5 cm``,

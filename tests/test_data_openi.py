@@ -186,6 +186,10 @@ def test_tricky_real_reports(real: list[dict[str, Any]]) -> None:
     # CXR4: numbered impression "1. ... 2. ... 3. ..." on one line -> 3 items, markers kept.
     imp = split_sentences(_by_uid(real, "CXR4")["impression"])
     assert [s[:3] for s in imp] == ["1. ", "2. ", "3. "]
+    # CXR672 impression: "1. ... 2. ... 3. ..." without periods before the next marker.
+    imp = split_sentences(_by_uid(real, "CXR672")["impression"])
+    assert [s[:3] for s in imp] == ["1. ", "2. ", "3. "]
+    assert not any(re.search(r"\s\d[.)]$", s) for s in imp)
     # CXR60 findings: a period glued to the next capitalised word ("<token>.<Word>") is a boundary,
     # and a size "a.b x c.d cm" stays inside its sentence.
     text = _by_uid(real, "CXR60")["findings"]

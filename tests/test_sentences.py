@@ -183,6 +183,11 @@ def _check_invariants(text: str, sents: list[str]) -> None:
             "1. Left effusion. Right effusion too.\n\n2. Cardiomegaly.",
             ["1. Left effusion.", "Right effusion too.", "2. Cardiomegaly."],
         ),
+        (
+            "1. Edema 2. Stable cardiomegaly 3. Low volumes",
+            ["1. Edema", "2. Stable cardiomegaly", "3. Low volumes"],
+        ),
+        ("Grade 2. No effusion. Grade 3 lesion", ["Grade 2.", "No effusion.", "Grade 3 lesion"]),
         # decimals, sizes
         (
             "Nodule measures 1.2 x 0.8 cm. Tip is 2.5 cm above the carina.",
