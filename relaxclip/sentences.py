@@ -100,8 +100,10 @@ def _build_header_regex() -> tuple[re.Pattern[str], dict[str, str]]:
     ordered = sorted(lookup, key=len, reverse=True)
     alt = "|".join(re.escape(v).replace(r"\ ", r"[ \t]+") for v in ordered)
     pattern = (
-        # (a) at line start, any case, followed by a colon or by the end of the line.
-        rf"^[ \t]*(?P<a>(?i:{alt}))[ \t]*(?::|(?=[ \t]*(?:\r?\n|\Z)))"
+        # (a) at line start, any case, followed by a colon.
+        rf"^[ \t]*(?P<a>(?i:{alt}))[ \t]*:"
+        # (c) alone on its line, upper case only ("IMPRESSION\n").
+        rf"|^[ \t]*(?P<c>(?:{alt}))[ \t]*(?=\r?\n|\Z)"
         # (b) anywhere after whitespace, upper case only, followed by a colon.
         rf"|(?<!\S)(?P<b>(?:{alt}))[ \t]*:"
     )
@@ -116,8 +118,8 @@ def parse_report_sections(text: str) -> dict[str, str]:
 
     Headers are recognised (see :data:`HEADER_ALIASES`):
 
-    * at the start of a line, in any case, followed by ``:`` or alone on their line
-      (``FINDINGS:``, `` IMPRESSION: ``, ``findings:``, ``IMPRESSIONS``);
+    * at the start of a line, in any case, followed by ``:`` (``FINDINGS:``, `` IMPRESSION: ``,
+      ``findings:``), or in upper case alone on their line (``IMPRESSIONS``);
     * inline in running text, upper case only, after whitespace and followed by ``:``
       (``FINDINGS: Heart is normal. IMPRESSION: No acute disease.``).
 
@@ -141,7 +143,7 @@ def parse_report_sections(text: str) -> dict[str, str]:
         chunk = text[start : m.start()].strip()
         if chunk or key != PREAMBLE_KEY:
             parts.setdefault(key, []).append(chunk)
-        header = m.group("a") or m.group("b")
+        header = m.group("a") or m.group("b") or m.group("c")
         key = _HEADER_LOOKUP[" ".join(header.upper().split())]
         start = m.end()
     chunk = text[start:].strip()

@@ -92,6 +92,8 @@ def test_header_variants_at_line_start(header: str, key: str) -> None:
 def test_lower_case_inline_word_is_not_a_header() -> None:
     text = "No change in comparison: stable. The impression is normal."
     assert parse_report_sections(text) == {PREAMBLE_KEY: text}
+    wrapped = "Unchanged since the prior\nstudy\nand no effusion."  # a wrapped word, not a header
+    assert parse_report_sections(wrapped) == {PREAMBLE_KEY: wrapped}
 
 
 def test_report_without_header_is_kept_whole() -> None:
@@ -139,7 +141,7 @@ def test_sections_round_trip(
     if preamble.strip():
         expected[PREAMBLE_KEY] = [preamble.strip()]
     for (key, variant), body, inline, lower in parts:
-        header = variant.lower() if lower and not inline else variant
+        header = variant.lower() if lower and not inline else variant  # colon follows
         sep = " " if inline else "\n"
         text += f"{sep}{header}: {body}"
         expected.setdefault(key, []).append(body.strip())
