@@ -263,6 +263,17 @@ def test_dataloader_two_workers_reproducible_and_distinct() -> None:
     assert _epoch(collate, 1) != first  # a new epoch draws anew
 
 
+def test_dataloader_unseeded_follows_torch_seed() -> None:
+    """seed=None: workers derive from their DataLoader seed, itself from torch.manual_seed."""
+    torch.manual_seed(0)
+    a = _epoch(SentenceSampler(), 0)
+    torch.manual_seed(0)
+    assert _epoch(SentenceSampler(), 0) == a
+    assert a[0][1] != a[1][1]
+    torch.manual_seed(1)
+    assert _epoch(SentenceSampler(), 0) != a
+
+
 # ----------------------------------------------------------------------------- cache
 
 
