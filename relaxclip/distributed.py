@@ -3,8 +3,9 @@
 Each rank passes only its local features ``x`` (b_r, D) and ``y`` (b_r, D); rank r's samples
 are rows ``offset_r .. offset_r + b_r - 1`` of the global batch (ranks concatenated in rank
 order, ``B = sum_r b_r``). The features of all ranks are gathered once per call with the
-autograd-aware all-gather of ``torch.distributed._functional_collectives`` (the replacement
-torch 2.13 names for the deprecated ``torch.distributed.nn.functional.all_gather``).
+autograd-aware all-gather of ``torch.distributed._functional_collectives``
+(``all_gather_single``, which torch 2.13 names as the replacement for the deprecated
+``torch.distributed.nn.functional.all_gather``).
 
 Gradient semantics. The backward of the all-gather is a reduce-scatter with SUM: rank s
 receives, for its own rows, the sum over all ranks r of dℓ_r/d(rows of s), where ℓ_r is the
@@ -124,9 +125,11 @@ def _autograd_all_gather_equal(t: Tensor, group: dist.ProcessGroup) -> Tensor:
     """
     import torch.distributed._functional_collectives as fc
 
-    gather = getattr(fc, "all_gather_single_autograd", None)  # torch >= 2.13
-    if gather is None:
-        gather = getattr(fc, "all_gather_tensor_autograd", None)  # torch 2.3 .. 2.12
+    # torch >= 2.13: the plain functional all-gather is differentiable and is the replacement
+    # torch names for the deprecated torch.distributed.nn.functional.all_gather.
+    gather = getattr(fc, "all_gather_single", None)
+    if gather is None:  # pragma: no cover - torch 2.3 .. 2.12
+        gather = getattr(fc, "all_gather_tensor_autograd", None)
     if gather is not None:
         # wait_tensor is differentiable (identity backward) and turns the async result into
         # a plain tensor, so backends (including custom kernels) see ordinary memory.

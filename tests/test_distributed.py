@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -256,8 +257,38 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
         )
     results["cases"] = _reduce_cases(cases, group)
 
-    # distributed=False is the plain loss of this rank's own samples
+    # low-precision features, no DDP: this rank's feature gradient (a leaf, so no averaging)
+    # is W * dL/dx_r; compare loss and gradient with the single-process loss on the same
+    # low-precision global batch (both compute in fp32 from the same inputs)
     rank = dist.get_rank(group)
+    low: dict[str, float] = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        for m in MODES:
+            xg, yg = (v.to(dtype) for v in _make_batch(4 * world, seed=7))
+            sl = slice(4 * rank, 4 * rank + 4)
+            xl, yl = xg[sl].clone().requires_grad_(), yg[sl].clone().requires_grad_()
+            tl = torch.tensor(9.0, requires_grad=True)
+            out = relaxed_contrastive_loss(
+                xl, yl, tl, threshold=0.3, distributed_mode=m, process_group=group
+            )
+            out.backward()
+            xr, yr = xg.clone().requires_grad_(), yg.clone().requires_grad_()
+            tr = torch.tensor(9.0, requires_grad=True)
+            ref_out = relaxed_contrastive_loss(xr, yr, tr, threshold=0.3, distributed=False)
+            ref_out.backward()
+            mean = out.detach().clone()
+            dist.all_reduce(mean, group=group)
+            t_grad = _grad(tl).clone()
+            dist.all_reduce(t_grad, group=group)  # what DDP's averaging would give, times W
+            low[f"{m}/{dtype}"] = max(
+                abs(float(mean) / world - float(ref_out.detach())),
+                float((_grad(xl).float() / world - _grad(xr)[sl].float()).abs().max()),
+                float((_grad(yl).float() / world - _grad(yr)[sl].float()).abs().max()),
+                abs(float(t_grad) / world - float(_grad(tr))),
+            )
+    results["low_precision_diff"] = low
+
+    # distributed=False is the plain loss of this rank's own samples
     x, y, t = _make_model()(a_even[4 * rank : 4 * rank + 4], b_even[4 * rank : 4 * rank + 4])
     got = relaxed_contrastive_loss(x, y, t, threshold=theta_relax, distributed=False)
     want = reference_loss(x, y, t, theta_relax)
@@ -295,7 +326,14 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     try:
         gen = torch.Generator().manual_seed(100 + world)
         out = Path(out_dir)
-        res = _matrix(None, gen)  # default group: distributed=None auto-detects it
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = _matrix(None, gen)  # default group: distributed=None auto-detects it
+        res["deprecations"] = [
+            str(w.message)
+            for w in caught
+            if issubclass(w.category, (FutureWarning, DeprecationWarning))
+        ]
         if rank == 0:
             (out / "default.json").write_text(json.dumps(res))
         if world == 4:
@@ -354,6 +392,12 @@ def _check_cases(label: str, res: dict[str, Any], n_cases: int) -> None:
     if "distributed_false_diff" not in res:
         return  # a reduced sub-group run
     assert res["distributed_false_diff"] <= TOL
+    print(f"  float32/bfloat16 features (no DDP): {res['low_precision_diff']}")
+    for key, diff in res["low_precision_diff"].items():
+        # fp32: rounding of differently blocked sums; bf16: gradients are rounded to bf16
+        # (about 4e-3 relative) and summed in bf16 by the reduce-scatter
+        assert diff <= (1e-6 if key.endswith("float32") else 4e-3), (key, diff)
+    assert res["deprecations"] == []
     assert res["dim_mismatch_error"] is not None
     assert "feature dimension differs" in res["dim_mismatch_error"]
 
