@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     from relaxclip import __version__
 
     parser.add_argument("--version", action="version", version=f"relaxclip {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="{demo}")
     sub.required = True
     demo = sub.add_parser(
         "demo",

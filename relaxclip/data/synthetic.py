@@ -25,6 +25,10 @@ Public API
     A :class:`SyntheticSplits` named tuple ``(train, val, test)`` of record lists.
 ``SyntheticCXRDataset(records)``
     A ``torch.utils.data.Dataset`` over a record list.
+``render_synthetic_image(findings, *, image_size=64, seed=0)``
+    One image showing exactly the given findings (e.g. from real gold labels).
+``label_prevalence(records)``
+    Fraction of positives per finding.
 
 Each record is a ``dict`` with
 
@@ -60,6 +64,7 @@ __all__ = [
     "label_prevalence",
     "make_synthetic_records",
     "make_synthetic_splits",
+    "render_synthetic_image",
 ]
 
 SYNTHETIC_FINDINGS: tuple[str, ...] = (
@@ -177,16 +182,22 @@ def _draw_findings(rng: np.random.Generator, allowed: tuple[str, ...]) -> list[_
     present["atelectasis"] = bool(rng.random() < (0.5 if present["pleural effusion"] else 0.22))
     out: list[_Finding] = []
     for name in SYNTHETIC_FINDINGS:  # fixed order: the draw does not depend on `allowed`
-        severity = int(rng.integers(0, 3))
-        side = ("left", "right", "bilateral")[int(rng.integers(0, 3))]
-        if name in ("consolidation", "nodule", "pneumothorax") and side == "bilateral":
-            side = ("left", "right")[int(rng.integers(0, 2))]
-        lobe = ("upper", "lower")[int(rng.integers(0, 2))]
-        x = float(rng.uniform(0.22, 0.55))
-        y = float(rng.uniform(-0.45, -0.1) if lobe == "upper" else rng.uniform(0.05, 0.35))
+        f = _attributes(rng, name)
         if present[name] and name in allowed:
-            out.append(_Finding(name, severity, side, lobe, x, y))
+            out.append(f)
     return out
+
+
+def _attributes(rng: np.random.Generator, name: str) -> _Finding:
+    """Random severity, side, lobe and location of one finding."""
+    severity = int(rng.integers(0, 3))
+    side = ("left", "right", "bilateral")[int(rng.integers(0, 3))]
+    if name in ("consolidation", "nodule", "pneumothorax") and side == "bilateral":
+        side = ("left", "right")[int(rng.integers(0, 2))]
+    lobe = ("upper", "lower")[int(rng.integers(0, 2))]
+    x = float(rng.uniform(0.22, 0.55))
+    y = float(rng.uniform(-0.45, -0.1) if lobe == "upper" else rng.uniform(0.05, 0.35))
+    return _Finding(name, severity, side, lobe, x, y)
 
 
 # ----------------------------------------------------------------------------- images
@@ -506,6 +517,22 @@ def _record(
         "labels": labels,
         "index": index,
     }
+
+
+def render_synthetic_image(
+    findings: Sequence[str], *, image_size: int = 64, seed: int | Sequence[int] = 0
+) -> torch.Tensor:
+    """Render one ``(1, image_size, image_size)`` float32 image showing exactly ``findings``.
+
+    Severity, side and location of each finding are drawn from ``numpy.random.default_rng(seed)``
+    (so the same ``seed`` gives the same image).  Used by the demo's Open-I mode, where the
+    findings come from gold labels and the text from real reports.
+    """
+    allowed = _check_findings(list(findings)) if len(findings) else ()
+    image_size = _check_int("image_size", image_size, 16)
+    rng = np.random.default_rng(seed)
+    drawn = [_attributes(rng, name) for name in allowed]
+    return torch.from_numpy(_render(rng, drawn, image_size)).unsqueeze(0)
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
