@@ -20,7 +20,12 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ARCHIVE = SHARED / "iu_xray" / "NLMCXR_reports.tgz"
 GOLD = SHARED / "negbio" / "openi_gld_std14.csv"
 
-needs_archive = pytest.mark.skipif(not ARCHIVE.exists(), reason="../shared/data absent")
+_absent = pytest.mark.skipif(not ARCHIVE.exists(), reason="../shared/data absent")
+
+
+def needs_archive(fn: Any) -> Any:
+    """Mark a test as using the real Open-I archive (skipped when ../shared is absent)."""
+    return pytest.mark.shared_data(_absent(fn))
 
 
 def _xml(
