@@ -219,3 +219,27 @@ def test_config_validation() -> None:
         _tiny(reports="x").validate()
     with pytest.raises(ValueError, match="device"):
         run_demo(_tiny(device="cuda:99" if not torch.cuda.is_available() else "nonsense"), None)
+
+
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.shared_data
+def test_openi_mode_loader() -> None:
+    reports = _SHARED / "iu_xray" / "NLMCXR_reports.tgz"
+    labels = _SHARED / "negbio" / "openi_gld_std14.csv"
+    if not (reports.exists() and labels.exists()):
+        pytest.skip("../shared/data (Open-I archive and NegBio gold labels) not available")
+    from relaxclip.demo import OPENI_TO_SYNTHETIC, _load_openi
+
+    bench = _load_openi(str(reports), str(labels), image_size=16, seed=0)
+    n = len(bench.train) + len(bench.val) + len(bench.test)
+    assert bench.findings == tuple(OPENI_TO_SYNTHETIC.values())
+    assert any("excluded" in note for note in bench.notes)
+    assert 3700 < n <= 3851  # 3,851 labelled reports, a few without text
+    assert len({r["index"] for r in bench.train + bench.val + bench.test}) == n  # disjoint
+    for r in bench.test[:50]:
+        assert r["image"].shape == (1, 16, 16)
+        assert any(v.strip() for v in r["report"].values())
+        assert r["labels"].shape == (len(OPENI_TO_SYNTHETIC),)
+    assert torch.stack([r["labels"] for r in bench.train]).sum(0).min() > 0
