@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Integration checks, called by .ci/run after the core tests:
+#   1. build (or reuse) two cached venvs OUTSIDE the clone:
+#        integrations  from examples/requirements-integrations.txt (open_clip, timm, HF, jupytext)
+#        medclip       from examples/requirements-medclip.txt      (medclip 0.0.3, transformers 4.24)
+#      each under $RELAXCLIP_CACHE (default ~/.cache/relaxclip-ci) as <name>-<sha256 of the
+#      requirements file and the Python version>; a venv is rebuilt when missing or incomplete;
+#   2. check that every examples/*.ipynb is in sync with its paired examples/*.py (jupytext);
+#   3. run every example in --tiny mode in its venv (offline: no weights, no data downloads);
+#   4. run tests/integrations in the integrations venv;
+#   5. build the documentation site with `mkdocs build --strict` in a small docs venv from
+#      examples/requirements-docs.txt (mkdocstrings reads the source statically: no torch needed).
+#
+# Usage: bash .ci/integrations.sh [all|build|notebooks|examples|tests|docs]   (default: all)
+# Environment: RELAXCLIP_CACHE (venv cache folder), RELAXCLIP_PYTHON (interpreter, default python3).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${RELAXCLIP_CACHE:-$HOME/.cache/relaxclip-ci}
+PY=${RELAXCLIP_PYTHON:-python3}
+STEP=${1:-all}
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+# Examples and tests must never reach a model hub; make any attempt fail fast.
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export TOKENIZERS_PARALLELISM=false PYTHONHASHSEED=0
+mkdir -p "$CACHE"
+
+log() { printf '[integrations %(%H:%M:%S)T] %s\n' -1 "$*"; }
+
+# venv_path NAME REQUIREMENTS... -> prints the cache path of that venv (not built yet).
+venv_path() {
+    local name=$1
+    shift
+    local key
+    key=$( { cat "$@"; "$PY" -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16)
+    printf '%s/%s-%s' "$CACHE" "$name" "$key"
+}
+
+# ensure_venv NAME REQUIREMENTS... : build the venv if missing (under a lock), then install the
+# clone into it (editable, no deps). A venv is complete only once .complete exists in it.
+ensure_venv() {
+    local name=$1
+    shift
+    local dir
+    dir=$(venv_path "$name" "$@")
+    (
+        flock 9
+        if [[ ! -f $dir/.complete ]]; then
+            log "building venv $name at $dir (cache miss)"
+            local t0=$SECONDS
+            rm -rf "$dir"
+            # Drop outdated builds of the same venv (each is several GB).
+            find "$CACHE" -maxdepth 1 -name "$name-*" -type d -exec rm -rf {} +
+            "$PY" -m venv "$dir"
+            local req
+            for req in "$@"; do
+                "$dir/bin/python" -m pip install -q -r "$req" 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+            done
+            touch "$dir/.complete"
+            log "built venv $name in $((SECONDS - t0)) s"
+        else
+            log "reusing venv $name at $dir"
+        fi
+        "$dir/bin/python" -m pip install -q --no-deps -e "$ROOT" 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+    ) 9>"$CACHE/$name.lock"
+}
+
+INT_REQ=("$ROOT/examples/requirements-integrations.txt")
+MC_REQ=("$ROOT/examples/requirements-medclip.txt")
+DOCS_REQ=("$ROOT/examples/requirements-docs.txt")
+INT=$(venv_path integrations "${INT_REQ[@]}")
+MC=$(venv_path medclip "${MC_REQ[@]}")
+DOCS=$(venv_path docs "${DOCS_REQ[@]}")
+
+# Which venv runs which example (every examples/*.py except helpers must be listed here).
+declare -A EXAMPLE_VENV=(
+    [clip_open_clip.py]=$INT
+    [biomedclip.py]=$INT
+    [hf_transformers.py]=$INT
+    [medclip.py]=$MC
+)
+
+step_build() {
+    ensure_venv integrations "${INT_REQ[@]}"
+    ensure_venv medclip "${MC_REQ[@]}"
+}
+
+step_notebooks() {
+    ensure_venv integrations "${INT_REQ[@]}"
+    local py nb bad=0 n=0
+    for nb in "$ROOT"/examples/*.ipynb; do
+        [[ -e $nb ]] || continue
+        py=${nb%.ipynb}.py
+        n=$((n + 1))
+        if [[ ! -f $py ]]; then
+            log "FAIL: $nb has no paired script $py"
+            bad=1
+            continue
+        fi
+        # The notebook's percent-format text must equal the script byte for byte.
+        if ! "$INT/bin/python" -m jupytext --quiet --to py:percent --output - "$nb" | diff -u "$py" - >/dev/null; then
+            log "FAIL: $(basename "$nb") is out of sync with $(basename "$py");" \
+                "regenerate with: bash examples/make_notebooks.sh"
+            "$INT/bin/python" -m jupytext --quiet --to py:percent --output - "$nb" | diff -u "$py" - | head -40 || true
+            bad=1
+        fi
+    done
+    for py in "${!EXAMPLE_VENV[@]}"; do
+        if [[ ! -f $ROOT/examples/${py%.py}.ipynb ]]; then
+            log "FAIL: examples/${py%.py}.ipynb is missing"
+            bad=1
+        fi
+    done
+    ((bad == 0)) || return 1
+    log "notebooks: $n in sync with their scripts"
+}
+
+step_examples() {
+    step_build
+    local py t0 out
+    out=$(mktemp -d)
+    for py in clip_open_clip.py biomedclip.py hf_transformers.py medclip.py; do
+        t0=$SECONDS
+        log "running examples/$py --tiny"
+        (cd "$out" && "${EXAMPLE_VENV[$py]}/bin/python" "$ROOT/examples/$py" --tiny --output-dir "$out/${py%.py}")
+        log "examples/$py --tiny finished in $((SECONDS - t0)) s"
+    done
+    rm -rf "$out"
+}
+
+step_tests() {
+    ensure_venv integrations "${INT_REQ[@]}"
+    (cd "$ROOT" && "$INT/bin/python" -m pytest -q -p no:cacheprovider tests/integrations)
+}
+
+step_docs() {
+    ensure_venv docs "${DOCS_REQ[@]}"
+    (cd "$ROOT" && "$DOCS/bin/python" -m mkdocs build --strict --site-dir "$(mktemp -d)/site")
+}
+
+T0=$SECONDS
+case $STEP in
+    build) step_build ;;
+    notebooks) step_notebooks ;;
+    examples) step_examples ;;
+    tests) step_tests ;;
+    docs) step_docs ;;
+    all)
+        step_build
+        step_notebooks
+        step_examples
+        step_tests
+        step_docs
+        ;;
+    *)
+        echo "usage: $0 [all|build|notebooks|examples|tests|docs]" >&2
+        exit 2
+        ;;
+esac
+log "step '$STEP' done in $((SECONDS - T0)) s"
