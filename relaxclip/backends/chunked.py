@@ -1,9 +1,11 @@
 """Chunked backend: O(B) saved state, at most ``chunk_size x N`` logits alive at any time.
 
-Forward: for each block of rows, compute the block of logits, take its row log-sum-exp and fold it
-into running column statistics (online log-sum-exp: running max and rescaled sum). Only the row and
-column log-sum-exp vectors are saved. Backward: recompute each block of logits from the saved
-features and accumulate ``dX[block] = G_block Y`` and ``dY += G_block^T X[block]``.
+Forward: for each block of rows, compute the block of logits, add its row terms (fused
+log-softmax) and fold it into running column statistics (online log-sum-exp: running max and
+rescaled sum). Only the column log-sum-exp vector is saved. Backward: recompute each block of
+logits from the saved features, form ``G_block = t * g * (P + Q - 2I)_block`` (P: fused row
+softmax; Q from the saved column log-sum-exp) and accumulate ``dX[block] = G_block Y`` and
+``dY += G_block^T X[block]``.
 
 Peak extra memory is about three ``chunk_size x N`` buffers in the compute dtype, plus O(B + N).
 Blocks are recomputed with the same boundaries in forward and backward, so the relaxation mask is
@@ -36,11 +38,11 @@ def _blocks(n_rows: int, chunk_size: int) -> list[slice]:
 def _block_logits(
     q_blk: Tensor, k: Tensor, t: Tensor, threshold: float | None, diag_start: int
 ) -> tuple[Tensor, Tensor | None]:
-    """Relaxed logits ``t * q_blk k^T`` of one block and its mask; positives at (i, diag_start + i)."""
-    logits = q_blk @ k.T
+    """Relaxed logits ``(t q_blk) k^T`` of one block and its mask; positives at (i, diag_start + i)."""
+    logits = (q_blk * t) @ k.T
     rows = q_blk.shape[0]
-    passes = relax_diagonal_(logits[:, diag_start : diag_start + rows].diagonal(), threshold)
-    return logits.mul_(t), passes
+    positives = logits[:, diag_start : diag_start + rows].diagonal()
+    return logits, relax_diagonal_(positives, None if threshold is None else float(t) * threshold)
 
 
 class _ChunkedSymmetric(torch.autograd.Function):
@@ -57,14 +59,15 @@ class _ChunkedSymmetric(torch.autograd.Function):
         t = logit_scale.detach().to(cdt)
         xc, yc = x.to(cdt), y.to(cdt)
         n = x.shape[0]
-        row_lse = torch.empty(n, dtype=cdt, device=x.device)
         col_max = torch.full((n,), float("-inf"), dtype=cdt, device=x.device)
         col_sum = torch.zeros(n, dtype=cdt, device=x.device)
+        row_terms = torch.zeros((), dtype=cdt, device=x.device)  # sum_i lse_j l_ij - l_ii
         positives = torch.zeros((), dtype=cdt, device=x.device)
         for blk in _blocks(n, chunk_size):
             logits, _ = _block_logits(xc[blk], yc, t, threshold, blk.start)
-            row_lse[blk] = torch.logsumexp(logits, dim=1)
+            row_terms -= torch.log_softmax(logits, dim=1)[:, blk].diagonal().sum()
             positives += logits[:, blk].diagonal().sum()
+            # online column log-sum-exp: rescale the running sums to the new running max
             new_max = torch.maximum(col_max, logits.amax(dim=0))
             col_sum.mul_(torch.exp(col_max - new_max))
             col_sum += logits.sub_(new_max).exp_().sum(dim=0)
@@ -72,31 +75,30 @@ class _ChunkedSymmetric(torch.autograd.Function):
         col_lse = col_max + torch.log(col_sum)
         ctx.threshold = threshold
         ctx.chunk_size = chunk_size
-        ctx.save_for_backward(x, y, t, row_lse, col_lse)
-        return row_lse.sum() + col_lse.sum() - 2.0 * positives
+        ctx.save_for_backward(x, y, t, col_lse)
+        return row_terms + col_lse.sum() - positives
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, y, t, row_lse, col_lse = ctx.saved_tensors
+        x, y, t, col_lse = ctx.saved_tensors
         cdt = t.dtype
         xc, yc = x.to(cdt), y.to(cdt)
         g = grad.to(cdt)
         grad_x = torch.empty_like(xc)
         grad_y = torch.zeros_like(yc)
-        grad_t = torch.zeros((), dtype=cdt, device=x.device)
+        dot = torch.zeros((), dtype=cdt, device=x.device)
         for blk in _blocks(x.shape[0], ctx.chunk_size):
             logits, passes = _block_logits(xc[blk], yc, t, ctx.threshold, blk.start)
-            w = torch.sub(logits, row_lse[blk, None]).exp_()
-            w += torch.sub(logits, col_lse).exp_()
+            w = torch.softmax(logits, dim=1)  # P rows of this block
+            w += torch.sub(logits, col_lse).exp_()  # Q rows of this block
             w[:, blk].diagonal().sub_(2.0)
-            w.mul_(g)
-            grad_t += torch.dot(w.reshape(-1), logits.reshape(-1))
-            w.mul_(t)
+            dot += torch.dot(w.reshape(-1), logits.reshape(-1))
+            w.mul_(g * t)
             if passes is not None:
                 w[:, blk].diagonal().mul_(passes)
             grad_x[blk] = w @ yc
             grad_y.addmm_(w.T, xc[blk])
-        grad_scale = (grad_t / t).reshape(t.shape) if ctx.needs_input_grad[2] else None
+        grad_scale = (g * dot / t).reshape(t.shape) if ctx.needs_input_grad[2] else None
         return (
             grad_x.to(x.dtype) if ctx.needs_input_grad[0] else None,
             grad_y.to(y.dtype) if ctx.needs_input_grad[1] else None,
@@ -120,40 +122,38 @@ class _ChunkedRows(torch.autograd.Function):
         cdt = compute_dtype(q.dtype)
         t = logit_scale.detach().to(cdt)
         qc, kc = q.to(cdt), k.to(cdt)
-        row_lse = torch.empty(q.shape[0], dtype=cdt, device=q.device)
-        positives = torch.zeros((), dtype=cdt, device=q.device)
+        loss = torch.zeros((), dtype=cdt, device=q.device)
         for blk in _blocks(q.shape[0], chunk_size):
             start = offset + blk.start
             logits, _ = _block_logits(qc[blk], kc, t, threshold, start)
-            row_lse[blk] = torch.logsumexp(logits, dim=1)
-            positives += logits[:, start : start + logits.shape[0]].diagonal().sum()
+            log_p = torch.log_softmax(logits, dim=1)
+            loss -= log_p[:, start : start + logits.shape[0]].diagonal().sum()
         ctx.threshold, ctx.offset, ctx.chunk_size = threshold, offset, chunk_size
-        ctx.save_for_backward(q, k, t, row_lse)
-        return row_lse.sum() - positives
+        ctx.save_for_backward(q, k, t)
+        return loss
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, t, row_lse = ctx.saved_tensors
+        q, k, t = ctx.saved_tensors
         cdt = t.dtype
         qc, kc = q.to(cdt), k.to(cdt)
         g = grad.to(cdt)
         grad_q = torch.empty_like(qc)
         grad_k = torch.zeros_like(kc)
-        grad_t = torch.zeros((), dtype=cdt, device=q.device)
+        dot = torch.zeros((), dtype=cdt, device=q.device)
         for blk in _blocks(q.shape[0], ctx.chunk_size):
             start = ctx.offset + blk.start
             logits, passes = _block_logits(qc[blk], kc, t, ctx.threshold, start)
-            w = torch.sub(logits, row_lse[blk, None]).exp_()
+            w = torch.softmax(logits, dim=1)
             pos = slice(start, start + logits.shape[0])
             w[:, pos].diagonal().sub_(1.0)
-            w.mul_(g)
-            grad_t += torch.dot(w.reshape(-1), logits.reshape(-1))
-            w.mul_(t)
+            dot += torch.dot(w.reshape(-1), logits.reshape(-1))
+            w.mul_(g * t)
             if passes is not None:
                 w[:, pos].diagonal().mul_(passes)
             grad_q[blk] = w @ kc
             grad_k.addmm_(w.T, qc[blk])
-        grad_scale = (grad_t / t).reshape(t.shape) if ctx.needs_input_grad[2] else None
+        grad_scale = (g * dot / t).reshape(t.shape) if ctx.needs_input_grad[2] else None
         return (
             grad_q.to(q.dtype) if ctx.needs_input_grad[0] else None,
             grad_k.to(k.dtype) if ctx.needs_input_grad[1] else None,

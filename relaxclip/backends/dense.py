@@ -14,15 +14,10 @@ from relaxclip.backends._common import compute_dtype, relax_diagonal_
 
 Tensor = torch.Tensor
 
-# Rows per step when the column-softmax term is added in the backward: bounds the temporary.
-_BACKWARD_ROWS = 256
 
-
-def _add_col_softmax_(w: Tensor, logits: Tensor, col_lse: Tensor) -> None:
-    """``w += exp(logits - col_lse[None, :])`` in row blocks, so the temporary stays small."""
-    for start in range(0, w.shape[0], _BACKWARD_ROWS):
-        block = slice(start, start + _BACKWARD_ROWS)
-        w[block] += torch.sub(logits[block], col_lse).exp_()
+def _scaled_logits(q: Tensor, k: Tensor, t: Tensor) -> Tensor:
+    """``(t * q) @ k^T`` in the compute dtype of ``t``: scaling the (b, D) side saves a (b, N) pass."""
+    return (q.to(t.dtype) * t) @ k.to(t.dtype).T
 
 
 class _DenseSymmetric(torch.autograd.Function):
@@ -30,32 +25,31 @@ class _DenseSymmetric(torch.autograd.Function):
     def forward(
         ctx: Any, x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | None
     ) -> Tensor:
-        cdt = compute_dtype(x.dtype)
-        t = logit_scale.detach().to(cdt)
-        logits = x.to(cdt) @ y.to(cdt).T  # (B, B) cosine similarities s_ij
-        passes = relax_diagonal_(logits.diagonal(), threshold)
-        logits.mul_(t)  # l_ij = t * s_ij, diagonal relaxed
-        row_lse = torch.logsumexp(logits, dim=1)
-        col_lse = torch.logsumexp(logits, dim=0)
-        loss = row_lse.sum() + col_lse.sum() - 2.0 * logits.diagonal().sum()
-        ctx.threshold = threshold
-        ctx.save_for_backward(x, y, t, logits, row_lse, col_lse, passes)
+        t = logit_scale.detach().to(compute_dtype(x.dtype))
+        logits = _scaled_logits(x, y, t)  # (B, B): l_ij = t * s_ij
+        passes = relax_diagonal_(
+            logits.diagonal(), None if threshold is None else float(t) * threshold
+        )
+        # Fused log-softmax kernels: sum_i (lse_j l_ij - l_ii) = -sum_i log_softmax(l, 1)_ii.
+        loss = -torch.log_softmax(logits, dim=1).diagonal().sum()
+        loss = loss - torch.log_softmax(logits, dim=0).diagonal().sum()
+        ctx.save_for_backward(x, y, t, logits, passes)
         return loss
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, y, t, logits, row_lse, col_lse, passes = ctx.saved_tensors
+        x, y, t, logits, passes = ctx.saved_tensors
         cdt = logits.dtype
-        # W = g * (P + Q - 2I): P row softmax, Q column softmax of the relaxed logits.
-        w = torch.sub(logits, row_lse[:, None]).exp_()
-        _add_col_softmax_(w, logits, col_lse)
+        g = grad.to(cdt)
+        # W / g = P + Q - 2I: P row softmax, Q column softmax of the relaxed logits.
+        w = torch.softmax(logits, dim=1)
+        w += torch.softmax(logits, dim=0)
         w.diagonal().sub_(2.0)
-        w.mul_(grad.to(cdt))
         grad_t = None
         if ctx.needs_input_grad[2]:
             # dL/dt = sum_ij W_ij * l_ij / t  (l_ij / t is the relaxed similarity).
-            grad_t = torch.dot(w.reshape(-1), logits.reshape(-1)) / t
-        w.mul_(t)  # G = t * W
+            grad_t = g * torch.dot(w.reshape(-1), logits.reshape(-1)) / t
+        w.mul_(g * t)  # G = t * W
         if passes is not None:
             w.diagonal().mul_(passes)  # no gradient through s_ii where s_ii > threshold
         grad_x = (w @ y.to(cdt)).to(x.dtype) if ctx.needs_input_grad[0] else None
@@ -69,34 +63,30 @@ class _DenseRows(torch.autograd.Function):
     def forward(
         ctx: Any, q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | None, offset: int
     ) -> Tensor:
-        cdt = compute_dtype(q.dtype)
         b = q.shape[0]
-        t = logit_scale.detach().to(cdt)
-        logits = q.to(cdt) @ k.to(cdt).T  # (b, N)
+        t = logit_scale.detach().to(compute_dtype(q.dtype))
+        logits = _scaled_logits(q, k, t)  # (b, N)
         positives = logits[:, offset : offset + b].diagonal()
-        passes = relax_diagonal_(positives, threshold)
-        logits.mul_(t)
-        row_lse = torch.logsumexp(logits, dim=1)
-        loss = row_lse.sum() - positives.sum()
+        passes = relax_diagonal_(positives, None if threshold is None else float(t) * threshold)
+        loss = -torch.log_softmax(logits, dim=1)[:, offset : offset + b].diagonal().sum()
         ctx.offset = offset
-        ctx.save_for_backward(q, k, t, logits, row_lse, passes)
+        ctx.save_for_backward(q, k, t, logits, passes)
         return loss
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, t, logits, row_lse, passes = ctx.saved_tensors
+        q, k, t, logits, passes = ctx.saved_tensors
         cdt = logits.dtype
-        b = q.shape[0]
-        w = torch.sub(logits, row_lse[:, None]).exp_()  # row softmax P
-        w_pos = w[:, ctx.offset : ctx.offset + b].diagonal()
-        w_pos.sub_(1.0)
-        w.mul_(grad.to(cdt))
+        g = grad.to(cdt)
+        positives = slice(ctx.offset, ctx.offset + q.shape[0])
+        w = torch.softmax(logits, dim=1)  # row softmax P
+        w[:, positives].diagonal().sub_(1.0)
         grad_t = None
         if ctx.needs_input_grad[2]:
-            grad_t = torch.dot(w.reshape(-1), logits.reshape(-1)) / t
-        w.mul_(t)
+            grad_t = g * torch.dot(w.reshape(-1), logits.reshape(-1)) / t
+        w.mul_(g * t)
         if passes is not None:
-            w[:, ctx.offset : ctx.offset + b].diagonal().mul_(passes)
+            w[:, positives].diagonal().mul_(passes)
         grad_q = (w @ k.to(cdt)).to(q.dtype) if ctx.needs_input_grad[0] else None
         grad_k = (w.T @ q.to(cdt)).to(k.dtype) if ctx.needs_input_grad[1] else None
         grad_scale = None if grad_t is None else grad_t.reshape(t.shape)
