@@ -1,3 +1,64 @@
-"""relaxclip: contrastive fine-tuning of image-text encoders for zero-shot chest X-ray classification."""
+"""relaxclip: contrastive fine-tuning of image-text encoders for zero-shot chest X-ray classification.
+
+Implements Jang et al., arXiv 2212.07050: a CLIP loss with positive-pair relaxation
+(:class:`RelaxedContrastiveLoss`), random sentence sampling from reports (:class:`SentenceSampler`)
+and the CheXzero zero-shot protocol with its metrics (:class:`ZeroShotClassifier`, :func:`macro_auroc`).
+"""
+
+from relaxclip.loss import DEFAULT_THRESHOLD, RelaxedContrastiveLoss, relaxed_contrastive_loss
+from relaxclip.metrics import (
+    AUROCResult,
+    BootstrapAUROCResult,
+    ConfidenceInterval,
+    ThresholdResult,
+    auroc,
+    best_threshold,
+    binarize,
+    bootstrap_auroc,
+    bootstrap_indices,
+    evaluate_thresholds,
+    f1,
+    macro_auroc,
+    mcc,
+    select_thresholds,
+)
+from relaxclip.sampling import SentenceSampler
+from relaxclip.sentences import parse_report_sections, split_sentences
+from relaxclip.zeroshot import (
+    NoFindingTemplateWarning,
+    ZeroShotClassifier,
+    hf_text_encoder,
+    open_clip_text_encoder,
+    plot_roc,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AUROCResult",
+    "BootstrapAUROCResult",
+    "ConfidenceInterval",
+    "DEFAULT_THRESHOLD",
+    "NoFindingTemplateWarning",
+    "RelaxedContrastiveLoss",
+    "SentenceSampler",
+    "ThresholdResult",
+    "ZeroShotClassifier",
+    "__version__",
+    "auroc",
+    "best_threshold",
+    "binarize",
+    "bootstrap_auroc",
+    "bootstrap_indices",
+    "evaluate_thresholds",
+    "f1",
+    "hf_text_encoder",
+    "macro_auroc",
+    "mcc",
+    "open_clip_text_encoder",
+    "parse_report_sections",
+    "plot_roc",
+    "relaxed_contrastive_loss",
+    "select_thresholds",
+    "split_sentences",
+]

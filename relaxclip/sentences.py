@@ -19,10 +19,13 @@ Invariants of :func:`split_sentences` (tested with hypothesis):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+if TYPE_CHECKING:
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
 
 __all__ = [
     "HEADER_ALIASES",
@@ -175,13 +178,15 @@ ABBREVIATIONS: frozenset[str] = frozenset(
 )  # fmt: skip
 
 
-def _make_punkt() -> PunktSentenceTokenizer:
+@functools.cache
+def _punkt() -> PunktSentenceTokenizer:
+    """Punkt with the shipped parameters, built on first use (importing nltk costs about a second)."""
+    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+
     params = PunktParameters()
     params.abbrev_types = set(ABBREVIATIONS)
     return PunktSentenceTokenizer(params)
 
-
-_PUNKT = _make_punkt()
 
 # A period/?/! that ends a plain alphabetic word (>= 2 ASCII letters, a whole whitespace-delimited
 # token) and is followed by whitespace and an alphanumeric character. Punkt with the shipped
@@ -226,7 +231,7 @@ def _punkt_chunk(text: str, start: int, stop: int) -> Iterator[tuple[int, int]]:
     if _ANY_CANDIDATE.search(chunk) is None:
         yield start, stop
         return
-    for s, e in _PUNKT.span_tokenize(chunk):
+    for s, e in _punkt().span_tokenize(chunk):
         yield start + s, start + e
 
 

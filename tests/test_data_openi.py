@@ -150,7 +150,7 @@ def test_real_archive_records(real: list[dict[str, Any]]) -> None:
 
 @needs_archive
 def test_splitter_invariants_on_every_real_report(real: list[dict[str, Any]]) -> None:
-    plain = S._make_punkt()
+    plain = S._punkt()
     n_sent = 0
     embedded: list[str] = []
     for r in real:
