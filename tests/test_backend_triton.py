@@ -170,6 +170,10 @@ CASES: dict[str, dict[str, Any]] = {
         "sym": True, "b": 35, "d": 24, "dtype": "bfloat16", "theta": 0.5, "seed": 7,
         "cfg": {**SMALL, "split": 2, "block_do": 16}, "repeat": True,
     },
+    "sym_fp32_rowgroup3": {
+        "sym": True, "b": 53, "d": 20, "dtype": "float32", "theta": "median", "seed": 12,
+        "cfg": {**SMALL, "split": 2, "row_group": 3},
+    },
     "rows_fp32_relax_offset": {
         "sym": False, "b": 13, "n": 37, "offset": 5, "d": 23, "dtype": "float32", "theta": "median",
         "seed": 8, "cfg": {**SMALL, "split": 2, "block_do": 16},
@@ -205,18 +209,19 @@ def _hypothesis_check() -> dict[str, Any]:
         d=st.integers(1, 40),
         theta=st.one_of(st.none(), st.floats(-0.9, 0.95)),
         split=st.sampled_from([None, 1, 2, 3]),
+        group=st.sampled_from([None, 1, 2, 3]),
         blocks=st.sampled_from([16, 32]),
         seed=st.integers(0, 2**16),
         data=st.data(),
     )
-    def prop(sym, b, extra, d, theta, split, blocks, seed, data) -> None:  # type: ignore[no-untyped-def]
+    def prop(sym, b, extra, d, theta, split, group, blocks, seed, data) -> None:  # type: ignore[no-untyped-def]
         n = b if sym else b + extra
         offset = 0 if sym else data.draw(st.integers(0, n - b))
         spec = {
             "sym": sym, "b": b, "n": n, "offset": offset, "d": d, "dtype": "float32",
             "theta": theta, "seed": seed,
             "cfg": {"block_m": blocks, "block_n": 16, "block_d": 16, "bwd_block_m": 16,
-                    "bwd_block_n": blocks, "split": split, "block_do": 16},
+                    "bwd_block_n": blocks, "split": split, "block_do": 16, "row_group": group},
         }  # fmt: skip
         res = run_case(spec)
         count["n"] += 1

@@ -7,17 +7,19 @@ Same contract as :mod:`relaxclip.backends.dense` (sums, not means; see ``docs/tr
 
 Design (FlashAttention-style, deterministic, no atomics anywhere):
 
-* Forward, one pass over the (M, N) similarity matrix ``S = Q K^T``. Program ``(r, c)`` owns row
-  block ``r`` (``BLOCK_M`` rows) and a contiguous range ``c`` of column blocks. Each tile is
-  ``tl.dot`` over ``D`` in ``BLOCK_D`` chunks (fp32 accumulation), the positive pair is relaxed
-  in place (``s_ii -> min(s_ii, theta)``), logits go to the base-2 domain (``z = s * t * log2 e``,
-  so ``exp2`` replaces ``exp``). Rows: online log-sum-exp across the program's column range,
-  written to ``row_part[c, rows]``. Columns (symmetric loss only): each tile's column log-sum-exp
-  over the program's rows, merged online across nothing (the program owns its row block alone) and
-  written to ``col_part[r, cols]``. Both buffers are reduced afterwards with ``torch.logsumexp``
-  along dim 0, which is deterministic. Memory: ``col_part`` is ``ceil(M / BLOCK_M) * N`` fp32
-  (B = 65536, BLOCK_M = 128: 128 MiB), ``row_part`` is ``n_splits * M`` fp32. Saved for backward:
-  the inputs, ``t``, the row and column log-sum-exps and the raw positive similarities (O(B)).
+* Forward, one pass over the (M, N) similarity matrix ``S = Q K^T``. Program ``(g, c)`` owns a
+  group of ``R`` row blocks (``BLOCK_M`` rows each) and a contiguous range ``c`` of column blocks
+  (``split`` ranges). Each tile is ``tl.dot`` over ``D`` in ``BLOCK_D`` chunks (fp32
+  accumulation), the positive pair is relaxed in place (``s_ii -> min(s_ii, theta)``), logits go
+  to the base-2 domain (``z = s * t * log2 e``, so ``exp2`` replaces ``exp``). Rows: online
+  log-sum-exp across the program's column range, the running (max, sum) kept in a small
+  ``(split, M)`` buffer that only the owning program touches. Columns (symmetric loss only):
+  online log-sum-exp across the program's ``R`` row blocks in registers, written once per column
+  block to ``col_part[g, cols]``. Both partials are reduced afterwards with ``torch.logsumexp``
+  along dim 0 (deterministic). Memory: ``col_part`` is ``ceil(M / (R * BLOCK_M)) * N`` fp32, with
+  ``R`` the smallest power of two keeping it under ``col_part_mib`` (32 MiB by default; B = 65536:
+  R = 4), row buffers ``3 * split * M`` fp32. Saved for backward: the inputs, ``t``, the row and
+  column log-sum-exps and the raw positive similarities (O(B)).
 * Backward recomputes tiles. Kernel 1 (programs over row blocks of Q) produces dQ and per-block
   partial sums for d(logit_scale); kernel 2 (programs over column blocks of K, tiles recomputed
   transposed) produces dK. Each output block is owned by one program (or one program per split,
@@ -85,10 +87,11 @@ def is_available(device: torch.device | str | None = None) -> bool:
 class TritonConfig:
     """Tile sizes and launch parameters (all powers of two; dot dimensions must be >= 16).
 
-    ``split``: number of programs sharing one row block in the forward (over column blocks) and one
+    ``split``: number of programs sharing one row group in the forward (over column blocks) and one
     output block in the backward (partial results summed afterwards); ``None`` picks enough programs
     to fill the GPU. ``block_do``: output-feature chunk of the backward (``None``: min(next power of
-    two >= D, 256)).
+    two >= D, 256)). ``row_group``: row blocks per forward program (``None``: the smallest power of
+    two keeping the column partials under ``col_part_mib`` MiB).
     """
 
     block_m: int = 128
@@ -98,6 +101,8 @@ class TritonConfig:
     bwd_block_n: int = 64
     block_do: int | None = None
     split: int | None = None
+    row_group: int | None = None
+    col_part_mib: int = 32
     num_warps: int = 8
     num_stages: int = 3
     bwd_num_warps: int = 8
@@ -110,6 +115,10 @@ class TritonConfig:
                 continue
             if not isinstance(v, int) or v < 16 or v & (v - 1):
                 raise ValueError(f"TritonConfig.{name} must be a power of two >= 16, got {v!r}")
+        for name in ("row_group", "col_part_mib"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"TritonConfig.{name} must be a positive int, got {v!r}")
         if self.split is not None and (not isinstance(self.split, int) or self.split < 1):
             raise ValueError(
                 f"TritonConfig.split must be a positive int or None, got {self.split!r}"
@@ -175,15 +184,17 @@ if _HAS_TRITON:
         q_ptr,
         k_ptr,
         t_ptr,
-        row_part_ptr,
+        row_m_ptr,
+        row_l_ptr,
+        pos_ptr,
         col_part_ptr,
-        pos_part_ptr,
         M,
         N,
         D,
         offset,
         threshold,
         blocks_per_split,
+        row_group,
         stride_qm,
         stride_qd,
         stride_kn,
@@ -196,42 +207,58 @@ if _HAS_TRITON:
         PRECISION: tl.constexpr,
         UPCAST: tl.constexpr,
     ):
-        pid_m = tl.program_id(0)
+        """Program (g, c): row blocks g*R .. g*R+R-1 (R = row_group) x column-block range c.
+
+        Rows: running (max, sum) of base-2 exponentials in row_m/row_l[c, rows] (initialised by the
+        host to -inf/0, read and written only by this program). Columns: running (max, sum) over
+        the R row blocks kept in registers, written once per column block to col_part[g, cols].
+        pos[c, rows] accumulates the raw similarity of each row's positive pair.
+        """
+        pid_g = tl.program_id(0)
         pid_s = tl.program_id(1)
-        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_ok = rows < M
         t2 = tl.load(t_ptr).to(tl.float32) * 1.4426950408889634  # t * log2(e)
-        m_run = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-        l_run = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        pos = tl.zeros((BLOCK_M,), dtype=tl.float32)
         n_blocks = tl.cdiv(N, BLOCK_N)
         cb_start = pid_s * blocks_per_split
         cb_end = tl.minimum(cb_start + blocks_per_split, n_blocks)
+        rb_start = pid_g * row_group
+        rb_end = tl.minimum(rb_start + row_group, tl.cdiv(M, BLOCK_M))
         for cb in range(cb_start, cb_end):
             cols = cb * BLOCK_N + tl.arange(0, BLOCK_N)
             col_ok = cols < N
-            s = _sim_tile(
-                q_ptr, k_ptr, rows, cols, row_ok, col_ok, D,
-                stride_qm, stride_qd, stride_kn, stride_kd,
-                BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, UPCAST,
-            )  # fmt: skip
-            diag = cols[None, :] == (rows[:, None] + offset)
-            pos += tl.sum(tl.where(diag, s, 0.0), axis=1)  # raw s at the positive pair
-            if HAS_THRESH:
-                s = tl.where(diag & (s > threshold), threshold, s)
-            valid = row_ok[:, None] & col_ok[None, :]
-            z = tl.where(valid, s * t2, float("-inf"))
-            # rows: online log-sum-exp (base 2) across this program's column blocks
-            m_new = tl.maximum(m_run, tl.max(z, axis=1))
-            l_run = l_run * tl.exp2(m_run - m_new) + tl.sum(tl.exp2(z - m_new[:, None]), axis=1)
-            m_run = m_new
+            c_max = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
+            c_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+            for rb in range(rb_start, rb_end):
+                rows = rb * BLOCK_M + tl.arange(0, BLOCK_M)
+                row_ok = rows < M
+                s = _sim_tile(
+                    q_ptr, k_ptr, rows, cols, row_ok, col_ok, D,
+                    stride_qm, stride_qd, stride_kn, stride_kd,
+                    BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, UPCAST,
+                )  # fmt: skip
+                diag = cols[None, :] == (rows[:, None] + offset)
+                stat = pid_s * M + rows
+                pos = tl.load(pos_ptr + stat, mask=row_ok, other=0.0)
+                pos += tl.sum(tl.where(diag, s, 0.0), axis=1)  # raw s of the positive pair
+                tl.store(pos_ptr + stat, pos, mask=row_ok)
+                if HAS_THRESH:
+                    s = tl.where(diag & (s > threshold), threshold, s)
+                z = tl.where(row_ok[:, None] & col_ok[None, :], s * t2, float("-inf"))
+                # rows: online log-sum-exp (base 2) across this program's column blocks
+                m_old = tl.load(row_m_ptr + stat, mask=row_ok, other=float("-inf"))
+                l_old = tl.load(row_l_ptr + stat, mask=row_ok, other=0.0)
+                m_new = tl.maximum(m_old, tl.max(z, axis=1))
+                l_new = l_old * tl.exp2(m_old - m_new)
+                l_new += tl.sum(tl.exp2(z - m_new[:, None]), axis=1)
+                tl.store(row_m_ptr + stat, m_new, mask=row_ok)
+                tl.store(row_l_ptr + stat, l_new, mask=row_ok)
+                if COLS:
+                    # columns: online log-sum-exp across this program's row blocks
+                    cm_new = tl.maximum(c_max, tl.max(z, axis=0))
+                    c_sum = c_sum * tl.exp2(c_max - cm_new)
+                    c_sum += tl.sum(tl.exp2(z - cm_new[None, :]), axis=0)
+                    c_max = cm_new
             if COLS:
-                # columns: log-sum-exp over this program's rows, one partial per (row block, col)
-                cmax = tl.max(z, axis=0)
-                csum = tl.sum(tl.exp2(z - cmax[None, :]), axis=0)
-                tl.store(col_part_ptr + pid_m * N + cols, cmax + tl.log2(csum), mask=col_ok)
-        tl.store(row_part_ptr + pid_s * M + rows, m_run + tl.log2(l_run), mask=row_ok)
-        tl.store(pos_part_ptr + pid_s * M + rows, pos, mask=row_ok)
+                tl.store(col_part_ptr + pid_g * N + cols, c_max + tl.log2(c_sum), mask=col_ok)
 
     @triton.jit
     def _bwd_kernel(  # type: ignore[no-untyped-def]
@@ -382,6 +409,22 @@ def _upcast(a: Tensor) -> bool:
     return a.device.type == "cpu" and a.dtype == torch.bfloat16
 
 
+def _row_group(cfg: TritonConfig, n_row_blocks: int, n_cols: int, symmetric: bool) -> int:
+    """Row blocks per forward program: the smallest power of two that keeps the column partials
+    (``ceil(n_row_blocks / R) * n_cols`` fp32) within ``cfg.col_part_mib`` (or ``cfg.row_group``)."""
+    if cfg.row_group is not None:
+        return cfg.row_group
+    if not symmetric:
+        return 1
+    group = 1
+    while (
+        group < n_row_blocks
+        and math.ceil(n_row_blocks / group) * n_cols * 4 > cfg.col_part_mib * 2**20
+    ):
+        group *= 2
+    return group
+
+
 def _precision(dtype: torch.dtype, allow_tf32: bool) -> str:
     return "tf32" if (dtype == torch.float32 and allow_tf32) else "ieee"
 
@@ -450,22 +493,26 @@ class _TritonLoss(torch.autograd.Function):
         t = logit_scale.detach().to(device=q.device, dtype=torch.float32).reshape(())
         n_rb = triton.cdiv(n_q, cfg.block_m)
         n_cb = triton.cdiv(n_k, cfg.block_n)
-        split = _split(cfg, n_rb, n_cb, q.device)
+        group = _row_group(cfg, n_rb, n_k, symmetric)
+        n_groups = triton.cdiv(n_rb, group)
+        split = _split(cfg, n_groups, n_cb, q.device)
         per = triton.cdiv(n_cb, split)
         f32 = torch.float32
-        row_part = torch.empty((split, n_q), device=q.device, dtype=f32)
-        pos_part = torch.empty((split, n_q), device=q.device, dtype=f32)
-        col_part = torch.empty((n_rb, n_k) if symmetric else (1, 1), device=q.device, dtype=f32)
-        _fwd_kernel[(n_rb, split)](
-            q, k, t, row_part, col_part, pos_part,
+        row_m = torch.full((split, n_q), float("-inf"), device=q.device, dtype=f32)
+        row_l = torch.zeros((split, n_q), device=q.device, dtype=f32)
+        pos_part = torch.zeros((split, n_q), device=q.device, dtype=f32)
+        col_part = torch.empty((n_groups, n_k) if symmetric else (1, 1), device=q.device, dtype=f32)
+        _fwd_kernel[(n_groups, split)](
+            q, k, t, row_m, row_l, pos_part, col_part,
             n_q, n_k, dim, offset,
             0.0 if threshold is None else float(threshold),
-            per,
+            per, group,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1),
             HAS_THRESH=threshold is not None, COLS=symmetric,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d,
             PRECISION=precision, UPCAST=_upcast(q), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )  # fmt: skip
+        row_part = row_m + torch.log2(row_l)  # per-split base-2 log-sum-exp of each row
         # deterministic reductions of the partials (base-2 log-sum-exps -> natural units)
         row_lse = torch.logsumexp(row_part * _LN2, dim=0)
         diag_s = pos_part.sum(0)  # exactly one non-zero partial per row
@@ -484,6 +531,7 @@ class _TritonLoss(torch.autograd.Function):
         ctx.precision = precision
         ctx.scale_shape = logit_scale.shape
         ctx.scale_dtype = logit_scale.dtype
+        ctx.scale_device = logit_scale.device
         ctx.save_for_backward(q, k, t, row_lse * _LOG2E, col_lse * _LOG2E, diag_s, pos_sum)
         return loss
 
@@ -507,7 +555,7 @@ class _TritonLoss(torch.autograd.Function):
             if need_t:
                 coef = 2.0 if ctx.symmetric else 1.0
                 grad_t = ((dt_part[0].sum() - coef * pos_sum) * g).reshape(ctx.scale_shape)
-                grad_t = grad_t.to(ctx.scale_dtype)
+                grad_t = grad_t.to(device=ctx.scale_device, dtype=ctx.scale_dtype)
         if need_k:
             dk, _ = _launch_bwd(k, q, t, col_lse2, row_lse2, diag_s, a_is_rows=False, **common)
             grad_k = (dk * g).to(k.dtype)
@@ -519,6 +567,8 @@ def _check(name: str, a: Tensor) -> None:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(a).__name__}")
     if a.dim() != 2:
         raise ValueError(f"{name} must be 2-D (rows, features), got shape {tuple(a.shape)}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one row and one feature, got {tuple(a.shape)}")
     if a.dtype == torch.float64:
         raise TypeError(
             f"{name}: the triton backend does not support float64; use backend='dense' or "
