@@ -439,13 +439,12 @@ def tune(
     out: dict[int, Any] = {}
     rows: list[dict[str, Any]] = []
     for dim in dims:
-        p2 = max(16, 1 << (dim - 1).bit_length())
         cands = {
             "default": tb.DEFAULT_CONFIG,
             "fwd128x64_w4": tb.TritonConfig(block_n=64, num_warps=4),
             "fwd256x128": tb.TritonConfig(block_m=256, num_warps=8),
             "fwd_s4_bwd128x64_do128": tb.TritonConfig(num_stages=4, bwd_block_m=128, block_do=128),
-            "bwd64x64_do_full": tb.TritonConfig(block_do=min(p2, 1024), bwd_num_stages=1),
+            "bwd_do512": tb.TritonConfig(block_do=512, bwd_num_stages=1),
             "bwd64x128_do256": tb.TritonConfig(bwd_block_n=128, block_do=256),
             "bwd64x64_do256_w4": tb.TritonConfig(block_do=256, bwd_num_warps=4),
         }

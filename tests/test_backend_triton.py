@@ -154,7 +154,7 @@ CASES: dict[str, dict[str, Any]] = {
     "sym_fp32_plain": {"sym": True, "b": 37, "d": 23, "dtype": "float32", "theta": None, "seed": 1},
     "sym_fp32_relax_split_dchunks": {
         "sym": True, "b": 37, "d": 40, "dtype": "float32", "theta": "median", "seed": 2,
-        "cfg": {**SMALL, "split": 2, "block_do": 16},
+        "cfg": {**SMALL, "split": 2, "block_do": 32},  # D = 40 -> output chunks 32 + 16
     },
     "sym_bf16_relax": {"sym": True, "b": 33, "d": 40, "dtype": "bfloat16", "theta": "median", "seed": 3},
     "sym_fp16_plain_t100": {
@@ -341,6 +341,21 @@ def test_imports_and_reports_unavailable_without_triton(monkeypatch: pytest.Monk
     x = torch.randn(4, 3)
     with pytest.raises(RuntimeError, match="triton"):
         mod.symmetric_loss_sum(x, x, torch.tensor(1.0), None)
+
+
+def test_output_chunks_cover_features_once() -> None:
+    pytest.importorskip("triton")
+    from relaxclip.backends.triton import _output_chunks
+
+    for dim in (1, 3, 16, 17, 40, 100, 512, 768, 1000, 1024):
+        for width in (16, 32, 256, 512):
+            chunks = _output_chunks(dim, width)
+            covered = [c for start, w, n in chunks for c in range(start, start + w * n)]
+            assert covered[:dim] == list(range(dim)), (dim, width, chunks)
+            assert all(w <= max(width, 16) and w & (w - 1) == 0 for _, w, _ in chunks)
+            assert len(covered) - dim < chunks[-1][1], "only the last chunk may be masked"
+    assert _output_chunks(768, 512) == [(0, 512, 1), (512, 256, 1)]
+    assert _output_chunks(512, 256) == [(0, 256, 2)]
 
 
 def test_is_available_semantics(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -89,8 +89,8 @@ class TritonConfig:
 
     ``split``: number of programs sharing one row group in the forward (over column blocks) and one
     output block in the backward (partial results summed afterwards); ``None`` picks enough programs
-    to fill the GPU. ``block_do``: output-feature chunk of the backward (``None``: min(next power of
-    two >= D, 256)). ``row_group``: row blocks per forward program (``None``: the smallest power of
+    to fill the GPU. ``block_do``: widest output-feature chunk of the backward (``None``: 256); D is covered by
+    power-of-two chunks, each recomputing the similarity tiles. ``row_group``: row blocks per forward program (``None``: the smallest power of
     two keeping the column partials under ``col_part_mib`` MiB).
     """
 
@@ -278,6 +278,7 @@ if _HAS_TRITON:
         threshold,
         delta_coef,
         blocks_per_split,
+        d_start,
         stride_am,
         stride_ad,
         stride_bn,
@@ -317,7 +318,7 @@ if _HAS_TRITON:
             a_row = a_idx
         else:
             a_row = a_idx - offset
-        dcols = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
+        dcols = d_start + pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
         dcol_ok = dcols < D
         acc = tl.zeros((BLOCK_A, BLOCK_DO), dtype=tl.float32)
         dt_acc = tl.zeros((BLOCK_A,), dtype=tl.float32)
@@ -425,6 +426,25 @@ def _row_group(cfg: TritonConfig, n_row_blocks: int, n_cols: int, symmetric: boo
     return group
 
 
+def _output_chunks(dim: int, max_width: int) -> list[tuple[int, int, int]]:
+    """Cover ``dim`` output features with power-of-two chunks of at most ``max_width``: a list of
+    (start, width, count) launches, e.g. 768 with 512 -> [(0, 512, 1), (512, 256, 1)]. Each chunk
+    recomputes the similarity tiles, so fewer, wider chunks cost less recomputation (but more
+    registers for the accumulator)."""
+    out: list[tuple[int, int, int]] = []
+    start = 0
+    while start < dim:
+        rest = dim - start
+        width = min(max_width, max(16, 1 << (rest - 1).bit_length()))
+        count = rest // width if rest >= width else 1
+        if out and out[-1][1] == width:  # extend the previous launch
+            out[-1] = (out[-1][0], width, out[-1][2] + count)
+        else:
+            out.append((start, width, count))
+        start += width * count
+    return out
+
+
 def _precision(dtype: torch.dtype, allow_tf32: bool) -> str:
     return "tf32" if (dtype == torch.float32 and allow_tf32) else "ieee"
 
@@ -450,29 +470,32 @@ def _launch_bwd(
     m_rows = a.shape[0] if a_is_rows else b.shape[0]
     block_a = cfg.bwd_block_m if a_is_rows else cfg.bwd_block_n
     block_b = cfg.bwd_block_n if a_is_rows else cfg.bwd_block_m
-    block_do = cfg.block_do or min(max(triton.next_power_of_2(dim), 16), 256)
+    chunks = _output_chunks(dim, cfg.block_do or 256)
     n_ab = triton.cdiv(n_a, block_a)
     n_bb = triton.cdiv(n_b, block_b)
-    n_do = triton.cdiv(dim, block_do)
-    split = _split(cfg, n_ab * n_do, n_bb, a.device)
+    split = _split(cfg, n_ab * sum(c for _, _, c in chunks), n_bb, a.device)
     per = triton.cdiv(n_bb, split)
     out_dtype = a.dtype if split == 1 else torch.float32
     out = torch.empty((split, n_a, dim), device=a.device, dtype=out_dtype)
-    dt_part = torch.empty((n_do, split, n_ab), device=a.device, dtype=torch.float32)
-    _bwd_kernel[(n_ab, n_do, split)](
-        a, b, t, a_lse2, b_lse2, diag_s, out, dt_part,
-        n_a, n_b, m_rows, dim, offset,
-        0.0 if threshold is None else float(threshold),
-        2.0 if symmetric else 1.0,
-        per,
-        a.stride(0), a.stride(1), b.stride(0), b.stride(1),
-        out.stride(0), out.stride(1), out.stride(2),
-        A_IS_ROWS=a_is_rows, SYMMETRIC=symmetric, HAS_THRESH=threshold is not None,
-        BLOCK_A=block_a, BLOCK_B=block_b, BLOCK_D=cfg.block_d, BLOCK_DO=block_do,
-        PRECISION=precision, UPCAST=_upcast(a), num_warps=cfg.bwd_num_warps, num_stages=cfg.bwd_num_stages,
-    )  # fmt: skip
+    dt_parts = []
+    for start, width, count in chunks:
+        dt_part = torch.empty((count, split, n_ab), device=a.device, dtype=torch.float32)
+        dt_parts.append(dt_part)
+        _bwd_kernel[(n_ab, count, split)](
+            a, b, t, a_lse2, b_lse2, diag_s, out, dt_part,
+            n_a, n_b, m_rows, dim, offset,
+            0.0 if threshold is None else float(threshold),
+            2.0 if symmetric else 1.0,
+            per, start,
+            a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+            out.stride(0), out.stride(1), out.stride(2),
+            A_IS_ROWS=a_is_rows, SYMMETRIC=symmetric, HAS_THRESH=threshold is not None,
+            BLOCK_A=block_a, BLOCK_B=block_b, BLOCK_D=cfg.block_d, BLOCK_DO=width,
+            PRECISION=precision, UPCAST=_upcast(a),
+            num_warps=cfg.bwd_num_warps, num_stages=cfg.bwd_num_stages,
+        )  # fmt: skip
     grad = out[0] if split == 1 else out.sum(0).to(a.dtype)
-    return grad, dt_part
+    return grad, dt_parts[0][0]  # every chunk sees all tiles: the first one's dt sums suffice
 
 
 class _TritonLoss(torch.autograd.Function):
@@ -554,7 +577,7 @@ class _TritonLoss(torch.autograd.Function):
                 grad_q = (dq * g).to(q.dtype)
             if need_t:
                 coef = 2.0 if ctx.symmetric else 1.0
-                grad_t = ((dt_part[0].sum() - coef * pos_sum) * g).reshape(ctx.scale_shape)
+                grad_t = ((dt_part.sum() - coef * pos_sum) * g).reshape(ctx.scale_shape)
                 grad_t = grad_t.to(device=ctx.scale_device, dtype=ctx.scale_dtype)
         if need_k:
             dk, _ = _launch_bwd(k, q, t, col_lse2, row_lse2, diag_s, a_is_rows=False, **common)
