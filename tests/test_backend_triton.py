@@ -409,5 +409,48 @@ def test_offset_and_shape_validation(monkeypatch: pytest.MonkeyPatch) -> None:
         tb.symmetric_loss_sum(q, torch.randn(3, 5), t, None)
 
 
+# --------------------------------------------------------------------------------------------
+# benchmarks/loss_gpu.py: the parts that run without a GPU
+# --------------------------------------------------------------------------------------------
+def _load_benchmark() -> Any:
+    path = REPO / "benchmarks" / "loss_gpu.py"
+    spec = importlib.util.spec_from_file_location("_loss_gpu_bench", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_cli_and_table() -> None:
+    bench = _load_benchmark()
+    args = bench.parse_args(["--batches", "4096,65536", "--dims", "768", "--out", "x.json"])
+    assert args.batches == [4096, 65536] and args.dims == [768] and args.repeats >= 20
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--repeats", "5"])  # the median of at least 20 runs
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--batches", "4096,x"])
+    grid = bench.order_grid([4096, 32768, 65536], [512, 768])
+    assert grid[:4] == [(32768, 512), (65536, 512), (32768, 768), (65536, 768)]
+    assert sorted(grid) == sorted((b, d) for b in (4096, 32768, 65536) for d in (512, 768))
+    # the figure: 788 TFLOP/s -> 4-GEMM roofline at B = 32768, D = 512 is 5.6 ms
+    assert abs(bench.roofline_ms(32768, 512, 788.0) - 5.58) < 0.01
+    rows = [
+        {"B": 65536, "D": 512, "method": "memeff", "note": "skipped: not importable"},
+        {"B": 4096, "D": 512, "method": "relaxclip triton", "median_ms": 1.234,
+         "frac_roofline": 0.614, "extra_bytes": 3 * 2**20},
+    ]  # fmt: skip
+    lines = bench.format_table(rows).splitlines()
+    assert lines[0].split(" | ")[0].strip() == "B" and len(lines) == 4
+    assert "4096" in lines[2] and "1.23" in lines[2] and "61" in lines[2] and " 3 " in lines[2]
+    assert "65536" in lines[3] and "skipped: not importable" in lines[3] and " - " in lines[3]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit path")
+def test_benchmark_exits_cleanly_without_cuda(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _load_benchmark()
+    assert bench.main(["--out", "unused.json"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
 if __name__ == "__main__":
     _worker()
