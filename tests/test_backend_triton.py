@@ -452,5 +452,75 @@ def test_benchmark_exits_cleanly_without_cuda(capsys: pytest.CaptureFixture[str]
     assert "needs a CUDA GPU" in capsys.readouterr().err
 
 
+# --------------------------------------------------------------------------------------------
+# GPU code generation without a GPU: compile the kernels ahead of time for Hopper (sm_90a)
+# --------------------------------------------------------------------------------------------
+_DATA_PTRS = ("q_ptr", "k_ptr", "a_ptr", "b_ptr", "out_ptr")
+
+
+def _compile_sm90(
+    kernel: Any, dtype: str, constexprs: dict[str, Any], warps: int, stages: int
+) -> Any:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig = {}
+    for name in kernel.arg_names:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = "*" + (dtype if name in _DATA_PTRS else "fp32")
+        else:
+            sig[name] = "fp32" if name in ("threshold", "delta_coef") else "i32"
+    src = ASTSource(kernel, sig, constexprs)
+    target = GPUTarget("cuda", 90, 32)
+    opts = {"num_warps": warps, "num_stages": stages, "enable_fp_fusion": True}
+    return triton.compile(src, target=target, options=opts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("which", "dtype", "flags"),
+    [
+        ("fwd", "bf16", {"HAS_THRESH": True, "COLS": True}),
+        ("fwd", "fp32", {"HAS_THRESH": False, "COLS": False}),
+        ("bwd", "bf16", {"A_IS_ROWS": True, "SYMMETRIC": True, "HAS_THRESH": True}),
+        ("bwd", "fp16", {"A_IS_ROWS": False, "SYMMETRIC": False, "HAS_THRESH": False}),
+    ],
+)
+def test_kernels_compile_for_hopper(which: str, dtype: str, flags: dict[str, bool]) -> None:
+    """The interpreter never runs Triton's GPU compiler; this does (PTX + cubin for sm_90a, no
+    device needed), with the default tiles: tensor-core wgmma used, shared memory within 227 KiB."""
+    pytest.importorskip("triton")
+    from relaxclip.backends import triton as tb
+
+    kernel = tb._fwd_kernel if which == "fwd" else tb._bwd_kernel
+    if type(kernel).__name__ != "JITFunction":
+        pytest.skip("kernels were loaded in interpreter mode (TRITON_INTERPRET=1 in this process)")
+    cfg = tb.DEFAULT_CONFIG
+    # fp32 with allow_tf32 (exact IEEE fp32 dots run on CUDA cores, without wgmma)
+    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    prec = tb._precision(torch_dtype, allow_tf32=True)
+    if which == "fwd":
+        consts = {"BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "BLOCK_D": cfg.block_d}
+        consts |= {"stride_qd": 1, "stride_kd": 1}
+        warps, stages = cfg.num_warps, cfg.num_stages
+    else:
+        consts = {"BLOCK_A": cfg.bwd_block_m, "BLOCK_B": cfg.bwd_block_n, "BLOCK_D": cfg.block_d}
+        consts |= {"BLOCK_DO": 256, "stride_ad": 1, "stride_bd": 1, "stride_od": 1}
+        warps, stages = cfg.bwd_num_warps, cfg.bwd_num_stages
+    consts |= {**flags, "PRECISION": prec, "UPCAST": False}
+    try:
+        compiled = _compile_sm90(kernel, dtype, consts, warps, stages)
+    except (ImportError, RuntimeError, FileNotFoundError) as exc:  # no CUDA backend / ptxas
+        if "ptxas" in repr(exc) or isinstance(exc, ImportError | FileNotFoundError):
+            pytest.skip(f"triton's CUDA toolchain is unavailable: {exc!r}")
+        raise
+    ptx = compiled.asm["ptx"]
+    assert "wgmma.mma_async" in ptx, "expected Hopper tensor-core instructions"
+    assert compiled.metadata.shared <= 227 * 1024
+
+
 if __name__ == "__main__":
     _worker()

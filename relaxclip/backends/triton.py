@@ -104,7 +104,7 @@ class TritonConfig:
     row_group: int | None = None
     col_part_mib: int = 32
     num_warps: int = 8
-    num_stages: int = 3
+    num_stages: int = 2
     bwd_num_warps: int = 8
     bwd_num_stages: int = 2
 
@@ -446,7 +446,11 @@ def _output_chunks(dim: int, max_width: int) -> list[tuple[int, int, int]]:
 
 
 def _precision(dtype: torch.dtype, allow_tf32: bool) -> str:
-    return "tf32" if (dtype == torch.float32 and allow_tf32) else "ieee"
+    """``tl.dot`` input precision: fp32 operands use exact IEEE fp32 unless TF32 is allowed; for
+    bf16/fp16 operands the setting has no effect and Triton's default ("tf32") is passed."""
+    if dtype == torch.float32 and not allow_tf32:
+        return "ieee"
+    return "tf32"
 
 
 def _launch_bwd(
@@ -492,7 +496,7 @@ def _launch_bwd(
             A_IS_ROWS=a_is_rows, SYMMETRIC=symmetric, HAS_THRESH=threshold is not None,
             BLOCK_A=block_a, BLOCK_B=block_b, BLOCK_D=cfg.block_d, BLOCK_DO=width,
             PRECISION=precision, UPCAST=_upcast(a),
-            num_warps=cfg.bwd_num_warps, num_stages=cfg.bwd_num_stages,
+            num_warps=cfg.bwd_num_warps, num_stages=cfg.bwd_num_stages, enable_fp_fusion=True,
         )  # fmt: skip
     grad = out[0] if split == 1 else out.sum(0).to(a.dtype)
     return grad, dt_parts[0][0]  # every chunk sees all tiles: the first one's dt sums suffice
@@ -533,7 +537,8 @@ class _TritonLoss(torch.autograd.Function):
             q.stride(0), q.stride(1), k.stride(0), k.stride(1),
             HAS_THRESH=threshold is not None, COLS=symmetric,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d,
-            PRECISION=precision, UPCAST=_upcast(q), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            PRECISION=precision, UPCAST=_upcast(q),
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=True,
         )  # fmt: skip
         row_part = row_m + torch.log2(row_l)  # per-split base-2 log-sum-exp of each row
         # deterministic reductions of the partials (base-2 log-sum-exps -> natural units)
