@@ -502,6 +502,11 @@ def _launch_bwd(
     return grad, dt_parts[0][0]  # every chunk sees all tiles: the first one's dt sums suffice
 
 
+def _scaled(grad: Tensor, g: Tensor) -> Tensor:
+    """``grad * g`` in place (``grad`` is a fresh buffer of the backward): no second B x D copy."""
+    return grad.mul_(g)
+
+
 class _TritonLoss(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -542,13 +547,13 @@ class _TritonLoss(torch.autograd.Function):
         )  # fmt: skip
         row_part = row_m + torch.log2(row_l)  # per-split base-2 log-sum-exp of each row
         # deterministic reductions of the partials (base-2 log-sum-exps -> natural units)
-        row_lse = torch.logsumexp(row_part * _LN2, dim=0)
+        row_lse = torch.logsumexp(row_part.mul_(_LN2), dim=0)
         diag_s = pos_part.sum(0)  # exactly one non-zero partial per row
         pos = diag_s if threshold is None else diag_s.clamp(max=threshold)
         pos_sum = pos.sum()
         loss = row_lse.sum() - t * pos_sum
         if symmetric:
-            col_lse = torch.logsumexp(col_part * _LN2, dim=0)
+            col_lse = torch.logsumexp(col_part.mul_(_LN2), dim=0)  # in place: no copy
             loss = loss + col_lse.sum() - t * pos_sum
         else:
             col_lse = row_lse.new_zeros(1)
@@ -579,14 +584,14 @@ class _TritonLoss(torch.autograd.Function):
         if need_q or need_t:
             dq, dt_part = _launch_bwd(q, k, t, row_lse2, col_lse2, diag_s, a_is_rows=True, **common)
             if need_q:
-                grad_q = (dq * g).to(q.dtype)
+                grad_q = _scaled(dq, g)
             if need_t:
                 coef = 2.0 if ctx.symmetric else 1.0
                 grad_t = ((dt_part.sum() - coef * pos_sum) * g).reshape(ctx.scale_shape)
                 grad_t = grad_t.to(device=ctx.scale_device, dtype=ctx.scale_dtype)
         if need_k:
             dk, _ = _launch_bwd(k, q, t, col_lse2, row_lse2, diag_s, a_is_rows=False, **common)
-            grad_k = (dk * g).to(k.dtype)
+            grad_k = _scaled(dk, g)
         return grad_q, grad_k, grad_t, None, None, None, None, None
 
 
