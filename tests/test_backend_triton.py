@@ -139,6 +139,22 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         if theta is None
         else int(((q64 * k64[offset : offset + b]).sum(1) > theta).sum()),
     }
+    # the library's dense backend in float64 on the same values: the same answer (issue 7)
+    from relaxclip.backends import dense
+
+    qd, kd = q64.detach().clone().requires_grad_(), k64.detach().clone().requires_grad_()
+    td = t64.detach().clone().requires_grad_()
+    if sym:
+        dense_loss = dense.symmetric_loss_sum(qd, kd, td, theta)
+    else:
+        dense_loss = dense.rows_loss_sum(qd, kd, td, theta, offset)
+    (dense_loss * gout).backward()
+    out["vs_dense"] = max(
+        rel(loss.detach() * gout, dense_loss.detach() * gout, t_val * b),
+        rel(qg.grad, qd.grad, t_val * b**0.5),
+        rel(kg.grad, kd.grad, t_val * b**0.5),
+        rel(t.grad, td.grad, b**0.5),
+    )
     if spec.get("repeat"):
         g1 = (qg.grad.clone(), kg.grad.clone(), t.grad.clone(), loss.detach().clone())
         qg.grad = kg.grad = t.grad = None
@@ -284,6 +300,9 @@ def test_kernel_matches_float64_reference(interp_results: dict[str, Any], name: 
     for key in ("dq", "dk", "dt"):
         assert res[key] <= TOL[dt], f"{name}: {key} rel err {res[key]:.3g} > {TOL[dt]}"
     assert res["loss"] <= TOL_LOSS[dt], f"{name}: loss rel err {res['loss']:.3g}"
+    assert res["vs_dense"] <= TOL[dt], (
+        f"{name}: differs from the dense backend by {res['vs_dense']:.3g}"
+    )
     assert res["loss_dtype"] == "torch.float32"
     grad_dtype = f"torch.{spec['dtype']}"  # autocast: gradients come back in the input dtype
     assert res["dq_dtype"] == grad_dtype and res["dk_dtype"] == grad_dtype
