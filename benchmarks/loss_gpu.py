@@ -591,9 +591,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     mm = matmul_tflops(device)
     results["matmul"] = mm
     log(f"bf16 matmul {mm['n']}^3: {mm['median_ms']:.3f} ms = {mm['tflops']:.0f} TFLOP/s")
+    log(f"[{time.perf_counter() - start:.0f} s elapsed]")
 
     cfgs: dict[int, Any] = {}
-    if args.tune and device.type == "cuda":
+    left = deadline - time.perf_counter()
+    if args.tune and device.type == "cuda" and left < 0.6 * args.budget_s:
+        log(f"note: tile-config sweep skipped to stay in the time box ({left:.0f} s left)")
+    elif args.tune and device.type == "cuda":
         log("triton tile-config sweep:")
         cfgs, results["tuning"] = tune(args, device, args.dims, log)
         results["tuned_configs"] = {str(d): repr(c) for d, c in cfgs.items()}
