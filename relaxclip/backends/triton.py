@@ -26,8 +26,8 @@ Design (FlashAttention-style, deterministic, no atomics anywhere):
   summed afterwards in a fixed order), so results are bitwise reproducible. The ``-2 delta_ij``
   (``-delta`` for rows) part of ``W`` is applied in fp32 outside the matmul; only the softmax
   part ``t * (P + Q)`` is cast to the input dtype for the tensor-core matmul, as in
-  FlashAttention. Output features are processed in ``BLOCK_DO``-wide chunks (grid axis 1), each
-  chunk recomputing ``S``; choose ``BLOCK_DO >= D`` to recompute once.
+  FlashAttention. Output features are covered by power-of-two chunks of at most ``block_do``
+  (grid axis 1; e.g. 768 = 512 + 256), each chunk recomputing its tiles of ``S``.
 
 Inputs: 2-D CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) in bf16, fp16 or fp32, any
 strides. fp32 uses exact (IEEE) fp32 dots unless ``allow_tf32=True``. float64 is rejected (use
