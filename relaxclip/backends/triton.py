@@ -85,13 +85,15 @@ def is_available(device: torch.device | str | None = None) -> bool:
 
 @dataclass(frozen=True)
 class TritonConfig:
-    """Tile sizes and launch parameters (all powers of two; dot dimensions must be >= 16).
+    """Tile sizes and launch parameters (tiles: powers of two >= 16, the ``tl.dot`` minimum).
 
-    ``split``: number of programs sharing one row group in the forward (over column blocks) and one
-    output block in the backward (partial results summed afterwards); ``None`` picks enough programs
-    to fill the GPU. ``block_do``: widest output-feature chunk of the backward (``None``: 256); D is covered by
-    power-of-two chunks, each recomputing the similarity tiles. ``row_group``: row blocks per forward program (``None``: the smallest power of
-    two keeping the column partials under ``col_part_mib`` MiB).
+    ``block_m/n/d``: forward tile rows, columns and feature chunk; ``bwd_block_m/n``: backward
+    tile. ``split``: programs sharing one row group in the forward (over column blocks) and one
+    output block in the backward (partials summed afterwards); ``None`` picks enough programs to
+    fill the GPU. ``block_do``: widest output-feature chunk of the backward (``None``: 256); D is
+    covered by power-of-two chunks, each recomputing the similarity tiles. ``row_group``: row
+    blocks per forward program (``None``: the smallest power of two keeping the column partials
+    under ``col_part_mib`` MiB). ``num_warps``/``num_stages``: forward launch; ``bwd_*``: backward.
     """
 
     block_m: int = 128
@@ -115,7 +117,8 @@ class TritonConfig:
                 continue
             if not isinstance(v, int) or v < 16 or v & (v - 1):
                 raise ValueError(f"TritonConfig.{name} must be a power of two >= 16, got {v!r}")
-        for name in ("row_group", "col_part_mib"):
+        ints = ("row_group", "col_part_mib", "num_warps", "num_stages", "bwd_num_warps")
+        for name in (*ints, "bwd_num_stages"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"TritonConfig.{name} must be a positive int, got {v!r}")
