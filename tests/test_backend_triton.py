@@ -404,6 +404,9 @@ def test_validation_errors() -> None:
     with pytest.raises(TypeError, match="bfloat16, float16 or float32"):
         xi = torch.ones(3, 2, dtype=torch.int32)
         tb.symmetric_loss_sum(xi, xi, torch.tensor(1.0), None)
+    huge = torch.empty(1, 1).expand(2**16, 2**15)  # 2**31 elements, no memory
+    with pytest.raises(ValueError, match="32-bit indexing"):
+        tb.symmetric_loss_sum(huge, huge, torch.tensor(1.0), None)
     with pytest.raises(ValueError, match="power of two"):
         tb.TritonConfig(block_m=48)
     with pytest.raises(ValueError, match="split"):

@@ -605,6 +605,12 @@ def _check(name: str, a: Tensor) -> None:
         raise ValueError(f"{name} must be 2-D (rows, features), got shape {tuple(a.shape)}")
     if a.shape[0] < 1 or a.shape[1] < 1:
         raise ValueError(f"{name} must have at least one row and one feature, got {tuple(a.shape)}")
+    span = (a.shape[0] - 1) * abs(a.stride(0)) + (a.shape[1] - 1) * abs(a.stride(1))
+    if span >= 2**31 or a.shape[0] * a.shape[1] >= 2**31:
+        raise ValueError(
+            f"{name} is too large for the triton kernels' 32-bit indexing ({tuple(a.shape)}); "
+            "use backend='chunked'"
+        )
     if a.dtype == torch.float64:
         raise TypeError(
             f"{name}: the triton backend does not support float64; use backend='dense' or "
