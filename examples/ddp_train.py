@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import math
 import os
 
@@ -88,6 +89,18 @@ def main() -> None:
         device = torch.device("cpu")
     if distributed:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        train(args, device, distributed)
+    finally:
+        if distributed:
+            # train() has returned, so no autograd graph through the gather is alive any more;
+            # on gloo (torch 2.13) a graph still referenced while the process group is torn
+            # down can abort the process at exit (see docs/distributed.md)
+            gc.collect()
+            dist.destroy_process_group()
+
+
+def train(args: argparse.Namespace, device: torch.device, distributed: bool) -> None:
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
     d_image, d_text = 32, 24
@@ -136,8 +149,6 @@ def main() -> None:
                 f"logit_scale {float(model.log_scale.detach().exp()):.2f}, local batch {len(mine)}",
                 flush=True,
             )
-    if distributed:
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

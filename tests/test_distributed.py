@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -37,12 +36,6 @@ TOL = 1e-9
 MODES: tuple[DistributedMode, ...] = ("local", "global")
 REPO = Path(__file__).resolve().parents[1]
 D_IN, D_HIDDEN, D_OUT = 6, 8, 5
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class TwoTower(nn.Module):
@@ -311,14 +304,15 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
     return results
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, world: int, out_dir: str) -> None:
     """One rank of a ``world``-process gloo job; rank 0 writes the result tables as JSON."""
     from relaxclip.distributed import is_distributed_active
 
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
+        # a file store: no TCP port to pick, so no race with other processes for a free port
+        init_method=(Path(out_dir) / "store").as_uri(),
         rank=rank,
         world_size=world,
         timeout=timedelta(seconds=90),
@@ -360,7 +354,7 @@ def _spawn_results(world: int, tmp_root: Path, timeout_s: float = 240.0) -> dict
         out_dir.mkdir()
         ctx = mp.start_processes(
             _worker,
-            args=(world, _free_port(), str(out_dir)),
+            args=(world, str(out_dir)),
             nprocs=world,
             join=False,
             start_method="spawn",
