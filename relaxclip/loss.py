@@ -222,7 +222,7 @@ def relaxed_contrastive_loss(
         )
     # --- end distributed ---
     n = x.shape[0]
-    name = resolve_backend(backend, x.device, n, n)
+    name = resolve_backend(backend, x.device, n, n, x.dtype)
     total = get_backend(name).symmetric_loss_sum(x, y, scale, theta, chunk_size=chunk_size)
     return total / (2 * n)
 

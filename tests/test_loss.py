@@ -342,6 +342,10 @@ def test_auto_backend_rule() -> None:
     assert resolve_backend("auto", cpu, side, side) == "dense"
     assert resolve_backend("auto", cpu, side + 1, side + 1) == "chunked"
     assert resolve_backend("chunked", cpu, 2, 2) == "chunked"
+    # never triton for float64 / float32 features (the kernel rejects fp64; fp32 has no tensor cores)
+    cuda = torch.device("cuda")
+    for dtype in (torch.float64, torch.float32):
+        assert resolve_backend("auto", cuda, 8192, 8192, dtype) == "chunked"
 
 
 # ---------------------------------------------------------------- bad input

@@ -22,8 +22,13 @@ BACKENDS = ("auto", "dense", "chunked", "triton")
 #: (4096 x 4096 = 64 MiB in fp32), the chunked backend above it.
 AUTO_DENSE_MAX_LOGITS = 4096 * 4096
 
-#: ``"auto"`` uses the triton backend on CUDA from this many logits on, when triton is importable.
-AUTO_TRITON_MIN_LOGITS = 1024 * 1024
+#: ``"auto"`` uses the triton backend for fp16/bf16 features on CUDA from this many logits on, when
+#: triton is importable. Not tuned on a GPU yet (see docs/triton.md).
+AUTO_TRITON_MIN_LOGITS = 2048 * 2048
+
+#: Feature dtypes for which ``"auto"`` may pick the triton backend (tensor-core dtypes; the kernel
+#: rejects float64, and exact fp32 dots would not use tensor cores).
+AUTO_TRITON_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def triton_available() -> bool:
@@ -35,19 +40,30 @@ def triton_available() -> bool:
     return bool(triton_backend.is_available())
 
 
-def resolve_backend(name: str, device: torch.device, n_rows: int, n_cols: int) -> str:
+def resolve_backend(
+    name: str,
+    device: torch.device,
+    n_rows: int,
+    n_cols: int,
+    dtype: torch.dtype = torch.float32,
+) -> str:
     """Resolve ``"auto"`` to a concrete backend name; check that an explicit name exists.
 
-    Rule for ``"auto"``: on a CUDA device with triton importable and ``n_rows * n_cols >=
-    AUTO_TRITON_MIN_LOGITS``, ``"triton"``; otherwise ``"dense"`` while ``n_rows * n_cols <=
-    AUTO_DENSE_MAX_LOGITS`` and ``"chunked"`` beyond.
+    Rule for ``"auto"``: fp16/bf16 features on a CUDA device with triton importable and
+    ``n_rows * n_cols >= AUTO_TRITON_MIN_LOGITS`` use ``"triton"``; otherwise ``"dense"`` while
+    ``n_rows * n_cols <= AUTO_DENSE_MAX_LOGITS`` and ``"chunked"`` beyond.
     """
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     if name != "auto":
         return name
     logits = n_rows * n_cols
-    if device.type == "cuda" and logits >= AUTO_TRITON_MIN_LOGITS and triton_available():
+    if (
+        device.type == "cuda"
+        and dtype in AUTO_TRITON_DTYPES
+        and logits >= AUTO_TRITON_MIN_LOGITS
+        and triton_available()
+    ):
         return "triton"
     return "dense" if logits <= AUTO_DENSE_MAX_LOGITS else "chunked"
 
@@ -76,6 +92,7 @@ def get_backend(name: str) -> ModuleType:
 
 __all__ = [
     "AUTO_DENSE_MAX_LOGITS",
+    "AUTO_TRITON_DTYPES",
     "AUTO_TRITON_MIN_LOGITS",
     "BACKENDS",
     "get_backend",
