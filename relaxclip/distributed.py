@@ -127,13 +127,15 @@ def _autograd_all_gather_equal(t: Tensor, group: dist.ProcessGroup) -> Tensor:
 
     # torch >= 2.13: the plain functional all-gather is differentiable and is the replacement
     # torch names for the deprecated torch.distributed.nn.functional.all_gather.
-    gather = getattr(fc, "all_gather_single", None)
-    if gather is None:  # pragma: no cover - torch 2.3 .. 2.12
-        gather = getattr(fc, "all_gather_tensor_autograd", None)
-    if gather is not None:
-        # wait_tensor is differentiable (identity backward) and turns the async result into
-        # a plain tensor, so backends (including custom kernels) see ordinary memory.
-        return fc.wait_tensor(gather(t.contiguous(), 0, group))
+    if hasattr(fc, "all_gather_single"):
+        # wait_tensor is differentiable here (identity backward) and turns the async result
+        # into a plain tensor, so backends (including custom kernels) see ordinary memory.
+        return fc.wait_tensor(fc.all_gather_single(t.contiguous(), 0, group))
+    # Older torch (untested here): the same backward through the older autograd-aware APIs;
+    # clone() (differentiable) materialises the async result without relying on wait_tensor
+    # having an autograd formula in that version.
+    if hasattr(fc, "all_gather_tensor_autograd"):  # pragma: no cover - torch 2.3 .. 2.12
+        return fc.all_gather_tensor_autograd(t.contiguous(), 0, group).clone()
     import torch.distributed.nn.functional as dnnf  # pragma: no cover - torch < 2.3
 
     return torch.cat(dnnf.all_gather(t.contiguous(), group=group), dim=0)  # pragma: no cover
