@@ -201,7 +201,7 @@ class _Progress:
                 from tqdm.auto import tqdm
 
                 self._bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
-            except ImportError:  # pragma: no cover - tqdm is in the demo extra
+            except ImportError:  # tqdm is in the demo extra; without it, no bars
                 self._bar = None
 
     def update(self, n: int = 1, **postfix: Any) -> None:

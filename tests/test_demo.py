@@ -243,3 +243,19 @@ def test_openi_mode_loader() -> None:
         assert any(v.strip() for v in r["report"].values())
         assert r["labels"].shape == (len(OPENI_TO_SYNTHETIC),)
     assert torch.stack([r["labels"] for r in bench.train]).sum(0).min() > 0
+
+
+def test_without_matplotlib_and_tqdm_prints_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    lines: list[str] = []
+    cfg = _tiny(seeds=(0,), pretrain_steps=2, finetune_steps=2, progress=True)
+    run_demo(cfg, tmp_path, log=lines.append)
+    assert (tmp_path / "results.json").exists()
+    assert not (tmp_path / "roc.png").exists() and not (tmp_path / "summary.png").exists()
+    assert any("matplotlib is not installed" in line for line in lines)
