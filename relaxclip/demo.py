@@ -648,6 +648,11 @@ def _run(
             train_stats[key].append({k: float(np.mean(v)) for k, v in stats.items()})
             bar.close()
             timing["finetune"] += time.perf_counter() - t
+            if best["state"] is None:
+                raise ValueError(
+                    "validation macro AUROC is undefined (no finding has both classes in the "
+                    "validation split); use a larger validation split (--n-val)"
+                )
             log(
                 f"{desc}: best validation macro AUROC {best['auc']:.4f} at step {best['step']} "
                 f"({time.perf_counter() - t:.1f} s)"

@@ -259,3 +259,9 @@ def test_without_matplotlib_and_tqdm_prints_a_note(
     assert (tmp_path / "results.json").exists()
     assert not (tmp_path / "roc.png").exists() and not (tmp_path / "summary.png").exists()
     assert any("matplotlib is not installed" in line for line in lines)
+
+
+def test_single_class_validation_split_is_a_clear_error() -> None:
+    cfg = _tiny(seeds=(0,), n_val=1, pretrain_steps=1, finetune_steps=2, findings=("nodule",))
+    with pytest.raises(ValueError, match="validation"):
+        run_demo(cfg, None, log=lambda s: None)
