@@ -270,7 +270,7 @@ def distributed_loss(
         from relaxclip.backends import get_backend, resolve_backend
 
         n_rows = total if mode == "global" else x.shape[0]
-        backend = get_backend(resolve_backend(backend, x.device, n_rows, total))
+        backend = get_backend(resolve_backend(backend, x.device, n_rows, total, x.dtype))
     if mode == "global":
         loss_sum = backend.symmetric_loss_sum(x_all, y_all, logit_scale, threshold, **opts)
         return loss_sum / (2 * total)

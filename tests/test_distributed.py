@@ -255,14 +255,25 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
     # low-precision global batch (both compute in fp32 from the same inputs)
     rank = dist.get_rank(group)
     low: dict[str, float] = {}
-    for dtype in (torch.float32, torch.bfloat16):
+    from relaxclip.backends import triton_available
+
+    combos: list[tuple[torch.dtype, str]] = [(torch.float32, "auto"), (torch.bfloat16, "auto")]
+    if world == 2 and triton_available():  # the triton backend (CPU interpreter without a GPU)
+        combos.append((torch.float32, "triton"))
+    for dtype, backend_name in combos:
         for m in MODES:
             xg, yg = (v.to(dtype) for v in _make_batch(4 * world, seed=7))
             sl = slice(4 * rank, 4 * rank + 4)
             xl, yl = xg[sl].clone().requires_grad_(), yg[sl].clone().requires_grad_()
             tl = torch.tensor(9.0, requires_grad=True)
             out = relaxed_contrastive_loss(
-                xl, yl, tl, threshold=0.3, distributed_mode=m, process_group=group
+                xl,
+                yl,
+                tl,
+                threshold=0.3,
+                backend=backend_name,
+                distributed_mode=m,
+                process_group=group,
             )
             out.backward()
             xr, yr = xg.clone().requires_grad_(), yg.clone().requires_grad_()
@@ -273,7 +284,7 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
             dist.all_reduce(mean, group=group)
             t_grad = _grad(tl).clone()
             dist.all_reduce(t_grad, group=group)  # what DDP's averaging would give, times W
-            low[f"{m}/{dtype}"] = max(
+            low[f"{m}/{backend_name}/{dtype}"] = max(
                 abs(float(mean) / world - float(ref_out.detach())),
                 float((_grad(xl).float() / world - _grad(xr)[sl].float()).abs().max()),
                 float((_grad(yl).float() / world - _grad(yr)[sl].float()).abs().max()),
@@ -309,6 +320,8 @@ def _worker(rank: int, world: int, out_dir: str) -> None:
     from relaxclip.distributed import is_distributed_active
 
     torch.set_num_threads(1)
+    if world == 2 and not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # lets the triton backend run on CPU
     dist.init_process_group(
         "gloo",
         # a file store: no TCP port to pick, so no race with other processes for a free port
@@ -401,6 +414,9 @@ def test_ddp_gradients_match_single_process(
     world: int, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     res = _spawn_results(world, tmp_path_factory.mktemp("dist"))
+    if world == 2:
+        ran_triton = any("/triton/" in k for k in res["default"]["low_precision_diff"])
+        print(f"\ntriton backend composed with the distributed loss: {ran_triton}")
     # modes x backends x (clip, relaxed) x (even, uneven) + module form + 2 empty-rank cases
     _check_cases(f"world size {world}", res["default"], 2 * 2 * 2 * 2 + 1 + 2)
 
