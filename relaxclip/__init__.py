@@ -22,6 +22,7 @@ from relaxclip.metrics import (
     mcc,
     select_thresholds,
 )
+from relaxclip.models import TinyCLIP, WordTokenizer
 from relaxclip.sampling import SentenceSampler
 from relaxclip.sentences import parse_report_sections, split_sentences
 from relaxclip.zeroshot import (
@@ -43,6 +44,8 @@ __all__ = [
     "RelaxedContrastiveLoss",
     "SentenceSampler",
     "ThresholdResult",
+    "TinyCLIP",
+    "WordTokenizer",
     "ZeroShotClassifier",
     "__version__",
     "auroc",

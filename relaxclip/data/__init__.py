@@ -16,9 +16,29 @@ from relaxclip.data.mimic import read_mimic_cxr
 from relaxclip.data.nih import read_chestxray14
 from relaxclip.data.openi import parse_openi_xml, read_openi_reports
 from relaxclip.data.openi_labels import OpenIJoin, join_openi, read_openi_labels
+from relaxclip.data.synthetic import (
+    FINDING_TERMS,
+    NEGATION_CUES,
+    SYNTHETIC_FINDINGS,
+    SyntheticCXRDataset,
+    SyntheticSplits,
+    label_prevalence,
+    make_synthetic_records,
+    make_synthetic_splits,
+    render_synthetic_image,
+)
 
 __all__ = [
     "CHESTXRAY14_LABELS",
+    "FINDING_TERMS",
+    "NEGATION_CUES",
+    "SYNTHETIC_FINDINGS",
+    "SyntheticCXRDataset",
+    "SyntheticSplits",
+    "label_prevalence",
+    "make_synthetic_records",
+    "make_synthetic_splits",
+    "render_synthetic_image",
     "CHEXPERT_COMPETITION_LABELS",
     "CHEXPERT_LABELS",
     "ImageLabelDataset",
