@@ -1,0 +1,67 @@
+"""The public API: what README and docs promise is importable, typed and versioned."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import relaxclip
+import relaxclip.data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("module", [relaxclip, relaxclip.data])
+def test_every_exported_name_exists(module) -> None:  # type: ignore[no-untyped-def]
+    assert module.__all__, module.__name__
+    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    assert not missing
+
+
+def test_quick_start_names_and_version() -> None:
+    from relaxclip import RelaxedContrastiveLoss, SentenceSampler  # noqa: F401
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert relaxclip.__version__ == project["version"]
+    assert set(project["dependencies"]) and all(
+        dep.split(">")[0].split("=")[0] in {"torch", "numpy", "nltk"}
+        for dep in project["dependencies"]
+    )
+
+
+def test_py_typed_is_shipped() -> None:
+    assert (Path(relaxclip.__file__).parent / "py.typed").is_file()
+
+
+def test_import_does_not_load_heavy_optional_modules() -> None:
+    code = (
+        "import sys, relaxclip, relaxclip.data\n"
+        "heavy = [m for m in ('nltk', 'matplotlib', 'triton', 'open_clip', 'transformers', 'PIL', 'sklearn')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "relaxclip.loss",
+        "relaxclip.backends.dense",
+        "relaxclip.backends.chunked",
+        "relaxclip.backends.triton",
+        "relaxclip.distributed",
+        "relaxclip.sentences",
+        "relaxclip.sampling",
+        "relaxclip.zeroshot",
+        "relaxclip.metrics",
+        "relaxclip.cli",
+    ],
+)
+def test_modules_import(name: str) -> None:
+    importlib.import_module(name)
