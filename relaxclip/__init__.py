@@ -5,6 +5,7 @@ Implements Jang et al., arXiv 2212.07050: a CLIP loss with positive-pair relaxat
 and the CheXzero zero-shot protocol with its metrics (:class:`ZeroShotClassifier`, :func:`macro_auroc`).
 """
 
+from relaxclip.distributed import DISTRIBUTED_MODES, distributed_loss, is_distributed_active
 from relaxclip.loss import DEFAULT_THRESHOLD, RelaxedContrastiveLoss, relaxed_contrastive_loss
 from relaxclip.metrics import (
     AUROCResult,
@@ -40,6 +41,7 @@ __all__ = [
     "BootstrapAUROCResult",
     "ConfidenceInterval",
     "DEFAULT_THRESHOLD",
+    "DISTRIBUTED_MODES",
     "NoFindingTemplateWarning",
     "RelaxedContrastiveLoss",
     "SentenceSampler",
@@ -53,9 +55,11 @@ __all__ = [
     "binarize",
     "bootstrap_auroc",
     "bootstrap_indices",
+    "distributed_loss",
     "evaluate_thresholds",
     "f1",
     "hf_text_encoder",
+    "is_distributed_active",
     "macro_auroc",
     "mcc",
     "open_clip_text_encoder",

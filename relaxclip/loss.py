@@ -73,7 +73,9 @@ def _check_backend_options(backend: str, chunk_size: int | None) -> None:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
 
-def _check_features(image_features: Tensor, text_features: Tensor, check_finite: bool) -> None:
+def _check_features(
+    image_features: Tensor, text_features: Tensor, check_finite: bool, allow_empty: bool = False
+) -> None:
     for name, feats in (("image_features", image_features), ("text_features", text_features)):
         if not isinstance(feats, torch.Tensor):
             raise TypeError(
@@ -83,7 +85,7 @@ def _check_features(image_features: Tensor, text_features: Tensor, check_finite:
             raise ValueError(f"{name} must be 2-D (B, D), got shape {tuple(feats.shape)}")
         if not feats.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {feats.dtype}")
-        if feats.shape[0] == 0:
+        if feats.shape[0] == 0 and not allow_empty:
             raise ValueError(
                 f"{name} must hold at least one sample (B >= 1), got shape {tuple(feats.shape)}"
             )
@@ -203,13 +205,17 @@ def relaxed_contrastive_loss(
     """
     theta = _check_threshold(threshold)
     _check_backend_options(backend, chunk_size)
-    _check_features(image_features, text_features, check_finite)
+    check_distributed_args(distributed, distributed_mode)
+    use_distributed = bool(distributed) or (
+        distributed is None and is_distributed_active(process_group)
+    )
+    # A rank may hold an empty local batch (the end of an epoch): the global batch is what counts,
+    # and raising on one rank would leave the others waiting in the collective.
+    _check_features(image_features, text_features, check_finite, allow_empty=use_distributed)
     scale = _as_scale_tensor(logit_scale, image_features, check_finite)
     x = _normalize(image_features) if normalize else image_features
     y = _normalize(text_features) if normalize else text_features
-    # --- distributed (relaxclip.distributed) ---
-    check_distributed_args(distributed, distributed_mode)
-    if distributed or (distributed is None and is_distributed_active(process_group)):
+    if use_distributed:
         return distributed_loss(
             x,
             y,
@@ -220,7 +226,6 @@ def relaxed_contrastive_loss(
             mode=distributed_mode,
             process_group=process_group,
         )
-    # --- end distributed ---
     n = x.shape[0]
     name = resolve_backend(backend, x.device, n, n, x.dtype)
     total = get_backend(name).symmetric_loss_sum(x, y, scale, theta, chunk_size=chunk_size)

@@ -236,14 +236,15 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
         ddp, a_even, b_even, even, theta_relax, ref, lambda x, y, t, th: loss_mod(x, y, t), group
     )
 
-    # direct calls with an empty local batch on the group's first rank
+    # the public loss with an empty local batch on the group's first rank
     empty = [0, *_splits(total, world - 1, gen, allow_empty=False)] if world > 2 else [0, total]
     ref = _reference(a_unev, b_unev, None)
     for m in MODES:
 
         def direct(x: Any, y: Any, t: Any, th: Any, m: DistributedMode = m) -> Any:
-            xn, yn = F.normalize(x, dim=1), F.normalize(y, dim=1)
-            return distributed_loss(xn, yn, t, th, backend="dense", mode=m, process_group=group)
+            return relaxed_contrastive_loss(
+                x, y, t, threshold=th, backend="dense", distributed_mode=m, process_group=group
+            )
 
         cases[f"{m}/dense/clip/empty-first-rank"] = _run_case(
             ddp, a_unev, b_unev, empty, None, ref, direct, group
