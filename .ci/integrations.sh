@@ -12,8 +12,12 @@
 #      examples/requirements-docs.txt (mkdocstrings reads the source statically: no torch needed).
 #
 # Usage: bash .ci/integrations.sh [all|build|notebooks|examples|tests|docs]   (default: all)
+#        bash .ci/integrations.sh regen [script.py ...]   regenerate + execute notebooks (not in CI)
 # Environment: RELAXCLIP_CACHE (venv cache folder), RELAXCLIP_PYTHON (interpreter, default python3).
 set -euo pipefail
+shopt -s inherit_errexit
+# The whole script is one function, parsed before it runs: editing this file while it runs is safe.
+main() {
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${RELAXCLIP_CACHE:-$HOME/.cache/relaxclip-ci}
@@ -22,7 +26,7 @@ STEP=${1:-all}
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 # Examples and tests must never reach a model hub; make any attempt fail fast.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
-export TOKENIZERS_PARALLELISM=false PYTHONHASHSEED=0
+export TOKENIZERS_PARALLELISM=false PYTHONHASHSEED=0 PYTHONUNBUFFERED=1 NO_MKDOCS_2_WARNING=1
 mkdir -p "$CACHE"
 
 log() { printf '[integrations %(%H:%M:%S)T] %s\n' -1 "$*"; }
@@ -31,7 +35,10 @@ log() { printf '[integrations %(%H:%M:%S)T] %s\n' -1 "$*"; }
 venv_path() {
     local name=$1
     shift
-    local key
+    local key req
+    for req in "$@"; do
+        [[ -f $req ]] || { echo "missing requirements file $req" >&2; exit 1; }
+    done
     key=$( { cat "$@"; "$PY" -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16)
     printf '%s/%s-%s' "$CACHE" "$name" "$key"
 }
@@ -77,7 +84,7 @@ declare -A EXAMPLE_VENV=(
     [clip_open_clip.py]=$INT
     [biomedclip.py]=$INT
     [hf_transformers.py]=$INT
-    [medclip.py]=$MC
+    [medclip_finetune.py]=$MC
 )
 
 step_build() {
@@ -119,7 +126,7 @@ step_examples() {
     step_build
     local py t0 out
     out=$(mktemp -d)
-    for py in clip_open_clip.py biomedclip.py hf_transformers.py medclip.py; do
+    for py in clip_open_clip.py biomedclip.py hf_transformers.py medclip_finetune.py; do
         t0=$SECONDS
         log "running examples/$py --tiny"
         (cd "$out" && "${EXAMPLE_VENV[$py]}/bin/python" "$ROOT/examples/$py" --tiny --output-dir "$out/${py%.py}")
@@ -133,9 +140,18 @@ step_tests() {
     (cd "$ROOT" && "$INT/bin/python" -m pytest -q -p no:cacheprovider tests/integrations)
 }
 
+# Not part of `all`: regenerate and execute the notebooks with the cached venvs (developers).
+step_regen() {
+    step_build
+    PYTHON=$INT/bin/python MEDCLIP_PYTHON=$MC/bin/python bash "$ROOT/examples/make_notebooks.sh" "${@}"
+}
+
 step_docs() {
     ensure_venv docs "${DOCS_REQ[@]}"
-    (cd "$ROOT" && "$DOCS/bin/python" -m mkdocs build --strict --site-dir "$(mktemp -d)/site")
+    local site
+    site=$(mktemp -d)
+    (cd "$ROOT" && "$DOCS/bin/python" -m mkdocs build --strict --site-dir "$site/site")
+    rm -rf "$site"
 }
 
 T0=$SECONDS
@@ -145,6 +161,7 @@ case $STEP in
     examples) step_examples ;;
     tests) step_tests ;;
     docs) step_docs ;;
+    regen) step_regen "${@:2}" ;;
     all)
         step_build
         step_notebooks
@@ -153,8 +170,11 @@ case $STEP in
         step_docs
         ;;
     *)
-        echo "usage: $0 [all|build|notebooks|examples|tests|docs]" >&2
+        echo "usage: $0 [all|build|notebooks|examples|tests|docs|regen]" >&2
         exit 2
         ;;
 esac
 log "step '$STEP' done in $((SECONDS - T0)) s"
+}
+
+main "$@"

@@ -27,11 +27,11 @@
 # BPE tokenizer (its vocabulary ships inside the package) and the synthetic image–report pairs of
 # `relaxclip.data.synthetic`. The AUROC it prints only shows that the loop learns something; it
 # says nothing about real radiographs. Real mode (needs a network the first time, for the weights):
-# OpenAI's CLIP ViT-B/32 weights through open_clip (`ViT-B-32-quickgelu`, `pretrained="openai"`) and
-# a folder of image–report pairs (see `load_real_data` below).
+# OpenAI's CLIP ViT-B/32 weights through open_clip (`ViT-B-32-quickgelu`, `pretrained="openai"`),
+# MIMIC-CXR-JPG for training and the CheXpert test set for zero-shot (see `real_datasets`).
 #
-# Run: `python examples/clip_open_clip.py --tiny` (CI) or
-# `python examples/clip_open_clip.py --data-csv train.csv --test-csv test.csv` (real mode).
+# Run: `python examples/clip_open_clip.py --tiny` (CI) or, with the data (credentialed access):
+# `python examples/clip_open_clip.py --mimic-root M --mimic-reports R --chexpert-csv C --chexpert-root I`
 
 # %%
 from __future__ import annotations
@@ -47,9 +47,9 @@ from typing import Any
 
 import open_clip
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from relaxclip.data.synthetic import SYNTHETIC_FINDINGS, make_synthetic_splits
+from relaxclip.data.synthetic import SYNTHETIC_FINDINGS, SyntheticCXRDataset, make_synthetic_splits
 from relaxclip.loss import RelaxedContrastiveLoss
 from relaxclip.metrics import macro_auroc
 from relaxclip.sampling import SentenceSampler
@@ -68,8 +68,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="offline: tiny random model, synthetic data")
     p.add_argument("--model", default="ViT-B-32-quickgelu", help="open_clip model name (real mode)")
     p.add_argument("--pretrained", default="openai", help="open_clip pretrained tag (real mode)")
-    p.add_argument("--data-csv", type=Path, help="real mode: CSV with image_path,report columns")
-    p.add_argument("--test-csv", type=Path, help="real mode: CSV with image_path + label columns")
+    p.add_argument("--mimic-root", type=Path, help="real mode: MIMIC-CXR-JPG folder (training)")
+    p.add_argument("--mimic-reports", type=Path, help="real mode: MIMIC-CXR report folder")
+    p.add_argument("--chexpert-csv", type=Path, help="real mode: CheXpert test groundtruth.csv")
+    p.add_argument("--chexpert-root", type=Path, help="real mode: CheXpert test image folder")
     p.add_argument("--threshold", type=float, default=0.8, help="relaxation threshold theta")
     p.add_argument("--num-sentences", type=int, default=1, help="sentences sampled per report")
     p.add_argument(
@@ -86,8 +88,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="where result.json is written",
     )
     args = p.parse_args(argv)
-    if not args.tiny and (args.data_csv is None or args.test_csv is None):
-        p.error("real mode needs --data-csv and --test-csv (or pass --tiny)")
+    real = (args.mimic_root, args.mimic_reports, args.chexpert_csv, args.chexpert_root)
+    if not args.tiny and any(x is None for x in real):
+        p.error("real mode needs --mimic-root --mimic-reports --chexpert-csv --chexpert-root")
     # Defaults that differ between the modes (tiny: small random model, larger learning rate).
     args.batch_size = args.batch_size or (32 if args.tiny else 64)
     args.lr = args.lr or (3e-4 if args.tiny else 1e-5)
@@ -137,10 +140,11 @@ print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
 # %% [markdown]
 # ## Data
-# Records are plain dicts `{"image": Tensor, "report": str, "labels": Tensor}`. Synthetic images
-# are `(1, 64, 64)` zero-centred grayscale; `to_rgb` repeats the channel for the RGB towers.
-# In real mode `load_real_data` reads a CSV of image paths and report texts (e.g. exported from
-# MIMIC-CXR-JPG) and applies open_clip's `preprocess`.
+# Datasets yield dicts `{"image": Tensor, "report": str, "labels": Tensor}`. Tiny mode: synthetic
+# `(1, 64, 64)` zero-centred grayscale images (`to_rgb` repeats the channel for the RGB towers).
+# Real mode: MIMIC-CXR-JPG training pairs (frontal views, full reports) and the CheXpert test set
+# (5 competition labels, first image of each study) through relaxclip's readers, images loaded
+# lazily and passed through open_clip's `preprocess`.
 
 
 # %%
@@ -149,44 +153,55 @@ def to_rgb(images: torch.Tensor) -> torch.Tensor:
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
-def load_real_data(
-    args: argparse.Namespace, preprocess: Any
-) -> tuple[list[dict], list[dict], list[str]]:
-    """Real mode: CSV rows -> ``(train records, test records, label names)``.
+class ReaderDataset(Dataset):
+    """Reader records -> ``{"image": transform(PIL image), "labels", "report"?}``, lazily."""
 
-    ``--data-csv`` has columns ``image_path,report``; ``--test-csv`` has ``image_path`` and one 0/1
-    column per label, named as the prompts should read (e.g. ``pleural effusion``)."""
-    import csv
+    def __init__(self, records: list[dict], transform: Any, image_key: str) -> None:
+        self.records, self.transform, self.image_key = records, transform, image_key
 
-    from PIL import Image
+    def __len__(self) -> int:
+        return len(self.records)
 
-    def rows(path: Path) -> list[dict[str, str]]:
-        with open(path, newline="") as f:
-            return list(csv.DictReader(f))
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from relaxclip.data import load_image
 
-    def image(path: str) -> torch.Tensor:
-        return preprocess(Image.open(path).convert("RGB"))
-
-    train = [{"image": image(r["image_path"]), "report": r["report"]} for r in rows(args.data_csv)]
-    test_rows = rows(args.test_csv)
-    label_names = [k for k in test_rows[0] if k != "image_path"]
-    test = [
-        {
-            "image": image(r["image_path"]),
-            "labels": torch.tensor([float(r[k]) for k in label_names]),
+        rec = self.records[i]
+        path = rec[self.image_key]
+        path = path[0] if isinstance(path, list) else path  # a study: its first image
+        item = {
+            "image": self.transform(load_image(path, mode="RGB")),
+            "labels": torch.as_tensor(rec["labels"], dtype=torch.float32),
         }
-        for r in test_rows
-    ]
-    return train, test, label_names
+        if rec.get("report") is not None:
+            item["report"] = rec["report"]
+        return item
+
+
+def real_datasets(args: argparse.Namespace, transform: Any) -> tuple[Dataset, Dataset, list[str]]:
+    """MIMIC-CXR-JPG (train split, PA/AP) for training, CheXpert test for zero-shot."""
+    from relaxclip.data import CHEXPERT_COMPETITION_LABELS, read_chexpert_test, read_mimic_cxr
+
+    train = read_mimic_cxr(
+        args.mimic_root, split="train", views={"PA", "AP"}, reports_root=args.mimic_reports
+    )
+    test = read_chexpert_test(
+        args.chexpert_csv, args.chexpert_root, labels=CHEXPERT_COMPETITION_LABELS
+    )
+    return (
+        ReaderDataset(train, transform, "image_path"),
+        ReaderDataset(test, transform, "image_paths"),
+        list(CHEXPERT_COMPETITION_LABELS),
+    )
 
 
 if args.tiny:
     splits = make_synthetic_splits(1024, 0, 400, image_size=64, seed=args.seed)
-    train_records, test_records, label_names = splits.train, splits.test, list(SYNTHETIC_FINDINGS)
+    train_set, test_set = SyntheticCXRDataset(splits.train), SyntheticCXRDataset(splits.test)
+    label_names = list(SYNTHETIC_FINDINGS)
 else:
-    train_records, test_records, label_names = load_real_data(args, preprocess)
-print(f"{len(train_records)} training pairs, {len(test_records)} test images, labels {label_names}")
-print("example report:", train_records[0]["report"])
+    train_set, test_set, label_names = real_datasets(args, preprocess)
+print(f"{len(train_set)} training pairs, {len(test_set)} test images, labels {label_names}")
+print("example report:", train_set[0]["report"])
 
 
 # %% [markdown]
@@ -198,17 +213,17 @@ print("example report:", train_records[0]["report"])
 
 # %%
 @torch.no_grad()
-def zero_shot_auroc(model: Any, tokenizer: Any, records: list[dict], labels: list[str]) -> float:
+def zero_shot_auroc(model: Any, tokenizer: Any, test_set: Dataset, labels: list[str]) -> float:
     model.eval()
     classifier = ZeroShotClassifier(open_clip_text_encoder(model, tokenizer), labels)
-    images = to_rgb(torch.stack([r["image"] for r in records]))
-    features = torch.cat([model.encode_image(chunk) for chunk in images.split(128)])
-    probs = classifier.predict_proba(features)
-    truth = torch.stack([r["labels"] for r in records])
-    return macro_auroc(truth.numpy(), probs.numpy(), labels).macro
+    probs, truth = [], []
+    for batch in DataLoader(test_set, batch_size=128):
+        probs.append(classifier.predict_proba(model.encode_image(to_rgb(batch["image"]))))
+        truth.append(batch["labels"])
+    return macro_auroc(torch.cat(truth).numpy(), torch.cat(probs).numpy(), labels).macro
 
 
-auroc_before = zero_shot_auroc(model, tokenizer, test_records, label_names)
+auroc_before = zero_shot_auroc(model, tokenizer, test_set, label_names)
 print(f"zero-shot macro AUROC before fine-tuning: {auroc_before:.3f}")
 
 
@@ -221,7 +236,12 @@ print(f"zero-shot macro AUROC before fine-tuning: {auroc_before:.3f}")
 # %%
 collate = SentenceSampler(tokenizer=tokenizer, num_sentences=args.num_sentences, seed=args.seed)
 loader = DataLoader(
-    train_records, batch_size=args.batch_size, shuffle=True, drop_last=True, collate_fn=collate
+    train_set,
+    batch_size=args.batch_size,
+    shuffle=True,
+    drop_last=True,
+    collate_fn=collate,
+    num_workers=0 if args.tiny else 8,
 )
 loss_fn = RelaxedContrastiveLoss(threshold=args.threshold)  # was: open_clip.loss.ClipLoss()
 optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
@@ -255,7 +275,7 @@ print(f"{steps} steps in {time.perf_counter() - t0:.1f} s")
 # ## Result
 
 # %%
-auroc_after = zero_shot_auroc(model, tokenizer, test_records, label_names)
+auroc_after = zero_shot_auroc(model, tokenizer, test_set, label_names)
 print(f"zero-shot macro AUROC before fine-tuning: {auroc_before:.3f}")
 print(f"zero-shot macro AUROC after fine-tuning:  {auroc_after:.3f}")
 args.output_dir.mkdir(parents=True, exist_ok=True)
