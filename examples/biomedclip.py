@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--chexpert-root", type=Path, help="real mode: CheXpert test image folder")
     p.add_argument("--threshold", type=float, default=0.8, help="relaxation threshold theta")
     p.add_argument("--num-sentences", type=int, default=1, help="sentences sampled per report")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (tiny: 300)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (tiny: 600)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -294,7 +294,7 @@ loader = DataLoader(
 )
 loss_fn = RelaxedContrastiveLoss(threshold=args.threshold)  # was: open_clip.loss.ClipLoss()
 optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
-steps = args.steps or (300 if args.tiny else len(loader))
+steps = args.steps or (600 if args.tiny else len(loader))
 
 model.train()
 step, epoch, t0 = 0, 0, time.perf_counter()
