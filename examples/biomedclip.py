@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -88,6 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (tiny default: 1)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (tiny: 0)")
     p.add_argument(
         "--output-dir",
         type=Path,
@@ -98,6 +100,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     real = (args.mimic_root, args.mimic_reports, args.chexpert_csv, args.chexpert_root)
     if not args.tiny and any(x is None for x in real):
         p.error("real mode needs --mimic-root --mimic-reports --chexpert-csv --chexpert-root")
+    if args.workers is None:
+        args.workers = 0 if args.tiny else min(8, os.cpu_count() or 1)
     args.batch_size = args.batch_size or (32 if args.tiny else 64)
     args.lr = args.lr or (3e-4 if args.tiny else 1e-5)
     return args
@@ -290,7 +294,7 @@ loader = DataLoader(
     shuffle=True,
     drop_last=True,
     collate_fn=collate,
-    num_workers=0 if args.tiny else 8,
+    num_workers=args.workers,
 )
 loss_fn = RelaxedContrastiveLoss(threshold=args.threshold)  # was: open_clip.loss.ClipLoss()
 optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -94,6 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (tiny default: 1)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (tiny: 0)")
     p.add_argument(
         "--output-dir",
         type=Path,
@@ -104,6 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     real = (args.mimic_root, args.mimic_reports, args.chexpert_csv, args.chexpert_root)
     if not args.tiny and any(x is None for x in real):
         p.error("real mode needs --mimic-root --mimic-reports --chexpert-csv --chexpert-root")
+    if args.workers is None:
+        args.workers = 0 if args.tiny else min(8, os.cpu_count() or 1)
     args.batch_size = args.batch_size or (32 if args.tiny else 64)
     args.lr = args.lr or (3e-4 if args.tiny else 1e-5)
     return args
@@ -323,7 +327,7 @@ training_args = TrainingArguments(
     lr_scheduler_type="constant",
     remove_unused_columns=False,  # keep "report" for the SentenceSampler
     dataloader_drop_last=True,  # contrastive batches of equal size
-    dataloader_num_workers=0 if args.tiny else 8,
+    dataloader_num_workers=args.workers,
     logging_steps=50,
     save_strategy="no",
     report_to="none",
