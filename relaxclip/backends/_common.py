@@ -23,3 +23,29 @@ def relax_diagonal_(diag: Tensor, threshold: float | None) -> Tensor | None:
     passes = diag <= threshold
     diag.clamp_(max=threshold)
     return passes
+
+
+def weight_products(
+    w: Tensor,
+    positives: Tensor,
+    passes: Tensor | None,
+    threshold: float | None,
+    q: Tensor,
+    k: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The two gradient matmuls of one (b, N) block and the scale-gradient sum, in one place.
+
+    ``w`` holds dL/dl up to the factor ``g`` (the incoming gradient) for logits ``l = t q k^T``;
+    ``positives`` is a writable view of its positive entries and ``passes`` their mask
+    ``s_ii <= threshold`` (``None``: no relaxation). Relaxed positives are zeroed in place (no
+    gradient through s_ii > threshold). Returns ``(w k, w^T q, sum_ij w_ij s~_ij)`` where s~ is the
+    relaxed similarity (theta on relaxed positives): the last term is taken from the (b, D)
+    product ``sum_i <q_i, (w k)_i>`` instead of another pass over the (b, N) block.
+    """
+    relaxed = torch.zeros((), dtype=w.dtype, device=w.device)
+    if passes is not None:
+        assert threshold is not None
+        relaxed = torch.where(passes, 0.0, positives).sum() * threshold
+        positives.mul_(passes)
+    wk = w @ k
+    return wk, w.T @ q, torch.dot(q.reshape(-1), wk.reshape(-1)) + relaxed

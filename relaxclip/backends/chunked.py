@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from relaxclip.backends._common import compute_dtype, relax_diagonal_
+from relaxclip.backends._common import compute_dtype, relax_diagonal_, weight_products
 
 Tensor = torch.Tensor
 
@@ -91,18 +91,17 @@ class _ChunkedSymmetric(torch.autograd.Function):
             logits, passes = _block_logits(xc[blk], yc, t, ctx.threshold, blk.start)
             w = torch.softmax(logits, dim=1)  # P rows of this block
             w += torch.sub(logits, col_lse).exp_()  # Q rows of this block
-            w[:, blk].diagonal().sub_(2.0)
-            dot += torch.dot(w.reshape(-1), logits.reshape(-1))
-            w.mul_(g * t)
-            if passes is not None:
-                w[:, blk].diagonal().mul_(passes)
-            grad_x[blk] = w @ yc
-            grad_y.addmm_(w.T, xc[blk])
-        grad_scale = (g * dot / t).reshape(t.shape) if ctx.needs_input_grad[2] else None
+            positives = w[:, blk].diagonal()
+            positives.sub_(2.0)
+            wy, wtx, block_dot = weight_products(w, positives, passes, ctx.threshold, xc[blk], yc)
+            grad_x[blk] = wy
+            grad_y += wtx
+            dot += block_dot
+        # G = g t W: dX = G Y, dY = G^T X, dL/dt = g sum_ij W_ij s~_ij.
         return (
-            grad_x.to(x.dtype) if ctx.needs_input_grad[0] else None,
-            grad_y.to(y.dtype) if ctx.needs_input_grad[1] else None,
-            grad_scale,
+            (grad_x * (g * t)).to(x.dtype) if ctx.needs_input_grad[0] else None,
+            (grad_y * (g * t)).to(y.dtype) if ctx.needs_input_grad[1] else None,
+            (g * dot).reshape(t.shape) if ctx.needs_input_grad[2] else None,
             None,
             None,
         )
@@ -145,19 +144,16 @@ class _ChunkedRows(torch.autograd.Function):
             start = ctx.offset + blk.start
             logits, passes = _block_logits(qc[blk], kc, t, ctx.threshold, start)
             w = torch.softmax(logits, dim=1)
-            pos = slice(start, start + logits.shape[0])
-            w[:, pos].diagonal().sub_(1.0)
-            dot += torch.dot(w.reshape(-1), logits.reshape(-1))
-            w.mul_(g * t)
-            if passes is not None:
-                w[:, pos].diagonal().mul_(passes)
-            grad_q[blk] = w @ kc
-            grad_k.addmm_(w.T, qc[blk])
-        grad_scale = (g * dot / t).reshape(t.shape) if ctx.needs_input_grad[2] else None
+            positives = w[:, start : start + logits.shape[0]].diagonal()
+            positives.sub_(1.0)
+            wk, wtq, block_dot = weight_products(w, positives, passes, ctx.threshold, qc[blk], kc)
+            grad_q[blk] = wk
+            grad_k += wtq
+            dot += block_dot
         return (
-            grad_q.to(q.dtype) if ctx.needs_input_grad[0] else None,
-            grad_k.to(k.dtype) if ctx.needs_input_grad[1] else None,
-            grad_scale,
+            (grad_q * (g * t)).to(q.dtype) if ctx.needs_input_grad[0] else None,
+            (grad_k * (g * t)).to(k.dtype) if ctx.needs_input_grad[1] else None,
+            (g * dot).reshape(t.shape) if ctx.needs_input_grad[2] else None,
             None,
             None,
             None,

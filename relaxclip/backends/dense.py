@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from relaxclip.backends._common import compute_dtype, relax_diagonal_
+from relaxclip.backends._common import compute_dtype, relax_diagonal_, weight_products
 
 Tensor = torch.Tensor
 
@@ -33,6 +33,7 @@ class _DenseSymmetric(torch.autograd.Function):
         # Fused log-softmax kernels: sum_i (lse_j l_ij - l_ii) = -sum_i log_softmax(l, 1)_ii.
         loss = -torch.log_softmax(logits, dim=1).diagonal().sum()
         loss = loss - torch.log_softmax(logits, dim=0).diagonal().sum()
+        ctx.threshold = threshold
         ctx.save_for_backward(x, y, t, logits, passes)
         return loss
 
@@ -44,18 +45,16 @@ class _DenseSymmetric(torch.autograd.Function):
         # W / g = P + Q - 2I: P row softmax, Q column softmax of the relaxed logits.
         w = torch.softmax(logits, dim=1)
         w += torch.softmax(logits, dim=0)
-        w.diagonal().sub_(2.0)
-        grad_t = None
-        if ctx.needs_input_grad[2]:
-            # dL/dt = sum_ij W_ij * l_ij / t  (l_ij / t is the relaxed similarity).
-            grad_t = g * torch.dot(w.reshape(-1), logits.reshape(-1)) / t
-        w.mul_(g * t)  # G = t * W
-        if passes is not None:
-            w.diagonal().mul_(passes)  # no gradient through s_ii where s_ii > threshold
-        grad_x = (w @ y.to(cdt)).to(x.dtype) if ctx.needs_input_grad[0] else None
-        grad_y = (w.T @ x.to(cdt)).to(y.dtype) if ctx.needs_input_grad[1] else None
-        grad_scale = None if grad_t is None else grad_t.reshape(t.shape)
-        return grad_x, grad_y, grad_scale, None
+        positives = w.diagonal()
+        positives.sub_(2.0)
+        wy, wtx, dot = weight_products(w, positives, passes, ctx.threshold, x.to(cdt), y.to(cdt))
+        # G = g t W: dX = G Y, dY = G^T X, dL/dt = g sum_ij W_ij s~_ij.
+        return (
+            (wy * (g * t)).to(x.dtype) if ctx.needs_input_grad[0] else None,
+            (wtx * (g * t)).to(y.dtype) if ctx.needs_input_grad[1] else None,
+            (g * dot).reshape(t.shape) if ctx.needs_input_grad[2] else None,
+            None,
+        )
 
 
 class _DenseRows(torch.autograd.Function):
@@ -69,7 +68,7 @@ class _DenseRows(torch.autograd.Function):
         positives = logits[:, offset : offset + b].diagonal()
         passes = relax_diagonal_(positives, None if threshold is None else float(t) * threshold)
         loss = -torch.log_softmax(logits, dim=1)[:, offset : offset + b].diagonal().sum()
-        ctx.offset = offset
+        ctx.offset, ctx.threshold = offset, threshold
         ctx.save_for_backward(q, k, t, logits, passes)
         return loss
 
@@ -78,19 +77,17 @@ class _DenseRows(torch.autograd.Function):
         q, k, t, logits, passes = ctx.saved_tensors
         cdt = logits.dtype
         g = grad.to(cdt)
-        positives = slice(ctx.offset, ctx.offset + q.shape[0])
         w = torch.softmax(logits, dim=1)  # row softmax P
-        w[:, positives].diagonal().sub_(1.0)
-        grad_t = None
-        if ctx.needs_input_grad[2]:
-            grad_t = g * torch.dot(w.reshape(-1), logits.reshape(-1)) / t
-        w.mul_(g * t)
-        if passes is not None:
-            w[:, positives].diagonal().mul_(passes)
-        grad_q = (w @ k.to(cdt)).to(q.dtype) if ctx.needs_input_grad[0] else None
-        grad_k = (w.T @ q.to(cdt)).to(k.dtype) if ctx.needs_input_grad[1] else None
-        grad_scale = None if grad_t is None else grad_t.reshape(t.shape)
-        return grad_q, grad_k, grad_scale, None, None
+        positives = w[:, ctx.offset : ctx.offset + q.shape[0]].diagonal()
+        positives.sub_(1.0)
+        wk, wtq, dot = weight_products(w, positives, passes, ctx.threshold, q.to(cdt), k.to(cdt))
+        return (
+            (wk * (g * t)).to(q.dtype) if ctx.needs_input_grad[0] else None,
+            (wtq * (g * t)).to(k.dtype) if ctx.needs_input_grad[1] else None,
+            (g * dot).reshape(t.shape) if ctx.needs_input_grad[2] else None,
+            None,
+            None,
+        )
 
 
 def symmetric_loss_sum(
