@@ -1,6 +1,7 @@
 """Dense backend: one similarity matmul serves both directions, analytic backward with two matmuls.
 
-Memory is O(B^2): the forward keeps the (B, B) logit matrix for the backward. Use the chunked
+Memory is O(B^2): the forward keeps the (B, B) logit matrix for the backward, which builds one (B, B)
+weight matrix; every other pass works on cache-sized row blocks. Use the chunked
 backend (``relaxclip.backends.chunked``) when that does not fit.
 """
 
@@ -20,6 +21,35 @@ def _scaled_logits(q: Tensor, k: Tensor, t: Tensor) -> Tensor:
     return (q.to(t.dtype) * t) @ k.to(t.dtype).T
 
 
+#: Logits per row block in the passes over the (B, B) matrix: the block temporaries (1 MiB in
+#: fp32) stay in cache, and no (B, B) temporary is allocated besides the saved logits and the
+#: backward's weight matrix. Column reductions of a row-major matrix are slow as whole-matrix
+#: kernels; row blocks with running column statistics are several times faster.
+_BLOCK_ELEMENTS = 2**18
+
+
+def _row_blocks(n_rows: int, n_cols: int) -> list[slice]:
+    rows = max(1, _BLOCK_ELEMENTS // max(1, n_cols))
+    return [slice(a, min(a + rows, n_rows)) for a in range(0, n_rows, rows)]
+
+
+def _row_col_lse(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Row and column log-sum-exp of a (B, N) matrix in one pass over its row blocks (read-only)."""
+    n, m = logits.shape
+    row_lse = torch.empty(n, dtype=logits.dtype, device=logits.device)
+    col_max = torch.full((m,), float("-inf"), dtype=logits.dtype, device=logits.device)
+    col_sum = torch.zeros(m, dtype=logits.dtype, device=logits.device)
+    for blk in _row_blocks(n, m):
+        block = logits[blk]
+        row_max = block.amax(dim=1, keepdim=True)
+        row_lse[blk] = torch.sub(block, row_max).exp_().sum(dim=1).log_() + row_max.squeeze(1)
+        new_max = torch.maximum(col_max, block.amax(dim=0))
+        col_sum.mul_(torch.exp(col_max - new_max))
+        col_sum += torch.sub(block, new_max).exp_().sum(dim=0)
+        col_max = new_max
+    return row_lse, col_max + torch.log(col_sum)
+
+
 class _DenseSymmetric(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -30,21 +60,22 @@ class _DenseSymmetric(torch.autograd.Function):
         passes = relax_diagonal_(
             logits.diagonal(), None if threshold is None else float(t) * threshold
         )
-        # Fused log-softmax kernels: sum_i (lse_j l_ij - l_ii) = -sum_i log_softmax(l, 1)_ii.
-        loss = -torch.log_softmax(logits, dim=1).diagonal().sum()
-        loss = loss - torch.log_softmax(logits, dim=0).diagonal().sum()
+        row_lse, col_lse = _row_col_lse(logits)
+        loss = row_lse.sum() + col_lse.sum() - 2.0 * logits.diagonal().sum()
         ctx.threshold = threshold
-        ctx.save_for_backward(x, y, t, logits, passes)
+        ctx.save_for_backward(x, y, t, logits, row_lse, col_lse, passes)
         return loss
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, y, t, logits, passes = ctx.saved_tensors
+        x, y, t, logits, row_lse, col_lse, passes = ctx.saved_tensors
         cdt = logits.dtype
         g = grad.to(cdt)
-        # W / g = P + Q - 2I: P row softmax, Q column softmax of the relaxed logits.
-        w = torch.softmax(logits, dim=1)
-        w += torch.softmax(logits, dim=0)
+        # W / g = P + Q - 2I: P row softmax, Q column softmax of the relaxed logits, by row blocks.
+        w = torch.empty_like(logits)
+        for blk in _row_blocks(*logits.shape):
+            torch.sub(logits[blk], row_lse[blk, None], out=w[blk]).exp_()
+            w[blk] += torch.sub(logits[blk], col_lse).exp_()
         positives = w.diagonal()
         positives.sub_(2.0)
         wy, wtx, dot = weight_products(w, positives, passes, ctx.threshold, x.to(cdt), y.to(cdt))
