@@ -3,7 +3,8 @@
     python benchmarks/loss_cpu.py                 # full table (a few minutes on 2 cores)
     python benchmarks/loss_cpu.py --quick         # small sizes, for a smoke run
 
-Rows, all timed in the same process (median of --repeats runs after a warm-up):
+Rows, all timed in the same process: after a warm-up, --repeats interleaved rounds in which every
+variant runs once (rotating order), and the median per variant:
   (a) open_clip's single-process algorithm: two logit matmuls, two cross-entropies, autograd backward
       (``open_clip.loss.ClipLoss`` itself when open_clip is importable, else the same algorithm inline);
   (b) relaxclip dense backend; (c) relaxclip chunked backend;
@@ -54,14 +55,19 @@ def openclip_algorithm() -> tuple[
         return "open_clip algorithm (inline)", inline
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per function, timed in interleaved rounds (each round runs every function
+    once, in rotating order) so that drift of the machine's speed affects all rows alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def fwd_bwd(
@@ -132,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per row (median)")
+    parser.add_argument("--repeats", type=int, default=15, help="timed rounds (median)")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--memory-batch", type=int, default=16384)
     parser.add_argument("--memory-dim", type=int, default=256)
@@ -151,21 +157,25 @@ def main(argv: list[str] | None = None) -> None:
     ref_name, ref_fn = openclip_algorithm()
     print(
         f"# relaxclip loss, CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}, median of {args.repeats}"
+        f"{platform.processor() or platform.machine()}, median of {args.repeats} interleaved rounds"
     )
     rows = []
     for b in batches:
         d = args.dim
-        t_ref = median_time(fwd_bwd(ref_fn, b, d), args.repeats)
-        t_dense = median_time(
-            fwd_bwd(lambda x, y, t: relaxed_contrastive_loss(x, y, t, backend="dense"), b, d),
+        t = interleaved_medians(
+            {
+                "ref": fwd_bwd(ref_fn, b, d),
+                "dense": fwd_bwd(
+                    lambda x, y, t: relaxed_contrastive_loss(x, y, t, backend="dense"), b, d
+                ),
+                "chunked": fwd_bwd(
+                    lambda x, y, t: relaxed_contrastive_loss(x, y, t, backend="chunked"), b, d
+                ),
+                "floor": matmul_floor(b, d),
+            },
             args.repeats,
         )
-        t_chunk = median_time(
-            fwd_bwd(lambda x, y, t: relaxed_contrastive_loss(x, y, t, backend="chunked"), b, d),
-            args.repeats,
-        )
-        t_floor = median_time(matmul_floor(b, d), args.repeats)
+        t_ref, t_dense, t_chunk, t_floor = t["ref"], t["dense"], t["chunked"], t["floor"]
         rows.append(
             {
                 "B": b,
