@@ -127,33 +127,14 @@ def to_rgb(images: torch.Tensor) -> torch.Tensor:
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
-class ReaderDataset(Dataset):
-    """Reader records -> ``{"image": transform(PIL image), "labels", "report"?}``, lazily."""
-
-    def __init__(self, records: list[dict], transform: Any, image_key: str) -> None:
-        self.records, self.transform, self.image_key = records, transform, image_key
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        from relaxclip.data import load_image
-
-        rec = self.records[i]
-        path = rec[self.image_key]
-        path = path[0] if isinstance(path, list) else path  # a study: its first image
-        item = {
-            "image": self.transform(load_image(path, mode="RGB")),
-            "labels": torch.as_tensor(rec["labels"], dtype=torch.float32),
-        }
-        if rec.get("report") is not None:
-            item["report"] = rec["report"]
-        return item
-
-
 def real_datasets(args: argparse.Namespace, transform: Any) -> tuple[Dataset, Dataset, list[str]]:
     """MIMIC-CXR-JPG (train split, PA/AP) for training, CheXpert test for zero-shot."""
-    from relaxclip.data import CHEXPERT_COMPETITION_LABELS, read_chexpert_test, read_mimic_cxr
+    from relaxclip.data import (
+        CHEXPERT_COMPETITION_LABELS,
+        ImageLabelDataset,
+        read_chexpert_test,
+        read_mimic_cxr,
+    )
 
     train = read_mimic_cxr(
         args.mimic_root, split="train", views={"PA", "AP"}, reports_root=args.mimic_reports
@@ -162,8 +143,11 @@ def real_datasets(args: argparse.Namespace, transform: Any) -> tuple[Dataset, Da
         args.chexpert_csv, args.chexpert_root, labels=CHEXPERT_COMPETITION_LABELS
     )
     return (
-        ReaderDataset(train, transform, "image_path"),
-        ReaderDataset(test, transform, "image_paths"),
+        ImageLabelDataset(train, transform, mode="RGB", as_dict=True),
+        # a CheXpert test record is a study: zero-shot on its first image
+        ImageLabelDataset(
+            test, transform, mode="RGB", image_key="image_paths", first_image=True, as_dict=True
+        ),
         list(CHEXPERT_COMPETITION_LABELS),
     )
 

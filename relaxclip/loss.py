@@ -43,7 +43,11 @@ from relaxclip.distributed import (
 
 Tensor = torch.Tensor
 
-#: Default relaxation threshold theta (a cosine similarity). See docs/demo.md for the sweep.
+#: Default relaxation threshold theta (a cosine similarity). It is a conservative choice, not a
+#: tuned one: relaxation then only touches pairs that are already very well aligned. On the
+#: embedded benchmark (docs/demo.md) the validation sweep chose 0.6, and no theta beat plain CLIP
+#: fine-tuning there, so that run gives no evidence for any value. Tune theta on your validation
+#: split (``relaxclip demo --sweep-threshold`` shows the procedure).
 DEFAULT_THRESHOLD = 0.8
 
 

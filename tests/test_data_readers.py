@@ -461,3 +461,22 @@ def test_dataset_study_records_load_lists(tmp_path: Path) -> None:
     images, labels = ds[0]
     assert [float(x.mean()) for x in images] == [0.0, 1.0]
     assert math.isnan(labels[0]) and labels[1] == 1.0
+
+
+def test_dataset_dict_items_for_the_sampler(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    write_png(a, 0)
+    write_png(b, 255)
+    records = [
+        {"image_paths": [b, a], "labels": np.array([0.0, 1.0]), "report": "FINDINGS: Clear."},
+        {"image_paths": [a], "labels": np.array([1.0, 0.0]), "report": None},
+    ]
+    ds = ImageLabelDataset(
+        records, image_key="image_paths", mode="L", first_image=True, as_dict=True
+    )
+    first, second = ds[0], ds[1]
+    assert set(first) == {"image", "labels", "report"} and first["report"] == "FINDINGS: Clear."
+    assert float(first["image"].mean()) == 1.0  # the study's first image only
+    assert set(second) == {"image", "labels"}  # no report key for a record without one
+    assert second["labels"].tolist() == [1.0, 0.0]

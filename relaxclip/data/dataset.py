@@ -92,8 +92,8 @@ def group_by_study(
     return list(groups.values())
 
 
-class ImageLabelDataset(Dataset[tuple[Any, torch.Tensor]]):
-    """``Dataset`` yielding ``(image, labels)`` from reader records, loading images lazily.
+class ImageLabelDataset(Dataset[Any]):
+    """``Dataset`` yielding ``(image, labels)`` (or dicts) from reader records, loading images lazily.
 
     Args:
         records: reader output (dicts with ``image_key`` and ``labels``).
@@ -102,6 +102,10 @@ class ImageLabelDataset(Dataset[tuple[Any, torch.Tensor]]):
         mode: PIL mode the image is converted to (``"RGB"`` for CLIP encoders, ``"L"``).
         image_key: record key holding the path (``"image_path"``) or a list of paths
             (``"image_paths"`` of study records: the item is then a list of images).
+        first_image: for a record holding a list of paths, load only its first image.
+        as_dict: yield ``{"image", "labels"}`` dicts, plus ``"report"`` when the record has a
+            report (the input :class:`~relaxclip.sampling.SentenceSampler` collates), instead of
+            ``(image, labels)`` tuples.
 
     ``labels`` is ``float32 Tensor[K]`` with NaN for unmentioned labels, unchanged.
     """
@@ -113,6 +117,8 @@ class ImageLabelDataset(Dataset[tuple[Any, torch.Tensor]]):
         *,
         mode: str = "RGB",
         image_key: str = "image_path",
+        first_image: bool = False,
+        as_dict: bool = False,
     ) -> None:
         if isinstance(records, Mapping) or not isinstance(records, Sequence):
             raise TypeError("records: expected a sequence of record dicts")
@@ -133,6 +139,8 @@ class ImageLabelDataset(Dataset[tuple[Any, torch.Tensor]]):
         self.transform = transform
         self.mode = mode
         self.image_key = image_key
+        self.first_image = first_image
+        self.as_dict = as_dict
 
     def __len__(self) -> int:
         return len(self.records)
@@ -141,15 +149,22 @@ class ImageLabelDataset(Dataset[tuple[Any, torch.Tensor]]):
         image = load_image(path, self.mode)
         return self.transform(image) if self.transform is not None else pil_to_tensor(image)
 
-    def __getitem__(self, index: int) -> tuple[Any, torch.Tensor]:
+    def __getitem__(self, index: int) -> Any:
         rec = self.records[index]
         target = rec[self.image_key]
         if isinstance(target, (list, tuple)):
-            image: Any = [self._load(p) for p in target]
+            image: Any = (
+                self._load(target[0]) if self.first_image else [self._load(p) for p in target]
+            )
         else:
             image = self._load(target)
         labels = torch.as_tensor(np.asarray(rec["labels"], dtype=np.float32))
-        return image, labels
+        if not self.as_dict:
+            return image, labels
+        item = {"image": image, "labels": labels}
+        if rec.get("report") is not None:
+            item["report"] = rec["report"]
+        return item
 
 
 def count_nan(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
