@@ -121,7 +121,9 @@ step_examples() {
 
 step_tests() {
     ensure_venv integrations "${INT_REQ[@]}"
-    (cd "$ROOT" && "$INT/bin/python" -m pytest -q -p no:cacheprovider tests/integrations)
+    # tests/integrations, plus the core tests that skip without transformers (real HF tokenizer)
+    (cd "$ROOT" && "$INT/bin/python" -m pytest -q -p no:cacheprovider tests/integrations \
+        "tests/test_sampling.py::test_real_fast_hf_tokenizer")
 }
 
 # Not part of `all`: regenerate and execute the notebooks with the cached venvs (developers).
