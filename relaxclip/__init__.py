@@ -21,6 +21,7 @@ from relaxclip.metrics import (
     f1,
     macro_auroc,
     mcc,
+    roc_curve,
     select_thresholds,
 )
 from relaxclip.models import TinyCLIP, WordTokenizer
@@ -66,6 +67,7 @@ __all__ = [
     "parse_report_sections",
     "plot_roc",
     "relaxed_contrastive_loss",
+    "roc_curve",
     "select_thresholds",
     "split_sentences",
 ]

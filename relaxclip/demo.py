@@ -60,7 +60,7 @@ from relaxclip.data.synthetic import (
     make_synthetic_splits,
 )
 from relaxclip.loss import DEFAULT_THRESHOLD, RelaxedContrastiveLoss
-from relaxclip.metrics import bootstrap_auroc, macro_auroc
+from relaxclip.metrics import bootstrap_auroc, macro_auroc, roc_curve
 from relaxclip.models import TinyCLIP, WordTokenizer
 from relaxclip.sampling import SentenceSampler
 from relaxclip.zeroshot import ZeroShotClassifier
@@ -861,15 +861,6 @@ def _write_outputs(
     log(f"wrote {_plot_summary(results, out / 'summary.png')}")
 
 
-def _roc_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(-s, kind="stable")
-    ss, yy = s[order], y[order]
-    last = np.r_[np.flatnonzero(ss[1:] != ss[:-1]), ss.size - 1]
-    tps = np.cumsum(yy)[last]
-    fps = (last + 1) - tps
-    return np.r_[0.0, fps / max(fps[-1], 1)], np.r_[0.0, tps / max(tps[-1], 1)]
-
-
 def _plot_rocs(results: dict[str, Any], roc: dict[str, np.ndarray], path: Path) -> Path:
     """Per-label ROC curves of arms (a) and (d), first seed (one panel per finding)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -889,7 +880,7 @@ def _plot_rocs(results: dict[str, Any], roc: dict[str, np.ndarray], path: Path) 
         for key, color in (("a", "tab:blue"), ("d", "tab:red")):
             if y.min() == y.max():
                 continue
-            fpr, tpr = _roc_curve(y, roc[key][:, j])
+            fpr, tpr = roc_curve(y, roc[key][:, j])
             auc = results["arms"][key]["per_label_auroc"][name]["per_seed"][0]
             ax.plot(fpr, tpr, color=color, label=f"({key}) {auc:.3f}")
         ax.set_title(name, fontsize=10)

@@ -45,6 +45,7 @@ __all__ = [
     "f1",
     "macro_auroc",
     "mcc",
+    "roc_curve",
     "select_thresholds",
 ]
 
@@ -209,6 +210,31 @@ def auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
     lv = _Levels.of(s)
     pos = t.astype(np.int64)
     return float(_auc_from_counts(lv.counts(pos), lv.counts(1 - pos)))
+
+
+def roc_curve(
+    y_true: ArrayLike, y_score: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """ROC curve points ``(fpr, tpr)``, one per distinct score plus the origin.
+
+    ``y_true``: ``(N,)`` 0/1 with both classes; ``y_score``: ``(N,)`` finite reals. Points are in
+    order of decreasing threshold, starting at ``(0, 0)`` and ending at ``(1, 1)``; tied scores
+    form one point. Equals scikit-learn's ``roc_curve(..., drop_intermediate=False)`` points.
+    """
+    t = _as_binary_1d(y_true, "y_true")
+    s = _as_score_1d(y_score, "y_score")
+    _same_length(t, s, "y_true", "y_score")
+    n_pos = int(t.sum())
+    if n_pos == 0 or n_pos == t.size:
+        raise ValueError(
+            f"roc_curve: only one class present in y_true ({t.size} rows, {n_pos} positive)"
+        )
+    order = np.argsort(-s, kind="stable")
+    ranked, truth = s[order], t[order]
+    level_ends = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), ranked.size - 1]
+    tps = np.cumsum(truth)[level_ends]
+    fps = (level_ends + 1) - tps
+    return np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
 
 
 @dataclass(frozen=True)

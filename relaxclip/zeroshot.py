@@ -376,15 +376,6 @@ def _as_feature_tensor(out: Any, where: str) -> torch.Tensor:
 # ---------------------------------------------------------------------- ROC plot
 
 
-def _roc_curve(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(-y_score, kind="stable")
-    s, t = y_score[order], y_true[order]
-    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]
-    tps = np.cumsum(t)[last]
-    fps = (last + 1) - tps
-    return np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
-
-
 def plot_roc(
     y_true: ArrayLike,
     y_score: ArrayLike,
@@ -405,7 +396,7 @@ def plot_roc(
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("plot_roc needs matplotlib: pip install 'relaxclip[plot]'") from exc
-    from relaxclip.metrics import macro_auroc
+    from relaxclip.metrics import macro_auroc, roc_curve
 
     result = macro_auroc(y_true, y_score, labels)
     t = np.asarray(y_true, dtype=np.float64)
@@ -422,7 +413,7 @@ def plot_roc(
             ax.plot([], [], label=f"{name}: skipped (single class)")
             continue
         keep = ~np.isnan(t[:, k])
-        fpr, tpr = _roc_curve(t[keep, k], s[keep, k])
+        fpr, tpr = roc_curve(t[keep, k], s[keep, k])
         ax.plot(fpr, tpr, label=f"{name}: {result.per_label[name]:.3f}")
     ax.set_xlabel("False positive rate")
     ax.set_ylabel("True positive rate")

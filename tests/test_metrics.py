@@ -323,3 +323,31 @@ def test_select_and_evaluate_thresholds() -> None:
         select_thresholds(y, s, ["a", "b"])
     with pytest.raises(ValueError, match="metric"):
         best_threshold([0, 1], [0.1, 0.2], "auc")  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1),
+    st.integers(2, 60),
+    st.sampled_from([2, 5, 1000]),
+)
+def test_roc_curve_equals_sklearn(seed: int, n: int, levels: int) -> None:
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    from relaxclip.metrics import roc_curve
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    y[0], y[1] = 0, 1  # both classes
+    s = rng.integers(0, levels, n).astype(float)  # ties when levels is small
+    fpr, tpr = roc_curve(y, s)
+    sk_fpr, sk_tpr, _ = sk_roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(tpr, sk_tpr, rtol=0, atol=1e-12)
+
+
+def test_roc_curve_rejects_a_single_class() -> None:
+    from relaxclip.metrics import roc_curve
+
+    with pytest.raises(ValueError, match="only one class"):
+        roc_curve([1, 1, 1], [0.1, 0.2, 0.3])
