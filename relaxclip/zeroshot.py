@@ -35,11 +35,14 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from relaxclip.metrics import AUROCResult
 
 TextEncoder = Callable[[list[str]], torch.Tensor]
 TemplatePair = tuple[str, str]
@@ -151,6 +154,7 @@ class ZeroShotClassifier:
         self.batch_size = batch_size
         self.labels: tuple[str, ...] = kept
         self.excluded: tuple[str, ...] = excluded
+        self.all_labels: tuple[str, ...] = all_labels
         overrides = dict(label_prompts or {})
         bad = [x for x in overrides if x not in all_labels]
         if bad:
@@ -293,6 +297,46 @@ class ZeroShotClassifier:
         return torch.sigmoid(s_pos - s_neg)
 
     __call__ = predict_proba
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        encode_image: Callable[[Any], torch.Tensor],
+        batches: Iterable[Mapping[str, Any]],
+        *,
+        image_key: str = "image",
+        label_key: str = "labels",
+    ) -> AUROCResult:
+        """Zero-shot per-label and macro AUROC over a whole evaluation set.
+
+        ``batches``: an iterable of dict batches (e.g. a ``DataLoader``), each with
+        ``batch[image_key]`` (whatever ``encode_image`` takes) and ``batch[label_key]``, a
+        ``(B, K)`` tensor or array with 0/1/NaN whose columns follow the constructor's ``labels``
+        (all of them, excluded ones included, or only ``self.labels``). ``encode_image`` maps
+        ``batch[image_key]`` to ``(B, D)`` image features. No gradients. Returns
+        :func:`~relaxclip.metrics.macro_auroc`'s result over every row (NaN labels omitted per
+        label, single-class labels reported as skipped).
+        """
+        from relaxclip.metrics import macro_auroc
+
+        keep = [self.all_labels.index(name) for name in self.labels]
+        probs: list[np.ndarray] = []
+        truth: list[np.ndarray] = []
+        for i, batch in enumerate(batches):
+            for key in (image_key, label_key):
+                if key not in batch:
+                    raise KeyError(f"batches[{i}]: missing key {key!r}")
+            y = np.asarray(torch.as_tensor(batch[label_key]).detach().cpu(), dtype=np.float64)
+            if y.ndim != 2 or y.shape[1] not in (len(self.all_labels), len(self.labels)):
+                raise ValueError(
+                    f"batches[{i}][{label_key!r}]: expected shape (B, {len(self.all_labels)}) "
+                    f"or (B, {len(self.labels)}), got {tuple(y.shape)}"
+                )
+            truth.append(y[:, keep] if y.shape[1] == len(self.all_labels) else y)
+            probs.append(self.predict_proba(encode_image(batch[image_key])).float().cpu().numpy())
+        if not truth:
+            raise ValueError("batches: expected at least one batch, got none")
+        return macro_auroc(np.concatenate(truth), np.concatenate(probs), list(self.labels))
 
 
 # ---------------------------------------------------------------------- encoder wrappers

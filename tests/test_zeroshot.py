@@ -359,3 +359,33 @@ def test_docs_table_is_derived_from_the_benchmark_csv() -> None:
     for what, value in derived.items():
         assert f"{value:.3f}" in text, what
     assert f"{1 - mean['No Finding']:.3f}" in text
+
+
+def test_evaluate_over_batches_equals_macro_auroc_on_everything() -> None:
+    enc = FakeEncoder()
+    clf = ZeroShotClassifier(enc, LABELS, exclude=[LABELS[1]])
+    pos, neg = ZeroShotClassifier(enc, LABELS).text_embeddings()
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, (90, len(LABELS))).astype(float)
+    y[::7, 0] = np.nan  # unmentioned labels are omitted per label
+    img = torch.tensor(np.nan_to_num(y), dtype=torch.float32) @ (pos - neg) + torch.randn(90, D)
+    encode_image = lambda x: 2.0 * x  # noqa: E731  (any callable batch -> (B, D))
+    batches = [
+        {"pixels": img[i : i + 32], "target": torch.tensor(y[i : i + 32])} for i in range(0, 90, 32)
+    ]
+    got = clf.evaluate(encode_image, batches, image_key="pixels", label_key="target")
+    keep = [i for i, name in enumerate(LABELS) if name != LABELS[1]]
+    want = macro_auroc(y[:, keep], clf.predict_proba(2.0 * img).numpy(), clf.labels)
+    assert got.macro == pytest.approx(want.macro, abs=1e-12)
+    assert got.per_label == pytest.approx(want.per_label, abs=1e-12)
+    assert list(got.per_label) == list(clf.labels)
+    # labels given for the kept columns only are accepted too
+    only_kept = [{"pixels": b["pixels"], "target": b["target"][:, keep]} for b in batches]
+    same = clf.evaluate(encode_image, only_kept, image_key="pixels", label_key="target")
+    assert same.macro == pytest.approx(got.macro, abs=1e-12)
+    with pytest.raises(KeyError, match=r"batches\[0\]: missing key 'image'"):
+        clf.evaluate(encode_image, batches)
+    with pytest.raises(ValueError, match="expected shape"):
+        clf.evaluate(encode_image, [{"image": img[:4], "labels": torch.zeros(4, 7)}])
+    with pytest.raises(ValueError, match="at least one batch"):
+        clf.evaluate(encode_image, [])
