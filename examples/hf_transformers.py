@@ -68,7 +68,6 @@ from transformers import (
 
 from relaxclip.data.synthetic import SYNTHETIC_FINDINGS, SyntheticCXRDataset, make_synthetic_splits
 from relaxclip.loss import RelaxedContrastiveLoss
-from relaxclip.metrics import macro_auroc
 from relaxclip.sampling import SentenceSampler
 from relaxclip.zeroshot import ZeroShotClassifier, hf_text_encoder
 
@@ -254,11 +253,8 @@ def zero_shot_auroc(
 ) -> float:
     model.eval()
     classifier = ZeroShotClassifier(hf_text_encoder(model, tokenizer), labels)
-    probs, truth = [], []
-    for batch in DataLoader(test_set, batch_size=128):
-        probs.append(classifier.predict_proba(image_embeddings(model, batch["image"])))
-        truth.append(batch["labels"])
-    return macro_auroc(torch.cat(truth).numpy(), torch.cat(probs).numpy(), labels).macro
+    loader = DataLoader(test_set, batch_size=128)
+    return classifier.evaluate(lambda images: image_embeddings(model, images), loader).macro
 
 
 auroc_before = zero_shot_auroc(model, tokenizer, test_set, label_names)
