@@ -12,16 +12,17 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def relax_diagonal_(diag: Tensor, threshold: float | None) -> Tensor | None:
-    """Clamp a (writable) diagonal view in place to ``min(s_ii, threshold)``.
+def relax_diagonal_(diag: Tensor, bound: Tensor | float | None) -> Tensor | None:
+    """Clamp a (writable) diagonal view in place to ``min(l_ii, bound)``.
 
-    Returns the boolean mask ``s_ii <= threshold`` of entries whose gradient passes (``None`` when
-    there is no relaxation, i.e. every diagonal gradient passes).
+    ``bound`` is the relaxed logit ``t * theta`` (a 0-d tensor on ``diag``'s device, so no
+    host sync) or ``None`` for no relaxation. Returns the boolean mask ``l_ii <= bound`` of the
+    entries whose gradient passes (``None`` when every diagonal gradient passes).
     """
-    if threshold is None:
+    if bound is None:
         return None
-    passes = diag <= threshold
-    diag.clamp_(max=threshold)
+    passes = diag <= bound
+    diag.clamp_(max=bound)
     return passes
 
 

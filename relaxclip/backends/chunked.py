@@ -42,7 +42,7 @@ def _block_logits(
     logits = (q_blk * t) @ k.T
     rows = q_blk.shape[0]
     positives = logits[:, diag_start : diag_start + rows].diagonal()
-    return logits, relax_diagonal_(positives, None if threshold is None else float(t) * threshold)
+    return logits, relax_diagonal_(positives, None if threshold is None else t * threshold)
 
 
 class _ChunkedSymmetric(torch.autograd.Function):

@@ -57,9 +57,7 @@ class _DenseSymmetric(torch.autograd.Function):
     ) -> Tensor:
         t = logit_scale.detach().to(compute_dtype(x.dtype))
         logits = _scaled_logits(x, y, t)  # (B, B): l_ij = t * s_ij
-        passes = relax_diagonal_(
-            logits.diagonal(), None if threshold is None else float(t) * threshold
-        )
+        passes = relax_diagonal_(logits.diagonal(), None if threshold is None else t * threshold)
         row_lse, col_lse = _row_col_lse(logits)
         loss = row_lse.sum() + col_lse.sum() - 2.0 * logits.diagonal().sum()
         ctx.threshold = threshold
@@ -97,7 +95,7 @@ class _DenseRows(torch.autograd.Function):
         t = logit_scale.detach().to(compute_dtype(q.dtype))
         logits = _scaled_logits(q, k, t)  # (b, N)
         positives = logits[:, offset : offset + b].diagonal()
-        passes = relax_diagonal_(positives, None if threshold is None else float(t) * threshold)
+        passes = relax_diagonal_(positives, None if threshold is None else t * threshold)
         loss = -torch.log_softmax(logits, dim=1)[:, offset : offset + b].diagonal().sum()
         ctx.offset, ctx.threshold = offset, threshold
         ctx.save_for_backward(q, k, t, logits, passes)
