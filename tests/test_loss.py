@@ -425,3 +425,37 @@ def test_module_rejects_bad_options_at_construction() -> None:
         RelaxedContrastiveLoss(backend="fast")
     with pytest.raises(ValueError, match="chunk_size"):
         RelaxedContrastiveLoss(chunk_size=-3)
+
+
+@pytest.mark.parametrize("name", ["dense", "chunked"])
+def test_autocast_region_does_not_lower_the_loss_precision(name: str) -> None:
+    # open_clip computes the loss inside torch.autocast: the backends must still accumulate in fp32
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(64, 32, generator=g)
+    y0 = x0 + 0.5 * torch.randn(64, 32, generator=g)
+    t0 = torch.tensor(100.0)
+    want = grads(
+        lambda a, b, s: relaxed_contrastive_loss(
+            a, b, s, threshold=0.8, backend=name, chunk_size=16
+        ),
+        x0,
+        y0,
+        100.0,
+    )
+    x, y = x0.clone().requires_grad_(), y0.clone().requires_grad_()
+    t = t0.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = relaxed_contrastive_loss(x, y, t, threshold=0.8, backend=name, chunk_size=16)
+        got = (loss, *torch.autograd.grad(loss, (x, y, t)))  # backward inside the region too
+    assert loss.dtype == torch.float32
+    assert_all_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dense", "chunked"])
+def test_double_backward_raises_instead_of_being_wrong(name: str) -> None:
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    loss = relaxed_contrastive_loss(x, y, 5.0, backend=name)
+    (gx,) = torch.autograd.grad(loss, x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(gx.sum(), y)

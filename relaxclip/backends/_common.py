@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
 import torch
 
 Tensor = torch.Tensor
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def no_autocast(like: Tensor) -> torch.autocast:
+    """Autocast off for the backend's own matmuls: they accumulate in fp32 (fp64 for fp64) by design,
+    whatever ``torch.autocast`` region the loss is called from (open_clip calls it inside one)."""
+    return torch.autocast(like.device.type, enabled=False)
+
+
+def autocast_off(backward: _F) -> _F:
+    """Decorator: run a Function's ``backward(ctx, grad)`` with autocast off (on CPU the backward
+    runs on the caller's thread, inside its autocast region if ``.backward()`` is called there)."""
+
+    @functools.wraps(backward)
+    def run(ctx: Any, grad: Tensor) -> Any:
+        with no_autocast(grad):
+            return backward(ctx, grad)
+
+    return cast(_F, run)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -17,8 +17,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
-from relaxclip.backends._common import compute_dtype, relax_diagonal_, weight_products
+from relaxclip.backends._common import (
+    autocast_off,
+    compute_dtype,
+    no_autocast,
+    relax_diagonal_,
+    weight_products,
+)
 
 Tensor = torch.Tensor
 
@@ -79,6 +86,8 @@ class _ChunkedSymmetric(torch.autograd.Function):
         return row_terms + col_lse.sum() - positives
 
     @staticmethod
+    @once_differentiable
+    @autocast_off
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, y, t, col_lse = ctx.saved_tensors
         cdt = t.dtype
@@ -132,6 +141,8 @@ class _ChunkedRows(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @once_differentiable
+    @autocast_off
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         q, k, t = ctx.saved_tensors
         cdt = t.dtype
@@ -177,7 +188,8 @@ def symmetric_loss_sum(
             ``default_chunk_size(B)``.
     """
     size = default_chunk_size(y.shape[0]) if chunk_size is None else chunk_size
-    return _ChunkedSymmetric.apply(x, y, logit_scale, threshold, size)
+    with no_autocast(x):
+        return _ChunkedSymmetric.apply(x, y, logit_scale, threshold, size)
 
 
 def rows_loss_sum(
@@ -192,7 +204,8 @@ def rows_loss_sum(
 ) -> Tensor:
     """Chunked form of ``relaxclip.backends.dense.rows_loss_sum`` (same value and gradients)."""
     size = default_chunk_size(k.shape[0]) if chunk_size is None else chunk_size
-    return _ChunkedRows.apply(q, k, logit_scale, threshold, offset, size)
+    with no_autocast(q):
+        return _ChunkedRows.apply(q, k, logit_scale, threshold, offset, size)
 
 
 __all__ = ["default_chunk_size", "rows_loss_sum", "symmetric_loss_sum"]

@@ -10,8 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
-from relaxclip.backends._common import compute_dtype, relax_diagonal_, weight_products
+from relaxclip.backends._common import (
+    autocast_off,
+    compute_dtype,
+    no_autocast,
+    relax_diagonal_,
+    weight_products,
+)
 
 Tensor = torch.Tensor
 
@@ -65,6 +72,8 @@ class _DenseSymmetric(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @once_differentiable
+    @autocast_off
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, y, t, logits, row_lse, col_lse, passes = ctx.saved_tensors
         cdt = logits.dtype
@@ -102,6 +111,8 @@ class _DenseRows(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @once_differentiable
+    @autocast_off
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         q, k, t, logits, passes = ctx.saved_tensors
         cdt = logits.dtype
@@ -131,7 +142,8 @@ def symmetric_loss_sum(
 
     Returns a 0-d tensor in the compute dtype (fp32, or fp64), differentiable w.r.t. x, y, t.
     """
-    return _DenseSymmetric.apply(x, y, logit_scale, threshold)
+    with no_autocast(x):
+        return _DenseSymmetric.apply(x, y, logit_scale, threshold)
 
 
 def rows_loss_sum(
@@ -142,7 +154,8 @@ def rows_loss_sum(
     Args:
         q: (b, D) queries; k: (N, D) keys with N >= offset + b; the positive of row i is key offset+i.
     """
-    return _DenseRows.apply(q, k, logit_scale, threshold, offset)
+    with no_autocast(q):
+        return _DenseRows.apply(q, k, logit_scale, threshold, offset)
 
 
 __all__ = ["rows_loss_sum", "symmetric_loss_sum"]

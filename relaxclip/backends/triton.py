@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 try:  # the CPU-only package must import without triton
     import triton
@@ -572,6 +573,7 @@ class _TritonLoss(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         q, k, t, row_lse2, col_lse2, diag_s, pos_sum = ctx.saved_tensors
         need_q, need_k, need_t = ctx.needs_input_grad[:3]
