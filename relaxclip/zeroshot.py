@@ -326,14 +326,25 @@ class ZeroShotClassifier:
             for key in (image_key, label_key):
                 if key not in batch:
                     raise KeyError(f"batches[{i}]: missing key {key!r}")
-            y = np.asarray(torch.as_tensor(batch[label_key]).detach().cpu(), dtype=np.float64)
+            y = torch.as_tensor(batch[label_key]).detach().double().cpu().numpy()
             if y.ndim != 2 or y.shape[1] not in (len(self.all_labels), len(self.labels)):
                 raise ValueError(
                     f"batches[{i}][{label_key!r}]: expected shape (B, {len(self.all_labels)}) "
                     f"or (B, {len(self.labels)}), got {tuple(y.shape)}"
                 )
+            features = encode_image(batch[image_key])
+            if not isinstance(features, torch.Tensor) or features.dim() != 2:
+                raise ValueError(
+                    f"encode_image(batches[{i}][{image_key!r}]): expected a (B, D) tensor, got "
+                    f"{tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__}"
+                )
+            if features.shape[0] != y.shape[0]:
+                raise ValueError(
+                    f"encode_image(batches[{i}][{image_key!r}]) returned {features.shape[0]} rows "
+                    f"for {y.shape[0]} label rows"
+                )
             truth.append(y[:, keep] if y.shape[1] == len(self.all_labels) else y)
-            probs.append(self.predict_proba(encode_image(batch[image_key])).float().cpu().numpy())
+            probs.append(self.predict_proba(features).double().cpu().numpy())
         if not truth:
             raise ValueError("batches: expected at least one batch, got none")
         return macro_auroc(np.concatenate(truth), np.concatenate(probs), list(self.labels))

@@ -480,3 +480,13 @@ def test_dataset_dict_items_for_the_sampler(tmp_path: Path) -> None:
     assert float(first["image"].mean()) == 1.0  # the study's first image only
     assert set(second) == {"image", "labels"}  # no report key for a record without one
     assert second["labels"].tolist() == [1.0, 0.0]
+
+
+def test_count_nan_any_label_container() -> None:
+    nan = float("nan")
+    records = [
+        {"labels": np.array([nan, 1.0], dtype=np.float32)},
+        {"labels": torch.tensor([nan, nan])},
+        {"labels": [0.0, nan]},
+    ]
+    assert count_nan(records) == {"label_0": 2, "label_1": 2}

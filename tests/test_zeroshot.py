@@ -389,3 +389,13 @@ def test_evaluate_over_batches_equals_macro_auroc_on_everything() -> None:
         clf.evaluate(encode_image, [{"image": img[:4], "labels": torch.zeros(4, 7)}])
     with pytest.raises(ValueError, match="at least one batch"):
         clf.evaluate(encode_image, [])
+
+
+def test_evaluate_accepts_bf16_labels_and_checks_rows() -> None:
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    y = torch.tensor([[0, 1, 0], [1, 0, 1], [0, 1, 1], [1, 0, 0]], dtype=torch.bfloat16)
+    img = torch.randn(4, D)
+    res = clf.evaluate(lambda x: x, [{"image": img, "labels": y}])
+    assert set(res.per_label) == set(LABELS)
+    with pytest.raises(ValueError, match=r"returned 3 rows for 4 label rows"):
+        clf.evaluate(lambda x: x[:3], [{"image": img, "labels": y}])

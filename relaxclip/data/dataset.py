@@ -6,7 +6,6 @@ Images are read with Pillow, imported on first use (install the extra that provi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,9 +173,7 @@ def count_nan(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     names = records[0].get("label_names") or [
         f"label_{i}" for i in range(len(records[0]["labels"]))
     ]
-    out = dict.fromkeys(names, 0)
-    for rec in records:
-        for name, v in zip(names, rec["labels"], strict=True):
-            if isinstance(v, float) and math.isnan(v):
-                out[name] += 1
-    return out
+    counts = np.zeros(len(names), dtype=np.int64)
+    for rec in records:  # numpy arrays of any float dtype, tensors and lists alike
+        counts += np.isnan(np.asarray(torch.as_tensor(rec["labels"]).double().cpu()))
+    return dict(zip(names, counts.tolist(), strict=True))
