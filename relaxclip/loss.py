@@ -196,7 +196,11 @@ def relaxed_contrastive_loss(
             rank passing its local (b_r, D) features (see ``relaxclip.distributed`` and
             docs/distributed.md). ``None`` (default): on when ``torch.distributed`` is
             initialised and ``process_group`` has more than one rank; ``False``: local loss;
-            ``True``: required (RuntimeError when not initialised).
+            ``True``: required (RuntimeError when not initialised). Inside an initialised job,
+            call the loss on every rank of the group: a call on one rank only (e.g. a rank-0
+            validation loop) waits for the others, so pass ``distributed=False`` there. An input
+            error raised on one rank only (NaN, wrong shape) likewise leaves the other ranks
+            waiting in the collective until the launcher (torchrun) ends the job.
         distributed_mode: ``"local"`` (rank r computes the (b_r x B) rows/columns of its own
             samples and returns W * its share, so the mean over ranks is the global loss) or
             ``"global"`` (every rank computes the full (B x B) loss).
@@ -210,6 +214,11 @@ def relaxed_contrastive_loss(
     theta = _check_threshold(threshold)
     _check_backend_options(backend, chunk_size)
     check_distributed_args(distributed, distributed_mode)
+    if process_group is not None and distributed is None and not torch.distributed.is_initialized():
+        raise ValueError(
+            "process_group was given but torch.distributed is not initialised; initialise it "
+            "first, or pass distributed=False for a local loss"
+        )
     use_distributed = bool(distributed) or (
         distributed is None and is_distributed_active(process_group)
     )

@@ -457,6 +457,8 @@ def test_not_initialised_errors_and_auto_off() -> None:
     assert torch.equal(auto, relaxed_contrastive_loss(x, y, 5.0, distributed=False))
     with pytest.raises(RuntimeError, match="not initialised"):
         relaxed_contrastive_loss(x, y, 5.0, distributed=True)
+    with pytest.raises(ValueError, match="process_group was given"):
+        relaxed_contrastive_loss(x, y, 5.0, process_group=object())
     with pytest.raises(ValueError, match="distributed_mode"):
         relaxed_contrastive_loss(x, y, 5.0, distributed_mode="ring")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="distributed_mode"):
