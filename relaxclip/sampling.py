@@ -67,7 +67,7 @@ class SentenceSampler:
     Evaluation mode (``train=False`` or :meth:`eval`) returns every candidate sentence joined by
     ``separator``, deterministically (no randomness consumed).
 
-    Output: a dict with ``image`` (``default_collate`` of the images: a stacked ``(B, ...)``
+    Output: a dict with ``image_key`` (``default_collate`` of the images: a stacked ``(B, ...)``
     tensor for tensors, batch order kept; absent when ``image_key=None``), ``text`` (``list[str]``
     of length ``B``, the sampled text of sample ``i`` at position ``i``), the tokenizer's outputs
     when a tokenizer is given, and every other key of the samples collated with
