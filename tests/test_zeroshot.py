@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _shared import needs_shared, shared_path
 
 from relaxclip.metrics import macro_auroc
 from relaxclip.zeroshot import (
@@ -328,15 +329,12 @@ def test_plot_roc_writes_png(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- docs numbers
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
+BENCH = shared_path("benchmarks")
 DOC = Path(__file__).resolve().parents[1] / "docs" / "zeroshot.md"
 
 
-@pytest.mark.shared_data
-@pytest.mark.skipif(
-    not (BENCH / "chexzero_chexpert_test_auc.csv").is_file() or not DOC.is_file(),
-    reason="../shared/data/benchmarks or docs/zeroshot.md absent",
-)
+@needs_shared("benchmarks/chexzero_chexpert_test_auc.csv")
+@pytest.mark.skipif(not DOC.is_file(), reason="docs/zeroshot.md absent")
 def test_docs_table_is_derived_from_the_benchmark_csv() -> None:
     import csv
 
