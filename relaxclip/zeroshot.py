@@ -45,16 +45,18 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from relaxclip.metrics import AUROCResult
+
 if TYPE_CHECKING:
-    from relaxclip.metrics import AUROCResult, BootstrapAUROCResult
+    from relaxclip.metrics import BootstrapAUROCResult
 
 TextEncoder = Callable[[list[str]], torch.Tensor]
 TemplatePair = tuple[str, str]
@@ -178,21 +180,20 @@ def is_non_finding_label(name: str) -> bool:
     return norm in NON_FINDING_NAMES or bool(_NEGATED_NAME.match(norm))
 
 
-@dataclass(frozen=True)
-class ZeroShotEvaluation:
-    """Everything ``ZeroShotClassifier.evaluate(..., return_details=True)`` computes in one pass.
+@dataclass(frozen=True, eq=False)
+class ZeroShotEvaluation(AUROCResult):
+    """What ``ZeroShotClassifier.evaluate`` computes in one pass over the data.
 
-    ``auroc``: :func:`~relaxclip.metrics.macro_auroc` over every row. ``y_true``: float64
-    ``(N, K)`` (0/1/NaN) in ``labels`` order. ``y_score``: float64 ``(N, K)`` probabilities
-    ``P(c | x)``. ``groups``: the ``(N,)`` study ids gathered from ``group_key`` (None without).
-    ``bootstrap``: :func:`~relaxclip.metrics.bootstrap_auroc` of the same arrays (None unless
-    ``n_bootstrap`` was given).
+    An :class:`~relaxclip.metrics.AUROCResult` (``macro``, ``per_label``, ``skipped``, ...:
+    ``macro_auroc(y_true, y_score, labels)``) with, in addition, ``y_true``: float64
+    ``(N, K)`` labels (0/1/NaN) in the classifier's label order; ``y_score``: float64
+    ``(N, K)`` probabilities ``P(c | x)``; ``groups``: the ``(N,)`` study ids read from
+    ``group_key`` (None without); ``bootstrap``: :func:`~relaxclip.metrics.bootstrap_auroc`
+    of the same arrays (None unless ``n_bootstrap`` was given).
     """
 
-    auroc: AUROCResult
-    y_true: np.ndarray
-    y_score: np.ndarray
-    labels: tuple[str, ...]
+    y_true: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    y_score: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
     groups: np.ndarray | None = None
     bootstrap: BootstrapAUROCResult | None = None
 
@@ -486,32 +487,6 @@ class ZeroShotClassifier:
 
     __call__ = predict_proba
 
-    @overload
-    def evaluate(
-        self,
-        encode_image: Callable[[Any], torch.Tensor],
-        batches: Iterable[Mapping[str, Any]],
-        *,
-        image_key: str = ...,
-        label_key: str = ...,
-        return_details: Literal[False] = ...,
-    ) -> AUROCResult: ...
-
-    @overload
-    def evaluate(
-        self,
-        encode_image: Callable[[Any], torch.Tensor],
-        batches: Iterable[Mapping[str, Any]],
-        *,
-        image_key: str = ...,
-        label_key: str = ...,
-        return_details: Literal[True],
-        n_bootstrap: int | None = ...,
-        seed: int = ...,
-        confidence: float = ...,
-        group_key: str | None = ...,
-    ) -> ZeroShotEvaluation: ...
-
     @torch.no_grad()
     def evaluate(
         self,
@@ -520,12 +495,11 @@ class ZeroShotClassifier:
         *,
         image_key: str = "image",
         label_key: str = "labels",
-        return_details: bool = False,
         n_bootstrap: int | None = None,
         seed: int = 0,
         confidence: float = 0.95,
         group_key: str | None = None,
-    ) -> AUROCResult | ZeroShotEvaluation:
+    ) -> ZeroShotEvaluation:
         """Zero-shot per-label and macro AUROC over a whole evaluation set, in one pass.
 
         ``batches``: an iterable of dict batches (e.g. a ``DataLoader``), each with
@@ -535,21 +509,16 @@ class ZeroShotClassifier:
         ``batch[image_key]`` to finite ``(B, D)`` image features (non-finite rows raise, naming
         the batch and rows). No gradients.
 
-        Returns :func:`~relaxclip.metrics.macro_auroc`'s result over every row (NaN labels
-        omitted per label, single-class labels reported as skipped). With
-        ``return_details=True`` returns a :class:`ZeroShotEvaluation` instead: that result plus
-        the ``(N, K)`` labels and probabilities, and, with ``n_bootstrap``, the
-        :func:`~relaxclip.metrics.bootstrap_auroc` CI (``seed``, ``confidence``; whole studies
-        resampled when ``group_key`` names a per-row study id in each batch). The bootstrap
-        options need ``return_details=True`` (they raise otherwise, never ignored).
+        Returns a :class:`ZeroShotEvaluation`: an :class:`~relaxclip.metrics.AUROCResult`
+        (``macro_auroc`` over every row: NaN labels omitted per label, single-class labels
+        reported as skipped) that also holds the ``(N, K)`` labels and probabilities, the study
+        ids read from ``batch[group_key]`` when ``group_key`` is given, and, with
+        ``n_bootstrap``, :func:`~relaxclip.metrics.bootstrap_auroc` of the same arrays
+        (``seed``, ``confidence``; whole studies resampled when ``group_key`` is given) — all
+        from one pass over ``batches``.
         """
         from relaxclip.metrics import bootstrap_auroc, macro_auroc
 
-        if not return_details and (n_bootstrap is not None or group_key is not None):
-            raise ValueError(
-                "n_bootstrap/group_key: only used with return_details=True (the bootstrap "
-                "result is returned in ZeroShotEvaluation.bootstrap)"
-            )
         keep = [self.all_labels.index(name) for name in self.labels]
         probs: list[np.ndarray] = []
         truth: list[np.ndarray] = []
@@ -579,8 +548,6 @@ class ZeroShotClassifier:
             raise ValueError("batches: expected at least one batch, got none")
         y_true, y_score = np.concatenate(truth), np.concatenate(probs)
         result = macro_auroc(y_true, y_score, list(self.labels))
-        if not return_details:
-            return result
         ids = np.concatenate(groups) if group_key is not None else None
         boot = None
         if n_bootstrap is not None:
@@ -593,7 +560,13 @@ class ZeroShotClassifier:
                 confidence=confidence,
                 groups=ids,
             )
-        return ZeroShotEvaluation(result, y_true, y_score, self.labels, ids, boot)
+        return ZeroShotEvaluation(
+            **{f.name: getattr(result, f.name) for f in fields(result)},
+            y_true=y_true,
+            y_score=y_score,
+            groups=ids,
+            bootstrap=boot,
+        )
 
     def _check_image_features(
         self, features: Any, i: int, image_key: str, y: np.ndarray

@@ -15,7 +15,7 @@ import pytest
 import torch
 from _shared import needs_shared, shared_path
 
-from relaxclip.metrics import bootstrap_auroc, macro_auroc
+from relaxclip.metrics import AUROCResult, bootstrap_auroc, macro_auroc
 from relaxclip.zeroshot import (
     NON_FINDING_NAMES,
     PROMPT_NAMES,
@@ -560,23 +560,21 @@ def test_evaluate_returns_probabilities_and_bootstrap_in_one_pass() -> None:
         }
         for i in range(0, 70, 16)
     )
-    got = clf.evaluate(
-        encode_image, batches, return_details=True, n_bootstrap=50, seed=4, group_key="study"
-    )
+    got = clf.evaluate(encode_image, batches, n_bootstrap=50, seed=4, group_key="study")
     assert calls == [16, 16, 16, 16, 6]
     np.testing.assert_array_equal(got.y_true, y)
     per_batch = [clf.predict_proba(img[i : i + 16]) for i in range(0, 70, 16)]
     np.testing.assert_array_equal(got.y_score, torch.cat(per_batch).double().numpy())
-    assert got.auroc == macro_auroc(y, got.y_score, LABELS)
+    want = macro_auroc(y, got.y_score, LABELS)
+    assert (got.macro, got.per_label, got.skipped) == (want.macro, want.per_label, want.skipped)
     assert got.bootstrap is not None and got.groups is not None
     np.testing.assert_array_equal(got.groups, study)
     ref = bootstrap_auroc(y, got.y_score, LABELS, n_bootstrap=50, seed=4, groups=study)
     np.testing.assert_array_equal(got.bootstrap.samples, ref.samples)
     assert got.bootstrap.macro == ref.macro
     plain = clf.evaluate(lambda x: x, [{"image": img, "labels": torch.tensor(y)}])
-    assert plain == got.auroc  # the default return is unchanged
-    with pytest.raises(ValueError, match="only used with return_details=True"):
-        clf.evaluate(lambda x: x, [{"image": img, "labels": torch.tensor(y)}], n_bootstrap=10)
+    assert isinstance(plain, AUROCResult) and plain.bootstrap is None and plain.groups is None
+    assert plain.per_label == got.per_label and plain.summary() == want.summary()
 
 
 @pytest.mark.skipif(
@@ -590,8 +588,6 @@ def test_evaluate_details_agree_with_sklearn() -> None:
     rng = np.random.default_rng(5)
     y = rng.integers(0, 2, (60, 3)).astype(float)
     img = torch.randn(60, D) + torch.tensor(y[:, :1], dtype=torch.float32)
-    got = clf.evaluate(
-        lambda x: x, [{"image": img, "labels": torch.tensor(y)}], return_details=True
-    )
+    got = clf.evaluate(lambda x: x, [{"image": img, "labels": torch.tensor(y)}])
     for k, name in enumerate(LABELS):
-        assert abs(got.auroc.per_label[name] - roc_auc_score(y[:, k], got.y_score[:, k])) <= 1e-12
+        assert abs(got.per_label[name] - roc_auc_score(y[:, k], got.y_score[:, k])) <= 1e-12
