@@ -172,7 +172,7 @@ class CsvTable:
         return f"{self.path} line {self.lines[i]}"
 
 
-def read_csv_rows(path: Path, required: Sequence[str], *, allow_empty: bool = False) -> CsvTable:
+def read_csv_rows(path: Path, required: Sequence[str]) -> CsvTable:
     """Read a CSV (or ``.csv.gz``) with a header into a :class:`CsvTable`.
 
     The file must be UTF-8; a byte-order mark (as Excel writes in "CSV UTF-8") and other
@@ -181,8 +181,8 @@ def read_csv_rows(path: Path, required: Sequence[str], *, allow_empty: bool = Fa
 
     Raises ``ValueError`` naming the file when: it is not UTF-8 (line and byte), a ``.gz``
     is truncated, the header is missing or repeats a column name, a ``required`` column is
-    absent, a row has the wrong number of fields (its line), or, unless ``allow_empty``,
-    the file has a header but no data row.
+    absent, a row has the wrong number of fields (its line), or the file has a header but
+    no data row (a reader would otherwise return nothing without a word).
     """
     text = read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -221,7 +221,7 @@ def read_csv_rows(path: Path, required: Sequence[str], *, allow_empty: bool = Fa
             )
         rows.append(dict(zip(header, values, strict=True)))
         lines.append(start)
-    if not rows and not allow_empty:
+    if not rows:
         raise ValueError(f"{path}: the CSV has a header but no data row; expected at least one row")
     return CsvTable(path, header, rows, lines)
 
