@@ -441,10 +441,19 @@ class ZeroShotClassifier:
 
     @staticmethod
     def _l2(x: torch.Tensor, what: str) -> torch.Tensor:
-        norm = x.norm(dim=-1, keepdim=True)
-        if (norm == 0).any():
-            raise ValueError(f"{what}: zero vector cannot be normalised")
-        return x / norm
+        """Row-wise L2 normalisation that cannot overflow: each row is first divided by its largest
+        absolute entry (cosine similarity is scale-invariant), so features of any finite size keep
+        their direction instead of becoming zero rows. Zero rows raise, naming them."""
+        scale = x.abs().amax(dim=-1, keepdim=True)
+        zero = (scale == 0).squeeze(-1)
+        if bool(zero.any()):
+            rows = zero.nonzero().flatten().tolist()
+            raise ValueError(
+                f"{what}: zero vector cannot be normalised (row(s) {rows[:10]}"
+                f"{', ...' if len(rows) > 10 else ''})"
+            )
+        x = x / scale
+        return x / x.norm(dim=-1, keepdim=True)
 
     # ------------------------------------------------------------------ prediction
 

@@ -237,6 +237,29 @@ def test_bad_input() -> None:
         ZeroShotClassifier(lambda t: torch.zeros(len(t), D), LABELS).text_embeddings()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_huge_finite_features_keep_their_direction(dtype: torch.dtype) -> None:
+    """Issue 13 item 3: from ~1e19 in fp32/bf16 the squared norm overflowed, every image row became
+    zero and predict_proba returned 0.5. Cosine similarity is scale-invariant: scaled rows must give
+    the same probabilities as the unscaled ones."""
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    img = torch.randn(5, D, generator=torch.Generator().manual_seed(3))
+    expected = clf.predict_proba(img.to(dtype))
+    scale = torch.finfo(dtype).max / 8  # finite, far beyond sqrt(max)
+    got = clf.predict_proba(img.to(dtype) * scale)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, atol=2e-2 if dtype != torch.float32 else 1e-5, rtol=0)
+    assert not torch.allclose(got, torch.full_like(got, 0.5))
+
+
+def test_zero_image_rows_are_named() -> None:
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    img = torch.randn(4, D)
+    img[2] = 0.0
+    with pytest.raises(ValueError, match=r"zero vector.*\[2\]"):
+        clf.predict_proba(img)
+
+
 # --------------------------------------------------------------------------- wrappers
 
 
