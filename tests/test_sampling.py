@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset
 
-import relaxclip.sampling as sampling_mod
+import relaxclip.sentence_pool as sampling_mod
 from relaxclip.sampling import SentenceSampler
 from relaxclip.sentences import split_sentences
 
