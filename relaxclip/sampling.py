@@ -415,9 +415,12 @@ class SentenceSampler:
         return self.pool.sections
 
     @property
-    def fallback(self) -> tuple[str, ...]:
-        """The fallback chain (``()`` for none; ``("report",)`` for ``fallback="report"``)."""
-        return self.pool.fallback
+    def fallback(self) -> str | tuple[str, ...] | None:
+        """The fallback as given: ``None``, ``"report"`` or the chain (a tuple)."""
+        chain = self.pool.fallback
+        if not chain:
+            return None
+        return REPORT if chain == (REPORT,) else chain
 
     @property
     def cache_size(self) -> int:
@@ -499,8 +502,8 @@ class SentenceSampler:
         places = [sample]
         if self.text_key is not None and isinstance(sample.get(self.text_key), Mapping):
             places.append(sample[self.text_key])
-        for place in places:
-            for key in self.id_keys:
+        for key in self.id_keys:  # the first key of id_keys found, in the sample or its report
+            for place in places:
                 value = place.get(key)
                 if isinstance(value, torch.Tensor) and value.numel() == 1:
                     value = value.item()
@@ -509,7 +512,9 @@ class SentenceSampler:
         return ""
 
     def _empty_error(self, where: str) -> ValueError:
-        hint = "" if REPORT in self.fallback else ", pass fallback='report' or a fallback chain"
+        hint = (
+            "" if REPORT in self.pool.fallback else ", pass fallback='report' or a fallback chain"
+        )
         return ValueError(
             f"SentenceSampler: {where} has no sentence in {self.pool.describe()}; fix or filter "
             f"the data, choose other sections{hint}, or pass on_empty='drop'"

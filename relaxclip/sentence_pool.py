@@ -101,9 +101,9 @@ class SentencePool:
             or cache_size < 0
         ):
             raise ValueError(f"{name}: cache_size must be an int >= 0, got {cache_size!r}")
-        self.cache_size = int(cache_size)
-        self._named = tuple(s for s in self.fallback if s != REPORT)
-        self._whole = REPORT in self.fallback
+        self.cache_size: int = int(cache_size)
+        self._named: tuple[str, ...] = tuple(s for s in self.fallback if s != REPORT)
+        self._whole: bool = REPORT in self.fallback
         # mapping reports: the values that decide the candidates, when that is a fixed key list
         self._lookup_keys: tuple[str, ...] | None = (
             None if sections is None or self._whole else (*sections, *self._named)
