@@ -16,6 +16,7 @@ to a batch (equal ids for texts equal after :func:`group_text` normalisation).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -145,7 +146,6 @@ def _check_num_sentences(spec: Any, owner: str) -> NumSentences:
 # ---------------------------------------------------------------------------- text groups
 
 _INVISIBLE_RE = re.compile(f"[{INVISIBLE_MARKS}]")
-_TRAILING_RE = re.compile(r"[\s.,;:!?]+\Z")
 
 
 def group_text(text: str) -> str:
@@ -160,8 +160,10 @@ def group_text(text: str) -> str:
     """
     if not isinstance(text, str):
         raise TypeError(f"group_text: text must be str, got {type(text).__name__}")
-    folded = " ".join(_INVISIBLE_RE.sub("", text).casefold().split())
-    return _TRAILING_RE.sub("", folded)
+    if not text.isascii():
+        text = _INVISIBLE_RE.sub("", text)
+    # after the join the only whitespace left is " ", so rstrip removes the trailing run
+    return " ".join(text.casefold().split()).rstrip(" .,;:!?")
 
 
 def text_group_ids(texts: Sequence[str]) -> torch.Tensor:
@@ -187,15 +189,17 @@ def text_group_ids(texts: Sequence[str]) -> torch.Tensor:
         raise TypeError(
             f"text_group_ids: texts must be a sequence of str, got {type(texts).__name__}"
         )
-    ids = []
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"text_group_ids: texts[{i}] must be str, got {type(text).__name__}")
-        digest = hashlib.blake2b(
-            group_text(text).encode("utf-8", "surrogatepass"), digest_size=8
-        ).digest()
-        ids.append(int.from_bytes(digest, "big") >> 1)
-    return torch.tensor(ids, dtype=torch.int64)
+    return torch.tensor([_text_id(t) for t in texts], dtype=torch.int64)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _text_id(text: str) -> int:
+    """The 63-bit id of one text (pure, so cached per process: sampled sentences repeat)."""
+    data = group_text(text).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
 
 
 # ---------------------------------------------------------------------------- the collate callable
