@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
 import pickle
+import random
+import subprocess
+import sys
 from collections import Counter
 from itertools import combinations
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from _shared import needs_shared, shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset
 
 import relaxclip.sentence_pool as sampling_mod
-from relaxclip.sampling import SentenceSampler
+from relaxclip.sampling import SentenceSampler, group_text, sample_sentences, text_group_ids
+from relaxclip.sentence_pool import SentencePool
 from relaxclip.sentences import split_sentences
 
 
@@ -414,18 +423,6 @@ def test_bad_arguments(kwargs: dict[str, Any], exc: type[Exception]) -> None:
 
 
 # ============================================================================= the split (issue 11)
-
-import logging  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-import numpy as np  # noqa: E402
-from _shared import needs_shared, shared_path  # noqa: E402
-
-from relaxclip.sampling import group_text, sample_sentences, text_group_ids  # noqa: E402
-from relaxclip.sentence_pool import SentencePool  # noqa: E402
 
 
 def test_sentence_pool_alone() -> None:
@@ -834,8 +831,6 @@ def test_group_ids_stable_across_processes() -> None:
         "from relaxclip.sampling import text_group_ids\n"
         "print(json.dumps(text_group_ids(json.loads(sys.argv[1])).tolist()))\n"
     )
-    import json
-
     results = []
     for hash_seed in ("0", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
