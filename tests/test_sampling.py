@@ -560,6 +560,51 @@ def test_main_process_stream_advances_hf_trainer_style() -> None:
     assert all(abs(a - mean) < 5 * sd for a in _pair_agreement(runs))
 
 
+def test_hf_trainer_epochs_differ(tmp_path: Any) -> None:
+    """The HF Trainer recipe (data_collator=SentenceSampler, no set_epoch hook), 2 workers, 3
+    epochs, sequential order. Before: agreement 1.0 between every pair of epochs."""
+    transformers = pytest.importorskip("transformers")
+    from torch.utils.data import SequentialSampler
+
+    sizes = [2 + i % 7 for i in range(256)]
+    data = [{"report": _report(i, n), "idx": i} for i, n in enumerate(sizes)]
+    seen: dict[int, list[str]] = {}
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+    class Recording(transformers.Trainer):  # type: ignore[misc]
+        def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
+            return SequentialSampler(self.train_dataset)
+
+        def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            for i, t in zip(inputs["idx"].tolist(), inputs["text"], strict=True):
+                seen.setdefault(i, []).append(t)
+            return (model.w**2).sum()
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        num_train_epochs=3,
+        per_device_train_batch_size=32,
+        dataloader_num_workers=2,
+        remove_unused_columns=False,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+    )
+    collate = SentenceSampler(seed=0, image_key=None)
+    Recording(model=Tiny(), args=args, train_dataset=data, data_collator=collate).train()
+    runs = [[seen[i][e] for i in range(len(data))] for e in range(3)]
+    mean, sd = _chance(sizes)
+    for agreement in _pair_agreement(runs):
+        assert abs(agreement - mean) < 5 * sd, (agreement, mean, sd)
+
+
 def test_set_epoch_stays_an_explicit_override() -> None:
     """With set_epoch, a worker's stream is (seed, epoch, worker, call): the same epoch replays,
     independently of torch's generator, and another epoch differs."""
