@@ -157,6 +157,15 @@ def group_text(text: str) -> str:
     of ``. , ; : ! ?`` and whitespace is removed. So ``"No pneumothorax."``, ``"no  PNEUMOTHORAX"``
     and ``"No pneumothorax !"`` are one group; ``"No pneumothorax, no effusion."`` and
     ``"1. No pneumothorax."`` are other groups (inner and leading characters are kept).
+
+    Args:
+        text: one text.
+
+    Returns:
+        The normal form (a ``str``).
+
+    Raises:
+        TypeError: ``text`` is not a ``str``.
     """
     if not isinstance(text, str):
         raise TypeError(f"group_text: text must be str, got {type(text).__name__}")
