@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -136,6 +137,82 @@ def in_batch_duplicate_rate(
     return float(values.mean()), float(values.std() / np.sqrt(n_batches))
 
 
+def expected_duplicate_rate(keys: Sequence[Sequence[str]], *, batch_size: int = 64) -> float:
+    """Exact expectation of :func:`in_batch_duplicate_rate` (what it estimates, without noise).
+
+    Study ``i`` draws key ``k`` with probability ``q_i(k)`` (its share of ``keys[i]``); the other
+    ``m = B - 1`` studies of its batch are a uniform ``m``-subset ``S`` of the other ``N - 1``, each
+    drawing independently. The probability that no study of ``S`` draws ``k`` is
+    ``E_S[prod_{j in S} (1 - q_j(k))]``; only the ``K`` other studies holding ``k`` contribute, so it
+    equals ``sum_t H(t) M_t``, with ``H(t) = C(K, t) C(N - 1 - K, m - t) / C(N - 1, m)``
+    (hypergeometric: ``t`` of them in the batch) and ``M_t`` the mean of ``prod (1 - q_j(k))`` over
+    the ``t``-subsets of those ``K`` (computed by a recurrence that stays in ``[0, 1]``). The
+    result is ``(1/N) sum_i sum_k q_i(k) (1 - sum_t H(t) M_t)``. Studies with equal ``q_j(k)`` are
+    grouped, so the cost is about ``sum_k K_k * (groups of k) * B`` operations.
+
+    Raises:
+        ValueError: as :func:`in_batch_duplicate_rate`.
+    """
+    n = len(keys)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 2 <= batch_size <= n:
+        raise ValueError(
+            f"batch_size must be an int in 2..{n} (the number of studies), got {batch_size!r}"
+        )
+    m = batch_size - 1
+    holders: dict[str, Counter[float]] = {}  # key -> {q_j(k): number of studies with that share}
+    for i, k in enumerate(keys):
+        if len(k) == 0:
+            raise ValueError(f"keys[{i}] is empty: every study needs at least one key")
+        for key, c in Counter(k).items():
+            holders.setdefault(key, Counter())[c / len(k)] += 1
+    t = np.arange(m + 1)
+    log_total = _log_comb(n - 1, m)
+    acc = 0.0
+    for groups in holders.values():
+        k_all = sum(groups.values())
+        if k_all == 1:  # nobody else holds the key: never a duplicate
+            continue
+        n_other = k_all - 1
+        valid = t <= n_other
+        h = np.zeros(m + 1)
+        h[valid] = np.exp(
+            [
+                _log_comb(n_other, int(j)) + _log_comb(n - 1 - n_other, m - int(j)) - log_total
+                for j in t[valid]
+            ]
+        )
+        for q_own, count in groups.items():
+            means = _subset_product_means(
+                [(1.0 - q, c - (q == q_own)) for q, c in groups.items()], m
+            )
+            acc += count * q_own * (1.0 - float(np.dot(h, means)))
+    return acc / n
+
+
+def _log_comb(a: int, b: int) -> float:
+    """``log C(a, b)``; ``-inf`` when ``b < 0`` or ``b > a``."""
+    if b < 0 or b > a:
+        return -math.inf
+    return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+
+
+def _subset_product_means(items: Sequence[tuple[float, int]], m: int) -> np.ndarray:
+    """``M_t`` for ``t = 0..m``: the mean over ``t``-subsets of the multiset ``items`` (value,
+    multiplicity) of the product of the values; ``0`` where ``t`` exceeds the multiset size.
+    Adding a value ``x`` to ``n`` items: ``M_t <- ((n + 1 - t) M_t + t x M_{t-1}) / (n + 1)``."""
+    t = np.arange(m + 1)
+    means = np.zeros(m + 1)
+    means[0] = 1.0
+    size = 0
+    for x, count in items:
+        for _ in range(count):
+            shifted = np.concatenate(([0.0], means[:-1]))
+            means = ((size + 1 - t) * means + t * x * shifted) / (size + 1)
+            size += 1
+    means[t > size] = 0.0
+    return means
+
+
 def distinct_and_top_share(sentences: Sequence[str]) -> tuple[float, float]:
     """``(distinct share, top share)`` of a list of (normalised) sentences: the number of distinct
     sentences divided by the number of sentences, and the count of the most frequent sentence
@@ -213,6 +290,8 @@ class RealismStats:
         sentence_duplicate_rate, sentence_duplicate_se: :func:`in_batch_duplicate_rate` with one
             uniformly sampled normalised sentence per study, and its Monte-Carlo standard error.
         report_duplicate_rate, report_duplicate_se: the same with the normalised whole report.
+        sentence_duplicate_expected, report_duplicate_expected: the two rates by
+            :func:`expected_duplicate_rate` (no sampling noise).
         distinct_sentence_share: distinct normalised sentences / all sentences (all reports).
         top_sentence_share: count of the most frequent normalised sentence / all sentences.
         bpe_truncated_share: share of whole reports with more than 77 open_clip BPE tokens
@@ -234,6 +313,8 @@ class RealismStats:
     sentence_duplicate_se: float
     report_duplicate_rate: float
     report_duplicate_se: float
+    sentence_duplicate_expected: float
+    report_duplicate_expected: float
     distinct_sentence_share: float
     top_sentence_share: float
     bpe_truncated_share: float | None
@@ -277,8 +358,9 @@ def realism_stats(
     sent_rate, sent_se = in_batch_duplicate_rate(
         norm_pools, batch_size=batch_size, n_batches=n_batches, seed=seed
     )
+    rep_keys = [[normalise(r)] for r in reports]
     rep_rate, rep_se = in_batch_duplicate_rate(
-        [[normalise(r)] for r in reports], batch_size=batch_size, n_batches=n_batches, seed=seed
+        rep_keys, batch_size=batch_size, n_batches=n_batches, seed=seed
     )
     distinct, top = distinct_and_top_share([s for p in norm_pools for s in p])
     sentences = [s for p in pools for s in p]
@@ -297,6 +379,8 @@ def realism_stats(
         sentence_duplicate_se=sent_se,
         report_duplicate_rate=rep_rate,
         report_duplicate_se=rep_se,
+        sentence_duplicate_expected=expected_duplicate_rate(norm_pools, batch_size=batch_size),
+        report_duplicate_expected=expected_duplicate_rate(rep_keys, batch_size=batch_size),
         distinct_sentence_share=distinct,
         top_sentence_share=top,
         bpe_truncated_share=bpe_share,
@@ -354,10 +438,11 @@ def synthetic_pools(n_train: int, *, image_size: int, data_seed: int) -> list[tu
 # --------------------------------------------------------------------------------------------
 # table
 # --------------------------------------------------------------------------------------------
-def _pct(x: float | None, se: float | None = None) -> str:
+def _pct(x: float | None, se: float | None = None, expected: float | None = None) -> str:
     if x is None:
         return "n/a"
-    return f"{100 * x:.1f} %" + ("" if se is None else f" (± {100 * se:.1f})")
+    out = f"{100 * x:.1f} %" + ("" if se is None else f" (± {100 * se:.1f})")
+    return out + ("" if expected is None else f"; exp. {100 * expected:.1f} %")
 
 
 def format_table(columns: Sequence[tuple[str, RealismStats]]) -> str:
@@ -367,12 +452,16 @@ def format_table(columns: Sequence[tuple[str, RealismStats]]) -> str:
         ("sentences per report (mean)", lambda s: f"{s.sentences_per_report:.2f}"),
         ("words per report, median / p90", lambda s: f"{s.words_median:g} / {s.words_p90:g}"),
         (
-            "sampled sentence has an exact duplicate in its batch (± MC s.e.)",
-            lambda s: _pct(s.sentence_duplicate_rate, s.sentence_duplicate_se),
+            "sampled sentence has an exact duplicate in its batch (± MC s.e.; expectation)",
+            lambda s: _pct(
+                s.sentence_duplicate_rate, s.sentence_duplicate_se, s.sentence_duplicate_expected
+            ),
         ),
         (
-            "whole report has an exact duplicate in its batch (± MC s.e.)",
-            lambda s: _pct(s.report_duplicate_rate, s.report_duplicate_se),
+            "whole report has an exact duplicate in its batch (± MC s.e.; expectation)",
+            lambda s: _pct(
+                s.report_duplicate_rate, s.report_duplicate_se, s.report_duplicate_expected
+            ),
         ),
         ("distinct sentences / all sentences", lambda s: _pct(s.distinct_sentence_share)),
         ("share of the most frequent sentence", lambda s: _pct(s.top_sentence_share)),

@@ -78,6 +78,39 @@ def test_in_batch_duplicate_rate_random_case() -> None:
     )
 
 
+def test_expected_duplicate_rate_exact_cases() -> None:
+    # the batch is every study: the two studies holding "a" always collide
+    assert rb.expected_duplicate_rate([["a"], ["a"], ["b"], ["c"]], batch_size=4) == 0.5
+    # every study draws "x" or "y": another study matches with probability 1 - (1/2)^2 (B = 3)
+    assert rb.expected_duplicate_rate([["x", "y"]] * 5, batch_size=3) == pytest.approx(0.75)
+    assert rb.expected_duplicate_rate([["x"]] * 5, batch_size=3) == pytest.approx(1.0)
+    assert rb.expected_duplicate_rate([[f"s{i}", f"t{i}"] for i in range(6)], batch_size=4) == 0.0
+    # two studies drawing "a" or "b": a collision with probability 1/2 (B = 2 is exact)
+    assert rb.expected_duplicate_rate([["a", "b"], ["a", "b"]], batch_size=2) == pytest.approx(0.5)
+    # single keys, classes of 3 and 2 among 8 studies, B = 3: hypergeometric by hand,
+    # P(dup | class of c) = 1 - C(8 - c, 2) / C(7, 2): (3 * 11/21 + 2 * 6/21) / 8 = 45/168
+    keys = [["a"], ["a"], ["a"], ["b"], ["b"], ["c"], ["d"], ["e"]]
+    expected = rb.expected_duplicate_rate(keys, batch_size=3)
+    assert expected == pytest.approx(45 / 168)
+    rate, se = rb.in_batch_duplicate_rate(keys, batch_size=3, n_batches=20000, seed=1)
+    assert abs(rate - expected) < 4 * se
+
+
+def test_expected_duplicate_rate_agrees_with_monte_carlo_on_mixed_pools() -> None:
+    keys = [["a", "b"], ["a", "c"], ["b", "c", "a"], ["d"], ["a"], ["a", "a", "e"], ["c"]]
+    for batch_size in (2, 4, 7):
+        expected = rb.expected_duplicate_rate(keys, batch_size=batch_size)
+        rate, se = rb.in_batch_duplicate_rate(keys, batch_size=batch_size, n_batches=20000)
+        assert abs(rate - expected) < 4 * se + 1e-12, (batch_size, rate, expected)
+
+
+def test_expected_duplicate_rate_bad_input() -> None:
+    with pytest.raises(ValueError, match="batch_size must be an int in 2..2"):
+        rb.expected_duplicate_rate([["a"], ["b"]], batch_size=3)
+    with pytest.raises(ValueError, match=r"keys\[0\] is empty"):
+        rb.expected_duplicate_rate([[], ["b"]], batch_size=2)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -138,6 +171,7 @@ def test_realism_stats_on_a_tiny_corpus() -> None:
     assert s.words_median == 6.5 and s.words_p90 == pytest.approx(7.7)
     # reports 0 and 1 are equal after normalisation; the batch is every study
     assert (s.report_duplicate_rate, s.report_duplicate_se) == (0.5, 0.0)
+    assert s.report_duplicate_expected == 0.5
     assert s.distinct_sentence_share == 5 / 8 and s.top_sentence_share == 3 / 8
     assert s.bpe_truncated_share is None and s.bpe_sentence_max is None
     # word tokens of reports (words and "." marks, start, end): 10, 11, 13, 4
