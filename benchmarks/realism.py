@@ -26,6 +26,7 @@ the demo's word tokenizer truncates at context length ``L`` (see :func:`word_tok
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import math
 import sys
@@ -256,15 +257,20 @@ def word_token_count(text: str) -> int:
     """Tokens the demo's word tokenizer uses for ``text``: its words and punctuation marks
     (``WordTokenizer.split``) plus start and end. The tokenizer with context length ``L``
     truncates ``text`` exactly when this exceeds ``L``."""
+    return len(_word_split()(text)) + 2
+
+
+@functools.cache
+def _word_split() -> Callable[[str], list[str]]:
+    """``WordTokenizer.split`` from ``relaxclip.demo.models`` or, before the demo subpackage,
+    ``relaxclip.models``."""
     for name in ("relaxclip.demo.models", "relaxclip.models"):
         try:
-            tokenizer = importlib.import_module(name).WordTokenizer
-            break
+            split: Callable[[str], list[str]] = importlib.import_module(name).WordTokenizer.split
+            return split
         except (ImportError, AttributeError):
             continue
-    else:  # pragma: no cover - one of them exists in every version
-        raise ImportError("WordTokenizer not found in relaxclip.demo.models or relaxclip.models")
-    return len(tokenizer.split(text)) + 2
+    raise ImportError("WordTokenizer not found in relaxclip.demo.models or relaxclip.models")
 
 
 def open_clip_token_counter() -> TokenCounter | None:

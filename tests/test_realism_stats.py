@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import sys
+import tarfile
 from pathlib import Path
 from types import ModuleType
 
@@ -186,3 +188,53 @@ def test_realism_stats_on_a_tiny_corpus() -> None:
     assert "| 2.00 " in table and "62.5 %" in table and "75.0 % (L = 5)" in table
     with pytest.raises(ValueError, match=r"pools\[1\] is empty"):
         rb.realism_stats([("A.",), ()], batch_size=2)
+
+
+def _openi_xml(uid: str, findings: str, impression: str) -> str:
+    return (
+        f'<eCitation><uId id="{uid}"/><MedlineCitation><Article><Abstract>'
+        f'<AbstractText Label="FINDINGS">{findings}</AbstractText>'
+        f'<AbstractText Label="IMPRESSION">{impression}</AbstractText>'
+        "</Abstract></Article></MedlineCitation></eCitation>"
+    )
+
+
+def test_openi_pools_reads_a_tiny_archive_and_counts_empty_reports(tmp_path: Path) -> None:
+    # hand-written stand-ins for Open-I XML files (no archive text)
+    files = {
+        "1.xml": _openi_xml("CXR1", "Heart is normal. Lungs are clear.", "Normal chest."),
+        "2.xml": _openi_xml("CXR2", "", ""),
+        "3.xml": _openi_xml("CXR3", "", "Small left effusion."),
+    }
+    archive = tmp_path / "reports.tgz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"ecgen-radiology/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    pools, excluded = rb.openi_pools(archive)
+    assert excluded == 1
+    assert pools == [
+        ("Heart is normal.", "Lungs are clear.", "Normal chest."),
+        ("Small left effusion.",),
+    ]
+
+
+def test_synthetic_pools_are_the_sampler_candidates_of_the_train_split() -> None:
+    pools = rb.synthetic_pools(4, image_size=16, data_seed=0)
+    assert len(pools) == 4 and all(len(p) >= 2 for p in pools)  # findings + impression
+    assert pools == rb.synthetic_pools(4, image_size=16, data_seed=0)  # deterministic
+
+
+def test_main_prints_the_synthetic_column_without_the_archive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rb.main(
+        ["--archive", str(tmp_path / "absent.tgz"), "--n-train", "70", "--image-size", "16"]
+        + ["--batches", "5", "--word-context", "40"]
+    )
+    out, err = capsys.readouterr()
+    assert "archive not found" in err
+    assert "synthetic train split (seed 0)" in out and "real Open-I" not in out
+    assert "| 70 " in out and "(L = 40)" in out
