@@ -26,6 +26,7 @@ Gradients (W_ij = (P_ij + Q_ij - 2 delta_ij) / (2B), P the row softmax, Q the co
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from numbers import Real
 from typing import Any
 
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from relaxclip.backends import BACKENDS, get_backend, resolve_backend
+from relaxclip.backends import BACKENDS, check_backend_options, get_backend, resolve_backend
 from relaxclip.distributed import (
     DistributedMode,
     check_distributed_args,
@@ -65,16 +66,26 @@ def _check_threshold(threshold: float | None) -> float | None:
     return None if value >= 1.0 else value
 
 
-def _check_backend_options(backend: str, chunk_size: int | None) -> None:
+def _resolve_options(
+    backend: str, backend_options: Mapping[str, Any] | None, chunk_size: int | None
+) -> dict[str, Any]:
+    """Merge the ``chunk_size`` shortcut into ``backend_options`` and validate them against
+    ``backend`` (see :func:`relaxclip.backends.check_backend_options`)."""
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend_options is not None and not isinstance(backend_options, Mapping):
+        raise TypeError(
+            f"backend_options must be a mapping of option name to value or None, "
+            f"got {type(backend_options).__name__}"
+        )
+    options = dict(backend_options or {})
     if chunk_size is not None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-            raise TypeError(
-                f"chunk_size must be a positive int or None, got {type(chunk_size).__name__}"
+        if "chunk_size" in options:
+            raise ValueError(
+                "chunk_size was given both as an argument and in backend_options; pass it once"
             )
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        options["chunk_size"] = chunk_size
+    return check_backend_options(backend, options)
 
 
 def _check_features(
@@ -171,6 +182,7 @@ def relaxed_contrastive_loss(
     threshold: float | None = DEFAULT_THRESHOLD,
     normalize: bool = True,
     backend: str = "auto",
+    backend_options: Mapping[str, Any] | None = None,
     chunk_size: int | None = None,
     check_finite: bool = True,
     distributed: bool | None = None,
@@ -190,7 +202,15 @@ def relaxed_contrastive_loss(
         normalize: L2-normalise the features first (then theta is a cosine similarity).
         backend: ``"dense"``, ``"chunked"``, ``"triton"`` or ``"auto"``
             (see :func:`relaxclip.backends.resolve_backend`).
-        chunk_size: rows per block for the chunked backend (default: about 4M logits per block).
+        backend_options: keyword options of the chosen backend, validated against it:
+            ``"chunked"``: ``chunk_size``; ``"triton"``: ``config`` (a ``TritonConfig`` of tile
+            sizes) and ``allow_tf32``; ``"dense"``: none. An unknown, misspelt or inapplicable
+            option raises ValueError naming the option and the backend; options with
+            ``backend="auto"`` raise too (auto's choice depends on the batch size, device and
+            dtype, so another backend's option would silently do nothing): name the backend.
+        chunk_size: shortcut for ``backend_options={"chunk_size": n}`` (rows per block of the
+            chunked backend, a positive int; default about 4M logits per block); only with
+            ``backend="chunked"``.
         check_finite: check features and scale for NaN/Inf (one device sync on GPU).
         distributed: compute the loss of the GLOBAL batch of a ``torch.distributed`` job, each
             rank passing its local (b_r, D) features (see ``relaxclip.distributed`` and
@@ -212,7 +232,7 @@ def relaxed_contrastive_loss(
         feature tensors (in their dtype) and ``logit_scale``.
     """
     theta = _check_threshold(threshold)
-    _check_backend_options(backend, chunk_size)
+    options = _resolve_options(backend, backend_options, chunk_size)
     check_distributed_args(distributed, distributed_mode)
     if process_group is not None and distributed is None and not torch.distributed.is_initialized():
         raise ValueError(
@@ -235,13 +255,13 @@ def relaxed_contrastive_loss(
             scale,
             theta,
             backend=backend,
-            backend_opts={"chunk_size": chunk_size},
+            backend_opts=options,
             mode=distributed_mode,
             process_group=process_group,
         )
     n = x.shape[0]
     name = resolve_backend(backend, x.device, n, n, x.dtype)
-    total = get_backend(name).symmetric_loss_sum(x, y, scale, theta, chunk_size=chunk_size)
+    total = get_backend(name).symmetric_loss_sum(x, y, scale, theta, **options)
     return total / (2 * n)
 
 
@@ -255,6 +275,8 @@ class RelaxedContrastiveLoss(nn.Module):
 
     ``forward(image_features, text_features, logit_scale, output_dict=False)`` returns the 0-d loss,
     or ``{"contrastive_loss": loss}`` with ``output_dict=True`` (open_clip's convention).
+    Constructor arguments are those of :func:`relaxed_contrastive_loss` and are validated here
+    (``backend_options`` against ``backend``).
     """
 
     def __init__(
@@ -263,6 +285,7 @@ class RelaxedContrastiveLoss(nn.Module):
         *,
         normalize: bool = True,
         backend: str = "auto",
+        backend_options: Mapping[str, Any] | None = None,
         chunk_size: int | None = None,
         check_finite: bool = True,
         distributed: bool | None = None,
@@ -271,7 +294,8 @@ class RelaxedContrastiveLoss(nn.Module):
     ) -> None:
         super().__init__()
         _check_threshold(threshold)
-        _check_backend_options(backend, chunk_size)
+        #: the validated backend options (``chunk_size`` merged in)
+        self.backend_options = _resolve_options(backend, backend_options, chunk_size)
         check_distributed_args(distributed, distributed_mode)
         self.distributed = distributed
         self.distributed_mode = distributed_mode
@@ -279,7 +303,6 @@ class RelaxedContrastiveLoss(nn.Module):
         self.threshold = threshold
         self.normalize = normalize
         self.backend = backend
-        self.chunk_size = chunk_size
         self.check_finite = check_finite
 
     def forward(
@@ -296,7 +319,7 @@ class RelaxedContrastiveLoss(nn.Module):
             threshold=self.threshold,
             normalize=self.normalize,
             backend=self.backend,
-            chunk_size=self.chunk_size,
+            backend_options=self.backend_options,
             check_finite=self.check_finite,
             distributed=self.distributed,
             distributed_mode=self.distributed_mode,
@@ -305,7 +328,11 @@ class RelaxedContrastiveLoss(nn.Module):
         return {"contrastive_loss": loss} if output_dict else loss
 
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold}, normalize={self.normalize}, backend={self.backend!r}"
+        opts = f", backend_options={self.backend_options}" if self.backend_options else ""
+        return (
+            f"threshold={self.threshold}, normalize={self.normalize}, backend={self.backend!r}"
+            + opts
+        )
 
 
 __all__ = ["DEFAULT_THRESHOLD", "RelaxedContrastiveLoss", "relaxed_contrastive_loss"]

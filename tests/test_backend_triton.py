@@ -431,6 +431,30 @@ def test_offset_and_shape_validation(monkeypatch: pytest.MonkeyPatch) -> None:
         tb.symmetric_loss_sum(q, torch.randn(3, 5), t, None)
 
 
+def test_public_loss_passes_triton_options_to_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``backend_options={"config", "allow_tf32"}`` of the public loss and module reach the launch
+    (issue 11 item 3); the kernel itself is replaced by a recorder, so no interpreter is needed."""
+    pytest.importorskip("triton")
+    from relaxclip.backends import triton as tb
+    from relaxclip.loss import RelaxedContrastiveLoss, relaxed_contrastive_loss
+
+    seen: list[tuple[Any, str]] = []
+
+    def record(q, k, t, threshold, offset, symmetric, cfg, precision):  # type: ignore[no-untyped-def]
+        seen.append((cfg, precision))
+        return (q.float() @ k.float().T).sum() * t  # any differentiable stand-in
+
+    monkeypatch.setattr(tb, "is_available", lambda device=None: True)
+    monkeypatch.setattr(tb._TritonLoss, "apply", record)
+    cfg = tb.TritonConfig(block_m=32, block_n=32, split=2)
+    x, y = torch.randn(6, 4), torch.randn(6, 4)
+    options = {"config": cfg, "allow_tf32": True}
+    relaxed_contrastive_loss(x, y, 5.0, backend="triton", backend_options=options)
+    RelaxedContrastiveLoss(backend="triton", backend_options={"config": cfg})(x, y, 5.0)
+    relaxed_contrastive_loss(x, y, 5.0, backend="triton")
+    assert seen == [(cfg, "tf32"), (cfg, "ieee"), (tb.INTERPRETER_CONFIG, "ieee")]
+
+
 # --------------------------------------------------------------------------------------------
 # benchmarks/loss_gpu.py: the parts that run without a GPU
 # --------------------------------------------------------------------------------------------

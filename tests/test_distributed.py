@@ -217,7 +217,8 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
                             t,
                             threshold=th,
                             backend=be,
-                            chunk_size=3,  # several blocks per rank
+                            # several blocks per rank (dense takes no chunk_size)
+                            chunk_size=3 if be == "chunked" else None,
                             distributed_mode=m,
                             process_group=group,
                         )
@@ -508,13 +509,14 @@ def test_local_rows_decompose_the_symmetric_loss(
     y = F.normalize(x + 0.5 * torch.randn(total, 4, generator=gen, dtype=torch.float64), dim=1)
     x1, y1, x2, y2 = (v.clone().requires_grad_() for v in (x, y, x, y))
     t1, t2 = (torch.tensor(7.0, dtype=torch.float64, requires_grad=True) for _ in range(2))
-    whole = be.symmetric_loss_sum(x1, y1, t1, theta, chunk_size=2)
+    opts = {"chunk_size": 2} if backend == "chunked" else {}  # dense takes no options
+    whole = be.symmetric_loss_sum(x1, y1, t1, theta, **opts)
     whole.backward()
     parts = []
     for r, n in enumerate(sizes):
         off = sum(sizes[:r])
-        parts.append(be.rows_loss_sum(x2[off : off + n], y2, t2, theta, off, chunk_size=2))
-        parts.append(be.rows_loss_sum(y2[off : off + n], x2, t2, theta, off, chunk_size=2))
+        parts.append(be.rows_loss_sum(x2[off : off + n], y2, t2, theta, off, **opts))
+        parts.append(be.rows_loss_sum(y2[off : off + n], x2, t2, theta, off, **opts))
     summed = torch.stack(parts).sum()
     summed.backward()
     assert abs(float(whole.detach()) - float(summed.detach())) <= TOL * total

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -268,7 +271,8 @@ def test_half_precision_accumulates_in_fp32(dtype: torch.dtype, name: str) -> No
     x = torch.randn(33, 16, generator=g).to(dtype).requires_grad_()
     y = (x.detach().float() + 0.1 * torch.randn(33, 16, generator=g)).to(dtype).requires_grad_()
     t = torch.tensor(100.0, requires_grad=True)
-    loss = relaxed_contrastive_loss(x, y, t, threshold=0.9, backend=name, chunk_size=8)
+    chunk = 8 if name == "chunked" else None  # dense takes no chunk_size (it would raise)
+    loss = relaxed_contrastive_loss(x, y, t, threshold=0.9, backend=name, chunk_size=chunk)
     loss.backward()
     assert loss.dtype == torch.float32
     assert x.grad is not None and y.grad is not None and t.grad is not None
@@ -306,7 +310,8 @@ def test_retain_graph_backward_twice_gives_same_gradients() -> None:
     for name in ("dense", "chunked"):
         x = torch.randn(9, 4, requires_grad=True)
         y = torch.randn(9, 4, requires_grad=True)
-        loss = relaxed_contrastive_loss(x, y, 8.0, threshold=0.1, backend=name, chunk_size=4)
+        chunk = 4 if name == "chunked" else None
+        loss = relaxed_contrastive_loss(x, y, 8.0, threshold=0.1, backend=name, chunk_size=chunk)
         first = torch.autograd.grad(loss, (x, y), retain_graph=True)
         second = torch.autograd.grad(loss, (x, y))
         assert_all_close(first, second, atol=0, rtol=0)
@@ -434,9 +439,10 @@ def test_autocast_region_does_not_lower_the_loss_precision(name: str) -> None:
     x0 = torch.randn(64, 32, generator=g)
     y0 = x0 + 0.5 * torch.randn(64, 32, generator=g)
     t0 = torch.tensor(100.0)
+    chunk = 16 if name == "chunked" else None
     want = grads(
         lambda a, b, s: relaxed_contrastive_loss(
-            a, b, s, threshold=0.8, backend=name, chunk_size=16
+            a, b, s, threshold=0.8, backend=name, chunk_size=chunk
         ),
         x0,
         y0,
@@ -445,7 +451,7 @@ def test_autocast_region_does_not_lower_the_loss_precision(name: str) -> None:
     x, y = x0.clone().requires_grad_(), y0.clone().requires_grad_()
     t = t0.clone().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = relaxed_contrastive_loss(x, y, t, threshold=0.8, backend=name, chunk_size=16)
+        loss = relaxed_contrastive_loss(x, y, t, threshold=0.8, backend=name, chunk_size=chunk)
         got = (loss, *torch.autograd.grad(loss, (x, y, t)))  # backward inside the region too
     assert loss.dtype == torch.float32
     assert_all_close(got, want, atol=1e-6, rtol=1e-5)
@@ -459,3 +465,74 @@ def test_double_backward_raises_instead_of_being_wrong(name: str) -> None:
     (gx,) = torch.autograd.grad(loss, x, create_graph=True)
     with pytest.raises(RuntimeError):
         torch.autograd.grad(gx.sum(), y)
+
+
+# ---------------------------------------------------------------- backend options (issue 11 item 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"backend": "dense", "chunk_size": 4}, ValueError, "'chunk_size' is not an option of backend 'dense'"),
+        ({"backend": "dense", "backend_options": {"allow_tf32": True}}, ValueError, "'allow_tf32' is not an option of backend 'dense'"),
+        ({"backend": "chunked", "backend_options": {"chunksize": 4}}, ValueError, "'chunksize' is not an option of backend 'chunked'.*'chunk_size'"),
+        ({"backend": "chunked", "backend_options": {"config": None}}, ValueError, "'config' is not an option of backend 'chunked'"),
+        ({"backend": "triton", "chunk_size": 4}, ValueError, "'chunk_size' is not an option of backend 'triton'"),
+        ({"chunk_size": 4}, ValueError, "need an explicit backend.*'chunk_size' is an option of backend 'chunked'"),
+        ({"backend_options": {"allow_tf32": True}}, ValueError, "need an explicit backend.*'triton'"),
+        ({"backend_options": {"tile": 4}}, ValueError, "'tile' is not an option of any backend"),
+        ({"backend": "chunked", "chunk_size": 3, "backend_options": {"chunk_size": 3}}, ValueError, "given both"),
+        ({"backend": "chunked", "backend_options": [("chunk_size", 3)]}, TypeError, "backend_options must be a mapping"),
+        ({"backend": "chunked", "backend_options": {"chunk_size": 0}}, ValueError, "chunk_size must be >= 1"),
+        ({"backend": "chunked", "chunk_size": True}, TypeError, "chunk_size must be a positive int"),
+        ({"backend": "chunked", "chunk_size": "8"}, TypeError, "chunk_size must be a positive int"),
+        ({"backend": "triton", "backend_options": {"allow_tf32": 1}}, TypeError, "allow_tf32 must be True or False"),
+        ({"backend": "triton", "backend_options": {"config": {"block_m": 32}}}, TypeError, "config must be a relaxclip.backends.triton.TritonConfig"),
+    ],
+)  # fmt: skip
+def test_backend_options_are_validated_against_the_backend(
+    kwargs: dict, exc: type[Exception], match: str
+) -> None:
+    x, y = _ok()
+    with pytest.raises(exc, match=match):
+        relaxed_contrastive_loss(x, y, 10.0, **kwargs)
+    with pytest.raises(exc, match=match):  # the module validates at construction
+        RelaxedContrastiveLoss(**kwargs)
+
+
+@pytest.mark.parametrize("size", [np.int64(3), np.int32(3), np.uint8(3), 3])
+def test_chunk_size_accepts_numpy_integers(size: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+    original = chunked.symmetric_loss_sum
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs["chunk_size"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(chunked, "symmetric_loss_sum", spy)
+    x, y = _ok()
+    want = relaxed_contrastive_loss(x, y, 10.0, backend="dense")
+    got = relaxed_contrastive_loss(x, y, 10.0, backend="chunked", chunk_size=size)  # type: ignore[arg-type]
+    module = RelaxedContrastiveLoss(backend="chunked", backend_options={"chunk_size": size})
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(module(x, y, 10.0), want)
+    assert seen == [3, 3] and all(type(v) is int for v in seen)  # reached the backend, as int
+
+
+def test_backend_entry_points_take_only_their_declared_options() -> None:
+    """No backend swallows unknown keywords (``**_``): a misspelt option cannot vanish."""
+    from relaxclip.backends import BACKEND_MODULES, backend_options
+
+    for name in BACKEND_MODULES:
+        module = importlib.import_module(BACKEND_MODULES[name])
+        for fn in (module.symmetric_loss_sum, module.rows_loss_sum):
+            params = inspect.signature(fn).parameters.values()
+            assert not any(p.kind is p.VAR_KEYWORD for p in params), (name, fn.__name__)
+            keyword_only = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+            assert keyword_only == set(backend_options(name)), (name, fn.__name__)
+    x = torch.randn(3, 2, dtype=torch.float64)
+    t = torch.tensor(2.0, dtype=torch.float64)
+    with pytest.raises(TypeError, match="chunk_size"):
+        dense.symmetric_loss_sum(x, x, t, None, chunk_size=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="chunk_sz"):
+        chunked.rows_loss_sum(x, x, t, None, 0, chunk_sz=2)  # type: ignore[call-arg]

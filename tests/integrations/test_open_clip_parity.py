@@ -22,6 +22,11 @@ BACKENDS = ("dense", "chunked")
 EPS = {torch.float64: torch.finfo(torch.float64).eps, torch.float32: torch.finfo(torch.float32).eps}
 
 
+def _chunk(backend: str, size: int) -> dict[str, int]:
+    """``chunk_size`` for the chunked backend (several blocks); the dense backend takes none."""
+    return {"chunk_size": size} if backend == "chunked" else {}
+
+
 def _inputs(seed: int, b: int, d: int, log_scale: float, dtype: torch.dtype):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, d, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
@@ -73,7 +78,7 @@ def _logit_bound(x, y, t, normalized):
 def test_unrelaxed_equals_clip_loss(threshold, backend, dtype, seed, b, d, log_scale):
     """normalize=False on raw features == ClipLoss on the same raw features."""
     x, y, t = _inputs(seed, b, d, log_scale, dtype)
-    ours = RelaxedContrastiveLoss(threshold, normalize=False, backend=backend, chunk_size=7)
+    ours = RelaxedContrastiveLoss(threshold, normalize=False, backend=backend, **_chunk(backend, 7))
     ref = open_clip_loss.ClipLoss()
     _assert_same(
         _value_and_grads(ours, x, y, t, normalize_first=False),
@@ -91,7 +96,7 @@ def test_normalizing_loss_equals_clip_loss_on_open_clip_features(backend, dtype,
     """normalize=True on raw features == ClipLoss on F.normalize(features), the open_clip model
     output; gradients reach the raw features through the normalisation in both."""
     x, y, t = _inputs(seed, b, d, 2.659, dtype)  # open_clip's init: log(1 / 0.07)
-    ours = RelaxedContrastiveLoss(None, normalize=True, backend=backend, chunk_size=5)
+    ours = RelaxedContrastiveLoss(None, normalize=True, backend=backend, **_chunk(backend, 5))
     _assert_same(
         _value_and_grads(ours, x, y, t, normalize_first=False),
         _value_and_grads(open_clip_loss.ClipLoss(), x, y, t, normalize_first=True),
@@ -108,7 +113,7 @@ def test_inactive_relaxation_equals_clip_loss(backend, seed, b, d):
     x, y, t = _inputs(seed, b, d, 2.659, torch.float64)
     s_diag = (F.normalize(x.detach(), dim=1) * F.normalize(y.detach(), dim=1)).sum(1)
     theta = min(float(s_diag.max()) + 1e-6, 1.0)
-    ours = RelaxedContrastiveLoss(theta, normalize=True, backend=backend, chunk_size=3)
+    ours = RelaxedContrastiveLoss(theta, normalize=True, backend=backend, **_chunk(backend, 3))
     _assert_same(
         _value_and_grads(ours, x, y, t, normalize_first=False),
         _value_and_grads(open_clip_loss.ClipLoss(), x, y, t, normalize_first=True),
