@@ -21,6 +21,19 @@ pairs of chest X-ray data, for which pulling positives all the way to similarity
 Gradients (W_ij = (P_ij + Q_ij - 2 delta_ij) / (2B), P the row softmax, Q the column softmax of l):
 ``dL/dt = sum_ij W_ij l_ij / t``; ``G = t W`` with G_ii set to 0 where s_ii > theta;
 ``dL/dx = G y`` and ``dL/dy = G^T x`` (before the normalisation's own backward).
+
+Precision (one policy, decided here for every backend). ``torch.autocast`` has no effect on the
+loss: it is switched off for the normalisation, the backend and its backward, so the features are
+used in their own dtype inside and outside an autocast region and every backend gives the same
+numbers either way. fp16/bf16 features: similarities are exact products of the rounded inputs
+accumulated in fp32, softmax / log-sum-exp in fp32, the loss is fp32 and the feature gradients
+come back in the feature dtype (the triton backend rounds the softmax weights to the feature
+dtype for its tensor-core gradient matmuls, so its gradients agree with dense/chunked to that
+dtype's precision, about 1e-2 relative for bf16). fp32 features: everything in fp32 (triton:
+exact IEEE fp32 dots unless ``backend_options={"allow_tf32": True}``). fp64 features: everything
+in fp64 (dense and chunked; triton rejects fp64). ``logit_scale`` is used in the compute dtype
+(fp32, fp64 for fp64 features) and its gradient returns in its own dtype. The loss never rounds
+features down for speed: cast them yourself (e.g. ``.bfloat16()``) to trade precision for it.
 """
 
 from __future__ import annotations
@@ -245,6 +258,36 @@ def relaxed_contrastive_loss(
     # A rank may hold an empty local batch (the end of an epoch): the global batch is what counts,
     # and raising on one rank would leave the others waiting in the collective.
     _check_features(image_features, text_features, check_finite, allow_empty=use_distributed)
+    with torch.autocast(image_features.device.type, enabled=False):  # the precision policy
+        return _loss(
+            image_features,
+            text_features,
+            logit_scale,
+            theta,
+            normalize,
+            backend,
+            options,
+            check_finite,
+            use_distributed,
+            distributed_mode,
+            process_group,
+        )
+
+
+def _loss(
+    image_features: Tensor,
+    text_features: Tensor,
+    logit_scale: Tensor | float,
+    theta: float | None,
+    normalize: bool,
+    backend: str,
+    options: dict[str, Any],
+    check_finite: bool,
+    use_distributed: bool,
+    distributed_mode: DistributedMode,
+    process_group: Any,
+) -> Tensor:
+    """The loss after argument validation, in the precision policy's autocast-free region."""
     scale = _as_scale_tensor(logit_scale, image_features, check_finite)
     x = _normalize(image_features) if normalize else image_features
     y = _normalize(text_features) if normalize else text_features

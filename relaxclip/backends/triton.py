@@ -31,8 +31,8 @@ Design (FlashAttention-style, deterministic, no atomics anywhere):
 
 Inputs: 2-D CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) in bf16, fp16 or fp32, any
 strides. fp32 uses exact (IEEE) fp32 dots unless ``allow_tf32=True``. float64 is rejected (use
-``backend="dense"`` or ``"chunked"``). Under ``torch.autocast`` fp32 inputs are cast to the autocast
-dtype first, as a matmul would be.
+``backend="dense"`` or ``"chunked"``). ``torch.autocast`` does not change anything here: features
+are used in their own dtype, as by every backend (the precision policy in ``relaxclip.loss``).
 Options (reachable from the public loss as ``backend_options``): ``config``, ``allow_tf32``.
 """
 
@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from relaxclip.backends._common import bool_option
+from relaxclip.backends._common import bool_option, no_autocast
 
 try:  # the CPU-only package must import without triton
     import triton
@@ -645,6 +645,8 @@ def _check(name: str, a: Tensor) -> None:
 def _prepare(
     a: Tensor, b: Tensor, logit_scale: Tensor, names: tuple[str, str]
 ) -> tuple[Tensor, Tensor]:
+    """Check both operands; they are used in their own dtype (``torch.autocast`` is ignored: the
+    precision policy of ``relaxclip.loss`` applies to every backend)."""
     if not _HAS_TRITON:
         raise RuntimeError('the triton backend needs triton: pip install "relaxclip[triton]"')
     _check(names[0], a)
@@ -663,11 +665,6 @@ def _prepare(
         )
     if not isinstance(logit_scale, torch.Tensor) or logit_scale.numel() != 1:
         raise TypeError("logit_scale must be a one-element tensor")
-    kind = a.device.type
-    if a.dtype == torch.float32 and torch.is_autocast_enabled(kind):
-        low = torch.get_autocast_dtype(kind)
-        if low in (torch.bfloat16, torch.float16):
-            a, b = a.to(low), b.to(low)  # what a matmul would do under autocast
     return a, b
 
 
@@ -701,7 +698,8 @@ def symmetric_loss_sum(
         INTERPRETER_CONFIG if x.device.type == "cpu" else DEFAULT_CONFIG
     )
     prec = _precision(x.dtype, OPTIONS["allow_tf32"](allow_tf32))
-    return _TritonLoss.apply(x, y, logit_scale, threshold, 0, True, cfg, prec)
+    with no_autocast(x):
+        return _TritonLoss.apply(x, y, logit_scale, threshold, 0, True, cfg, prec)
 
 
 def rows_loss_sum(
@@ -735,7 +733,8 @@ def rows_loss_sum(
         INTERPRETER_CONFIG if q.device.type == "cpu" else DEFAULT_CONFIG
     )
     prec = _precision(q.dtype, OPTIONS["allow_tf32"](allow_tf32))
-    return _TritonLoss.apply(q, k, logit_scale, threshold, offset, False, cfg, prec)
+    with no_autocast(q):
+        return _TritonLoss.apply(q, k, logit_scale, threshold, offset, False, cfg, prec)
 
 
 __all__ = [
