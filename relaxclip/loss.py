@@ -144,22 +144,56 @@ def _check_features(
                 )
 
 
+def _check_scalar_tensor(name: str, value: Tensor, like: Tensor, why: str = "") -> None:
+    """A one-element floating tensor on the features' device (a 0-d CPU tensor is also fine)."""
+    if value.numel() != 1:
+        raise ValueError(
+            f"{name} must be a scalar (0-d or one-element tensor), got shape "
+            f"{tuple(value.shape)}{why}"
+        )
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if value.device != like.device and value.dim() > 0:
+        raise ValueError(
+            f"{name} must be on the features' device {like.device}, got {value.device}"
+        )
+
+
+def _check_bias(
+    logit_bias: Tensor | float | None, like: Tensor, check_finite: bool
+) -> Tensor | None:
+    """Validate open_clip's ``logit_bias``; return it as a tensor to keep in the graph, or None.
+
+    A scalar bias b adds the same constant to every logit; each log-softmax (row and column)
+    subtracts it again, so the loss and every gradient are exactly those without it.
+    """
+    if logit_bias is None:
+        return None
+    if isinstance(logit_bias, torch.Tensor):
+        _check_scalar_tensor(
+            "logit_bias",
+            logit_bias,
+            like,
+            why="; a per-logit bias does not cancel in the softmax and is not supported "
+            "(the SigLIP-style sigmoid loss is a different loss)",
+        )
+        if check_finite and not math.isfinite(float(logit_bias.detach())):
+            raise ValueError(f"logit_bias must be finite, got {float(logit_bias.detach())}")
+        return logit_bias if logit_bias.requires_grad else None
+    if isinstance(logit_bias, bool) or not isinstance(logit_bias, Real):
+        raise TypeError(
+            f"logit_bias must be None, a float or a scalar tensor, got {type(logit_bias).__name__}"
+        )
+    if not math.isfinite(float(logit_bias)):
+        raise ValueError(f"logit_bias must be finite, got {float(logit_bias)}")
+    return None
+
+
 def _as_scale_tensor(logit_scale: Tensor | float, like: Tensor, check_finite: bool) -> Tensor:
     """``logit_scale`` as a 0-d tensor in the compute dtype, on the features' device (differentiable)."""
     compute = torch.float64 if like.dtype == torch.float64 else torch.float32
     if isinstance(logit_scale, torch.Tensor):
-        if logit_scale.numel() != 1:
-            raise ValueError(
-                f"logit_scale must be a scalar (0-d or one-element tensor), got shape {tuple(logit_scale.shape)}"
-            )
-        if not logit_scale.is_floating_point():
-            raise TypeError(
-                f"logit_scale must be a floating-point tensor, got dtype {logit_scale.dtype}"
-            )
-        if logit_scale.device != like.device and logit_scale.dim() > 0:
-            raise ValueError(
-                f"logit_scale must be on the features' device {like.device}, got {logit_scale.device}"
-            )
+        _check_scalar_tensor("logit_scale", logit_scale, like)
         if check_finite:
             value = float(logit_scale.detach())
             if not math.isfinite(value) or value <= 0:
@@ -201,6 +235,7 @@ def relaxed_contrastive_loss(
     distributed: bool | None = None,
     distributed_mode: DistributedMode = "local",
     process_group: Any = None,
+    logit_bias: Tensor | float | None = None,
 ) -> Tensor:
     """Symmetric CLIP loss with positive-pair relaxation (the module docstring has the formula).
 
@@ -239,6 +274,12 @@ def relaxed_contrastive_loss(
             ``"global"`` (every rank computes the full (B x B) loss).
         process_group: the ``torch.distributed`` group to gather over (None = default group);
             gradients must be averaged over the same group (DDP's default).
+        logit_bias: open_clip's optional learned logit bias (models built with
+            ``init_logit_bias``): ``None``, a float or a one-element tensor. A scalar bias adds
+            the same constant to every logit of a row and of a column, so it cancels in both
+            softmaxes: the loss and all other gradients are exactly those without it. A tensor
+            that requires grad stays in the graph with an exact zero gradient (so DDP does not
+            report an unused parameter). A non-scalar bias raises ValueError.
 
     Returns:
         0-d tensor: fp32 for fp16/bf16/fp32 inputs, fp64 for fp64 inputs. Gradients reach both
@@ -258,8 +299,9 @@ def relaxed_contrastive_loss(
     # A rank may hold an empty local batch (the end of an epoch): the global batch is what counts,
     # and raising on one rank would leave the others waiting in the collective.
     _check_features(image_features, text_features, check_finite, allow_empty=use_distributed)
+    bias = _check_bias(logit_bias, image_features, check_finite)
     with torch.autocast(image_features.device.type, enabled=False):  # the precision policy
-        return _loss(
+        loss = _loss(
             image_features,
             text_features,
             logit_scale,
@@ -272,6 +314,9 @@ def relaxed_contrastive_loss(
             distributed_mode,
             process_group,
         )
+    if bias is not None:  # exact zero gradient: keeps a learned bias in the graph
+        loss = loss + (bias.reshape(()) * 0.0).to(device=loss.device, dtype=loss.dtype)
+    return loss
 
 
 def _loss(
@@ -316,8 +361,9 @@ class RelaxedContrastiveLoss(nn.Module):
         loss_fn = RelaxedContrastiveLoss(threshold=0.8)
         loss = loss_fn(image_features, text_features, model.logit_scale.exp())
 
-    ``forward(image_features, text_features, logit_scale, output_dict=False)`` returns the 0-d loss,
-    or ``{"contrastive_loss": loss}`` with ``output_dict=True`` (open_clip's convention).
+    ``forward(image_features, text_features, logit_scale, logit_bias=None, output_dict=False)``
+    (open_clip's ``ClipLoss.forward`` signature) returns the 0-d loss, or
+    ``{"contrastive_loss": loss}`` with ``output_dict=True`` (open_clip's convention).
     Constructor arguments are those of :func:`relaxed_contrastive_loss` and are validated here
     (``backend_options`` against ``backend``).
     """
@@ -353,8 +399,14 @@ class RelaxedContrastiveLoss(nn.Module):
         image_features: Tensor,
         text_features: Tensor,
         logit_scale: Tensor | float,
+        logit_bias: Tensor | float | None = None,
         output_dict: bool = False,
     ) -> Any:
+        """open_clip's ``ClipLoss.forward`` signature: ``loss(**model_out, output_dict=True)``
+        works for every open_clip CLIP model, with or without ``logit_bias`` (see
+        :func:`relaxed_contrastive_loss` for why a scalar bias changes nothing)."""
+        if not isinstance(output_dict, bool):
+            raise TypeError(f"output_dict must be True or False, got {type(output_dict).__name__}")
         loss = relaxed_contrastive_loss(
             image_features,
             text_features,
@@ -367,6 +419,7 @@ class RelaxedContrastiveLoss(nn.Module):
             distributed=self.distributed,
             distributed_mode=self.distributed_mode,
             process_group=self.process_group,
+            logit_bias=logit_bias,
         )
         return {"contrastive_loss": loss} if output_dict else loss
 

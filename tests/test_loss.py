@@ -536,3 +536,54 @@ def test_backend_entry_points_take_only_their_declared_options() -> None:
         dense.symmetric_loss_sum(x, x, t, None, chunk_size=2)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="chunk_sz"):
         chunked.rows_loss_sum(x, x, t, None, 0, chunk_sz=2)  # type: ignore[call-arg]
+
+
+# ---------------------------------------------------------------- open_clip drop-in (issue 12 item 3)
+
+
+@pytest.mark.parametrize(
+    "bias",
+    [-10.0, 3, torch.tensor(-10.0), torch.tensor([2.5]), torch.tensor(-10.0, dtype=torch.float64)],
+)
+def test_scalar_logit_bias_cancels_and_gets_zero_gradient(bias: object) -> None:
+    g = torch.Generator().manual_seed(4)
+    x0, y0 = torch.randn(7, 5, generator=g), torch.randn(7, 5, generator=g)
+    module = RelaxedContrastiveLoss(threshold=0.3)
+    want = grads(lambda a, b, s: module(a, b, s), x0, y0, 12.0)
+    b = bias.clone().requires_grad_() if isinstance(bias, torch.Tensor) else bias
+    got = grads(lambda a, c, s: module(a, c, s, b), x0, y0, 12.0)  # positional, as ClipLoss
+    assert_all_close(got, want, atol=0, rtol=0)  # the bias cancels exactly
+    out = module(x0, y0, 12.0, logit_bias=b, output_dict=True)
+    assert set(out) == {"contrastive_loss"}
+    torch.testing.assert_close(out["contrastive_loss"], want[0], atol=0, rtol=0)
+    if isinstance(b, torch.Tensor):  # a learned bias stays in the graph with an exact zero gradient
+        (gb,) = torch.autograd.grad(module(x0, y0, 12.0, b), b)
+        assert gb.shape == b.shape and bool((gb == 0).all())
+    functional = relaxed_contrastive_loss(x0, y0, 12.0, threshold=0.3, logit_bias=b)
+    torch.testing.assert_close(functional, want[0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "bias,exc,match",
+    [
+        (torch.zeros(7, 7), ValueError, "logit_bias must be a scalar.*per-logit bias"),
+        (torch.zeros(2), ValueError, "logit_bias must be a scalar"),
+        (True, TypeError, "logit_bias must be None, a float or a scalar tensor, got bool"),
+        ("0", TypeError, "logit_bias must be None"),
+        (float("nan"), ValueError, "logit_bias must be finite"),
+        (torch.tensor(float("inf")), ValueError, "logit_bias must be finite"),
+        (torch.tensor(1), TypeError, "logit_bias must be a floating-point tensor"),
+    ],
+)
+def test_bad_logit_bias_raises(bias: object, exc: type[Exception], match: str) -> None:
+    x, y = _ok()
+    with pytest.raises(exc, match=match):
+        RelaxedContrastiveLoss()(x, y, 10.0, bias)
+    with pytest.raises(exc, match=match):
+        relaxed_contrastive_loss(x, y, 10.0, logit_bias=bias)  # type: ignore[arg-type]
+
+
+def test_output_dict_must_be_bool() -> None:
+    x, y = _ok()
+    with pytest.raises(TypeError, match="output_dict must be True or False"):
+        RelaxedContrastiveLoss()(x, y, 10.0, None, "yes")

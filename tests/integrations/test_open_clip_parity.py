@@ -144,3 +144,48 @@ def test_open_clip_training_step_drop_in():
     ref = open_clip_loss.ClipLoss()(**model_out, output_dict=True)
     assert set(ours) == set(ref) == {"contrastive_loss"}
     torch.testing.assert_close(ours["contrastive_loss"], ref["contrastive_loss"])
+
+
+def _tiny_open_clip_model(seed: int, **kwargs):
+    """A tiny open_clip CLIP (random weights, pretrained=None: nothing is downloaded)."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    torch.manual_seed(seed)
+    return CLIP(
+        embed_dim=8,
+        vision_cfg=CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=16),
+        text_cfg=CLIPTextCfg(context_length=6, vocab_size=50, width=32, heads=2, layers=1),
+        output_dict=True,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("nonscalar_logit_scale", [False, True])
+def test_open_clip_model_with_logit_bias_drop_in(nonscalar_logit_scale):
+    """open_clip's train loop on a model built with ``init_logit_bias``:
+    ``loss(**model_out, output_dict=True)`` works, equals ``ClipLoss`` (the scalar bias cancels in
+    both softmaxes) in value and in every parameter gradient; the bias parameter gets exactly 0."""
+    images = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    texts = torch.randint(0, 50, (5, 6), generator=torch.Generator().manual_seed(1))
+    results = []
+    for loss_fn in (RelaxedContrastiveLoss(None), open_clip_loss.ClipLoss()):
+        model = _tiny_open_clip_model(
+            3, init_logit_bias=-10.0, nonscalar_logit_scale=nonscalar_logit_scale
+        )
+        model_out = model(images, texts)
+        assert set(model_out) == {"image_features", "text_features", "logit_scale", "logit_bias"}
+        losses = loss_fn(**model_out, output_dict=True)
+        total_loss = sum(losses.values())  # what open_clip_train does with the dict
+        total_loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((set(losses), total_loss.detach(), grads))
+    (keys, ours, ours_grads), (ref_keys, ref, ref_grads) = results
+    assert keys == ref_keys == {"contrastive_loss"}
+    torch.testing.assert_close(ours, ref)
+    assert set(ours_grads) == set(ref_grads)  # logit_bias included: it is in our graph too
+    assert bool((ours_grads["logit_bias"] == 0).all())
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(ours_grads[name], grad, msg=lambda m, n=name: f"{n}: {m}")
+    # a non-scalar bias would not cancel: rejected
+    with pytest.raises(ValueError, match="logit_bias must be a scalar"):
+        RelaxedContrastiveLoss(None)(**{**model_out, "logit_bias": torch.zeros(5, 5)})
