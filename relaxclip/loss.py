@@ -101,6 +101,13 @@ def _resolve_options(
     return check_backend_options(backend, options)
 
 
+def _host_checks() -> bool:
+    """Whether the data-dependent checks run: they read values on the host (one device sync), which
+    ``torch.compile`` cannot put in a graph (a graph break; an error with ``fullgraph=True``), so
+    they are skipped while compiling. Shape, dtype and device checks always run."""
+    return not torch.compiler.is_compiling()
+
+
 def _check_features(
     image_features: Tensor, text_features: Tensor, check_finite: bool, allow_empty: bool = False
 ) -> None:
@@ -194,6 +201,9 @@ def _as_scale_tensor(logit_scale: Tensor | float, like: Tensor, check_finite: bo
     compute = torch.float64 if like.dtype == torch.float64 else torch.float32
     if isinstance(logit_scale, torch.Tensor):
         _check_scalar_tensor("logit_scale", logit_scale, like)
+        scale = logit_scale.reshape(()).to(device=like.device, dtype=compute)
+        if not _host_checks():  # no host read while compiling: a scale <= 0 gives a NaN loss
+            return torch.where(scale > 0, scale, torch.full_like(scale, math.nan))
         if check_finite:
             value = float(logit_scale.detach())
             if not math.isfinite(value) or value <= 0:
@@ -201,7 +211,7 @@ def _as_scale_tensor(logit_scale: Tensor | float, like: Tensor, check_finite: bo
                     f"logit_scale must be finite and > 0 (the exponentiated scale, e.g. "
                     f"model.logit_scale.exp()), got {value}"
                 )
-        return logit_scale.reshape(()).to(device=like.device, dtype=compute)
+        return scale
     if isinstance(logit_scale, bool) or not isinstance(logit_scale, Real):
         raise TypeError(
             f"logit_scale must be a float or a scalar tensor, got {type(logit_scale).__name__}"
@@ -259,7 +269,10 @@ def relaxed_contrastive_loss(
         chunk_size: shortcut for ``backend_options={"chunk_size": n}`` (rows per block of the
             chunked backend, a positive int; default about 4M logits per block); only with
             ``backend="chunked"``.
-        check_finite: check features and scale for NaN/Inf (one device sync on GPU).
+        check_finite: check features, scale and bias for NaN/Inf (one device sync on GPU).
+            Under ``torch.compile`` these value checks are skipped (a host read is a graph break,
+            an error with ``fullgraph=True``): non-finite inputs then give a NaN loss, and a
+            tensor ``logit_scale <= 0`` is turned into NaN instead of raising.
         distributed: compute the loss of the GLOBAL batch of a ``torch.distributed`` job, each
             rank passing its local (b_r, D) features (see ``relaxclip.distributed`` and
             docs/distributed.md). ``None`` (default): on when ``torch.distributed`` is
@@ -298,8 +311,9 @@ def relaxed_contrastive_loss(
     )
     # A rank may hold an empty local batch (the end of an epoch): the global batch is what counts,
     # and raising on one rank would leave the others waiting in the collective.
-    _check_features(image_features, text_features, check_finite, allow_empty=use_distributed)
-    bias = _check_bias(logit_bias, image_features, check_finite)
+    checks = check_finite and _host_checks()
+    _check_features(image_features, text_features, checks, allow_empty=use_distributed)
+    bias = _check_bias(logit_bias, image_features, checks)
     with torch.autocast(image_features.device.type, enabled=False):  # the precision policy
         loss = _loss(
             image_features,

@@ -7,7 +7,7 @@ Every backend module exposes the same two functions (sums, not means; see ``rela
 
 and declares the keyword options those functions take in a module-level ``OPTIONS`` mapping
 (option name -> validator returning the normalised value). :data:`BACKEND_MODULES` is the one
-registry of backends; :func:`check_backend_options` validates options against it.
+registry of backends (name -> module loader); :func:`check_backend_options` validates options against it.
 
 Backends and their options:
 
@@ -23,18 +23,37 @@ nothing whenever another is picked; options therefore need an explicit backend n
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
 import torch
 
-#: The registry: concrete backend name -> the module implementing it.
-BACKEND_MODULES: dict[str, str] = {
-    "dense": "relaxclip.backends.dense",
-    "chunked": "relaxclip.backends.chunked",
-    "triton": "relaxclip.backends.triton",
+
+def _load_dense() -> ModuleType:
+    from relaxclip.backends import dense
+
+    return dense
+
+
+def _load_chunked() -> ModuleType:
+    from relaxclip.backends import chunked
+
+    return chunked
+
+
+def _load_triton() -> ModuleType:
+    from relaxclip.backends import triton as triton_backend  # imports without triton installed
+
+    return triton_backend
+
+
+#: The registry: concrete backend name -> loader of the module implementing it (imported lazily:
+#: the triton module imports triton; plain import statements also keep ``torch.compile`` tracing).
+BACKEND_MODULES: dict[str, Callable[[], ModuleType]] = {
+    "dense": _load_dense,
+    "chunked": _load_chunked,
+    "triton": _load_triton,
 }
 
 BACKENDS = ("auto", *BACKEND_MODULES)
@@ -59,7 +78,7 @@ def _check_name(name: object, allowed: tuple[str, ...] = BACKENDS) -> str:
 
 
 def _module(name: str) -> ModuleType:
-    return importlib.import_module(BACKEND_MODULES[_check_name(name, tuple(BACKEND_MODULES))])
+    return BACKEND_MODULES[_check_name(name, tuple(BACKEND_MODULES))]()
 
 
 def backend_options(name: str) -> tuple[str, ...]:
