@@ -367,6 +367,65 @@ def _loss(
     return total / (2 * n)
 
 
+#: Quantiles of the positive-pair similarity s_ii reported by :func:`positive_pair_stats`.
+DIAGNOSTIC_QUANTILES = (0.1, 0.5, 0.9)
+
+
+def positive_pair_stats(
+    image_features: Tensor,
+    text_features: Tensor,
+    threshold: float | None = DEFAULT_THRESHOLD,
+    *,
+    normalize: bool = True,
+) -> dict[str, Tensor]:
+    """Detached statistics of the batch's positive similarities s_ii, to see what theta does.
+
+    Costs one row-wise dot product (O(B*D), no B x B pass): s_ii = <x_i, y_i> after the loss's
+    normalisation (raw dot products with ``normalize=False``), in fp32 (fp64 for fp64 features).
+
+    Returns a dict of 0-d tensors (no gradient): ``relaxed_share`` — the share of pairs with
+    s_ii > theta, whose positive logit the loss clamps (0 with ``threshold=None``; pairs within
+    rounding of theta may be counted differently from the backend's own comparison);
+    ``positive_sim_mean``; ``positive_sim_q10`` / ``_q50`` / ``_q90`` — the
+    :data:`DIAGNOSTIC_QUANTILES` as ``torch.quantile`` defines them (linear interpolation). For an
+    empty batch (a rank with no local samples) every value is NaN. The statistics describe the
+    pairs passed in: under ``torch.distributed`` they are this rank's LOCAL pairs, not the global
+    batch (all-reduce them yourself, e.g. the mean weighted by the local batch size).
+    """
+    theta = _check_threshold(threshold)
+    _check_features(image_features, text_features, check_finite=False, allow_empty=True)
+    with torch.no_grad(), torch.autocast(image_features.device.type, enabled=False):
+        x = _normalize(image_features) if normalize else image_features
+        y = _normalize(text_features) if normalize else text_features
+        cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+        s = (x.to(cdt) * y.to(cdt)).sum(dim=1)
+        if s.numel() == 0:
+            nan = torch.full((), math.nan, dtype=cdt, device=s.device)
+            share, mean, quantiles = nan, nan, nan.expand(len(DIAGNOSTIC_QUANTILES))
+        else:
+            share = (s > theta).to(cdt).mean() if theta is not None else s.new_zeros(())
+            mean = s.mean()
+            quantiles = torch.quantile(s, s.new_tensor(DIAGNOSTIC_QUANTILES))
+    stats = {"relaxed_share": share, "positive_sim_mean": mean}
+    for q, value in zip(DIAGNOSTIC_QUANTILES, quantiles, strict=True):
+        stats[f"positive_sim_q{round(q * 100):02d}"] = value
+    return stats
+
+
+class LossOutput(dict[str, Tensor]):
+    """``output_dict=True`` result: ``{"contrastive_loss": loss}`` plus ``.diagnostics``.
+
+    The dict holds only the loss because open_clip's trainer sums every value of it
+    (``total_loss = sum(losses.values())``) and logs each: statistics stored as items would be
+    added to the reported loss. ``diagnostics`` holds :func:`positive_pair_stats` of the batch
+    (detached 0-d tensors; this rank's local pairs under ``torch.distributed``).
+    """
+
+    def __init__(self, loss: Tensor, diagnostics: dict[str, Tensor]) -> None:
+        super().__init__(contrastive_loss=loss)
+        self.diagnostics = diagnostics
+
+
 class RelaxedContrastiveLoss(nn.Module):
     """``nn.Module`` form of :func:`relaxed_contrastive_loss`; a drop-in for open_clip's ``ClipLoss``.
 
@@ -376,8 +435,13 @@ class RelaxedContrastiveLoss(nn.Module):
         loss = loss_fn(image_features, text_features, model.logit_scale.exp())
 
     ``forward(image_features, text_features, logit_scale, logit_bias=None, output_dict=False)``
-    (open_clip's ``ClipLoss.forward`` signature) returns the 0-d loss, or
-    ``{"contrastive_loss": loss}`` with ``output_dict=True`` (open_clip's convention).
+    (open_clip's ``ClipLoss.forward`` signature) returns the 0-d loss, or with
+    ``output_dict=True`` (open_clip's convention) a :class:`LossOutput`: the dict
+    ``{"contrastive_loss": loss}`` whose ``.diagnostics`` attribute holds detached statistics of
+    the batch's positive pairs (:func:`positive_pair_stats`: the share of relaxed pairs and the
+    mean and quantiles of s_ii; one O(B*D) pass, this rank's local pairs under
+    ``torch.distributed``). Log them to choose theta, e.g.
+    ``for k, v in out.diagnostics.items(): writer.add_scalar(f"relax/{k}", v, step)``.
     Constructor arguments are those of :func:`relaxed_contrastive_loss` and are validated here
     (``backend_options`` against ``backend``).
     """
@@ -435,7 +499,12 @@ class RelaxedContrastiveLoss(nn.Module):
             process_group=self.process_group,
             logit_bias=logit_bias,
         )
-        return {"contrastive_loss": loss} if output_dict else loss
+        if not output_dict:
+            return loss
+        stats = positive_pair_stats(
+            image_features, text_features, self.threshold, normalize=self.normalize
+        )
+        return LossOutput(loss, stats)
 
     def extra_repr(self) -> str:
         opts = f", backend_options={self.backend_options}" if self.backend_options else ""
@@ -445,4 +514,11 @@ class RelaxedContrastiveLoss(nn.Module):
         )
 
 
-__all__ = ["DEFAULT_THRESHOLD", "RelaxedContrastiveLoss", "relaxed_contrastive_loss"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "DIAGNOSTIC_QUANTILES",
+    "LossOutput",
+    "RelaxedContrastiveLoss",
+    "positive_pair_stats",
+    "relaxed_contrastive_loss",
+]

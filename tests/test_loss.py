@@ -13,7 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relaxclip.backends import AUTO_DENSE_MAX_LOGITS, chunked, dense, resolve_backend
-from relaxclip.loss import DEFAULT_THRESHOLD, RelaxedContrastiveLoss, relaxed_contrastive_loss
+from relaxclip.loss import (
+    DEFAULT_THRESHOLD,
+    DIAGNOSTIC_QUANTILES,
+    LossOutput,
+    RelaxedContrastiveLoss,
+    positive_pair_stats,
+    relaxed_contrastive_loss,
+)
 
 HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BACKENDS = [("dense", None), ("chunked", 1), ("chunked", 3), ("chunked", None)]
@@ -606,3 +613,59 @@ def test_compiles_fullgraph_with_inductor_and_matches_eager() -> None:
         got = grads(compiled, x0, y0, 14.0)
         assert_all_close(got, want, atol=1e-6, rtol=1e-5)
         assert float((F.normalize(x0) * F.normalize(y0)).sum(1).max()) > 0.7  # some relaxed
+
+
+# ---------------------------------------------------------------- diagnostics (issue 12 item 6)
+
+
+def _known_cosines(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit features with s_ii = c_i exactly: x_i = (1, 0), y_i = (c_i, sqrt(1 - c_i^2)), scaled."""
+    x = torch.stack([torch.ones_like(c), torch.zeros_like(c)], dim=1) * 3.0
+    y = torch.stack([c, (1 - c**2).sqrt()], dim=1) * 0.5
+    return x, y
+
+
+def test_output_dict_diagnostics_are_the_positive_pair_statistics() -> None:
+    c = torch.tensor([0.95, -0.2, 0.81, 0.5, 0.79, 0.99, 0.1, 0.3], dtype=torch.float64)
+    x, y = _known_cosines(c)
+    module = RelaxedContrastiveLoss(threshold=0.8)
+    out = module(x, y, 10.0, output_dict=True)
+    assert isinstance(out, LossOutput) and set(out) == {"contrastive_loss"}
+    torch.testing.assert_close(sum(out.values()), module(x, y, 10.0))  # open_clip sums the dict
+    d = out.diagnostics
+    assert set(d) == {
+        "relaxed_share",
+        "positive_sim_mean",
+        "positive_sim_q10",
+        "positive_sim_q50",
+        "positive_sim_q90",
+    }
+    assert float(d["relaxed_share"]) == 3 / 8  # 0.95, 0.81, 0.99 > 0.8
+    torch.testing.assert_close(d["positive_sim_mean"], c.mean())
+    for q in DIAGNOSTIC_QUANTILES:  # numpy's default (linear) definition, independently
+        want = float(np.quantile(c.numpy(), q))
+        assert abs(float(d[f"positive_sim_q{round(q * 100):02d}"]) - want) < 1e-12
+    assert all(v.grad_fn is None and v.shape == () for v in d.values())
+    assert (
+        float(
+            RelaxedContrastiveLoss(None)(x, y, 10.0, output_dict=True).diagnostics["relaxed_share"]
+        )
+        == 0
+    )
+
+
+def test_diagnostics_add_no_matmul_and_handle_dtypes_and_empty_batches() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, y = torch.randn(64, 16), torch.randn(64, 16)
+    with FlopCounterMode(display=False) as counter:
+        positive_pair_stats(x, y, 0.5)
+    assert counter.get_total_flops() == 0  # no B x B (or any) matmul, only a row-wise dot
+    stats = positive_pair_stats(x.bfloat16(), y.bfloat16(), 0.5)
+    assert all(v.dtype == torch.float32 for v in stats.values())
+    stats64 = positive_pair_stats(x.double(), y.double(), None)
+    assert all(v.dtype == torch.float64 for v in stats64.values())
+    empty = positive_pair_stats(torch.randn(0, 16), torch.randn(0, 16))  # a rank with no rows
+    assert all(math.isnan(float(v)) for v in empty.values())
+    with pytest.raises(ValueError, match="same shape"):
+        positive_pair_stats(x, y[:3])
