@@ -52,7 +52,7 @@ from relaxclip.distributed import (
     DistributedMode,
     check_distributed_args,
     distributed_loss,
-    is_distributed_active,
+    resolve_distributed,
 )
 
 Tensor = torch.Tensor
@@ -275,13 +275,19 @@ def relaxed_contrastive_loss(
             tensor ``logit_scale <= 0`` is turned into NaN instead of raising.
         distributed: compute the loss of the GLOBAL batch of a ``torch.distributed`` job, each
             rank passing its local (b_r, D) features (see ``relaxclip.distributed`` and
-            docs/distributed.md). ``None`` (default): on when ``torch.distributed`` is
-            initialised and ``process_group`` has more than one rank; ``False``: local loss;
-            ``True``: required (RuntimeError when not initialised). Inside an initialised job,
-            call the loss on every rank of the group: a call on one rank only (e.g. a rank-0
-            validation loop) waits for the others, so pass ``distributed=False`` there. An input
-            error raised on one rank only (NaN, wrong shape) likewise leaves the other ranks
-            waiting in the collective until the launcher (torchrun) ends the job.
+            docs/distributed.md). ``None`` (default): gather only when ``torch.distributed`` is
+            initialised, ``process_group`` has more than one rank AND this call records
+            gradients (grad mode on and a feature or the scale requires grad), i.e. in a training
+            step, which every rank runs; a call that records no gradient (``torch.no_grad()``,
+            ``inference_mode``, detached features), e.g. a validation loss on rank 0 only,
+            computes the local loss and cannot wait for other ranks (the decision is logged once
+            per process, logger ``relaxclip.distributed``; see
+            :func:`relaxclip.distributed.resolve_distributed`). ``False``: local loss. ``True``:
+            gather (RuntimeError when not initialised); every rank of the group must then make
+            the call, e.g. for a global-batch validation loss. A call on one rank only that
+            records gradients still waits for the others: pass ``distributed=False`` there. An
+            input error raised on one rank only (NaN, wrong shape) likewise leaves the other
+            ranks waiting in the collective until the launcher (torchrun) ends the job.
         distributed_mode: ``"local"`` (rank r computes the (b_r x B) rows/columns of its own
             samples and returns W * its share, so the mean over ranks is the global loss) or
             ``"global"`` (every rank computes the full (B x B) loss).
@@ -306,9 +312,11 @@ def relaxed_contrastive_loss(
             "process_group was given but torch.distributed is not initialised; initialise it "
             "first, or pass distributed=False for a local loss"
         )
-    use_distributed = bool(distributed) or (
-        distributed is None and is_distributed_active(process_group)
+    records_grad = torch.is_grad_enabled() and any(
+        isinstance(v, torch.Tensor) and v.requires_grad
+        for v in (image_features, text_features, logit_scale)
     )
+    use_distributed = resolve_distributed(distributed, process_group, records_grad)
     # A rank may hold an empty local batch (the end of an epoch): the global batch is what counts,
     # and raising on one rank would leave the others waiting in the collective.
     checks = check_finite and _host_checks()
