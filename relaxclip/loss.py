@@ -10,7 +10,9 @@ Formula (B pairs, image features x_i, text features y_i, L2-normalised when ``no
 
 The relaxed positive replaces ``t * s_ii`` everywhere it appears: in the numerator and in both
 denominators (the image->text row and the text->image column). With ``theta = 1`` (or ``None``) no
-clamp is applied and L is exactly the CLIP / open_clip ``ClipLoss`` loss.
+clamp is applied and L is exactly the CLIP / open_clip ``ClipLoss`` loss. With
+``normalize=False`` s_ii is the raw dot product and theta bounds it (any finite theta; there
+``theta = 1`` clamps like any other value and only ``None`` disables relaxation).
 
 Relaxation. Once a positive pair is more similar than ``theta`` (s_ii > theta), its logit is
 constant: no gradient pulls that pair closer, while its negatives are still pushed apart. This is
@@ -65,15 +67,27 @@ Tensor = torch.Tensor
 DEFAULT_THRESHOLD = 0.8
 
 
-def _check_threshold(threshold: float | None) -> float | None:
-    """Validate theta in (-1, 1]; return ``None`` (no relaxation) for ``None`` or theta >= 1."""
+def _check_threshold(threshold: float | None, normalize: bool = True) -> float | None:
+    """Validate theta; return the clamp bound, or ``None`` for no relaxation.
+
+    ``normalize=True``: theta is a cosine similarity in (-1, 1]; theta = 1 (or ``None``) means no
+    relaxation. ``normalize=False``: theta bounds the raw dot product s_ii = <x_i, y_i>, which is
+    not limited to [-1, 1], so any finite theta is accepted and theta = 1 is an ordinary clamp
+    (only ``None`` disables relaxation; the loss is continuous in theta).
+    """
     if threshold is None:
         return None
     if isinstance(threshold, bool) or not isinstance(threshold, Real):
-        raise TypeError(
-            f"threshold must be a float in (-1, 1] or None, got {type(threshold).__name__}"
-        )
+        kind = "a float in (-1, 1]" if normalize else "a finite float"
+        raise TypeError(f"threshold must be {kind} or None, got {type(threshold).__name__}")
     value = float(threshold)
+    if not normalize:
+        if not math.isfinite(value):
+            raise ValueError(
+                f"threshold must be finite (a bound on the raw dot product s_ii with "
+                f"normalize=False) or None, got {value}"
+            )
+        return value
     if not (-1.0 < value <= 1.0):  # also rejects NaN
         raise ValueError(f"threshold must be in (-1, 1] (a cosine similarity), got {value}")
     return None if value >= 1.0 else value
@@ -108,18 +122,40 @@ def _host_checks() -> bool:
     return not torch.compiler.is_compiling()
 
 
+_FEATURE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check_tensor_kind(name: str, value: Tensor) -> None:
+    """A dense tensor with data, in a dtype the loss computes with (before any torch op sees it)."""
+    if value.layout != torch.strided:
+        raise TypeError(
+            f"{name} must be a dense (strided) tensor, got layout {value.layout}; "
+            "convert it with .to_dense()"
+        )
+    if value.device.type == "meta":
+        raise ValueError(
+            f"{name} is on the meta device (a shape without data); the loss needs values"
+        )
+    if value.dtype not in _FEATURE_DTYPES:
+        hint = " (cast float8 to bfloat16 first)" if "float8" in str(value.dtype) else ""
+        raise TypeError(
+            f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), "
+            f"got dtype {value.dtype}{hint}"
+        )
+
+
 def _check_features(
-    image_features: Tensor, text_features: Tensor, check_finite: bool, allow_empty: bool = False
+    image_features: Tensor, text_features: Tensor, allow_empty: bool = False
 ) -> None:
+    """Type, layout, device, dtype and shape checks (static: no device sync)."""
     for name, feats in (("image_features", image_features), ("text_features", text_features)):
         if not isinstance(feats, torch.Tensor):
             raise TypeError(
                 f"{name} must be a torch.Tensor of shape (B, D), got {type(feats).__name__}"
             )
+        _check_tensor_kind(name, feats)
         if feats.dim() != 2:
             raise ValueError(f"{name} must be 2-D (B, D), got shape {tuple(feats.shape)}")
-        if not feats.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {feats.dtype}")
         if feats.shape[0] == 0 and not allow_empty:
             raise ValueError(
                 f"{name} must hold at least one sample (B >= 1), got shape {tuple(feats.shape)}"
@@ -143,23 +179,49 @@ def _check_features(
             "image_features and text_features must be on the same device, got "
             f"{image_features.device} and {text_features.device}"
         )
-    if check_finite:
-        for name, feats in (("image_features", image_features), ("text_features", text_features)):
-            if not bool(torch.isfinite(feats).all()):
-                raise ValueError(
-                    f"{name} contains NaN or Inf (pass check_finite=False to skip this check)"
-                )
+
+
+def _row_peaks(features: Tensor) -> Tensor:
+    """(B, 1) largest |value| of each row (detached; NaN for a row holding NaN)."""
+    return features.detach().abs().amax(dim=1, keepdim=True)
+
+
+def _rows(mask: Tensor) -> str:
+    rows = mask.nonzero().flatten().tolist()
+    shown = ", ".join(map(str, rows[:10]))
+    return f"[{shown}{', ...' if len(rows) > 10 else ''}] ({len(rows)} of {mask.numel()})"
+
+
+def _check_values(image_features: Tensor, text_features: Tensor, normalize: bool) -> None:
+    """NaN/Inf rows, and all-zero rows when normalising (one device sync for both tensors)."""
+    named = (("image_features", image_features), ("text_features", text_features))
+    peaks = [_row_peaks(feats).flatten() for _, feats in named]
+    bad = [~torch.isfinite(p) | (p == 0) if normalize else ~torch.isfinite(p) for p in peaks]
+    if not bool(torch.cat(bad).any()):
+        return
+    for (name, _), peak in zip(named, peaks, strict=True):
+        if bool((~torch.isfinite(peak)).any()):
+            raise ValueError(
+                f"{name} contains NaN or Inf in rows {_rows(~torch.isfinite(peak))} "
+                "(pass check_finite=False to skip this check)"
+            )
+    for (name, _), peak in zip(named, peaks, strict=True):
+        if bool((peak == 0).any()):
+            raise ValueError(
+                f"{name} has all-zero rows {_rows(peak == 0)}: a zero vector has no direction, so "
+                "its cosine similarity is undefined (normalize=True); drop those samples, or "
+                "pass normalize=False"
+            )
 
 
 def _check_scalar_tensor(name: str, value: Tensor, like: Tensor, why: str = "") -> None:
     """A one-element floating tensor on the features' device (a 0-d CPU tensor is also fine)."""
+    _check_tensor_kind(name, value)
     if value.numel() != 1:
         raise ValueError(
             f"{name} must be a scalar (0-d or one-element tensor), got shape "
             f"{tuple(value.shape)}{why}"
         )
-    if not value.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
     if value.device != like.device and value.dim() > 0:
         raise ValueError(
             f"{name} must be on the features' device {like.device}, got {value.device}"
@@ -204,13 +266,14 @@ def _as_scale_tensor(logit_scale: Tensor | float, like: Tensor, check_finite: bo
         scale = logit_scale.reshape(()).to(device=like.device, dtype=compute)
         if not _host_checks():  # no host read while compiling: a scale <= 0 gives a NaN loss
             return torch.where(scale > 0, scale, torch.full_like(scale, math.nan))
-        if check_finite:
-            value = float(logit_scale.detach())
-            if not math.isfinite(value) or value <= 0:
-                raise ValueError(
-                    f"logit_scale must be finite and > 0 (the exponentiated scale, e.g. "
-                    f"model.logit_scale.exp()), got {value}"
-                )
+        # the sign check runs even with check_finite=False: a scale <= 0 is not a finiteness
+        # problem but a different loss (one scalar read)
+        value = float(logit_scale.detach())
+        if value <= 0 or (check_finite and not math.isfinite(value)):
+            raise ValueError(
+                f"logit_scale must be finite and > 0 (the exponentiated scale, e.g. "
+                f"model.logit_scale.exp()), got {value}"
+            )
         return scale
     if isinstance(logit_scale, bool) or not isinstance(logit_scale, Real):
         raise TypeError(
@@ -225,10 +288,19 @@ def _as_scale_tensor(logit_scale: Tensor | float, like: Tensor, check_finite: bo
 
 
 def _normalize(features: Tensor) -> Tensor:
-    """L2-normalise rows with the norm taken in fp32 (fp64 for fp64); result in the input dtype."""
-    if features.dtype in (torch.float32, torch.float64):
-        return F.normalize(features, dim=1)
-    return F.normalize(features.float(), dim=1).to(features.dtype)
+    """L2-normalise rows in fp32 (fp64 for fp64), overflow- and underflow-safe; input dtype out.
+
+    Each row is first divided by its largest |value| (detached: the direction does not depend on
+    it, so the gradient is exactly that of x / ||x||), so the squared norm lies in [1, D]: rows of
+    1e20 (whose squared norm overflows fp32) or 1e-30 (below F.normalize's eps) are normalised
+    exactly. An all-zero row (only reachable with check_finite=False) stays zero with a zero
+    gradient; NaN/Inf rows give NaN.
+    """
+    work = features if features.dtype in (torch.float32, torch.float64) else features.float()
+    peak = _row_peaks(work)
+    nonzero = peak > 0
+    unit = F.normalize(work / torch.where(nonzero, peak, torch.ones_like(peak)), dim=1)
+    return (unit * nonzero).to(features.dtype)
 
 
 def relaxed_contrastive_loss(
@@ -255,9 +327,16 @@ def relaxed_contrastive_loss(
             Row i of both is a positive pair; every other row of the other modality is a negative.
         logit_scale: t > 0, the multiplier already exponentiated (open_clip convention:
             ``model.logit_scale.exp()``): a float or a 0-d tensor, differentiable.
-        threshold: theta in (-1, 1]; positive similarities are clamped to ``min(s_ii, theta)``.
-            ``1.0`` or ``None`` disables relaxation (exactly CLIP's loss).
-        normalize: L2-normalise the features first (then theta is a cosine similarity).
+        threshold: theta; positive similarities are clamped to ``min(s_ii, theta)``. With
+            ``normalize=True`` a cosine in (-1, 1], and ``1.0`` or ``None`` disables relaxation
+            (exactly CLIP's loss). With ``normalize=False`` a bound on the raw dot product
+            <x_i, y_i>: any finite float, ``1.0`` included (an ordinary clamp there, since raw
+            s_ii can exceed 1); only ``None`` disables relaxation.
+        normalize: L2-normalise the features first (then theta is a cosine similarity). The
+            normalisation divides each row by its largest |value| first, so features of any
+            finite magnitude (1e20 in fp32, 1e-30) are normalised exactly (cosine similarity is
+            scale-invariant). An all-zero row has no direction: it raises under
+            ``check_finite``; without the check it stays a zero vector with zero gradient.
         backend: ``"dense"``, ``"chunked"``, ``"triton"`` or ``"auto"``
             (see :func:`relaxclip.backends.resolve_backend`).
         backend_options: keyword options of the chosen backend, validated against it:
@@ -269,7 +348,10 @@ def relaxed_contrastive_loss(
         chunk_size: shortcut for ``backend_options={"chunk_size": n}`` (rows per block of the
             chunked backend, a positive int; default about 4M logits per block); only with
             ``backend="chunked"``.
-        check_finite: check features, scale and bias for NaN/Inf (one device sync on GPU).
+        check_finite: check features, scale and bias for NaN/Inf, and (with ``normalize=True``)
+            the features for all-zero rows; errors name the rows (one device sync on GPU). The
+            sign of a tensor ``logit_scale`` is checked even with ``check_finite=False`` (a
+            scale <= 0 is a different loss, not a non-finite one; one scalar read).
             Under ``torch.compile`` these value checks are skipped (a host read is a graph break,
             an error with ``fullgraph=True``): non-finite inputs then give a NaN loss, and a
             tensor ``logit_scale <= 0`` is turned into NaN instead of raising.
@@ -304,7 +386,7 @@ def relaxed_contrastive_loss(
         0-d tensor: fp32 for fp16/bf16/fp32 inputs, fp64 for fp64 inputs. Gradients reach both
         feature tensors (in their dtype) and ``logit_scale``.
     """
-    theta = _check_threshold(threshold)
+    theta = _check_threshold(threshold, normalize)
     options = _resolve_options(backend, backend_options, chunk_size)
     check_distributed_args(distributed, distributed_mode)
     if process_group is not None and distributed is None and not torch.distributed.is_initialized():
@@ -320,7 +402,9 @@ def relaxed_contrastive_loss(
     # A rank may hold an empty local batch (the end of an epoch): the global batch is what counts,
     # and raising on one rank would leave the others waiting in the collective.
     checks = check_finite and _host_checks()
-    _check_features(image_features, text_features, checks, allow_empty=use_distributed)
+    _check_features(image_features, text_features, allow_empty=use_distributed)
+    if checks:
+        _check_values(image_features, text_features, normalize)
     bias = _check_bias(logit_bias, image_features, checks)
     with torch.autocast(image_features.device.type, enabled=False):  # the precision policy
         loss = _loss(
@@ -400,8 +484,8 @@ def positive_pair_stats(
     pairs passed in: under ``torch.distributed`` they are this rank's LOCAL pairs, not the global
     batch (all-reduce them yourself, e.g. the mean weighted by the local batch size).
     """
-    theta = _check_threshold(threshold)
-    _check_features(image_features, text_features, check_finite=False, allow_empty=True)
+    theta = _check_threshold(threshold, normalize)
+    _check_features(image_features, text_features, allow_empty=True)
     with torch.no_grad(), torch.autocast(image_features.device.type, enabled=False):
         x = _normalize(image_features) if normalize else image_features
         y = _normalize(text_features) if normalize else text_features
@@ -468,7 +552,7 @@ class RelaxedContrastiveLoss(nn.Module):
         process_group: Any = None,
     ) -> None:
         super().__init__()
-        _check_threshold(threshold)
+        _check_threshold(threshold, normalize)
         #: the validated backend options (``chunk_size`` merged in)
         self.backend_options = _resolve_options(backend, backend_options, chunk_size)
         check_distributed_args(distributed, distributed_mode)

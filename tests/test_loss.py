@@ -669,3 +669,126 @@ def test_diagnostics_add_no_matmul_and_handle_dtypes_and_empty_batches() -> None
     assert all(math.isnan(float(v)) for v in empty.values())
     with pytest.raises(ValueError, match="same shape"):
         positive_pair_stats(x, y[:3])
+
+
+# ---------------------------------------------------------------- issue 13: silent wrong results
+
+
+@pytest.mark.parametrize(
+    "dtype,magnitude",
+    [(torch.float32, 1e20), (torch.float32, 1e-30), (torch.bfloat16, 1e30), (torch.float64, 1e160)],
+)
+@pytest.mark.parametrize("name", ["dense", "chunked"])
+def test_large_and_tiny_features_are_normalised_exactly(
+    dtype: torch.dtype, magnitude: float, name: str
+) -> None:
+    """Issue 13 item 3: the squared norm of 1e20 overflowed fp32, every row became 0 and the loss
+    was log B with zero gradients; cosine similarity is scale-invariant, so it must not change."""
+    g = torch.Generator().manual_seed(9)
+    x0 = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    y0 = x0 + 0.4 * torch.randn(6, 5, generator=g, dtype=torch.float64)
+    xs, ys = (x0 * magnitude).to(dtype), (y0 * magnitude).to(dtype)
+    got = relaxed_contrastive_loss(xs, ys, 10.0, threshold=0.9, backend=name)
+    # the reference on the same (rounded) values, rescaled in float64 before normalising
+    want = reference_loss(xs.double() / magnitude, ys.double() / magnitude, 10.0, 0.9)
+    tol = 1e-3 if dtype == torch.bfloat16 else 1e-5
+    assert abs(float(got) - float(want)) <= tol * float(want)
+    assert abs(float(got) - math.log(6)) > 0.1  # not the collapsed value
+    x = xs.clone().requires_grad_()
+    (gx,) = torch.autograd.grad(relaxed_contrastive_loss(x, ys, 10.0, backend=name), x)
+    assert bool(torch.isfinite(gx).all()) and float(gx.double().abs().max()) > 0  # ~ 1/magnitude
+
+
+def test_all_zero_rows_raise_naming_the_rows_or_get_zero_gradient_unchecked() -> None:
+    """Issue 13 item 4: an all-zero row was accepted and got a gradient of norm ~1e13."""
+    x, y = torch.randn(5, 3), torch.randn(5, 3)
+    x[1] = 0.0
+    x[3] = 0.0
+    with pytest.raises(ValueError, match=r"image_features has all-zero rows \[1, 3\] \(2 of 5\)"):
+        relaxed_contrastive_loss(x, y, 10.0)
+    with pytest.raises(ValueError, match=r"text_features has all-zero rows \[1, 3\]"):
+        RelaxedContrastiveLoss()(y, x, 10.0)
+    # without normalisation a zero row is an ordinary input (s_ij = 0 for it)
+    assert math.isfinite(float(relaxed_contrastive_loss(x, y, 10.0, normalize=False)))
+    # check_finite=False: the documented safe behaviour, a zero direction with zero gradient
+    xr = x.clone().requires_grad_()
+    loss = relaxed_contrastive_loss(xr, y, 10.0, check_finite=False)
+    (gx,) = torch.autograd.grad(loss, xr)
+    assert math.isfinite(float(loss)) and bool((gx[[1, 3]] == 0).all())
+    assert float(gx.abs().max()) < 100.0
+    # NaN rows are named too
+    x[2, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"image_features contains NaN or Inf in rows \[2\]"):
+        relaxed_contrastive_loss(x, y, 10.0)
+
+
+def test_unnormalised_threshold_is_a_bound_on_the_raw_dot_product() -> None:
+    """Issue 13 item 7: with normalize=False, threshold=1.0 silently meant "no relaxation" while
+    s_ii can exceed 1 (the loss jumped at theta = 1); theta now bounds s_ii continuously."""
+    g = torch.Generator().manual_seed(2)
+    x = 3.0 * torch.randn(6, 4, generator=g, dtype=torch.float64)
+    y = x + 0.2 * torch.randn(6, 4, generator=g, dtype=torch.float64)
+    assert float((x * y).sum(1).min()) > 1.5  # every raw s_ii exceeds 1
+
+    def loss(theta: float | None) -> float:
+        return float(relaxed_contrastive_loss(x, y, 2.0, threshold=theta, normalize=False))
+
+    assert abs(loss(1.0) - loss(1.0 - 1e-9)) < 1e-6  # continuous at theta = 1
+    assert abs(loss(1.0) - float(reference_loss(x, y, 2.0, 1.0, normalize=False))) < 1e-10
+    assert loss(1.0) > loss(None) + 1.0
+    assert abs(loss(1.5) - float(reference_loss(x, y, 2.0, 1.5, normalize=False))) < 1e-10
+    assert abs(loss(-2.0) - float(reference_loss(x, y, 2.0, -2.0, normalize=False))) < 1e-10
+    with pytest.raises(ValueError, match="threshold must be finite"):
+        relaxed_contrastive_loss(x, y, 2.0, threshold=math.inf, normalize=False)
+    with pytest.raises(ValueError, match=r"threshold must be in \(-1, 1\]"):
+        relaxed_contrastive_loss(x, y, 2.0, threshold=1.5)  # cosine: still (-1, 1]
+    RelaxedContrastiveLoss(threshold=1.5, normalize=False)  # accepted
+    with pytest.raises(ValueError, match="threshold"):
+        RelaxedContrastiveLoss(threshold=1.5)
+
+
+@pytest.mark.parametrize("scale", [-2.0, 0.0, -1e-3])
+def test_non_positive_scale_tensor_raises_even_without_check_finite(scale: float) -> None:
+    """Issue 13 item 10: check_finite=False accepted a negative logit_scale tensor and returned a
+    value that is not the documented formula; the sign check is not a finiteness check."""
+    x, y = _ok()
+    with pytest.raises(ValueError, match="logit_scale must be finite and > 0"):
+        relaxed_contrastive_loss(x, y, torch.tensor(scale), check_finite=False)
+    with pytest.raises(ValueError, match="logit_scale must be finite and > 0"):
+        RelaxedContrastiveLoss(check_finite=False)(x, y, torch.tensor([scale]))
+    nan_scale = relaxed_contrastive_loss(x, y, torch.tensor(math.nan), check_finite=False)
+    assert math.isnan(float(nan_scale))  # finiteness is what check_finite=False skips
+
+
+def _float8() -> torch.Tensor:
+    return torch.randn(4, 3).to(torch.float8_e4m3fn)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"image_features": _float8(), "text_features": _float8()}, TypeError, r"image_features must be a floating-point tensor \(float16, bfloat16, float32 or float64\), got dtype torch.float8_e4m3fn \(cast float8"),
+        ({"image_features": torch.randn(4, 3).to_sparse(), "text_features": torch.randn(4, 3).to_sparse()}, TypeError, "image_features must be a dense \\(strided\\) tensor, got layout torch.sparse_coo"),
+        ({"text_features": torch.randn(4, 3).to_sparse()}, TypeError, "text_features must be a dense .*sparse_coo"),
+        ({"image_features": torch.randn(4, 3, device="meta"), "text_features": torch.randn(4, 3, device="meta")}, ValueError, "image_features is on the meta device"),
+        ({"logit_scale": torch.tensor(10.0, device="meta")}, ValueError, "logit_scale is on the meta device"),
+        ({"logit_scale": torch.tensor(10.0).to(torch.float8_e5m2)}, TypeError, "logit_scale must be a floating-point tensor .*float8_e5m2"),
+        ({"logit_scale": torch.tensor([10.0]).to_sparse()}, TypeError, "logit_scale must be a dense"),
+        ({"logit_bias": torch.tensor(1.0, device="meta")}, ValueError, "logit_bias is on the meta device"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("check_finite", [True, False])
+def test_float8_sparse_and_meta_tensors_get_clear_errors(
+    kwargs: dict, exc: type[Exception], match: str, check_finite: bool
+) -> None:
+    """Issue 13 "unhelpful errors": these reached torch internals (or, on meta, returned a shape
+    without a value)."""
+    x, y = _ok()
+    args = {"image_features": x, "text_features": y, "logit_scale": 10.0}
+    options: dict = {"check_finite": check_finite}
+    for key, value in kwargs.items():
+        (args if key in args else options)[key] = value
+    with pytest.raises(exc, match=match):
+        relaxed_contrastive_loss(
+            args["image_features"], args["text_features"], args["logit_scale"], **options
+        )
