@@ -30,6 +30,7 @@ too large.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, Literal, Protocol
@@ -46,7 +47,11 @@ __all__ = [
     "check_distributed_args",
     "distributed_loss",
     "is_distributed_active",
+    "resolve_distributed",
 ]
+
+logger = logging.getLogger("relaxclip.distributed")
+_LOGGED_AUTO_MODES: set[bool] = set()
 
 DistributedMode = Literal["local", "global"]
 DISTRIBUTED_MODES: tuple[str, ...] = ("local", "global")
@@ -100,6 +105,39 @@ def is_distributed_active(process_group: dist.ProcessGroup | None = None) -> boo
     if dist.get_rank(group) < 0:
         return False
     return dist.get_world_size(group) > 1
+
+
+def resolve_distributed(
+    distributed: bool | None,
+    process_group: dist.ProcessGroup | None,
+    records_grad: bool,
+) -> bool:
+    """Whether a loss call gathers the global batch; the rule behind ``distributed=None``.
+
+    ``True``/``False`` are returned as given. ``None`` (the default) gathers only when
+    ``torch.distributed`` is initialised with more than one rank in ``process_group`` AND the call
+    records gradients (``records_grad``: grad mode on and a feature or the scale requires grad),
+    i.e. in training, where every rank runs the same step. A call that records no gradient
+    (``torch.no_grad()``/``inference_mode``, detached features) computes the local loss, so a
+    validation loss computed on one rank only cannot wait for the others; pass
+    ``distributed=True`` for a global-batch validation loss on every rank. The first auto-decision
+    of each kind is logged once per process (logger ``relaxclip.distributed``, level INFO).
+    """
+    if distributed is not None:
+        return distributed
+    if not is_distributed_active(process_group):
+        return False
+    if records_grad not in _LOGGED_AUTO_MODES:
+        _LOGGED_AUTO_MODES.add(records_grad)
+        logger.info(
+            "relaxclip loss, distributed=None: torch.distributed is initialised; %s "
+            "(the global batch is gathered only for calls that record gradients; pass "
+            "distributed=True or False to choose explicitly)",
+            "this call records gradients -> global-batch loss (gather on every rank)"
+            if records_grad
+            else "this call records no gradients -> local loss of this rank's batch, no gather",
+        )
+    return records_grad
 
 
 def _resolve_group(process_group: dist.ProcessGroup | None) -> dist.ProcessGroup:

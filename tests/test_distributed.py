@@ -10,6 +10,7 @@ concatenated global batch by an independent plain-torch implementation of the fo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -217,7 +218,8 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
                             t,
                             threshold=th,
                             backend=be,
-                            chunk_size=3,  # several blocks per rank
+                            # several blocks per rank (dense takes no chunk_size)
+                            chunk_size=3 if be == "chunked" else None,
                             distributed_mode=m,
                             process_group=group,
                         )
@@ -259,7 +261,8 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
     from relaxclip.backends import triton_available
 
     combos: list[tuple[torch.dtype, str]] = [(torch.float32, "auto"), (torch.bfloat16, "auto")]
-    if world == 2 and triton_available():  # the triton backend (CPU interpreter without a GPU)
+    results["triton_available"] = triton_available()
+    if world == 2 and results["triton_available"]:  # triton (CPU interpreter without a GPU)
         combos.append((torch.float32, "triton"))
     for dtype, backend_name in combos:
         for m in MODES:
@@ -415,11 +418,109 @@ def test_ddp_gradients_match_single_process(
     world: int, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     res = _spawn_results(world, tmp_path_factory.mktemp("dist"))
-    if world == 2:
-        ran_triton = any("/triton/" in k for k in res["default"]["low_precision_diff"])
-        print(f"\ntriton backend composed with the distributed loss: {ran_triton}")
     # modes x backends x (clip, relaxed) x (even, uneven) + module form + 2 empty-rank cases
     _check_cases(f"world size {world}", res["default"], 2 * 2 * 2 * 2 + 1 + 2)
+
+
+def test_triton_backend_composes_with_the_distributed_loss(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The world-2 job also runs the triton backend (CPU interpreter without a GPU) in both
+    modes; its loss and gradients are checked against the single-process loss in _check_cases
+    (fp32 tolerance). Skipped, visibly, where the workers could not run triton."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed (optional extra relaxclip[triton])")
+    res = _spawn_results(2, tmp_path_factory.mktemp("dist"))["default"]
+    if not res["triton_available"]:
+        pytest.skip("the triton backend is not available in the spawned workers")
+    ran = sorted(k for k in res["low_precision_diff"] if "/triton/" in k)
+    assert ran == ["global/triton/torch.float32", "local/triton/torch.float32"]
+    for key in ran:
+        assert res["low_precision_diff"][key] <= 1e-6, (key, res["low_precision_diff"][key])
+
+
+def _rank0_only_worker(rank: int, world: int, out_dir: str) -> None:
+    """Default arguments in a 2-rank gloo job: a training call on both ranks gathers the global
+    batch; then rank 0 ALONE computes a validation loss under torch.no_grad() while rank 1 waits
+    for it outside any collective (before: rank 0 waited for rank 1 in the all-gather)."""
+    import logging
+
+    from relaxclip.loss import RelaxedContrastiveLoss, relaxed_contrastive_loss
+
+    torch.set_num_threads(1)
+    out = Path(out_dir)
+    dist.init_process_group(
+        "gloo",
+        init_method=(out / "store").as_uri(),
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=30),  # a hang fails the job instead of blocking the test run
+    )
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    log = logging.getLogger("relaxclip.distributed")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        a, b = _make_batch(4 * world, seed=31)
+        sl = slice(4 * rank, 4 * rank + 4)
+        result: dict[str, Any] = {}
+        # training step with default arguments: the global batch (what the examples rely on)
+        model = _make_model()
+        x, y, t = model(a[sl], b[sl])
+        loss = relaxed_contrastive_loss(x, y, t, threshold=0.5)
+        mean = loss.detach().clone()
+        dist.all_reduce(mean)
+        x_all, y_all, t_all = _make_model()(a, b)
+        result["train_vs_global"] = abs(
+            float(mean) / world - float(reference_loss(x_all, y_all, t_all, 0.5))
+        )
+        result["train_vs_local"] = abs(float(mean) / world - float(reference_loss(x, y, t, 0.5)))
+        if rank == 0:
+            with torch.no_grad():
+                x, y, t = model(a[sl], b[sl])
+                functional = relaxed_contrastive_loss(x, y, t, threshold=0.5)
+                module = RelaxedContrastiveLoss(threshold=0.5)(x, y, t)
+                local = reference_loss(x, y, t, 0.5)
+            result["val_functional_vs_local"] = abs(float(functional) - float(local))
+            result["val_module_vs_local"] = abs(float(module) - float(local))
+            result["log"] = records
+            (out / "rank0.json").write_text(json.dumps(result))
+        else:
+            deadline = time.monotonic() + 60
+            while not (out / "rank0.json").exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+    finally:
+        log.removeHandler(handler)
+        dist.destroy_process_group()
+
+
+def test_rank0_only_validation_under_no_grad_does_not_hang(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    out_dir = tmp_path_factory.mktemp("rank0")
+    ctx = mp.start_processes(
+        _rank0_only_worker, args=(2, str(out_dir)), nprocs=2, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + 150
+    try:
+        while not ctx.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                pytest.fail("the 2-rank job did not finish within 150 s")
+    except mp.ProcessRaisedException as exc:  # e.g. rank 0 timed out in a collective
+        pytest.fail(f"a rank failed: {exc}")
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+    res = json.loads((out_dir / "rank0.json").read_text())
+    assert res["train_vs_global"] <= TOL  # training with default arguments: the global batch
+    assert res["train_vs_local"] > 1e-3  # ... which is not the local loss
+    assert res["val_functional_vs_local"] <= TOL and res["val_module_vs_local"] <= TOL
+    # one log line per decision kind, each once per process
+    assert len(res["log"]) == 2, res["log"]
+    assert "global-batch loss" in res["log"][0] and "local loss" in res["log"][1]
 
 
 def test_process_group_subgroups(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -508,13 +609,14 @@ def test_local_rows_decompose_the_symmetric_loss(
     y = F.normalize(x + 0.5 * torch.randn(total, 4, generator=gen, dtype=torch.float64), dim=1)
     x1, y1, x2, y2 = (v.clone().requires_grad_() for v in (x, y, x, y))
     t1, t2 = (torch.tensor(7.0, dtype=torch.float64, requires_grad=True) for _ in range(2))
-    whole = be.symmetric_loss_sum(x1, y1, t1, theta, chunk_size=2)
+    opts = {"chunk_size": 2} if backend == "chunked" else {}  # dense takes no options
+    whole = be.symmetric_loss_sum(x1, y1, t1, theta, **opts)
     whole.backward()
     parts = []
     for r, n in enumerate(sizes):
         off = sum(sizes[:r])
-        parts.append(be.rows_loss_sum(x2[off : off + n], y2, t2, theta, off, chunk_size=2))
-        parts.append(be.rows_loss_sum(y2[off : off + n], x2, t2, theta, off, chunk_size=2))
+        parts.append(be.rows_loss_sum(x2[off : off + n], y2, t2, theta, off, **opts))
+        parts.append(be.rows_loss_sum(y2[off : off + n], x2, t2, theta, off, **opts))
     summed = torch.stack(parts).sum()
     summed.backward()
     assert abs(float(whole.detach()) - float(summed.detach())) <= TOL * total

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relaxclip.backends import AUTO_DENSE_MAX_LOGITS, chunked, dense, resolve_backend
-from relaxclip.loss import DEFAULT_THRESHOLD, RelaxedContrastiveLoss, relaxed_contrastive_loss
+from relaxclip.loss import (
+    DEFAULT_THRESHOLD,
+    DIAGNOSTIC_QUANTILES,
+    LossOutput,
+    RelaxedContrastiveLoss,
+    positive_pair_stats,
+    relaxed_contrastive_loss,
+)
 
 HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BACKENDS = [("dense", None), ("chunked", 1), ("chunked", 3), ("chunked", None)]
@@ -268,7 +277,8 @@ def test_half_precision_accumulates_in_fp32(dtype: torch.dtype, name: str) -> No
     x = torch.randn(33, 16, generator=g).to(dtype).requires_grad_()
     y = (x.detach().float() + 0.1 * torch.randn(33, 16, generator=g)).to(dtype).requires_grad_()
     t = torch.tensor(100.0, requires_grad=True)
-    loss = relaxed_contrastive_loss(x, y, t, threshold=0.9, backend=name, chunk_size=8)
+    chunk = 8 if name == "chunked" else None  # dense takes no chunk_size (it would raise)
+    loss = relaxed_contrastive_loss(x, y, t, threshold=0.9, backend=name, chunk_size=chunk)
     loss.backward()
     assert loss.dtype == torch.float32
     assert x.grad is not None and y.grad is not None and t.grad is not None
@@ -306,7 +316,8 @@ def test_retain_graph_backward_twice_gives_same_gradients() -> None:
     for name in ("dense", "chunked"):
         x = torch.randn(9, 4, requires_grad=True)
         y = torch.randn(9, 4, requires_grad=True)
-        loss = relaxed_contrastive_loss(x, y, 8.0, threshold=0.1, backend=name, chunk_size=4)
+        chunk = 4 if name == "chunked" else None
+        loss = relaxed_contrastive_loss(x, y, 8.0, threshold=0.1, backend=name, chunk_size=chunk)
         first = torch.autograd.grad(loss, (x, y), retain_graph=True)
         second = torch.autograd.grad(loss, (x, y))
         assert_all_close(first, second, atol=0, rtol=0)
@@ -434,9 +445,10 @@ def test_autocast_region_does_not_lower_the_loss_precision(name: str) -> None:
     x0 = torch.randn(64, 32, generator=g)
     y0 = x0 + 0.5 * torch.randn(64, 32, generator=g)
     t0 = torch.tensor(100.0)
+    chunk = 16 if name == "chunked" else None
     want = grads(
         lambda a, b, s: relaxed_contrastive_loss(
-            a, b, s, threshold=0.8, backend=name, chunk_size=16
+            a, b, s, threshold=0.8, backend=name, chunk_size=chunk
         ),
         x0,
         y0,
@@ -445,7 +457,7 @@ def test_autocast_region_does_not_lower_the_loss_precision(name: str) -> None:
     x, y = x0.clone().requires_grad_(), y0.clone().requires_grad_()
     t = t0.clone().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = relaxed_contrastive_loss(x, y, t, threshold=0.8, backend=name, chunk_size=16)
+        loss = relaxed_contrastive_loss(x, y, t, threshold=0.8, backend=name, chunk_size=chunk)
         got = (loss, *torch.autograd.grad(loss, (x, y, t)))  # backward inside the region too
     assert loss.dtype == torch.float32
     assert_all_close(got, want, atol=1e-6, rtol=1e-5)
@@ -459,3 +471,324 @@ def test_double_backward_raises_instead_of_being_wrong(name: str) -> None:
     (gx,) = torch.autograd.grad(loss, x, create_graph=True)
     with pytest.raises(RuntimeError):
         torch.autograd.grad(gx.sum(), y)
+
+
+# ---------------------------------------------------------------- backend options (issue 11 item 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"backend": "dense", "chunk_size": 4}, ValueError, "'chunk_size' is not an option of backend 'dense'"),
+        ({"backend": "dense", "backend_options": {"allow_tf32": True}}, ValueError, "'allow_tf32' is not an option of backend 'dense'"),
+        ({"backend": "chunked", "backend_options": {"chunksize": 4}}, ValueError, "'chunksize' is not an option of backend 'chunked'.*'chunk_size'"),
+        ({"backend": "chunked", "backend_options": {"config": None}}, ValueError, "'config' is not an option of backend 'chunked'"),
+        ({"backend": "triton", "chunk_size": 4}, ValueError, "'chunk_size' is not an option of backend 'triton'"),
+        ({"chunk_size": 4}, ValueError, "need an explicit backend.*'chunk_size' is an option of backend 'chunked'"),
+        ({"backend_options": {"allow_tf32": True}}, ValueError, "need an explicit backend.*'triton'"),
+        ({"backend_options": {"tile": 4}}, ValueError, "'tile' is not an option of any backend"),
+        ({"backend": "chunked", "chunk_size": 3, "backend_options": {"chunk_size": 3}}, ValueError, "given both"),
+        ({"backend": "chunked", "backend_options": [("chunk_size", 3)]}, TypeError, "backend_options must be a mapping"),
+        ({"backend": "chunked", "backend_options": {"chunk_size": 0}}, ValueError, "chunk_size must be >= 1"),
+        ({"backend": "chunked", "chunk_size": True}, TypeError, "chunk_size must be a positive int"),
+        ({"backend": "chunked", "chunk_size": "8"}, TypeError, "chunk_size must be a positive int"),
+        ({"backend": "triton", "backend_options": {"allow_tf32": 1}}, TypeError, "allow_tf32 must be True or False"),
+        ({"backend": "triton", "backend_options": {"config": {"block_m": 32}}}, TypeError, "config must be a relaxclip.backends.triton.TritonConfig"),
+    ],
+)  # fmt: skip
+def test_backend_options_are_validated_against_the_backend(
+    kwargs: dict, exc: type[Exception], match: str
+) -> None:
+    x, y = _ok()
+    with pytest.raises(exc, match=match):
+        relaxed_contrastive_loss(x, y, 10.0, **kwargs)
+    with pytest.raises(exc, match=match):  # the module validates at construction
+        RelaxedContrastiveLoss(**kwargs)
+
+
+@pytest.mark.parametrize("size", [np.int64(3), np.int32(3), np.uint8(3), 3])
+def test_chunk_size_accepts_numpy_integers(size: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+    original = chunked.symmetric_loss_sum
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs["chunk_size"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(chunked, "symmetric_loss_sum", spy)
+    x, y = _ok()
+    want = relaxed_contrastive_loss(x, y, 10.0, backend="dense")
+    got = relaxed_contrastive_loss(x, y, 10.0, backend="chunked", chunk_size=size)  # type: ignore[arg-type]
+    module = RelaxedContrastiveLoss(backend="chunked", backend_options={"chunk_size": size})
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(module(x, y, 10.0), want)
+    assert seen == [3, 3] and all(type(v) is int for v in seen)  # reached the backend, as int
+
+
+def test_backend_entry_points_take_only_their_declared_options() -> None:
+    """No backend swallows unknown keywords (``**_``): a misspelt option cannot vanish."""
+    from relaxclip.backends import BACKEND_MODULES, backend_options
+
+    for name in BACKEND_MODULES:
+        module = BACKEND_MODULES[name]()
+        for fn in (module.symmetric_loss_sum, module.rows_loss_sum):
+            params = inspect.signature(fn).parameters.values()
+            assert not any(p.kind is p.VAR_KEYWORD for p in params), (name, fn.__name__)
+            keyword_only = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+            assert keyword_only == set(backend_options(name)), (name, fn.__name__)
+    x = torch.randn(3, 2, dtype=torch.float64)
+    t = torch.tensor(2.0, dtype=torch.float64)
+    with pytest.raises(TypeError, match="chunk_size"):
+        dense.symmetric_loss_sum(x, x, t, None, chunk_size=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="chunk_sz"):
+        chunked.rows_loss_sum(x, x, t, None, 0, chunk_sz=2)  # type: ignore[call-arg]
+
+
+# ---------------------------------------------------------------- open_clip drop-in (issue 12 item 3)
+
+
+@pytest.mark.parametrize(
+    "bias",
+    [-10.0, 3, torch.tensor(-10.0), torch.tensor([2.5]), torch.tensor(-10.0, dtype=torch.float64)],
+)
+def test_scalar_logit_bias_cancels_and_gets_zero_gradient(bias: object) -> None:
+    g = torch.Generator().manual_seed(4)
+    x0, y0 = torch.randn(7, 5, generator=g), torch.randn(7, 5, generator=g)
+    module = RelaxedContrastiveLoss(threshold=0.3)
+    want = grads(lambda a, b, s: module(a, b, s), x0, y0, 12.0)
+    b = bias.clone().requires_grad_() if isinstance(bias, torch.Tensor) else bias
+    got = grads(lambda a, c, s: module(a, c, s, b), x0, y0, 12.0)  # positional, as ClipLoss
+    assert_all_close(got, want, atol=0, rtol=0)  # the bias cancels exactly
+    out = module(x0, y0, 12.0, logit_bias=b, output_dict=True)
+    assert set(out) == {"contrastive_loss"}
+    torch.testing.assert_close(out["contrastive_loss"], want[0], atol=0, rtol=0)
+    if isinstance(b, torch.Tensor):  # a learned bias stays in the graph with an exact zero gradient
+        (gb,) = torch.autograd.grad(module(x0, y0, 12.0, b), b)
+        assert gb.shape == b.shape and bool((gb == 0).all())
+    functional = relaxed_contrastive_loss(x0, y0, 12.0, threshold=0.3, logit_bias=b)
+    torch.testing.assert_close(functional, want[0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "bias,exc,match",
+    [
+        (torch.zeros(7, 7), ValueError, "logit_bias must be a scalar.*per-logit bias"),
+        (torch.zeros(2), ValueError, "logit_bias must be a scalar"),
+        (True, TypeError, "logit_bias must be None, a float or a scalar tensor, got bool"),
+        ("0", TypeError, "logit_bias must be None"),
+        (float("nan"), ValueError, "logit_bias must be finite"),
+        (torch.tensor(float("inf")), ValueError, "logit_bias must be finite"),
+        (torch.tensor(1), TypeError, "logit_bias must be a floating-point tensor"),
+    ],
+)
+def test_bad_logit_bias_raises(bias: object, exc: type[Exception], match: str) -> None:
+    x, y = _ok()
+    with pytest.raises(exc, match=match):
+        RelaxedContrastiveLoss()(x, y, 10.0, bias)
+    with pytest.raises(exc, match=match):
+        relaxed_contrastive_loss(x, y, 10.0, logit_bias=bias)  # type: ignore[arg-type]
+
+
+def test_output_dict_must_be_bool() -> None:
+    x, y = _ok()
+    with pytest.raises(TypeError, match="output_dict must be True or False"):
+        RelaxedContrastiveLoss()(x, y, 10.0, None, "yes")
+
+
+# ---------------------------------------------------------------- torch.compile (issue 12 item 5)
+
+
+@pytest.mark.slow  # ~45 s on a loaded 2-core machine: inductor builds C++ kernels
+def test_compiles_fullgraph_with_inductor_and_matches_eager() -> None:
+    """dense and chunked, default ``check_finite=True``: no graph break (``fullgraph=True`` raises
+    on one; before, the finite checks' host reads broke the graph), same value and gradients."""
+    g = torch.Generator().manual_seed(8)
+    x0 = torch.randn(10, 6, generator=g)
+    y0 = x0 + 0.5 * torch.randn(10, 6, generator=g)
+    torch._dynamo.reset()
+    for backend, options in (("dense", {}), ("chunked", {"chunk_size": 4})):
+        module = RelaxedContrastiveLoss(threshold=0.7, backend=backend, backend_options=options)
+        compiled = torch.compile(module, fullgraph=True, backend="inductor")
+        want = grads(module, x0, y0, 14.0)
+        got = grads(compiled, x0, y0, 14.0)
+        assert_all_close(got, want, atol=1e-6, rtol=1e-5)
+        assert float((F.normalize(x0) * F.normalize(y0)).sum(1).max()) > 0.7  # some relaxed
+
+
+# ---------------------------------------------------------------- diagnostics (issue 12 item 6)
+
+
+def _known_cosines(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit features with s_ii = c_i exactly: x_i = (1, 0), y_i = (c_i, sqrt(1 - c_i^2)), scaled."""
+    x = torch.stack([torch.ones_like(c), torch.zeros_like(c)], dim=1) * 3.0
+    y = torch.stack([c, (1 - c**2).sqrt()], dim=1) * 0.5
+    return x, y
+
+
+def test_output_dict_diagnostics_are_the_positive_pair_statistics() -> None:
+    c = torch.tensor([0.95, -0.2, 0.81, 0.5, 0.79, 0.99, 0.1, 0.3], dtype=torch.float64)
+    x, y = _known_cosines(c)
+    module = RelaxedContrastiveLoss(threshold=0.8)
+    out = module(x, y, 10.0, output_dict=True)
+    assert isinstance(out, LossOutput) and set(out) == {"contrastive_loss"}
+    torch.testing.assert_close(sum(out.values()), module(x, y, 10.0))  # open_clip sums the dict
+    d = out.diagnostics
+    assert set(d) == {
+        "relaxed_share",
+        "positive_sim_mean",
+        "positive_sim_q10",
+        "positive_sim_q50",
+        "positive_sim_q90",
+    }
+    assert float(d["relaxed_share"]) == 3 / 8  # 0.95, 0.81, 0.99 > 0.8
+    torch.testing.assert_close(d["positive_sim_mean"], c.mean())
+    for q in DIAGNOSTIC_QUANTILES:  # numpy's default (linear) definition, independently
+        want = float(np.quantile(c.numpy(), q))
+        assert abs(float(d[f"positive_sim_q{round(q * 100):02d}"]) - want) < 1e-12
+    assert all(v.grad_fn is None and v.shape == () for v in d.values())
+    assert (
+        float(
+            RelaxedContrastiveLoss(None)(x, y, 10.0, output_dict=True).diagnostics["relaxed_share"]
+        )
+        == 0
+    )
+
+
+def test_diagnostics_add_no_matmul_and_handle_dtypes_and_empty_batches() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, y = torch.randn(64, 16), torch.randn(64, 16)
+    with FlopCounterMode(display=False) as counter:
+        positive_pair_stats(x, y, 0.5)
+    assert counter.get_total_flops() == 0  # no B x B (or any) matmul, only a row-wise dot
+    stats = positive_pair_stats(x.bfloat16(), y.bfloat16(), 0.5)
+    assert all(v.dtype == torch.float32 for v in stats.values())
+    stats64 = positive_pair_stats(x.double(), y.double(), None)
+    assert all(v.dtype == torch.float64 for v in stats64.values())
+    empty = positive_pair_stats(torch.randn(0, 16), torch.randn(0, 16))  # a rank with no rows
+    assert all(math.isnan(float(v)) for v in empty.values())
+    with pytest.raises(ValueError, match="same shape"):
+        positive_pair_stats(x, y[:3])
+
+
+# ---------------------------------------------------------------- issue 13: silent wrong results
+
+
+@pytest.mark.parametrize(
+    "dtype,magnitude",
+    [(torch.float32, 1e20), (torch.float32, 1e-30), (torch.bfloat16, 1e30), (torch.float64, 1e160)],
+)
+@pytest.mark.parametrize("name", ["dense", "chunked"])
+def test_large_and_tiny_features_are_normalised_exactly(
+    dtype: torch.dtype, magnitude: float, name: str
+) -> None:
+    """Issue 13 item 3: the squared norm of 1e20 overflowed fp32, every row became 0 and the loss
+    was log B with zero gradients; cosine similarity is scale-invariant, so it must not change."""
+    g = torch.Generator().manual_seed(9)
+    x0 = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    y0 = x0 + 0.4 * torch.randn(6, 5, generator=g, dtype=torch.float64)
+    xs, ys = (x0 * magnitude).to(dtype), (y0 * magnitude).to(dtype)
+    got = relaxed_contrastive_loss(xs, ys, 10.0, threshold=0.9, backend=name)
+    # the reference on the same (rounded) values, rescaled in float64 before normalising
+    want = reference_loss(xs.double() / magnitude, ys.double() / magnitude, 10.0, 0.9)
+    tol = 1e-3 if dtype == torch.bfloat16 else 1e-5
+    assert abs(float(got) - float(want)) <= tol * float(want)
+    assert abs(float(got) - math.log(6)) > 0.1  # not the collapsed value
+    x = xs.clone().requires_grad_()
+    (gx,) = torch.autograd.grad(relaxed_contrastive_loss(x, ys, 10.0, backend=name), x)
+    assert bool(torch.isfinite(gx).all()) and float(gx.double().abs().max()) > 0  # ~ 1/magnitude
+
+
+def test_all_zero_rows_raise_naming_the_rows_or_get_zero_gradient_unchecked() -> None:
+    """Issue 13 item 4: an all-zero row was accepted and got a gradient of norm ~1e13."""
+    x, y = torch.randn(5, 3), torch.randn(5, 3)
+    x[1] = 0.0
+    x[3] = 0.0
+    with pytest.raises(ValueError, match=r"image_features has all-zero rows \[1, 3\] \(2 of 5\)"):
+        relaxed_contrastive_loss(x, y, 10.0)
+    with pytest.raises(ValueError, match=r"text_features has all-zero rows \[1, 3\]"):
+        RelaxedContrastiveLoss()(y, x, 10.0)
+    # without normalisation a zero row is an ordinary input (s_ij = 0 for it)
+    assert math.isfinite(float(relaxed_contrastive_loss(x, y, 10.0, normalize=False)))
+    # check_finite=False: the documented safe behaviour, a zero direction with zero gradient
+    xr = x.clone().requires_grad_()
+    loss = relaxed_contrastive_loss(xr, y, 10.0, check_finite=False)
+    (gx,) = torch.autograd.grad(loss, xr)
+    assert math.isfinite(float(loss)) and bool((gx[[1, 3]] == 0).all())
+    assert float(gx.abs().max()) < 100.0
+    # NaN rows are named too
+    x[2, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"image_features contains NaN or Inf in rows \[2\]"):
+        relaxed_contrastive_loss(x, y, 10.0)
+
+
+def test_unnormalised_threshold_is_a_bound_on_the_raw_dot_product() -> None:
+    """Issue 13 item 7: with normalize=False, threshold=1.0 silently meant "no relaxation" while
+    s_ii can exceed 1 (the loss jumped at theta = 1); theta now bounds s_ii continuously."""
+    g = torch.Generator().manual_seed(2)
+    x = 3.0 * torch.randn(6, 4, generator=g, dtype=torch.float64)
+    y = x + 0.2 * torch.randn(6, 4, generator=g, dtype=torch.float64)
+    assert float((x * y).sum(1).min()) > 1.5  # every raw s_ii exceeds 1
+
+    def loss(theta: float | None) -> float:
+        return float(relaxed_contrastive_loss(x, y, 2.0, threshold=theta, normalize=False))
+
+    assert abs(loss(1.0) - loss(1.0 - 1e-9)) < 1e-6  # continuous at theta = 1
+    assert abs(loss(1.0) - float(reference_loss(x, y, 2.0, 1.0, normalize=False))) < 1e-10
+    assert loss(1.0) > loss(None) + 1.0
+    assert abs(loss(1.5) - float(reference_loss(x, y, 2.0, 1.5, normalize=False))) < 1e-10
+    assert abs(loss(-2.0) - float(reference_loss(x, y, 2.0, -2.0, normalize=False))) < 1e-10
+    with pytest.raises(ValueError, match="threshold must be finite"):
+        relaxed_contrastive_loss(x, y, 2.0, threshold=math.inf, normalize=False)
+    with pytest.raises(ValueError, match=r"threshold must be in \(-1, 1\]"):
+        relaxed_contrastive_loss(x, y, 2.0, threshold=1.5)  # cosine: still (-1, 1]
+    RelaxedContrastiveLoss(threshold=1.5, normalize=False)  # accepted
+    with pytest.raises(ValueError, match="threshold"):
+        RelaxedContrastiveLoss(threshold=1.5)
+
+
+@pytest.mark.parametrize("scale", [-2.0, 0.0, -1e-3])
+def test_non_positive_scale_tensor_raises_even_without_check_finite(scale: float) -> None:
+    """Issue 13 item 10: check_finite=False accepted a negative logit_scale tensor and returned a
+    value that is not the documented formula; the sign check is not a finiteness check."""
+    x, y = _ok()
+    with pytest.raises(ValueError, match="logit_scale must be finite and > 0"):
+        relaxed_contrastive_loss(x, y, torch.tensor(scale), check_finite=False)
+    with pytest.raises(ValueError, match="logit_scale must be finite and > 0"):
+        RelaxedContrastiveLoss(check_finite=False)(x, y, torch.tensor([scale]))
+    nan_scale = relaxed_contrastive_loss(x, y, torch.tensor(math.nan), check_finite=False)
+    assert math.isnan(float(nan_scale))  # finiteness is what check_finite=False skips
+
+
+def _float8() -> torch.Tensor:
+    return torch.randn(4, 3).to(torch.float8_e4m3fn)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"image_features": _float8(), "text_features": _float8()}, TypeError, r"image_features must be a floating-point tensor \(float16, bfloat16, float32 or float64\), got dtype torch.float8_e4m3fn \(cast float8"),
+        ({"image_features": torch.randn(4, 3).to_sparse(), "text_features": torch.randn(4, 3).to_sparse()}, TypeError, "image_features must be a dense \\(strided\\) tensor, got layout torch.sparse_coo"),
+        ({"text_features": torch.randn(4, 3).to_sparse()}, TypeError, "text_features must be a dense .*sparse_coo"),
+        ({"image_features": torch.randn(4, 3, device="meta"), "text_features": torch.randn(4, 3, device="meta")}, ValueError, "image_features is on the meta device"),
+        ({"logit_scale": torch.tensor(10.0, device="meta")}, ValueError, "logit_scale is on the meta device"),
+        ({"logit_scale": torch.tensor(10.0).to(torch.float8_e5m2)}, TypeError, "logit_scale must be a floating-point tensor .*float8_e5m2"),
+        ({"logit_scale": torch.tensor([10.0]).to_sparse()}, TypeError, "logit_scale must be a dense"),
+        ({"logit_bias": torch.tensor(1.0, device="meta")}, ValueError, "logit_bias is on the meta device"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("check_finite", [True, False])
+def test_float8_sparse_and_meta_tensors_get_clear_errors(
+    kwargs: dict, exc: type[Exception], match: str, check_finite: bool
+) -> None:
+    """Issue 13 "unhelpful errors": these reached torch internals (or, on meta, returned a shape
+    without a value)."""
+    x, y = _ok()
+    args = {"image_features": x, "text_features": y, "logit_scale": 10.0}
+    options: dict = {"check_finite": check_finite}
+    for key, value in kwargs.items():
+        (args if key in args else options)[key] = value
+    with pytest.raises(exc, match=match):
+        relaxed_contrastive_loss(
+            args["image_features"], args["text_features"], args["logit_scale"], **options
+        )

@@ -1,22 +1,62 @@
-"""Loss backends behind one dispatch.
+"""Loss backends behind one dispatch, with one registry of backends and their options.
 
 Every backend module exposes the same two functions (sums, not means; see ``relaxclip.loss``)::
 
-    symmetric_loss_sum(x, y, logit_scale, threshold, *, chunk_size=None) -> 0-d tensor
-    rows_loss_sum(q, k, logit_scale, threshold, offset, *, chunk_size=None) -> 0-d tensor
+    symmetric_loss_sum(x, y, logit_scale, threshold, **options) -> 0-d tensor
+    rows_loss_sum(q, k, logit_scale, threshold, offset, **options) -> 0-d tensor
 
-Backends: ``"dense"`` (one B x B matrix, fastest for small batches), ``"chunked"`` (O(B) memory,
-any device), ``"triton"`` (fused GPU kernel, optional extra). ``"auto"`` resolves as documented in
-:func:`resolve_backend`.
+and declares the keyword options those functions take in a module-level ``OPTIONS`` mapping
+(option name -> validator returning the normalised value). :data:`BACKEND_MODULES` is the one
+registry of backends (name -> module loader); :func:`check_backend_options` validates options against it.
+
+Backends and their options:
+
+* ``"dense"`` (one B x B matrix, fastest for small batches): no options.
+* ``"chunked"`` (O(B) memory, any device): ``chunk_size`` (positive int, rows per block).
+* ``"triton"`` (fused GPU kernel, optional extra): ``config`` (a
+  :class:`relaxclip.backends.triton.TritonConfig`) and ``allow_tf32`` (bool; fp32 features only).
+
+``"auto"`` resolves as documented in :func:`resolve_backend`. It takes no options: which backend it
+picks depends on the batch size, device and dtype, so an option of one backend would silently do
+nothing whenever another is picked; options therefore need an explicit backend name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from types import ModuleType
+from typing import Any
 
 import torch
 
-BACKENDS = ("auto", "dense", "chunked", "triton")
+
+def _load_dense() -> ModuleType:
+    from relaxclip.backends import dense
+
+    return dense
+
+
+def _load_chunked() -> ModuleType:
+    from relaxclip.backends import chunked
+
+    return chunked
+
+
+def _load_triton() -> ModuleType:
+    from relaxclip.backends import triton as triton_backend  # imports without triton installed
+
+    return triton_backend
+
+
+#: The registry: concrete backend name -> loader of the module implementing it (imported lazily:
+#: the triton module imports triton; plain import statements also keep ``torch.compile`` tracing).
+BACKEND_MODULES: dict[str, Callable[[], ModuleType]] = {
+    "dense": _load_dense,
+    "chunked": _load_chunked,
+    "triton": _load_triton,
+}
+
+BACKENDS = ("auto", *BACKEND_MODULES)
 
 #: ``"auto"`` uses the dense backend while the logit matrix has at most this many entries
 #: (4096 x 4096 = 64 MiB in fp32), the chunked backend above it.
@@ -29,6 +69,65 @@ AUTO_TRITON_MIN_LOGITS = 2048 * 2048
 #: Feature dtypes for which ``"auto"`` may pick the triton backend (tensor-core dtypes; the kernel
 #: rejects float64, and exact fp32 dots would not use tensor cores).
 AUTO_TRITON_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _check_name(name: object, allowed: tuple[str, ...] = BACKENDS) -> str:
+    if not isinstance(name, str) or name not in allowed:
+        raise ValueError(f"backend must be one of {allowed}, got {name!r}")
+    return name
+
+
+def _module(name: str) -> ModuleType:
+    return BACKEND_MODULES[_check_name(name, tuple(BACKEND_MODULES))]()
+
+
+def backend_options(name: str) -> tuple[str, ...]:
+    """The keyword options a concrete backend takes (``()`` for ``"dense"``)."""
+    return tuple(_module(name).OPTIONS)
+
+
+def check_backend_options(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate ``options`` against backend ``name``; return them normalised (e.g. ``int`` sizes).
+
+    Raises ValueError for an unknown backend, for any option with ``backend="auto"`` (see the
+    module docstring) and for an option the backend does not take (misspelt, or another
+    backend's); the validators raise TypeError/ValueError naming the option for a bad value.
+    """
+    _check_name(name)
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(
+            f"backend_options must be a mapping of option name to value or None, "
+            f"got {type(options).__name__}"
+        )
+    given = dict(options)
+    if not given:
+        return {}
+    if name == "auto":
+        for key, value in given.items():
+            owners = [b for b in BACKEND_MODULES if key in backend_options(b)]
+            if not owners:
+                raise ValueError(f"backend_options: {key!r} is not an option of any backend")
+            _module(owners[0]).OPTIONS[key](value)  # a bad value is reported as such first
+        hint = "; ".join(
+            f"{key!r} is an option of backend "
+            + " and ".join(repr(b) for b in BACKEND_MODULES if key in backend_options(b))
+            for key in sorted(given)
+        )
+        raise ValueError(
+            f"backend options {sorted(given)} need an explicit backend: backend='auto' picks "
+            f"dense, chunked or triton by batch size, device and dtype, and an option of a "
+            f"backend it did not pick would do nothing ({hint})"
+        )
+    declared = _module(name).OPTIONS
+    for key in given:
+        if key not in declared:
+            takes = ", ".join(map(repr, declared)) or "no options"
+            raise ValueError(
+                f"backend_options: {key!r} is not an option of backend {name!r} (it takes {takes})"
+            )
+    return {key: declared[key](value) for key, value in given.items()}
 
 
 def triton_available() -> bool:
@@ -53,9 +152,7 @@ def resolve_backend(
     ``n_rows * n_cols >= AUTO_TRITON_MIN_LOGITS`` use ``"triton"``; otherwise ``"dense"`` while
     ``n_rows * n_cols <= AUTO_DENSE_MAX_LOGITS`` and ``"chunked"`` beyond.
     """
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-    if name != "auto":
+    if _check_name(name) != "auto":
         return name
     logits = n_rows * n_cols
     if (
@@ -70,24 +167,13 @@ def resolve_backend(
 
 def get_backend(name: str) -> ModuleType:
     """The backend module for a concrete name (``"dense"``, ``"chunked"`` or ``"triton"``)."""
-    if name == "dense":
-        from relaxclip.backends import dense
-
-        return dense
-    if name == "chunked":
-        from relaxclip.backends import chunked
-
-        return chunked
-    if name == "triton":
-        if not triton_available():
-            raise RuntimeError(
-                'backend="triton" needs the optional triton extra (pip install "relaxclip[triton]") '
-                "and a CUDA device (or TRITON_INTERPRET=1 for the CPU interpreter)"
-            )
-        from relaxclip.backends import triton as triton_backend
-
-        return triton_backend
-    raise ValueError(f"backend must be one of {BACKENDS[1:]} here, got {name!r}")
+    _check_name(name, tuple(BACKEND_MODULES))
+    if name == "triton" and not triton_available():
+        raise RuntimeError(
+            'backend="triton" needs the optional triton extra (pip install "relaxclip[triton]") '
+            "and a CUDA device (or TRITON_INTERPRET=1 for the CPU interpreter)"
+        )
+    return _module(name)
 
 
 __all__ = [
@@ -95,6 +181,9 @@ __all__ = [
     "AUTO_TRITON_DTYPES",
     "AUTO_TRITON_MIN_LOGITS",
     "BACKENDS",
+    "BACKEND_MODULES",
+    "backend_options",
+    "check_backend_options",
     "get_backend",
     "resolve_backend",
     "triton_available",

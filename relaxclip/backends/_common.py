@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -28,6 +29,35 @@ def autocast_off(backward: _F) -> _F:
             return backward(ctx, grad)
 
     return cast(_F, run)
+
+
+def positive_int_option(option: str) -> Callable[[object], int | None]:
+    """Validator for an optional positive-int backend option: ``None`` (the backend's default),
+    a Python or numpy integer >= 1 (returned as ``int``); bool, float and str raise."""
+
+    def check(value: object) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(
+                f"{option} must be a positive int or None, got {type(value).__name__} {value!r}"
+            )
+        if int(value) < 1:
+            raise ValueError(f"{option} must be >= 1, got {int(value)}")
+        return int(value)
+
+    return check
+
+
+def bool_option(option: str) -> Callable[[object], bool]:
+    """Validator for a boolean backend option (exactly ``True`` or ``False``)."""
+
+    def check(value: object) -> bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{option} must be True or False, got {type(value).__name__} {value!r}")
+        return value
+
+    return check
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -14,6 +14,7 @@ identical in both passes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from relaxclip.backends._common import (
     autocast_off,
     compute_dtype,
     no_autocast,
+    positive_int_option,
     relax_diagonal_,
     weight_products,
 )
@@ -31,6 +33,10 @@ Tensor = torch.Tensor
 
 #: Logits per block when ``chunk_size`` is not given: ``chunk_size = max(16, 2**22 // N)``.
 DEFAULT_BLOCK_ELEMENTS = 2**22
+
+
+#: Keyword options of this backend's entry functions (see ``relaxclip.backends``).
+OPTIONS: dict[str, Callable[[object], Any]] = {"chunk_size": positive_int_option("chunk_size")}
 
 
 def default_chunk_size(n_columns: int) -> int:
@@ -178,7 +184,6 @@ def symmetric_loss_sum(
     threshold: float | None,
     *,
     chunk_size: int | None = None,
-    **_: Any,
 ) -> Tensor:
     """Chunked form of ``relaxclip.backends.dense.symmetric_loss_sum`` (same value and gradients).
 
@@ -187,7 +192,9 @@ def symmetric_loss_sum(
         chunk_size: rows of the (B, B) logit matrix materialised at once; default
             ``default_chunk_size(B)``.
     """
-    size = default_chunk_size(y.shape[0]) if chunk_size is None else chunk_size
+    size = (
+        default_chunk_size(y.shape[0]) if chunk_size is None else OPTIONS["chunk_size"](chunk_size)
+    )
     with no_autocast(x):
         return _ChunkedSymmetric.apply(x, y, logit_scale, threshold, size)
 
@@ -200,12 +207,13 @@ def rows_loss_sum(
     offset: int,
     *,
     chunk_size: int | None = None,
-    **_: Any,
 ) -> Tensor:
     """Chunked form of ``relaxclip.backends.dense.rows_loss_sum`` (same value and gradients)."""
-    size = default_chunk_size(k.shape[0]) if chunk_size is None else chunk_size
+    size = (
+        default_chunk_size(k.shape[0]) if chunk_size is None else OPTIONS["chunk_size"](chunk_size)
+    )
     with no_autocast(q):
         return _ChunkedRows.apply(q, k, logit_scale, threshold, offset, size)
 
 
-__all__ = ["default_chunk_size", "rows_loss_sum", "symmetric_loss_sum"]
+__all__ = ["OPTIONS", "default_chunk_size", "rows_loss_sum", "symmetric_loss_sum"]

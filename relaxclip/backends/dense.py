@@ -7,6 +7,7 @@ backend (``relaxclip.backends.chunked``) when that does not fit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -130,8 +131,12 @@ class _DenseRows(torch.autograd.Function):
         )
 
 
+#: Keyword options of this backend's entry functions: none (see ``relaxclip.backends``).
+OPTIONS: dict[str, Callable[[object], Any]] = {}
+
+
 def symmetric_loss_sum(
-    x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | None, **_: Any
+    x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | None
 ) -> Tensor:
     """Sum over i of ``(lse_j l_ij - l_ii) + (lse_j l_ji - l_ii)``; see ``relaxclip.loss``.
 
@@ -147,7 +152,7 @@ def symmetric_loss_sum(
 
 
 def rows_loss_sum(
-    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | None, offset: int, **_: Any
+    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | None, offset: int
 ) -> Tensor:
     """One direction: sum over rows i of q of ``lse_j l_ij - l_{i, offset+i}``, l = t * q k^T.
 
@@ -158,4 +163,4 @@ def rows_loss_sum(
         return _DenseRows.apply(q, k, logit_scale, threshold, offset)
 
 
-__all__ = ["rows_loss_sum", "symmetric_loss_sum"]
+__all__ = ["OPTIONS", "rows_loss_sum", "symmetric_loss_sum"]

@@ -31,19 +31,23 @@ Design (FlashAttention-style, deterministic, no atomics anywhere):
 
 Inputs: 2-D CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) in bf16, fp16 or fp32, any
 strides. fp32 uses exact (IEEE) fp32 dots unless ``allow_tf32=True``. float64 is rejected (use
-``backend="dense"`` or ``"chunked"``). Under ``torch.autocast`` fp32 inputs are cast to the autocast
-dtype first, as a matmul would be.
+``backend="dense"`` or ``"chunked"``). ``torch.autocast`` does not change anything here: features
+are used in their own dtype, as by every backend (the precision policy in ``relaxclip.loss``).
+Options (reachable from the public loss as ``backend_options``): ``config``, ``allow_tf32``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
+
+from relaxclip.backends._common import bool_option, no_autocast
 
 try:  # the CPU-only package must import without triton
     import triton
@@ -130,6 +134,22 @@ class TritonConfig:
 
 
 DEFAULT_CONFIG = TritonConfig()
+
+
+def _check_config(value: object) -> TritonConfig | None:
+    if value is not None and not isinstance(value, TritonConfig):
+        raise TypeError(
+            f"config must be a relaxclip.backends.triton.TritonConfig or None, "
+            f"got {type(value).__name__}"
+        )
+    return value
+
+
+#: Keyword options of this backend's entry functions (see ``relaxclip.backends``).
+OPTIONS: dict[str, Callable[[object], Any]] = {
+    "allow_tf32": bool_option("allow_tf32"),
+    "config": _check_config,
+}
 #: Small tiles for the CPU interpreter (fast enough for tests, exercises masking).
 INTERPRETER_CONFIG = TritonConfig(
     block_m=16, block_n=16, block_d=16, bwd_block_m=16, bwd_block_n=16, num_warps=1, num_stages=1
@@ -625,6 +645,8 @@ def _check(name: str, a: Tensor) -> None:
 def _prepare(
     a: Tensor, b: Tensor, logit_scale: Tensor, names: tuple[str, str]
 ) -> tuple[Tensor, Tensor]:
+    """Check both operands; they are used in their own dtype (``torch.autocast`` is ignored: the
+    precision policy of ``relaxclip.loss`` applies to every backend)."""
     if not _HAS_TRITON:
         raise RuntimeError('the triton backend needs triton: pip install "relaxclip[triton]"')
     _check(names[0], a)
@@ -643,11 +665,6 @@ def _prepare(
         )
     if not isinstance(logit_scale, torch.Tensor) or logit_scale.numel() != 1:
         raise TypeError("logit_scale must be a one-element tensor")
-    kind = a.device.type
-    if a.dtype == torch.float32 and torch.is_autocast_enabled(kind):
-        low = torch.get_autocast_dtype(kind)
-        if low in (torch.bfloat16, torch.float16):
-            a, b = a.to(low), b.to(low)  # what a matmul would do under autocast
     return a, b
 
 
@@ -659,7 +676,6 @@ def symmetric_loss_sum(
     *,
     allow_tf32: bool = False,
     config: TritonConfig | None = None,
-    **_: Any,
 ) -> Tensor:
     """Sum over i of ``(lse_j l_ij - l_ii) + (lse_j l_ji - l_ii)`` with a fused Triton kernel.
 
@@ -670,7 +686,6 @@ def symmetric_loss_sum(
         allow_tf32: fp32 inputs only: use TF32 tensor-core dots (about 1e-3 relative error).
         config: tile sizes (:class:`TritonConfig`); default tuned for Hopper-class GPUs, or
             :data:`INTERPRETER_CONFIG` under the interpreter.
-        Other keyword options of the dispatcher (e.g. ``chunk_size``) do not apply and are ignored.
 
     Returns a 0-d fp32 tensor, differentiable w.r.t. ``x``, ``y`` and ``logit_scale``.
     """
@@ -679,9 +694,12 @@ def symmetric_loss_sum(
         raise ValueError(
             f"x and y must have the same number of rows, got {x.shape[0]}, {y.shape[0]}"
         )
-    cfg = config or (INTERPRETER_CONFIG if x.device.type == "cpu" else DEFAULT_CONFIG)
-    prec = _precision(x.dtype, allow_tf32)
-    return _TritonLoss.apply(x, y, logit_scale, threshold, 0, True, cfg, prec)
+    cfg = _check_config(config) or (
+        INTERPRETER_CONFIG if x.device.type == "cpu" else DEFAULT_CONFIG
+    )
+    prec = _precision(x.dtype, OPTIONS["allow_tf32"](allow_tf32))
+    with no_autocast(x):
+        return _TritonLoss.apply(x, y, logit_scale, threshold, 0, True, cfg, prec)
 
 
 def rows_loss_sum(
@@ -693,7 +711,6 @@ def rows_loss_sum(
     *,
     allow_tf32: bool = False,
     config: TritonConfig | None = None,
-    **_: Any,
 ) -> Tensor:
     """One direction: sum over rows i of q of ``lse_j l_ij - l_{i, offset+i}``, l = t * q k^T.
 
@@ -712,14 +729,18 @@ def rows_loss_sum(
             f"offset must satisfy 0 <= offset and offset + b <= N, got offset={offset}, "
             f"b={q.shape[0]}, N={k.shape[0]}"
         )
-    cfg = config or (INTERPRETER_CONFIG if q.device.type == "cpu" else DEFAULT_CONFIG)
-    prec = _precision(q.dtype, allow_tf32)
-    return _TritonLoss.apply(q, k, logit_scale, threshold, offset, False, cfg, prec)
+    cfg = _check_config(config) or (
+        INTERPRETER_CONFIG if q.device.type == "cpu" else DEFAULT_CONFIG
+    )
+    prec = _precision(q.dtype, OPTIONS["allow_tf32"](allow_tf32))
+    with no_autocast(q):
+        return _TritonLoss.apply(q, k, logit_scale, threshold, offset, False, cfg, prec)
 
 
 __all__ = [
     "DEFAULT_CONFIG",
     "INTERPRETER_CONFIG",
+    "OPTIONS",
     "TritonConfig",
     "interpreter_enabled",
     "is_available",
