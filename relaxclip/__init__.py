@@ -24,7 +24,6 @@ from relaxclip.metrics import (
     roc_curve,
     select_thresholds,
 )
-from relaxclip.models import TinyCLIP, WordTokenizer
 from relaxclip.sampling import SentenceSampler
 from relaxclip.sentences import parse_report_sections, split_sentences
 from relaxclip.zeroshot import (
@@ -47,8 +46,6 @@ __all__ = [
     "RelaxedContrastiveLoss",
     "SentenceSampler",
     "ThresholdResult",
-    "TinyCLIP",
-    "WordTokenizer",
     "ZeroShotClassifier",
     "__version__",
     "auroc",

@@ -1,4 +1,4 @@
-"""Tests of the command line (relaxclip.cli, python -m relaxclip)."""
+"""Tests of the command line (relaxclip.demo.cli, python -m relaxclip)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from relaxclip.cli import _demo_config, build_parser, main
-from relaxclip.demo import DemoConfig
+from relaxclip.demo.cli import _demo_config, build_parser, main
+from relaxclip.demo.runner import DemoConfig
 from relaxclip.loss import DEFAULT_THRESHOLD
 
 

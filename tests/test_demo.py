@@ -1,4 +1,4 @@
-"""Tests of the demo model/tokenizer (relaxclip.models) and a miniature end-to-end demo run."""
+"""Tests of the demo model/tokenizer (relaxclip.demo.models) and a miniature end-to-end demo run."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from relaxclip.demo import ARMS, DemoConfig, format_table, run_demo
+from relaxclip.demo.models import TinyCLIP, WordTokenizer
+from relaxclip.demo.runner import ARMS, DemoConfig, format_table, run_demo
 from relaxclip.metrics import macro_auroc
-from relaxclip.models import TinyCLIP, WordTokenizer
 
 # ----------------------------------------------------------------------------- tokenizer
 
@@ -230,7 +230,7 @@ def test_openi_mode_loader() -> None:
     labels = _SHARED / "negbio" / "openi_gld_std14.csv"
     if not (reports.exists() and labels.exists()):
         pytest.skip("../shared/data (Open-I archive and NegBio gold labels) not available")
-    from relaxclip.demo import OPENI_TO_SYNTHETIC, _load_openi
+    from relaxclip.demo.runner import OPENI_TO_SYNTHETIC, _load_openi
 
     bench = _load_openi(str(reports), str(labels), image_size=16, seed=0)
     n = len(bench.train) + len(bench.val) + len(bench.test)

@@ -1,4 +1,4 @@
-"""Tests of the embedded synthetic benchmark (relaxclip.data.synthetic)."""
+"""Tests of the embedded synthetic benchmark (relaxclip.demo.synthetic)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relaxclip.data.synthetic import (
+from relaxclip.demo.synthetic import (
     FINDING_TERMS,
     NEGATION_CUES,
     SYNTHETIC_FINDINGS,

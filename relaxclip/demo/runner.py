@@ -2,7 +2,7 @@
 
 Protocol (Jang et al., arXiv 2212.07050, on the embedded synthetic benchmark or Open-I text):
 
-1. Build a word tokenizer from the training reports and pre-train a :class:`~relaxclip.models.TinyCLIP`
+1. Build a word tokenizer from the training reports and pre-train a :class:`~relaxclip.demo.models.TinyCLIP`
    with the plain CLIP loss on whole reports (``pretrain_steps``): the "pre-trained encoder".
 2. From that checkpoint fine-tune four arms with identical data, batch order, steps, optimizer,
    learning-rate schedule and seeds; they differ only in the text each image is paired with and
@@ -53,7 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from relaxclip.data.synthetic import (
+from relaxclip.demo.models import TinyCLIP, WordTokenizer
+from relaxclip.demo.synthetic import (
     SYNTHETIC_FINDINGS,
     SyntheticCXRDataset,
     label_prevalence,
@@ -61,7 +62,6 @@ from relaxclip.data.synthetic import (
 )
 from relaxclip.loss import DEFAULT_THRESHOLD, RelaxedContrastiveLoss
 from relaxclip.metrics import bootstrap_auroc, macro_auroc, roc_curve
-from relaxclip.models import TinyCLIP, WordTokenizer
 from relaxclip.sampling import SentenceSampler
 from relaxclip.zeroshot import ZeroShotClassifier
 
@@ -402,7 +402,7 @@ OPENI_TO_SYNTHETIC: dict[str, str] = {
 
 def _load_openi(reports: str, labels: str, *, image_size: int, seed: int) -> _Benchmark:
     """Open-I mode: real report text (read in place, never written), gold labels, and images
-    rendered by :func:`~relaxclip.data.synthetic.render_synthetic_image` from those labels.
+    rendered by :func:`~relaxclip.demo.synthetic.render_synthetic_image` from those labels.
 
     Reports whose FINDINGS and IMPRESSION are both empty cannot be paired with text and are
     excluded (their number is reported in the notes).  The remaining studies are split 70/10/20
@@ -410,7 +410,7 @@ def _load_openi(reports: str, labels: str, *, image_size: int, seed: int) -> _Be
     """
     from relaxclip.data.openi import read_openi_reports
     from relaxclip.data.openi_labels import join_openi, read_openi_labels
-    from relaxclip.data.synthetic import render_synthetic_image
+    from relaxclip.demo.synthetic import render_synthetic_image
 
     names = tuple(OPENI_TO_SYNTHETIC)
     joined = join_openi(read_openi_labels(labels, labels=names), read_openi_reports(reports))

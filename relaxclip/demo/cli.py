@@ -219,7 +219,7 @@ _OVERRIDES = {
 
 
 def _demo_config(args: argparse.Namespace) -> Any:
-    from relaxclip.demo import DemoConfig
+    from relaxclip.demo.runner import DemoConfig
 
     overrides: dict[str, Any] = {
         field: getattr(args, opt)
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.command == "demo":
-        from relaxclip.demo import run_demo
+        from relaxclip.demo.runner import run_demo
 
         try:
             cfg = _demo_config(args)
