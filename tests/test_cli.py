@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from relaxclip.demo.cli import _demo_config, build_parser, main
-from relaxclip.demo.runner import DemoConfig
+from relaxclip.demo.config import DemoConfig
 from relaxclip.loss import DEFAULT_THRESHOLD
 
 

@@ -11,6 +11,9 @@ re-exported at the top level.  Reach it through the ``relaxclip demo`` command,
 * :mod:`relaxclip.demo.cli` -- the command line.
 """
 
-from relaxclip.demo.runner import ARMS, Arm, DemoConfig, format_table, run_demo
+from relaxclip.demo.arms import ARMS, Arm
+from relaxclip.demo.config import DemoConfig
+from relaxclip.demo.report import format_table
+from relaxclip.demo.runner import run_demo
 
 __all__ = ["ARMS", "Arm", "DemoConfig", "format_table", "run_demo"]

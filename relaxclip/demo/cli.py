@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
         description=_DEMO_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_run_options(demo)
+    _add_method_options(demo)
+    _add_budget_options(demo)
+    _add_openi_options(demo)
+    return parser
+
+
+def _add_run_options(demo: argparse.ArgumentParser) -> None:
+    """Options of the run (output, device, seeds, progress)."""
     g = demo.add_argument_group("run")
     g.add_argument(
         "--quick",
@@ -103,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true", help="disable the tqdm progress bars")
     g.add_argument("--no-plots", action="store_true", help="do not write roc.png / summary.png")
 
+
+def _add_method_options(demo: argparse.ArgumentParser) -> None:
+    """Options of the method (threshold, sweep)."""
     g = demo.add_argument_group("method")
     g.add_argument(
         "--threshold",
@@ -127,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         "0.8 1.0)",
     )
 
+
+def _add_budget_options(demo: argparse.ArgumentParser) -> None:
+    """Data sizes, steps, learning rates, bootstrap."""
     g = demo.add_argument_group("budget")
     g.add_argument(
         "--n-train", type=_positive_int, default=None, help="training studies (default 3000)"
@@ -179,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the synthetic benchmark (default 0)",
     )
 
+
+def _add_openi_options(demo: argparse.ArgumentParser) -> None:
+    """Open-I mode."""
     g = demo.add_argument_group(
         "Open-I mode (optional; real report text, images rendered from labels)"
     )
@@ -195,7 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="NegBio gold labels openi_gld_std14.csv matching --reports",
     )
-    return parser
 
 
 _OVERRIDES = {
@@ -219,7 +236,7 @@ _OVERRIDES = {
 
 
 def _demo_config(args: argparse.Namespace) -> Any:
-    from relaxclip.demo.runner import DemoConfig
+    from relaxclip.demo.config import DemoConfig
 
     overrides: dict[str, Any] = {
         field: getattr(args, opt)
