@@ -14,6 +14,10 @@ is built to be a *fair* test of the ideas in Jang et al. (arXiv 2212.07050):
 
 Public API
 ----------
+``FINDINGS``
+    The findings table: one :class:`FindingSpec` record per finding holds everything about it
+    (name, mention terms, prevalence, image signature, positive phrasings, negations).  Adding a
+    finding is one entry; the names below are derived from it.
 ``SYNTHETIC_FINDINGS``
     The default finding names (lower case; they are also the zero-shot class names).
 ``FINDING_TERMS``
@@ -46,19 +50,22 @@ and the three splits are disjoint draws.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 __all__ = [
+    "FINDINGS",
     "FINDING_TERMS",
     "NEGATION_CUES",
     "SPLIT_NAMES",
     "SYNTHETIC_FINDINGS",
+    "FindingSpec",
+    "Prevalence",
     "SyntheticCXRDataset",
     "SyntheticSplits",
     "label_prevalence",
@@ -66,32 +73,6 @@ __all__ = [
     "make_synthetic_splits",
     "render_synthetic_image",
 ]
-
-SYNTHETIC_FINDINGS: tuple[str, ...] = (
-    "atelectasis",
-    "cardiomegaly",
-    "consolidation",
-    "edema",
-    "pleural effusion",
-    "pneumothorax",
-    "nodule",
-)
-"""Default findings: the five CheXpert competition pathologies plus pneumothorax and nodule."""
-
-FINDING_TERMS: dict[str, tuple[str, ...]] = {
-    "atelectasis": ("atelectasis", "atelectatic"),
-    "cardiomegaly": (
-        "cardiomegaly",
-        "cardiac silhouette is enlarged",
-        "enlarged cardiac silhouette",
-    ),
-    "consolidation": ("consolidation", "consolidative opacity"),
-    "edema": ("edema",),
-    "pleural effusion": ("pleural effusion", "effusion"),
-    "pneumothorax": ("pneumothorax",),
-    "nodule": ("nodule", "nodular opacity"),
-}
-"""Phrases (lower case) that mention each finding in generated reports."""
 
 NEGATION_CUES: tuple[str, ...] = ("no ", "there is no ", "negative for ", "without ")
 """Lower-case openings of every negated sentence the generator writes."""
@@ -102,6 +83,7 @@ _SEVERITY_WORDS = ("mild", "moderate", "severe")
 _SIZE_WORDS = ("small", "moderate", "large")
 _SEVERITY_GAIN = (0.6, 0.85, 1.1)
 _NORMAL_SHARE = 0.3
+_HEART_FAILURE_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -114,6 +96,360 @@ class _Finding:
     lobe: str  # "upper" or "lower"
     x: float  # location in [-1, 1] image coordinates (for focal findings)
     y: float
+
+
+# ----------------------------------------------------------------------------- images
+
+
+@dataclass
+class _Canvas:
+    """Internal: one image being composed (float64 ``(S, S)``), with the study's geometry.
+
+    Composition order (see :func:`_render`): anatomy and lung texture are prepared; findings of
+    layer ``"lung field"`` draw into the lung field; the lungs are shaded and textured (not where
+    ``no_texture`` is set); findings of layer ``"heart"`` set ``heart_scale``; mediastinum and
+    heart are drawn; findings of layer ``"overlay"`` add their opacities; acquisition effects.
+    """
+
+    rng: np.random.Generator
+    xx: np.ndarray
+    yy: np.ndarray
+    img: np.ndarray
+    lungs: tuple[np.ndarray, np.ndarray]  # image-left (patient's right) and image-right lung
+    lung_mask: np.ndarray
+    texture: np.ndarray
+    no_texture: np.ndarray
+    heart_scale: float = 1.0
+
+    @classmethod
+    def start(cls, rng: np.random.Generator, size: int) -> _Canvas:
+        dx, dy = rng.uniform(-0.06, 0.06, size=2)  # per-study pose jitter
+        scale = rng.uniform(0.93, 1.07)
+        lin = np.linspace(-1.0, 1.0, size)
+        yy, xx = np.meshgrid(lin, lin, indexing="ij")
+        xx = (xx - dx) / scale
+        yy = (yy - dy) / scale
+        img = 0.35 * _ellipse(xx, yy, 0.0, 0.05, 0.92, 1.05)  # body
+        lungs = (
+            _ellipse(xx, yy, -0.4, -0.05, 0.3, 0.62),
+            _ellipse(xx, yy, 0.4, -0.05, 0.3, 0.62),
+        )
+        lung_mask = np.clip(lungs[0] + lungs[1], 0.0, 1.0)
+        ribs = 0.05 * np.sin(yy * 22.0 + 3.0 * np.abs(xx))
+        texture = ribs + 0.05 * _smooth_noise(rng, size, 12)  # ribs + vascular texture
+        return cls(rng, xx, yy, img, lungs, lung_mask, texture, np.zeros_like(xx))
+
+    def lung(self, sgn: float) -> np.ndarray:
+        """The lung on image side ``sgn`` (-1 left, +1 right)."""
+        return self.lungs[0] if sgn < 0 else self.lungs[1]
+
+    def shade_lungs(self) -> None:
+        self.img -= 0.3 * self.lung_mask
+        self.img += self.texture * self.lung_mask * (1.0 - self.no_texture)
+
+    def add_heart(self) -> None:
+        xx, yy = self.xx, self.yy
+        self.img += 0.25 * _ellipse(xx, yy, 0.0, -0.3, 0.1, 0.5)  # mediastinum and spine
+        heart_rx = 0.25 * self.rng.uniform(0.93, 1.07)
+        heart_rx *= self.heart_scale
+        self.img += 0.4 * _ellipse(xx, yy, 0.08, 0.3, heart_rx, 0.22)
+
+    def finish(self) -> np.ndarray:
+        """Acquisition: contrast/brightness jitter, low-frequency shading, pixel noise."""
+        rng, size = self.rng, self.xx.shape[0]
+        img = self.img * rng.uniform(0.85, 1.15) + rng.uniform(-0.08, 0.08)
+        img += 0.05 * _smooth_noise(rng, size, 3)
+        img += 0.06 * rng.standard_normal((size, size))
+        return (3.0 * (img - 0.15)).astype(np.float32)
+
+
+def _draw_pneumothorax(c: _Canvas, f: _Finding) -> None:
+    """A texture-free, darker rim at the lateral apex of one lung, with a visible pleural line."""
+    sgn = _sides(f.side)[0]
+    g = _SEVERITY_GAIN[f.severity]
+    depth = 0.08 + 0.07 * f.severity
+    inner = _ellipse(c.xx, c.yy, sgn * (0.4 - depth), -0.05 + depth, 0.3 - depth, 0.62 - depth)
+    lung = c.lung(sgn)
+    c.no_texture = np.clip(lung - inner, 0.0, 1.0) * (c.yy < 0.2)
+    c.img -= 0.12 * g * c.no_texture
+    edge = np.exp(-(((np.abs(inner - 0.5)) / 0.18) ** 2)) * (c.yy < 0.2) * lung
+    c.img += 0.12 * g * edge
+
+
+def _draw_cardiomegaly(c: _Canvas, f: _Finding) -> None:
+    """A wider heart."""
+    c.heart_scale = 1.28 + 0.12 * f.severity
+
+
+def _draw_edema(c: _Canvas, f: _Finding) -> None:
+    """Bilateral perihilar haze with fine interstitial lines."""
+    g = _SEVERITY_GAIN[f.severity]
+    haze = _gauss(c.xx, c.yy, -0.25, 0.05, 0.2, 0.3) + _gauss(c.xx, c.yy, 0.25, 0.05, 0.2, 0.3)
+    lines = 0.5 + 0.5 * np.sin(c.yy * 45.0)
+    c.img += 0.16 * g * haze * c.lung_mask * (0.7 + 0.3 * lines)
+
+
+def _draw_effusion(c: _Canvas, f: _Finding) -> None:
+    """Bright fluid at the base with a meniscus rising laterally."""
+    g = _SEVERITY_GAIN[f.severity]
+    level = 0.42 - 0.14 * f.severity
+    for sgn in _sides(f.side):
+        lateral = np.clip(sgn * c.xx - 0.15, 0.0, 1.0)
+        meniscus = 1.0 / (1.0 + np.exp(-(c.yy - level + 0.35 * lateral) / 0.03))
+        c.img += 0.32 * g * meniscus * c.lung(sgn)
+
+
+def _draw_atelectasis(c: _Canvas, f: _Finding) -> None:
+    """Plate-like oblique linear opacity in a lower zone."""
+    g = _SEVERITY_GAIN[f.severity]
+    for sgn in _sides(f.side):
+        d = c.yy - (0.3 + 0.15 * sgn * (c.xx - sgn * 0.4))
+        band = np.exp(-((d / (0.025 + 0.012 * f.severity)) ** 2))
+        c.img += 0.3 * g * band * c.lung(sgn)
+
+
+def _draw_consolidation(c: _Canvas, f: _Finding) -> None:
+    """Textured focal opacity in one lobe."""
+    g = _SEVERITY_GAIN[f.severity]
+    sgn = _sides(f.side)[0]
+    sx, sy = 0.1 + 0.03 * f.severity, 0.12 + 0.03 * f.severity
+    blob = _gauss(c.xx, c.yy, sgn * f.x, f.y, sx, sy)
+    patchy = 0.75 + 0.25 * _smooth_noise(c.rng, c.xx.shape[0], 16)
+    c.img += 0.3 * g * blob * patchy * c.lung_mask
+
+
+def _draw_nodule(c: _Canvas, f: _Finding) -> None:
+    """Small round dense spot."""
+    g = _SEVERITY_GAIN[f.severity]
+    sgn = _sides(f.side)[0]
+    r = 0.035 + 0.012 * f.severity
+    c.img += 0.35 * g * _ellipse(c.xx, c.yy, sgn * f.x, f.y - 0.1, r, r)
+
+
+# ----------------------------------------------------------------------------- phrasing
+
+
+def _plural(f: _Finding, many: str, one: str = "") -> str:
+    return many if f.side == "bilateral" else one
+
+
+def _sides_word(f: _Finding) -> str:
+    return "bilateral" if f.side == "bilateral" else f.side
+
+
+def _say_atelectasis(f: _Finding) -> list[str]:
+    sev, sides, side = _SEVERITY_WORDS[f.severity], _sides_word(f), f.side
+    return [
+        f"{sev.capitalize()} {sides} basilar atelectasis.",
+        f"Plate-like atelectasis at the {side} base{_plural(f, 's')}.",
+        f"There is {sev} atelectasis in the {sides} lower lobe{_plural(f, 's')}.",
+        f"Streaky {sides} basilar opacities likely reflect atelectasis.",
+        f"The {sides} lung base{_plural(f, 's are', ' is')} {sev}ly atelectatic.",
+    ]
+
+
+def _say_cardiomegaly(f: _Finding) -> list[str]:
+    sev = _SEVERITY_WORDS[f.severity]
+    return [
+        f"{sev.capitalize()} cardiomegaly.",
+        f"The cardiac silhouette is enlarged{'' if f.severity < 2 else ', markedly so'}.",
+        f"There is {sev} cardiomegaly.",
+        f"{sev.capitalize()} enlarged cardiac silhouette.",
+        "Heart size is enlarged, consistent with cardiomegaly.",
+    ]
+
+
+def _say_consolidation(f: _Finding) -> list[str]:
+    sev, size, side, lobe = _SEVERITY_WORDS[f.severity], _SIZE_WORDS[f.severity], f.side, f.lobe
+    return [
+        f"Focal consolidation in the {side} {lobe} lobe.",
+        f"There is a {size} area of consolidation in the {side} {lobe} lobe.",
+        f"Patchy consolidative opacity in the {side} {lobe} lung zone.",
+        f"{sev.capitalize()} {side} {lobe} lobe consolidation, concerning for pneumonia.",
+    ]
+
+
+def _say_edema(f: _Finding) -> list[str]:
+    sev = _SEVERITY_WORDS[f.severity]
+    return [
+        f"{sev.capitalize()} pulmonary edema.",
+        f"Findings are consistent with {sev} interstitial edema.",
+        f"There is {sev} pulmonary edema with perihilar haziness.",
+        f"Diffuse {sev} edema in both lungs.",
+    ]
+
+
+def _say_effusion(f: _Finding) -> list[str]:
+    size, sides, side = _SIZE_WORDS[f.severity], _sides_word(f), f.side
+    eff, art = _plural(f, "effusions", "effusion"), _plural(f, "", "a ")
+    return [
+        f"{size.capitalize()} {sides} pleural {eff}.",
+        f"There is {art}{size} {sides} pleural {eff}.",
+        f"Blunting of the {side} costophrenic angle{_plural(f, 's')} due to {art}{size} {eff}.",
+        f"{sides.capitalize()} pleural {eff}, {size} in size.",
+    ]
+
+
+def _say_pneumothorax(f: _Finding) -> list[str]:
+    size, side = _SIZE_WORDS[f.severity], f.side
+    return [
+        f"{size.capitalize()} {side} apical pneumothorax.",
+        f"There is a {size} {side} pneumothorax.",
+        f"A {size} {side}-sided pneumothorax is present.",
+    ]
+
+
+def _say_nodule(f: _Finding) -> list[str]:
+    size, side, lobe = _SIZE_WORDS[f.severity], f.side, f.lobe
+    return [
+        f"A {size} nodule is seen in the {side} {lobe} lobe.",
+        f"{size.capitalize()} {side} {lobe} lobe nodule.",
+        f"There is a {size} nodular opacity in the {side} lung.",
+    ]
+
+
+# ----------------------------------------------------------------------------- the findings
+
+
+@dataclass(frozen=True)
+class Prevalence:
+    """How often a finding is present in an abnormal study (about a third of studies are
+    normal and have none).
+
+    ``base``: probability of presence; ``heart_failure``: the probability instead when the
+    study's latent heart-failure state is on (30 % of abnormal studies), ``None`` if unrelated;
+    ``given``: ``(other finding, probability)`` -- the probability instead when that other
+    finding is present (drawn after it).
+    """
+
+    base: float
+    heart_failure: float | None = None
+    given: tuple[str, float] | None = None
+
+    @property
+    def draw_group(self) -> int:
+        """Draw order: heart-failure-linked findings, then independent ones, then conditioned ones."""
+        return 0 if self.heart_failure is not None else 2 if self.given is not None else 1
+
+
+Layer = Literal["lung field", "heart", "overlay"]
+
+
+@dataclass(frozen=True)
+class FindingSpec:
+    """Everything about one synthetic finding.
+
+    Attributes:
+        name: the finding (lower case; also its zero-shot class name and label name).
+        terms: phrases that mention it; every positive or negated sentence about it contains one.
+        prevalence: how often it is present (:class:`Prevalence`).
+        draw: its image signature, ``draw(canvas, finding)``; strength grows with severity.
+        layer: when it is drawn (see ``_Canvas``): ``"lung field"`` (before lung texture),
+            ``"heart"`` (heart size), ``"overlay"`` (opacities on top).
+        say: the positive sentences that may describe it (one is drawn at random).
+        negations: the sentences that may deny it (each starts with a :data:`NEGATION_CUES` cue).
+        unilateral: never bilateral (a focal finding on one side).
+        size_words: the impression qualifies it by size (small/moderate/large) rather than
+            severity (mild/moderate/severe).
+        parenchymal: a lung-parenchyma finding ("The lungs are clear" is then never written).
+    """
+
+    name: str
+    terms: tuple[str, ...]
+    prevalence: Prevalence
+    draw: Callable[[_Canvas, _Finding], None]
+    layer: Layer
+    say: Callable[[_Finding], list[str]]
+    negations: tuple[str, ...]
+    unilateral: bool = False
+    size_words: bool = False
+    parenchymal: bool = False
+
+
+FINDINGS: tuple[FindingSpec, ...] = (
+    FindingSpec(
+        "atelectasis",
+        ("atelectasis", "atelectatic"),
+        Prevalence(0.22, given=("pleural effusion", 0.5)),
+        _draw_atelectasis,
+        "overlay",
+        _say_atelectasis,
+        ("No atelectasis.", "There is no atelectasis."),
+        parenchymal=True,
+    ),
+    FindingSpec(
+        "cardiomegaly",
+        ("cardiomegaly", "cardiac silhouette is enlarged", "enlarged cardiac silhouette"),
+        Prevalence(0.15, heart_failure=0.6),
+        _draw_cardiomegaly,
+        "heart",
+        _say_cardiomegaly,
+        ("No cardiomegaly.", "There is no cardiomegaly."),
+    ),
+    FindingSpec(
+        "consolidation",
+        ("consolidation", "consolidative opacity"),
+        Prevalence(0.22),
+        _draw_consolidation,
+        "overlay",
+        _say_consolidation,
+        ("No focal consolidation.", "There is no consolidation.", "Negative for consolidation."),
+        unilateral=True,
+        parenchymal=True,
+    ),
+    FindingSpec(
+        "edema",
+        ("edema",),
+        Prevalence(0.08, heart_failure=0.55),
+        _draw_edema,
+        "overlay",
+        _say_edema,
+        ("No pulmonary edema.", "There is no edema.", "Without evidence of pulmonary edema."),
+        parenchymal=True,
+    ),
+    FindingSpec(
+        "pleural effusion",
+        ("pleural effusion", "effusion"),
+        Prevalence(0.18, heart_failure=0.5),
+        _draw_effusion,
+        "overlay",
+        _say_effusion,
+        ("No pleural effusion.", "There is no pleural effusion.", "No pleural effusions."),
+        size_words=True,
+    ),
+    FindingSpec(
+        "pneumothorax",
+        ("pneumothorax",),
+        Prevalence(0.1),
+        _draw_pneumothorax,
+        "lung field",
+        _say_pneumothorax,
+        ("No pneumothorax.", "There is no pneumothorax.", "Negative for pneumothorax."),
+        unilateral=True,
+        size_words=True,
+    ),
+    FindingSpec(
+        "nodule",
+        ("nodule", "nodular opacity"),
+        Prevalence(0.12),
+        _draw_nodule,
+        "overlay",
+        _say_nodule,
+        ("No pulmonary nodule.", "There is no nodule.", "No suspicious nodule."),
+        unilateral=True,
+        size_words=True,
+        parenchymal=True,
+    ),
+)
+"""The findings table: one record per finding, in label order.  Adding a finding is one entry."""
+
+_SPEC: dict[str, FindingSpec] = {s.name: s for s in FINDINGS}
+
+SYNTHETIC_FINDINGS: tuple[str, ...] = tuple(s.name for s in FINDINGS)
+"""Default findings: the five CheXpert competition pathologies plus pneumothorax and nodule."""
+
+FINDING_TERMS: dict[str, tuple[str, ...]] = {s.name: s.terms for s in FINDINGS}
+"""Phrases (lower case) that mention each finding in generated reports."""
 
 
 class SyntheticSplits(NamedTuple):
@@ -163,27 +499,29 @@ def _check_findings(findings: Sequence[str] | None) -> tuple[str, ...]:
 def _draw_findings(rng: np.random.Generator, allowed: tuple[str, ...]) -> list[_Finding]:
     """Draw the positive findings of one study with realistic co-occurrences.
 
-    A latent "heart failure" state raises cardiomegaly, edema and effusion; an effusion raises
-    atelectasis (compressive).  Marginal prevalences are roughly 10-30 % per finding and about a
-    third of studies are normal.
+    About a third of studies are normal.  Otherwise a latent "heart failure" state raises the
+    findings whose :class:`Prevalence` has a ``heart_failure`` probability, and a finding with a
+    ``given`` condition uses its conditional probability when that finding is present.  Presence
+    is drawn for every finding of :data:`FINDINGS` (in :attr:`Prevalence.draw_group` order), then
+    the attributes of every finding in table order, whatever ``allowed`` is (so a subset of
+    findings does not change the draws).
     """
     if rng.random() < _NORMAL_SHARE:
         return []
-    hf = rng.random() < 0.3
-    p = {
-        "cardiomegaly": 0.6 if hf else 0.15,
-        "edema": 0.55 if hf else 0.08,
-        "pleural effusion": 0.5 if hf else 0.18,
-        "consolidation": 0.22,
-        "pneumothorax": 0.1,
-        "nodule": 0.12,
-    }
-    present = {name: bool(rng.random() < prob) for name, prob in p.items()}
-    present["atelectasis"] = bool(rng.random() < (0.5 if present["pleural effusion"] else 0.22))
+    hf = rng.random() < _HEART_FAILURE_SHARE
+    present: dict[str, bool] = {}
+    for spec in sorted(FINDINGS, key=lambda s: s.prevalence.draw_group):
+        prev = spec.prevalence
+        p = prev.base
+        if hf and prev.heart_failure is not None:
+            p = prev.heart_failure
+        if prev.given is not None and present[prev.given[0]]:
+            p = prev.given[1]
+        present[spec.name] = bool(rng.random() < p)
     out: list[_Finding] = []
-    for name in SYNTHETIC_FINDINGS:  # fixed order: the draw does not depend on `allowed`
-        f = _attributes(rng, name)
-        if present[name] and name in allowed:
+    for spec in FINDINGS:
+        f = _attributes(rng, spec.name)
+        if present[spec.name] and spec.name in allowed:
             out.append(f)
     return out
 
@@ -192,7 +530,7 @@ def _attributes(rng: np.random.Generator, name: str) -> _Finding:
     """Random severity, side, lobe and location of one finding."""
     severity = int(rng.integers(0, 3))
     side = ("left", "right", "bilateral")[int(rng.integers(0, 3))]
-    if name in ("consolidation", "nodule", "pneumothorax") and side == "bilateral":
+    if _SPEC[name].unilateral and side == "bilateral":
         side = ("left", "right")[int(rng.integers(0, 2))]
     lobe = ("upper", "lower")[int(rng.integers(0, 2))]
     x = float(rng.uniform(0.22, 0.55))
@@ -200,7 +538,34 @@ def _attributes(rng: np.random.Generator, name: str) -> _Finding:
     return _Finding(name, severity, side, lobe, x, y)
 
 
-# ----------------------------------------------------------------------------- images
+def _render(rng: np.random.Generator, findings: list[_Finding], size: int) -> np.ndarray:
+    """Render one ``(size, size)`` float32 image of a study with the given findings (each drawn
+    by its :attr:`FindingSpec.draw` in its layer, in table order)."""
+    c = _Canvas.start(rng, size)
+    ordered = sorted(findings, key=lambda f: SYNTHETIC_FINDINGS.index(f.name))
+
+    def draw(layer: Layer) -> None:
+        for f in ordered:
+            if _SPEC[f.name].layer == layer:
+                _SPEC[f.name].draw(c, f)
+
+    draw("lung field")
+    c.shade_lungs()
+    draw("heart")
+    c.add_heart()
+    draw("overlay")
+    return c.finish()
+
+
+def _positive_sentence(rng: np.random.Generator, f: _Finding) -> str:
+    return _choice(rng, _SPEC[f.name].say(f))
+
+
+def _negated_sentence(rng: np.random.Generator, name: str) -> str:
+    return _choice(rng, _SPEC[name].negations)
+
+
+# ----------------------------------------------------------------------------- image helpers
 
 
 def _ellipse(
@@ -232,204 +597,11 @@ def _sides(side: str) -> tuple[float, ...]:
     return {"right": (-1.0,), "left": (1.0,), "bilateral": (-1.0, 1.0)}[side]
 
 
-def _render(rng: np.random.Generator, findings: list[_Finding], size: int) -> np.ndarray:
-    """Render one ``(size, size)`` float32 image of a study with the given findings."""
-    # per-study pose jitter
-    dx, dy = rng.uniform(-0.06, 0.06, size=2)
-    scale = rng.uniform(0.93, 1.07)
-    lin = np.linspace(-1.0, 1.0, size)
-    yy, xx = np.meshgrid(lin, lin, indexing="ij")
-    xx = (xx - dx) / scale
-    yy = (yy - dy) / scale
-
-    body = _ellipse(xx, yy, 0.0, 0.05, 0.92, 1.05)
-    img = 0.35 * body
-    lungs = []
-    for sgn in (-1.0, 1.0):
-        lung = _ellipse(xx, yy, sgn * 0.4, -0.05, 0.3, 0.62)
-        lungs.append(lung)
-    lung_mask = np.clip(lungs[0] + lungs[1], 0.0, 1.0)
-    # dark lungs with ribs and vascular texture
-    ribs = 0.05 * np.sin(yy * 22.0 + 3.0 * np.abs(xx))
-    vessels = 0.05 * _smooth_noise(rng, size, 12)
-    texture = ribs + vessels
-    find = {f.name: f for f in findings}
-
-    # pneumothorax: a texture-free, darker rim at the lateral apex of one lung
-    ptx_mask = np.zeros_like(xx)
-    if "pneumothorax" in find:
-        f = find["pneumothorax"]
-        sgn = _sides(f.side)[0]
-        g = _SEVERITY_GAIN[f.severity]
-        depth = 0.08 + 0.07 * f.severity
-        inner = _ellipse(xx, yy, sgn * (0.4 - depth), -0.05 + depth, 0.3 - depth, 0.62 - depth)
-        lung = lungs[0] if sgn < 0 else lungs[1]
-        ptx_mask = np.clip(lung - inner, 0.0, 1.0) * (yy < 0.2)
-        img -= 0.12 * g * ptx_mask
-        # visible visceral pleural line
-        edge = np.exp(-(((np.abs(inner - 0.5)) / 0.18) ** 2)) * (yy < 0.2) * lung
-        img += 0.12 * g * edge
-    img -= 0.3 * lung_mask
-    img += texture * lung_mask * (1.0 - ptx_mask)
-
-    # mediastinum, spine and heart
-    img += 0.25 * _ellipse(xx, yy, 0.0, -0.3, 0.1, 0.5)
-    heart_rx = 0.25 * rng.uniform(0.93, 1.07)
-    if "cardiomegaly" in find:
-        heart_rx *= 1.28 + 0.12 * find["cardiomegaly"].severity
-    img += 0.4 * _ellipse(xx, yy, 0.08, 0.3, heart_rx, 0.22)
-
-    # edema: bilateral perihilar haze with fine interstitial lines
-    if "edema" in find:
-        g = _SEVERITY_GAIN[find["edema"].severity]
-        haze = _gauss(xx, yy, -0.25, 0.05, 0.2, 0.3) + _gauss(xx, yy, 0.25, 0.05, 0.2, 0.3)
-        lines = 0.5 + 0.5 * np.sin(yy * 45.0)
-        img += 0.16 * g * haze * lung_mask * (0.7 + 0.3 * lines)
-
-    # pleural effusion: bright fluid at the base with a meniscus rising laterally
-    if "pleural effusion" in find:
-        f = find["pleural effusion"]
-        g = _SEVERITY_GAIN[f.severity]
-        level = 0.42 - 0.14 * f.severity
-        for sgn in _sides(f.side):
-            lung = lungs[0] if sgn < 0 else lungs[1]
-            lateral = np.clip(sgn * xx - 0.15, 0.0, 1.0)
-            meniscus = 1.0 / (1.0 + np.exp(-(yy - level + 0.35 * lateral) / 0.03))
-            img += 0.32 * g * meniscus * lung
-
-    # atelectasis: plate-like oblique linear opacity in a lower zone
-    if "atelectasis" in find:
-        f = find["atelectasis"]
-        g = _SEVERITY_GAIN[f.severity]
-        for sgn in _sides(f.side):
-            lung = lungs[0] if sgn < 0 else lungs[1]
-            d = yy - (0.3 + 0.15 * sgn * (xx - sgn * 0.4))
-            band = np.exp(-((d / (0.025 + 0.012 * f.severity)) ** 2))
-            img += 0.3 * g * band * lung
-
-    # consolidation: textured focal opacity in one lobe
-    if "consolidation" in find:
-        f = find["consolidation"]
-        g = _SEVERITY_GAIN[f.severity]
-        sgn = _sides(f.side)[0]
-        blob = _gauss(xx, yy, sgn * f.x, f.y, 0.1 + 0.03 * f.severity, 0.12 + 0.03 * f.severity)
-        patchy = 0.75 + 0.25 * _smooth_noise(rng, size, 16)
-        img += 0.3 * g * blob * patchy * lung_mask
-
-    # nodule: small round dense spot
-    if "nodule" in find:
-        f = find["nodule"]
-        g = _SEVERITY_GAIN[f.severity]
-        sgn = _sides(f.side)[0]
-        r = 0.035 + 0.012 * f.severity
-        img += 0.35 * g * _ellipse(xx, yy, sgn * f.x, f.y - 0.1, r, r)
-
-    # acquisition: contrast/brightness jitter, low-frequency shading, pixel noise
-    img = img * rng.uniform(0.85, 1.15) + rng.uniform(-0.08, 0.08)
-    img += 0.05 * _smooth_noise(rng, size, 3)
-    img += 0.06 * rng.standard_normal((size, size))
-    return (3.0 * (img - 0.15)).astype(np.float32)
-
-
 # ----------------------------------------------------------------------------- reports
 
 
 def _choice(rng: np.random.Generator, options: Sequence[str]) -> str:
     return options[int(rng.integers(0, len(options)))]
-
-
-def _side_word(side: str) -> str:
-    return side
-
-
-def _positive_sentence(rng: np.random.Generator, f: _Finding) -> str:
-    sev = _SEVERITY_WORDS[f.severity]
-    size = _SIZE_WORDS[f.severity]
-    side = _side_word(f.side)
-    sides = "bilateral" if f.side == "bilateral" else side
-    if f.name == "atelectasis":
-        opts = [
-            f"{sev.capitalize()} {sides} basilar atelectasis.",
-            f"Plate-like atelectasis at the {side} base{'s' if f.side == 'bilateral' else ''}.",
-            f"There is {sev} atelectasis in the {sides} lower lobe{'s' if f.side == 'bilateral' else ''}.",
-            f"Streaky {sides} basilar opacities likely reflect atelectasis.",
-            f"The {sides} lung base{'s are' if f.side == 'bilateral' else ' is'} {sev}ly atelectatic.",
-        ]
-    elif f.name == "cardiomegaly":
-        opts = [
-            f"{sev.capitalize()} cardiomegaly.",
-            f"The cardiac silhouette is enlarged{'' if f.severity < 2 else ', markedly so'}.",
-            f"There is {sev} cardiomegaly.",
-            f"{sev.capitalize()} enlarged cardiac silhouette.",
-            "Heart size is enlarged, consistent with cardiomegaly.",
-        ]
-    elif f.name == "consolidation":
-        opts = [
-            f"Focal consolidation in the {side} {f.lobe} lobe.",
-            f"There is a {size} area of consolidation in the {side} {f.lobe} lobe.",
-            f"Patchy consolidative opacity in the {side} {f.lobe} lung zone.",
-            f"{sev.capitalize()} {side} {f.lobe} lobe consolidation, concerning for pneumonia.",
-        ]
-    elif f.name == "edema":
-        opts = [
-            f"{sev.capitalize()} pulmonary edema.",
-            f"Findings are consistent with {sev} interstitial edema.",
-            f"There is {sev} pulmonary edema with perihilar haziness.",
-            f"Diffuse {sev} edema in both lungs.",
-        ]
-    elif f.name == "pleural effusion":
-        eff = "effusions" if f.side == "bilateral" else "effusion"
-        art = "" if f.side == "bilateral" else "a "
-        opts = [
-            f"{size.capitalize()} {sides} pleural {eff}.",
-            f"There is {art}{size} {sides} pleural {eff}.",
-            f"Blunting of the {side} costophrenic angle{'s' if f.side == 'bilateral' else ''} due to {art}{size} {eff}.",
-            f"{sides.capitalize()} pleural {eff}, {size} in size.",
-        ]
-    elif f.name == "pneumothorax":
-        opts = [
-            f"{size.capitalize()} {side} apical pneumothorax.",
-            f"There is a {size} {side} pneumothorax.",
-            f"A {size} {side}-sided pneumothorax is present.",
-        ]
-    elif f.name == "nodule":
-        opts = [
-            f"A {size} nodule is seen in the {side} {f.lobe} lobe.",
-            f"{size.capitalize()} {side} {f.lobe} lobe nodule.",
-            f"There is a {size} nodular opacity in the {side} lung.",
-        ]
-    else:  # pragma: no cover - guarded by _check_findings
-        raise ValueError(f"unknown finding {f.name!r}")
-    return _choice(rng, opts)
-
-
-def _negated_sentence(rng: np.random.Generator, name: str) -> str:
-    opts = {
-        "atelectasis": ("No atelectasis.", "There is no atelectasis."),
-        "cardiomegaly": ("No cardiomegaly.", "There is no cardiomegaly."),
-        "consolidation": (
-            "No focal consolidation.",
-            "There is no consolidation.",
-            "Negative for consolidation.",
-        ),
-        "edema": (
-            "No pulmonary edema.",
-            "There is no edema.",
-            "Without evidence of pulmonary edema.",
-        ),
-        "pleural effusion": (
-            "No pleural effusion.",
-            "There is no pleural effusion.",
-            "No pleural effusions.",
-        ),
-        "pneumothorax": (
-            "No pneumothorax.",
-            "There is no pneumothorax.",
-            "Negative for pneumothorax.",
-        ),
-        "nodule": ("No pulmonary nodule.", "There is no nodule.", "No suspicious nodule."),
-    }[name]
-    return _choice(rng, opts)
 
 
 _IRRELEVANT = (
@@ -442,7 +614,6 @@ _IRRELEVANT = (
     "Single portable view of the chest.",
     "Mild tortuosity of the thoracic aorta.",
 )
-_PARENCHYMAL = {"atelectasis", "consolidation", "edema", "nodule"}
 
 
 def _write_report(
@@ -454,7 +625,7 @@ def _write_report(
     for name in allowed:
         if name not in positive and rng.random() < 0.35:
             sentences.append(_negated_sentence(rng, name))
-    if not positive & _PARENCHYMAL and rng.random() < 0.6:
+    if not any(_SPEC[n].parenchymal for n in positive) and rng.random() < 0.6:
         sentences.append(_choice(rng, ("The lungs are clear.", "Lungs are clear bilaterally.")))
     if "cardiomegaly" not in positive and rng.random() < 0.5:
         sentences.append(
@@ -482,11 +653,7 @@ def _write_report(
         keep = [f for f in findings if rng.random() < 0.6] or [findings[0]]
         words = []
         for f in keep:
-            qual = (
-                _SIZE_WORDS[f.severity]
-                if f.name in ("pleural effusion", "pneumothorax", "nodule")
-                else _SEVERITY_WORDS[f.severity]
-            )
+            qual = (_SIZE_WORDS if _SPEC[f.name].size_words else _SEVERITY_WORDS)[f.severity]
             words.append(f"{qual} {f.name}")
         if len(words) == 1:
             impression = f"{words[0].capitalize()}."
