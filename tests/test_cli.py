@@ -43,7 +43,7 @@ def test_top_level_help_and_missing_command(capsys: pytest.CaptureFixture[str]) 
     [
         (["demo", "--n-train", "0"], "--n-train"),
         (["demo", "--n-train", "0"], "expected a positive integer, got 0"),
-        (["demo", "--pretrain-lr", "-1"], "expected a positive number, got -1.0"),
+        (["demo", "--pretrain-lr", "-1"], "expected a learning rate in (0, 1], got -1.0"),
         (["demo", "--threshold", "1.5"], "--threshold"),
         (["demo", "--threshold", "x"], "expected a number in (-1, 1], got 'x'"),
         (["demo", "--seeds", "x"], "--seeds"),

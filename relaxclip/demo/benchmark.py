@@ -14,7 +14,14 @@ from relaxclip.demo.config import DemoConfig
 from relaxclip.demo.synthetic import make_synthetic_splits
 from relaxclip.sampling import SentenceSampler
 
-__all__ = ["OPENI_TO_SYNTHETIC", "Benchmark", "load_benchmark", "load_openi", "report_texts"]
+__all__ = [
+    "OPENI_TO_SYNTHETIC",
+    "Benchmark",
+    "check_evaluation_splits",
+    "load_benchmark",
+    "load_openi",
+    "report_texts",
+]
 
 
 @dataclass
@@ -28,6 +35,27 @@ class Benchmark:
     findings: tuple[str, ...]
     source: str
     notes: list[str]
+
+
+def check_evaluation_splits(bench: Benchmark) -> None:
+    """Raise ``ValueError`` unless the validation and the test split each have at least one
+    finding with both positive and negative studies (otherwise the macro AUROC used to select
+    checkpoints, or the reported one, is undefined)."""
+    for split, records, option in (
+        ("validation", bench.val, "--n-val"),
+        ("test", bench.test, "--n-test"),
+    ):
+        if records:
+            y = torch.stack([r["labels"] for r in records])
+            n_pos = y.sum(0)
+            if bool(((n_pos > 0) & (n_pos < len(records))).any()):
+                continue
+        where = f" ({option})" if bench.source == "synthetic" else ""
+        raise ValueError(
+            f"{split} split: no finding has both positive and negative studies among its "
+            f"{len(records)} studies, so the zero-shot AUROC is undefined; use a larger "
+            f"{split} split{where}"
+        )
 
 
 def load_benchmark(cfg: DemoConfig) -> Benchmark:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,15 +13,20 @@ import torch
 from relaxclip.demo.synthetic import SYNTHETIC_FINDINGS
 from relaxclip.loss import DEFAULT_THRESHOLD
 
-__all__ = ["DemoConfig", "resolve_device"]
+__all__ = ["MAX_THREADS", "DemoConfig", "available_cores", "resolve_device", "thread_warning"]
+
+MAX_THREADS = 1024
+"""Upper bound of ``threads`` (torch crashes with very large thread counts, e.g. 100,000)."""
 
 
 @dataclass
 class DemoConfig:
     """Every knob of the demo (all recorded in ``results.json``).
 
-    Steps count optimizer updates with ``batch_size`` pairs each.  Learning rates follow a
-    linear warm-up over the first 10 % of steps and a cosine decay to 0.
+    Steps count optimizer updates with ``batch_size`` pairs each.  Learning rates (peak values
+    in (0, 1]) follow a linear warm-up over the first 10 % of steps and a cosine decay to 0.
+    ``threads``: CPU threads for torch, 1 to :data:`MAX_THREADS` (``None``: half the cores, 1
+    to 4); more than the available cores is allowed with a printed warning.
     """
 
     n_train: int = 3000
@@ -96,8 +103,11 @@ class DemoConfig:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be non-empty and distinct, got {self.seeds}")
         for name in ("pretrain_lr", "finetune_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+                raise ValueError(f"{name} must be a learning rate in (0, 1], got {value!r}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay}")
         if not -1.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (-1, 1], got {self.threshold}")
         if not self.sweep_thresholds or any(not -1.0 < t <= 1.0 for t in self.sweep_thresholds):
@@ -106,20 +116,54 @@ class DemoConfig:
             )
         if self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise ValueError(f"threads must be in [1, {MAX_THREADS}], got {self.threads}")
         if (self.reports is None) != (self.labels is None):
             raise ValueError("reports and labels must be given together (Open-I mode)")
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def thread_warning(threads: int) -> str | None:
+    """A warning when ``threads`` exceeds the available cores (torch then oversubscribes them:
+    slower, same results), else ``None``."""
+    cores = available_cores()
+    if threads <= cores:
+        return None
+    return (
+        f"threads={threads} exceeds the {cores} CPU core(s) available; torch will oversubscribe "
+        "them (slower, same results)"
+    )
+
+
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; otherwise ``torch.device(device)``."""
+    """``"auto"`` -> CUDA when available else CPU; otherwise ``torch.device(device)``, checked
+    by allocating one element on it (``ValueError`` naming the device when that fails; the
+    ``meta`` device holds no data and is rejected)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, str) or not device.strip():
+        raise ValueError(f"device must be a non-empty str such as 'cpu' or 'cuda', got {device!r}")
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
         raise ValueError(f"device: cannot parse {device!r} ({exc})") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} requested but CUDA is not available")
+    if dev.type == "meta":
+        raise ValueError(
+            "device: 'meta' tensors hold no data, so nothing can be trained or evaluated on it; "
+            "use 'cpu', 'cuda' or 'auto'"
+        )
+    try:
+        torch.empty(1, device=dev)
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"device: {device!r} is not usable here ({first})") from None
     return dev

@@ -20,7 +20,14 @@ from relaxclip.demo.arms import REFERENCE
 from relaxclip.demo.results import dumps_strict
 from relaxclip.metrics import roc_curve
 
-__all__ = ["OUTPUT_NAMES", "conclusion", "format_table", "write_outputs"]
+__all__ = [
+    "OUTPUT_NAMES",
+    "conclusion",
+    "earlier_outputs",
+    "format_table",
+    "prepare_out_dir",
+    "write_outputs",
+]
 
 OUTPUT_NAMES: tuple[str, ...] = ("results.json", "roc.png", "summary.png")
 """Files a run writes to its output directory."""
@@ -141,6 +148,34 @@ def conclusion(results: Mapping[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- files
+
+
+def prepare_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """Create ``out_dir`` if needed and check that files can be written there (before any
+    training); ``ValueError`` naming the path and the problem otherwise."""
+    text = os.fspath(out_dir)
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"out: the output directory must be a non-empty path, got {text!r}")
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"out: cannot create the directory {out} ({exc.strerror or exc})"
+        ) from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".relaxclip-demo-probe-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"out: cannot write to {out} ({exc.strerror or exc})") from None
+    return out
+
+
+def earlier_outputs(out: Path) -> list[str]:
+    """Names of :data:`OUTPUT_NAMES` already in ``out`` (from an earlier run)."""
+    return [name for name in OUTPUT_NAMES if (out / name).exists()]
 
 
 def write_outputs(

@@ -55,10 +55,21 @@ import numpy as np
 import torch
 
 from relaxclip.demo.arms import ARMS, REFERENCE, Arm, sweep_arms
-from relaxclip.demo.benchmark import Benchmark, load_benchmark, report_texts
-from relaxclip.demo.config import DemoConfig, resolve_device
+from relaxclip.demo.benchmark import (
+    Benchmark,
+    check_evaluation_splits,
+    load_benchmark,
+    report_texts,
+)
+from relaxclip.demo.config import DemoConfig, resolve_device, thread_warning
 from relaxclip.demo.models import TinyCLIP, WordTokenizer
-from relaxclip.demo.report import conclusion, format_table, write_outputs
+from relaxclip.demo.report import (
+    conclusion,
+    earlier_outputs,
+    format_table,
+    prepare_out_dir,
+    write_outputs,
+)
 from relaxclip.demo.results import (
     SeedRun,
     TrainStats,
@@ -233,11 +244,7 @@ def run_arm(
     )
     bar.close()
     ex.timing["finetune"] += time.perf_counter() - t
-    if best.state is None:
-        raise ValueError(
-            "validation macro AUROC is undefined (no finding has both classes in the "
-            "validation split); use a larger validation split (--n-val)"
-        )
+    assert best.state is not None  # check_evaluation_splits: the validation AUROC is defined
     ex.log(
         f"{desc}: best validation macro AUROC {best.auc:.4f} at step {best.step} "
         f"({time.perf_counter() - t:.1f} s)"
@@ -278,8 +285,10 @@ def run_demo(
     """
     cfg.validate()
     _check_arms(arms)
+    out = None if out_dir is None else prepare_out_dir(out_dir)
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
+    _notes(cfg, out, log)
     threads_before = torch.get_num_threads()
     threads = cfg.threads if cfg.threads is not None else max(1, min(4, (os.cpu_count() or 2) // 2))
     if device.type == "cpu":
@@ -289,11 +298,24 @@ def run_demo(
     finally:
         torch.set_num_threads(threads_before)
     results["timing_s"]["total"] = time.perf_counter() - t_start
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         write_outputs(results, roc, out, plots=cfg.plots, log=log)
     return results
+
+
+def _notes(cfg: DemoConfig, out: Path | None, log: Callable[[str], None]) -> None:
+    """Print warnings about the run before it starts."""
+    warning = None if cfg.threads is None else thread_warning(cfg.threads)
+    if warning:
+        log(f"warning: {warning}")
+    if cfg.n_bootstrap < 100:
+        log(f"note: {cfg.n_bootstrap} bootstrap replicates give only a rough 95% CI")
+    earlier = [] if out is None else earlier_outputs(out)
+    if earlier:
+        log(
+            f"note: {out} holds {', '.join(earlier)} of an earlier run; they are replaced (or "
+            "removed) when this run completes, and left untouched if it does not"
+        )
 
 
 def _run(
@@ -307,6 +329,7 @@ def _run(
     bench = load_benchmark(cfg)
     for note in bench.notes:
         log(note)
+    check_evaluation_splits(bench)
     arms += sweep_arms(cfg.sweep_thresholds if cfg.sweep_threshold else ())
     n_stages = len(cfg.seeds) * (1 + sum(a.finetune for a in arms))
     ex = Experiment(cfg, device, bench, log, n_stages, timing={"data": time.perf_counter() - t0})

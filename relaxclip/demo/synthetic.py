@@ -58,6 +58,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from relaxclip.demo._checks import check_int
+
 __all__ = [
     "FINDINGS",
     "FINDING_TERMS",
@@ -696,18 +698,10 @@ def render_synthetic_image(
     findings come from gold labels and the text from real reports.
     """
     allowed = _check_findings(list(findings)) if len(findings) else ()
-    image_size = _check_int("image_size", image_size, 16)
+    image_size = check_int("image_size", image_size, 16)
     rng = np.random.default_rng(seed)
     drawn = [_attributes(rng, name) for name in allowed]
     return torch.from_numpy(_render(rng, drawn, image_size)).unsqueeze(0)
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def make_synthetic_records(
@@ -731,9 +725,9 @@ def make_synthetic_records(
     Returns:
         A list of ``n`` record dicts (see the module docstring).
     """
-    n = _check_int("n", n, 0)
-    image_size = _check_int("image_size", image_size, 16)
-    seed = _check_int("seed", seed, 0)
+    n = check_int("n", n, 0)
+    image_size = check_int("image_size", image_size, 16)
+    seed = check_int("seed", seed, 0)
     if split not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
     allowed = _check_findings(findings)
