@@ -7,6 +7,10 @@ outputs and Ctrl-C (item 6), and the CLI / demo model / tokenizer "unhelpful err
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -289,3 +293,28 @@ def test_good_inputs_still_work() -> None:
     img, txt, _ = model(torch.zeros(2, 1, 32, 32), tok(["no effusion", "edema"]))
     assert img.shape == txt.shape == (2, 8)
     assert TinyCLIP(10, 8, channels=[8], image_size=np.int64(16)).image_size == 16
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_real_sigint_exits_130_and_keeps_earlier_outputs(tmp_path: Path) -> None:
+    """End to end: SIGINT during pre-training -> exit 130, one line on stderr, no traceback,
+    the earlier run's outputs untouched."""
+    old = _earlier_run(tmp_path)
+    argv = [*TINY, "--pretrain-steps", "2000", "--out", str(tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relaxclip", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until the run is past the data and into training
+        if line.startswith("benchmark:"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and "interrupted" in err and "Traceback" not in err
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == old
