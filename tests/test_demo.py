@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _demo_config import tiny_config
 from _shared import needs_shared, shared_path
 
 from relaxclip.demo.models import TinyCLIP, WordTokenizer
-from relaxclip.demo.runner import ARMS, DemoConfig, format_table, run_demo
+from relaxclip.demo.runner import ARMS, format_table, run_demo
 from relaxclip.metrics import macro_auroc
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -115,24 +116,7 @@ def test_model_bad_input() -> None:
 # ----------------------------------------------------------------------------- end to end
 
 
-def _tiny(**kw: Any) -> DemoConfig:
-    base: dict[str, Any] = {
-        "n_train": 64,
-        "n_val": 48,
-        "n_test": 64,
-        "image_size": 32,
-        "seeds": (0, 1),
-        "pretrain_steps": 3,
-        "finetune_steps": 4,
-        "eval_every": 2,
-        "batch_size": 16,
-        "n_bootstrap": 30,
-        "progress": False,
-        "threads": 1,
-        "embed_dim": 16,
-    }
-    base.update(kw)
-    return DemoConfig(**base)
+_tiny = tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+from _demo_config import tiny_config
 
 from relaxclip.demo.arms import ARMS, CONFIGURED, REFERENCE, Arm, sweep_arms
 from relaxclip.demo.config import DemoConfig
@@ -13,24 +14,15 @@ from relaxclip.demo.runner import run_demo
 
 
 def _tiny(**kw: Any) -> DemoConfig:
+    """One seed, 2 + 2 steps."""
     base: dict[str, Any] = {
-        "n_train": 64,
-        "n_val": 48,
-        "n_test": 64,
-        "image_size": 32,
         "seeds": (0,),
         "pretrain_steps": 2,
         "finetune_steps": 2,
-        "eval_every": 2,
-        "batch_size": 16,
-        "n_bootstrap": 20,
-        "progress": False,
         "plots": False,
-        "threads": 1,
-        "embed_dim": 16,
+        "n_bootstrap": 20,
     }
-    base.update(kw)
-    return DemoConfig(**base)
+    return tiny_config(**(base | kw))
 
 
 def test_default_arms_are_records() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _demo_config import tiny_config
 
 from relaxclip.demo import report
 from relaxclip.demo.cli import main
@@ -34,23 +35,14 @@ TINY = [
 
 
 def _tiny(**kw: Any) -> DemoConfig:
+    """One seed, 2 + 2 steps."""
     base: dict[str, Any] = {
-        "n_train": 64,
-        "n_val": 48,
-        "n_test": 64,
-        "image_size": 32,
         "seeds": (0,),
         "pretrain_steps": 2,
         "finetune_steps": 2,
-        "eval_every": 2,
-        "batch_size": 16,
         "n_bootstrap": 20,
-        "progress": False,
-        "threads": 1,
-        "embed_dim": 16,
     }
-    base.update(kw)
-    return DemoConfig(**base)
+    return tiny_config(**(base | kw))
 
 
 def _strict_loads(text: str) -> Any:

@@ -189,14 +189,14 @@ def test_findings_table_is_the_one_place() -> None:
 
 
 def test_every_phrasing_mentions_its_finding() -> None:
-    from relaxclip.demo.synthetic import _Finding
+    from relaxclip.demo.synthetic import _Finding, _words
 
     for spec in FINDINGS:
         for severity in range(3):
             for side in ("left", "right", "bilateral"):
                 for lobe in ("upper", "lower"):
                     f = _Finding(spec.name, severity, side, lobe, 0.3, 0.2)
-                    for sentence in spec.say(f):
+                    for sentence in (t.format(**_words(f)) for t in spec.say):
                         assert _mentions(sentence) == {spec.name}, sentence
                         assert not _is_negated(sentence), sentence
 

@@ -231,83 +231,26 @@ def _draw_nodule(c: _Canvas, f: _Finding) -> None:
 # ----------------------------------------------------------------------------- phrasing
 
 
-def _plural(f: _Finding, many: str, one: str = "") -> str:
-    return many if f.side == "bilateral" else one
-
-
-def _sides_word(f: _Finding) -> str:
-    return "bilateral" if f.side == "bilateral" else f.side
-
-
-def _say_atelectasis(f: _Finding) -> list[str]:
-    sev, sides, side = _SEVERITY_WORDS[f.severity], _sides_word(f), f.side
-    return [
-        f"{sev.capitalize()} {sides} basilar atelectasis.",
-        f"Plate-like atelectasis at the {side} base{_plural(f, 's')}.",
-        f"There is {sev} atelectasis in the {sides} lower lobe{_plural(f, 's')}.",
-        f"Streaky {sides} basilar opacities likely reflect atelectasis.",
-        f"The {sides} lung base{_plural(f, 's are', ' is')} {sev}ly atelectatic.",
-    ]
-
-
-def _say_cardiomegaly(f: _Finding) -> list[str]:
-    sev = _SEVERITY_WORDS[f.severity]
-    return [
-        f"{sev.capitalize()} cardiomegaly.",
-        f"The cardiac silhouette is enlarged{'' if f.severity < 2 else ', markedly so'}.",
-        f"There is {sev} cardiomegaly.",
-        f"{sev.capitalize()} enlarged cardiac silhouette.",
-        "Heart size is enlarged, consistent with cardiomegaly.",
-    ]
-
-
-def _say_consolidation(f: _Finding) -> list[str]:
-    sev, size, side, lobe = _SEVERITY_WORDS[f.severity], _SIZE_WORDS[f.severity], f.side, f.lobe
-    return [
-        f"Focal consolidation in the {side} {lobe} lobe.",
-        f"There is a {size} area of consolidation in the {side} {lobe} lobe.",
-        f"Patchy consolidative opacity in the {side} {lobe} lung zone.",
-        f"{sev.capitalize()} {side} {lobe} lobe consolidation, concerning for pneumonia.",
-    ]
-
-
-def _say_edema(f: _Finding) -> list[str]:
-    sev = _SEVERITY_WORDS[f.severity]
-    return [
-        f"{sev.capitalize()} pulmonary edema.",
-        f"Findings are consistent with {sev} interstitial edema.",
-        f"There is {sev} pulmonary edema with perihilar haziness.",
-        f"Diffuse {sev} edema in both lungs.",
-    ]
-
-
-def _say_effusion(f: _Finding) -> list[str]:
-    size, sides, side = _SIZE_WORDS[f.severity], _sides_word(f), f.side
-    eff, art = _plural(f, "effusions", "effusion"), _plural(f, "", "a ")
-    return [
-        f"{size.capitalize()} {sides} pleural {eff}.",
-        f"There is {art}{size} {sides} pleural {eff}.",
-        f"Blunting of the {side} costophrenic angle{_plural(f, 's')} due to {art}{size} {eff}.",
-        f"{sides.capitalize()} pleural {eff}, {size} in size.",
-    ]
-
-
-def _say_pneumothorax(f: _Finding) -> list[str]:
-    size, side = _SIZE_WORDS[f.severity], f.side
-    return [
-        f"{size.capitalize()} {side} apical pneumothorax.",
-        f"There is a {size} {side} pneumothorax.",
-        f"A {size} {side}-sided pneumothorax is present.",
-    ]
-
-
-def _say_nodule(f: _Finding) -> list[str]:
-    size, side, lobe = _SIZE_WORDS[f.severity], f.side, f.lobe
-    return [
-        f"A {size} nodule is seen in the {side} {lobe} lobe.",
-        f"{size.capitalize()} {side} {lobe} lobe nodule.",
-        f"There is a {size} nodular opacity in the {side} lung.",
-    ]
+def _words(f: _Finding) -> dict[str, str]:
+    """The words a phrasing template of :attr:`FindingSpec.say` may use, for finding ``f``."""
+    sev, size = _SEVERITY_WORDS[f.severity], _SIZE_WORDS[f.severity]
+    both = f.side == "bilateral"
+    sides = "bilateral" if both else f.side
+    return {
+        "sev": sev,
+        "Sev": sev.capitalize(),
+        "size": size,
+        "Size": size.capitalize(),
+        "side": f.side,
+        "sides": sides,
+        "Sides": sides.capitalize(),
+        "lobe": f.lobe,
+        "s": "s" if both else "",
+        "s_are": "s are" if both else " is",
+        "effusion": "effusions" if both else "effusion",
+        "a": "" if both else "a ",
+        "markedly": ", markedly so" if f.severity == 2 else "",
+    }
 
 
 # ----------------------------------------------------------------------------- the findings
@@ -348,7 +291,11 @@ class FindingSpec:
         draw: its image signature, ``draw(canvas, finding)``; strength grows with severity.
         layer: when it is drawn (see ``_Canvas``): ``"lung field"`` (before lung texture),
             ``"heart"`` (heart size), ``"overlay"`` (opacities on top).
-        say: the positive sentences that may describe it (one is drawn at random).
+        say: templates of the positive sentences that may describe it (one is drawn at random
+            and filled in with the finding's words: ``{sev}``/``{Sev}`` severity, ``{size}``/
+            ``{Size}`` size, ``{side}``, ``{sides}``/``{Sides}`` (``bilateral`` for both sides),
+            ``{lobe}``, and the number-agreement words ``{s}``, ``{s_are}``, ``{effusion}``,
+            ``{a}``, ``{markedly}``; see ``_words``).
         negations: the sentences that may deny it (each starts with a :data:`NEGATION_CUES` cue).
         unilateral: never bilateral (a focal finding on one side).
         size_words: the impression qualifies it by size (small/moderate/large) rather than
@@ -361,7 +308,7 @@ class FindingSpec:
     prevalence: Prevalence
     draw: Callable[[_Canvas, _Finding], None]
     layer: Layer
-    say: Callable[[_Finding], list[str]]
+    say: tuple[str, ...]
     negations: tuple[str, ...]
     unilateral: bool = False
     size_words: bool = False
@@ -375,7 +322,13 @@ FINDINGS: tuple[FindingSpec, ...] = (
         Prevalence(0.22, given=("pleural effusion", 0.5)),
         _draw_atelectasis,
         "overlay",
-        _say_atelectasis,
+        (
+            "{Sev} {sides} basilar atelectasis.",
+            "Plate-like atelectasis at the {side} base{s}.",
+            "There is {sev} atelectasis in the {sides} lower lobe{s}.",
+            "Streaky {sides} basilar opacities likely reflect atelectasis.",
+            "The {sides} lung base{s_are} {sev}ly atelectatic.",
+        ),
         ("No atelectasis.", "There is no atelectasis."),
         parenchymal=True,
     ),
@@ -385,7 +338,13 @@ FINDINGS: tuple[FindingSpec, ...] = (
         Prevalence(0.15, heart_failure=0.6),
         _draw_cardiomegaly,
         "heart",
-        _say_cardiomegaly,
+        (
+            "{Sev} cardiomegaly.",
+            "The cardiac silhouette is enlarged{markedly}.",
+            "There is {sev} cardiomegaly.",
+            "{Sev} enlarged cardiac silhouette.",
+            "Heart size is enlarged, consistent with cardiomegaly.",
+        ),
         ("No cardiomegaly.", "There is no cardiomegaly."),
     ),
     FindingSpec(
@@ -394,7 +353,12 @@ FINDINGS: tuple[FindingSpec, ...] = (
         Prevalence(0.22),
         _draw_consolidation,
         "overlay",
-        _say_consolidation,
+        (
+            "Focal consolidation in the {side} {lobe} lobe.",
+            "There is a {size} area of consolidation in the {side} {lobe} lobe.",
+            "Patchy consolidative opacity in the {side} {lobe} lung zone.",
+            "{Sev} {side} {lobe} lobe consolidation, concerning for pneumonia.",
+        ),
         ("No focal consolidation.", "There is no consolidation.", "Negative for consolidation."),
         unilateral=True,
         parenchymal=True,
@@ -405,7 +369,12 @@ FINDINGS: tuple[FindingSpec, ...] = (
         Prevalence(0.08, heart_failure=0.55),
         _draw_edema,
         "overlay",
-        _say_edema,
+        (
+            "{Sev} pulmonary edema.",
+            "Findings are consistent with {sev} interstitial edema.",
+            "There is {sev} pulmonary edema with perihilar haziness.",
+            "Diffuse {sev} edema in both lungs.",
+        ),
         ("No pulmonary edema.", "There is no edema.", "Without evidence of pulmonary edema."),
         parenchymal=True,
     ),
@@ -415,7 +384,12 @@ FINDINGS: tuple[FindingSpec, ...] = (
         Prevalence(0.18, heart_failure=0.5),
         _draw_effusion,
         "overlay",
-        _say_effusion,
+        (
+            "{Size} {sides} pleural {effusion}.",
+            "There is {a}{size} {sides} pleural {effusion}.",
+            "Blunting of the {side} costophrenic angle{s} due to {a}{size} {effusion}.",
+            "{Sides} pleural {effusion}, {size} in size.",
+        ),
         ("No pleural effusion.", "There is no pleural effusion.", "No pleural effusions."),
         size_words=True,
     ),
@@ -425,7 +399,11 @@ FINDINGS: tuple[FindingSpec, ...] = (
         Prevalence(0.1),
         _draw_pneumothorax,
         "lung field",
-        _say_pneumothorax,
+        (
+            "{Size} {side} apical pneumothorax.",
+            "There is a {size} {side} pneumothorax.",
+            "A {size} {side}-sided pneumothorax is present.",
+        ),
         ("No pneumothorax.", "There is no pneumothorax.", "Negative for pneumothorax."),
         unilateral=True,
         size_words=True,
@@ -436,7 +414,11 @@ FINDINGS: tuple[FindingSpec, ...] = (
         Prevalence(0.12),
         _draw_nodule,
         "overlay",
-        _say_nodule,
+        (
+            "A {size} nodule is seen in the {side} {lobe} lobe.",
+            "{Size} {side} {lobe} lobe nodule.",
+            "There is a {size} nodular opacity in the {side} lung.",
+        ),
         ("No pulmonary nodule.", "There is no nodule.", "No suspicious nodule."),
         unilateral=True,
         size_words=True,
@@ -560,7 +542,8 @@ def _render(rng: np.random.Generator, findings: list[_Finding], size: int) -> np
 
 
 def _positive_sentence(rng: np.random.Generator, f: _Finding) -> str:
-    return _choice(rng, _SPEC[f.name].say(f))
+    words = _words(f)
+    return _choice(rng, [template.format(**words) for template in _SPEC[f.name].say])
 
 
 def _negated_sentence(rng: np.random.Generator, name: str) -> str:
