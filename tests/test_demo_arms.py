@@ -101,3 +101,51 @@ def test_text_groups_arm_needs_a_group_aware_loss() -> None:
     with pytest.raises(ValueError, match="text_groups=True needs"):
         run_demo(_tiny(), None, log=lines.append, arms=(*ARMS, e))
     assert lines == []  # refused before any data or training
+
+
+def test_text_groups_arm_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Arm (e) is one record once the loss accepts groups=: with stand-ins for the group-aware
+    loss and sampler (issue 14), the runner asks the sampler for text-group ids and passes them
+    to the loss as groups=, for that arm only."""
+    import zlib
+
+    import torch
+
+    import relaxclip.demo.runner as runner
+    from relaxclip.loss import RelaxedContrastiveLoss
+    from relaxclip.sampling import SentenceSampler
+
+    seen: list[tuple[int, torch.Tensor | None]] = []
+
+    class GroupLoss(RelaxedContrastiveLoss):
+        def forward(  # type: ignore[override]
+            self,
+            image_features: torch.Tensor,
+            text_features: torch.Tensor,
+            logit_scale: torch.Tensor | float,
+            groups: torch.Tensor | None = None,
+        ) -> Any:
+            seen.append((image_features.shape[0], groups))
+            return super().forward(image_features, text_features, logit_scale)
+
+    class GroupSampler(SentenceSampler):
+        def __init__(self, *args: Any, group_key: str | None = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.group_key = group_key
+
+        def __call__(self, batch: Any) -> dict[str, Any]:
+            out = super().__call__(batch)
+            if self.group_key is not None:
+                ids = [zlib.crc32(t.encode()) for t in out["text"]]
+                out[self.group_key] = torch.tensor(ids, dtype=torch.int64)
+            return out
+
+    monkeypatch.setattr(runner, "RelaxedContrastiveLoss", GroupLoss)
+    monkeypatch.setattr(runner, "SentenceSampler", GroupSampler)
+    e = Arm("e", "(e) + both + text groups", text="sampled", threshold=CONFIGURED, text_groups=True)
+    cfg = _tiny()
+    results = run_demo(cfg, None, log=lambda s: None, arms=(*ARMS, e))
+    assert results["arms"]["e"]["text_groups"] is True and "(e) " in results["conclusion"]
+    grouped = [(n, g) for n, g in seen if g is not None]
+    assert len(grouped) == cfg.finetune_steps  # arm (e) only, every step, one seed
+    assert all(g.shape == (n,) and g.dtype == torch.int64 for n, g in grouped)
