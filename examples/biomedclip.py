@@ -58,7 +58,7 @@ from tokenizers import (
 from torch.utils.data import DataLoader, Dataset
 from transformers import BertConfig, PreTrainedTokenizerFast
 
-from relaxclip.data.synthetic import SYNTHETIC_FINDINGS, SyntheticCXRDataset, make_synthetic_splits
+from relaxclip.demo.synthetic import SYNTHETIC_FINDINGS, SyntheticCXRDataset, make_synthetic_splits
 from relaxclip.loss import RelaxedContrastiveLoss
 from relaxclip.sampling import SentenceSampler
 from relaxclip.zeroshot import ZeroShotClassifier, open_clip_text_encoder

@@ -66,7 +66,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from relaxclip.data.synthetic import SYNTHETIC_FINDINGS, SyntheticCXRDataset, make_synthetic_splits
+from relaxclip.demo.synthetic import SYNTHETIC_FINDINGS, SyntheticCXRDataset, make_synthetic_splits
 from relaxclip.loss import RelaxedContrastiveLoss
 from relaxclip.sampling import SentenceSampler
 from relaxclip.zeroshot import ZeroShotClassifier, hf_text_encoder

@@ -74,7 +74,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-from relaxclip.data.synthetic import SYNTHETIC_FINDINGS, SyntheticCXRDataset, make_synthetic_splits
+from relaxclip.demo.synthetic import SYNTHETIC_FINDINGS, SyntheticCXRDataset, make_synthetic_splits
 from relaxclip.loss import RelaxedContrastiveLoss
 from relaxclip.sampling import SentenceSampler
 from relaxclip.zeroshot import ZeroShotClassifier

@@ -24,7 +24,6 @@ from relaxclip.metrics import (
     roc_curve,
     select_thresholds,
 )
-from relaxclip.models import TinyCLIP, WordTokenizer
 from relaxclip.sampling import SentenceSampler, sample_sentences, text_group_ids
 from relaxclip.sentence_pool import SentencePool
 from relaxclip.sentences import parse_report_sections, split_sentences
@@ -49,8 +48,6 @@ __all__ = [
     "SentencePool",
     "SentenceSampler",
     "ThresholdResult",
-    "TinyCLIP",
-    "WordTokenizer",
     "ZeroShotClassifier",
     "__version__",
     "auroc",

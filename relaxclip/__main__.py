@@ -1,5 +1,5 @@
-"""``python -m relaxclip`` runs the command line (see :mod:`relaxclip.cli`)."""
+"""``python -m relaxclip`` runs the command line (see :mod:`relaxclip.demo.cli`)."""
 
-from relaxclip.cli import main
+from relaxclip.demo.cli import main
 
 raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Tests of the command line (relaxclip.cli, python -m relaxclip)."""
+"""Tests of the command line (relaxclip.demo.cli, python -m relaxclip)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from relaxclip.cli import _demo_config, build_parser, main
-from relaxclip.demo import DemoConfig
+from relaxclip.demo.cli import _demo_config, build_parser, main
+from relaxclip.demo.config import DemoConfig
 from relaxclip.loss import DEFAULT_THRESHOLD
 
 
@@ -43,7 +43,7 @@ def test_top_level_help_and_missing_command(capsys: pytest.CaptureFixture[str]) 
     [
         (["demo", "--n-train", "0"], "--n-train"),
         (["demo", "--n-train", "0"], "expected a positive integer, got 0"),
-        (["demo", "--pretrain-lr", "-1"], "expected a positive number, got -1.0"),
+        (["demo", "--pretrain-lr", "-1"], "expected a learning rate in (0, 1], got -1.0"),
         (["demo", "--threshold", "1.5"], "--threshold"),
         (["demo", "--threshold", "x"], "expected a number in (-1, 1], got 'x'"),
         (["demo", "--seeds", "x"], "--seeds"),

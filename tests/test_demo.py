@@ -1,4 +1,4 @@
-"""Tests of the demo model/tokenizer (relaxclip.models) and a miniature end-to-end demo run."""
+"""Tests of the demo model/tokenizer (relaxclip.demo.models) and a miniature end-to-end demo run."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _demo_config import tiny_config
+from _shared import needs_shared, shared_path
 
-from relaxclip.demo import ARMS, DemoConfig, format_table, run_demo
+from relaxclip.demo.models import TinyCLIP, WordTokenizer
+from relaxclip.demo.runner import ARMS, format_table, run_demo
 from relaxclip.metrics import macro_auroc
-from relaxclip.models import TinyCLIP, WordTokenizer
 
 # ----------------------------------------------------------------------------- tokenizer
 
@@ -114,24 +116,7 @@ def test_model_bad_input() -> None:
 # ----------------------------------------------------------------------------- end to end
 
 
-def _tiny(**kw: Any) -> DemoConfig:
-    base: dict[str, Any] = {
-        "n_train": 64,
-        "n_val": 48,
-        "n_test": 64,
-        "image_size": 32,
-        "seeds": (0, 1),
-        "pretrain_steps": 3,
-        "finetune_steps": 4,
-        "eval_every": 2,
-        "batch_size": 16,
-        "n_bootstrap": 30,
-        "progress": False,
-        "threads": 1,
-        "embed_dim": 16,
-    }
-    base.update(kw)
-    return DemoConfig(**base)
+_tiny = tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +129,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
 
 def test_end_to_end_outputs(tiny_run: tuple[dict[str, Any], Path, list[str]]) -> None:
     results, out, lines = tiny_run
-    assert {a.key for a in ARMS} | {"d@0.5", "d@1"} == set(results["arms"])
+    assert {a.label for a in ARMS} | {"d@0.5", "d@1"} == set(results["arms"])
     for arm in results["arms"].values():
         m = arm["macro_auroc"]
         assert len(m["per_seed"]) == 2 and 0.0 <= m["mean"] <= 1.0
@@ -221,18 +206,13 @@ def test_config_validation() -> None:
         run_demo(_tiny(device="cuda:99" if not torch.cuda.is_available() else "nonsense"), None)
 
 
-_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@pytest.mark.shared_data
+@needs_shared("iu_xray/NLMCXR_reports.tgz", "negbio/openi_gld_std14.csv")
 def test_openi_mode_loader() -> None:
-    reports = _SHARED / "iu_xray" / "NLMCXR_reports.tgz"
-    labels = _SHARED / "negbio" / "openi_gld_std14.csv"
-    if not (reports.exists() and labels.exists()):
-        pytest.skip("../shared/data (Open-I archive and NegBio gold labels) not available")
-    from relaxclip.demo import OPENI_TO_SYNTHETIC, _load_openi
+    reports = shared_path("iu_xray/NLMCXR_reports.tgz")
+    labels = shared_path("negbio/openi_gld_std14.csv")
+    from relaxclip.demo.benchmark import OPENI_TO_SYNTHETIC, load_openi
 
-    bench = _load_openi(str(reports), str(labels), image_size=16, seed=0)
+    bench = load_openi(str(reports), str(labels), image_size=16, seed=0)
     n = len(bench.train) + len(bench.val) + len(bench.test)
     assert bench.findings == tuple(OPENI_TO_SYNTHETIC.values())
     assert any("excluded" in note for note in bench.notes)

@@ -66,7 +66,7 @@ def test_import_does_not_load_heavy_optional_modules() -> None:
         "relaxclip.sampling",
         "relaxclip.zeroshot",
         "relaxclip.metrics",
-        "relaxclip.cli",
+        "relaxclip.demo.cli",
     ],
 )
 def test_modules_import(name: str) -> None:

@@ -1,16 +1,18 @@
-"""Tests of the embedded synthetic benchmark (relaxclip.data.synthetic)."""
+"""Tests of the embedded synthetic benchmark (relaxclip.demo.synthetic)."""
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relaxclip.data.synthetic import (
+from relaxclip.demo.synthetic import (
     FINDING_TERMS,
+    FINDINGS,
     NEGATION_CUES,
     SYNTHETIC_FINDINGS,
     SyntheticCXRDataset,
@@ -173,3 +175,36 @@ def test_bad_input() -> None:
         SyntheticCXRDataset(5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty"):
         label_prevalence([])
+
+
+def test_findings_table_is_the_one_place() -> None:
+    """Every per-finding fact comes from one FindingSpec record of FINDINGS."""
+    assert SYNTHETIC_FINDINGS == tuple(spec.name for spec in FINDINGS)
+    assert FINDING_TERMS == {spec.name: spec.terms for spec in FINDINGS}
+    for spec in FINDINGS:
+        for sentence in spec.negations:
+            assert _is_negated(sentence) and _mentions(sentence) == {spec.name}, sentence
+        given = spec.prevalence.given
+        assert given is None or given[0] in SYNTHETIC_FINDINGS
+
+
+def test_every_phrasing_mentions_its_finding() -> None:
+    from relaxclip.demo.synthetic import _Finding, _words
+
+    for spec in FINDINGS:
+        for severity in range(3):
+            for side in ("left", "right", "bilateral"):
+                for lobe in ("upper", "lower"):
+                    f = _Finding(spec.name, severity, side, lobe, 0.3, 0.2)
+                    for sentence in (t.format(**_words(f)) for t in spec.say):
+                        assert _mentions(sentence) == {spec.name}, sentence
+                        assert not _is_negated(sentence), sentence
+
+
+def test_unilateral_findings_are_never_bilateral() -> None:
+    from relaxclip.demo.synthetic import _attributes
+
+    rng = np.random.default_rng(0)
+    for spec in FINDINGS:
+        sides = {_attributes(rng, spec.name).side for _ in range(200)}
+        assert ("bilateral" in sides) != spec.unilateral, (spec.name, sides)

@@ -1,4 +1,6 @@
-"""Dataset readers (CheXpert, MIMIC-CXR-JPG, ChestX-ray14, Open-I) and the embedded synthetic benchmark.
+"""Dataset readers (CheXpert, MIMIC-CXR-JPG, ChestX-ray14, Open-I).
+
+The embedded synthetic benchmark of the demo lives in :mod:`relaxclip.demo.synthetic`.
 
 Readers return plain dict records; :class:`ImageLabelDataset` loads images lazily (needs Pillow,
 the ``data`` extra).
@@ -16,29 +18,9 @@ from relaxclip.data.mimic import read_mimic_cxr
 from relaxclip.data.nih import read_chestxray14
 from relaxclip.data.openi import is_empty_report, parse_openi_xml, read_openi_reports
 from relaxclip.data.openi_labels import OpenIJoin, join_openi, read_openi_labels
-from relaxclip.data.synthetic import (
-    FINDING_TERMS,
-    NEGATION_CUES,
-    SYNTHETIC_FINDINGS,
-    SyntheticCXRDataset,
-    SyntheticSplits,
-    label_prevalence,
-    make_synthetic_records,
-    make_synthetic_splits,
-    render_synthetic_image,
-)
 
 __all__ = [
     "CHESTXRAY14_LABELS",
-    "FINDING_TERMS",
-    "NEGATION_CUES",
-    "SYNTHETIC_FINDINGS",
-    "SyntheticCXRDataset",
-    "SyntheticSplits",
-    "label_prevalence",
-    "make_synthetic_records",
-    "make_synthetic_splits",
-    "render_synthetic_image",
     "CHEXPERT_COMPETITION_LABELS",
     "CHEXPERT_LABELS",
     "ImageLabelDataset",

@@ -45,7 +45,14 @@ def _number(
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 _threshold = _number(float, lambda v: -1.0 < v <= 1.0, "a number in (-1, 1]")
-_positive_float = _number(float, lambda v: v > 0, "a positive number")
+_learning_rate = _number(float, lambda v: 0 < v <= 1, "a learning rate in (0, 1]")
+
+
+def _out_dir(text: str) -> str:
+    """An argparse ``type`` for ``--out``: a non-empty path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a directory path, got {text!r}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
         description=_DEMO_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_run_options(demo)
+    _add_method_options(demo)
+    _add_budget_options(demo)
+    _add_openi_options(demo)
+    return parser
+
+
+def _add_run_options(demo: argparse.ArgumentParser) -> None:
+    """Options of the run (output, device, seeds, progress)."""
     g = demo.add_argument_group("run")
     g.add_argument(
         "--quick",
@@ -75,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--out",
+        type=_out_dir,
         default="relaxclip-demo",
         metavar="DIR",
         help="output directory for results.json, roc.png, summary.png (default: ./relaxclip-demo)",
@@ -103,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true", help="disable the tqdm progress bars")
     g.add_argument("--no-plots", action="store_true", help="do not write roc.png / summary.png")
 
+
+def _add_method_options(demo: argparse.ArgumentParser) -> None:
+    """Options of the method (threshold, sweep)."""
     g = demo.add_argument_group("method")
     g.add_argument(
         "--threshold",
@@ -127,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         "0.8 1.0)",
     )
 
+
+def _add_budget_options(demo: argparse.ArgumentParser) -> None:
+    """Data sizes, steps, learning rates, bootstrap."""
     g = demo.add_argument_group("budget")
     g.add_argument(
         "--n-train", type=_positive_int, default=None, help="training studies (default 3000)"
@@ -157,10 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_positive_int, default=None, help="pairs per step (default 64)"
     )
     g.add_argument(
-        "--pretrain-lr", type=_positive_float, default=None, help="pre-training peak learning rate"
+        "--pretrain-lr", type=_learning_rate, default=None, help="pre-training peak learning rate"
     )
     g.add_argument(
-        "--finetune-lr", type=_positive_float, default=None, help="fine-tuning peak learning rate"
+        "--finetune-lr", type=_learning_rate, default=None, help="fine-tuning peak learning rate"
     )
     g.add_argument(
         "--eval-every",
@@ -179,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the synthetic benchmark (default 0)",
     )
 
+
+def _add_openi_options(demo: argparse.ArgumentParser) -> None:
+    """Open-I mode."""
     g = demo.add_argument_group(
         "Open-I mode (optional; real report text, images rendered from labels)"
     )
@@ -195,7 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="NegBio gold labels openi_gld_std14.csv matching --reports",
     )
-    return parser
 
 
 _OVERRIDES = {
@@ -219,7 +244,7 @@ _OVERRIDES = {
 
 
 def _demo_config(args: argparse.Namespace) -> Any:
-    from relaxclip.demo import DemoConfig
+    from relaxclip.demo.config import DemoConfig, resolve_device
 
     overrides: dict[str, Any] = {
         field: getattr(args, opt)
@@ -238,25 +263,37 @@ def _demo_config(args: argparse.Namespace) -> Any:
     if args.eval_every is None and cfg.eval_every > cfg.finetune_steps:
         cfg.eval_every = cfg.finetune_steps
     cfg.validate()
+    resolve_device(cfg.device)  # an unusable --device is an option error, before any work
     return cfg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``relaxclip`` console script; returns the exit status."""
+    """Entry point of the ``relaxclip`` console script; returns the exit status.
+
+    0 on success; 2 for invalid options or an unusable ``--out`` (checked before any training);
+    1 when the run fails with a clear error; 130 on Ctrl-C (one line, no traceback).
+    """
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
-    if args.command == "demo":
-        from relaxclip.demo import run_demo
+    if args.command != "demo":  # pragma: no cover - argparse rejects unknown commands
+        parser.error(f"unknown command {args.command!r}")
+    from relaxclip.demo.report import prepare_out_dir
+    from relaxclip.demo.runner import run_demo
 
-        try:
-            cfg = _demo_config(args)
-        except ValueError as exc:
-            parser.exit(2, f"relaxclip demo: error: {exc}\n")
-        try:
-            run_demo(cfg, args.out)
-        except (ValueError, FileNotFoundError) as exc:
-            print(f"relaxclip demo: error: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it
-    return 2  # pragma: no cover
+    try:
+        cfg = _demo_config(args)
+        prepare_out_dir(args.out)
+    except ValueError as exc:
+        parser.exit(2, f"relaxclip demo: error: {exc}\n")
+    try:
+        run_demo(cfg, args.out)
+    except KeyboardInterrupt:
+        print(
+            f"relaxclip demo: interrupted; earlier outputs in {args.out} (if any) are unchanged",
+            file=sys.stderr,
+        )
+        return 130
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"relaxclip demo: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

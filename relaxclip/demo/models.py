@@ -27,9 +27,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from relaxclip.demo._checks import check_int, check_positive_float
+
 __all__ = ["TinyCLIP", "WordTokenizer"]
 
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+
+
+def _str_list(name: str, value: object, what: str) -> list[str]:
+    """``value`` (an iterable of str, not a str itself) as a list; ``TypeError`` naming ``name``."""
+    if isinstance(value, str | bytes):
+        raise TypeError(
+            f"{name} must be an iterable of {what} (str), not a single {type(value).__name__}; "
+            f"wrap it in a list: [{value!r}]"
+        )
+    if not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be an iterable of str, got {type(value).__name__}")
+    out = list(value)
+    for i, item in enumerate(out):
+        if not isinstance(item, str):
+            raise TypeError(f"{name}[{i}] must be a str, got {type(item).__name__}")
+    return out
 
 
 class WordTokenizer:
@@ -50,16 +68,19 @@ class WordTokenizer:
     SPECIALS = ("<pad>", "<unk>", "<start>", "<end>")
 
     def __init__(self, vocab: Sequence[str], context_length: int = 64) -> None:
-        if isinstance(context_length, bool) or not isinstance(context_length, int):
-            raise TypeError(f"context_length must be an int, got {type(context_length).__name__}")
-        if context_length < 3:
-            raise ValueError(f"context_length must be >= 3, got {context_length}")
-        words = list(vocab)
+        context_length = check_int("context_length", context_length, 3)
+        words = _str_list("vocab", vocab, "words")
         if len(set(words)) != len(words):
             raise ValueError("vocab must not contain duplicate words")
         clash = set(words) & set(self.SPECIALS)
         if clash:
             raise ValueError(f"vocab must not contain the special tokens {sorted(clash)}")
+        bad = [w for w in words if self.split(w) != [w]]
+        if bad:
+            raise ValueError(
+                f"vocab: {bad[:3]} are not single lower-case tokens of WordTokenizer.split (a word "
+                "of letters/digits or one punctuation mark); such entries could never be matched"
+            )
         self.context_length = context_length
         self.itos: list[str] = list(self.SPECIALS) + words
         self.stoi: dict[str, int] = {w: i for i, w in enumerate(self.itos)}
@@ -77,15 +98,17 @@ class WordTokenizer:
     ) -> WordTokenizer:
         """Build the vocabulary from ``texts`` (words seen at least ``min_count`` times).
 
+        ``texts`` is an iterable of str (a single str is rejected: it is not a list of texts).
         ``context_length=None`` picks the longest training text (in words) + 2, so no training
         text is truncated.
         """
-        if min_count < 1:
-            raise ValueError(f"min_count must be >= 1, got {min_count}")
+        min_count = check_int("min_count", min_count, 1)
+        if context_length is not None:
+            context_length = check_int("context_length", context_length, 3)
         counts: Counter[str] = Counter()
         longest = 0
         n = 0
-        for text in texts:
+        for text in _str_list("texts", texts, "texts"):
             words = cls.split(text)
             counts.update(words)
             longest = max(longest, len(words))
@@ -108,13 +131,16 @@ class WordTokenizer:
 
     def count_truncated(self, texts: Sequence[str]) -> int:
         """Number of ``texts`` longer than ``context_length - 2`` words."""
-        return sum(len(self.split(t)) > self.context_length - 2 for t in texts)
+        return sum(
+            len(self.split(t)) > self.context_length - 2 for t in _str_list("texts", texts, "texts")
+        )
 
     def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]
         if not isinstance(texts, Sequence):
             raise TypeError(f"texts must be a str or a sequence of str, got {type(texts).__name__}")
+        texts = _str_list("texts", texts, "texts")
         out = torch.full((len(texts), self.context_length), self.PAD, dtype=torch.long)
         for i, text in enumerate(texts):
             ids = self.encode(text)[: self.context_length - 2]
@@ -124,6 +150,27 @@ class WordTokenizer:
 
     def __repr__(self) -> str:
         return f"WordTokenizer(vocab_size={self.vocab_size}, context_length={self.context_length})"
+
+
+def _channels(channels: object) -> tuple[int, ...]:
+    if isinstance(channels, str) or not isinstance(channels, Sequence):
+        raise TypeError(f"channels must be a sequence of ints, got {type(channels).__name__}")
+    if len(channels) == 0:
+        raise ValueError("channels must name at least one conv block width, got ()")
+    return tuple(check_int(f"channels[{i}]", c, 1) for i, c in enumerate(channels))
+
+
+def _check_token_ids(tokens: torch.Tensor, pad: torch.Tensor, vocab_size: int) -> None:
+    """Ids in ``[0, vocab_size)`` and at least one non-padding token per row."""
+    if tokens.numel() == 0:
+        return
+    lo, hi = int(tokens.min()), int(tokens.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"tokens: id {bad} is outside the vocabulary [0, {vocab_size})")
+    empty = pad.all(1).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"tokens: row(s) {empty[:5]} contain only padding (id 0)")
 
 
 class _ConvBlock(nn.Sequential):
@@ -173,13 +220,25 @@ class TinyCLIP(nn.Module):
         init_logit_scale: float = 0.07,
     ) -> None:
         super().__init__()
-        if vocab_size < 5:
-            raise ValueError(f"vocab_size must be >= 5, got {vocab_size}")
-        if context_length < 3:
-            raise ValueError(f"context_length must be >= 3, got {context_length}")
+        vocab_size = check_int("vocab_size", vocab_size, 5)
+        context_length = check_int("context_length", context_length, 3)
+        channels = _channels(channels)
         down = 2 ** (len(channels) + 1)
+        image_size = check_int("image_size", image_size, down)
         if image_size % down:
             raise ValueError(f"image_size must be divisible by {down}, got {image_size}")
+        in_channels = check_int("in_channels", in_channels, 1)
+        embed_dim = check_int("embed_dim", embed_dim, 1)
+        text_layers = check_int("text_layers", text_layers, 1)
+        text_heads = check_int("text_heads", text_heads, 1)
+        text_width = check_int("text_width", text_width, text_heads)
+        if text_width % text_heads:
+            raise ValueError(
+                f"text_width ({text_width}) must be divisible by text_heads ({text_heads})"
+            )
+        init_logit_scale = check_positive_float("init_logit_scale", init_logit_scale)
+        self.vocab_size = vocab_size
+        self.in_channels = in_channels
         self.image_size = image_size
         self.context_length = context_length
         stem = channels[0]
@@ -215,9 +274,18 @@ class TinyCLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_logit_scale)))
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` float images -> ``(N, D)`` unnormalised features."""
-        if images.dim() != 4:
-            raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        """``(N, C, H, W)`` float images (``C = in_channels``, ``H = W = image_size``) ->
+        ``(N, D)`` unnormalised features."""
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(
+                f"images must have shape (N, {', '.join(map(str, expected))}), "
+                f"got {tuple(images.shape)}"
+            )
+        if not images.is_floating_point():
+            raise TypeError(f"images must be a floating-point tensor, got {images.dtype}")
         return self.visual_proj(self.visual(images))
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -226,6 +294,8 @@ class TinyCLIP(nn.Module):
         ``L`` may be shorter than ``context_length`` (trailing padding columns can be cut off
         for speed: the result is the same up to float rounding, since padding is masked).
         """
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
         if tokens.dim() != 2 or not 1 <= tokens.shape[1] <= self.context_length:
             raise ValueError(
                 f"tokens must have shape (N, L) with 1 <= L <= {self.context_length}, "
@@ -234,6 +304,7 @@ class TinyCLIP(nn.Module):
         if tokens.dtype != torch.long:
             raise TypeError(f"tokens must be int64, got {tokens.dtype}")
         pad = tokens == 0
+        _check_token_ids(tokens, pad, self.vocab_size)
         x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
         x = self.transformer(x, src_key_padding_mask=pad)
         x = self.ln_final(x)
@@ -245,6 +316,12 @@ class TinyCLIP(nn.Module):
         self, images: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised image and text features and ``logit_scale.exp()`` (open_clip style)."""
+        if isinstance(images, torch.Tensor) and isinstance(tokens, torch.Tensor):
+            if images.shape[:1] != tokens.shape[:1]:
+                raise ValueError(
+                    f"images and tokens must have the same batch size N, got "
+                    f"{tuple(images.shape)} and {tuple(tokens.shape)}"
+                )
         img = F.normalize(self.encode_image(images), dim=-1)
         txt = F.normalize(self.encode_text(tokens), dim=-1)
         return img, txt, self.logit_scale.exp()

@@ -1,0 +1,223 @@
+"""Typed result records of the demo and their results.json form.
+
+:class:`SeedRun` is one arm trained and evaluated with one seed; :func:`summarise_arms` turns the
+runs of every arm into :class:`ArmResult` records (seed mean ± std, bootstrap CI of the seed
+mean, paired difference to the reference arm, per-label AUROC); :class:`SweepResult` is the
+threshold sweep.  ``to_json()`` gives the dicts written to results.json (keys unchanged from
+earlier versions; NaN and infinities become ``null`` via :func:`strict_json`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from relaxclip.demo.arms import REFERENCE, Arm
+from relaxclip.metrics import bootstrap_auroc, macro_auroc
+
+__all__ = [
+    "ArmResult",
+    "Interval",
+    "SeedRun",
+    "SweepResult",
+    "TrainStats",
+    "dumps_strict",
+    "strict_json",
+    "summarise_arms",
+    "summarise_sweep",
+]
+
+Interval = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    """Means over the fine-tuning steps of one run (see :class:`~relaxclip.demo.training.TrainLog`)."""
+
+    positive_cosine: float
+    relaxed_fraction: float
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One arm trained (or not) and evaluated with one seed.
+
+    ``test_scores``: ``(N_test, K)`` float64 zero-shot probabilities of the kept checkpoint;
+    ``val_curve``: validation macro AUROC per evaluated step; ``best_step`` / ``val_best``: the
+    checkpoint kept (best validation macro AUROC); ``train_stats``: ``None`` without fine-tuning.
+    """
+
+    seed: int
+    test_scores: np.ndarray
+    val_best: float
+    best_step: int
+    val_curve: dict[int, float]
+    train_stats: TrainStats | None
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """Mean, population std and per-seed values of one number, with an optional 95 % CI."""
+
+    mean: float
+    std: float
+    per_seed: list[float]
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """Everything reported for one arm (macro / per-label test AUROC over seeds, CIs, runs)."""
+
+    arm: Arm
+    threshold: float | None
+    macro: SeedSummary
+    macro_ci95: Interval
+    delta_mean: float
+    delta_ci95: Interval
+    per_label: dict[str, SeedSummary]
+    runs: list[SeedRun]
+
+    def to_json(self) -> dict[str, Any]:
+        """The arm's entry in results.json ``"arms"``."""
+        return {
+            "name": self.arm.name,
+            "sentence_sampling": self.arm.sampled,
+            "threshold": self.threshold,
+            "text": self.arm.text,
+            "text_groups": self.arm.text_groups,
+            "fine_tuned": self.arm.finetune,
+            "sweep": self.arm.sweep,
+            "macro_auroc": {**vars(self.macro), "ci95": list(self.macro_ci95)},
+            "delta_vs_a": {"mean": self.delta_mean, "ci95": list(self.delta_ci95)},
+            "per_label_auroc": {f: vars(s) for f, s in self.per_label.items()},
+            "val_macro_auroc_best": [r.val_best for r in self.runs],
+            "best_step": [r.best_step for r in self.runs],
+            "val_curve": [{str(k): v for k, v in r.val_curve.items()} for r in self.runs],
+            "train_stats": [vars(r.train_stats) for r in self.runs if r.train_stats is not None],
+        }
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Threshold sweep of arm (d): mean validation / test macro AUROC per θ, θ chosen on val."""
+
+    thresholds: list[float]
+    val_mean: dict[float, float]
+    test_mean: dict[float, float]
+    chosen: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "thresholds": self.thresholds,
+            "val_macro_auroc_mean": {f"{t:g}": v for t, v in self.val_mean.items()},
+            "test_macro_auroc_mean": {f"{t:g}": v for t, v in self.test_mean.items()},
+            "chosen_on_validation": self.chosen,
+        }
+
+
+def _ci(values: np.ndarray) -> Interval:
+    """Percentile 95 % interval of the non-NaN ``values`` (NaN, NaN when there are none)."""
+    v = values[~np.isnan(values)]
+    if v.size == 0:
+        return (math.nan, math.nan)
+    lo, hi = np.percentile(v, [2.5, 97.5])
+    return (float(lo), float(hi))
+
+
+def _seed_summary(values: Sequence[float]) -> SeedSummary:
+    arr = np.asarray(values, dtype=np.float64)
+    return SeedSummary(float(arr.mean()), float(arr.std()), [float(x) for x in arr])
+
+
+def _bootstrap_seed_mean(
+    y: np.ndarray, runs: Sequence[SeedRun], findings: list[str], n_bootstrap: int, seed: int
+) -> np.ndarray:
+    """``(B,)`` bootstrap replicates of the seed-mean macro AUROC (the same resampled test
+    studies for every arm and seed: one ``seed``)."""
+    reps = [
+        bootstrap_auroc(
+            y, r.test_scores, findings, n_bootstrap=n_bootstrap, seed=seed
+        ).macro_samples
+        for r in runs
+    ]
+    return np.asarray(np.mean(np.stack(reps), axis=0))
+
+
+def summarise_arms(
+    runs: Mapping[Arm, list[SeedRun]],
+    y: np.ndarray,
+    findings: Sequence[str],
+    *,
+    threshold: float,
+    n_bootstrap: int,
+    bootstrap_seed: int,
+) -> dict[str, ArmResult]:
+    """One :class:`ArmResult` per arm (keyed by label, in the order of ``runs``); deltas and
+    their CIs are paired against the arm labelled :data:`~relaxclip.demo.arms.REFERENCE`.
+    ``threshold`` is the configured θ (resolves ``Arm.threshold == CONFIGURED``)."""
+    names = list(findings)
+    boot = {
+        arm: _bootstrap_seed_mean(y, r, names, n_bootstrap, bootstrap_seed)
+        for arm, r in runs.items()
+    }
+    ref = next(a for a in runs if a.label == REFERENCE)
+    ref_mean = float(np.mean([macro_auroc(y, r.test_scores, names).macro for r in runs[ref]]))
+    out: dict[str, ArmResult] = {}
+    for arm, arm_runs in runs.items():
+        res = [macro_auroc(y, r.test_scores, names) for r in arm_runs]
+        macro = _seed_summary([r.macro for r in res])
+        out[arm.label] = ArmResult(
+            arm=arm,
+            threshold=arm.resolve_threshold(threshold),
+            macro=macro,
+            macro_ci95=_ci(boot[arm]),
+            delta_mean=macro.mean - ref_mean,
+            delta_ci95=_ci(boot[arm] - boot[ref]) if arm is not ref else (0.0, 0.0),
+            per_label={f: _seed_summary([r.per_label[f] for r in res]) for f in names},
+            runs=arm_runs,
+        )
+    return out
+
+
+def summarise_sweep(arms: Mapping[str, ArmResult], threshold: float) -> SweepResult | None:
+    """The sweep over the ``sweep`` arms (``None`` without any); ties in validation AUROC go to
+    the θ closest to the configured ``threshold``."""
+    sweep = [a for a in arms.values() if a.arm.sweep]
+    if not sweep:
+        return None
+    val = {a.threshold: float(np.mean([r.val_best for r in a.runs])) for a in sweep}
+    test = {a.threshold: a.macro.mean for a in sweep}
+    thetas = [t for t in val if t is not None]
+    chosen = max(thetas, key=lambda t: (val[t], -abs(t - threshold)))
+    return SweepResult(thetas, {t: val[t] for t in thetas}, {t: test[t] for t in thetas}, chosen)
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with numpy scalars/arrays as Python values and every non-finite float as ``None``
+    (strict JSON has no NaN or Infinity); tuples become lists, paths strings."""
+    if isinstance(obj, Mapping):
+        return {str(k): strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return strict_json(obj.tolist())
+    if isinstance(obj, np.generic):
+        return strict_json(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, bool | int | str):
+        return obj
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def dumps_strict(obj: Any) -> str:
+    """Strict JSON text of ``obj`` (see :func:`strict_json`; ``allow_nan=False``)."""
+    import json
+
+    return json.dumps(strict_json(obj), indent=2, allow_nan=False) + "\n"

@@ -1,0 +1,405 @@
+"""``relaxclip demo``: an offline, end-to-end reproduction of the paper's experiment.
+
+Protocol (Jang et al., arXiv 2212.07050, on the embedded synthetic benchmark or Open-I text):
+
+1. Build a word tokenizer from the training reports and pre-train a
+   :class:`~relaxclip.demo.models.TinyCLIP` with the plain CLIP loss on whole reports
+   (``pretrain_steps``): the "pre-trained encoder".
+2. From that checkpoint fine-tune every arm of :data:`~relaxclip.demo.arms.ARMS` with identical
+   data, batch order, steps, optimizer, learning-rate schedule and seeds; they differ only in
+   the fields of their :class:`~relaxclip.demo.arms.Arm` record (the text each image is paired
+   with, the loss threshold, text groups):
+
+   ====  ===================================  ====================  =====================
+   arm   name                                 text                  loss
+   ====  ===================================  ====================  =====================
+   a     CLIP loss, whole reports             findings+impression   CLIP (threshold None)
+   b     + random sentence sampling           one random sentence   CLIP
+   c     + positive-pair relaxation           findings+impression   relaxed, threshold θ
+   d     + both                               one random sentence   relaxed, threshold θ
+   ====  ===================================  ====================  =====================
+
+   Every ``eval_every`` steps the zero-shot macro AUROC on the *validation* split is measured;
+   each arm keeps its best validation checkpoint (the same rule for every arm).  The test split
+   is only used for the final numbers.
+3. Zero-shot evaluation on the test split with :class:`~relaxclip.zeroshot.ZeroShotClassifier`
+   (prompt pair ``("{}", "no {}")``): per-label and macro AUROC for every arm and seed.
+   Pre-training and fine-tuning are repeated for every seed.  The table reports the mean ± std
+   over seeds, a 95 % bootstrap CI of the seed-mean macro AUROC (test studies resampled, the
+   same replicates for every arm and seed, :func:`~relaxclip.metrics.bootstrap_auroc`), and the
+   paired difference to arm (a) with its bootstrap CI.
+4. ``sweep_threshold`` repeats arm (d) for θ in ``sweep_thresholds``
+   (:func:`~relaxclip.demo.arms.sweep_arms`); θ is chosen on the validation split and the test
+   numbers of every θ are reported.
+
+Entry point: :func:`run_demo` (the CLI wraps it); :func:`run_arm` trains and evaluates one arm
+for one seed.  Outputs in ``out_dir``: ``results.json``, ``roc.png`` and ``summary.png`` (plots
+need matplotlib; without it a note is printed), see :func:`~relaxclip.demo.report.write_outputs`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from relaxclip.demo.arms import ARMS, REFERENCE, Arm, sweep_arms
+from relaxclip.demo.benchmark import (
+    Benchmark,
+    check_evaluation_splits,
+    load_benchmark,
+    report_texts,
+)
+from relaxclip.demo.config import DemoConfig, resolve_device, thread_warning
+from relaxclip.demo.models import TinyCLIP, WordTokenizer
+from relaxclip.demo.report import (
+    conclusion,
+    earlier_outputs,
+    format_table,
+    prepare_out_dir,
+    write_outputs,
+)
+from relaxclip.demo.results import (
+    SeedRun,
+    TrainStats,
+    strict_json,
+    summarise_arms,
+    summarise_sweep,
+)
+from relaxclip.demo.synthetic import label_prevalence
+from relaxclip.demo.training import (
+    TEMPLATES,
+    Optimisation,
+    Progress,
+    batches,
+    train,
+    zero_shot_scores,
+)
+from relaxclip.loss import RelaxedContrastiveLoss
+from relaxclip.metrics import macro_auroc
+from relaxclip.sampling import SentenceSampler
+
+__all__ = ["ARMS", "TEXT_GROUP_KEY", "Arm", "DemoConfig", "format_table", "run_arm", "run_demo"]
+
+TEXT_GROUP_KEY = "text_group"
+"""Batch key of the text-group ids of arms with ``text_groups=True``."""
+
+
+def _stack(records: Sequence[dict[str, Any]], key: str) -> torch.Tensor:
+    return torch.stack([r[key] for r in records])
+
+
+def _versions() -> dict[str, str]:
+    import relaxclip
+
+    out = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "relaxclip": getattr(relaxclip, "__version__", "unknown"),
+    }
+    try:
+        import matplotlib
+
+        out["matplotlib"] = matplotlib.__version__
+    except ImportError:
+        out["matplotlib"] = "not installed"
+    return out
+
+
+@dataclass
+class Experiment:
+    """What every arm of one run shares: config, device, data, tokenizer, evaluation tensors,
+    timings and the stage counter of the progress lines."""
+
+    cfg: DemoConfig
+    device: torch.device
+    bench: Benchmark
+    log: Callable[[str], None]
+    n_stages: int
+    tokenizer: WordTokenizer = field(init=False)
+    n_truncated: int = field(init=False)
+    val_x: torch.Tensor = field(init=False)
+    val_y: torch.Tensor = field(init=False)
+    test_x: torch.Tensor = field(init=False)
+    test_y: torch.Tensor = field(init=False)
+    timing: dict[str, float] = field(default_factory=dict)
+    stage: int = 0
+
+    def __post_init__(self) -> None:
+        train_text = report_texts(self.bench.train)
+        self.tokenizer = WordTokenizer.build(train_text)
+        self.n_truncated = self.tokenizer.count_truncated(train_text)
+        self.val_x, self.val_y = _stack(self.bench.val, "image"), _stack(self.bench.val, "labels")
+        self.test_x, self.test_y = (
+            _stack(self.bench.test, "image"),
+            _stack(self.bench.test, "labels"),
+        )
+        self.timing.update(pretrain=0.0, finetune=0.0)
+
+    def next_stage(self, seed: int, what: str) -> str:
+        """Count a stage; its progress label ``"[i/n] seed s <what>"``."""
+        self.stage += 1
+        return f"[{self.stage}/{self.n_stages}] seed {seed} {what}"
+
+    def new_model(self) -> TinyCLIP:
+        cfg, tok = self.cfg, self.tokenizer
+        model = TinyCLIP(
+            tok.vocab_size, tok.context_length, image_size=cfg.image_size, embed_dim=cfg.embed_dim
+        )
+        return model.to(self.device)
+
+    def scores(self, model: TinyCLIP, images: torch.Tensor) -> np.ndarray:
+        return zero_shot_scores(model, self.tokenizer, images, self.bench.findings, self.device)
+
+    def val_macro(self, model: TinyCLIP) -> float:
+        y = self.val_y.numpy()
+        return macro_auroc(y, self.scores(model, self.val_x), list(self.bench.findings)).macro
+
+
+@dataclass
+class Pretrained:
+    """One seed's pre-trained checkpoint and its evaluation (the ``finetune=False`` arm)."""
+
+    state: dict[str, Any]
+    final_loss: float
+    run: SeedRun
+
+
+def pretrain(ex: Experiment, model: TinyCLIP, seed: int) -> Pretrained:
+    """Pre-train ``model`` (freshly initialised) with the plain CLIP loss on whole reports."""
+    cfg = ex.cfg
+    desc = ex.next_stage(seed, "pre-train")
+    bar = Progress(cfg.pretrain_steps, desc, cfg.progress)
+    t = time.perf_counter()
+    log = train(
+        model,
+        ex.tokenizer,
+        batches(ex.bench.train, SentenceSampler(seed=seed, train=False), cfg.batch_size, seed),
+        RelaxedContrastiveLoss(threshold=None),
+        Optimisation(cfg.pretrain_steps, cfg.pretrain_lr, cfg.weight_decay),
+        ex.device,
+        progress=bar,
+    )
+    bar.close()
+    ex.timing["pretrain"] += time.perf_counter() - t
+    state = copy.deepcopy(model.state_dict())
+    ex.log(f"{desc}: final loss {log.losses[-1]:.4f} ({time.perf_counter() - t:.1f} s)")
+    test = ex.scores(model, ex.test_x)
+    val = ex.val_macro(model)
+    return Pretrained(state, log.losses[-1], SeedRun(seed, test, val, 0, {0: val}, None))
+
+
+@dataclass
+class _Best:
+    curve: dict[int, float] = field(default_factory=dict)
+    auc: float = -float("inf")
+    step: int = 0
+    state: dict[str, Any] | None = None
+
+
+def run_arm(
+    ex: Experiment, arm: Arm, seed: int, model: TinyCLIP, pretrained: Pretrained
+) -> SeedRun:
+    """Fine-tune ``model`` from ``pretrained`` as ``arm`` prescribes, keep the checkpoint with the
+    best validation macro AUROC, and score the test split with it."""
+    cfg = ex.cfg
+    desc = ex.next_stage(seed, f"arm {arm.label}")
+    model.load_state_dict(pretrained.state)
+    group: dict[str, Any] = {"group_key": TEXT_GROUP_KEY} if arm.text_groups else {}
+    sampler = SentenceSampler(seed=seed, num_sentences=1, train=arm.sampled, **group)
+    best = _Best()
+
+    def on_eval(step: int) -> None:
+        auc = best.curve[step] = ex.val_macro(model)
+        if auc > best.auc:
+            best.auc, best.step, best.state = auc, step, copy.deepcopy(model.state_dict())
+
+    bar = Progress(cfg.finetune_steps, desc, cfg.progress)
+    t = time.perf_counter()
+    torch.manual_seed(seed + 1000)  # dropout masks: same stream for every arm
+    log = train(
+        model,
+        ex.tokenizer,
+        batches(ex.bench.train, sampler, cfg.batch_size, seed + 1),
+        RelaxedContrastiveLoss(**arm.loss_kwargs(cfg.threshold)),
+        Optimisation(cfg.finetune_steps, cfg.finetune_lr, cfg.weight_decay),
+        ex.device,
+        group_key=TEXT_GROUP_KEY if arm.text_groups else None,
+        on_eval=on_eval,
+        eval_every=cfg.eval_every,
+        progress=bar,
+    )
+    bar.close()
+    ex.timing["finetune"] += time.perf_counter() - t
+    assert best.state is not None  # check_evaluation_splits: the validation AUROC is defined
+    ex.log(
+        f"{desc}: best validation macro AUROC {best.auc:.4f} at step {best.step} "
+        f"({time.perf_counter() - t:.1f} s)"
+    )
+    model.load_state_dict(best.state)
+    stats = TrainStats(float(np.mean(log.positive_cosine)), float(np.mean(log.relaxed_fraction)))
+    return SeedRun(seed, ex.scores(model, ex.test_x), best.auc, best.step, best.curve, stats)
+
+
+def _check_arms(arms: Sequence[Arm]) -> None:
+    """Labels unique, the reference arm present, and text groups supported by this relaxclip."""
+    labels = [a.label for a in arms]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"arms: labels must be unique, got {labels}")
+    if REFERENCE not in labels:
+        raise ValueError(f"arms: the reference arm {REFERENCE!r} is required, got {labels}")
+    grouped = [a.label for a in arms if a.text_groups]
+    loss_ok = "groups" in inspect.signature(RelaxedContrastiveLoss.forward).parameters
+    sampler_ok = "group_key" in inspect.signature(SentenceSampler).parameters
+    if grouped and not (loss_ok and sampler_ok):
+        raise ValueError(
+            f"arm(s) {grouped}: text_groups=True needs RelaxedContrastiveLoss(...)(groups=...) and "
+            "SentenceSampler(group_key=...), which this version of relaxclip does not have"
+        )
+
+
+def run_demo(
+    cfg: DemoConfig,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    log: Callable[[str], None] = print,
+    arms: Sequence[Arm] = ARMS,
+) -> dict[str, Any]:
+    """Run the whole experiment for ``arms`` (plus the sweep arms when ``cfg.sweep_threshold``);
+    returns the results in their results.json form (also written to ``out_dir``).
+
+    ``out_dir=None`` writes nothing.  ``log`` receives every printed line.
+    """
+    cfg.validate()
+    _check_arms(arms)
+    out = None if out_dir is None else prepare_out_dir(out_dir)
+    t_start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    _notes(cfg, out, log)
+    threads_before = torch.get_num_threads()
+    threads = cfg.threads if cfg.threads is not None else max(1, min(4, (os.cpu_count() or 2) // 2))
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        results, roc = _run(cfg, device, threads, list(arms), log)
+    finally:
+        torch.set_num_threads(threads_before)
+    results["timing_s"]["total"] = time.perf_counter() - t_start
+    if out is not None:
+        write_outputs(results, roc, out, plots=cfg.plots, log=log)
+    return results
+
+
+def _notes(cfg: DemoConfig, out: Path | None, log: Callable[[str], None]) -> None:
+    """Print warnings about the run before it starts."""
+    warning = None if cfg.threads is None else thread_warning(cfg.threads)
+    if warning:
+        log(f"warning: {warning}")
+    if cfg.n_bootstrap < 100:
+        log(f"note: {cfg.n_bootstrap} bootstrap replicates give only a rough 95% CI")
+    earlier = [] if out is None else earlier_outputs(out)
+    if earlier:
+        log(
+            f"note: {out} holds {', '.join(earlier)} of an earlier run; they are replaced (or "
+            "removed) when this run completes, and left untouched if it does not"
+        )
+
+
+def _run(
+    cfg: DemoConfig,
+    device: torch.device,
+    threads: int,
+    arms: list[Arm],
+    log: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    t0 = time.perf_counter()
+    bench = load_benchmark(cfg)
+    for note in bench.notes:
+        log(note)
+    check_evaluation_splits(bench)
+    arms += sweep_arms(cfg.sweep_thresholds if cfg.sweep_threshold else ())
+    n_stages = len(cfg.seeds) * (1 + sum(a.finetune for a in arms))
+    ex = Experiment(cfg, device, bench, log, n_stages, timing={"data": time.perf_counter() - t0})
+    log(
+        f"benchmark: {bench.source}, {len(bench.train)}/{len(bench.val)}/{len(bench.test)} "
+        f"train/val/test studies, {len(bench.findings)} findings, vocabulary "
+        f"{ex.tokenizer.vocab_size} words, device {device}, {threads} CPU thread(s)"
+    )
+    runs: dict[Arm, list[SeedRun]] = {a: [] for a in arms}
+    final_losses: list[float] = []
+    for seed in cfg.seeds:
+        torch.manual_seed(seed)
+        model = ex.new_model()
+        pre = pretrain(ex, model, seed)
+        final_losses.append(pre.final_loss)
+        for arm in arms:
+            runs[arm].append(run_arm(ex, arm, seed, model, pre) if arm.finetune else pre.run)
+    results = _results(ex, runs, threads, final_losses)
+    log(results["table"])
+    log(results["conclusion"])
+    first = {a.label: r[0].test_scores for a, r in runs.items() if a.finetune and not a.sweep}
+    return results, {"y": ex.test_y.numpy(), **first}
+
+
+def _results(
+    ex: Experiment, runs: dict[Arm, list[SeedRun]], threads: int, final_losses: list[float]
+) -> dict[str, Any]:
+    """The results.json dict (strict JSON values), with the printed table and conclusion."""
+    cfg, bench = ex.cfg, ex.bench
+    t = time.perf_counter()
+    test_y = ex.test_y.numpy()
+    arms = summarise_arms(
+        runs,
+        test_y,
+        bench.findings,
+        threshold=cfg.threshold,
+        n_bootstrap=cfg.n_bootstrap,
+        bootstrap_seed=cfg.bootstrap_seed,
+    )
+    ex.timing["bootstrap"] = time.perf_counter() - t
+    sweep = summarise_sweep(arms, cfg.threshold)
+    splits = (("train", bench.train), ("val", bench.val), ("test", bench.test))
+    prevalence = {
+        name: dict(zip(bench.findings, label_prevalence(recs).tolist(), strict=True))
+        for name, recs in splits
+    }
+    results: dict[str, Any] = strict_json(
+        {
+            "config": dataclasses.asdict(cfg),
+            "versions": _versions(),
+            "device": str(ex.device),
+            "threads": threads,
+            "benchmark": {
+                "source": bench.source,
+                "findings": list(bench.findings),
+                "n": {name: len(recs) for name, recs in splits},
+                "prevalence": prevalence,
+                "vocab_size": ex.tokenizer.vocab_size,
+                "context_length": ex.tokenizer.context_length,
+                "train_reports_truncated": ex.n_truncated,
+                "notes": bench.notes,
+            },
+            "seeds": list(cfg.seeds),
+            "templates": [list(t) for t in TEMPLATES],
+            "pretrain_final_loss": final_losses,
+            "arms": {label: a.to_json() for label, a in arms.items()},
+            "sweep": None if sweep is None else sweep.to_json(),
+            "timing_s": ex.timing,
+        }
+    )
+    results["table"] = format_table(results)
+    results["conclusion"] = conclusion(results)
+    return results
