@@ -3,8 +3,8 @@
 The kernels run under the Triton CPU interpreter (``TRITON_INTERPRET=1``), which must be set
 before triton is first imported. To stay independent of test order (other tests may import
 triton normally), the kernel checks run in ONE subprocess: this file executed as a script
-(``python tests/test_backend_triton.py``) computes every case against a float64 reference of the
-loss formula (written out below, independent of the library's backends) and prints JSON; the
+(``python tests/test_backend_triton.py``) computes every case against the float64 reference
+(``tests/_reference.py``, independent of the library's backends) and prints JSON; the
 pytest tests then assert each case's relative errors ``||out - ref|| / ||ref||``.
 
 In-process tests (no interpreter needed): input validation, ``is_available`` semantics and that the
@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import torch
+from _reference import reference_sum
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
@@ -33,33 +34,6 @@ TRITON_FILE = REPO / "relaxclip" / "backends" / "triton.py"
 # the input dtype for the gradient matmuls and return gradients in the input dtype.
 TOL = {"float32": 1e-5, "bfloat16": 1e-2, "float16": 1e-2}
 TOL_LOSS = {"float32": 1e-6, "bfloat16": 1e-5, "float16": 1e-5}
-
-
-# --------------------------------------------------------------------------------------------
-# float64 reference of the contract (used by the worker)
-# --------------------------------------------------------------------------------------------
-def reference_loss(
-    q: torch.Tensor, k: torch.Tensor, t: torch.Tensor, theta: float | None, offset: int, sym: bool
-) -> torch.Tensor:
-    """Sum of the relaxed CLIP loss terms, written from the formula; autograd gives the grads.
-
-    l_ij = t * s_ij, s = q k^T, positive of row i at column offset+i, relaxed to min(s, theta)
-    (gradient through s only where s <= theta). sym: add the column direction (square case).
-    """
-    s = q @ k.T
-    rows = torch.arange(q.shape[0])
-    cols = rows + offset
-    pos = s[rows, cols]
-    if theta is not None:
-        pos = torch.where(pos <= theta, pos, torch.full_like(pos, theta))
-    mask = torch.zeros_like(s, dtype=torch.bool)
-    mask[rows, cols] = True
-    s_rel = s.masked_scatter(mask, pos) if theta is not None else s
-    logits = t * s_rel
-    loss = torch.logsumexp(logits, dim=1).sum() - (t * pos).sum()
-    if sym:
-        loss = loss + torch.logsumexp(logits, dim=0).sum() - (t * pos).sum()
-    return loss
 
 
 def _make_case(
@@ -117,7 +91,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     q64 = q.detach().to(rdt).double().requires_grad_()
     k64 = k.detach().to(rdt).double().requires_grad_()
     t64 = torch.tensor(t_val, dtype=torch.float64, requires_grad=True)
-    ref = reference_loss(q64, k64, t64, theta, offset, sym)
+    ref = reference_sum(q64, k64, t64, theta, offset, sym)
     (ref * gout).backward()
 
     # ||out - ref|| / max(||ref||, floor). The floor, 10 % of the natural size of the output (a sum
@@ -323,16 +297,16 @@ def test_reference_is_not_trivial() -> None:
     gen = torch.Generator().manual_seed(0)
     q, k = _make_case(6, 6, 5, 0, torch.float64, gen, 0.3)
     t = torch.tensor(10.0, dtype=torch.float64)
-    plain = reference_loss(q, k, t, None, 0, True)
+    plain = reference_sum(q, k, t, None, 0, True)
     logits = t * q @ k.T
     clip = torch.nn.functional.cross_entropy(
         logits, torch.arange(6), reduction="sum"
     ) + torch.nn.functional.cross_entropy(logits.T, torch.arange(6), reduction="sum")
     torch.testing.assert_close(plain, clip)
-    torch.testing.assert_close(reference_loss(q, k, t, 1.0, 0, True), clip)
+    torch.testing.assert_close(reference_sum(q, k, t, 1.0, 0, True), clip)
     qr = q.clone().requires_grad_()
     theta = float((q * k).sum(1).min()) - 0.01  # every positive relaxed
-    reference_loss(qr, k, t, theta, 0, True).backward()
+    reference_sum(qr, k, t, theta, 0, True).backward()
     assert qr.grad is not None
     # every positive relaxed: l_ii = t * theta is constant, so dL/dq_i = t * sum_{j != i} (P + Q)_ij k_j
     s = q @ k.T

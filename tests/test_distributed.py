@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from _reference import reference_loss
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -63,21 +64,6 @@ def _make_batch(total: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     a = torch.randn(total, D_IN, generator=g, dtype=torch.float64)
     b = a + 0.3 * torch.randn(total, D_IN, generator=g, dtype=torch.float64)
     return a, b
-
-
-def reference_loss(
-    x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, theta: float | None
-) -> torch.Tensor:
-    """Single-process relaxed loss, written directly from the formula (not the backends)."""
-    x, y = F.normalize(x, dim=1), F.normalize(y, dim=1)
-    s = x @ y.T
-    diag = s.diagonal()
-    pos = diag if theta is None else torch.clamp(diag, max=theta)
-    eye = torch.eye(s.shape[0], dtype=torch.bool)
-    logits = torch.where(eye, (t * pos)[:, None].expand_as(s), t * s)
-    n = s.shape[0]
-    per_pair = torch.logsumexp(logits, 1) + torch.logsumexp(logits, 0) - 2 * t * pos
-    return per_pair.sum() / (2 * n)
 
 
 def _reference(

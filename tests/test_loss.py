@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import reference_loss, reference_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,45 +18,11 @@ HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChec
 BACKENDS = [("dense", None), ("chunked", 1), ("chunked", 3), ("chunked", None)]
 
 
-def reference_loss(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    t: torch.Tensor | float,
-    theta: float | None,
-    normalize: bool = True,
-) -> torch.Tensor:
-    """The formula, written independently: explicit logit matrix with the relaxed diagonal."""
-    x, y = x.double(), y.double()
-    if normalize:
-        x = x / x.norm(dim=1, keepdim=True)
-        y = y / y.norm(dim=1, keepdim=True)
-    s = x @ y.T
-    diag = s.diagonal()
-    relaxed = diag if theta is None else torch.minimum(diag, torch.full_like(diag, theta))
-    eye = torch.eye(len(x), dtype=torch.bool)
-    logits = t * torch.where(eye, torch.diag_embed(relaxed), s)
-    image_to_text = torch.logsumexp(logits, dim=1) - t * relaxed
-    text_to_image = torch.logsumexp(logits, dim=0) - t * relaxed
-    return (image_to_text.sum() + text_to_image.sum()) / (2 * len(x))
-
-
 def clip_loss(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
     """open_clip's single-process algorithm: two logit matrices, two cross-entropies."""
     x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
     labels = torch.arange(len(x))
     return (F.cross_entropy(t * x @ y.T, labels) + F.cross_entropy(t * y @ x.T, labels)) / 2
-
-
-def reference_rows(
-    q: torch.Tensor, k: torch.Tensor, t: torch.Tensor, theta: float | None, offset: int
-) -> torch.Tensor:
-    s = q.double() @ k.double().T
-    rows = torch.arange(len(q))
-    pos = s[rows, rows + offset]
-    relaxed = pos if theta is None else torch.clamp(pos, max=theta)
-    s = s.clone()
-    s[rows, rows + offset] = relaxed
-    return (torch.logsumexp(t * s, dim=1) - t * relaxed).sum()
 
 
 @st.composite
