@@ -29,9 +29,8 @@ def same_group_pairs(groups: Tensor | None, n_rows: int, offset: int = 0) -> Ten
     g = groups.reshape(-1, groups.shape[-1]).cpu()
     mask = torch.zeros(n_rows, g.shape[1], dtype=torch.bool)
     for i in range(n_rows):
-        for j in range(g.shape[1]):
-            if j != offset + i:
-                mask[i, j] = bool((g[:, offset + i] == g[:, j]).any())
+        mask[i] = (g == g[:, offset + i : offset + i + 1]).any(dim=0)
+        mask[i, offset + i] = False
     return mask
 
 

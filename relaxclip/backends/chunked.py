@@ -231,9 +231,7 @@ def rows_loss_sum(
     """
     size = default_chunk_size(k.shape[0]) if chunk_size is None else chunk_size
     with no_autocast(q):
-        return _ChunkedRows.apply(
-            q, k, logit_scale, threshold, offset, size, group_matrix(groups)
-        )
+        return _ChunkedRows.apply(q, k, logit_scale, threshold, offset, size, group_matrix(groups))
 
 
 __all__ = ["default_chunk_size", "rows_loss_sum", "symmetric_loss_sum"]
