@@ -291,11 +291,15 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
 
     combos: list[tuple[torch.dtype, str]] = [(torch.float32, "auto"), (torch.bfloat16, "auto")]
     if world == 2 and triton_available():  # the triton backend (CPU interpreter without a GPU)
-        combos.append((torch.float32, "triton"))
-    for dtype, backend_name in combos:
+        combos += [(torch.float32, "triton"), (torch.float32, "triton+groups")]
+    for dtype, combo in combos:
+        backend_name = combo.split("+")[0]
         for m in MODES:
             xg, yg = (v.to(dtype) for v in _make_batch(4 * world, seed=7))
             sl = slice(4 * rank, 4 * rank + 4)
+            ids = (
+                torch.tensor([0, 1, 0, 2, 3, 1, 4, 0])[: 4 * world] if "+groups" in combo else None
+            )
             xl, yl = xg[sl].clone().requires_grad_(), yg[sl].clone().requires_grad_()
             tl = torch.tensor(9.0, requires_grad=True)
             out = relaxed_contrastive_loss(
@@ -306,17 +310,20 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
                 backend=backend_name,
                 distributed_mode=m,
                 process_group=group,
+                groups=None if ids is None else ids[sl],
             )
             out.backward()
             xr, yr = xg.clone().requires_grad_(), yg.clone().requires_grad_()
             tr = torch.tensor(9.0, requires_grad=True)
-            ref_out = relaxed_contrastive_loss(xr, yr, tr, threshold=0.3, distributed=False)
+            ref_out = relaxed_contrastive_loss(
+                xr, yr, tr, threshold=0.3, distributed=False, groups=ids
+            )
             ref_out.backward()
             mean = out.detach().clone()
             dist.all_reduce(mean, group=group)
             t_grad = _grad(tl).clone()
             dist.all_reduce(t_grad, group=group)  # what DDP's averaging would give, times W
-            low[f"{m}/{backend_name}/{dtype}"] = max(
+            low[f"{m}/{combo}/{dtype}"] = max(
                 abs(float(mean) / world - float(ref_out.detach())),
                 float((_grad(xl).float() / world - _grad(xr)[sl].float()).abs().max()),
                 float((_grad(yl).float() / world - _grad(yr)[sl].float()).abs().max()),
