@@ -213,7 +213,8 @@ print(f"zero-shot macro AUROC before fine-tuning: {auroc_before:.3f}")
 
 # %% [markdown]
 # ## Fine-tuning
-# The only relaxclip-specific lines are the `collate_fn` and the loss. Everything else is
+# The only relaxclip-specific lines are the `collate_fn` and the loss (with `groups=`: pairs whose
+# sampled sentences are identical are not treated as negatives, see the loss's docstring). Everything else is
 # open_clip's own step: `model(images, tokens)` returns normalised features and
 # `logit_scale.exp()`; after the optimizer step `logit_scale` is clamped to `[0, ln 100]`.
 
@@ -237,7 +238,8 @@ while step < steps:
     collate.set_epoch(epoch)
     for batch in loader:
         image_features, text_features, logit_scale = model(to_rgb(batch["image"]), batch["tokens"])
-        loss = loss_fn(image_features, text_features, logit_scale)
+        # groups: same-text pairs are not negatives (ids from SentenceSampler's group_key; None = off)
+        loss = loss_fn(image_features, text_features, logit_scale, groups=batch.get("text_group"))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
