@@ -1,4 +1,5 @@
-"""The float64 reference of the relaxed contrastive loss, shared by every loss test.
+"""The float64 reference of the relaxed contrastive loss (and two small helpers), shared by every
+loss test.
 
 Written straight from the formula, independently of the library's backends: the explicit
 (b, N) logit matrix with the relaxed positives and the same-group pairs set to -inf, then
@@ -86,3 +87,18 @@ def reference_rows(
 ) -> Tensor:
     """One direction's sum in float64: rows of q against all keys k (ids ``groups`` of the keys)."""
     return reference_sum(q.double(), k.double(), t, theta, offset, False, groups)
+
+
+def grads(fn, x, y, t):  # type: ignore[no-untyped-def]
+    """(value, dL/dx, dL/dy, dL/dt) of ``fn(x, y, t)`` on fresh leaves (t: a float)."""
+    x = x.clone().requires_grad_()
+    y = y.clone().requires_grad_()
+    t = torch.tensor(t, dtype=x.dtype, requires_grad=True)
+    value = fn(x, y, t)
+    return (value, *torch.autograd.grad(value, (x, y, t)))
+
+
+def assert_all_close(a, b, atol=1e-10, rtol=1e-9):  # type: ignore[no-untyped-def]
+    """``torch.testing.assert_close`` on each pair of two equally long sequences."""
+    for u, v in zip(a, b, strict=True):
+        torch.testing.assert_close(u, v, atol=atol, rtol=rtol)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from _reference import reference_loss, reference_rows
+from _reference import assert_all_close, grads, reference_loss, reference_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,19 +39,6 @@ def problems(
     x = torch.randn(b, d, generator=g, dtype=torch.float64)
     y = x + noise * torch.randn(b, d, generator=g, dtype=torch.float64)
     return x, y, t, theta
-
-
-def grads(fn, x, y, t):  # type: ignore[no-untyped-def]
-    x = x.clone().requires_grad_()
-    y = y.clone().requires_grad_()
-    t = torch.tensor(t, dtype=x.dtype, requires_grad=True)
-    value = fn(x, y, t)
-    return (value, *torch.autograd.grad(value, (x, y, t)))
-
-
-def assert_all_close(a, b, atol=1e-10, rtol=1e-9):  # type: ignore[no-untyped-def]
-    for u, v in zip(a, b, strict=True):
-        torch.testing.assert_close(u, v, atol=atol, rtol=rtol)
 
 
 # ---------------------------------------------------------------- values and gradients vs reference

@@ -120,8 +120,8 @@ class _DenseRows(torch.autograd.Function):
         k: Tensor,
         logit_scale: Tensor,
         threshold: float | None,
-        offset: int,
         groups: Tensor | None,
+        offset: int,
     ) -> Tensor:
         b = q.shape[0]
         t = logit_scale.detach().to(compute_dtype(q.dtype))
@@ -199,7 +199,7 @@ def rows_loss_sum(
             ``offset + i``. Same-group pairs other than the positive get l_ij = -inf.
     """
     with no_autocast(q):
-        return _DenseRows.apply(q, k, logit_scale, threshold, offset, group_matrix(groups))
+        return _DenseRows.apply(q, k, logit_scale, threshold, group_matrix(groups), offset)
 
 
 __all__ = ["rows_loss_sum", "symmetric_loss_sum"]
