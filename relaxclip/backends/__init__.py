@@ -2,8 +2,11 @@
 
 Every backend module exposes the same two functions (sums, not means; see ``relaxclip.loss``)::
 
-    symmetric_loss_sum(x, y, logit_scale, threshold, *, chunk_size=None) -> 0-d tensor
-    rows_loss_sum(q, k, logit_scale, threshold, offset, *, chunk_size=None) -> 0-d tensor
+    symmetric_loss_sum(x, y, logit_scale, threshold, *, chunk_size=None, groups=None) -> 0-d tensor
+    rows_loss_sum(q, k, logit_scale, threshold, offset, *, chunk_size=None, groups=None) -> 0-d tensor
+
+``groups``: ``None`` or integer ids (K, N) (or (N,)) of the N keys (columns) on their device; row i
+of ``q`` has the ids of key ``offset + i``; same-group pairs other than the positive get logit -inf.
 
 Backends: ``"dense"`` (one B x B matrix, fastest for small batches), ``"chunked"`` (O(B) memory,
 any device), ``"triton"`` (fused GPU kernel, optional extra). ``"auto"`` resolves as documented in

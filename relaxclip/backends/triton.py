@@ -29,6 +29,11 @@ Design (FlashAttention-style, deterministic, no atomics anywhere):
   FlashAttention. Output features are covered by power-of-two chunks of at most ``block_do``
   (grid axis 1; e.g. 768 = 512 + 256), each chunk recomputing its tiles of ``S``.
 
+Groups (``groups=``, (K, N) integer ids of the keys): the kernels load the ids of each tile's rows
+and columns and set the logits of same-group non-positive pairs to -inf (forward and both backward
+kernels; ``HAS_GROUPS`` is a constexpr, so without groups the kernels are unchanged). The online
+log-sum-exps shift by 0 where a tile's row or column is entirely -inf.
+
 Inputs: 2-D CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) in bf16, fp16 or fp32, any
 strides. fp32 uses exact (IEEE) fp32 dots unless ``allow_tf32=True``. float64 is rejected (use
 ``backend="dense"`` or ``"chunked"``). Under ``torch.autocast`` fp32 inputs are cast to the autocast
