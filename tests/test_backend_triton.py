@@ -447,6 +447,23 @@ def test_offset_and_shape_validation(monkeypatch: pytest.MonkeyPatch) -> None:
         tb.symmetric_loss_sum(q, torch.randn(3, 5), t, None)
 
 
+def test_groups_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels read ids through raw pointers: a wrong shape or dtype must raise first."""
+    pytest.importorskip("triton")
+    from relaxclip.backends import triton as tb
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # reach the checks after is_available on CPU
+    q, k, t = torch.randn(3, 4), torch.randn(5, 4), torch.tensor(1.0)
+    with pytest.raises(ValueError, match=r"groups must have shape .* N = 3"):
+        tb.symmetric_loss_sum(q, q, t, None, groups=torch.arange(4))
+    with pytest.raises(ValueError, match=r"groups must have shape .* N = 5"):
+        tb.rows_loss_sum(q, k, t, None, 1, groups=torch.arange(3))  # ids are the KEYS' (N = 5)
+    with pytest.raises(ValueError, match="groups must have shape"):
+        tb.rows_loss_sum(q, k, t, None, 1, groups=torch.zeros(0, 5, dtype=torch.long))
+    with pytest.raises(TypeError, match="groups must have an integer dtype"):
+        tb.rows_loss_sum(q, k, t, None, 0, groups=torch.zeros(5))
+
+
 # --------------------------------------------------------------------------------------------
 # benchmarks/loss_gpu.py: the parts that run without a GPU
 # --------------------------------------------------------------------------------------------
