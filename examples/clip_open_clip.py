@@ -219,7 +219,12 @@ print(f"zero-shot macro AUROC before fine-tuning: {auroc_before:.3f}")
 # `logit_scale.exp()`; after the optimizer step `logit_scale` is clamped to `[0, ln 100]`.
 
 # %%
-collate = SentenceSampler(tokenizer=tokenizer, num_sentences=args.num_sentences, seed=args.seed)
+collate = SentenceSampler(
+    tokenizer=tokenizer,
+    num_sentences=args.num_sentences,
+    seed=args.seed,
+    group_key="text_group",  # int64 (B,) ids: equal iff the sampled texts are equal (normalised)
+)
 loader = DataLoader(
     train_set,
     batch_size=args.batch_size,
@@ -238,8 +243,8 @@ while step < steps:
     collate.set_epoch(epoch)
     for batch in loader:
         image_features, text_features, logit_scale = model(to_rgb(batch["image"]), batch["tokens"])
-        # groups: same-text pairs are not negatives (ids from SentenceSampler's group_key; None = off)
-        loss = loss_fn(image_features, text_features, logit_scale, groups=batch.get("text_group"))
+        # groups: two studies that drew the same sentence are not each other's negatives
+        loss = loss_fn(image_features, text_features, logit_scale, groups=batch["text_group"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
