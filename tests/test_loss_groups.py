@@ -318,3 +318,25 @@ def test_bad_groups_raise_clear_errors(groups: object, exc: type[Exception], mat
         relaxed_contrastive_loss(x, y, 10.0, groups=groups)  # type: ignore[arg-type]
     with pytest.raises(exc, match=match):
         RelaxedContrastiveLoss()(x, y, 10.0, groups=groups)
+
+
+def test_sampler_text_groups_feed_the_loss() -> None:
+    """End to end: ``SentenceSampler(group_key=...)`` ids are what ``groups=`` takes, and they
+    exclude exactly the pairs whose sampled sentences are equal (case/punctuation folded)."""
+    from relaxclip.sampling import SentenceSampler
+
+    reports = ["No pneumothorax.", "no pneumothorax", "The lungs are clear.", "Heart is enlarged."]
+    samples = [
+        {"image": torch.zeros(1), "report": r, "idx": i} for i, r in enumerate(reports * 2)
+    ]  # 8 samples
+    batch = SentenceSampler(group_key="text_group", seed=0)(samples)
+    ids = batch["text_group"]
+    assert ids.dtype == torch.int64 and ids.shape == (8,)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 5, generator=g, dtype=torch.float64)
+    y = torch.randn(8, 5, generator=g, dtype=torch.float64)
+    got = relaxed_contrastive_loss(x, y, 10.0, threshold=0.5, groups=ids)
+    # the same pairs by hand: samples 0, 1, 4, 5 say "no pneumothorax"; 2 & 6; 3 & 7
+    by_hand = torch.tensor([0, 0, 1, 2, 0, 0, 1, 2])
+    assert torch.equal(same_group_pairs(ids, 8), same_group_pairs(by_hand, 8))
+    torch.testing.assert_close(got, reference_loss(x, y, 10.0, 0.5, groups=by_hand))
