@@ -213,12 +213,18 @@ print(f"zero-shot macro AUROC before fine-tuning: {auroc_before:.3f}")
 
 # %% [markdown]
 # ## Fine-tuning
-# The only relaxclip-specific lines are the `collate_fn` and the loss. Everything else is
+# The only relaxclip-specific lines are the `collate_fn` and the loss (with `groups=`: pairs whose
+# sampled sentences are identical are not treated as negatives, see the loss's docstring). Everything else is
 # open_clip's own step: `model(images, tokens)` returns normalised features and
 # `logit_scale.exp()`; after the optimizer step `logit_scale` is clamped to `[0, ln 100]`.
 
 # %%
-collate = SentenceSampler(tokenizer=tokenizer, num_sentences=args.num_sentences, seed=args.seed)
+collate = SentenceSampler(
+    tokenizer=tokenizer,
+    num_sentences=args.num_sentences,
+    seed=args.seed,
+    group_key="text_group",  # int64 (B,) ids: equal iff the sampled texts are equal (normalised)
+)
 loader = DataLoader(
     train_set,
     batch_size=args.batch_size,
@@ -237,7 +243,8 @@ while step < steps:
     collate.set_epoch(epoch)
     for batch in loader:
         image_features, text_features, logit_scale = model(to_rgb(batch["image"]), batch["tokens"])
-        loss = loss_fn(image_features, text_features, logit_scale)
+        # groups: two studies that drew the same sentence are not each other's negatives
+        loss = loss_fn(image_features, text_features, logit_scale, groups=batch["text_group"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -67,9 +67,10 @@ _DTYPE_CODES: dict[torch.dtype, int] = {
 class LossSumBackend(Protocol):
     """What :func:`distributed_loss` needs from a loss backend (a backend module satisfies it).
 
-    ``symmetric_loss_sum(x, y, logit_scale, threshold, **opts)`` and
-    ``rows_loss_sum(q, k, logit_scale, threshold, offset, **opts)`` return the SUMS defined in
-    ``relaxclip.backends`` (0-d tensors, differentiable w.r.t. features and ``logit_scale``).
+    ``symmetric_loss_sum(x, y, logit_scale, threshold, groups=None, **opts)`` and
+    ``rows_loss_sum(q, k, logit_scale, threshold, offset, groups=None, **opts)`` return the SUMS
+    defined in ``relaxclip.backends`` (0-d tensors, differentiable w.r.t. features and
+    ``logit_scale``); ``groups`` is the (K, N) id matrix of the keys or ``None``.
     """
 
     @property
@@ -217,24 +218,33 @@ def all_gather_rows(
     return torch.cat([gathered[r * longest : r * longest + n] for r, n in enumerate(sizes)], dim=0)
 
 
-def _exchange_shapes(x: Tensor, y: Tensor, group: dist.ProcessGroup) -> list[int]:
-    """Gather (b, b_y, D, D_y, dtype) of every rank, check consistency, return the sizes.
+def _exchange_shapes(
+    x: Tensor, y: Tensor, group: dist.ProcessGroup, groups: Tensor | None = None
+) -> list[int]:
+    """Gather (b, b_y, D, D_y, dtype, K) of every rank, check consistency, return the sizes.
 
-    All ranks see the same table, so all of them raise the same error (no rank is left
-    waiting in a collective).
+    ``K`` is the number of group-id vectors (0 without ``groups``). All ranks see the same table,
+    so all of them raise the same error (no rank is left waiting in a collective).
     """
+    n_groups = 0 if groups is None else groups.shape[0]
     meta = torch.tensor(
-        [x.shape[0], y.shape[0], x.shape[1], y.shape[1], _DTYPE_CODES.get(x.dtype, -1)],
+        [x.shape[0], y.shape[0], x.shape[1], y.shape[1], _DTYPE_CODES.get(x.dtype, -1), n_groups],
         dtype=torch.int64,
         device=x.device,
     )
     table = _gather_metadata(meta, group).tolist()
-    for r, (bx, by, dx, dy, _) in enumerate(table):
+    for r, (bx, by, dx, dy, _, _) in enumerate(table):
         if bx != by or dx != dy:
             raise ValueError(
                 f"x, y: rank {r} has x of shape ({bx}, {dx}) and y of shape ({by}, {dy}); "
                 "expected equal shapes on every rank"
             )
+    ks = sorted({row[5] for row in table})
+    if len(ks) > 1:
+        raise ValueError(
+            f"groups: the ranks pass different numbers of group-id vectors K ({ks}; 0 = "
+            "groups=None); pass groups on every rank or on none, with the same K"
+        )
     dims = sorted({row[2] for row in table})
     if len(dims) > 1:
         raise ValueError(
@@ -263,6 +273,7 @@ def distributed_loss(
     backend_opts: Mapping[str, Any] | None = None,
     mode: DistributedMode = "local",
     process_group: dist.ProcessGroup | None = None,
+    groups: Tensor | None = None,
 ) -> Tensor:
     """This rank's share of the relaxed contrastive loss on the global batch.
 
@@ -283,6 +294,10 @@ def distributed_loss(
             (B × B) logits and returns it.
         process_group: group to gather over (None = default group). DDP must average
             gradients over the same group.
+        groups: ``None`` or this rank's integer group ids, (K, b_r) (or (b_r,)), on ``x``'s
+            device. They are gathered (no gradient, one extra collective) into the (K, B) ids of
+            the global batch, so same-group pairs are excluded across ranks too; K must agree
+            on every rank, and ids must mean the same thing on every rank (a stable hash).
 
     Returns:
         0-d tensor ℓ_r (fp32 for fp16/bf16 features, else the feature dtype), differentiable
@@ -297,25 +312,38 @@ def distributed_loss(
     opts = dict(backend_opts) if backend_opts is not None else {}
     world = dist.get_world_size(group)
     rank = dist.get_rank(group)
-    sizes = _exchange_shapes(x, y, group)
+    if groups is not None and groups.dim() == 1:
+        groups = groups.unsqueeze(0)
+    sizes = _exchange_shapes(x, y, group, groups)
     total = sum(sizes)
     offset = sum(sizes[:rank])
     dim = x.shape[1]
     # One collective for both modalities: gather [x | y] along the feature axis, then split.
     both = all_gather_rows(torch.cat([x, y], dim=1), sizes, group)
     x_all, y_all = both[:, :dim], both[:, dim:]
+    groups_all = None
+    if groups is not None:  # ids ride along as rows (b_r, K); integers, so no gradient
+        with torch.no_grad():
+            ids = groups.to(device=x.device, dtype=torch.int64).T.contiguous()
+            groups_all = all_gather_rows(ids, sizes, group).T.contiguous()
     if isinstance(backend, str):
         from relaxclip.backends import get_backend, resolve_backend
 
         n_rows = total if mode == "global" else x.shape[0]
         backend = get_backend(resolve_backend(backend, x.device, n_rows, total, x.dtype))
     if mode == "global":
-        loss_sum = backend.symmetric_loss_sum(x_all, y_all, logit_scale, threshold, **opts)
+        loss_sum = backend.symmetric_loss_sum(
+            x_all, y_all, logit_scale, threshold, groups=groups_all, **opts
+        )
         return loss_sum / (2 * total)
     if x.shape[0] == 0:
         # No local rows: the loss share is zero, but it must stay connected to the graph so
         # that every rank takes part in the backward reduce-scatter of the gather.
         return both.sum() * 0.0 + logit_scale * 0.0
-    rows_x = backend.rows_loss_sum(x, y_all, logit_scale, threshold, offset, **opts)
-    rows_y = backend.rows_loss_sum(y, x_all, logit_scale, threshold, offset, **opts)
+    rows_x = backend.rows_loss_sum(
+        x, y_all, logit_scale, threshold, offset, groups=groups_all, **opts
+    )
+    rows_y = backend.rows_loss_sum(
+        y, x_all, logit_scale, threshold, offset, groups=groups_all, **opts
+    )
     return (rows_x + rows_y) * (world / (2 * total))

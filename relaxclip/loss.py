@@ -5,8 +5,25 @@ Formula (B pairs, image features x_i, text features y_i, L2-normalised when ``no
     s_ij = <x_i, y_j>                      cosine similarity
     t    = logit_scale                     already exponentiated (open_clip: ``model.logit_scale.exp()``)
     p_i  = t * min(s_ii, theta)            relaxed positive logit
-    l_ij = t * s_ij  (i != j),   l_ii = p_i
+    E    = {(i, j) : i != j and g_ki = g_kj for some k}   same-group pairs (empty without groups)
+    l_ij = t * s_ij  (i != j, (i, j) not in E),   l_ij = -inf  ((i, j) in E),   l_ii = p_i
     L    = 1/(2B) * sum_i [ (logsumexp_j l_ij - p_i) + (logsumexp_j l_ji - p_i) ]
+
+Groups (optional ``groups`` argument, integer ids g of shape (B,) or (K, B)). A pair (i, j) in E
+is neither a positive nor a negative: it is left out of the row softmax of image i AND of the
+column softmax of text j (l_ij = -inf), so the loss neither pulls it together nor pushes it
+apart. The positive (i, i) is always kept and relaxed as above. ``groups=None`` or all-distinct
+ids give exactly the loss without groups; a row (or column) whose every negative is in E
+contributes ``logsumexp(p_i) - p_i = 0``.
+
+When to use which ids. *Text groups* (ids of the sampled sentence after normalisation, e.g.
+``SentenceSampler(group_key="text_group")``): with random sentence sampling two studies often
+draw the very same sentence ("No pneumothorax."); without groups the image of study j is a
+negative for the identical text of study i, a false negative. *Study (or patient) groups*: one
+study contributes several images (frontal + lateral) or several sentences to one batch; those
+rows describe the same case and must not be pushed apart. Pass both as a (2, B) tensor when both
+occur: a pair is excluded when it shares either id. Do not use coarse labels (e.g. "normal") as
+groups: excluding most negatives weakens the contrastive signal.
 
 The relaxed positive replaces ``t * s_ii`` everywhere it appears: in the numerator and in both
 denominators (the image->text row and the text->image column). With ``theta = 1`` (or ``None``) no
@@ -20,9 +37,11 @@ our precise reading of the "positive-pair loss relaxation" of Jang et al. (arXiv
 full text was not available to us: the paper motivates it by the many near-identical image-report
 pairs of chest X-ray data, for which pulling positives all the way to similarity 1 over-fits.
 
-Gradients (W_ij = (P_ij + Q_ij - 2 delta_ij) / (2B), P the row softmax, Q the column softmax of l):
-``dL/dt = sum_ij W_ij l_ij / t``; ``G = t W`` with G_ii set to 0 where s_ii > theta;
-``dL/dx = G y`` and ``dL/dy = G^T x`` (before the normalisation's own backward).
+Gradients (W_ij = (P_ij + Q_ij - 2 delta_ij) / (2B), P the row softmax, Q the column softmax of l;
+with groups P_ij = Q_ij = W_ij = 0 for (i, j) in E, and the softmaxes are over the kept entries):
+``dL/dt = sum_ij W_ij l~_ij / t`` (l~ the finite logits; the sum skips E); ``G = t W`` with G_ii
+set to 0 where s_ii > theta; ``dL/dx = G y`` and ``dL/dy = G^T x`` (before the normalisation's own
+backward). The ids get no gradient.
 
 Precision (one policy, decided here for every backend). ``torch.autocast`` has no effect on the
 loss: it is switched off for the normalisation, the backend and its backward, so the features are
@@ -258,6 +277,38 @@ def _check_bias(
     return None
 
 
+def _check_groups(groups: Tensor | None, like: Tensor) -> Tensor | None:
+    """Validate ``groups`` against features ``like`` (B, D); return (K, B) int64 on their device.
+
+    No host sync: only shape and dtype are inspected; the values are moved (if needed) with a
+    non-blocking copy and compared on the device inside the backends.
+    """
+    if groups is None:
+        return None
+    n = like.shape[0]
+    if not isinstance(groups, torch.Tensor):
+        raise TypeError(
+            f"groups must be an integer torch.Tensor of shape (B,) or (K, B), got "
+            f"{type(groups).__name__}"
+        )
+    if groups.dtype == torch.bool or groups.is_floating_point() or groups.is_complex():
+        raise TypeError(
+            f"groups must have an integer dtype (e.g. torch.int64 ids), got {groups.dtype}"
+        )
+    if groups.dim() not in (1, 2) or groups.shape[-1] != n:
+        raise ValueError(
+            f"groups must have shape (B,) or (K, B) with B = {n} (the batch size), got shape "
+            f"{tuple(groups.shape)}"
+        )
+    if groups.dim() == 2 and groups.shape[0] == 0:
+        raise ValueError(
+            f"groups must hold at least one group vector (K >= 1), got shape {tuple(groups.shape)}; "
+            "pass groups=None for no groups"
+        )
+    matrix = groups if groups.dim() == 2 else groups.unsqueeze(0)
+    return matrix.to(device=like.device, dtype=torch.int64, non_blocking=True)
+
+
 def _as_scale_tensor(logit_scale: Tensor | float, like: Tensor, check_finite: bool) -> Tensor:
     """``logit_scale`` as a 0-d tensor in the compute dtype, on the features' device (differentiable)."""
     compute = torch.float64 if like.dtype == torch.float64 else torch.float32
@@ -309,6 +360,7 @@ def relaxed_contrastive_loss(
     logit_scale: Tensor | float,
     *,
     threshold: float | None = DEFAULT_THRESHOLD,
+    groups: Tensor | None = None,
     normalize: bool = True,
     backend: str = "auto",
     backend_options: Mapping[str, Any] | None = None,
@@ -332,6 +384,14 @@ def relaxed_contrastive_loss(
             (exactly CLIP's loss). With ``normalize=False`` a bound on the raw dot product
             <x_i, y_i>: any finite float, ``1.0`` included (an ordinary clamp there, since raw
             s_ii can exceed 1); only ``None`` disables relaxation.
+        groups: ``None`` (every other sample is a negative) or an integer tensor of ids, shape
+            (B,) or (K, B) (K id vectors, e.g. text ids and study ids), any device (moved to the
+            features' device), not differentiable. For i != j, (image i, text j) is not a
+            negative when ``groups[k, i] == groups[k, j]`` for some k: l_ij is removed from the
+            row softmax of i and the column softmax of j. Positives are always kept (and relaxed
+            as usual). With ``distributed``, pass this rank's (b_r,) or (K, b_r) ids; they are
+            gathered with the features (K must agree on all ranks; ids must mean the same on
+            every rank, e.g. a stable hash). The module docstring has the formula.
         normalize: L2-normalise the features first (then theta is a cosine similarity). The
             normalisation divides each row by its largest |value| first, so features of any
             finite magnitude (1e20 in fp32, 1e-30) are normalised exactly (cosine similarity is
@@ -405,6 +465,7 @@ def relaxed_contrastive_loss(
     _check_features(image_features, text_features, allow_empty=use_distributed)
     if checks:
         _check_values(image_features, text_features, normalize)
+    group_ids = _check_groups(groups, image_features)
     bias = _check_bias(logit_bias, image_features, checks)
     with torch.autocast(image_features.device.type, enabled=False):  # the precision policy
         loss = _loss(
@@ -419,6 +480,7 @@ def relaxed_contrastive_loss(
             use_distributed,
             distributed_mode,
             process_group,
+            group_ids,
         )
     if bias is not None:  # exact zero gradient: keeps a learned bias in the graph
         loss = loss + (bias.reshape(()) * 0.0).to(device=loss.device, dtype=loss.dtype)
@@ -437,6 +499,7 @@ def _loss(
     use_distributed: bool,
     distributed_mode: DistributedMode,
     process_group: Any,
+    group_ids: Tensor | None,
 ) -> Tensor:
     """The loss after argument validation, in the precision policy's autocast-free region."""
     scale = _as_scale_tensor(logit_scale, image_features, check_finite)
@@ -452,10 +515,11 @@ def _loss(
             backend_opts=options,
             mode=distributed_mode,
             process_group=process_group,
+            groups=group_ids,
         )
     n = x.shape[0]
     name = resolve_backend(backend, x.device, n, n, x.dtype)
-    total = get_backend(name).symmetric_loss_sum(x, y, scale, theta, **options)
+    total = get_backend(name).symmetric_loss_sum(x, y, scale, theta, groups=group_ids, **options)
     return total / (2 * n)
 
 
@@ -526,7 +590,8 @@ class RelaxedContrastiveLoss(nn.Module):
         loss_fn = RelaxedContrastiveLoss(threshold=0.8)
         loss = loss_fn(image_features, text_features, model.logit_scale.exp())
 
-    ``forward(image_features, text_features, logit_scale, logit_bias=None, output_dict=False)``
+    ``forward(image_features, text_features, logit_scale, logit_bias=None, output_dict=False, *,
+    groups=None)``
     (open_clip's ``ClipLoss.forward`` signature) returns the 0-d loss, or with
     ``output_dict=True`` (open_clip's convention) a :class:`LossOutput`: the dict
     ``{"contrastive_loss": loss}`` whose ``.diagnostics`` attribute holds detached statistics of
@@ -536,6 +601,9 @@ class RelaxedContrastiveLoss(nn.Module):
     ``for k, v in out.diagnostics.items(): writer.add_scalar(f"relax/{k}", v, step)``.
     Constructor arguments are those of :func:`relaxed_contrastive_loss` and are validated here
     (``backend_options`` against ``backend``).
+    ``groups`` (B,) or (K, B) integer ids mark same-group pairs as non-negatives (see
+    :func:`relaxed_contrastive_loss`); it is per batch, so it is a ``forward`` argument, e.g.
+    ``loss_fn(**model_out, groups=batch["text_group"], output_dict=True)``.
     """
 
     def __init__(
@@ -571,6 +639,8 @@ class RelaxedContrastiveLoss(nn.Module):
         logit_scale: Tensor | float,
         logit_bias: Tensor | float | None = None,
         output_dict: bool = False,
+        *,
+        groups: Tensor | None = None,
     ) -> Any:
         """open_clip's ``ClipLoss.forward`` signature: ``loss(**model_out, output_dict=True)``
         works for every open_clip CLIP model, with or without ``logit_bias`` (see
@@ -582,6 +652,7 @@ class RelaxedContrastiveLoss(nn.Module):
             text_features,
             logit_scale,
             threshold=self.threshold,
+            groups=groups,
             normalize=self.normalize,
             backend=self.backend,
             backend_options=self.backend_options,

@@ -3,8 +3,8 @@
 The kernels run under the Triton CPU interpreter (``TRITON_INTERPRET=1``), which must be set
 before triton is first imported. To stay independent of test order (other tests may import
 triton normally), the kernel checks run in ONE subprocess: this file executed as a script
-(``python tests/test_backend_triton.py``) computes every case against a float64 reference of the
-loss formula (written out below, independent of the library's backends) and prints JSON; the
+(``python tests/test_backend_triton.py``) computes every case against the float64 reference
+(``tests/_reference.py``, independent of the library's backends) and prints JSON; the
 pytest tests then assert each case's relative errors ``||out - ref|| / ||ref||``.
 
 In-process tests (no interpreter needed): input validation, ``is_available`` semantics and that the
@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import torch
+from _reference import reference_sum
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
@@ -33,33 +34,6 @@ TRITON_FILE = REPO / "relaxclip" / "backends" / "triton.py"
 # the input dtype for the gradient matmuls and return gradients in the input dtype.
 TOL = {"float32": 1e-5, "bfloat16": 1e-2, "float16": 1e-2}
 TOL_LOSS = {"float32": 1e-6, "bfloat16": 1e-5, "float16": 1e-5}
-
-
-# --------------------------------------------------------------------------------------------
-# float64 reference of the contract (used by the worker)
-# --------------------------------------------------------------------------------------------
-def reference_loss(
-    q: torch.Tensor, k: torch.Tensor, t: torch.Tensor, theta: float | None, offset: int, sym: bool
-) -> torch.Tensor:
-    """Sum of the relaxed CLIP loss terms, written from the formula; autograd gives the grads.
-
-    l_ij = t * s_ij, s = q k^T, positive of row i at column offset+i, relaxed to min(s, theta)
-    (gradient through s only where s <= theta). sym: add the column direction (square case).
-    """
-    s = q @ k.T
-    rows = torch.arange(q.shape[0])
-    cols = rows + offset
-    pos = s[rows, cols]
-    if theta is not None:
-        pos = torch.where(pos <= theta, pos, torch.full_like(pos, theta))
-    mask = torch.zeros_like(s, dtype=torch.bool)
-    mask[rows, cols] = True
-    s_rel = s.masked_scatter(mask, pos) if theta is not None else s
-    logits = t * s_rel
-    loss = torch.logsumexp(logits, dim=1).sum() - (t * pos).sum()
-    if sym:
-        loss = loss + torch.logsumexp(logits, dim=0).sum() - (t * pos).sum()
-    return loss
 
 
 def _make_case(
@@ -77,6 +51,22 @@ def _median_theta(q: torch.Tensor, k: torch.Tensor, offset: int) -> float:
     return float(s.sort().values[(len(s) - 1) // 2]) - 1e-4
 
 
+def make_ids(pattern: str | None, n: int, gen: torch.Generator) -> torch.Tensor | None:
+    """Group ids (of the n keys) for a kernel case: None; "collisions" (K = 1, random ids with
+    repeats plus a run of 20 equal ids, so whole tiles are excluded); "k2" (two id vectors);
+    "all-equal" (no negatives at all: every row and column of the loss is 0)."""
+    if pattern is None:
+        return None
+    if pattern == "all-equal":
+        return torch.full((n,), 3, dtype=torch.int64)
+    ids = torch.randint(0, max(2, n // 3), (n,), generator=gen)
+    ids[: min(n, 20)] = -5
+    if pattern == "collisions":
+        return ids
+    assert pattern == "k2"
+    return torch.stack([ids, torch.randint(0, max(2, n // 4), (n,), generator=gen)])
+
+
 def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one kernel case under the interpreter; relative errors vs the float64 reference."""
     from relaxclip.backends import triton as tb
@@ -88,6 +78,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     n = b if sym else spec["n"]
     offset = 0 if sym else spec["offset"]
     q, k = _make_case(b, n, d, offset, dtype, gen, spec.get("noise", 0.6))
+    ids = make_ids(spec.get("groups"), n, gen)
     theta = _median_theta(q, k, offset) if spec["theta"] == "median" else spec["theta"]
     t_val = spec.get("t", 14.3)
     cfg = tb.TritonConfig(**spec["cfg"]) if "cfg" in spec else None
@@ -102,8 +93,8 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
 
     def call() -> torch.Tensor:
         if sym:
-            return tb.symmetric_loss_sum(qg, kg, t, theta, config=cfg)
-        return tb.rows_loss_sum(qg, kg, t, theta, offset, config=cfg)
+            return tb.symmetric_loss_sum(qg, kg, t, theta, config=cfg, groups=ids)
+        return tb.rows_loss_sum(qg, kg, t, theta, offset, config=cfg, groups=ids)
 
     if spec.get("autocast"):
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -118,7 +109,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     q64 = q.detach().to(rdt).double().requires_grad_()
     k64 = k.detach().to(rdt).double().requires_grad_()
     t64 = torch.tensor(t_val, dtype=torch.float64, requires_grad=True)
-    ref = reference_loss(q64, k64, t64, theta, offset, sym)
+    ref = reference_sum(q64, k64, t64, theta, offset, sym, ids)
     (ref * gout).backward()
 
     # ||out - ref|| / max(||ref||, floor). The floor, 10 % of the natural size of the output (a sum
@@ -139,6 +130,8 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         "relaxed": 0
         if theta is None
         else int(((q64 * k64[offset : offset + b]).sum(1) > theta).sum()),
+        "loss_value": float(loss.detach()),
+        "finite": all(bool(torch.isfinite(v).all()) for v in (loss, qg.grad, kg.grad, t.grad)),
     }
     # the library's dense backend in float64 on the same values: the same answer (issue 7)
     from relaxclip.backends import dense
@@ -146,9 +139,9 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     qd, kd = q64.detach().clone().requires_grad_(), k64.detach().clone().requires_grad_()
     td = t64.detach().clone().requires_grad_()
     if sym:
-        dense_loss = dense.symmetric_loss_sum(qd, kd, td, theta)
+        dense_loss = dense.symmetric_loss_sum(qd, kd, td, theta, groups=ids)
     else:
-        dense_loss = dense.rows_loss_sum(qd, kd, td, theta, offset)
+        dense_loss = dense.rows_loss_sum(qd, kd, td, theta, offset, groups=ids)
     (dense_loss * gout).backward()
     out["vs_dense"] = max(
         rel(loss.detach() * gout, dense_loss.detach() * gout, t_val * b),
@@ -207,6 +200,23 @@ CASES: dict[str, dict[str, Any]] = {
         "sym": False, "b": 1, "n": 5, "offset": 4, "d": 3, "dtype": "float32", "theta": "median",
         "seed": 11,
     },
+    # groups= (same-group pairs excluded; ids loaded per tile)
+    "sym_fp32_groups_split_rowgroup": {
+        "sym": True, "b": 53, "d": 20, "dtype": "float32", "theta": "median", "seed": 13,
+        "cfg": {**SMALL, "split": 2, "row_group": 2, "block_do": 16}, "groups": "collisions",
+    },
+    "sym_bf16_groups_k2": {
+        "sym": True, "b": 37, "d": 24, "dtype": "bfloat16", "theta": 0.5, "seed": 14,
+        "groups": "k2",
+    },
+    "rows_fp32_groups_k2_offset": {
+        "sym": False, "b": 17, "n": 45, "offset": 21, "d": 19, "dtype": "float32", "theta": "median",
+        "seed": 15, "cfg": {**SMALL, "split": 2}, "groups": "k2",
+    },
+    "sym_fp32_groups_all_equal": {
+        "sym": True, "b": 21, "d": 9, "dtype": "float32", "theta": None, "seed": 16,
+        "groups": "all-equal",
+    },
 }  # fmt: skip
 
 
@@ -218,7 +228,7 @@ def _hypothesis_check() -> dict[str, Any]:
     worst: dict[str, float] = {"loss": 0.0, "dq": 0.0, "dk": 0.0, "dt": 0.0}
     count = {"n": 0}
 
-    @settings(max_examples=6, deadline=None, derandomize=True, database=None)
+    @settings(max_examples=8, deadline=None, derandomize=True, database=None)
     @given(
         sym=st.booleans(),
         b=st.integers(1, 40),
@@ -229,19 +239,21 @@ def _hypothesis_check() -> dict[str, Any]:
         group=st.sampled_from([None, 1, 2, 3]),
         blocks=st.sampled_from([16, 32]),
         seed=st.integers(0, 2**16),
+        ids=st.sampled_from([None, "collisions", "k2"]),
         data=st.data(),
     )
-    def prop(sym, b, extra, d, theta, split, group, blocks, seed, data) -> None:  # type: ignore[no-untyped-def]
+    def prop(sym, b, extra, d, theta, split, group, blocks, seed, ids, data) -> None:  # type: ignore[no-untyped-def]
         n = b if sym else b + extra
         offset = 0 if sym else data.draw(st.integers(0, n - b))
         spec = {
             "sym": sym, "b": b, "n": n, "offset": offset, "d": d, "dtype": "float32",
-            "theta": theta, "seed": seed,
+            "theta": theta, "seed": seed, "groups": ids,
             "cfg": {"block_m": blocks, "block_n": 16, "block_d": 16, "bwd_block_m": 16,
                     "bwd_block_n": blocks, "split": split, "block_do": 16, "row_group": group},
         }  # fmt: skip
         res = run_case(spec)
         count["n"] += 1
+        count["grouped"] = count.get("grouped", 0) + (ids is not None)
         for key in worst:
             assert res[key] <= TOL["float32"], (spec, res)
             worst[key] = max(worst[key], res[key])
@@ -250,7 +262,7 @@ def _hypothesis_check() -> dict[str, Any]:
         prop()
     except Exception as exc:  # reported to the parent test
         return {"ok": False, "error": repr(exc)[:2000]}
-    return {"ok": True, "examples": count["n"], "worst": worst}
+    return {"ok": True, "examples": count["n"], "grouped": count.get("grouped", 0), "worst": worst}
 
 
 def _autocast_agreement() -> dict[str, float]:
@@ -350,12 +362,16 @@ def test_kernel_matches_float64_reference(interp_results: dict[str, Any], name: 
         assert res["relaxed"] > 0, "the case should relax some positives"
     if spec.get("repeat"):
         assert res["bitwise_repeat"], "two identical runs must give bitwise identical results"
+    assert res["finite"], f"{name}: NaN or Inf in the loss or its gradients"
+    if spec.get("groups") == "all-equal":  # no negatives: every term is lse(p_i) - p_i = 0
+        assert abs(res["loss_value"]) <= 1e-4, res["loss_value"]
 
 
 def test_kernel_property_random_shapes(interp_results: dict[str, Any]) -> None:
     res = interp_results["_hypothesis"]
     assert res["ok"], res.get("error")
     assert res["examples"] >= 5
+    assert res["grouped"] >= 1, "some examples must use group ids"
 
 
 def test_backends_agree_under_autocast(interp_results: dict[str, Any]) -> None:
@@ -378,16 +394,16 @@ def test_reference_is_not_trivial() -> None:
     gen = torch.Generator().manual_seed(0)
     q, k = _make_case(6, 6, 5, 0, torch.float64, gen, 0.3)
     t = torch.tensor(10.0, dtype=torch.float64)
-    plain = reference_loss(q, k, t, None, 0, True)
+    plain = reference_sum(q, k, t, None, 0, True)
     logits = t * q @ k.T
     clip = torch.nn.functional.cross_entropy(
         logits, torch.arange(6), reduction="sum"
     ) + torch.nn.functional.cross_entropy(logits.T, torch.arange(6), reduction="sum")
     torch.testing.assert_close(plain, clip)
-    torch.testing.assert_close(reference_loss(q, k, t, 1.0, 0, True), clip)
+    torch.testing.assert_close(reference_sum(q, k, t, 1.0, 0, True), clip)
     qr = q.clone().requires_grad_()
     theta = float((q * k).sum(1).min()) - 0.01  # every positive relaxed
-    reference_loss(qr, k, t, theta, 0, True).backward()
+    reference_sum(qr, k, t, theta, 0, True).backward()
     assert qr.grad is not None
     # every positive relaxed: l_ii = t * theta is constant, so dL/dq_i = t * sum_{j != i} (P + Q)_ij k_j
     s = q @ k.T
@@ -495,7 +511,7 @@ def test_public_loss_passes_triton_options_to_the_kernel(monkeypatch: pytest.Mon
 
     seen: list[tuple[Any, str]] = []
 
-    def record(q, k, t, threshold, offset, symmetric, cfg, precision):  # type: ignore[no-untyped-def]
+    def record(q, k, t, threshold, offset, symmetric, cfg, precision, ids):  # type: ignore[no-untyped-def]
         seen.append((cfg, precision))
         return (q.float() @ k.float().T).sum() * t  # any differentiable stand-in
 
@@ -508,6 +524,23 @@ def test_public_loss_passes_triton_options_to_the_kernel(monkeypatch: pytest.Mon
     RelaxedContrastiveLoss(backend="triton", backend_options={"config": cfg})(x, y, 5.0)
     relaxed_contrastive_loss(x, y, 5.0, backend="triton")
     assert seen == [(cfg, "tf32"), (cfg, "ieee"), (tb.INTERPRETER_CONFIG, "ieee")]
+
+
+def test_groups_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels read ids through raw pointers: a wrong shape or dtype must raise first."""
+    pytest.importorskip("triton")
+    from relaxclip.backends import triton as tb
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # reach the checks after is_available on CPU
+    q, k, t = torch.randn(3, 4), torch.randn(5, 4), torch.tensor(1.0)
+    with pytest.raises(ValueError, match=r"groups must have shape .* N = 3"):
+        tb.symmetric_loss_sum(q, q, t, None, groups=torch.arange(4))
+    with pytest.raises(ValueError, match=r"groups must have shape .* N = 5"):
+        tb.rows_loss_sum(q, k, t, None, 1, groups=torch.arange(3))  # ids are the KEYS' (N = 5)
+    with pytest.raises(ValueError, match="groups must have shape"):
+        tb.rows_loss_sum(q, k, t, None, 1, groups=torch.zeros(0, 5, dtype=torch.long))
+    with pytest.raises(TypeError, match="groups must have an integer dtype"):
+        tb.rows_loss_sum(q, k, t, None, 0, groups=torch.zeros(5))
 
 
 # --------------------------------------------------------------------------------------------
@@ -570,6 +603,8 @@ def _compile_sm90(
     for name in kernel.arg_names:
         if name in constexprs:
             sig[name] = "constexpr"
+        elif name == "g_ptr":
+            sig[name] = "*i64"  # group ids
         elif name.endswith("_ptr"):
             sig[name] = "*" + (dtype if name in _DATA_PTRS else "fp32")
         else:
@@ -584,10 +619,24 @@ def _compile_sm90(
 @pytest.mark.parametrize(
     ("which", "dtype", "flags"),
     [
-        ("fwd", "bf16", {"HAS_THRESH": True, "COLS": True}),
-        ("fwd", "fp32", {"HAS_THRESH": False, "COLS": False}),
-        ("bwd", "bf16", {"A_IS_ROWS": True, "SYMMETRIC": True, "HAS_THRESH": True}),
-        ("bwd", "fp16", {"A_IS_ROWS": False, "SYMMETRIC": False, "HAS_THRESH": False}),
+        ("fwd", "bf16", {"HAS_THRESH": True, "COLS": True, "HAS_GROUPS": False}),
+        ("fwd", "fp32", {"HAS_THRESH": False, "COLS": False, "HAS_GROUPS": False}),
+        ("fwd", "bf16", {"HAS_THRESH": True, "COLS": True, "HAS_GROUPS": True}),
+        (
+            "bwd",
+            "bf16",
+            {"A_IS_ROWS": True, "SYMMETRIC": True, "HAS_THRESH": True, "HAS_GROUPS": False},
+        ),
+        (
+            "bwd",
+            "fp16",
+            {"A_IS_ROWS": False, "SYMMETRIC": False, "HAS_THRESH": False, "HAS_GROUPS": False},
+        ),
+        (
+            "bwd",
+            "bf16",
+            {"A_IS_ROWS": False, "SYMMETRIC": True, "HAS_THRESH": True, "HAS_GROUPS": True},
+        ),
     ],
 )
 def test_kernels_compile_for_hopper(which: str, dtype: str, flags: dict[str, bool]) -> None:

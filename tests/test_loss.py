@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import assert_all_close, grads, reference_loss, reference_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,45 +27,11 @@ HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChec
 BACKENDS = [("dense", None), ("chunked", 1), ("chunked", 3), ("chunked", None)]
 
 
-def reference_loss(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    t: torch.Tensor | float,
-    theta: float | None,
-    normalize: bool = True,
-) -> torch.Tensor:
-    """The formula, written independently: explicit logit matrix with the relaxed diagonal."""
-    x, y = x.double(), y.double()
-    if normalize:
-        x = x / x.norm(dim=1, keepdim=True)
-        y = y / y.norm(dim=1, keepdim=True)
-    s = x @ y.T
-    diag = s.diagonal()
-    relaxed = diag if theta is None else torch.minimum(diag, torch.full_like(diag, theta))
-    eye = torch.eye(len(x), dtype=torch.bool)
-    logits = t * torch.where(eye, torch.diag_embed(relaxed), s)
-    image_to_text = torch.logsumexp(logits, dim=1) - t * relaxed
-    text_to_image = torch.logsumexp(logits, dim=0) - t * relaxed
-    return (image_to_text.sum() + text_to_image.sum()) / (2 * len(x))
-
-
 def clip_loss(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
     """open_clip's single-process algorithm: two logit matrices, two cross-entropies."""
     x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
     labels = torch.arange(len(x))
     return (F.cross_entropy(t * x @ y.T, labels) + F.cross_entropy(t * y @ x.T, labels)) / 2
-
-
-def reference_rows(
-    q: torch.Tensor, k: torch.Tensor, t: torch.Tensor, theta: float | None, offset: int
-) -> torch.Tensor:
-    s = q.double() @ k.double().T
-    rows = torch.arange(len(q))
-    pos = s[rows, rows + offset]
-    relaxed = pos if theta is None else torch.clamp(pos, max=theta)
-    s = s.clone()
-    s[rows, rows + offset] = relaxed
-    return (torch.logsumexp(t * s, dim=1) - t * relaxed).sum()
 
 
 @st.composite
@@ -81,19 +48,6 @@ def problems(
     x = torch.randn(b, d, generator=g, dtype=torch.float64)
     y = x + noise * torch.randn(b, d, generator=g, dtype=torch.float64)
     return x, y, t, theta
-
-
-def grads(fn, x, y, t):  # type: ignore[no-untyped-def]
-    x = x.clone().requires_grad_()
-    y = y.clone().requires_grad_()
-    t = torch.tensor(t, dtype=x.dtype, requires_grad=True)
-    value = fn(x, y, t)
-    return (value, *torch.autograd.grad(value, (x, y, t)))
-
-
-def assert_all_close(a, b, atol=1e-10, rtol=1e-9):  # type: ignore[no-untyped-def]
-    for u, v in zip(a, b, strict=True):
-        torch.testing.assert_close(u, v, atol=atol, rtol=rtol)
 
 
 # ---------------------------------------------------------------- values and gradients vs reference
@@ -535,7 +489,8 @@ def test_backend_entry_points_take_only_their_declared_options() -> None:
             params = inspect.signature(fn).parameters.values()
             assert not any(p.kind is p.VAR_KEYWORD for p in params), (name, fn.__name__)
             keyword_only = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
-            assert keyword_only == set(backend_options(name)), (name, fn.__name__)
+            # ``groups`` is per-batch data (issue 14), every other keyword a declared option
+            assert keyword_only == set(backend_options(name)) | {"groups"}, (name, fn.__name__)
     x = torch.randn(3, 2, dtype=torch.float64)
     t = torch.tensor(2.0, dtype=torch.float64)
     with pytest.raises(TypeError, match="chunk_size"):

@@ -2,12 +2,15 @@
 
 Every backend module exposes the same two functions (sums, not means; see ``relaxclip.loss``)::
 
-    symmetric_loss_sum(x, y, logit_scale, threshold, **options) -> 0-d tensor
-    rows_loss_sum(q, k, logit_scale, threshold, offset, **options) -> 0-d tensor
+    symmetric_loss_sum(x, y, logit_scale, threshold, *, groups=None, **options) -> 0-d tensor
+    rows_loss_sum(q, k, logit_scale, threshold, offset, *, groups=None, **options) -> 0-d tensor
 
 and declares the keyword options those functions take in a module-level ``OPTIONS`` mapping
 (option name -> validator returning the normalised value). :data:`BACKEND_MODULES` is the one
 registry of backends (name -> module loader); :func:`check_backend_options` validates options against it.
+
+``groups``: ``None`` or integer ids (K, N) (or (N,)) of the N keys (columns) on their device; row i
+of ``q`` has the ids of key ``offset + i``; same-group pairs other than the positive get logit -inf.
 
 Backends and their options:
 

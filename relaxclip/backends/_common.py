@@ -79,6 +79,33 @@ def relax_diagonal_(diag: Tensor, bound: Tensor | float | None) -> Tensor | None
     return passes
 
 
+def group_matrix(groups: Tensor | None) -> Tensor | None:
+    """Group ids as a (K, N) matrix: a (N,) vector becomes (1, N); ``None`` stays ``None``."""
+    if groups is None or groups.dim() == 2:
+        return groups
+    return groups.unsqueeze(0)
+
+
+def exclude_groups_(logits: Tensor, groups: Tensor | None, diag_start: int) -> None:
+    """Set in place to -inf the logits of the pairs that are not negatives because of ``groups``.
+
+    ``logits`` is a (b, N) block whose row i is the global sample ``diag_start + i`` and whose
+    positive sits in column ``diag_start + i``; ``groups`` is the (K, N) integer id matrix of the
+    N columns (the rows' ids are ``groups[:, diag_start : diag_start + b]``). A pair (i, j), j not
+    the positive, is removed when ``groups[k, diag_start + i] == groups[k, j]`` for any k. Only a
+    block-sized boolean mask is built (never a B x B one unless the block is). ``None``: no-op.
+    """
+    if groups is None:
+        return
+    rows = logits.shape[0]
+    row_ids = groups[:, diag_start : diag_start + rows]
+    same = row_ids[0, :, None] == groups[0, None, :]
+    for k in range(1, groups.shape[0]):
+        same |= row_ids[k, :, None] == groups[k, None, :]
+    same[:, diag_start : diag_start + rows].diagonal().fill_(False)  # positives are always kept
+    logits.masked_fill_(same, float("-inf"))
+
+
 def weight_products(
     w: Tensor,
     positives: Tensor,

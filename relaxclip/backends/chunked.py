@@ -23,6 +23,8 @@ from torch.autograd.function import once_differentiable
 from relaxclip.backends._common import (
     autocast_off,
     compute_dtype,
+    exclude_groups_,
+    group_matrix,
     no_autocast,
     positive_int_option,
     relax_diagonal_,
@@ -49,13 +51,24 @@ def _blocks(n_rows: int, chunk_size: int) -> list[slice]:
 
 
 def _block_logits(
-    q_blk: Tensor, k: Tensor, t: Tensor, threshold: float | None, diag_start: int
+    q_blk: Tensor,
+    k: Tensor,
+    t: Tensor,
+    threshold: float | None,
+    diag_start: int,
+    groups: Tensor | None,
 ) -> tuple[Tensor, Tensor | None]:
-    """Relaxed logits ``(t q_blk) k^T`` of one block and its mask; positives at (i, diag_start + i)."""
+    """Relaxed logits ``(t q_blk) k^T`` of one block and its mask; positives at (i, diag_start + i).
+
+    With ``groups`` (K, N) the block's same-group non-positive pairs are set to -inf: the ids of
+    the block's rows and of all columns are compared here, one block at a time (O(chunk x N)).
+    """
     logits = (q_blk * t) @ k.T
     rows = q_blk.shape[0]
     positives = logits[:, diag_start : diag_start + rows].diagonal()
-    return logits, relax_diagonal_(positives, None if threshold is None else t * threshold)
+    passes = relax_diagonal_(positives, None if threshold is None else t * threshold)
+    exclude_groups_(logits, groups, diag_start)
+    return logits, passes
 
 
 class _ChunkedSymmetric(torch.autograd.Function):
@@ -67,17 +80,20 @@ class _ChunkedSymmetric(torch.autograd.Function):
         logit_scale: Tensor,
         threshold: float | None,
         chunk_size: int,
+        groups: Tensor | None,
     ) -> Tensor:
         cdt = compute_dtype(x.dtype)
         t = logit_scale.detach().to(cdt)
         xc, yc = x.to(cdt), y.to(cdt)
         n = x.shape[0]
-        col_max = torch.full((n,), float("-inf"), dtype=cdt, device=x.device)
+        # running column max from the lowest finite value: a block whose column is entirely
+        # excluded by ``groups`` (all -inf) then adds exp(-inf) = 0 instead of NaN
+        col_max = torch.full((n,), torch.finfo(cdt).min, dtype=cdt, device=x.device)
         col_sum = torch.zeros(n, dtype=cdt, device=x.device)
         row_terms = torch.zeros((), dtype=cdt, device=x.device)  # sum_i lse_j l_ij - l_ii
         positives = torch.zeros((), dtype=cdt, device=x.device)
         for blk in _blocks(n, chunk_size):
-            logits, _ = _block_logits(xc[blk], yc, t, threshold, blk.start)
+            logits, _ = _block_logits(xc[blk], yc, t, threshold, blk.start, groups)
             row_terms -= torch.log_softmax(logits, dim=1)[:, blk].diagonal().sum()
             positives += logits[:, blk].diagonal().sum()
             # online column log-sum-exp: rescale the running sums to the new running max
@@ -88,14 +104,14 @@ class _ChunkedSymmetric(torch.autograd.Function):
         col_lse = col_max + torch.log(col_sum)
         ctx.threshold = threshold
         ctx.chunk_size = chunk_size
-        ctx.save_for_backward(x, y, t, col_lse)
+        ctx.save_for_backward(x, y, t, col_lse, groups)
         return row_terms + col_lse.sum() - positives
 
     @staticmethod
     @once_differentiable
     @autocast_off
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, y, t, col_lse = ctx.saved_tensors
+        x, y, t, col_lse, groups = ctx.saved_tensors
         cdt = t.dtype
         xc, yc = x.to(cdt), y.to(cdt)
         g = grad.to(cdt)
@@ -103,7 +119,7 @@ class _ChunkedSymmetric(torch.autograd.Function):
         grad_y = torch.zeros_like(yc)
         dot = torch.zeros((), dtype=cdt, device=x.device)
         for blk in _blocks(x.shape[0], ctx.chunk_size):
-            logits, passes = _block_logits(xc[blk], yc, t, ctx.threshold, blk.start)
+            logits, passes = _block_logits(xc[blk], yc, t, ctx.threshold, blk.start, groups)
             w = torch.softmax(logits, dim=1)  # P rows of this block
             w += torch.sub(logits, col_lse).exp_()  # Q rows of this block
             positives = w[:, blk].diagonal()
@@ -119,6 +135,7 @@ class _ChunkedSymmetric(torch.autograd.Function):
             (g * dot).reshape(t.shape) if ctx.needs_input_grad[2] else None,
             None,
             None,
+            None,
         )
 
 
@@ -132,6 +149,7 @@ class _ChunkedRows(torch.autograd.Function):
         threshold: float | None,
         offset: int,
         chunk_size: int,
+        groups: Tensor | None,
     ) -> Tensor:
         cdt = compute_dtype(q.dtype)
         t = logit_scale.detach().to(cdt)
@@ -139,18 +157,18 @@ class _ChunkedRows(torch.autograd.Function):
         loss = torch.zeros((), dtype=cdt, device=q.device)
         for blk in _blocks(q.shape[0], chunk_size):
             start = offset + blk.start
-            logits, _ = _block_logits(qc[blk], kc, t, threshold, start)
+            logits, _ = _block_logits(qc[blk], kc, t, threshold, start, groups)
             log_p = torch.log_softmax(logits, dim=1)
             loss -= log_p[:, start : start + logits.shape[0]].diagonal().sum()
         ctx.threshold, ctx.offset, ctx.chunk_size = threshold, offset, chunk_size
-        ctx.save_for_backward(q, k, t)
+        ctx.save_for_backward(q, k, t, groups)
         return loss
 
     @staticmethod
     @once_differentiable
     @autocast_off
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, t = ctx.saved_tensors
+        q, k, t, groups = ctx.saved_tensors
         cdt = t.dtype
         qc, kc = q.to(cdt), k.to(cdt)
         g = grad.to(cdt)
@@ -159,7 +177,7 @@ class _ChunkedRows(torch.autograd.Function):
         dot = torch.zeros((), dtype=cdt, device=q.device)
         for blk in _blocks(q.shape[0], ctx.chunk_size):
             start = ctx.offset + blk.start
-            logits, passes = _block_logits(qc[blk], kc, t, ctx.threshold, start)
+            logits, passes = _block_logits(qc[blk], kc, t, ctx.threshold, start, groups)
             w = torch.softmax(logits, dim=1)
             positives = w[:, start : start + logits.shape[0]].diagonal()
             positives.sub_(1.0)
@@ -174,6 +192,7 @@ class _ChunkedRows(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
@@ -184,6 +203,7 @@ def symmetric_loss_sum(
     threshold: float | None,
     *,
     chunk_size: int | None = None,
+    groups: Tensor | None = None,
 ) -> Tensor:
     """Chunked form of ``relaxclip.backends.dense.symmetric_loss_sum`` (same value and gradients).
 
@@ -191,12 +211,14 @@ def symmetric_loss_sum(
         x, y: (B, D) features; logit_scale: 0-d tensor t > 0; threshold: theta or ``None``.
         chunk_size: rows of the (B, B) logit matrix materialised at once; default
             ``default_chunk_size(B)``.
+        groups: ``None`` or integer ids (K, B) (or (B,)); as in the dense backend, compared one
+            block of rows at a time (no B x B mask).
     """
     size = (
         default_chunk_size(y.shape[0]) if chunk_size is None else OPTIONS["chunk_size"](chunk_size)
     )
     with no_autocast(x):
-        return _ChunkedSymmetric.apply(x, y, logit_scale, threshold, size)
+        return _ChunkedSymmetric.apply(x, y, logit_scale, threshold, size, group_matrix(groups))
 
 
 def rows_loss_sum(
@@ -207,13 +229,17 @@ def rows_loss_sum(
     offset: int,
     *,
     chunk_size: int | None = None,
+    groups: Tensor | None = None,
 ) -> Tensor:
-    """Chunked form of ``relaxclip.backends.dense.rows_loss_sum`` (same value and gradients)."""
+    """Chunked form of ``relaxclip.backends.dense.rows_loss_sum`` (same value and gradients).
+
+    ``groups``: ``None`` or integer ids (K, N) (or (N,)) of the keys, as in the dense backend.
+    """
     size = (
         default_chunk_size(k.shape[0]) if chunk_size is None else OPTIONS["chunk_size"](chunk_size)
     )
     with no_autocast(q):
-        return _ChunkedRows.apply(q, k, logit_scale, threshold, offset, size)
+        return _ChunkedRows.apply(q, k, logit_scale, threshold, offset, size, group_matrix(groups))
 
 
 __all__ = ["OPTIONS", "default_chunk_size", "rows_loss_sum", "symmetric_loss_sum"]

@@ -16,6 +16,8 @@ from torch.autograd.function import once_differentiable
 from relaxclip.backends._common import (
     autocast_off,
     compute_dtype,
+    exclude_groups_,
+    group_matrix,
     no_autocast,
     relax_diagonal_,
     weight_products,
@@ -42,10 +44,16 @@ def _row_blocks(n_rows: int, n_cols: int) -> list[slice]:
 
 
 def _row_col_lse(logits: Tensor) -> tuple[Tensor, Tensor]:
-    """Row and column log-sum-exp of a (B, N) matrix in one pass over its row blocks (read-only)."""
+    """Row and column log-sum-exp of a (B, N) matrix in one pass over its row blocks (read-only).
+
+    Every row and column must hold a finite entry (the positive); a column block may be all -inf
+    (pairs excluded by ``groups``): the running column max starts at the lowest finite value, so
+    no ``-inf - (-inf)`` occurs.
+    """
     n, m = logits.shape
     row_lse = torch.empty(n, dtype=logits.dtype, device=logits.device)
-    col_max = torch.full((m,), float("-inf"), dtype=logits.dtype, device=logits.device)
+    low = torch.finfo(logits.dtype).min
+    col_max = torch.full((m,), low, dtype=logits.dtype, device=logits.device)
     col_sum = torch.zeros(m, dtype=logits.dtype, device=logits.device)
     for blk in _row_blocks(n, m):
         block = logits[blk]
@@ -61,11 +69,19 @@ def _row_col_lse(logits: Tensor) -> tuple[Tensor, Tensor]:
 class _DenseSymmetric(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | None
+        ctx: Any,
+        x: Tensor,
+        y: Tensor,
+        logit_scale: Tensor,
+        threshold: float | None,
+        groups: Tensor | None,
     ) -> Tensor:
         t = logit_scale.detach().to(compute_dtype(x.dtype))
         logits = _scaled_logits(x, y, t)  # (B, B): l_ij = t * s_ij
         passes = relax_diagonal_(logits.diagonal(), None if threshold is None else t * threshold)
+        if groups is not None:  # same-group pairs -> -inf (softmax weight 0 in the backward)
+            for blk in _row_blocks(*logits.shape):
+                exclude_groups_(logits[blk], groups, blk.start)
         row_lse, col_lse = _row_col_lse(logits)
         loss = row_lse.sum() + col_lse.sum() - 2.0 * logits.diagonal().sum()
         ctx.threshold = threshold
@@ -93,19 +109,29 @@ class _DenseSymmetric(torch.autograd.Function):
             (wtx * (g * t)).to(y.dtype) if ctx.needs_input_grad[1] else None,
             (g * dot).reshape(t.shape) if ctx.needs_input_grad[2] else None,
             None,
+            None,
         )
 
 
 class _DenseRows(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | None, offset: int
+        ctx: Any,
+        q: Tensor,
+        k: Tensor,
+        logit_scale: Tensor,
+        threshold: float | None,
+        groups: Tensor | None,
+        offset: int,
     ) -> Tensor:
         b = q.shape[0]
         t = logit_scale.detach().to(compute_dtype(q.dtype))
         logits = _scaled_logits(q, k, t)  # (b, N)
         positives = logits[:, offset : offset + b].diagonal()
         passes = relax_diagonal_(positives, None if threshold is None else t * threshold)
+        if groups is not None:
+            for blk in _row_blocks(*logits.shape):
+                exclude_groups_(logits[blk], groups, offset + blk.start)
         loss = -torch.log_softmax(logits, dim=1)[:, offset : offset + b].diagonal().sum()
         ctx.offset, ctx.threshold = offset, threshold
         ctx.save_for_backward(q, k, t, logits, passes)
@@ -128,6 +154,7 @@ class _DenseRows(torch.autograd.Function):
             (g * dot).reshape(t.shape) if ctx.needs_input_grad[2] else None,
             None,
             None,
+            None,
         )
 
 
@@ -136,7 +163,12 @@ OPTIONS: dict[str, Callable[[object], Any]] = {}
 
 
 def symmetric_loss_sum(
-    x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | None
+    x: Tensor,
+    y: Tensor,
+    logit_scale: Tensor,
+    threshold: float | None,
+    *,
+    groups: Tensor | None = None,
 ) -> Tensor:
     """Sum over i of ``(lse_j l_ij - l_ii) + (lse_j l_ji - l_ii)``; see ``relaxclip.loss``.
 
@@ -144,23 +176,33 @@ def symmetric_loss_sum(
         x, y: (B, D) features (already normalised if wanted), same dtype and device.
         logit_scale: 0-d tensor t > 0 (fp32, or fp64 for fp64 features); may require grad.
         threshold: theta in (-1, 1) or ``None`` for no relaxation.
+        groups: ``None`` or integer ids (K, B) (or (B,)) on the features' device: for i != j,
+            l_ij = -inf when ``groups[k, i] == groups[k, j]`` for some k (not differentiable).
 
     Returns a 0-d tensor in the compute dtype (fp32, or fp64), differentiable w.r.t. x, y, t.
     """
     with no_autocast(x):
-        return _DenseSymmetric.apply(x, y, logit_scale, threshold)
+        return _DenseSymmetric.apply(x, y, logit_scale, threshold, group_matrix(groups))
 
 
 def rows_loss_sum(
-    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | None, offset: int
+    q: Tensor,
+    k: Tensor,
+    logit_scale: Tensor,
+    threshold: float | None,
+    offset: int,
+    *,
+    groups: Tensor | None = None,
 ) -> Tensor:
     """One direction: sum over rows i of q of ``lse_j l_ij - l_{i, offset+i}``, l = t * q k^T.
 
     Args:
         q: (b, D) queries; k: (N, D) keys with N >= offset + b; the positive of row i is key offset+i.
+        groups: ``None`` or integer ids (K, N) (or (N,)) of the KEYS; query i has the ids of key
+            ``offset + i``. Same-group pairs other than the positive get l_ij = -inf.
     """
     with no_autocast(q):
-        return _DenseRows.apply(q, k, logit_scale, threshold, offset)
+        return _DenseRows.apply(q, k, logit_scale, threshold, group_matrix(groups), offset)
 
 
 __all__ = ["OPTIONS", "rows_loss_sum", "symmetric_loss_sum"]

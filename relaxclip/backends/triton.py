@@ -29,6 +29,11 @@ Design (FlashAttention-style, deterministic, no atomics anywhere):
   FlashAttention. Output features are covered by power-of-two chunks of at most ``block_do``
   (grid axis 1; e.g. 768 = 512 + 256), each chunk recomputing its tiles of ``S``.
 
+Groups (``groups=``, (K, N) integer ids of the keys): the kernels load the ids of each tile's rows
+and columns and set the logits of same-group non-positive pairs to -inf (forward and both backward
+kernels; ``HAS_GROUPS`` is a constexpr, so without groups the kernels are unchanged). The online
+log-sum-exps shift by 0 where a tile's row or column is entirely -inf.
+
 Inputs: 2-D CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) in bf16, fp16 or fp32, any
 strides. fp32 uses exact (IEEE) fp32 dots unless ``allow_tf32=True``. float64 is rejected (use
 ``backend="dense"`` or ``"chunked"``). ``torch.autocast`` does not change anything here: features
@@ -47,7 +52,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from relaxclip.backends._common import bool_option, no_autocast
+from relaxclip.backends._common import bool_option, group_matrix, no_autocast
 
 try:  # the CPU-only package must import without triton
     import triton
@@ -204,6 +209,27 @@ if _HAS_TRITON:
         return acc
 
     @triton.jit
+    def _same_group(  # type: ignore[no-untyped-def]
+        g_ptr,
+        a_gid,
+        b_gid,
+        a_ok,
+        b_ok,
+        n_ids,
+        stride_ids,
+        BLOCK_A: tl.constexpr,
+        BLOCK_B: tl.constexpr,
+    ):
+        """(BLOCK_A, BLOCK_B) tile: True where ids ``g[k, a_gid]`` and ``g[k, b_gid]`` are equal
+        for some k < n_ids (``g``: the (K, N) int64 ids of the keys, loaded per tile)."""
+        same = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.int32)
+        for kk in range(0, n_ids):
+            ga = tl.load(g_ptr + kk * stride_ids + a_gid, mask=a_ok, other=-1)
+            gb = tl.load(g_ptr + kk * stride_ids + b_gid, mask=b_ok, other=-2)
+            same = same | (ga[:, None] == gb[None, :]).to(tl.int32)
+        return same != 0
+
+    @triton.jit
     def _fwd_kernel(  # type: ignore[no-untyped-def]
         q_ptr,
         k_ptr,
@@ -212,6 +238,7 @@ if _HAS_TRITON:
         row_l_ptr,
         pos_ptr,
         col_part_ptr,
+        g_ptr,
         M,
         N,
         D,
@@ -219,11 +246,14 @@ if _HAS_TRITON:
         threshold,
         blocks_per_split,
         row_group,
+        n_ids,
+        stride_ids,
         stride_qm,
         stride_qd,
         stride_kn,
         stride_kd,
         HAS_THRESH: tl.constexpr,
+        HAS_GROUPS: tl.constexpr,
         COLS: tl.constexpr,
         BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
@@ -236,7 +266,9 @@ if _HAS_TRITON:
         Rows: running (max, sum) of base-2 exponentials in row_m/row_l[c, rows] (initialised by the
         host to -inf/0, read and written only by this program). Columns: running (max, sum) over
         the R row blocks kept in registers, written once per column block to col_part[g, cols].
-        pos[c, rows] accumulates the raw similarity of each row's positive pair.
+        pos[c, rows] accumulates the raw similarity of each row's positive pair. ``HAS_GROUPS``:
+        same-group non-positive pairs get z = -inf (ids loaded per tile); a row or column of a
+        tile can then be all -inf, so the running maxima use 0 in place of -inf for the shifts.
         """
         pid_g = tl.program_id(0)
         pid_s = tl.program_id(1)
@@ -267,19 +299,31 @@ if _HAS_TRITON:
                 if HAS_THRESH:
                     s = tl.where(diag & (s > threshold), threshold, s)
                 z = tl.where(row_ok[:, None] & col_ok[None, :], s * t2, float("-inf"))
+                if HAS_GROUPS:
+                    same = _same_group(
+                        g_ptr, rows + offset, cols, row_ok, col_ok, n_ids, stride_ids,
+                        BLOCK_M, BLOCK_N,
+                    )  # fmt: skip
+                    z = tl.where(same & ~diag, float("-inf"), z)
                 # rows: online log-sum-exp (base 2) across this program's column blocks
                 m_old = tl.load(row_m_ptr + stat, mask=row_ok, other=float("-inf"))
                 l_old = tl.load(row_l_ptr + stat, mask=row_ok, other=0.0)
                 m_new = tl.maximum(m_old, tl.max(z, axis=1))
-                l_new = l_old * tl.exp2(m_old - m_new)
-                l_new += tl.sum(tl.exp2(z - m_new[:, None]), axis=1)
+                m_use = m_new
+                if HAS_GROUPS:  # a row of the tile may be all -inf: shift by 0 instead
+                    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+                l_new = l_old * tl.exp2(m_old - m_use)
+                l_new += tl.sum(tl.exp2(z - m_use[:, None]), axis=1)
                 tl.store(row_m_ptr + stat, m_new, mask=row_ok)
                 tl.store(row_l_ptr + stat, l_new, mask=row_ok)
                 if COLS:
                     # columns: online log-sum-exp across this program's row blocks
                     cm_new = tl.maximum(c_max, tl.max(z, axis=0))
-                    c_sum = c_sum * tl.exp2(c_max - cm_new)
-                    c_sum += tl.sum(tl.exp2(z - cm_new[None, :]), axis=0)
+                    cm_use = cm_new
+                    if HAS_GROUPS:
+                        cm_use = tl.where(cm_new == float("-inf"), 0.0, cm_new)
+                    c_sum = c_sum * tl.exp2(c_max - cm_use)
+                    c_sum += tl.sum(tl.exp2(z - cm_use[None, :]), axis=0)
                     c_max = cm_new
             if COLS:
                 tl.store(col_part_ptr + pid_g * N + cols, c_max + tl.log2(c_sum), mask=col_ok)
@@ -294,6 +338,7 @@ if _HAS_TRITON:
         diag_s_ptr,
         out_ptr,
         dt_part_ptr,
+        g_ptr,
         A,
         B,
         M,
@@ -303,6 +348,8 @@ if _HAS_TRITON:
         delta_coef,
         blocks_per_split,
         d_start,
+        n_ids,
+        stride_ids,
         stride_am,
         stride_ad,
         stride_bn,
@@ -313,6 +360,7 @@ if _HAS_TRITON:
         A_IS_ROWS: tl.constexpr,
         SYMMETRIC: tl.constexpr,
         HAS_THRESH: tl.constexpr,
+        HAS_GROUPS: tl.constexpr,
         BLOCK_A: tl.constexpr,
         BLOCK_B: tl.constexpr,
         BLOCK_D: tl.constexpr,
@@ -327,6 +375,7 @@ if _HAS_TRITON:
         G = t * (P + Q) (Q only when ``SYMMETRIC``) with zero at relaxed positives, plus
         (split 0 only) the fp32 delta term ``-delta_coef * t * 1[s_ii <= theta] * b_partner``.
         Also writes sum_ij (P + Q)_ij * s'_ij over the tiles to ``dt_part`` (used when A_IS_ROWS).
+        ``HAS_GROUPS``: same-group non-positive pairs get z = -inf, so P = Q = G = 0 there.
         """
         pid_a = tl.program_id(0)
         pid_d = tl.program_id(1)
@@ -365,6 +414,17 @@ if _HAS_TRITON:
                 over = diag & (s > threshold)
                 s = tl.where(over, threshold, s)
             z = s * t2
+            if HAS_GROUPS:
+                if A_IS_ROWS:  # ids are those of the keys: query i is key offset + i
+                    a_gid = a_idx + offset
+                    b_gid = b_idx
+                else:
+                    a_gid = a_idx
+                    b_gid = b_idx + offset
+                same = _same_group(
+                    g_ptr, a_gid, b_gid, a_ok, b_ok, n_ids, stride_ids, BLOCK_A, BLOCK_B
+                )
+                z = tl.where(same & ~diag, float("-inf"), z)
             if A_IS_ROWS:
                 w = tl.exp2(z - a_lse[:, None])  # row softmax P
                 if SYMMETRIC:
@@ -491,6 +551,7 @@ def _launch_bwd(
     offset: int,
     cfg: TritonConfig,
     precision: str,
+    groups: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     """Launch the backward kernel for ``a``; returns (grad of the sum w.r.t. a, dt partials)."""
     n_a, dim = a.shape
@@ -510,20 +571,27 @@ def _launch_bwd(
         dt_part = torch.empty((count, split, n_ab), device=a.device, dtype=torch.float32)
         dt_parts.append(dt_part)
         _bwd_kernel[(n_ab, count, split)](
-            a, b, t, a_lse2, b_lse2, diag_s, out, dt_part,
+            a, b, t, a_lse2, b_lse2, diag_s, out, dt_part, _ids_or(groups, t),
             n_a, n_b, m_rows, dim, offset,
             0.0 if threshold is None else float(threshold),
             2.0 if symmetric else 1.0,
             per, start,
+            0 if groups is None else groups.shape[0], 0 if groups is None else groups.stride(0),
             a.stride(0), a.stride(1), b.stride(0), b.stride(1),
             out.stride(0), out.stride(1), out.stride(2),
             A_IS_ROWS=a_is_rows, SYMMETRIC=symmetric, HAS_THRESH=threshold is not None,
+            HAS_GROUPS=groups is not None,
             BLOCK_A=block_a, BLOCK_B=block_b, BLOCK_D=cfg.block_d, BLOCK_DO=width,
             PRECISION=precision, UPCAST=_upcast(a),
             num_warps=cfg.bwd_num_warps, num_stages=cfg.bwd_num_stages, enable_fp_fusion=True,
         )  # fmt: skip
     grad = out[0] if split == 1 else out.sum(0).to(a.dtype)
     return grad, dt_parts[0][0]  # every chunk sees all tiles: the first one's dt sums suffice
+
+
+def _ids_or(groups: Tensor | None, dummy: Tensor) -> Tensor:
+    """The id matrix for the kernels, or any tensor as a never-read placeholder pointer."""
+    return dummy if groups is None else groups
 
 
 def _scaled(grad: Tensor, g: Tensor) -> Tensor:
@@ -543,6 +611,7 @@ class _TritonLoss(torch.autograd.Function):
         symmetric: bool,
         cfg: TritonConfig,
         precision: str,
+        groups: Tensor | None,
     ) -> Tensor:
         n_q, dim = q.shape
         n_k = k.shape[0]
@@ -559,12 +628,13 @@ class _TritonLoss(torch.autograd.Function):
         pos_part = torch.zeros((split, n_q), device=q.device, dtype=f32)
         col_part = torch.empty((n_groups, n_k) if symmetric else (1, 1), device=q.device, dtype=f32)
         _fwd_kernel[(n_groups, split)](
-            q, k, t, row_m, row_l, pos_part, col_part,
+            q, k, t, row_m, row_l, pos_part, col_part, _ids_or(groups, t),
             n_q, n_k, dim, offset,
             0.0 if threshold is None else float(threshold),
             per, group,
+            0 if groups is None else groups.shape[0], 0 if groups is None else groups.stride(0),
             q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-            HAS_THRESH=threshold is not None, COLS=symmetric,
+            HAS_THRESH=threshold is not None, HAS_GROUPS=groups is not None, COLS=symmetric,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d,
             PRECISION=precision, UPCAST=_upcast(q),
             num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=True,
@@ -589,13 +659,13 @@ class _TritonLoss(torch.autograd.Function):
         ctx.scale_shape = logit_scale.shape
         ctx.scale_dtype = logit_scale.dtype
         ctx.scale_device = logit_scale.device
-        ctx.save_for_backward(q, k, t, row_lse * _LOG2E, col_lse * _LOG2E, diag_s, pos_sum)
+        ctx.save_for_backward(q, k, t, row_lse * _LOG2E, col_lse * _LOG2E, diag_s, pos_sum, groups)
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, t, row_lse2, col_lse2, diag_s, pos_sum = ctx.saved_tensors
+        q, k, t, row_lse2, col_lse2, diag_s, pos_sum, groups = ctx.saved_tensors
         need_q, need_k, need_t = ctx.needs_input_grad[:3]
         common = {
             "symmetric": ctx.symmetric,
@@ -603,6 +673,7 @@ class _TritonLoss(torch.autograd.Function):
             "offset": ctx.offset,
             "cfg": ctx.cfg,
             "precision": ctx.precision,
+            "groups": groups,
         }
         g = grad.to(torch.float32)
         grad_q = grad_k = grad_t = None
@@ -617,7 +688,7 @@ class _TritonLoss(torch.autograd.Function):
         if need_k:
             dk, _ = _launch_bwd(k, q, t, col_lse2, row_lse2, diag_s, a_is_rows=False, **common)
             grad_k = _scaled(dk, g)
-        return grad_q, grad_k, grad_t, None, None, None, None, None
+        return grad_q, grad_k, grad_t, None, None, None, None, None, None
 
 
 def _check(name: str, a: Tensor) -> None:
@@ -668,6 +739,23 @@ def _prepare(
     return a, b
 
 
+def _kernel_ids(groups: Tensor | None, keys: Tensor) -> Tensor | None:
+    """``groups`` as the kernels read them: a (K, N) int64 matrix with unit column stride on the
+    keys' device; a clear error when the shape does not match the N keys."""
+    if groups is None:
+        return None
+    ids = group_matrix(groups)
+    assert ids is not None
+    if ids.dim() != 2 or ids.shape[1] != keys.shape[0] or ids.shape[0] < 1:
+        raise ValueError(
+            f"groups must have shape (N,) or (K, N) with K >= 1 and N = {keys.shape[0]} (the keys), "
+            f"got {tuple(groups.shape)}"
+        )
+    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+        raise TypeError(f"groups must have an integer dtype, got {ids.dtype}")
+    return ids.to(device=keys.device, dtype=torch.int64).contiguous()
+
+
 def symmetric_loss_sum(
     x: Tensor,
     y: Tensor,
@@ -676,6 +764,7 @@ def symmetric_loss_sum(
     *,
     allow_tf32: bool = False,
     config: TritonConfig | None = None,
+    groups: Tensor | None = None,
 ) -> Tensor:
     """Sum over i of ``(lse_j l_ij - l_ii) + (lse_j l_ji - l_ii)`` with a fused Triton kernel.
 
@@ -686,6 +775,8 @@ def symmetric_loss_sum(
         allow_tf32: fp32 inputs only: use TF32 tensor-core dots (about 1e-3 relative error).
         config: tile sizes (:class:`TritonConfig`); default tuned for Hopper-class GPUs, or
             :data:`INTERPRETER_CONFIG` under the interpreter.
+        groups: ``None`` or integer ids (K, B) (or (B,)); same-group non-positive pairs are
+            excluded (logit -inf). The kernels load the ids of each tile's rows and columns.
 
     Returns a 0-d fp32 tensor, differentiable w.r.t. ``x``, ``y`` and ``logit_scale``.
     """
@@ -698,8 +789,9 @@ def symmetric_loss_sum(
         INTERPRETER_CONFIG if x.device.type == "cpu" else DEFAULT_CONFIG
     )
     prec = _precision(x.dtype, OPTIONS["allow_tf32"](allow_tf32))
+    ids = _kernel_ids(groups, x)
     with no_autocast(x):
-        return _TritonLoss.apply(x, y, logit_scale, threshold, 0, True, cfg, prec)
+        return _TritonLoss.apply(x, y, logit_scale, threshold, 0, True, cfg, prec, ids)
 
 
 def rows_loss_sum(
@@ -711,12 +803,15 @@ def rows_loss_sum(
     *,
     allow_tf32: bool = False,
     config: TritonConfig | None = None,
+    groups: Tensor | None = None,
 ) -> Tensor:
     """One direction: sum over rows i of q of ``lse_j l_ij - l_{i, offset+i}``, l = t * q k^T.
 
     Args:
         q: (b, D) queries; k: (N, D) keys with ``0 <= offset`` and ``offset + b <= N``; the
             positive of row i is key ``offset + i`` (relaxed with ``threshold``).
+        groups: ``None`` or integer ids (K, N) (or (N,)) of the KEYS; query i has the ids of
+            key ``offset + i``.
         Other arguments as :func:`symmetric_loss_sum`.
 
     Returns a 0-d fp32 tensor, differentiable w.r.t. ``q``, ``k`` and ``logit_scale``.
@@ -733,8 +828,9 @@ def rows_loss_sum(
         INTERPRETER_CONFIG if q.device.type == "cpu" else DEFAULT_CONFIG
     )
     prec = _precision(q.dtype, OPTIONS["allow_tf32"](allow_tf32))
+    ids = _kernel_ids(groups, k)
     with no_autocast(q):
-        return _TritonLoss.apply(q, k, logit_scale, threshold, offset, False, cfg, prec)
+        return _TritonLoss.apply(q, k, logit_scale, threshold, offset, False, cfg, prec, ids)
 
 
 __all__ = [
