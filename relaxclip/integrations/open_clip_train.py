@@ -8,7 +8,9 @@ Usage (every ``open_clip_train.main`` argument is accepted unchanged; four are a
         --dataset-type csv --train-data train.csv --csv-img-key filepath --csv-caption-key report \\
         --model ViT-B-32-quickgelu --pretrained openai --batch-size 64 --epochs 10 ...
 
-    torchrun --nproc_per_node=8 -m relaxclip.integrations.open_clip_train ...   # DDP, unchanged
+    torchrun --nproc_per_node=8 -m -- relaxclip.integrations.open_clip_train ...   # DDP
+
+(the ``--`` keeps torchrun from reading open_clip's ``--logs`` as its own ``--logs-specs``).
 
 relaxclip's options:
 
@@ -37,9 +39,10 @@ drop the other ranks' gradient contributions; relaxclip does not, and logs a war
 
 Per-epoch randomness: the collate reads the epoch from open_clip's ``SharedEpoch`` (shared memory,
 set by ``DataInfo.set_epoch`` at the start of every epoch, so DataLoader workers see it too) and
-calls ``SentenceSampler.set_epoch``; the sampler's seed is ``--seed * 100003 + rank``. The captions
-of an epoch therefore depend only on (``--seed``, rank, epoch, worker, batch index within the
-worker), including after ``--resume``.
+calls ``SentenceSampler.set_epoch``; the sampler's seed is ``--seed * 100003 + rank``. The
+sentences of a batch therefore depend on (``--seed``, rank, epoch, worker, batch index within the
+worker) and the batch's reports, not on how many epochs this process has run, so ``--resume``
+continues with the resumed epoch's stream.
 
 How it hooks in. While open_clip's ``main`` runs, two module attributes are replaced (and restored
 afterwards): ``open_clip_train.main.create_loss`` (builds the relaxed loss) and, with
@@ -77,6 +80,7 @@ from relaxclip.sampling import NumSentences, SentenceSampler
 __all__ = [
     "SUPPORTED_OPEN_CLIP",
     "TESTED_OPEN_CLIP",
+    "HookPoints",
     "OpenClipReportCollate",
     "OpenClipVersionError",
     "RelaxOptions",

@@ -277,6 +277,27 @@ def test_unsupported_combinations_fail_before_building(
         roc.main(argv)
 
 
+def test_a_main_that_never_builds_the_loss_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source check passes (the names appear), but the run never calls create_loss: the
+    entry point must not report success with open_clip's own loss silently in use."""
+
+    def main(args: list[str]) -> None:
+        _ = "create_loss(args) get_data(args)"  # mentioned, never called
+
+    monkeypatch.setattr(open_clip_train.main, "main", main)
+    with pytest.raises(roc.OpenClipVersionError, match="without calling create_loss"):
+        roc.main(["--dataset-type", "csv", "--train-data", "x.csv", "--device", "cpu"])
+
+
+def test_open_clip_error_status_is_an_exit_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    def main(args: list[str]) -> int:  # e.g. "Experiment already exists"
+        _ = "create_loss(args) get_data(args)"
+        return -1
+
+    monkeypatch.setattr(open_clip_train.main, "main", main)
+    assert roc.main(["--train-data", "x.csv", "--device", "cpu"]) == 1
+
+
 @pytest.mark.parametrize(
     ("distributed", "world", "local_loss", "mode"),
     [(False, 1, False, None), (True, 2, True, "local"), (True, 4, False, "global")],
