@@ -93,10 +93,11 @@ __all__ = [
     "sampler_seed",
 ]
 
-#: open_clip_torch versions whose trainer has the hook points this module uses (the
-#: ``open_clip_train`` package ships inside the ``open_clip_torch`` wheel from 2.26.1 on).
-SUPPORTED_OPEN_CLIP = ">=2.26.1,<3.4"
-#: The version the tests run against (``examples/requirements-integrations.txt``).
+#: open_clip_torch versions this module supports: the tiny training tests passed with 3.0.0,
+#: 3.2.0 and 3.3.0. (``open_clip_train`` ships inside the ``open_clip_torch`` wheel from 2.26.1
+#: on; 2.26.1 and 2.32.0 have the same hook points but were not tested: they run with a warning.)
+SUPPORTED_OPEN_CLIP = ">=3.0,<3.4"
+#: The version CI runs (``examples/requirements-integrations.txt``).
 TESTED_OPEN_CLIP = "3.3.0"
 
 DEFAULT_SECTIONS: tuple[str, ...] = ("findings", "impression")
@@ -270,7 +271,7 @@ def _in_supported_range(ver: str) -> bool:
         parts = tuple(int(p) for p in ver.split("+")[0].split(".")[:3])
     except ValueError:
         return False
-    return (2, 26, 1) <= parts < (3, 4)
+    return (3, 0, 0) <= parts < (3, 4)
 
 
 @dataclass(frozen=True)
