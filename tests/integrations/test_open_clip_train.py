@@ -362,7 +362,7 @@ def test_trains_with_relaxed_loss_and_sampling_then_resumes(
     theta = 0.0  # a random tiny model has positive cosines around 0: about half are relaxed
     relax = ["--relax-threshold", str(theta), "--sentence-sampling"]
     args = _train_args(report_csv, tiny_model_dir, tmp_path, "run", epochs=2)
-    assert roc.main([*relax, *args]) == 0
+    assert roc.main([*relax, *args, "--val-data", str(report_csv)]) == 0
 
     steps = N_ROWS // BATCH
     # -- the loss open_clip's trainer called is relaxclip's, with θ, called as the trainer does
@@ -401,6 +401,14 @@ def test_trains_with_relaxed_loss_and_sampling_then_resumes(
     for r in list(per_epoch[0])[:3]:
         print(f"  {per_epoch[0][r]!r}\n  {per_epoch[1][r]!r}")
     print("losses:", [round(v, 4) for v in ours])
+
+    # -- validation (open_clip's evaluate after each epoch): every sentence, deterministic
+    val_batches = [b for b in spy.batches if not b["train"]]
+    assert len(val_batches) == 2 * math.ceil(N_ROWS / BATCH)
+    for b in val_batches:
+        for report, text in zip(b["reports"], b["texts"], strict=True):
+            assert text == " ".join(b["sampler"].candidates(report))
+    assert "val_loss" in (tmp_path / "run" / "out.log").read_text()
 
     # -- checkpoints written
     ckpt = tmp_path / "run" / "checkpoints"
