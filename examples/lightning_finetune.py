@@ -321,6 +321,9 @@ class RelaxedCLIPModule(L.LightningModule):
         order = torch.argsort(gathered["index"])
         index = gathered["index"][order]
         keep = order[torch.cat([index.new_ones(1, dtype=torch.bool), index[1:] != index[:-1]])]
+        expected = len(self.trainer.datamodule.val_set)
+        if keep.numel() != expected:  # every validation sample exactly once, on every process
+            raise RuntimeError(f"zero-shot set has {keep.numel()} samples, expected {expected}")
         classifier = ZeroShotClassifier(
             open_clip_text_encoder(self.model, self.tokenizer), self.labels
         )
