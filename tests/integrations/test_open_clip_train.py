@@ -235,6 +235,20 @@ def test_relax_options_are_split_from_open_clip_options() -> None:
     assert opts.num_sentences == 0.5 and opts.sections is None
 
 
+def test_help_lists_relaxclip_and_open_clip_options(capsys) -> None:
+    assert roc.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in (
+        "--relax-threshold",
+        "--sentence-sampling",
+        "--num-sentences",
+        "--report-sections",
+    ):
+        assert flag in out
+    for flag in ("--train-data", "--local-loss", "--gather-with-grad", "--resume"):
+        assert flag in out  # open_clip's own, unchanged
+
+
 @pytest.mark.parametrize(
     "argv",
     [
