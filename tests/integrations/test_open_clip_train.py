@@ -411,7 +411,7 @@ def test_trains_with_relaxed_loss_and_sampling_then_resumes(
     assert len(per_epoch[0]) == len(per_epoch[1]) == N_ROWS  # drop_last: 16 = 4 x 4
     changed = sum(per_epoch[0][r] != per_epoch[1][r] for r in per_epoch[0])
     assert changed >= N_ROWS // 4, f"only {changed} of {N_ROWS} captions changed across epochs"
-    print("\nepoch 0 / epoch 1 captions of the first 3 reports:")
+    print(f"\n{changed} of {N_ROWS} captions changed; epoch 0 / epoch 1 captions of 3 reports:")
     for r in list(per_epoch[0])[:3]:
         print(f"  {per_epoch[0][r]!r}\n  {per_epoch[1][r]!r}")
     print("losses:", [round(v, 4) for v in ours])
