@@ -500,8 +500,9 @@ class OpenClipReportCollate:
     Calls ``sampler`` (a :class:`SentenceSampler` with an open_clip tokenizer) and returns
     ``(batch["image"], batch["tokens"])``: images ``(B, 3, H, W)`` float, tokens
     ``LongTensor (B, context_length)``. Before each call it reads the epoch from ``shared_epoch``
-    (open_clip's ``SharedEpoch``, shared memory that DataLoader workers see) and, when it changed,
-    calls ``sampler.set_epoch(epoch)``. ``last_texts`` holds the sampled strings of the latest
+    (open_clip's ``SharedEpoch``, shared memory that DataLoader workers see) and, on the first
+    call of this copy and whenever it changed, calls ``sampler.set_epoch(epoch)`` (the sampler's
+    explicit per-epoch seeding, independent of torch's generator). ``last_texts`` holds the sampled strings of the latest
     call in this process (for logging and tests).
     """
 
@@ -511,11 +512,13 @@ class OpenClipReportCollate:
         self.sampler = sampler
         self.shared_epoch = shared_epoch
         self.last_texts: list[str] = []
+        self._epoch: int | None = None  # the epoch this copy last passed to set_epoch
 
     def __call__(self, batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch = int(self.shared_epoch.get_value())
-        if epoch != self.sampler.epoch:
+        if epoch != self._epoch:  # also on the first call of every fresh worker copy
             self.sampler.set_epoch(epoch)
+            self._epoch = epoch
         out = self.sampler(batch)
         self.last_texts = out["text"]
         return out["image"], out[self.sampler.token_key]
