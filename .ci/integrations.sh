@@ -84,6 +84,7 @@ declare -A EXAMPLE_VENV=(
     [clip_open_clip.py]=$INT
     [biomedclip.py]=$INT
     [hf_transformers.py]=$INT
+    [lightning_finetune.py]=$INT
     [medclip_finetune.py]=$MC
 )
 
@@ -110,12 +111,19 @@ step_examples() {
     step_build
     local py t0 out
     out=$(mktemp -d)
-    for py in clip_open_clip.py biomedclip.py hf_transformers.py medclip_finetune.py; do
+    for py in clip_open_clip.py biomedclip.py hf_transformers.py medclip_finetune.py \
+        lightning_finetune.py; do
         t0=$SECONDS
         log "running examples/$py --tiny"
         (cd "$out" && "${EXAMPLE_VENV[$py]}/bin/python" "$ROOT/examples/$py" --tiny --output-dir "$out/${py%.py}")
         log "examples/$py --tiny finished in $((SECONDS - t0)) s"
     done
+    # Lightning's DDP strategy with 2 CPU processes (gloo); about a minute on 2 cores.
+    t0=$SECONDS
+    log "running examples/lightning_finetune.py --tiny --devices 2"
+    (cd "$out" && "$INT/bin/python" "$ROOT/examples/lightning_finetune.py" --tiny --devices 2 \
+        --output-dir "$out/lightning_finetune_ddp")
+    log "examples/lightning_finetune.py --tiny --devices 2 finished in $((SECONDS - t0)) s"
     rm -rf "$out"
 }
 

@@ -14,7 +14,7 @@ MEDCLIP_PYTHON=${MEDCLIP_PYTHON:-$PYTHON}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONHASHSEED=0
 scripts=("$@")
 if ((${#scripts[@]} == 0)); then
-    scripts=(clip_open_clip.py biomedclip.py hf_transformers.py medclip_finetune.py)
+    scripts=(clip_open_clip.py biomedclip.py hf_transformers.py medclip_finetune.py lightning_finetune.py)
 fi
 for py in "${scripts[@]}"; do
     python=$PYTHON

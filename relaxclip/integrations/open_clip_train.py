@@ -1,0 +1,668 @@
+"""open_clip's own trainer with the relaxed loss and random sentence sampling.
+
+Usage (every ``open_clip_train.main`` argument is accepted unchanged; four are added)::
+
+    python -m relaxclip.integrations.open_clip_train \\
+        --relax-threshold 0.8 --sentence-sampling --num-sentences 1 \\
+        --report-sections findings,impression \\
+        --dataset-type csv --train-data train.csv --csv-img-key filepath --csv-caption-key report \\
+        --model ViT-B-32-quickgelu --pretrained openai --batch-size 64 --epochs 10 ...
+
+    torchrun --nproc_per_node=8 -m -- relaxclip.integrations.open_clip_train ...   # DDP
+
+(the ``--`` keeps torchrun from reading open_clip's ``--logs`` as its own ``--logs-specs``).
+
+relaxclip's options:
+
+* ``--relax-threshold θ``: the relaxation threshold of :class:`~relaxclip.loss.RelaxedContrastiveLoss`
+  (a cosine similarity in (-1, 1]); ``none`` (the default) or ``1`` is the plain CLIP loss, equal to
+  open_clip's ``ClipLoss``. The loss always replaces the one ``open_clip.create_loss(args)`` would
+  build (``ClipLoss``); ``--siglip``, CoCa models, ``--distill-*`` and ``--horovod`` select losses or
+  a communication layer relaxclip does not implement and are rejected with an error.
+* ``--sentence-sampling``: for ``--dataset-type csv`` (or ``auto`` with a ``.csv``/``.tsv`` file)
+  the caption column holds whole reports; each training step draws sentences from every report
+  with :class:`~relaxclip.sampling.SentenceSampler` and tokenises them afterwards with the model's
+  open_clip tokenizer. Validation data (``--val-data``) gets every sentence of the chosen sections,
+  deterministically. Without this flag the CSV is open_clip's own ``CsvDataset`` (whole caption).
+* ``--num-sentences``: sentences per report and step: ``k`` (int >= 1), a fraction ``f`` in (0, 1]
+  (``ceil(f * n)``), or a range ``lo-hi`` (uniform, inclusive); default 1, the paper's setting.
+* ``--report-sections``: comma-separated section names used for sampling (default
+  ``findings,impression``), or ``all``. A report with no recognised header is used whole.
+
+Distributed training: open_clip's ``--local-loss`` / ``--gather-with-grad`` choose how ``ClipLoss``
+gathers features. relaxclip always gathers with gradient (its gradients are exact, see
+``docs/distributed.md``); ``--local-loss`` selects ``distributed_mode="local"`` (each rank computes
+the loss rows of its own samples against the global batch; equal to open_clip's
+``--local-loss --gather-with-grad``), otherwise ``"global"`` (every rank computes the full global
+loss; equal to open_clip's ``--gather-with-grad``). Without ``--gather-with-grad`` open_clip would
+drop the other ranks' gradient contributions; relaxclip does not, and logs a warning saying so.
+
+Per-epoch randomness: the collate reads the epoch from open_clip's ``SharedEpoch`` (shared memory,
+set by ``DataInfo.set_epoch`` at the start of every epoch, so DataLoader workers see it too) and
+calls ``SentenceSampler.set_epoch``; the sampler's seed is ``--seed * 100003 + rank``. The
+sentences of a batch therefore depend on (``--seed``, rank, epoch, worker, batch index within the
+worker) and the batch's reports, not on how many epochs this process has run, so ``--resume``
+continues with the resumed epoch's stream.
+
+How it hooks in. While open_clip's ``main`` runs, two module attributes are replaced (and restored
+afterwards): ``open_clip_train.main.create_loss`` (builds the relaxed loss) and, with
+``--sentence-sampling``, ``open_clip_train.data.get_csv_dataset`` (builds the report dataset).
+:func:`check_hook_points` verifies, before anything runs, that these names exist with the expected
+signatures and are used the way this module relies on; otherwise :class:`OpenClipVersionError`
+names the supported versions (:data:`SUPPORTED_OPEN_CLIP`). The fallback for other versions is the
+manual replacement described in ``docs/integrations.md``.
+
+Not yet supported: group-aware positives (``--text-groups``): the group-aware loss is not in
+relaxclip yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import inspect
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from relaxclip.distributed import DistributedMode
+from relaxclip.loss import RelaxedContrastiveLoss
+from relaxclip.sampling import NumSentences, SentenceSampler
+
+__all__ = [
+    "SUPPORTED_OPEN_CLIP",
+    "TESTED_OPEN_CLIP",
+    "HookPoints",
+    "OpenClipReportCollate",
+    "OpenClipVersionError",
+    "RelaxOptions",
+    "ReportCsvDataset",
+    "build_parser",
+    "check_hook_points",
+    "main",
+    "make_loss",
+    "parse_relax_args",
+    "sampler_seed",
+]
+
+#: open_clip_torch versions this module supports: the tiny training tests passed with 3.0.0,
+#: 3.2.0 and 3.3.0. (``open_clip_train`` ships inside the ``open_clip_torch`` wheel from 2.26.1
+#: on; 2.26.1 and 2.32.0 have the same hook points but were not tested: they run with a warning.)
+SUPPORTED_OPEN_CLIP = ">=3.0,<3.4"
+#: The version CI runs (``examples/requirements-integrations.txt``).
+TESTED_OPEN_CLIP = "3.3.0"
+
+DEFAULT_SECTIONS: tuple[str, ...] = ("findings", "impression")
+_SEED_STRIDE = 100_003
+_log = logging.getLogger("relaxclip.open_clip_train")
+
+
+class OpenClipVersionError(RuntimeError):
+    """open_clip's trainer is missing, or its internals that this module hooks into have moved."""
+
+
+@dataclass(frozen=True)
+class RelaxOptions:
+    """relaxclip's own command-line options (everything else is open_clip's).
+
+    ``threshold``: θ or ``None`` (plain CLIP); ``sentence_sampling``: use the report dataset and
+    :class:`SentenceSampler` for CSV data; ``num_sentences`` and ``sections``: passed to the
+    sampler (``sections=None``: every section).
+    """
+
+    threshold: float | None = None
+    sentence_sampling: bool = False
+    num_sentences: NumSentences = 1
+    sections: tuple[str, ...] | None = DEFAULT_SECTIONS
+
+
+# ---------------------------------------------------------------------------------- arguments
+def _threshold(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a cosine similarity in (-1, 1] or 'none', got {text!r}"
+        ) from None
+    if not -1.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a cosine similarity in (-1, 1], got {value}")
+    return value
+
+
+def _num_sentences(text: str) -> NumSentences:
+    spec: NumSentences
+    try:
+        if "-" in text.strip("-"):
+            lo, hi = text.split("-", 1)
+            spec = (int(lo), int(hi))
+        elif any(c in text for c in ".eE"):
+            spec = float(text)
+        else:
+            spec = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an int >= 1, a fraction in (0, 1] or a range lo-hi, got {text!r}"
+        ) from None
+    try:
+        SentenceSampler(num_sentences=spec)  # the sampler's own validation
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
+
+
+def _sections(text: str) -> tuple[str, ...] | None:
+    """``"findings,impression"`` -> ``("findings", "impression")``; ``"all"`` -> ``None``."""
+    if text.strip().lower() == "all":
+        return None
+    names = tuple(s.strip().lower() for s in text.split(","))
+    if any(not s for s in names):
+        raise ValueError(
+            f"expected comma-separated section names (e.g. findings,impression) or 'all', "
+            f"got {text!r}"
+        )
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of relaxclip's own options (unknown options are left for open_clip)."""
+    p = argparse.ArgumentParser(
+        prog="python -m relaxclip.integrations.open_clip_train",
+        description="open_clip's trainer (open_clip_train.main) with relaxclip's relaxed "
+        "contrastive loss and random sentence sampling. Every open_clip_train.main option is "
+        "accepted unchanged; relaxclip adds:",
+        add_help=False,
+        allow_abbrev=False,
+    )
+    p.add_argument(
+        "--relax-threshold",
+        type=_threshold,
+        default=None,
+        metavar="THETA",
+        help="relaxation threshold θ in (-1, 1]; 'none' (default) = plain CLIP loss",
+    )
+    p.add_argument(
+        "--sentence-sampling",
+        action="store_true",
+        help="CSV captions are whole reports; sample sentences per step (SentenceSampler)",
+    )
+    p.add_argument(
+        "--num-sentences",
+        type=_num_sentences,
+        default=None,
+        metavar="K",
+        help="sentences per report and step: int k, fraction f in (0, 1], or range lo-hi "
+        "(default 1; needs --sentence-sampling)",
+    )
+    p.add_argument(
+        "--report-sections",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated report sections to sample from, or 'all' "
+        "(default findings,impression; needs --sentence-sampling)",
+    )
+    return p
+
+
+def parse_relax_args(argv: Sequence[str]) -> tuple[RelaxOptions, list[str]]:
+    """Split ``argv`` into relaxclip's options and the rest (open_clip's, order kept).
+
+    Raises ``SystemExit(2)`` (argparse) for a bad value, or for ``--num-sentences`` /
+    ``--report-sections`` without ``--sentence-sampling`` (they would have no effect).
+    """
+    parser = build_parser()
+    ns, rest = parser.parse_known_args(list(argv))
+    if not ns.sentence_sampling:
+        for flag, value in (
+            ("--num-sentences", ns.num_sentences),
+            ("--report-sections", ns.report_sections),
+        ):
+            if value is not None:
+                parser.error(f"{flag} needs --sentence-sampling (it would have no effect)")
+    sections: tuple[str, ...] | None = DEFAULT_SECTIONS
+    if ns.report_sections is not None:
+        try:
+            sections = _sections(ns.report_sections)
+        except ValueError as exc:
+            parser.error(f"argument --report-sections: {exc}")
+    options = RelaxOptions(
+        threshold=ns.relax_threshold,
+        sentence_sampling=ns.sentence_sampling,
+        num_sentences=1 if ns.num_sentences is None else ns.num_sentences,
+        sections=sections,
+    )
+    return options, rest
+
+
+# ---------------------------------------------------------------------------------- hook points
+def _import(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise OpenClipVersionError(
+            f"open_clip's trainer could not be imported ({name}: {exc}). relaxclip's open_clip "
+            f"trainer integration needs open_clip_torch{SUPPORTED_OPEN_CLIP} (tested: "
+            f"{TESTED_OPEN_CLIP}) and its training dependencies: pip install "
+            f"'open_clip_torch=={TESTED_OPEN_CLIP}' webdataset pandas braceexpand "
+            "(or pip install 'relaxclip[openclip]')"
+        ) from exc
+
+
+def _open_clip_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("open_clip_torch")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _in_supported_range(ver: str) -> bool:
+    try:
+        parts = tuple(int(p) for p in ver.split("+")[0].split(".")[:3])
+    except ValueError:
+        return False
+    return (3, 0, 0) <= parts < (3, 4)
+
+
+@dataclass(frozen=True)
+class HookPoints:
+    """The open_clip_train modules this integration patches (see :func:`check_hook_points`)."""
+
+    main: ModuleType
+    data: ModuleType
+    train: ModuleType
+    version: str
+
+
+def _source(obj: Any) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return ""
+
+
+def check_hook_points() -> HookPoints:
+    """Verify that open_clip's trainer has every internal this module hooks into.
+
+    Checks: ``open_clip_train.main.main`` calls ``create_loss(args)`` (a module global there, which
+    is replaced) and ``get_data``; ``open_clip_train.data.get_csv_dataset(args, preprocess_fn,
+    is_train, epoch, tokenizer)`` exists and ``get_dataset_fn`` returns it by global name (so
+    replacing it takes effect); ``DataInfo`` has the fields ``dataloader``, ``sampler``,
+    ``shared_epoch`` and ``SharedEpoch`` has ``get_value``; ``train_one_epoch`` unpacks
+    ``images, texts = batch``, calls ``data['train'].set_epoch(epoch)`` and the loss as
+    ``loss(**model_out, output_dict=True)``.
+
+    Returns the modules; raises :class:`OpenClipVersionError` listing every failed check and
+    naming :data:`SUPPORTED_OPEN_CLIP` otherwise.
+    """
+    main_mod = _import("open_clip_train.main")
+    data_mod = _import("open_clip_train.data")
+    train_mod = _import("open_clip_train.train")
+    problems: list[str] = []
+
+    main_fn = getattr(main_mod, "main", None)
+    main_src = _source(main_fn)
+    if not callable(main_fn):
+        problems.append("open_clip_train.main.main is missing")
+    for name in ("create_loss", "get_data"):
+        if not callable(getattr(main_mod, name, None)):
+            problems.append(f"open_clip_train.main.{name} is missing")
+        elif f"{name}(" not in main_src:
+            problems.append(f"open_clip_train.main.main no longer calls {name}(...)")
+
+    csv_fn = getattr(data_mod, "get_csv_dataset", None)
+    want = ["args", "preprocess_fn", "is_train", "epoch", "tokenizer"]
+    if not callable(csv_fn):
+        problems.append("open_clip_train.data.get_csv_dataset is missing")
+    elif list(inspect.signature(csv_fn).parameters) != want:
+        problems.append(
+            f"open_clip_train.data.get_csv_dataset has parameters "
+            f"{list(inspect.signature(csv_fn).parameters)}, expected {want}"
+        )
+    if "get_csv_dataset" not in _source(getattr(data_mod, "get_dataset_fn", None)):
+        problems.append("open_clip_train.data.get_dataset_fn no longer returns get_csv_dataset")
+    info = getattr(data_mod, "DataInfo", None)
+    fields = set(getattr(info, "__dataclass_fields__", {}))
+    if not {"dataloader", "sampler", "shared_epoch"} <= fields:
+        problems.append(
+            f"open_clip_train.data.DataInfo fields are {sorted(fields)}, expected dataloader, "
+            "sampler, shared_epoch"
+        )
+    if not callable(getattr(getattr(data_mod, "SharedEpoch", None), "get_value", None)):
+        problems.append("open_clip_train.data.SharedEpoch.get_value is missing")
+
+    train_src = _source(getattr(train_mod, "train_one_epoch", None))
+    for snippet in (
+        "images, texts = batch",
+        "data['train'].set_epoch(epoch)",
+        "loss(**model_out, output_dict=True)",
+    ):
+        if snippet not in train_src:
+            problems.append(f"open_clip_train.train.train_one_epoch no longer has `{snippet}`")
+
+    ver = _open_clip_version()
+    if problems:
+        raise OpenClipVersionError(
+            f"open_clip_torch {ver}: its trainer's internals moved, relaxclip cannot hook into "
+            f"them: {'; '.join(problems)}. relaxclip's open_clip trainer integration needs "
+            f"open_clip_torch{SUPPORTED_OPEN_CLIP} (tested: {TESTED_OPEN_CLIP}); install "
+            f"'open_clip_torch=={TESTED_OPEN_CLIP}', or replace the loss by hand as "
+            "docs/integrations.md describes (fallback)."
+        )
+    if not _in_supported_range(ver):
+        _log.warning(
+            "relaxclip: open_clip_torch %s is outside the supported range %s (tested: %s); its "
+            "hook points look unchanged, continuing",
+            ver,
+            SUPPORTED_OPEN_CLIP,
+            TESTED_OPEN_CLIP,
+        )
+    return HookPoints(main=main_mod, data=data_mod, train=train_mod, version=ver)
+
+
+# ---------------------------------------------------------------------------------- loss
+def _check_supported(args: argparse.Namespace, options: RelaxOptions) -> None:
+    """Reject open_clip options that select a loss or layer relaxclip does not implement."""
+    unsupported = []
+    if getattr(args, "siglip", False):
+        unsupported.append("--siglip (open_clip's sigmoid loss; relaxclip's is the softmax loss)")
+    if "coca" in str(getattr(args, "model", "")).lower():
+        unsupported.append(f"--model {args.model} (CoCa adds a captioning loss)")
+    if getattr(args, "distill_model", None) is not None or (
+        getattr(args, "distill_pretrained", None) is not None
+    ):
+        unsupported.append("--distill-model/--distill-pretrained (distillation loss)")
+    if getattr(args, "horovod", False):
+        unsupported.append("--horovod (relaxclip gathers with torch.distributed; use torchrun)")
+    if getattr(args, "loss_dist_impl", None) is not None:
+        unsupported.append("--loss-dist-impl (a SigLIP option)")
+    if unsupported:
+        raise ValueError(
+            "relaxclip.integrations.open_clip_train: not supported with relaxclip's loss: "
+            + "; ".join(unsupported)
+        )
+    if options.sentence_sampling:
+        for flag, path in (("--train-data", args.train_data), ("--val-data", args.val_data)):
+            if path is None:
+                continue
+            kind = args.dataset_type
+            if kind == "auto":
+                kind = "csv" if str(path).rsplit(".", 1)[-1] in ("csv", "tsv") else "other"
+            if kind != "csv":
+                raise ValueError(
+                    f"--sentence-sampling works on CSV data (--dataset-type csv, or auto with a "
+                    f".csv/.tsv file); {flag} {path} is read as --dataset-type "
+                    f"{args.dataset_type}"
+                )
+        if args.train_data is None and args.val_data is None:
+            raise ValueError("--sentence-sampling needs --train-data or --val-data (a CSV file)")
+
+
+def make_loss(args: argparse.Namespace, threshold: float | None) -> RelaxedContrastiveLoss:
+    """The loss open_clip's trainer uses in place of ``create_loss(args)``.
+
+    ``args`` is open_clip's parsed namespace after ``init_distributed_device`` (``distributed``,
+    ``world_size``, ``local_loss``, ``gather_with_grad``). Single process: ``distributed=False``.
+    Several ranks: ``distributed=True`` and ``distributed_mode`` ``"local"`` with ``--local-loss``,
+    else ``"global"``; relaxclip always gathers with gradient.
+    """
+    world = int(getattr(args, "world_size", 1))
+    distributed = bool(getattr(args, "distributed", False)) and world > 1
+    mode: DistributedMode = "local" if getattr(args, "local_loss", False) else "global"
+    loss = RelaxedContrastiveLoss(threshold, distributed=distributed, distributed_mode=mode)
+    if distributed and not getattr(args, "gather_with_grad", False):
+        _log.warning(
+            "relaxclip: --gather-with-grad is off, but relaxclip always gathers features with "
+            "gradient (exact global-batch gradients); open_clip's ClipLoss would drop the other "
+            "ranks' gradient contributions here. Pass --gather-with-grad to make this explicit."
+        )
+    _log.info(
+        "relaxclip: loss %s, distributed=%s%s (world size %d)",
+        loss,
+        distributed,
+        f", distributed_mode={mode!r}" if distributed else "",
+        world,
+    )
+    return loss
+
+
+# ---------------------------------------------------------------------------------- data
+class ReportCsvDataset(Dataset[dict[str, Any]]):
+    """open_clip's CSV dataset with the caption column read as a whole report (not tokenised).
+
+    Reads ``path`` with pandas (``sep``, every column as ``str``, empty cells kept as ``""``), and
+    returns ``{"image": transforms(PIL image), "report": str}`` per row (the transform is open_clip's
+    ``preprocess``, whose first step converts to RGB). With ``validator`` (a
+    :class:`SentenceSampler`), every report is checked at construction to have at least one
+    sentence in the sampler's sections, so a bad row fails before training with its row number
+    (0-based, header excluded) and image path.
+
+    Raises: ``KeyError`` for a missing column (naming the file and the columns it has),
+    ``ValueError`` for an empty file or a report without a usable sentence.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        transforms: Callable[[Any], Any],
+        img_key: str,
+        caption_key: str,
+        sep: str = "\t",
+        validator: SentenceSampler | None = None,
+    ) -> None:
+        import pandas as pd
+
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        for flag, key in (("--csv-img-key", img_key), ("--csv-caption-key", caption_key)):
+            if key not in df.columns:
+                raise KeyError(
+                    f"{path}: no column {key!r} ({flag}); columns: {list(df.columns)} "
+                    f"(separator {sep!r}, --csv-separator)"
+                )
+        if len(df) == 0:
+            raise ValueError(f"{path}: no data rows")
+        self.path = str(path)
+        self.images: list[str] = df[img_key].tolist()
+        self.reports: list[str] = df[caption_key].tolist()
+        self.transforms = transforms
+        if validator is not None:
+            for i, report in enumerate(self.reports):
+                try:
+                    validator.candidates(report, position=i)
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(
+                        f"{self.path}: data row {i} (image {self.images[i]!r}), column "
+                        f"{caption_key!r}: {exc}"
+                    ) from exc
+
+    def __len__(self) -> int:
+        return len(self.reports)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        from PIL import Image
+
+        return {"image": self.transforms(Image.open(self.images[idx])), "report": self.reports[idx]}
+
+
+class OpenClipReportCollate:
+    """``collate_fn`` giving open_clip's ``(images, texts)`` batches from sampled report sentences.
+
+    Calls ``sampler`` (a :class:`SentenceSampler` with an open_clip tokenizer) and returns
+    ``(batch["image"], batch["tokens"])``: images ``(B, 3, H, W)`` float, tokens
+    ``LongTensor (B, context_length)``. Before each call it reads the epoch from ``shared_epoch``
+    (open_clip's ``SharedEpoch``, shared memory that DataLoader workers see) and, on the first
+    call of this copy and whenever it changed, calls ``sampler.set_epoch(epoch)`` (the sampler's
+    explicit per-epoch seeding, independent of torch's generator). ``last_texts`` holds the sampled strings of the latest
+    call in this process (for logging and tests).
+    """
+
+    def __init__(self, sampler: SentenceSampler, shared_epoch: Any) -> None:
+        if sampler.tokenizer is None:
+            raise ValueError("OpenClipReportCollate: sampler needs a tokenizer")
+        self.sampler = sampler
+        self.shared_epoch = shared_epoch
+        self.last_texts: list[str] = []
+        self._epoch: int | None = None  # the epoch this copy last passed to set_epoch
+
+    def __call__(self, batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch = int(self.shared_epoch.get_value())
+        if epoch != self._epoch:  # also on the first call of every fresh worker copy
+            self.sampler.set_epoch(epoch)
+            self._epoch = epoch
+        out = self.sampler(batch)
+        self.last_texts = out["text"]
+        return out["image"], out[self.sampler.token_key]
+
+
+def sampler_seed(seed: int, rank: int) -> int:
+    """Seed of the sampler on ``rank``: ``seed * 100003 + rank`` (distinct per rank)."""
+    return seed * _SEED_STRIDE + rank
+
+
+def _make_csv_dataset_fn(hooks: HookPoints, options: RelaxOptions) -> Callable[..., Any]:
+    data_mod = hooks.data
+
+    def get_report_csv_dataset(
+        args: argparse.Namespace,
+        preprocess_fn: Callable[[Any], Any],
+        is_train: bool,
+        epoch: int = 0,
+        tokenizer: Any = None,
+    ) -> Any:
+        """Replacement of ``open_clip_train.data.get_csv_dataset`` (same loader settings)."""
+        path = args.train_data if is_train else args.val_data
+        if not path:
+            raise ValueError(f"--{'train' if is_train else 'val'}-data is required here")
+        sampler = SentenceSampler(
+            tokenizer=tokenizer,
+            num_sentences=options.num_sentences,
+            sections=options.sections,
+            text_key="report",
+            image_key="image",
+            seed=sampler_seed(int(args.seed), int(args.rank)),
+            train=is_train,
+        )
+        dataset = ReportCsvDataset(
+            path,
+            preprocess_fn,
+            img_key=args.csv_img_key,
+            caption_key=args.csv_caption_key,
+            sep=args.csv_separator,
+            validator=sampler,
+        )
+        sampler.clear_cache()  # workers start with an empty cache anyway
+        shared_epoch = data_mod.SharedEpoch(epoch=epoch)
+        dist_sampler: DistributedSampler[Any] | None = (
+            DistributedSampler(dataset) if args.distributed and is_train else None
+        )
+        dataloader = DataLoader(
+            dataset,
+            batch_size=args.batch_size,
+            shuffle=is_train and dist_sampler is None,
+            num_workers=args.workers,
+            pin_memory=True,
+            sampler=dist_sampler,
+            drop_last=is_train,
+            collate_fn=OpenClipReportCollate(sampler, shared_epoch),
+        )
+        # open_clip's loop reads these two attributes of the loader
+        setattr(dataloader, "num_samples", len(dataset))  # noqa: B010
+        setattr(dataloader, "num_batches", len(dataloader))  # noqa: B010
+        _log.info(
+            "relaxclip: %s data %s: %d reports, sentence sampling %s (num_sentences=%r, "
+            "sections=%r)",
+            "train" if is_train else "val",
+            path,
+            len(dataset),
+            "on" if is_train else "off (every sentence)",
+            options.num_sentences,
+            options.sections,
+        )
+        return data_mod.DataInfo(dataloader, dist_sampler, shared_epoch)
+
+    return get_report_csv_dataset
+
+
+# ---------------------------------------------------------------------------------- main
+@contextlib.contextmanager
+def _patched(module: ModuleType, name: str, value: Any) -> Iterator[None]:
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+def _print_help(hooks_ok: bool) -> None:
+    build_parser().print_help()
+    print("\nopen_clip_train.main options (unchanged):\n")
+    if hooks_ok:
+        from open_clip_train.params import parse_args
+
+        with contextlib.suppress(SystemExit):
+            parse_args(["--help"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run open_clip's trainer with relaxclip's loss (and sampling); returns the exit status.
+
+    ``argv``: open_clip_train.main arguments plus relaxclip's (default ``sys.argv[1:]``).
+    Returns 0 on success and 1 when open_clip's ``main`` reports an error (it returns -1, e.g.
+    for an existing experiment name). Raises :class:`OpenClipVersionError` (hook points moved)
+    and ``ValueError`` for unsupported option combinations, before anything is built.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        try:
+            check_hook_points()
+            ok = True
+        except OpenClipVersionError:
+            ok = False
+        _print_help(ok)
+        return 0
+    options, rest = parse_relax_args(argv)
+    hooks = check_hook_points()
+    from open_clip_train.params import parse_args
+
+    parsed = parse_args(list(rest))
+    _check_supported(parsed, options)  # early: before any model is built
+
+    created: list[RelaxedContrastiveLoss] = []
+
+    def create_loss(args: argparse.Namespace) -> RelaxedContrastiveLoss:
+        loss = make_loss(args, options.threshold)
+        created.append(loss)
+        return loss
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_patched(hooks.main, "create_loss", create_loss))
+        if options.sentence_sampling:
+            stack.enter_context(
+                _patched(hooks.data, "get_csv_dataset", _make_csv_dataset_fn(hooks, options))
+            )
+        status = hooks.main.main(list(rest))
+    if status == -1:
+        return 1
+    trains = parsed.train_data is not None or parsed.dataset_type == "synthetic"
+    if trains and not created:
+        raise OpenClipVersionError(
+            f"open_clip_torch {hooks.version}: open_clip_train.main trained without calling "
+            f"create_loss, so relaxclip's loss was not used; supported: "
+            f"open_clip_torch{SUPPORTED_OPEN_CLIP} (tested: {TESTED_OPEN_CLIP})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,547 @@
+"""relaxclip inside open_clip's own trainer (``python -m relaxclip.integrations.open_clip_train``).
+
+Runs in the integrations venv (open_clip_torch with ``open_clip_train`` and its training
+dependencies); skipped where those are missing. The training tests are tiny and offline: a CSV
+built in ``tmp_path`` from the two NIH ChestX-ray14 PNGs of ``../shared/data`` (plus flipped and
+rotated copies) and Open-I report text (findings + impression, read in place with
+``relaxclip.data.read_openi_reports``), a 2-layer open_clip ViT config loaded with ``local-dir:``
+(``pretrained=None``: no download), CPU. They skip when ``../shared/data`` is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from _shared import needs_shared, shared_path
+
+pytest.importorskip("open_clip")
+pytest.importorskip("open_clip_train.main", reason="open_clip_train's dependencies missing")
+
+import open_clip_train.data  # noqa: E402
+import open_clip_train.main  # noqa: E402
+
+from relaxclip.integrations import open_clip_train as roc  # noqa: E402
+from relaxclip.loss import RelaxedContrastiveLoss, relaxed_contrastive_loss  # noqa: E402
+from relaxclip.sampling import SentenceSampler  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+NIH_PNGS = ("nih_cxr14/00000001_000.png", "nih_cxr14/00027426_000.png")
+OPENI = "iu_xray/NLMCXR_reports.tgz"
+N_ROWS, BATCH = 16, 4  # 4 steps per epoch
+TINY_MODEL_CFG: dict[str, Any] = {
+    "embed_dim": 32,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+# ---------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def report_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tab-separated CSV (filepath, report) of 16 rows: 16 image files made from the two NIH
+    PNGs (identity, flips, rotations at 4 sizes' worth of variants) and 16 Open-I reports with at
+    least 3 sentences in findings + impression, written as ``FINDINGS: ... IMPRESSION: ...``."""
+    if not all(shared_path(p).exists() for p in (*NIH_PNGS, OPENI)):
+        pytest.skip("../shared/data (NIH PNGs, Open-I reports) absent")
+    from PIL import Image, ImageOps
+
+    from relaxclip.data import read_openi_reports
+    from relaxclip.sentences import split_sentences
+
+    out = tmp_path_factory.mktemp("report_csv")
+    variants = [
+        lambda im: im,
+        ImageOps.mirror,
+        ImageOps.flip,
+        lambda im: im.rotate(90),
+        lambda im: im.rotate(180),
+        lambda im: im.rotate(270),
+        lambda im: ImageOps.mirror(im.rotate(90)),
+        lambda im: ImageOps.autocontrast(im, cutoff=2),
+    ]
+    images = []
+    for k, rel in enumerate(NIH_PNGS):
+        base = Image.open(shared_path(rel)).convert("L")
+        for j, f in enumerate(variants):
+            path = out / f"img{k}_{j}.png"
+            f(base).resize((48, 48)).save(path)
+            images.append(path)
+    reports = []
+    for rec in read_openi_reports(shared_path(OPENI)):
+        n = len(split_sentences(rec["findings"])) + len(split_sentences(rec["impression"]))
+        if rec["findings"] and rec["impression"] and n >= 3:
+            reports.append(f"FINDINGS: {rec['findings']} IMPRESSION: {rec['impression']}")
+        if len(reports) == N_ROWS:
+            break
+    assert len(images) == len(reports) == N_ROWS
+    csv = out / "train.csv"
+    lines = ["filepath\treport"] + [f"{p}\t{r}" for p, r in zip(images, reports, strict=True)]
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An open_clip ``local-dir:`` model folder: config only, no weights (random init)."""
+    d = tmp_path_factory.mktemp("tiny_open_clip")
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_MODEL_CFG}))
+    return d
+
+
+@pytest.fixture
+def clean_logging():
+    """open_clip's setup_logging adds root handlers on every run; remove them afterwards."""
+    import logging
+
+    before = list(logging.root.handlers)
+    yield
+    for h in list(logging.root.handlers):
+        if h not in before:
+            logging.root.removeHandler(h)
+            h.close()
+
+
+def _train_args(csv: Path, model_dir: Path, logs: Path, name: str, epochs: int) -> list[str]:
+    return [
+        "--dataset-type", "csv", "--train-data", str(csv), "--csv-img-key", "filepath",
+        "--csv-caption-key", "report", "--model", f"local-dir:{model_dir}",
+        "--batch-size", str(BATCH), "--epochs", str(epochs), "--workers", "0",
+        "--device", "cpu", "--precision", "fp32", "--lr", "1e-3", "--warmup", "1", "--seed", "0",
+        "--logs", str(logs), "--name", name, "--save-frequency", "1", "--report-to", "",
+        "--log-every-n-steps", "1",
+    ]  # fmt: skip
+
+
+class _Spy:
+    """Records every call of RelaxedContrastiveLoss.forward and OpenClipReportCollate.__call__."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.losses: list[dict[str, Any]] = []
+        self.batches: list[dict[str, Any]] = []
+        forward, collate = RelaxedContrastiveLoss.forward, roc.OpenClipReportCollate.__call__
+        spy = self
+
+        def loss_forward(self: RelaxedContrastiveLoss, *args: Any, **kwargs: Any) -> Any:
+            out = forward(self, *args, **kwargs)
+            feats = [kwargs["image_features"], kwargs["text_features"], kwargs["logit_scale"]]
+            spy.losses.append(
+                {
+                    "module": self,
+                    "kwargs": sorted(kwargs),
+                    "inputs": [t.detach().clone() for t in feats],
+                    "out": {k: v.detach().clone() for k, v in out.items()},
+                }
+            )
+            return out
+
+        def collate_call(self: roc.OpenClipReportCollate, batch: Any) -> Any:
+            out = collate(self, batch)
+            spy.batches.append(
+                {
+                    "epoch": self.sampler.epoch,
+                    "train": self.sampler.training,
+                    "reports": [s["report"] for s in batch],
+                    "texts": list(self.last_texts),
+                    "sampler": self.sampler,
+                }
+            )
+            return out
+
+        monkeypatch.setattr(RelaxedContrastiveLoss, "forward", loss_forward)
+        monkeypatch.setattr(roc.OpenClipReportCollate, "__call__", collate_call)
+
+
+def _logged_losses(log: Path) -> list[float]:
+    """The per-step 'Contrastive_loss: value (avg)' values open_clip's trainer logged."""
+    return [float(v) for v in re.findall(r"Contrastive_loss: (\S+) \(", log.read_text())]
+
+
+# ---------------------------------------------------------------------------------- hook points
+def test_hook_points_exist_in_installed_open_clip() -> None:
+    hooks = roc.check_hook_points()
+    assert hooks.version == roc.TESTED_OPEN_CLIP
+    assert hooks.main is open_clip_train.main and hooks.data is open_clip_train.data
+    assert roc._in_supported_range(hooks.version)
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "value", "message"),
+    [
+        (open_clip_train.data, "get_csv_dataset", None, "get_csv_dataset is missing"),
+        (
+            open_clip_train.data,
+            "get_csv_dataset",
+            lambda args, preprocess_fn, is_train: None,
+            "get_csv_dataset has parameters",
+        ),
+        (open_clip_train.main, "create_loss", None, "create_loss is missing"),
+        (open_clip_train.data, "SharedEpoch", object, "SharedEpoch.get_value is missing"),
+    ],
+)
+def test_moved_hook_point_names_the_supported_versions(
+    monkeypatch: pytest.MonkeyPatch, module: Any, name: str, value: Any, message: str
+) -> None:
+    monkeypatch.setattr(module, name, value)
+    with pytest.raises(roc.OpenClipVersionError) as err:
+        roc.check_hook_points()
+    assert message in str(err.value)
+    assert roc.SUPPORTED_OPEN_CLIP in str(err.value) and roc.TESTED_OPEN_CLIP in str(err.value)
+    assert "docs/integrations.md" in str(err.value)
+
+
+def test_changed_train_loop_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:
+    import open_clip_train.train as train_mod
+
+    def train_one_epoch(*args: Any) -> None:  # a loop that unpacks batches differently
+        batch: dict[str, Any] = {}
+        _ = batch["image"], batch["text"]
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", train_one_epoch)
+    with pytest.raises(roc.OpenClipVersionError, match="images, texts = batch"):
+        roc.check_hook_points()
+
+
+def test_outside_supported_range_warns(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    monkeypatch.setattr(roc, "_open_clip_version", lambda: "9.0.0")
+    with caplog.at_level("WARNING", logger="relaxclip.open_clip_train"):
+        roc.check_hook_points()
+    assert "outside the supported range" in caplog.text
+
+
+# ---------------------------------------------------------------------------------- arguments
+def test_relax_options_are_split_from_open_clip_options() -> None:
+    argv = ["--model", "RN50", "--relax-threshold", "0.7", "--local-loss", "--sentence-sampling",
+            "--num-sentences", "2-3", "--report-sections", "impression", "--epochs", "2"]  # fmt: skip
+    options, rest = roc.parse_relax_args(argv)
+    assert options == roc.RelaxOptions(0.7, True, (2, 3), ("impression",))
+    assert rest == ["--model", "RN50", "--local-loss", "--epochs", "2"]
+    assert roc.parse_relax_args(["--relax-threshold", "none"])[0].threshold is None
+    assert roc.parse_relax_args([])[0] == roc.RelaxOptions()  # plain CLIP, no sampling
+    opts = roc.parse_relax_args(["--sentence-sampling", "--num-sentences", "0.5",
+                                 "--report-sections", "all"])[0]  # fmt: skip
+    assert opts.num_sentences == 0.5 and opts.sections is None
+
+
+def test_help_lists_relaxclip_and_open_clip_options(capsys) -> None:
+    assert roc.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in (
+        "--relax-threshold",
+        "--sentence-sampling",
+        "--num-sentences",
+        "--report-sections",
+    ):
+        assert flag in out
+    for flag in ("--train-data", "--local-loss", "--gather-with-grad", "--resume"):
+        assert flag in out  # open_clip's own, unchanged
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--relax-threshold", "1.5"],
+        ["--relax-threshold", "x"],
+        ["--num-sentences", "2"],  # without --sentence-sampling: would be ignored
+        ["--report-sections", "findings"],
+        ["--sentence-sampling", "--num-sentences", "0"],
+        ["--sentence-sampling", "--num-sentences", "3-1"],
+        ["--sentence-sampling", "--report-sections", "findings,"],
+    ],
+)
+def test_bad_relax_options_exit_with_a_message(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        roc.parse_relax_args(argv)
+    assert exc.value.code == 2
+    assert "--" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--siglip"], "--siglip"),
+        (["--model", "coca_ViT-B-32"], "CoCa"),
+        (["--distill-model", "RN50", "--distill-pretrained", "openai"], "--distill"),
+        (["--horovod"], "--horovod"),
+        (["--sentence-sampling", "--dataset-type", "webdataset"], "CSV data"),
+        (["--sentence-sampling", "--dataset-type", "synthetic"], "CSV data"),
+    ],
+)
+def test_unsupported_combinations_fail_before_building(
+    extra: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def must_not_run(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("open_clip's main built a model")
+
+    monkeypatch.setattr(open_clip_train.main, "create_model_and_transforms", must_not_run)
+    argv = ["--train-data", "x.tar", "--device", "cpu", *extra]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        roc.main(argv)
+
+
+def test_a_main_that_never_builds_the_loss_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source check passes (the names appear), but the run never calls create_loss: the
+    entry point must not report success with open_clip's own loss silently in use."""
+
+    def main(args: list[str]) -> None:
+        _ = "create_loss(args) get_data(args)"  # mentioned, never called
+
+    monkeypatch.setattr(open_clip_train.main, "main", main)
+    with pytest.raises(roc.OpenClipVersionError, match="without calling create_loss"):
+        roc.main(["--dataset-type", "csv", "--train-data", "x.csv", "--device", "cpu"])
+
+
+def test_open_clip_error_status_is_an_exit_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    def main(args: list[str]) -> int:  # e.g. "Experiment already exists"
+        _ = "create_loss(args) get_data(args)"
+        return -1
+
+    monkeypatch.setattr(open_clip_train.main, "main", main)
+    assert roc.main(["--train-data", "x.csv", "--device", "cpu"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("distributed", "world", "local_loss", "mode"),
+    [(False, 1, False, None), (True, 2, True, "local"), (True, 4, False, "global")],
+)
+def test_loss_maps_open_clip_distributed_options(
+    distributed: bool, world: int, local_loss: bool, mode: str | None, caplog
+) -> None:
+    args = argparse.Namespace(
+        distributed=distributed, world_size=world, local_loss=local_loss, gather_with_grad=False
+    )
+    with caplog.at_level("INFO", logger="relaxclip.open_clip_train"):
+        loss = roc.make_loss(args, 0.6)
+    assert isinstance(loss, RelaxedContrastiveLoss) and loss.threshold == 0.6
+    assert loss.distributed is distributed
+    if mode is not None:
+        assert loss.distributed_mode == mode
+        assert "--gather-with-grad is off" in caplog.text  # said, not silently changed
+    else:
+        assert "--gather-with-grad" not in caplog.text
+
+
+# ---------------------------------------------------------------------------------- data
+def test_report_csv_rows_without_a_sentence_are_named(tmp_path: Path) -> None:
+    csv = tmp_path / "bad.csv"
+    csv.write_text("filepath\treport\na.png\tFINDINGS: Clear lungs.\nb.png\tIMPRESSION: \n")
+    sampler = SentenceSampler(num_sentences=1)
+    with pytest.raises(ValueError, match=r"bad\.csv: data row 1 \(image 'b\.png'\)"):
+        roc.ReportCsvDataset(csv, lambda im: im, "filepath", "report", validator=sampler)
+    with pytest.raises(KeyError, match="no column 'caption'"):
+        roc.ReportCsvDataset(csv, lambda im: im, "filepath", "caption")
+
+
+def test_collate_follows_the_shared_epoch_in_dataloader_workers() -> None:
+    """Per-epoch randomness through open_clip's SharedEpoch, with 2 (non-persistent) workers
+    and shuffle off: the sampled sentences change between epochs although the sampler object in
+    the main process never sees set_epoch."""
+    from torch.utils.data import DataLoader
+
+    reports = [" ".join(f"Sentence {i} number {j}." for j in range(6)) for i in range(32)]
+    data = [{"image": torch.zeros(1), "report": r} for r in reports]
+    tokenizer = lambda texts: torch.tensor([[zlib.crc32(t.encode())] for t in texts])  # noqa: E731
+    shared = open_clip_train.data.SharedEpoch(0)
+    collate = roc.OpenClipReportCollate(SentenceSampler(tokenizer=tokenizer, seed=3), shared)
+    loader = DataLoader(data, batch_size=8, num_workers=2, collate_fn=collate)
+
+    def epoch(e: int) -> list[int]:
+        shared.set_value(e)
+        return [int(v) for _, tokens in loader for v in tokens[:, 0]]
+
+    e0, e0_again, e1 = epoch(0), epoch(0), epoch(1)
+    assert e0 == e0_again  # reproducible per epoch
+    assert e0 != e1  # and different across epochs
+    assert collate.sampler.epoch == 0  # the main-process copy was never told
+
+
+# ---------------------------------------------------------------------------------- training
+@needs_shared(*NIH_PNGS, OPENI)
+def test_trains_with_relaxed_loss_and_sampling_then_resumes(
+    report_csv: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch, clean_logging
+) -> None:
+    spy = _Spy(monkeypatch)
+    theta = 0.0  # a random tiny model has positive cosines around 0: about half are relaxed
+    relax = ["--relax-threshold", str(theta), "--sentence-sampling"]
+    args = _train_args(report_csv, tiny_model_dir, tmp_path, "run", epochs=2)
+    assert roc.main([*relax, *args, "--val-data", str(report_csv)]) == 0
+
+    steps = N_ROWS // BATCH
+    # -- the loss open_clip's trainer called is relaxclip's, with θ, called as the trainer does
+    assert len(spy.losses) == 2 * steps
+    for call in spy.losses:
+        assert call["module"].threshold == theta and call["module"].distributed is False
+        assert call["kwargs"] == ["image_features", "logit_scale", "output_dict", "text_features"]
+        x, y, t = call["inputs"]
+        ours = call["out"]["contrastive_loss"]
+        torch.testing.assert_close(ours, relaxed_contrastive_loss(x, y, t, threshold=theta))
+    relaxed_steps = 0
+    for call in spy.losses:
+        x, y, t = call["inputs"]
+        plain = relaxed_contrastive_loss(x, y, t, threshold=None)
+        if bool(((x * y).sum(1) > theta).any()):  # some positive relaxed: value differs
+            relaxed_steps += 1
+            assert not torch.allclose(call["out"]["contrastive_loss"], plain)
+    assert relaxed_steps > 0
+    # open_clip logged exactly these values (its loss meter saw our loss)
+    logged = _logged_losses(tmp_path / "run" / "out.log")
+    ours = [float(c["out"]["contrastive_loss"]) for c in spy.losses]
+    assert logged == pytest.approx(ours, rel=1e-4, abs=1e-4)
+
+    # -- sampled captions: one sentence of each report, different across epochs
+    train_batches = [b for b in spy.batches if b["train"]]
+    assert [b["epoch"] for b in train_batches] == [0] * steps + [1] * steps
+    per_epoch: list[dict[str, str]] = [{}, {}]
+    for b in train_batches:
+        for report, text in zip(b["reports"], b["texts"], strict=True):
+            assert text in b["sampler"].candidates(report)  # a sentence of this report
+            per_epoch[b["epoch"]][report] = text
+    assert len(per_epoch[0]) == len(per_epoch[1]) == N_ROWS  # drop_last: 16 = 4 x 4
+    changed = sum(per_epoch[0][r] != per_epoch[1][r] for r in per_epoch[0])
+    assert changed >= N_ROWS // 4, f"only {changed} of {N_ROWS} captions changed across epochs"
+    print(f"\n{changed} of {N_ROWS} captions changed; epoch 0 / epoch 1 captions of 3 reports:")
+    for r in list(per_epoch[0])[:3]:
+        print(f"  {per_epoch[0][r]!r}\n  {per_epoch[1][r]!r}")
+    print("losses:", [round(v, 4) for v in ours])
+
+    # -- validation (open_clip's evaluate after each epoch): every sentence, deterministic
+    val_batches = [b for b in spy.batches if not b["train"]]
+    assert len(val_batches) == 2 * math.ceil(N_ROWS / BATCH)
+    for b in val_batches:
+        for report, text in zip(b["reports"], b["texts"], strict=True):
+            assert text == " ".join(b["sampler"].candidates(report))
+    assert "val_loss" in (tmp_path / "run" / "out.log").read_text()
+
+    # -- checkpoints written
+    ckpt = tmp_path / "run" / "checkpoints"
+    for e in (1, 2):
+        state = torch.load(ckpt / f"epoch_{e}.pt", map_location="cpu", weights_only=False)
+        assert state["epoch"] == e
+        steps_done = {int(s["step"]) for s in state["optimizer"]["state"].values()}
+        assert steps_done == {e * steps}
+
+    # -- resume: a 3-epoch run of the same experiment continues from epoch_2.pt
+    spy.losses.clear()
+    spy.batches.clear()
+    args3 = _train_args(report_csv, tiny_model_dir, tmp_path, "run", epochs=3)
+    assert roc.main([*relax, *args3, "--resume", "latest"]) == 0
+    assert "=> resuming checkpoint" in (tmp_path / "run" / "out.log").read_text()
+    assert len(spy.losses) == steps  # only the third epoch ran
+    assert {b["epoch"] for b in spy.batches if b["train"]} == {2}
+    state = torch.load(ckpt / "epoch_3.pt", map_location="cpu", weights_only=False)
+    # the optimizer continued from epoch 2's state (AdamW step counters)
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {3 * steps}
+    print("resumed losses (epoch 3):", [round(float(c["out"]["contrastive_loss"]), 4)
+                                        for c in spy.losses])  # fmt: skip
+
+
+@needs_shared(*NIH_PNGS, OPENI)
+def test_plain_clip_without_sampling_uses_open_clips_csv_dataset(
+    report_csv: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch, clean_logging
+) -> None:
+    """No relaxclip flags: open_clip's own CsvDataset (whole caption), relaxclip's loss with
+    threshold None (= ClipLoss)."""
+    spy = _Spy(monkeypatch)
+    args = _train_args(report_csv, tiny_model_dir, tmp_path, "plain", epochs=1)
+    assert roc.main(args) == 0
+    assert spy.batches == []  # open_clip's CsvDataset tokenised in __getitem__
+    assert len(spy.losses) == N_ROWS // BATCH
+    from open_clip.loss import ClipLoss
+
+    for call in spy.losses:
+        assert call["module"].threshold is None
+        x, y, t = call["inputs"]
+        torch.testing.assert_close(call["out"]["contrastive_loss"], ClipLoss()(x, y, t))
+
+
+# ---------------------------------------------------------------------------------- torchrun
+_DRIVER = textwrap.dedent(
+    """
+    import json, os, sys
+    import torch
+    from relaxclip.integrations import open_clip_train as roc
+    from relaxclip.loss import RelaxedContrastiveLoss
+
+    forward = RelaxedContrastiveLoss.forward
+    calls = []
+
+    def spy(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        calls.append({
+            "mode": self.distributed_mode, "distributed": self.distributed,
+            "image": kwargs["image_features"].detach().tolist(),
+            "text": kwargs["text_features"].detach().tolist(),
+            "scale": float(kwargs["logit_scale"]),
+            "loss": float(out["contrastive_loss"]),
+        })
+        return out
+
+    RelaxedContrastiveLoss.forward = spy
+
+    # open_clip's trainer wraps the model as DDP(model, device_ids=[device]), which torch rejects
+    # for CPU modules; this test-only shim drops device_ids on CPU so that gloo on CPU can run.
+    DDP = torch.nn.parallel.DistributedDataParallel
+
+    class CpuDDP(DDP):
+        def __init__(self, module, device_ids=None, **kwargs):
+            if device_ids and all(torch.device(d).type == "cpu" for d in device_ids):
+                device_ids = None
+            super().__init__(module, device_ids=device_ids, **kwargs)
+
+    torch.nn.parallel.DistributedDataParallel = CpuDDP
+    status = roc.main(sys.argv[1:])
+    with open(os.path.join(os.environ["SPY_DIR"], f"rank{os.environ['RANK']}.json"), "w") as f:
+        json.dump({"status": status, "calls": calls}, f)
+    """
+)
+
+
+@needs_shared(*NIH_PNGS, OPENI)
+def test_torchrun_two_ranks_train_on_the_global_batch(
+    report_csv: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """torchrun --nproc_per_node=2 (gloo, CPU): both ranks run relaxclip's loss in local mode;
+    at every step the mean of the two ranks' losses is the loss of the global batch (both
+    ranks' features concatenated)."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(_DRIVER)
+    theta = 0.0
+    args = _train_args(report_csv, tiny_model_dir, tmp_path / "logs", "ddp", epochs=2)
+    env = {**os.environ, "SPY_DIR": str(tmp_path), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    # "--": torchrun would otherwise read open_clip's --logs as an abbreviation of its --logs-specs
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node=2", "--", str(driver), "--relax-threshold", str(theta),
+           "--sentence-sampling", "--local-loss", "--gather-with-grad", *args]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    steps = N_ROWS // (2 * BATCH)  # DistributedSampler: 8 rows per rank
+    for r in ranks:
+        assert r["status"] == 0
+        assert len(r["calls"]) == 2 * steps
+        assert all(c["distributed"] and c["mode"] == "local" for c in r["calls"])
+    for c0, c1 in zip(ranks[0]["calls"], ranks[1]["calls"], strict=True):
+        x = torch.tensor(c0["image"] + c1["image"], dtype=torch.float32)
+        y = torch.tensor(c0["text"] + c1["text"], dtype=torch.float32)
+        assert x.shape == (2 * BATCH, TINY_MODEL_CFG["embed_dim"])
+        assert c0["scale"] == c1["scale"]
+        global_loss = float(relaxed_contrastive_loss(x, y, c0["scale"], threshold=theta))
+        assert (c0["loss"] + c1["loss"]) / 2 == pytest.approx(global_loss, rel=1e-5)
+        assert c0["loss"] != c1["loss"]  # each rank computed its own rows
+    assert (tmp_path / "logs" / "ddp" / "checkpoints" / "epoch_2.pt").is_file()
+    print("\nrank 0 losses:", [round(c["loss"], 4) for c in ranks[0]["calls"]])
+    print("rank 1 losses:", [round(c["loss"], 4) for c in ranks[1]["calls"]])
+    assert math.isfinite(ranks[0]["calls"][-1]["loss"])
