@@ -120,6 +120,14 @@ step_examples() {
         (cd "$out" && "${EXAMPLE_VENV[$py]}/bin/python" "$ROOT/examples/$py" --tiny --output-dir "$out/${py%.py}")
         log "examples/$py --tiny finished in $((SECONDS - t0)) s"
     done
+    # the real-data example's torchrun mode: 2 CPU processes (gloo), DDP + the global-batch loss
+    t0=$SECONDS
+    log "running torchrun --nproc_per_node=2 examples/clip_open_clip.py --tiny --steps 40"
+    (cd "$out" && OMP_NUM_THREADS=1 "$INT/bin/torchrun" --nproc_per_node=2 \
+        "$ROOT/examples/clip_open_clip.py" --tiny --steps 40 --output-dir "$out/ddp")
+    "$INT/bin/python" -c 'import json, sys; r = json.load(open(sys.argv[1])); assert r["world_size"] == 2, r' \
+        "$out/ddp/result.json"
+    log "torchrun examples/clip_open_clip.py --tiny finished in $((SECONDS - t0)) s"
     rm -rf "$out"
 }
 
