@@ -9,7 +9,9 @@ Measured in this process, best of ``--repeats`` passes over all 3,955 reports in
 
 1. ``no tokenizer``: reports/s of the collate on ``{"report": {"findings", "impression"}}``
    samples (text only, ``image_key=None``), and on ``{"report": "FINDINGS: ...\\nIMPRESSION: ..."}``
-   strings; also with a small image tensor per sample (stacking included) for information.
+   strings; also with a small image tensor per sample (stacking included), with
+   ``group_key="text_group"`` (stable text-group ids), and the ``SentencePool`` lookup alone (the
+   cached candidates, no sampling or collating), for information.
 2. ``fast HF tokenizer`` (needs ``transformers`` + ``tokenizers``): a WordPiece tokenizer trained
    in-process on the report text, wrapped in ``transformers.PreTrainedTokenizerFast``. Compares the
    collate with the tokenizer to calling the tokenizer alone on the very same sampled texts
@@ -34,6 +36,7 @@ import torch
 
 from relaxclip.data.openi import read_openi_reports
 from relaxclip.sampling import SentenceSampler
+from relaxclip.sentence_pool import SentencePool
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "iu_xray" / "NLMCXR_reports.tgz"
 
@@ -122,6 +125,14 @@ def main() -> None:
     print(
         f"no tokenizer, + 3x16x16 image: {rate(SentenceSampler(**kw), img_samples):12,.0f} reports/s"
     )
+    grouped = SentenceSampler(image_key=None, group_key="text_group", **kw)
+    print(f"no tokenizer, + group_key    : {rate(grouped, dict_samples):12,.0f} reports/s")
+    pool = SentencePool()
+    reports = [s["report"] for s in dict_samples]
+    for r in reports:  # warm-up
+        pool.candidates(r)
+    t_pool = _best(lambda: [pool.candidates(r) for r in reports], args.repeats)
+    print(f"SentencePool lookup alone    : {n / t_pool:12,.0f} reports/s (warm cache)")
 
     try:
         tok = _hf_tokenizer([f"{r['findings']} {r['impression']}" for r in records])

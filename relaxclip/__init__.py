@@ -25,7 +25,8 @@ from relaxclip.metrics import (
     select_thresholds,
 )
 from relaxclip.models import TinyCLIP, WordTokenizer
-from relaxclip.sampling import SentenceSampler
+from relaxclip.sampling import SentenceSampler, sample_sentences, text_group_ids
+from relaxclip.sentence_pool import SentencePool
 from relaxclip.sentences import parse_report_sections, split_sentences
 from relaxclip.zeroshot import (
     NoFindingTemplateWarning,
@@ -45,6 +46,7 @@ __all__ = [
     "DISTRIBUTED_MODES",
     "NoFindingTemplateWarning",
     "RelaxedContrastiveLoss",
+    "SentencePool",
     "SentenceSampler",
     "ThresholdResult",
     "TinyCLIP",
@@ -68,6 +70,8 @@ __all__ = [
     "plot_roc",
     "relaxed_contrastive_loss",
     "roc_curve",
+    "sample_sentences",
     "select_thresholds",
     "split_sentences",
+    "text_group_ids",
 ]

@@ -15,15 +15,25 @@ Conventions
   functions (``auroc``, ``mcc``, ``f1``, ``best_threshold``) always raise on NaN.
 * Uncertain labels (CheXpert's ``-1``) are rejected: map them first (see the dataset readers'
   ``uncertainty=`` policy).
-* ``y_score`` must be finite. Nothing is dropped, reordered or truncated silently.
+* ``y_score`` must be finite. Integer scores are compared exactly: int64/uint64 values
+  beyond 2**53 (where float64 would merge neighbours into ties) are ranked as integers.
+* Inputs may be anything ``numpy.asarray`` takes, and torch tensors of any dtype and device,
+  with or without ``requires_grad``: a tensor is detached, moved to the CPU and, if it is a
+  floating tensor (bf16 and fp16 included), converted exactly to float64. Metrics are never
+  differentiable.
+* Empty inputs raise (as scikit-learn does). Nothing is dropped, reordered or truncated
+  silently.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import operator
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -53,8 +63,33 @@ __all__ = [
 # --------------------------------------------------------------------------- validation
 
 
+#: float64 represents every integer up to this magnitude exactly.
+_EXACT_INT = 2**53
+
+
+def _to_array(y: Any, name: str) -> np.ndarray:
+    """``numpy.asarray(y)``; a torch tensor is detached, moved to the CPU and, when floating
+    (bf16 / fp16 / fp32 / fp64 / fp8), converted to float64 (exact), so ``requires_grad``,
+    CUDA and bf16 tensors are all accepted. torch is looked up in ``sys.modules`` only: this
+    module never imports it."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(y, torch.Tensor):
+        t = y.detach()
+        if t.is_complex():
+            raise TypeError(f"{name}: complex tensors are not supported, got {t.dtype}")
+        if t.device.type == "meta":
+            raise ValueError(f"{name}: a meta tensor has no values")
+        t = t.cpu()
+        if t.is_sparse or t.layout != torch.strided:
+            t = t.to_dense()
+        if t.is_floating_point():
+            t = t.double()
+        return np.asarray(t.numpy())
+    return np.asarray(y)
+
+
 def _as_binary_1d(y: ArrayLike, name: str, *, allow_nan: bool = False) -> NDArray[np.float64]:
-    arr = np.asarray(y)
+    arr = _to_array(y, name)
     if arr.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array, got shape {arr.shape}")
     return _check_binary_values(arr, name, allow_nan=allow_nan)
@@ -86,24 +121,62 @@ def _check_binary_values(arr: np.ndarray, name: str, *, allow_nan: bool) -> NDAr
     return out
 
 
-def _as_score_1d(y: ArrayLike, name: str) -> NDArray[np.float64]:
-    arr = np.asarray(y)
+def _as_score_1d(y: ArrayLike, name: str) -> NDArray[Any]:
+    arr = _to_array(y, name)
     if arr.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array, got shape {arr.shape}")
     return _check_scores(arr, name)
 
 
-def _check_scores(arr: np.ndarray, name: str) -> NDArray[np.float64]:
+def _check_scores(arr: np.ndarray, name: str) -> NDArray[Any]:
+    """float64 scores, or the integer array itself when an int/uint value lies beyond
+    ``2**53`` (float64 would round neighbouring values into ties there)."""
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
     ):
         raise TypeError(f"{name}: expected real numeric scores, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name}: complex scores are not supported")
+    if (
+        arr.dtype.kind in "iu"
+        and arr.size
+        and (int(arr.max()) > _EXACT_INT or int(arr.min()) < -_EXACT_INT)
+    ):
+        return arr
     out = arr.astype(np.float64)
-    if not np.isfinite(out).all():
-        raise ValueError(f"{name}: scores must be finite (found NaN or inf)")
+    finite = np.isfinite(out)
+    if not finite.all():
+        n_nan = int(np.isnan(out).sum())
+        raise ValueError(
+            f"{name}: scores must be finite, found {n_nan} NaN and "
+            f"{int((~finite).sum()) - n_nan} inf value(s) (first at index "
+            f"{np.argwhere(~finite)[0].tolist()})"
+        )
     return out
+
+
+def _label_names(labels: Any, k: int) -> tuple[str, ...]:
+    if labels is None:
+        return tuple(f"label_{i}" for i in range(k))
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1:
+            raise ValueError(f"labels: expected a 1-D array of K names, got shape {labels.shape}")
+        labels = labels.tolist()  # numpy str_ -> str
+    if isinstance(labels, str) or not isinstance(labels, Sequence):
+        raise TypeError(f"labels: expected a sequence of K names, got {type(labels).__name__}")
+    names = tuple(labels)
+    if len(names) != k:
+        raise ValueError(f"labels: expected {k} names (one per column), got {len(names)}")
+    if len(set(names)) != k:
+        raise ValueError(f"labels: names must be unique, got {list(names)}")
+    return names
+
+
+def _positive_int(value: Any, name: str) -> int:
+    """``value`` as an int >= 1; numpy integers are accepted, bool and floats are not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return operator.index(value)
 
 
 def _same_length(a: np.ndarray, b: np.ndarray, na: str, nb: str) -> None:
@@ -114,30 +187,21 @@ def _same_length(a: np.ndarray, b: np.ndarray, na: str, nb: str) -> None:
 
 
 def _as_2d_pair(
-    y_true: ArrayLike, y_score: ArrayLike, labels: Sequence[str] | None
-) -> tuple[NDArray[np.float64], NDArray[np.float64], tuple[str, ...]]:
-    t = np.asarray(y_true)
-    s = np.asarray(y_score)
+    y_true: ArrayLike, y_score: ArrayLike, labels: Sequence[str] | NDArray[Any] | None
+) -> tuple[NDArray[np.float64], NDArray[Any], tuple[str, ...]]:
+    t = _to_array(y_true, "y_true")
+    s = _to_array(y_score, "y_score")
     if t.ndim != 2:
         raise ValueError(
             f"y_true: expected shape (N, K), got {t.shape} (reshape 1-D input to (N, 1))"
         )
     if s.shape != t.shape:
         raise ValueError(f"y_score: expected the shape of y_true {t.shape}, got {s.shape}")
+    if t.shape[1] == 0:
+        raise ValueError(f"y_true: expected at least one label column, got shape {t.shape}")
     tf = _check_binary_values(t, "y_true", allow_nan=True)
     sf = _check_scores(s, "y_score")
-    k = t.shape[1]
-    if labels is None:
-        names = tuple(f"label_{i}" for i in range(k))
-    else:
-        if isinstance(labels, str) or not isinstance(labels, Sequence):
-            raise TypeError(f"labels: expected a sequence of K names, got {type(labels).__name__}")
-        names = tuple(labels)
-        if len(names) != k:
-            raise ValueError(f"labels: expected {k} names (one per column), got {len(names)}")
-        if len(set(names)) != k:
-            raise ValueError(f"labels: names must be unique, got {list(names)}")
-    return tf, sf, names
+    return tf, sf, _label_names(labels, t.shape[1])
 
 
 def _check_nan_policy(nan_policy: str, y_true: np.ndarray) -> None:
@@ -179,8 +243,11 @@ class _Levels:
     starts: NDArray[np.intp]
 
     @classmethod
-    def of(cls, score: NDArray[np.float64]) -> _Levels:
+    def of(cls, score: NDArray[Any], *, descending: bool = False) -> _Levels:
+        """Levels in ascending (or ``descending``) score order; exact for integer scores."""
         order = np.argsort(score, kind="stable")
+        if descending:
+            order = order[::-1]
         s = score[order]
         starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if s.size else np.zeros(0, np.intp)
         return cls(order=order, starts=starts)
@@ -280,7 +347,7 @@ class AUROCResult:
 def macro_auroc(
     y_true: ArrayLike,
     y_score: ArrayLike,
-    labels: Sequence[str] | None = None,
+    labels: Sequence[str] | NDArray[Any] | None = None,
     *,
     nan_policy: NanPolicy = "omit",
 ) -> AUROCResult:
@@ -362,10 +429,9 @@ def bootstrap_indices(
     generator ``numpy.random.default_rng(SeedSequence(seed).spawn(n_bootstrap)[b])``, so any
     slice ``[start, stop)`` is reproducible on its own.
     """
-    if n_units < 1:
-        raise ValueError(f"n_units: expected >= 1, got {n_units}")
-    if n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap: expected >= 1, got {n_bootstrap}")
+    n_units = _positive_int(n_units, "n_units")
+    n_bootstrap = _positive_int(n_bootstrap, "n_bootstrap")
+    seed = _seed(seed)
     stop = n_bootstrap if stop is None else stop
     if not 0 <= start <= stop <= n_bootstrap:
         raise ValueError(
@@ -376,6 +442,29 @@ def bootstrap_indices(
     for i, child in enumerate(children):
         out[i] = np.random.default_rng(child).integers(0, n_units, size=n_units)
     return out
+
+
+def _seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    return operator.index(seed)
+
+
+def _check_group_ids(g: np.ndarray) -> None:
+    """Study ids must all be present: NaN / None would merge unrelated rows into one group."""
+    if g.dtype.kind == "f":
+        bad = np.flatnonzero(np.isnan(g))
+    elif g.dtype == object:
+        bad = np.flatnonzero(
+            [v is None or (isinstance(v, float) and math.isnan(v)) for v in g.tolist()]
+        )
+    else:
+        return
+    if bad.size:
+        raise ValueError(
+            f"groups: {bad.size} row(s) have no study id (NaN or None at rows "
+            f"{bad[:5].tolist()}); expected one id per row"
+        )
 
 
 def _interval(values: NDArray[np.float64], confidence: float) -> ConfidenceInterval:
@@ -390,7 +479,7 @@ def _interval(values: NDArray[np.float64], confidence: float) -> ConfidenceInter
 def bootstrap_auroc(
     y_true: ArrayLike,
     y_score: ArrayLike,
-    labels: Sequence[str] | None = None,
+    labels: Sequence[str] | NDArray[Any] | None = None,
     *,
     n_bootstrap: int = 1000,
     seed: int = 0,
@@ -411,8 +500,8 @@ def bootstrap_auroc(
     """
     t, s, names = _as_2d_pair(y_true, y_score, labels)
     _check_nan_policy(nan_policy, t)
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap: expected a positive int, got {n_bootstrap!r}")
+    n_bootstrap = _positive_int(n_bootstrap, "n_bootstrap")
+    seed = _seed(seed)
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence: expected a value in (0, 1), got {confidence}")
     n = t.shape[0]
@@ -422,9 +511,10 @@ def bootstrap_auroc(
         unit_of_row = np.arange(n)
         n_units = n
     else:
-        g = np.asarray(groups)
+        g = _to_array(groups, "groups")
         if g.shape != (n,):
             raise ValueError(f"groups: expected shape ({n},) (one study id per row), got {g.shape}")
+        _check_group_ids(g)
         _, unit_of_row = np.unique(g, return_inverse=True)
         unit_of_row = unit_of_row.reshape(-1)
         n_units = int(unit_of_row.max()) + 1
@@ -484,6 +574,8 @@ def _confusion(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[int, int, int, int
     t = _as_binary_1d(y_true, "y_true")
     p = _as_binary_1d(y_pred, "y_pred")
     _same_length(t, p, "y_true", "y_pred")
+    if t.size == 0:
+        raise ValueError("y_true: empty; expected at least one sample (as scikit-learn)")
     tb, pb = t == 1.0, p == 1.0
     tp = int(np.count_nonzero(tb & pb))
     fp = int(np.count_nonzero(~tb & pb))
@@ -535,12 +627,34 @@ class ThresholdResult:
     metric: str
 
 
-def binarize(y_score: ArrayLike, threshold: float) -> NDArray[np.int64]:
-    """0/1 predictions ``(score >= threshold)`` as int64, same shape as ``y_score``."""
-    s = np.asarray(y_score, dtype=np.float64)
+def _check_threshold(threshold: Any, name: str) -> float:
+    if isinstance(threshold, ThresholdResult):
+        threshold = threshold.threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(
+            f"{name}: expected a real number (or a ThresholdResult), got {type(threshold).__name__}"
+        )
+    if isinstance(threshold, numbers.Integral):
+        return operator.index(threshold)  # an exact int stays exact
     if math.isnan(threshold):
-        raise ValueError("threshold: must not be NaN")
-    return (s >= threshold).astype(np.int64)
+        raise ValueError(f"{name}: must not be NaN")
+    return float(threshold)
+
+
+def binarize(y_score: ArrayLike, threshold: float) -> NDArray[np.int64]:
+    """0/1 predictions ``(score >= threshold)`` as int64, same shape as ``y_score``.
+
+    ``y_score`` must be finite (NaN raises: it is neither above nor below a threshold).
+    ``threshold``: a real number (±inf allowed) or a ``ThresholdResult``; None or NaN raise.
+    Integer scores are compared exactly (an int threshold as is, a float one as its ceiling).
+    """
+    thr = _check_threshold(threshold, "threshold")
+    s = _check_scores(_to_array(y_score, "y_score"), "y_score")
+    if s.dtype.kind in "iu" and isinstance(thr, float):
+        if math.isinf(thr):
+            return np.full(s.shape, int(thr < 0), dtype=np.int64)
+        thr = math.ceil(thr)  # exact: an integer s >= t  <=>  s >= ceil(t)
+    return (s >= thr).astype(np.int64)
 
 
 def best_threshold(
@@ -551,7 +665,9 @@ def best_threshold(
     Fit it on a validation split and apply it on the test split (the radiologist comparison
     of CheXzero / the paper). Candidates are every distinct score value plus ``+inf``
     (predict all negative); all are evaluated exactly, in one pass over the sorted scores.
-    Ties in the metric go to the *largest* threshold.
+    Ties in the metric go to the *largest* threshold. ``y_true`` must hold both classes
+    (``ValueError`` otherwise, as ``select_thresholds``). For integer scores beyond 2**53 the
+    threshold is returned as the exact Python ``int`` score value.
     """
     if metric not in ("mcc", "f1"):
         raise ValueError(f"metric: expected 'mcc' or 'f1', got {metric!r}")
@@ -560,7 +676,14 @@ def best_threshold(
     _same_length(t, s, "y_true", "y_score")
     if t.size == 0:
         raise ValueError("y_true: empty")
-    lv = _Levels.of(-s)  # descending scores
+    n_pos_int = int(t.sum())
+    if n_pos_int in (0, t.size):
+        raise ValueError(
+            f"best_threshold: y_true has a single class ({t.size} rows, {n_pos_int} positive); "
+            "a threshold fitted on it is meaningless (MCC is 0 and F1 constant for every "
+            "threshold)"
+        )
+    lv = _Levels.of(s, descending=True)
     pos_at = lv.counts(t.astype(np.int64))
     all_at = lv.counts(np.ones(t.size, dtype=np.int64))
     # Candidate j (0 = +inf, then each level descending) predicts the first j levels positive.
@@ -577,14 +700,15 @@ def best_threshold(
         den = 2 * tp + fp + fn
         values = np.divide(2 * tp, den, out=np.zeros_like(den), where=den > 0)
     j = int(np.argmax(values))
-    thr = math.inf if j == 0 else float(s[lv.order[lv.starts[j - 1]]])
+    best = s[lv.order[lv.starts[j - 1]]] if j else None
+    thr = math.inf if best is None else (int(best) if s.dtype.kind in "iu" else float(best))
     return ThresholdResult(threshold=thr, value=float(values[j]), metric=metric)
 
 
 def select_thresholds(
     y_true: ArrayLike,
     y_score: ArrayLike,
-    labels: Sequence[str] | None = None,
+    labels: Sequence[str] | NDArray[Any] | None = None,
     *,
     metric: ThresholdMetric = "mcc",
     nan_policy: NanPolicy = "omit",
@@ -610,14 +734,15 @@ def evaluate_thresholds(
     y_true: ArrayLike,
     y_score: ArrayLike,
     thresholds: Mapping[str, float | ThresholdResult],
-    labels: Sequence[str] | None = None,
+    labels: Sequence[str] | NDArray[Any] | None = None,
     *,
     nan_policy: NanPolicy = "omit",
 ) -> dict[str, dict[str, float]]:
     """MCC and F1 per label of ``(N, K)`` test scores binarised with fitted thresholds.
 
     Returns ``{label: {"mcc": ..., "f1": ..., "threshold": ..., "n": rows used}}``;
-    ``thresholds`` must hold every label.
+    ``thresholds`` must hold every label, each a real number or a ``ThresholdResult``
+    (None or NaN raise, naming the label).
     """
     t, s, names = _as_2d_pair(y_true, y_score, labels)
     _check_nan_policy(nan_policy, t)
@@ -626,8 +751,7 @@ def evaluate_thresholds(
         raise ValueError(f"thresholds: no threshold for labels {missing}")
     out: dict[str, dict[str, float]] = {}
     for k, name in enumerate(names):
-        th = thresholds[name]
-        thr = th.threshold if isinstance(th, ThresholdResult) else float(th)
+        thr = _check_threshold(thresholds[name], f"thresholds[{name!r}]")
         keep = ~np.isnan(t[:, k])
         pred = binarize(s[keep, k], thr)
         out[name] = {

@@ -1,27 +1,217 @@
 """Random sentence sampling from radiology reports, as a DataLoader ``collate_fn``.
 
 At every training step each report is represented by a few of its sentences drawn at random
-(Jang et al., arXiv 2212.07050) instead of the whole report. :class:`SentenceSampler` does this in
-the collate function so that the dataset stays a plain list of ``{"image", "report"}`` records.
+(Jang et al., arXiv 2212.07050) instead of the whole report. Three pieces:
+
+* :class:`~relaxclip.sentence_pool.SentencePool` (module ``relaxclip.sentence_pool``): the
+  candidate sentences of a report (sections, fallback chain, splitting, bounded cache);
+* :func:`sample_sentences`: draws the text of each sample from its candidates with a given
+  :class:`random.Random`;
+* :class:`SentenceSampler`: the thin collate callable passed to ``DataLoader`` (unpacks samples,
+  owns the per-epoch random stream, collates images and other fields, tokenizes).
+
+:func:`text_group_ids` gives the stable text-group ids that ``SentenceSampler(group_key=...)`` adds
+to a batch (equal ids for texts equal after :func:`group_text` normalisation).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import logging
 import math
+import numbers
 import random
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-from torch.utils.data import get_worker_info
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import default_collate, get_worker_info
 
-from relaxclip.sentences import PREAMBLE_KEY, parse_report_sections, split_sentences
+from relaxclip.sentence_pool import REPORT, ReportTypeError, SentencePool
+from relaxclip.sentences import INVISIBLE_MARKS
 
-__all__ = ["SentenceSampler"]
+__all__ = [
+    "SentenceSampler",
+    "group_text",
+    "sample_sentences",
+    "text_group_ids",
+]
+
+logger = logging.getLogger(__name__)
 
 NumSentences = int | float | tuple[int, int]
-Fallback = Literal["report"] | None
+OnEmpty = Literal["raise", "drop"]
+#: Sample (or report mapping) fields that name a sample in error messages and drop logs.
+DEFAULT_ID_KEYS = ("uid", "id", "study_id", "dicom_id", "idx", "index")
+_TEXT = "text"
+_DROPPED = "num_dropped"
+
+
+# ---------------------------------------------------------------------------- sampling function
+
+
+def sample_sentences(
+    candidates: Sequence[Sequence[str]],
+    rng: random.Random,
+    *,
+    num_sentences: NumSentences = 1,
+    keep_order: bool = True,
+    separator: str = " ",
+) -> list[str]:
+    """Draw the text of each sample from its candidate sentences.
+
+    For each ``candidates[i]`` (``n >= 1`` sentences) ``k`` sentences are drawn uniformly without
+    replacement and joined with ``separator``, in candidate order (drawn order with
+    ``keep_order=False``):
+
+    * ``num_sentences=int``: ``k = min(num_sentences, n)``;
+    * ``num_sentences=(lo, hi)``: ``k`` uniform on the integers ``lo..hi`` (inclusive), then
+      ``min(k, n)``;
+    * ``num_sentences=float f`` in ``(0, 1]``: ``k = max(1, ceil(f * n))``.
+
+    Args:
+        candidates: per sample, its non-empty sequence of candidate sentences.
+        rng: the random source (all draws, in sample order, come from it).
+        num_sentences: how many sentences per sample, as above (numpy integers accepted).
+        keep_order: join in candidate (report) order rather than drawn order.
+        separator: string placed between joined sentences.
+
+    Returns:
+        ``list[str]`` of ``len(candidates)`` texts, text ``i`` from ``candidates[i]``.
+
+    Raises:
+        ValueError: a sample has no candidate sentence, or ``num_sentences`` is out of range.
+        TypeError: ``num_sentences`` of the wrong type.
+    """
+    spec = _check_num_sentences(num_sentences, "sample_sentences")
+    if not all(candidates):
+        i = next(i for i, c in enumerate(candidates) if not c)
+        raise ValueError(f"sample_sentences: candidates[{i}] is empty")
+    if spec == 1 and type(spec) is int:  # the paper's setting: one sentence
+        randrange = rng.randrange
+        return [p[randrange(len(p))] for p in candidates]
+    return [_draw(p, spec, rng, keep_order, separator) for p in candidates]
+
+
+def _draw(
+    sentences: Sequence[str], spec: NumSentences, rng: random.Random, keep_order: bool, sep: str
+) -> str:
+    n = len(sentences)
+    if isinstance(spec, tuple):
+        k = rng.randint(spec[0], spec[1])
+    elif isinstance(spec, float):
+        k = max(1, math.ceil(spec * n))
+    else:
+        k = spec
+    k = min(k, n)
+    if k == 1:
+        return sentences[rng.randrange(n)]
+    if k == n and keep_order:
+        return sep.join(sentences)
+    idx = rng.sample(range(n), k)
+    if keep_order:
+        idx.sort()
+    return sep.join([sentences[i] for i in idx])
+
+
+def _check_num_sentences(spec: Any, owner: str) -> NumSentences:
+    if isinstance(spec, bool):
+        raise TypeError(f"{owner}: num_sentences must be an int, float or (lo, hi), not bool")
+    if isinstance(spec, numbers.Integral):
+        if spec < 1:
+            raise ValueError(f"{owner}: num_sentences must be >= 1, got {spec}")
+        return int(spec)
+    if isinstance(spec, numbers.Real):
+        value = float(spec)
+        if not (0.0 < value <= 1.0):
+            raise ValueError(f"{owner}: a fractional num_sentences must be in (0, 1], got {spec}")
+        return value
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        lo, hi = spec
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (lo, hi)):
+            raise TypeError(f"{owner}: num_sentences range must hold ints, got {spec!r}")
+        if not 1 <= lo <= hi:
+            raise ValueError(
+                f"{owner}: num_sentences range (lo, hi) needs 1 <= lo <= hi, got {spec!r}"
+            )
+        return (int(lo), int(hi))
+    raise TypeError(
+        f"{owner}: num_sentences must be an int >= 1, a float in (0, 1] or an inclusive "
+        f"(lo, hi) pair of ints, got {spec!r}"
+    )
+
+
+# ---------------------------------------------------------------------------- text groups
+
+_INVISIBLE_RE = re.compile(f"[{INVISIBLE_MARKS}]")
+
+
+def group_text(text: str) -> str:
+    """The normal form under which :func:`text_group_ids` compares texts.
+
+    In order: every invisible mark of :data:`~relaxclip.sentences.INVISIBLE_MARKS` (byte-order
+    mark, zero-width and bidirectional marks) is removed; case is folded (``str.casefold``); every
+    run of whitespace becomes one space and leading/trailing whitespace is removed; a trailing run
+    of ``. , ; : ! ?`` and whitespace is removed. So ``"No pneumothorax."``, ``"no  PNEUMOTHORAX"``
+    and ``"No pneumothorax !"`` are one group; ``"No pneumothorax, no effusion."`` and
+    ``"1. No pneumothorax."`` are other groups (inner and leading characters are kept).
+
+    Args:
+        text: one text.
+
+    Returns:
+        The normal form (a ``str``).
+
+    Raises:
+        TypeError: ``text`` is not a ``str``.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"group_text: text must be str, got {type(text).__name__}")
+    if not text.isascii():
+        text = _INVISIBLE_RE.sub("", text)
+    # after the join the only whitespace left is " ", so rstrip removes the trailing run
+    return " ".join(text.casefold().split()).rstrip(" .,;:!?")
+
+
+def text_group_ids(texts: Sequence[str]) -> torch.Tensor:
+    """Stable 63-bit ids of texts: equal ids exactly for texts equal after :func:`group_text`.
+
+    ``id = int.from_bytes(blake2b(group_text(t).encode("utf-8", "surrogatepass"), digest_size=8),
+    "big") >> 1``, a non-negative int64. The hash is not Python's salted ``hash``: the same text
+    gets the same id in every process, DataLoader worker, rank and run, so ids gathered across
+    ranks compare correctly. Two different normal forms share an id only by a hash collision, with
+    probability about ``n**2 / 2**64`` among ``n`` distinct texts (``2e-10`` for ``n = 65,536``):
+    negligible.
+
+    Args:
+        texts: the texts, e.g. a batch's sampled ``"text"`` list.
+
+    Returns:
+        ``LongTensor (len(texts),)`` on the CPU.
+
+    Raises:
+        TypeError: ``texts`` is a ``str`` or holds a non-``str``.
+    """
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(
+            f"text_group_ids: texts must be a sequence of str, got {type(texts).__name__}"
+        )
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text_group_ids: texts[{i}] must be str, got {type(text).__name__}")
+    return torch.tensor([_text_id(t) for t in texts], dtype=torch.int64)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _text_id(text: str) -> int:
+    """The 63-bit id of one text (pure, so cached per process: sampled sentences repeat)."""
+    data = group_text(text).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
+
+
+# ---------------------------------------------------------------------------- the collate callable
 
 
 class SentenceSampler:
@@ -32,75 +222,102 @@ class SentenceSampler:
         collate = SentenceSampler(tokenizer=open_clip.get_tokenizer("ViT-B-32"), seed=0)
         loader = DataLoader(dataset, batch_size=64, num_workers=4, collate_fn=collate)
         for epoch in range(n_epochs):
-            collate.set_epoch(epoch)
             for batch in loader:  # batch["image"], batch["text"], batch["tokens"]
                 ...
 
+    Args:
+        tokenizer: ``list[str] -> tensor or mapping of tensors`` callable, or ``None`` (no
+            tokens). A tensor (open_clip: ``LongTensor (B, context_length)``) is stored under
+            ``token_key``; a mapping (HF: ``input_ids``, ``attention_mask``...) is merged key by key.
+        num_sentences: sentences per sample in training mode: ``int >= 1``, inclusive ``(lo, hi)``
+            range, or fraction in ``(0, 1]`` (see :func:`sample_sentences`). Default ``1``, the
+            paper's setting. numpy integers are accepted.
+        sections: section names whose sentences are the candidates (default
+            ``("findings", "impression")``), or ``None`` for every section
+            (see :class:`~relaxclip.sentence_pool.SentencePool`).
+        text_key: sample key of the report (default ``"report"``); ``None``: the sample mapping
+            itself is the mapping of sections (needs explicit ``sections`` and no fallback).
+        image_key: sample key of the image (default ``"image"``), also its output key; ``None``
+            for text-only samples.
+        seed: base seed of the random stream (an int, numpy integers accepted), or ``None`` to
+            derive it from torch's default generator (see Randomness).
+        train: start in training mode (random sampling) or evaluation mode (every candidate
+            sentence, joined, deterministic).
+        keep_order: join drawn sentences in report order (default) or in drawn order.
+        separator: string between joined sentences (default ``" "``).
+        fallback: what to use when the chosen sections have no sentence: ``None`` (default,
+            nothing), ``"report"`` (every section of the report), or a chain of section names
+            optionally ending with ``"report"`` (e.g. ``("indication", "report")``), tried in order.
+        on_empty: what to do with a sample that still has no sentence: ``"raise"`` (default) a
+            ``ValueError`` naming the sample and the sections tried; ``"drop"`` removes it from the
+            batch together with its image and every other field, counts it in the output's
+            ``"num_dropped"`` (an ``int``, present in every batch with this option) and in
+            :attr:`num_dropped` (this process), and logs a warning naming it. A batch whose every
+            sample is empty raises (an empty batch cannot be collated).
+        cache_size: distinct reports whose candidate sentences are cached per process (oldest
+            evicted first; ``0`` disables). Not pickled: DataLoader workers start empty.
+        token_key: output key of a tensor returned by the tokenizer (default ``"tokens"``).
+        tokenizer_kwargs: keyword arguments of every tokenizer call. Default: tokenizers that look
+            like HF ones (they have ``model_input_names``) get ``padding=True, truncation=True,
+            return_tensors="pt"``, others nothing.
+        list_keys: sample keys returned as plain per-sample lists instead of through
+            ``default_collate`` (ragged metadata such as Open-I ``mesh``/``images``).
+        group_key: when given (e.g. ``"text_group"``; default ``None``, off), the output also holds
+            ``text_group_ids(batch["text"])`` under that key: an int64 ``(B,)`` tensor, equal ids
+            exactly for sampled texts equal after :func:`group_text` (case, whitespace and trailing
+            ``.,;:!?`` folded); stable across processes, workers and ranks. Pass it to the loss
+            (``groups=``) so identical sentences of other studies are not negatives.
+        id_keys: fields looked up (in the sample mapping, then in a mapping report) to name a
+            sample in errors and drop logs (default ``("uid", "id", "study_id", "dicom_id", "idx",
+            "index")``). A collate function never sees dataset indices: include one of these
+            fields in your samples to have it named; otherwise messages give the batch position.
+
     Input: a list of samples, each either a mapping (``sample[image_key]``, ``sample[text_key]``,
-    other keys) or an ``(image, report)`` pair (tuple/list of length 2).
+    other keys) or an ``(image, report)`` pair (tuple/list of length 2). The report is a ``str``
+    (sections parsed; a string without any recognised header is used whole) or a mapping of
+    section name to text (e.g. a record of :func:`~relaxclip.data.openi.read_openi_reports`);
+    candidates are the sentences of the chosen sections in report order (see
+    :class:`~relaxclip.sentence_pool.SentencePool`). Text entering here (reports, sections) loses
+    a leading byte-order mark or other invisible leading mark (see
+    :func:`~relaxclip.sentences.split_sentences`).
 
-    The report (``sample[text_key]``) is either
+    Output: a dict, in this order: ``image_key`` (``default_collate`` of the images: a stacked
+    ``(B, ...)`` tensor for tensors, batch order kept; absent when ``image_key=None``), ``"text"``
+    (``list[str]`` of length ``B``, the sampled text of sample ``i`` at position ``i``), the
+    tokenizer's outputs, ``group_key`` (if set), ``"num_dropped"`` (if ``on_empty="drop"``), then
+    every other key of the samples collated with ``default_collate`` (the report,
+    ``sample[text_key]``, is not copied), except ``list_keys``, given as plain lists. ``B`` is the
+    number of samples kept. Any two output keys that would coincide raise ``ValueError`` (at
+    construction for the fixed keys, e.g. ``image_key="text"``; at the call for sample keys and
+    tokenizer outputs): nothing is overwritten.
 
-    * a ``str``: parsed with :func:`~relaxclip.sentences.parse_report_sections`; the chosen
-      ``sections`` are used. A string with no recognised header at all (only
-      :data:`~relaxclip.sentences.PREAMBLE_KEY` text, e.g. a bare impression) is used whole, since
-      it has no sections to choose from;
-    * a mapping of section name to text (e.g. ``{"findings": ..., "impression": ...}``, as in a
-      record of :func:`~relaxclip.data.openi.read_openi_reports`): the chosen ``sections`` are used
-      directly (missing keys, ``None`` and blank values count as absent).
+    Randomness: each call draws from a fresh :class:`random.Random` whose seed string depends on:
 
-    With ``text_key=None`` the sample mapping itself is the mapping of sections (pass Open-I
-    records, with an ``image`` added, as they are).
+    * in a DataLoader worker, without :meth:`set_epoch`: ``(seed, worker seed, call index)``. The
+      worker seed (``get_worker_info().seed``) is new for every epoch's workers (torch draws it
+      from its default generator, or the DataLoader's ``generator``, each time an iterator is
+      created) and differs between workers, so epochs and workers draw differently with no user
+      action (plain loops, HF ``Trainer``), and a fixed ``torch.manual_seed`` + ``seed`` reproduces
+      a run. Persistent workers keep their seed but their call index keeps growing;
+    * after :meth:`set_epoch` (an explicit override), in a worker: ``(seed, epoch, worker id,
+      call index)``, independent of torch's generator (with ``seed=None`` the worker seed replaces
+      ``seed``). Call it with a new value every epoch: the same epoch number replays the same
+      draws in fresh workers. Persistent workers do not see later calls (their copy was taken
+      when they started), but their call index keeps growing, so epochs still differ;
+    * in the main process (``num_workers=0``): ``(seed, epoch, call index)``; the call index runs
+      on across calls (``set_epoch`` restarts it), so consecutive epochs differ. With
+      ``seed=None`` one value is drawn from torch's default generator at the first call.
 
-    The candidate sentences are those of the chosen sections, in report order (for a string, the
-    order in which the sections appear; for a mapping, the order of ``sections``, or the mapping's
-    order when ``sections=None``), each split with
-    :func:`~relaxclip.sentences.split_sentences`. Training mode draws ``k`` of the ``n`` candidate
-    sentences uniformly without replacement and joins them with ``separator`` in report order
-    (or in drawn order with ``keep_order=False``):
+    The call index counts calls in this process since construction or the last
+    :meth:`set_epoch`. Same seed, epoch and inputs in the same order give the same output, also
+    after pickling.
 
-    * ``num_sentences=int``: ``k = min(num_sentences, n)``;
-    * ``num_sentences=(lo, hi)``: ``k`` uniform on the integers ``lo..hi`` (inclusive), then
-      ``min(k, n)``;
-    * ``num_sentences=float f`` in ``(0, 1]``: ``k = max(1, ceil(f * n))``.
-
-    Evaluation mode (``train=False`` or :meth:`eval`) returns every candidate sentence joined by
-    ``separator``, deterministically (no randomness consumed).
-
-    Output: a dict with ``image_key`` (``default_collate`` of the images: a stacked ``(B, ...)``
-    tensor for tensors, batch order kept; absent when ``image_key=None``), ``text`` (``list[str]``
-    of length ``B``, the sampled text of sample ``i`` at position ``i``), the tokenizer's outputs
-    when a tokenizer is given, and every other key of the samples collated with
-    ``default_collate`` (the report itself, ``sample[text_key]``, is not copied), except the keys
-    in ``list_keys``, returned as plain lists of the per-sample values (use it for ragged metadata
-    such as Open-I ``mesh``/``images`` lists, which ``default_collate`` cannot batch). Tokenizer
-    outputs: a tensor (open_clip tokenizers: ``LongTensor (B, context_length)``) is stored under
-    ``token_key`` (``"tokens"``); a mapping (HF tokenizers: ``input_ids``, ``attention_mask``...) is
-    merged key by key. Tokenizers that look like HF ones (they have ``model_input_names``) are
-    called as ``tokenizer(texts, padding=True, truncation=True, return_tensors="pt")`` unless
-    ``tokenizer_kwargs`` is given; others are called as ``tokenizer(texts, **tokenizer_kwargs)``.
-
-    Randomness: each call draws from a :class:`random.Random` seeded with
-    ``(seed, epoch, worker id, call index)`` (the call index counts calls since construction or
-    the last :meth:`set_epoch`, per process). Same seed, epoch and inputs in the same order give the
-    same output; DataLoader workers (each holding its own copy) draw different samples; epochs
-    differ after :meth:`set_epoch`. With ``seed=None`` the base seed is the worker's seed
-    (``get_worker_info().seed``) inside a worker, and one value drawn from torch's default generator
-    in the main process, so ``torch.manual_seed`` makes runs reproducible. With
-    ``persistent_workers=True`` the worker copies do not see later :meth:`set_epoch` calls; their
-    call index keeps growing, so epochs still differ but are not addressable by epoch.
-
-    Cache: the sentence split of each distinct report is cached (up to ``cache_size`` reports per
-    process, oldest evicted first; ``0`` disables it), so later epochs pay only the sampling. The
-    cache is not pickled (workers start empty).
-
-    Bad input raises, naming the batch position and the key: a sample that is not a mapping or a
-    pair (``TypeError``), a missing key (``KeyError``), a report that is not ``str``/mapping or a
-    section that is not ``str`` (``TypeError``), no usable sentence in the chosen sections
-    (``ValueError``). With ``fallback="report"`` (opt-in) a report whose chosen sections have no
-    sentence uses every sentence of the whole report instead (all sections, in report order, for a
-    string report also the text before the first header); ``ValueError`` if that is empty too.
-    Nothing is ever replaced by an empty string or dropped.
+    Errors: bad input raises, naming the sample (``uid=...`` etc., see ``id_keys``), its batch
+    position and the key: a sample that is neither a mapping nor a pair (``TypeError``), a missing
+    key or samples with different keys (``KeyError``), a report that is not ``str``/mapping or a
+    section that is not ``str`` (``TypeError``), no sentence in the sections tried
+    (``ValueError``, unless ``on_empty="drop"``). Nothing is replaced by an empty string, and
+    nothing is dropped except by ``on_empty="drop"``, which counts and logs what it drops.
     """
 
     def __init__(
@@ -115,56 +332,51 @@ class SentenceSampler:
         train: bool = True,
         keep_order: bool = True,
         separator: str = " ",
-        fallback: Fallback = None,
+        fallback: str | Sequence[str] | None = None,
+        on_empty: OnEmpty = "raise",
         cache_size: int = 50_000,
         token_key: str = "tokens",
         tokenizer_kwargs: Mapping[str, Any] | None = None,
         list_keys: Sequence[str] = (),
+        group_key: str | None = None,
+        id_keys: Sequence[str] = DEFAULT_ID_KEYS,
     ) -> None:
+        name = "SentenceSampler"
         if tokenizer is not None and not callable(tokenizer):
             raise TypeError(
-                f"SentenceSampler: tokenizer must be callable or None, got {type(tokenizer).__name__}"
+                f"{name}: tokenizer must be callable or None, got {type(tokenizer).__name__}"
             )
         self.tokenizer = tokenizer
-        self.num_sentences = _check_num_sentences(num_sentences)
-        if sections is not None:
-            if isinstance(sections, str) or not all(isinstance(s, str) for s in sections):
-                raise TypeError(
-                    "SentenceSampler: sections must be a sequence of str section names "
-                    f"(e.g. ('findings', 'impression')) or None, got {sections!r}"
-                )
-            if len(sections) == 0:
-                raise ValueError("SentenceSampler: sections must not be empty (use None for all)")
-            sections = tuple(sections)
+        self.num_sentences = _check_num_sentences(num_sentences, name)
+        self.pool = SentencePool(sections, fallback=fallback, cache_size=cache_size, name=name)
         if text_key is None and (sections is None or fallback is not None):
             raise ValueError(
-                "SentenceSampler: text_key=None (sections are keys of the sample) needs explicit "
+                f"{name}: text_key=None (sections are keys of the sample) needs explicit "
                 "sections and no fallback"
             )
-        self.sections: tuple[str, ...] | None = sections
-        for name, key in (("text_key", text_key), ("image_key", image_key)):
+        for arg, key in (
+            ("text_key", text_key),
+            ("image_key", image_key),
+            ("group_key", group_key),
+        ):
             if key is not None and not isinstance(key, str):
-                raise TypeError(f"SentenceSampler: {name} must be str or None, got {key!r}")
+                raise TypeError(f"{name}: {arg} must be str or None, got {key!r}")
         self.text_key = text_key
         self.image_key = image_key
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"SentenceSampler: seed must be an int or None, got {seed!r}")
-        self.seed = seed
+        self.group_key = group_key
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise TypeError(f"{name}: seed must be an int or None, got {seed!r}")
+        self.seed = None if seed is None else int(seed)
         self.training = bool(train)
         self.keep_order = bool(keep_order)
         if not isinstance(separator, str):
-            raise TypeError(f"SentenceSampler: separator must be str, got {separator!r}")
+            raise TypeError(f"{name}: separator must be str, got {separator!r}")
         self.separator = separator
-        if fallback not in (None, "report"):
-            raise ValueError(
-                f"SentenceSampler: fallback must be None or 'report', got {fallback!r}"
-            )
-        self.fallback: Fallback = fallback
-        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
-            raise ValueError(f"SentenceSampler: cache_size must be an int >= 0, got {cache_size!r}")
-        self.cache_size = cache_size
+        if on_empty not in ("raise", "drop"):
+            raise ValueError(f"{name}: on_empty must be 'raise' or 'drop', got {on_empty!r}")
+        self.on_empty: OnEmpty = on_empty
         if not isinstance(token_key, str):
-            raise TypeError(f"SentenceSampler: token_key must be str, got {token_key!r}")
+            raise TypeError(f"{name}: token_key must be str, got {token_key!r}")
         self.token_key = token_key
         if tokenizer_kwargs is None:
             is_hf = tokenizer is not None and hasattr(tokenizer, "model_input_names")
@@ -172,15 +384,65 @@ class SentenceSampler:
                 {"padding": True, "truncation": True, "return_tensors": "pt"} if is_hf else {}
             )
         self.tokenizer_kwargs = dict(tokenizer_kwargs)
-        if isinstance(list_keys, str) or not all(isinstance(k, str) for k in list_keys):
-            raise TypeError(
-                f"SentenceSampler: list_keys must be a sequence of str, got {list_keys!r}"
-            )
+        for arg, keys in (("list_keys", list_keys), ("id_keys", id_keys)):
+            if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
+                raise TypeError(f"{name}: {arg} must be a sequence of str, got {keys!r}")
         self.list_keys = frozenset(list_keys)
+        self.id_keys = tuple(id_keys)
+        self._check_key_collisions()
         self.epoch = 0
+        self._epoch_set = False
         self._calls = 0
         self._main_base_seed: int | None = None
-        self._cache: dict[Any, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        #: Samples dropped by ``on_empty="drop"`` in this process (workers count their own).
+        self.num_dropped = 0
+
+    def _check_key_collisions(self) -> None:
+        """Fixed output and input keys must all differ (nothing may be overwritten)."""
+        keys: list[tuple[str, str]] = [("the text output", _TEXT)]
+        if self.image_key is not None:
+            keys.append(("image_key", self.image_key))
+        if self.tokenizer is not None:
+            keys.append(("token_key", self.token_key))
+        if self.group_key is not None:
+            keys.append(("group_key", self.group_key))
+        if self.on_empty == "drop":
+            keys.append(("the drop count output", _DROPPED))
+        if self.text_key is not None:
+            keys.append(("text_key", self.text_key))
+        else:
+            keys += [("a section key (text_key=None)", s) for s in self.pool.sections or ()]
+        seen: dict[str, str] = {}
+        for what, key in keys:
+            if key in seen:
+                raise ValueError(
+                    f"SentenceSampler: {what} {key!r} collides with {seen[key]} {key!r}; "
+                    "choose distinct keys (one would overwrite the other in the batch)"
+                )
+            seen[key] = what
+
+    # ------------------------------------------------------------------ views of the pool
+    @property
+    def sections(self) -> tuple[str, ...] | None:
+        """The chosen sections (see :class:`~relaxclip.sentence_pool.SentencePool`)."""
+        return self.pool.sections
+
+    @property
+    def fallback(self) -> str | tuple[str, ...] | None:
+        """The fallback as given: ``None``, ``"report"`` or the chain (a tuple)."""
+        chain = self.pool.fallback
+        if not chain:
+            return None
+        return REPORT if chain == (REPORT,) else chain
+
+    @property
+    def cache_size(self) -> int:
+        """Capacity of the candidate cache."""
+        return self.pool.cache_size
+
+    @property
+    def _cache(self) -> dict[Any, tuple[str, ...]]:
+        return self.pool._cache
 
     # ------------------------------------------------------------------ mode and epoch
     def train(self, mode: bool = True) -> SentenceSampler:
@@ -193,177 +455,104 @@ class SentenceSampler:
         return self.train(False)
 
     def set_epoch(self, epoch: int) -> None:
-        """Set the epoch mixed into the seed and restart the call index (call before each epoch)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int):
+        """Select the epoch mixed into the seed (an explicit override of the per-epoch worker
+        seed, see Randomness) and restart the call index."""
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral):
             raise TypeError(f"SentenceSampler.set_epoch: epoch must be an int, got {epoch!r}")
-        self.epoch = epoch
+        self.epoch = int(epoch)
+        self._epoch_set = True
         self._calls = 0
 
     def clear_cache(self) -> None:
-        """Empty the split cache."""
-        self._cache.clear()
-
-    # ------------------------------------------------------------------ pickling
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state
+        """Empty the candidate cache."""
+        self.pool.clear_cache()
 
     def __repr__(self) -> str:
         return (
             f"SentenceSampler(tokenizer={self.tokenizer!r}, num_sentences={self.num_sentences!r}, "
             f"sections={self.sections!r}, text_key={self.text_key!r}, "
             f"image_key={self.image_key!r}, seed={self.seed!r}, train={self.training}, "
-            f"fallback={self.fallback!r})"
+            f"fallback={self.fallback!r}, on_empty={self.on_empty!r}, "
+            f"group_key={self.group_key!r})"
         )
 
     # ------------------------------------------------------------------ sentences
     def candidates(self, report: Any, *, position: int = 0) -> tuple[str, ...]:
-        """Candidate sentences of one report (chosen sections, report order), cached.
+        """Candidate sentences of one report (chosen sections, report order, fallback chain).
 
-        Raises as described in the class docstring; ``position`` is used in messages.
+        Raises ``TypeError`` for a bad report and ``ValueError`` when it has no sentence (whatever
+        ``on_empty``); ``position`` is used in messages.
         """
-        chosen, whole = self._split(report, position)
-        if chosen:
-            return chosen
-        if self.fallback == "report" and whole:
-            return whole
-        where = self._where(position)
-        what = "the whole report" if self.fallback == "report" else f"sections {self.sections!r}"
-        hint = "" if self.fallback == "report" else " (or pass fallback='report')"
-        raise ValueError(
-            f"SentenceSampler: {where} has no sentence in {what}; "
-            f"fix the data or choose other sections{hint}"
-        )
-
-    def _where(self, position: int) -> str:
-        if self.text_key is None:
-            return f"batch position {position}, keys {self.sections!r}"
-        return f"batch position {position}, key {self.text_key!r}"
-
-    def _split(self, report: Any, position: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        if isinstance(report, str):
-            key: Any = report
-        elif isinstance(report, Mapping):
-            if self.sections is not None and self.fallback is None:
-                key = tuple(map(report.get, self.sections))  # validated below on a miss
-            else:
-                key = self._mapping_items(report, position)
-        else:
-            raise TypeError(
-                f"SentenceSampler: {self._where(position)}: the report must be a str or a "
-                f"mapping of section name to str, got {type(report).__name__}"
-            )
         try:
-            hit = self._cache.get(key)
-        except TypeError:  # unhashable section value: _mapping_items raises a clear error
-            hit = None
-        if hit is not None:
-            return hit
-        if isinstance(report, str):
-            sections = parse_report_sections(report)
-            if set(sections) <= {PREAMBLE_KEY}:  # no header: the whole text
-                chosen = _sentences(sections.values())
-                value = (chosen, chosen)
-            else:
-                names = sections if self.sections is None else self.sections
-                chosen = _sentences(v for k, v in sections.items() if k in names)  # report order
-                whole = _sentences(sections.values()) if self.fallback == "report" else ()
-                value = (chosen, whole)
-        else:
-            items = dict(self._mapping_items(report, position))
-            if self.sections is None:
-                chosen = _sentences(items.values())
-            else:
-                chosen = _sentences(items[n] for n in self.sections if n in items)
-            whole = _sentences(items.values()) if self.fallback == "report" else ()
-            value = (chosen, whole)
-        if self.cache_size:
-            if len(self._cache) >= self.cache_size:
-                del self._cache[next(iter(self._cache))]
-            self._cache[key] = value
-        return value
-
-    def _mapping_items(
-        self, report: Mapping[Any, Any], position: int
-    ) -> tuple[tuple[str, str], ...]:
-        """The text sections of a mapping report, in mapping order, validated."""
-        items = []
-        for name, text in report.items():
-            chosen = self.sections is None or name in self.sections
-            if text is None or not (chosen or self.fallback == "report"):
-                continue
-            if not isinstance(text, str):
-                if chosen:
-                    raise TypeError(
-                        f"SentenceSampler: {self._where(position)}: section {name!r} must be str "
-                        f"or None, got {type(text).__name__}"
-                    )
-                continue  # non-text fields of a record (mesh, images) are not sections
-            items.append((str(name), text))
-        return tuple(items)
-
-    # ------------------------------------------------------------------ sampling
-    def _rng(self) -> random.Random:
-        info = get_worker_info()
-        worker = info.id if info is not None else -1
-        if self.seed is not None:
-            base = self.seed
-        elif info is not None:
-            base = info.seed
-        else:
-            if self._main_base_seed is None:
-                self._main_base_seed = int(torch.randint(0, 2**62, (1,)).item())
-            base = self._main_base_seed
-        rng = random.Random(f"relaxclip.SentenceSampler/{base}/{self.epoch}/{worker}/{self._calls}")
-        self._calls += 1
-        return rng
-
-    def _count(self, n: int, rng: random.Random) -> int:
-        spec = self.num_sentences
-        if isinstance(spec, tuple):
-            k = rng.randint(spec[0], spec[1])
-        elif isinstance(spec, float):
-            k = max(1, math.ceil(spec * n))
-        else:
-            k = spec
-        return min(k, n)
+            found = self.pool.candidates(report)
+        except ReportTypeError as exc:
+            raise TypeError(f"SentenceSampler: {self._where(position)}: {exc.detail}") from None
+        if not found:
+            raise self._empty_error(self._where(position))
+        return found
 
     def sample_text(self, sentences: Sequence[str], rng: random.Random) -> str:
-        """Join ``k`` sentences drawn uniformly without replacement (see the class docstring)."""
-        n = len(sentences)
-        k = self._count(n, rng)
-        if k == 1:
-            return sentences[rng.randrange(n)]
-        if k == n and self.keep_order:
-            return self.separator.join(sentences)
-        idx = rng.sample(range(n), k)
-        if self.keep_order:
-            idx.sort()
-        return self.separator.join([sentences[i] for i in idx])
+        """Join ``k`` sentences drawn uniformly without replacement (see
+        :func:`sample_sentences`)."""
+        return _draw(sentences, self.num_sentences, rng, self.keep_order, self.separator)
+
+    def _where(self, position: int, sample: Any = None) -> str:
+        keys = f"keys {self.sections!r}" if self.text_key is None else f"key {self.text_key!r}"
+        return f"{self._at(position, sample)}, {keys}"
+
+    def _at(self, position: int, sample: Any) -> str:
+        ident = self._sample_id(sample)
+        return (
+            f"sample {ident} at batch position {position}"
+            if ident
+            else f"batch position {position}"
+        )
+
+    def _sample_id(self, sample: Any) -> str:
+        """``"uid='CXR1'"`` from the first id field found in the sample or its report mapping."""
+        if not isinstance(sample, Mapping):
+            return ""
+        places = [sample]
+        if self.text_key is not None and isinstance(sample.get(self.text_key), Mapping):
+            places.append(sample[self.text_key])
+        for key in self.id_keys:  # the first key of id_keys found, in the sample or its report
+            for place in places:
+                value = place.get(key)
+                if isinstance(value, torch.Tensor) and value.numel() == 1:
+                    value = value.item()
+                if isinstance(value, (str, numbers.Number)) and not isinstance(value, bool):
+                    return f"{key}={value!r}"
+        return ""
+
+    def _empty_error(self, where: str) -> ValueError:
+        hint = (
+            "" if REPORT in self.pool.fallback else ", pass fallback='report' or a fallback chain"
+        )
+        return ValueError(
+            f"SentenceSampler: {where} has no sentence in {self.pool.describe()}; fix or filter "
+            f"the data, choose other sections{hint}, or pass on_empty='drop'"
+        )
+
+    # ------------------------------------------------------------------ randomness
+    def _rng(self) -> random.Random:
+        info = get_worker_info()
+        if info is not None and not self._epoch_set:
+            key = f"relaxclip.SentenceSampler/{self.seed}/worker-seed/{info.seed}/{self._calls}"
+        else:
+            worker = info.id if info is not None else -1
+            if self.seed is not None:
+                base = self.seed
+            elif info is not None:
+                base = info.seed
+            else:
+                if self._main_base_seed is None:
+                    self._main_base_seed = int(torch.randint(0, 2**62, (1,)).item())
+                base = self._main_base_seed
+            key = f"relaxclip.SentenceSampler/{base}/{self.epoch}/{worker}/{self._calls}"
+        self._calls += 1
+        return random.Random(key)
 
     # ------------------------------------------------------------------ collate
-    def _pools(self, reports: list[Any]) -> list[tuple[str, ...]]:
-        """Candidate sentences per report; cache hits are served inline (the warm path)."""
-        cache = self._cache
-        fast_mapping = self.sections is not None and self.fallback is None
-        sections = self.sections or ()
-        pools: list[tuple[str, ...]] = []
-        for i, report in enumerate(reports):
-            hit = None
-            if isinstance(report, str):
-                hit = cache.get(report)
-            elif fast_mapping and isinstance(report, Mapping):
-                try:
-                    hit = cache.get(tuple(map(report.get, sections)))
-                except TypeError:  # unhashable value: candidates() raises a clear error
-                    hit = None
-            if hit is not None and hit[0]:
-                pools.append(hit[0])
-            else:
-                pools.append(self.candidates(report, position=i))
-        return pools
-
     def __call__(self, batch: Sequence[Any]) -> dict[str, Any]:
         if isinstance(batch, (str, bytes)) or not isinstance(batch, Sequence):
             raise TypeError(
@@ -371,6 +560,44 @@ class SentenceSampler:
             )
         if len(batch) == 0:
             raise ValueError("SentenceSampler: empty batch")
+        reports, images, rest = self._unpack_batch(batch)
+        pools = self._candidates(batch, reports)
+        dropped = 0
+        if not all(pools):
+            keep = self._handle_empty(batch, pools)
+            dropped = len(batch) - len(keep)
+            pools = [pools[i] for i in keep]
+            images = [images[i] for i in keep]
+            rest = [rest[i] for i in keep]
+        if self.training:
+            texts = sample_sentences(
+                pools,
+                self._rng(),
+                num_sentences=self.num_sentences,
+                keep_order=self.keep_order,
+                separator=self.separator,
+            )
+        else:
+            texts = [self.separator.join(p) for p in pools]
+        out: dict[str, Any] = {}
+        if self.image_key is not None:
+            out[self.image_key] = _collate_key(images, self.image_key)
+        out[_TEXT] = texts
+        if self.tokenizer is not None:
+            self._tokenize(texts, out)
+        if self.group_key is not None:
+            _put(out, self.group_key, text_group_ids(texts), "group_key")
+        if self.on_empty == "drop":
+            _put(out, _DROPPED, dropped, "the drop count")
+        for key in rest[0]:
+            values = [other[key] for other in rest]
+            value = values if key in self.list_keys else _collate_key(values, key)
+            _put(out, key, value, "sample key")
+        return out
+
+    def _unpack_batch(
+        self, batch: Sequence[Any]
+    ) -> tuple[list[Any], list[Any], list[Mapping[str, Any]]]:
         reports: list[Any] = []
         images: list[Any] = []
         rest: list[Mapping[str, Any]] = []
@@ -395,39 +622,51 @@ class SentenceSampler:
             if other.keys() != rest[0].keys():
                 diff = sorted(map(str, set(other) ^ set(rest[0])))
                 raise KeyError(
-                    f"SentenceSampler: batch position {i} and batch position 0 differ in keys "
-                    f"{diff!r}"
+                    f"SentenceSampler: {self._at(i, batch[i])} and batch position 0 differ in "
+                    f"keys {diff!r}"
                 )
-        pools = self._pools(reports)
-        if self.training:
-            rng = self._rng()
-            if type(self.num_sentences) is int and self.num_sentences == 1:  # the paper's setting
-                randrange = rng.randrange
-                texts = [p[randrange(len(p))] for p in pools]
-            else:
-                texts = [self.sample_text(p, rng) for p in pools]
-        else:
-            texts = [self.separator.join(p) for p in pools]
-        out: dict[str, Any] = {}
-        if self.image_key is not None:
-            out[self.image_key] = _collate_key(images, self.image_key)
-        out["text"] = texts
-        if self.tokenizer is not None:
-            self._tokenize(texts, out)
-        for key in rest[0]:
-            if key in out:
-                raise ValueError(
-                    f"SentenceSampler: sample key {key!r} collides with an output key; rename it"
-                )
-            values = [other[key] for other in rest]
-            out[key] = values if key in self.list_keys else _collate_key(values, key)
+        return reports, images, rest
+
+    def _candidates(self, batch: Sequence[Any], reports: list[Any]) -> list[tuple[str, ...]]:
+        candidates = self.pool.candidates
+        out = []
+        for i, report in enumerate(reports):
+            try:
+                out.append(candidates(report))
+            except ReportTypeError as exc:
+                where = self._where(i, batch[i])
+                raise TypeError(f"SentenceSampler: {where}: {exc.detail}") from None
         return out
+
+    def _handle_empty(self, batch: Sequence[Any], pools: list[tuple[str, ...]]) -> list[int]:
+        """Indices of the samples kept; raises or logs for those without a sentence."""
+        empty = [i for i, p in enumerate(pools) if not p]
+        if self.on_empty == "raise":
+            raise self._empty_error(self._where(empty[0], batch[empty[0]]))
+        names = "; ".join(self._at(i, batch[i]) for i in empty)
+        if len(empty) == len(batch):
+            raise ValueError(
+                f"SentenceSampler: every sample of the batch has no sentence in "
+                f"{self.pool.describe()} ({names}); on_empty='drop' cannot return an empty batch: "
+                "filter such reports out of the dataset"
+            )
+        self.num_dropped += len(empty)
+        logger.warning(
+            "SentenceSampler: dropped %d of %d samples with no sentence in %s (with their images "
+            "and other fields): %s",
+            len(empty),
+            len(batch),
+            self.pool.describe(),
+            names,
+        )
+        return [i for i, p in enumerate(pools) if p]
 
     def _unpack(self, sample: Any, i: int) -> tuple[Any, Any, Mapping[str, Any]]:
         if isinstance(sample, Mapping):
+            at = self._at(i, sample)
             if self.image_key is not None and self.image_key not in sample:
                 raise KeyError(
-                    f"SentenceSampler: batch position {i} lacks key {self.image_key!r} "
+                    f"SentenceSampler: {at} lacks key {self.image_key!r} "
                     f"(image_key); keys: {sorted(map(str, sample))!r}"
                 )
             image = sample[self.image_key] if self.image_key is not None else None
@@ -438,7 +677,7 @@ class SentenceSampler:
             else:
                 if self.text_key not in sample:
                     raise KeyError(
-                        f"SentenceSampler: batch position {i} lacks key {self.text_key!r} "
+                        f"SentenceSampler: {at} lacks key {self.text_key!r} "
                         f"(text_key); keys: {sorted(map(str, sample))!r}"
                     )
                 report = sample[self.text_key]
@@ -473,10 +712,6 @@ class SentenceSampler:
                 f"got {type(result).__name__}"
             )
         for key, value in items:
-            if key in out:
-                raise ValueError(
-                    f"SentenceSampler: tokenizer output {key!r} collides with an output key"
-                )
             if isinstance(value, torch.Tensor) and (
                 value.dim() == 0 or value.shape[0] != len(texts)
             ):
@@ -484,44 +719,13 @@ class SentenceSampler:
                     f"SentenceSampler: tokenizer output {key!r} has shape {tuple(value.shape)}, "
                     f"expected a first dimension of {len(texts)} (the batch size)"
                 )
-            out[key] = value
+            _put(out, key, value, "tokenizer output")
 
 
-def _check_num_sentences(spec: Any) -> NumSentences:
-    if isinstance(spec, bool):
-        raise TypeError(
-            "SentenceSampler: num_sentences must be an int, float or (lo, hi), not bool"
-        )
-    if isinstance(spec, int):
-        if spec < 1:
-            raise ValueError(f"SentenceSampler: num_sentences must be >= 1, got {spec}")
-        return spec
-    if isinstance(spec, float):
-        if not (0.0 < spec <= 1.0):
-            raise ValueError(
-                f"SentenceSampler: a fractional num_sentences must be in (0, 1], got {spec}"
-            )
-        return spec
-    if isinstance(spec, (tuple, list)) and len(spec) == 2:
-        lo, hi = spec
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)):
-            raise TypeError(f"SentenceSampler: num_sentences range must hold ints, got {spec!r}")
-        if not 1 <= lo <= hi:
-            raise ValueError(
-                f"SentenceSampler: num_sentences range (lo, hi) needs 1 <= lo <= hi, got {spec!r}"
-            )
-        return (lo, hi)
-    raise TypeError(
-        "SentenceSampler: num_sentences must be an int >= 1, a float in (0, 1] or an inclusive "
-        f"(lo, hi) pair of ints, got {spec!r}"
-    )
-
-
-def _sentences(texts: Iterable[str]) -> tuple[str, ...]:
-    out: list[str] = []
-    for text in texts:
-        out.extend(split_sentences(text))
-    return tuple(out)
+def _put(out: dict[str, Any], key: str, value: Any, what: str) -> None:
+    if key in out:
+        raise ValueError(f"SentenceSampler: {what} {key!r} collides with an output key; rename it")
+    out[key] = value
 
 
 def _collate_key(values: list[Any], key: str) -> Any:

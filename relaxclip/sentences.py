@@ -9,8 +9,9 @@ Two functions:
 
 Invariants of :func:`split_sentences` (tested with hypothesis):
 
-* no non-whitespace character is lost, added or reordered: ``"".join(split_sentences(t)).split()``
-  joined equals ``"".join(t.split())``;
+* no non-whitespace character is lost, added or reordered, except invisible marks before the first
+  visible character (:data:`INVISIBLE_MARKS`): with ``u`` = ``t`` without them,
+  ``"".join(split_sentences(t)).split()`` joined equals ``"".join(u.split())``;
 * no sentence is empty; a sentence holds an alphanumeric character and is not only a list marker
   (``"2."``), unless the text holds nothing else, in which case it is returned as one sentence
   (``"?"`` -> ``["?"]``, ``"1. 2."`` -> ``["1. 2."]``);
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEADER_ALIASES",
+    "INVISIBLE_MARKS",
     "PREAMBLE_KEY",
     "parse_report_sections",
     "split_sentences",
@@ -37,6 +39,23 @@ __all__ = [
 #: Key under which :func:`parse_report_sections` stores text that precedes the first recognised
 #: header, or the whole report when it has no recognised header.
 PREAMBLE_KEY = "preamble"
+
+#: Invisible format characters removed where text enters (before the first visible character of
+#: a text, and before a header at the start of a line): the byte-order mark U+FEFF (Excel and
+#: Windows editors write it at the start of UTF-8 files), soft hyphen U+00AD, Mongolian vowel
+#: separator U+180E, zero-width space/non-joiner/joiner U+200B-U+200D, left-to-right/right-to-left
+#: marks U+200E-U+200F, bidirectional embeddings U+202A-U+202E, word joiner and invisible
+#: operators U+2060-U+2064, bidirectional isolates and deprecated format characters U+2066-U+206F.
+INVISIBLE_MARKS = "\ufeff\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f"
+# (a regex character-class body; the ranges above are inclusive)
+_LEADING_MARKS = re.compile(rf"[\s{INVISIBLE_MARKS}]*[{INVISIBLE_MARKS}]")
+
+
+def _strip_leading_marks(text: str) -> str:
+    """``text`` without the invisible marks (and whitespace) before its first visible character."""
+    m = _LEADING_MARKS.match(text)
+    return text[m.end() :] if m else text
+
 
 #: Canonical section name -> header spellings recognised (case-insensitive at line start,
 #: upper-case when inline). Variants include plurals and common typos seen in MIMIC-CXR.
@@ -104,9 +123,9 @@ def _build_header_regex() -> tuple[re.Pattern[str], dict[str, str]]:
     alt = "|".join(re.escape(v).replace(r"\ ", r"[ \t]+") for v in ordered)
     pattern = (
         # (a) at line start, any case, followed by a colon.
-        rf"^[ \t]*(?P<a>(?i:{alt}))[ \t]*:"
+        rf"^[ \t{INVISIBLE_MARKS}]*(?P<a>(?i:{alt}))[ \t]*:"
         # (c) alone on its line, upper case only ("IMPRESSION\n").
-        rf"|^[ \t]*(?P<c>(?:{alt}))[ \t]*(?=\r?\n|\Z)"
+        rf"|^[ \t{INVISIBLE_MARKS}]*(?P<c>(?:{alt}))[ \t]*(?=\r?\n|\Z)"
         # (b) anywhere after whitespace, upper case only, followed by a colon.
         rf"|(?<!\S)(?P<b>(?:{alt}))[ \t]*:"
     )
@@ -130,15 +149,19 @@ def parse_report_sections(text: str) -> dict[str, str]:
     header, with surrounding whitespace stripped and inner text verbatim. Text before the first
     header, or the whole report when no header is found, is kept under :data:`PREAMBLE_KEY`
     (``"preamble"``) when it is not blank. A section that appears more than once (e.g. two
-    ``IMPRESSION:`` blocks) has its parts joined by ``"\\n"``. A header with no text after it gives
-    an empty string. Nothing but the header words, their colons and surrounding whitespace is ever
-    removed.
+    ``IMPRESSION:`` blocks) has its parts joined by a blank line ``"\\n\\n"``, so that
+    :func:`split_sentences` never joins the end of one part and the start of the next into one
+    sentence. A header with no text after it gives an empty string. Invisible marks
+    (:data:`INVISIBLE_MARKS`, e.g. a UTF-8 byte-order mark) before the first visible character of
+    the text or before a header at the start of a line are removed, so they never hide a header.
+    Nothing else but the header words, their colons and surrounding whitespace is ever removed.
 
     Raises:
         TypeError: if ``text`` is not a ``str``.
     """
     if not isinstance(text, str):
         raise TypeError(f"parse_report_sections: text must be str, got {type(text).__name__}")
+    text = _strip_leading_marks(text)
     parts: dict[str, list[str]] = {}
     key = PREAMBLE_KEY
     start = 0
@@ -152,7 +175,7 @@ def parse_report_sections(text: str) -> dict[str, str]:
     chunk = text[start:].strip()
     if chunk or key != PREAMBLE_KEY:
         parts.setdefault(key, []).append(chunk)
-    return {k: "\n".join(p for p in v if p) for k, v in parts.items()}
+    return {k: "\n\n".join(p for p in v if p) for k, v in parts.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,7 +226,21 @@ _HARD = re.compile(
     r"(?P<blank>\n[^\S\n]*\n)"
     r"|(?<![.\s])\.\.(?P<dd>\s)"
     r"|(?<!\S)(?P<word>[A-Za-z]{2,})\.(?P<glued>[A-Z][a-z])"
+    # "zone A. Lungs clear": a lower-case word, one capital letter and a period, then a capital.
+    r"|(?<!\S)(?P<lword>[a-z]{2,})\s+[A-Z]\.(?P<letter>\s+)(?=[A-Z])"
 )
+_LETTER_QUICK = re.compile(r"[a-z]\s+[A-Z]\.\s+[A-Z]")
+#: Words after which a number is a value, never a list marker ("grade 2. Recommend ..." ends a
+#: sentence at "2."; it does not start item 2). Lower case.
+NUMBERED_WORDS: frozenset[str] = frozenset(
+    {
+        "grade", "stage", "type", "level", "class", "category", "zone", "segment", "rib", "ribs",
+        "size", "score", "phase", "step", "series", "image", "images", "view", "views", "day",
+        "days", "week", "weeks", "month", "months", "year", "years", "number", "no", "times",
+        "x", "by", "of", "measuring", "measures", "vertebra", "vertebrae", "birads", "bi-rads",
+        "version", "figure", "fig", "page", "bed", "room", "lumen", "french", "fr",
+    }
+)  # fmt: skip
 # A list marker: 1-2 digits then "." or ")", a whole token, followed by whitespace and more text.
 _MARKER = re.compile(r"(?<!\S)(\d{1,2}[.)])(?=\s+\S)")
 _HAS_MARKER_CHAR = re.compile(r"\d[.)]")
@@ -253,11 +290,23 @@ def _marker_starts(text: str) -> list[int]:
             j < 0
             or text[j] in _END_PUNCT
             or "\n" in text[j + 1 : m.start()]
-            or (number == last + 1 and text[k].isupper())  # "1. Edema 2. Cardiomegaly"
+            or (  # "1. Edema 2. Cardiomegaly", but not "grade 2. Recommend"
+                number == last + 1
+                and text[k].isupper()
+                and _word_ending_at(text, j) not in NUMBERED_WORDS
+            )
         ):
             starts.append(m.start())
             last = number
     return starts
+
+
+def _word_ending_at(text: str, j: int) -> str:
+    """The lower-cased run of letters and hyphens ending at ``text[j]`` (``""`` if none)."""
+    i = j
+    while i >= 0 and (text[i].isalpha() or text[i] == "-"):
+        i -= 1
+    return text[i + 1 : j + 1].lower()
 
 
 def _split_segment(text: str, out: list[str]) -> None:
@@ -322,12 +371,16 @@ def split_sentences(text: str) -> list[str]:
     1. A blank line always ends a sentence (so does the end of the text, period or not), and so
        do a doubled period after a word (``"radiographs.. No"``, a common typo) and a period glued
        to the next capitalised word (``"XXXX.In the left lobe"``) unless the word is a shipped
-       abbreviation.
+       abbreviation, and a single capital letter with a period after a lower-case word and before
+       a capitalised word (``"zone A. Lungs clear"``, ``"vitamin D. Normal"``; Punkt alone would
+       read the letter as an initial) unless the word is a shipped abbreviation.
     2. A list marker (``1.``, ``2)``; one or two digits, then whitespace and text) starts a new
        item when it is at the start of the text or of a line, follows ``. ! ? : ;``, or continues
        the numbering of the previous item and is followed by a capital letter
-       (``"1. Edema 2. Cardiomegaly"``); the marker stays at the front of its item's first
-       sentence (``"2. Cardiomegaly."``).
+       (``"1. Edema 2. Cardiomegaly"``) and does not follow a word of :data:`NUMBERED_WORDS`
+       (``"1. Small effusion, grade 2. Recommend follow-up."`` keeps ``grade 2.`` together: the
+       number is a value); the marker stays at the front of its item's first sentence
+       (``"2. Cardiomegaly."``).
     3. Inside each item, nltk's Punkt decides, with parameters shipped here
        (:data:`ABBREVIATIONS`: ``Dr.``, ``approx.``, ``e.g.``, ``i.e.``, ``vs.``, ``p.m.``,
        ``c/w.``...). Punkt never splits inside a token, so decimals and sizes (``2.5 cm``,
@@ -338,8 +391,10 @@ def split_sentences(text: str) -> list[str]:
        attached to the previous sentence (to the next one when it comes first).
 
     Each returned sentence has its runs of whitespace collapsed to one space and no surrounding
-    whitespace. Joining the sentences gives ``text`` up to whitespace: no non-space character is
-    lost, added or reordered. The result is ``[]`` exactly when ``text`` is blank. Deterministic.
+    whitespace. Invisible marks (:data:`INVISIBLE_MARKS`, e.g. a byte-order mark) before the first
+    visible character are removed. Joining the sentences gives ``text`` up to whitespace and those
+    leading marks: no other non-space character is lost, added or reordered. The result is ``[]``
+    exactly when ``text`` is blank (or holds only those marks). Deterministic.
 
     Raises:
         TypeError: if ``text`` is not a ``str``.
@@ -348,7 +403,13 @@ def split_sentences(text: str) -> list[str]:
         raise TypeError(f"split_sentences: text must be str, got {type(text).__name__}")
     pieces: list[str] = []
     pos = 0
-    if "\n" not in text and ".." not in text and _GLUED_QUICK.search(text) is None:
+    text = _strip_leading_marks(text)
+    if (
+        "\n" not in text
+        and ".." not in text
+        and _GLUED_QUICK.search(text) is None
+        and _LETTER_QUICK.search(text) is None
+    ):
         _split_segment(text, pieces)  # no hard boundary possible: skip the _HARD scan
         return _merge_fragments(pieces)
     for m in _HARD.finditer(text):
@@ -356,6 +417,10 @@ def split_sentences(text: str) -> list[str]:
             cut = m.start()
         elif m.group("dd") is not None:
             cut = m.start("dd")
+        elif m.group("letter") is not None:
+            if m.group("lword") in ABBREVIATIONS:
+                continue
+            cut = m.start("letter")
         elif m.group("word").lower() not in ABBREVIATIONS:
             cut = m.start("glued")
         else:

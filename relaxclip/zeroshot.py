@@ -12,15 +12,26 @@ embeddings and re-normalises). For an image embedding ``x`` (normalised):
 on *raw* cosine similarities — no logit scale, no temperature — exactly as CheXzero's
 ``run_softmax_eval``. The sigmoid form is the same number computed without overflow.
 
+Prompt names
+------------
+Templates are filled with a *prompt name*, not the raw column name: by default
+:func:`normalize_label_name` (``"Pleural_Thickening"`` → ``"pleural thickening"``: underscores
+to spaces, whitespace collapsed, lower case; CLIP-style tokenizers lower-case anyway).
+``prompt_names="chexpert"`` / ``"mimic-cxr"`` / ``"chestxray14"`` / ``"openi"`` picks the
+radiology wording of :data:`PROMPT_NAMES` for that dataset's labels (``"Effusion"`` →
+``"pleural effusion"``), and a mapping sets them per label. Output columns keep the raw names.
+
 The "No Finding" trap
 ---------------------
 With the default pair ``("{}", "no {}")`` the label ``"No Finding"`` produces the prompts
-``"No Finding"`` and ``"no No Finding"``; text encoders read the negative as the *absence of
+``"no finding"`` and ``"no no finding"``; text encoders read the negative as the *absence of
 findings* too, so the score is close to inverted (CheXzero reports AUROC 0.07 for it on the
 CheXpert test set). Either exclude such a label (``exclude=["No Finding"]``) or give it its
 own prompts (``label_prompts={"No Finding": [("no acute cardiopulmonary process",
 "acute cardiopulmonary process")]}``). The classifier warns with ``NoFindingTemplateWarning``
-when a label that starts with "no" is combined with a negative template starting with "no".
+for every label that is not a finding (:func:`is_non_finding_label`: normality labels such as
+"No Finding" and "normal", negated labels starting with "no"/"without", and device labels
+such as "Support Devices") when a negative template starts with "no".
 
 Text encoders
 -------------
@@ -34,6 +45,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +53,10 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from relaxclip.metrics import AUROCResult
+
 if TYPE_CHECKING:
-    from relaxclip.metrics import AUROCResult
+    from relaxclip.metrics import BootstrapAUROCResult
 
 TextEncoder = Callable[[list[str]], torch.Tensor]
 TemplatePair = tuple[str, str]
@@ -51,20 +65,137 @@ DEFAULT_TEMPLATES: tuple[TemplatePair, ...] = (("{}", "no {}"),)
 
 __all__ = [
     "DEFAULT_TEMPLATES",
+    "NON_FINDING_NAMES",
     "NoFindingTemplateWarning",
+    "PROMPT_NAMES",
     "ZeroShotClassifier",
+    "ZeroShotEvaluation",
     "hf_text_encoder",
+    "is_non_finding_label",
+    "normalize_label_name",
     "open_clip_text_encoder",
     "plot_roc",
 ]
 
 
 class NoFindingTemplateWarning(UserWarning):
-    """A label named like "No Finding" is combined with a negative template "no {}"."""
+    """A label that is not a finding ("No Finding", "normal", "Support Devices", ...) is
+    combined with a negative template "no {}"."""
 
 
-_NEGATED_LABEL = re.compile(r"^\s*no[\s_-]", re.IGNORECASE)
-_NEGATING_TEMPLATE = re.compile(r"^\s*no\s+\{\}", re.IGNORECASE)
+def normalize_label_name(name: str) -> str:
+    """The prompt form of a label column name: ``"Pleural_Thickening"`` → ``"pleural thickening"``.
+
+    Underscores become spaces, runs of whitespace one space, the ends are stripped and the
+    result is lower-cased.
+    """
+    return " ".join(name.replace("_", " ").split()).lower()
+
+
+def _names(pairs: dict[str, str]) -> dict[str, str]:
+    return {label: pairs.get(label, normalize_label_name(label)) for label in pairs}
+
+
+_CHEXPERT_NAMES = {
+    "No Finding": "no finding",
+    "Enlarged Cardiomediastinum": "enlarged cardiomediastinum",
+    "Cardiomegaly": "cardiomegaly",
+    "Lung Opacity": "lung opacity",
+    "Lung Lesion": "lung lesion",
+    "Edema": "edema",
+    "Consolidation": "consolidation",
+    "Pneumonia": "pneumonia",
+    "Atelectasis": "atelectasis",
+    "Pneumothorax": "pneumothorax",
+    "Pleural Effusion": "pleural effusion",
+    # the CheXpert labeler's mention phrases for "Pleural Other": pleural thickening, scar, ...
+    "Pleural Other": "pleural thickening or scar",
+    "Fracture": "fracture",
+    "Support Devices": "support devices",
+}
+_CHESTXRAY14_NAMES = {
+    "Atelectasis": "atelectasis",
+    "Cardiomegaly": "cardiomegaly",
+    "Effusion": "pleural effusion",
+    "Infiltration": "infiltration",
+    "Mass": "lung mass",
+    "Nodule": "lung nodule",
+    "Pneumonia": "pneumonia",
+    "Pneumothorax": "pneumothorax",
+    "Consolidation": "consolidation",
+    "Edema": "edema",
+    "Emphysema": "emphysema",
+    "Fibrosis": "fibrosis",
+    "Pleural_Thickening": "pleural thickening",
+    "Hernia": "hiatal hernia",
+    "No Finding": "no finding",
+}
+
+#: Prompt names per dataset, keyed by the label names its reader returns
+#: (``relaxclip.data.labels``): CheXpert and MIMIC-CXR share the 14 CheXpert observations,
+#: ChestX-ray14 spells its 14 findings as in ``Data_Entry_2017.csv`` (plus "No Finding"),
+#: Open-I (NegBio gold standard) uses the ChestX-ray14 names plus ``normal``. Beyond
+#: :func:`normalize_label_name`, only terse names are spelt out (``Effusion`` → "pleural
+#: effusion", ``Mass`` / ``Nodule`` → "lung mass" / "lung nodule", ``Hernia`` → "hiatal hernia",
+#: ``Pleural Other`` → "pleural thickening or scar"). They are wording choices, not tuned on
+#: any test set.
+PROMPT_NAMES: dict[str, dict[str, str]] = {
+    "chexpert": _names(_CHEXPERT_NAMES),
+    "mimic-cxr": _names(_CHEXPERT_NAMES),
+    "chestxray14": _names(_CHESTXRAY14_NAMES),
+    "openi": _names(
+        {**{k: v for k, v in _CHESTXRAY14_NAMES.items() if k != "No Finding"}, "normal": "normal"}
+    ),
+}
+
+#: Prompt names (after :func:`normalize_label_name`) of labels that are not findings, besides
+#: those starting with a negation ("no ...", "without ...", "absence of ...").
+NON_FINDING_NAMES: frozenset[str] = frozenset(
+    {
+        "normal",
+        "normal study",
+        "unremarkable",
+        "no finding",
+        "no findings",
+        "support devices",
+        "support device",
+        "devices",
+        "lines and tubes",
+        "tubes and lines",
+    }
+)
+
+_NEGATED_NAME = re.compile(r"^(no|not|without|absence of|negative for)\b")
+_NEGATING_TEMPLATE = re.compile(r"^\s*(no|without)\s+\{\}", re.IGNORECASE)
+
+
+def is_non_finding_label(name: str) -> bool:
+    """True for a label whose negated prompt ("no " + name) does not describe a healthy study
+    with that finding absent: normality labels ("No Finding", "normal", "unremarkable"),
+    labels that are already negated ("no ...", "without ...", "absence of ..."), and device
+    labels ("Support Devices"). Compared on :func:`normalize_label_name` (so
+    ``"NO_FINDINGS"`` counts); see :data:`NON_FINDING_NAMES`.
+    """
+    norm = normalize_label_name(name)
+    return norm in NON_FINDING_NAMES or bool(_NEGATED_NAME.match(norm))
+
+
+@dataclass(frozen=True, eq=False)
+class ZeroShotEvaluation(AUROCResult):
+    """What ``ZeroShotClassifier.evaluate`` computes in one pass over the data.
+
+    An :class:`~relaxclip.metrics.AUROCResult` (``macro``, ``per_label``, ``skipped``, ...:
+    ``macro_auroc(y_true, y_score, labels)``) with, in addition, ``y_true``: float64
+    ``(N, K)`` labels (0/1/NaN) in the classifier's label order; ``y_score``: float64
+    ``(N, K)`` probabilities ``P(c | x)``; ``groups``: the ``(N,)`` study ids read from
+    ``group_key`` (None without); ``bootstrap``: :func:`~relaxclip.metrics.bootstrap_auroc`
+    of the same arrays (None unless ``n_bootstrap`` was given).
+    """
+
+    y_true: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    y_score: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    groups: np.ndarray | None = None
+    bootstrap: BootstrapAUROCResult | None = None
 
 
 def _check_pairs(pairs: object, name: str, *, templates: bool) -> tuple[TemplatePair, ...]:
@@ -94,6 +225,40 @@ def _check_pairs(pairs: object, name: str, *, templates: bool) -> tuple[Template
     return tuple(out)
 
 
+def _prompt_names(
+    prompt_names: str | Mapping[str, str] | None, labels: tuple[str, ...]
+) -> dict[str, str]:
+    """``label -> prompt name`` for every label (see ``ZeroShotClassifier``'s ``prompt_names``)."""
+    if prompt_names is None:
+        return {label: normalize_label_name(label) for label in labels}
+    if isinstance(prompt_names, str):
+        if prompt_names not in PROMPT_NAMES:
+            raise ValueError(
+                f"prompt_names: unknown dataset {prompt_names!r}; expected one of "
+                f"{sorted(PROMPT_NAMES)} or a mapping label -> prompt name"
+            )
+        table = PROMPT_NAMES[prompt_names]
+        unknown = [label for label in labels if label not in table]
+        if unknown:
+            raise ValueError(
+                f"prompt_names={prompt_names!r}: labels {unknown} are not labels of that "
+                f"dataset (its labels: {list(table)}); pass a mapping for them"
+            )
+        return {label: table[label] for label in labels}
+    if not isinstance(prompt_names, Mapping):
+        raise TypeError(
+            f"prompt_names: expected None, a dataset name or a mapping, got "
+            f"{type(prompt_names).__name__}"
+        )
+    extra = [k for k in prompt_names if k not in labels]
+    if extra:
+        raise ValueError(f"prompt_names: {extra} not in labels {list(labels)}")
+    bad = {k: v for k, v in prompt_names.items() if not isinstance(v, str) or not v.strip()}
+    if bad:
+        raise ValueError(f"prompt_names: expected non-empty strings, got {bad}")
+    return {label: prompt_names.get(label, normalize_label_name(label)) for label in labels}
+
+
 class ZeroShotClassifier:
     """Zero-shot multi-label classifier from positive/negative prompt pairs.
 
@@ -112,10 +277,17 @@ class ZeroShotClassifier:
         exclude: labels to drop from the output (e.g. ``["No Finding"]``); each must be in
             ``labels``.
         batch_size: strings per ``encode_text`` call.
+        prompt_names: the text put into the templates for each label. ``None`` (default):
+            :func:`normalize_label_name` of the label (``"Pleural_Thickening"`` →
+            ``"pleural thickening"``); a dataset name (``"chexpert"``, ``"mimic-cxr"``,
+            ``"chestxray14"``, ``"openi"``): :data:`PROMPT_NAMES` for that dataset (every
+            label must be one of its labels); a mapping ``label -> prompt name`` (labels it
+            does not list are normalised).
 
     Attributes:
         labels: the output column names (``labels`` minus ``exclude``, order kept).
         excluded: the excluded labels.
+        prompt_names: ``label -> prompt name`` for every label.
     """
 
     def __init__(
@@ -128,11 +300,16 @@ class ZeroShotClassifier:
         label_prompts: Mapping[str, Sequence[TemplatePair]] | None = None,
         exclude: Iterable[str] = (),
         batch_size: int = 256,
+        prompt_names: str | Mapping[str, str] | None = None,
     ) -> None:
         if not callable(encode_text):
             raise TypeError("encode_text: expected a callable list[str] -> Tensor[n, D]")
         if isinstance(labels, str):
             raise TypeError("labels: expected a sequence of label names, not a single string")
+        if labels is None or not isinstance(labels, Iterable):
+            raise TypeError(
+                f"labels: expected a sequence of label names, got {type(labels).__name__}"
+            )
         all_labels = tuple(labels)
         if not all_labels or not all(isinstance(x, str) and x.strip() for x in all_labels):
             raise ValueError(f"labels: expected non-empty label names, got {list(all_labels)}")
@@ -163,17 +340,20 @@ class ZeroShotClassifier:
             k: _check_pairs(v, f"label_prompts[{k!r}]", templates=False)
             for k, v in overrides.items()
         }
+        self.prompt_names: dict[str, str] = _prompt_names(prompt_names, all_labels)
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        negating = [n for _, n in self.templates if _NEGATING_TEMPLATE.match(n)]
         for label in self.labels:
-            if label in self.label_prompts:
+            if label in self.label_prompts or not negating:
                 continue
-            if _NEGATED_LABEL.match(label) and any(
-                _NEGATING_TEMPLATE.match(n) for _, n in self.templates
-            ):
+            name = self.prompt_names[label]
+            if is_non_finding_label(label) or is_non_finding_label(name):
                 warnings.warn(
-                    f"label {label!r} with a negative template 'no {{}}' gives the prompt "
-                    f"'no {label}', which text encoders read as the same absence: the score is "
-                    "close to inverted (CheXzero: AUROC 0.07 for 'No Finding'). Pass "
+                    f"label {label!r} is not a finding; with the negative template "
+                    f"{negating[0]!r} its prompts are {name!r} / {negating[0].format(name)!r}. "
+                    "For a normality or negated label the negative reads as the same absence "
+                    "and the score is close to inverted (CheXzero: AUROC 0.07 for 'No "
+                    "Finding'); for a device label it describes no disease. Pass "
                     f"exclude=[{label!r}] or label_prompts={{{label!r}: [(pos, neg)]}}.",
                     NoFindingTemplateWarning,
                     stacklevel=2,
@@ -187,10 +367,12 @@ class ZeroShotClassifier:
             raise ValueError(f"label: {label!r} is not an output label {list(self.labels)}")
         if label in self.label_prompts:
             return self.label_prompts[label]
-        return tuple((p.format(label), n.format(label)) for p, n in self.templates)
+        name = self.prompt_names[label]
+        return tuple((p.format(name), n.format(name)) for p, n in self.templates)
 
     def _encode_batched(self, texts: list[str]) -> torch.Tensor:
         chunks: list[torch.Tensor] = []
+        first_dim: int | None = None
         with torch.no_grad():
             for i in range(0, len(texts), self.batch_size):
                 batch = texts[i : i + self.batch_size]
@@ -207,6 +389,13 @@ class ZeroShotClassifier:
                     )
                 if not out.is_floating_point():
                     raise TypeError(f"encode_text: expected a floating tensor, got {out.dtype}")
+                if first_dim is None:
+                    first_dim = int(out.shape[1])
+                elif out.shape[1] != first_dim:
+                    raise ValueError(
+                        f"encode_text: returned D={out.shape[1]} for strings {i}..{i + len(batch) - 1}"
+                        f" but D={first_dim} for the first batch; expected one embedding size"
+                    )
                 chunks.append(out.detach())
         emb = torch.cat(chunks, dim=0)
         if not torch.isfinite(emb).all():
@@ -252,10 +441,19 @@ class ZeroShotClassifier:
 
     @staticmethod
     def _l2(x: torch.Tensor, what: str) -> torch.Tensor:
-        norm = x.norm(dim=-1, keepdim=True)
-        if (norm == 0).any():
-            raise ValueError(f"{what}: zero vector cannot be normalised")
-        return x / norm
+        """Row-wise L2 normalisation that cannot overflow: each row is first divided by its largest
+        absolute entry (cosine similarity is scale-invariant), so features of any finite size keep
+        their direction instead of becoming zero rows. Zero rows raise, naming them."""
+        scale = x.abs().amax(dim=-1, keepdim=True)
+        zero = (scale == 0).squeeze(-1)
+        if bool(zero.any()):
+            rows = zero.nonzero().flatten().tolist()
+            raise ValueError(
+                f"{what}: zero vector cannot be normalised (row(s) {rows[:10]}"
+                f"{', ...' if len(rows) > 10 else ''})"
+            )
+        x = x / scale
+        return x / x.norm(dim=-1, keepdim=True)
 
     # ------------------------------------------------------------------ prediction
 
@@ -306,24 +504,36 @@ class ZeroShotClassifier:
         *,
         image_key: str = "image",
         label_key: str = "labels",
-    ) -> AUROCResult:
-        """Zero-shot per-label and macro AUROC over a whole evaluation set.
+        n_bootstrap: int | None = None,
+        seed: int = 0,
+        confidence: float = 0.95,
+        group_key: str | None = None,
+    ) -> ZeroShotEvaluation:
+        """Zero-shot per-label and macro AUROC over a whole evaluation set, in one pass.
 
         ``batches``: an iterable of dict batches (e.g. a ``DataLoader``), each with
         ``batch[image_key]`` (whatever ``encode_image`` takes) and ``batch[label_key]``, a
         ``(B, K)`` tensor or array with 0/1/NaN whose columns follow the constructor's ``labels``
         (all of them, excluded ones included, or only ``self.labels``). ``encode_image`` maps
-        ``batch[image_key]`` to ``(B, D)`` image features. No gradients. Returns
-        :func:`~relaxclip.metrics.macro_auroc`'s result over every row (NaN labels omitted per
-        label, single-class labels reported as skipped).
+        ``batch[image_key]`` to finite ``(B, D)`` image features (non-finite rows raise, naming
+        the batch and rows). No gradients.
+
+        Returns a :class:`ZeroShotEvaluation`: an :class:`~relaxclip.metrics.AUROCResult`
+        (``macro_auroc`` over every row: NaN labels omitted per label, single-class labels
+        reported as skipped) that also holds the ``(N, K)`` labels and probabilities, the study
+        ids read from ``batch[group_key]`` when ``group_key`` is given, and, with
+        ``n_bootstrap``, :func:`~relaxclip.metrics.bootstrap_auroc` of the same arrays
+        (``seed``, ``confidence``; whole studies resampled when ``group_key`` is given) — all
+        from one pass over ``batches``.
         """
-        from relaxclip.metrics import macro_auroc
+        from relaxclip.metrics import bootstrap_auroc, macro_auroc
 
         keep = [self.all_labels.index(name) for name in self.labels]
         probs: list[np.ndarray] = []
         truth: list[np.ndarray] = []
+        groups: list[np.ndarray] = []
         for i, batch in enumerate(batches):
-            for key in (image_key, label_key):
+            for key in (image_key, label_key) + ((group_key,) if group_key else ()):
                 if key not in batch:
                     raise KeyError(f"batches[{i}]: missing key {key!r}")
             y = torch.as_tensor(batch[label_key]).detach().double().cpu().numpy()
@@ -332,22 +542,68 @@ class ZeroShotClassifier:
                     f"batches[{i}][{label_key!r}]: expected shape (B, {len(self.all_labels)}) "
                     f"or (B, {len(self.labels)}), got {tuple(y.shape)}"
                 )
-            features = encode_image(batch[image_key])
-            if not isinstance(features, torch.Tensor) or features.dim() != 2:
-                raise ValueError(
-                    f"encode_image(batches[{i}][{image_key!r}]): expected a (B, D) tensor, got "
-                    f"{tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__}"
-                )
-            if features.shape[0] != y.shape[0]:
-                raise ValueError(
-                    f"encode_image(batches[{i}][{image_key!r}]) returned {features.shape[0]} rows "
-                    f"for {y.shape[0]} label rows"
-                )
+            features = self._check_image_features(encode_image(batch[image_key]), i, image_key, y)
             truth.append(y[:, keep] if y.shape[1] == len(self.all_labels) else y)
             probs.append(self.predict_proba(features).double().cpu().numpy())
+            if group_key is not None:
+                g = np.asarray(batch[group_key])
+                if g.shape != (y.shape[0],):
+                    raise ValueError(
+                        f"batches[{i}][{group_key!r}]: expected {y.shape[0]} study ids, got "
+                        f"shape {g.shape}"
+                    )
+                groups.append(g)
         if not truth:
             raise ValueError("batches: expected at least one batch, got none")
-        return macro_auroc(np.concatenate(truth), np.concatenate(probs), list(self.labels))
+        y_true, y_score = np.concatenate(truth), np.concatenate(probs)
+        result = macro_auroc(y_true, y_score, list(self.labels))
+        ids = np.concatenate(groups) if group_key is not None else None
+        boot = None
+        if n_bootstrap is not None:
+            boot = bootstrap_auroc(
+                y_true,
+                y_score,
+                list(self.labels),
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+                confidence=confidence,
+                groups=ids,
+            )
+        return ZeroShotEvaluation(
+            **{f.name: getattr(result, f.name) for f in fields(result)},
+            y_true=y_true,
+            y_score=y_score,
+            groups=ids,
+            bootstrap=boot,
+        )
+
+    def _check_image_features(
+        self, features: Any, i: int, image_key: str, y: np.ndarray
+    ) -> torch.Tensor:
+        where = f"encode_image(batches[{i}][{image_key!r}])"
+        if not isinstance(features, torch.Tensor) or features.dim() != 2:
+            raise ValueError(
+                f"{where}: expected a (B, D) tensor, got "
+                f"{tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__}"
+            )
+        if features.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"{where} returned {features.shape[0]} rows for {y.shape[0]} label rows"
+            )
+        dim = self.text_embeddings()[0].shape[1]
+        if features.shape[1] != dim:
+            raise ValueError(
+                f"{where} returned D={features.shape[1]}, but encode_text gives D={dim}; "
+                "expected image and text features of one size"
+            )
+        bad = ~torch.isfinite(features).all(dim=1)
+        if bool(bad.any()):
+            rows = torch.nonzero(bad).flatten()[:5].tolist()
+            raise ValueError(
+                f"{where} returned {int(bad.sum())} row(s) with NaN or inf image features "
+                f"(rows {rows}); expected finite features"
+            )
+        return features
 
 
 # ---------------------------------------------------------------------- encoder wrappers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 import tarfile
 import time
@@ -11,21 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _shared import needs_shared, shared_path
 
 from relaxclip import sentences as S
-from relaxclip.data.openi import parse_openi_xml, read_openi_reports
+from relaxclip.data.openi import is_empty_report, parse_openi_xml, read_openi_reports
 from relaxclip.sentences import parse_report_sections, split_sentences
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-ARCHIVE = SHARED / "iu_xray" / "NLMCXR_reports.tgz"
-GOLD = SHARED / "negbio" / "openi_gld_std14.csv"
+ARCHIVE = shared_path("iu_xray/NLMCXR_reports.tgz")
+GOLD = shared_path("negbio/openi_gld_std14.csv")
 
-_absent = pytest.mark.skipif(not ARCHIVE.exists(), reason="../shared/data absent")
-
-
-def needs_archive(fn: Any) -> Any:
-    """Mark a test as using the real Open-I archive (skipped when ../shared is absent)."""
-    return pytest.mark.shared_data(_absent(fn))
+#: Mark a test as using the real Open-I archive (skipped with a reason when absent).
+needs_archive = needs_shared("iu_xray/NLMCXR_reports.tgz")
 
 
 def _xml(
@@ -118,13 +115,63 @@ def test_bad_inputs(tmp_path: Path) -> None:
         parse_openi_xml("<eCitation/>", source="x.xml")
 
 
+def test_upper_case_xml_members_are_read(tmp_path: Path) -> None:
+    """Before: members ending in ``.XML`` were skipped (2 of 3 reports returned here)."""
+    files = {"1.xml": SYNTH["1.xml"], "2.XML": SYNTH["2.xml"], "10.Xml": SYNTH["10.xml"]}
+    path = tmp_path / "mixed.tgz"
+    _write_tgz(path, files)
+    assert [r["uid"] for r in read_openi_reports(path)] == ["CXR1", "CXR2", "CXR10"]
+    with tarfile.open(path) as tf:
+        tf.extractall(tmp_path / "x", filter="data")
+    assert [r["uid"] for r in read_openi_reports(tmp_path / "x")] == ["CXR1", "CXR2", "CXR10"]
+
+
+def test_duplicate_uids_raise(tmp_path: Path) -> None:
+    """Before: two files with the same uid were both returned (and join_openi failed later
+    without naming the files)."""
+    path = tmp_path / "dup.tgz"
+    _write_tgz(path, {**SYNTH, "11.xml": SYNTH["10.xml"]})
+    with pytest.raises(ValueError, match=r"uid 'CXR10' appears in both .*10.xml.*11.xml"):
+        read_openi_reports(path)
+
+
+def test_truncated_archive_names_the_path(tmp_path: Path) -> None:
+    """Before: a bare ``EOFError`` (or ``ReadError``) without the path."""
+    files = {
+        f"{i}.xml": _xml(f"CXR{i}", {"FINDINGS": f"Lungs clear {i}."}, ([], []), [])
+        for i in range(300)
+    }
+    full = tmp_path / "full.tgz"
+    _write_tgz(full, files)
+    cut = tmp_path / "cut.tgz"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"cut.tgz' is truncated or corrupt"):
+        read_openi_reports(cut)
+
+
+def test_drop_empty_is_explicit_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: no way to leave out reports with no text (the sampler then failed on them)."""
+    empty = _xml("CXR3", {"FINDINGS": "", "IMPRESSION": "  "}, ([], []), ["CXR3_1_IM-1"])
+    path = tmp_path / "r.tgz"
+    _write_tgz(path, {**SYNTH, "3.xml": empty})
+    everything = read_openi_reports(path)
+    assert [r["uid"] for r in everything] == ["CXR1", "CXR2", "CXR3", "CXR10"]
+    assert [is_empty_report(r) for r in everything] == [False, False, True, False]
+    with caplog.at_level(logging.WARNING, logger="relaxclip.data.openi"):
+        kept = read_openi_reports(path, drop_empty=True)
+    assert [r["uid"] for r in kept] == ["CXR1", "CXR2", "CXR10"]
+    assert "dropped 1 of 4 reports" in caplog.text and "CXR3" in caplog.text
+
+
 # ----------------------------------------------------------------------------- real archive
 
 
 @pytest.fixture(scope="module")
 def real() -> list[dict[str, Any]]:
     if not ARCHIVE.exists():
-        pytest.skip("../shared/data absent")
+        pytest.skip("../shared/data/iu_xray/NLMCXR_reports.tgz absent")
     return read_openi_reports(ARCHIVE)
 
 
@@ -230,3 +277,20 @@ def test_real_split_throughput(real: list[dict[str, Any]]) -> None:
         split_sentences(text)
     rate = len(reports) / (time.perf_counter() - t0)
     assert rate > 1_000, f"{rate:.0f} reports/s"  # loose floor: shared noisy CI machines
+
+
+@needs_archive
+def test_real_archive_empty_reports(real: list[dict[str, Any]]) -> None:
+    """The real archive's reports with no text in any section: counted independently of
+    ``is_empty_report`` from the section strings, then dropped by ``drop_empty=True``."""
+    blank = [
+        r["uid"]
+        for r in real
+        if "".join(r[k] for k in ("comparison", "indication", "findings", "impression")).strip()
+        == ""
+    ]
+    assert len(blank) == 28  # the number docs/data.md and the reader's docstring state
+    assert sum(1 for r in real if r["uid"] in blank and r["images"]) == 25
+    kept = read_openi_reports(ARCHIVE, drop_empty=True)
+    assert len(kept) == len(real) - len(blank)
+    assert not set(blank) & {r["uid"] for r in kept}

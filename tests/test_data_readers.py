@@ -8,10 +8,12 @@ import gzip
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from _shared import needs_shared, shared_path
 
 from relaxclip.data.chexpert import parse_chexpert_label, read_chexpert, read_chexpert_test
 from relaxclip.data.dataset import ImageLabelDataset, count_nan, group_by_study, load_image
@@ -27,14 +29,13 @@ from relaxclip.data.nih import read_chestxray14
 from relaxclip.data.openi_labels import join_openi, read_openi_labels
 from relaxclip.metrics import macro_auroc
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-NIH = SHARED / "nih_cxr14"
+NIH = shared_path("nih_cxr14")
 NIH_CSV = NIH / "Data_Entry_2017_v2020.csv.gz"
-OPENI_CSV = SHARED / "negbio" / "openi_gld_std14.csv"
-OPENI_TGZ = SHARED / "iu_xray" / "NLMCXR_reports.tgz"
+OPENI_CSV = shared_path("negbio/openi_gld_std14.csv")
+OPENI_TGZ = shared_path("iu_xray/NLMCXR_reports.tgz")
 
-needs_nih = pytest.mark.skipif(not NIH_CSV.is_file(), reason="../shared/data/nih_cxr14 absent")
-needs_openi = pytest.mark.skipif(not OPENI_CSV.is_file(), reason="../shared/data/negbio absent")
+needs_nih = needs_shared("nih_cxr14/Data_Entry_2017_v2020.csv.gz")
+needs_openi = needs_shared("negbio/openi_gld_std14.csv")
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
@@ -73,7 +74,6 @@ def test_label_constants() -> None:
 # --------------------------------------------------------------------------- ChestX-ray14 (real)
 
 
-@pytest.mark.shared_data
 @needs_nih
 def test_chestxray14_full_table_counts() -> None:
     records = read_chestxray14(NIH_CSV, labels=[*CHESTXRAY14_LABELS, "No Finding"])
@@ -91,7 +91,6 @@ def test_chestxray14_full_table_counts() -> None:
     assert (labels[:, -1] == (labels[:, :-1].sum(axis=1) == 0)).all()
 
 
-@pytest.mark.shared_data
 @needs_nih
 def test_chestxray14_two_real_images_and_dataset() -> None:
     pytest.importorskip("PIL")
@@ -120,7 +119,6 @@ def test_chestxray14_two_real_images_and_dataset() -> None:
     assert batch_images.shape == (2, 1, 512, 512) and batch_labels.shape == (2, 2)
 
 
-@pytest.mark.shared_data
 @needs_nih
 def test_chestxray14_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="'Image Index'"):
@@ -166,7 +164,6 @@ def test_image_loading_errors(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- Open-I (real)
 
 
-@pytest.mark.shared_data
 @needs_openi
 def test_openi_labels_real_file() -> None:
     records = read_openi_labels(OPENI_CSV)
@@ -187,9 +184,7 @@ def test_openi_labels_real_file() -> None:
     assert only[0]["labels"].tolist() == [1.0, 0.0]
 
 
-@pytest.mark.shared_data
-@needs_openi
-@pytest.mark.skipif(not OPENI_TGZ.is_file(), reason="../shared/data/iu_xray absent")
+@needs_shared("negbio/openi_gld_std14.csv", "iu_xray/NLMCXR_reports.tgz")
 def test_openi_join_with_reports() -> None:
     openi = pytest.importorskip("relaxclip.data.openi")
     reports = openi.read_openi_reports(OPENI_TGZ)
@@ -490,3 +485,163 @@ def test_count_nan_any_label_container() -> None:
         {"labels": [0.0, nan]},
     ]
     assert count_nan(records) == {"label_0": 2, "label_1": 2}
+
+
+# ------------------------------------------- readers that quietly returned less (issue 13 item 8)
+
+
+def test_chexpert_frontal_only_is_case_insensitive(tmp_path: Path) -> None:
+    """Before: rows spelt ``frontal`` were dropped by frontal_only=True (``[]`` here)."""
+    rows = list(csv.reader(chexpert_tree(tmp_path).open()))
+    view = CX_HEADER.index("Frontal/Lateral")
+    for r, spelling in zip(rows[1:], ["frontal", "LATERAL", "FRONTAL"], strict=True):
+        r[view] = spelling
+    lower = write_csv(tmp_path / "CheXpert-v1.0-small" / "lower.csv", rows[0], rows[1:])
+    kept = read_chexpert(lower, frontal_only=True)
+    assert [r["view"] for r in kept] == ["frontal", "FRONTAL"]  # value kept as written
+    for r in rows[1:]:
+        r[view] = "Lateral"
+    lateral = write_csv(tmp_path / "CheXpert-v1.0-small" / "lateral.csv", rows[0], rows[1:])
+    with pytest.raises(ValueError, match=r"frontal_only=True kept none of the 3 rows.*'Lateral'"):
+        read_chexpert(lateral, frontal_only=True)
+
+
+def _header_only(tmp_path: Path, name: str, header: Sequence[str]) -> Path:
+    return write_csv(tmp_path / name, header, [])
+
+
+@pytest.mark.parametrize(
+    "reader, header",
+    [
+        (read_chexpert, CX_HEADER),
+        (read_chestxray14, ["Image Index", "Finding Labels", "Patient ID"]),
+        (read_openi_labels, ["filename", *OPENI_LABELS]),
+    ],
+    ids=["chexpert", "chestxray14", "openi_labels"],
+)
+def test_header_only_csv_says_why(tmp_path: Path, reader: Any, header: list[str]) -> None:
+    """Before: a CSV with a header and no row returned ``[]`` without a word."""
+    path = _header_only(tmp_path, "only_header.csv", header)
+    with pytest.raises(ValueError, match=r"only_header.csv: .*header but no data row"):
+        reader(path)
+
+
+def test_mimic_header_only_split_table_says_why(tmp_path: Path) -> None:
+    root, _ = mimic_tree(tmp_path)
+    write_csv(root / "mimic-cxr-2.0.0-split.csv", ["dicom_id", "split"], [])
+    with pytest.raises(ValueError, match=r"split.csv: .*header but no data row"):
+        read_mimic_cxr(root, check_paths=False)
+
+
+def test_mimic_filters_that_keep_nothing_say_why(tmp_path: Path) -> None:
+    """Before: ``views={"LL"}`` returned ``[]``; now the error lists the views present. The
+    ``views`` filter is case-insensitive (before: ``"pa"`` matched nothing)."""
+    root, _ = mimic_tree(tmp_path)
+    assert [r["dicom_id"] for r in read_mimic_cxr(root, views={"pa", "Lateral"})] == ["d1", "d2"]
+    with pytest.raises(ValueError, match=r"kept none of its 4 images.*'LATERAL'"):
+        read_mimic_cxr(root, views={"LL"})
+
+
+def test_duplicate_rows_and_columns_raise(tmp_path: Path) -> None:
+    """Before: each of these was accepted, the last duplicate silently winning."""
+    nih_header = ["Image Index", "Finding Labels", "Patient ID"]
+    nih = write_csv(
+        tmp_path / "nih.csv",
+        nih_header,
+        [["a.png", "Edema", "1"], ["b.png", "No Finding", "2"], ["a.png", "Mass", "1"]],
+    )
+    with pytest.raises(ValueError, match=r"nih.csv line 4: 'Image Index' 'a.png' .* line 2"):
+        read_chestxray14(nih)
+    root, _ = mimic_tree(tmp_path)
+    write_csv(
+        root / "mimic-cxr-2.0.0-split.csv",
+        ["dicom_id", "split"],
+        [["d1", "train"], ["d2", "train"], ["d3", "test"], ["d4", "validate"], ["d1", "test"]],
+    )
+    with pytest.raises(ValueError, match=r"split.csv line 6: dicom_id 'd1' .* line 2"):
+        read_mimic_cxr(root, check_paths=False)
+    dup_cols = write_csv(
+        tmp_path / "dupcols.csv", ["filename", *OPENI_LABELS, "Edema"], [["CXR1", *["0"] * 16]]
+    )
+    with pytest.raises(ValueError, match=r"dupcols.csv: column name\(s\) \['Edema'\] appear"):
+        read_openi_labels(dup_cols)
+
+
+def test_mimic_report_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """Before: a report file starting with a BOM put FINDINGS into the preamble."""
+    root, reports = mimic_tree(tmp_path)
+    rp = reports / "files/p10/p10000764/s57375967.txt"
+    rp.write_text("\ufeff\u200bFINDINGS: Heart is enlarged.\nIMPRESSION: No acute disease.\n")
+    rec = [r for r in read_mimic_cxr(root, reports_root=reports) if r["dicom_id"] == "d3"][0]
+    assert rec["report"].startswith("FINDINGS:")
+    assert rec["report_sections"]["findings"] == "Heart is enlarged."
+
+
+# ------------------------------------------------- unhelpful reader errors (issue 13)
+
+
+def test_truncated_csv_gz_names_the_path(tmp_path: Path) -> None:
+    """Before: a bare ``EOFError`` with no path."""
+    full = write_csv(
+        tmp_path / "full.csv.gz",
+        ["Image Index", "Finding Labels", "Patient ID"],
+        [[f"{i:08d}_000.png", "Edema", str(i)] for i in range(2000)],
+    )
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"cut.csv.gz: truncated or corrupt gzip"):
+        read_chestxray14(cut)
+
+
+def test_non_utf8_csv_and_report_name_the_file(tmp_path: Path) -> None:
+    """Before: a bare ``UnicodeDecodeError`` naming neither file nor encoding."""
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(
+        "Image Index,Finding Labels,Patient ID\na.png,Edema,1\nb.png,Mass,Ren\xe9\n".encode(
+            "latin-1"
+        )
+    )
+    with pytest.raises(ValueError, match=r"latin1.csv: not UTF-8 text .* line 3.*expected a UTF-8"):
+        read_chestxray14(latin1)
+    root, reports = mimic_tree(tmp_path)
+    rp = reports / "files/p10/p10000764/s57375967.txt"
+    rp.write_bytes("FINDINGS: pr\xe9sence of effusion.".encode("cp1252"))
+    with pytest.raises(ValueError, match=r"s57375967.txt: not UTF-8 text"):
+        read_mimic_cxr(root, reports_root=reports)
+
+
+def test_excel_bom_csv_just_works(tmp_path: Path) -> None:
+    """Before: ``missing column(s) ['Path']`` (the BOM was part of the first column name)."""
+    plain = chexpert_tree(tmp_path)
+    bom = plain.with_name("excel.csv")
+    bom.write_bytes(plain.read_text(encoding="utf-8").encode("utf-8-sig"))
+    assert bom.read_bytes().startswith(b"\xef\xbb\xbf")
+    got, want = read_chexpert(bom), read_chexpert(plain)
+    assert [r["image_path"] for r in got] == [r["image_path"] for r in want]
+    gz = tmp_path / "nih.csv.gz"
+    gz.write_bytes(
+        gzip.compress(b"\xef\xbb\xbfImage Index,Finding Labels,Patient ID\na.png,Edema,1\n")
+    )
+    assert read_chestxray14(gz)[0]["image_index"] == "a.png"
+
+
+def test_csv_error_lines_after_blank_lines_and_multiline_fields(tmp_path: Path) -> None:
+    """Before: errors counted rows (``i + 2``), so blank lines and a quoted field spanning
+    lines made the reported line wrong (line 4 here for a value on line 7)."""
+    header = ",".join(["filename", *OPENI_LABELS])
+    good = ",".join(["0"] * 15)
+    text = (
+        f"{header}\n"  # line 1
+        f"CXR1,{good}\n"  # line 2
+        "\n"  # line 3 (blank)
+        f'"CXR\n2",{good}\n'  # lines 4-5: a quoted uid with a line break
+        "\n"  # line 6
+        f"CXR3,{','.join(['0'] * 14)},7\n"  # line 7: bad value
+    )
+    path = tmp_path / "gold.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=r"gold.csv line 7, column 'normal'"):
+        read_openi_labels(path)
+    path.write_text(text.replace(",7\n", "\n"), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"gold.csv: line 7 has 15 fields, header has 16"):
+        read_openi_labels(path)

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
 import pickle
+import random
+import subprocess
+import sys
 from collections import Counter
 from itertools import combinations
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from _shared import needs_shared, shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset
 
-import relaxclip.sampling as sampling_mod
-from relaxclip.sampling import SentenceSampler
+import relaxclip.sentence_pool as sampling_mod
+from relaxclip.sampling import SentenceSampler, group_text, sample_sentences, text_group_ids
+from relaxclip.sentence_pool import SentencePool
 from relaxclip.sentences import split_sentences
 
 
@@ -411,3 +420,493 @@ def test_fallback_is_opt_in() -> None:
 def test_bad_arguments(kwargs: dict[str, Any], exc: type[Exception]) -> None:
     with pytest.raises(exc, match="SentenceSampler"):
         SentenceSampler(**kwargs)
+
+
+# ============================================================================= the split (issue 11)
+
+
+def test_sentence_pool_alone() -> None:
+    pool = SentencePool(cache_size=2)
+    report = "INDICATION: Cough. FINDINGS: Heart normal. Lungs clear. IMPRESSION: No disease."
+    assert pool.candidates(report) == ("Heart normal.", "Lungs clear.", "No disease.")
+    assert pool.candidates({"impression": "No disease.", "findings": "Heart normal."}) == (
+        "Heart normal.",
+        "No disease.",
+    )
+    assert pool.candidates("INDICATION: Cough.") == ()  # nothing usable: empty, no raise
+    assert len(pool) == 2  # bounded: the oldest of three reports was evicted
+    assert len(pickle.loads(pickle.dumps(pool))) == 0
+    with pytest.raises(TypeError, match="SentencePool: the report must be a str or a mapping"):
+        pool.candidates(3)
+    # the sampler's candidates are the pool's
+    s = SentenceSampler(image_key=None).eval()
+    assert s([{"report": report}])["text"] == [" ".join(s.pool.candidates(report))]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 6), min_size=1, max_size=6),
+    spec=st.one_of(st.integers(1, 6), st.floats(0.01, 1.0)),
+    seed=st.integers(0, 2**32),
+)
+def test_sample_sentences_keeps_every_sample_and_report_order(
+    sizes: list[int], spec: Any, seed: int
+) -> None:
+    """The sampling function alone: one text per sample, in order, sentences of its own report,
+    in report order; the collate gives exactly what the function gives with the same stream."""
+    pools = [tuple(_sentence(i, j) for j in range(n)) for i, n in enumerate(sizes)]
+    texts = sample_sentences(pools, random.Random(seed), num_sentences=spec)
+    assert len(texts) == len(pools)
+    for pool, text in zip(pools, texts, strict=True):
+        got = split_sentences(text)
+        assert got == [p for p in pool if p in got] and got  # a non-empty ordered sub-list
+    with pytest.raises(ValueError, match=r"candidates\[1\] is empty"):
+        sample_sentences([("A.",), ()], random.Random(0))
+
+
+# ============================================================================= per-epoch randomness (issue 12.1)
+
+
+class _Reports(Dataset[dict[str, Any]]):
+    """Report i has ``sizes[i]`` distinct sentences; samples carry their index."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.reports = [_report(i, n) for i, n in enumerate(sizes)]
+
+    def __len__(self) -> int:
+        return len(self.reports)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"report": self.reports[i], "idx": i}
+
+
+def _run_epochs(
+    collate: SentenceSampler,
+    dataset: Dataset[Any],
+    *,
+    epochs: int = 3,
+    workers: int = 2,
+    persistent: bool = False,
+    batch_size: int = 32,
+) -> list[list[str]]:
+    """The issue's scenario: shuffle off, no set_epoch; per epoch, the text of each sample."""
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        persistent_workers=persistent,
+        collate_fn=collate,
+    )
+    out = []
+    for _ in range(epochs):
+        texts: list[str] = []
+        order: list[int] = []
+        for b in loader:
+            texts += b["text"]
+            order += b["idx"].tolist()
+        assert order == list(range(len(texts)))  # nothing dropped or reordered
+        out.append(texts)
+    return out
+
+
+def _pair_agreement(runs: list[list[str]]) -> list[float]:
+    """Per pair of epochs, the share of samples that got the same text."""
+    return [
+        sum(a == b for a, b in zip(runs[e], runs[f], strict=True)) / len(runs[e])
+        for e, f in combinations(range(len(runs)), 2)
+    ]
+
+
+def _chance(pool_sizes: list[int]) -> tuple[float, float]:
+    """Expected agreement of two independent uniform draws, and its standard deviation."""
+    p = [1.0 / n for n in pool_sizes]
+    return sum(p) / len(p), math.sqrt(sum(q * (1 - q) for q in p)) / len(p)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_epochs_differ_in_workers_without_set_epoch(persistent: bool) -> None:
+    """Issue 12.1: 2 workers, shuffle off, no set_epoch. Before: every sample got the same
+    sentence in every epoch (agreement 1.0) with non-persistent workers."""
+    sizes = [2 + i % 7 for i in range(448)]
+    runs = _run_epochs(
+        SentenceSampler(seed=0, image_key=None), _Reports(sizes), persistent=persistent
+    )
+    mean, sd = _chance(sizes)
+    for agreement in _pair_agreement(runs):
+        assert abs(agreement - mean) < 5 * sd, (agreement, mean, sd)
+
+
+def test_identical_runs_are_identical() -> None:
+    """Reproducible across runs for a fixed torch.manual_seed and seed; workers differ."""
+    sizes = [6] * 128
+    torch.manual_seed(0)
+    a = _run_epochs(SentenceSampler(seed=0, image_key=None), _Reports(sizes), epochs=2)
+    torch.manual_seed(0)
+    b = _run_epochs(SentenceSampler(seed=0, image_key=None), _Reports(sizes), epochs=2)
+    assert a == b
+    torch.manual_seed(0)
+    c = _run_epochs(SentenceSampler(seed=1, image_key=None), _Reports(sizes), epochs=2)
+    assert c != a  # the user's seed matters too
+    # batches 0 and 1 (workers 0 and 1) hold the same 6-sentence reports: they draw differently
+    assert a[0][:32] != a[0][32:64]
+
+
+def test_main_process_stream_advances_hf_trainer_style() -> None:
+    """num_workers=0 and no set_epoch (the HF Trainer recipe): each epoch draws anew."""
+    sizes = [2 + i % 5 for i in range(400)]
+    runs = _run_epochs(SentenceSampler(seed=0, image_key=None), _Reports(sizes), workers=0)
+    mean, sd = _chance(sizes)
+    assert all(abs(a - mean) < 5 * sd for a in _pair_agreement(runs))
+
+
+def test_hf_trainer_epochs_differ(tmp_path: Any) -> None:
+    """The HF Trainer recipe (data_collator=SentenceSampler, no set_epoch hook), 2 workers, 3
+    epochs, sequential order. Before: agreement 1.0 between every pair of epochs."""
+    transformers = pytest.importorskip("transformers")
+    from torch.utils.data import SequentialSampler
+
+    sizes = [2 + i % 7 for i in range(256)]
+    data = [{"report": _report(i, n), "idx": i} for i, n in enumerate(sizes)]
+    seen: dict[int, list[str]] = {}
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+    class Recording(transformers.Trainer):  # type: ignore[misc]
+        def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
+            return SequentialSampler(self.train_dataset)
+
+        def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            for i, t in zip(inputs["idx"].tolist(), inputs["text"], strict=True):
+                seen.setdefault(i, []).append(t)
+            return (model.w**2).sum()
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        num_train_epochs=3,
+        per_device_train_batch_size=32,
+        dataloader_num_workers=2,
+        remove_unused_columns=False,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+    )
+    collate = SentenceSampler(seed=0, image_key=None)
+    Recording(model=Tiny(), args=args, train_dataset=data, data_collator=collate).train()
+    runs = [[seen[i][e] for i in range(len(data))] for e in range(3)]
+    mean, sd = _chance(sizes)
+    for agreement in _pair_agreement(runs):
+        assert abs(agreement - mean) < 5 * sd, (agreement, mean, sd)
+
+
+def test_set_epoch_stays_an_explicit_override() -> None:
+    """With set_epoch, a worker's stream is (seed, epoch, worker, call): the same epoch replays,
+    independently of torch's generator, and another epoch differs."""
+    sizes = [6] * 64
+    collate = SentenceSampler(seed=3, image_key=None)
+    collate.set_epoch(4)
+    torch.manual_seed(0)
+    a = _run_epochs(collate, _Reports(sizes), epochs=1)
+    torch.manual_seed(1)
+    assert _run_epochs(collate, _Reports(sizes), epochs=1) == a
+    collate.set_epoch(5)
+    assert _run_epochs(collate, _Reports(sizes), epochs=1) != a
+
+
+@needs_shared("iu_xray/NLMCXR_reports.tgz")
+def test_epochs_differ_on_real_openi_reports() -> None:
+    """The issue's run on the real Open-I reports (3,927 with findings or impression): 2 workers,
+    3 epochs, shuffle off, no set_epoch. Before: 3,927 of 3,927 identical in every epoch."""
+    from relaxclip.data.openi import read_openi_reports
+
+    records = read_openi_reports(shared_path("iu_xray/NLMCXR_reports.tgz"))
+    pool = SentencePool()
+    samples = [
+        {"report": {"findings": r["findings"], "impression": r["impression"]}, "idx": i}
+        for i, r in enumerate(rec for rec in records if pool.candidates(rec))
+    ]
+    sizes = [len(pool.candidates(s["report"])) for s in samples]
+    runs = _run_epochs(SentenceSampler(seed=0, image_key=None), samples, batch_size=64)  # type: ignore[arg-type]
+    mean, sd = _chance(sizes)
+    for agreement in _pair_agreement(runs):
+        assert abs(agreement - mean) < 5 * sd, (agreement, mean, sd)
+
+
+# ============================================================================= empty reports (issue 12.2)
+
+
+def test_errors_name_the_sample_and_the_sections_tried() -> None:
+    """Before: 'batch position 1' only, which does not identify the report."""
+    rec = {"uid": "CXR16", "findings": "", "impression": "", "indication": ""}
+    batch = [{"image": 0, "report": "Heart normal."}, {"image": 1, "report": rec}]
+    with pytest.raises(
+        ValueError,
+        match=r"sample uid='CXR16' at batch position 1, key 'report' has no sentence in "
+        r"sections \('findings', 'impression'\).*on_empty='drop'",
+    ):
+        SentenceSampler()(batch)
+    batch = [{"image": 0, "report": "A.", "study_id": 7}, {"image": 1, "report": "", "study_id": 8}]
+    with pytest.raises(ValueError, match="sample study_id=8 at batch position 1"):
+        SentenceSampler()(batch)
+    with pytest.raises(TypeError, match="sample study_id=8 at batch position 1, key 'report'"):
+        SentenceSampler()([batch[0], {**batch[1], "report": 3}])
+    with pytest.raises(KeyError, match="sample uid='x' at batch position 0 lacks key 'report'"):
+        SentenceSampler()([{"image": 0, "uid": "x"}])
+
+
+def test_fallback_chain_over_named_sections() -> None:
+    s = SentenceSampler(
+        sections=("findings",), fallback=("impression", "indication"), image_key=None
+    )
+    s.eval()
+    reports = [
+        {"findings": "Heart normal.", "impression": "Fine."},
+        {"findings": "", "impression": "Fine.", "indication": "Cough."},
+        {"findings": None, "indication": "Cough."},
+        "INDICATION: Cough.\nIMPRESSION: Fine.",
+        "INDICATION: Cough.",
+    ]
+    out = s([{"report": r} for r in reports])
+    assert out["text"] == ["Heart normal.", "Fine.", "Cough.", "Fine.", "Cough."]
+    with pytest.raises(
+        ValueError,
+        match=r"sections \('findings',\), then section 'impression', then section 'indication'",
+    ):
+        s([{"report": {"comparison": "None."}}])
+    whole = SentenceSampler(
+        sections=("findings",), fallback=("impression", "report"), image_key=None
+    )
+    assert whole.eval()([{"report": {"comparison": "Prior."}}])["text"] == ["Prior."]
+
+
+def test_whole_report_fallback_uses_sections_only() -> None:
+    """Before: fallback='report' on an empty Open-I record trained on 'CXR16 ecgen-radiology/16.xml'
+    (its uid and file name)."""
+    rec = {"uid": "CXR16", "findings": "", "impression": "", "indication": "", "comparison": "",
+           "mesh": [], "images": ["CXR16_1"], "source": "ecgen-radiology/16.xml"}  # fmt: skip
+    s = SentenceSampler(fallback="report", image_key=None)
+    with pytest.raises(ValueError, match="uid='CXR16'.*no sentence in the whole report"):
+        s([{"report": rec}])
+    assert s.eval()([{"report": {**rec, "indication": "Chest pain."}}])["text"] == ["Chest pain."]
+
+
+@pytest.mark.parametrize(
+    "fallback",
+    [("report", "indication"), ("findings",), ("indication", "indication"), (), "indication", 3],
+)
+def test_bad_fallback_chains(fallback: Any) -> None:
+    with pytest.raises(ValueError, match="SentenceSampler.*fallback"):
+        SentenceSampler(fallback=fallback)
+
+
+def test_on_empty_drop_removes_samples_with_all_their_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reports = ["A one.", "", "C one. C two.", {"uid": "CXR9", "findings": " "}, "E one."]
+    batch = [
+        {"image": torch.full((2,), float(i)), "report": r, "idx": i, "meta": [i]}
+        for i, r in enumerate(reports)
+    ]
+    s = SentenceSampler(on_empty="drop", list_keys=("meta",), group_key="text_group", seed=0)
+    with caplog.at_level(logging.WARNING, logger="relaxclip.sampling"):
+        out = s.eval()(batch)
+    assert out["num_dropped"] == 2 and s.num_dropped == 2
+    assert out["idx"].tolist() == [0, 2, 4]
+    assert out["image"][:, 0].tolist() == [0.0, 2.0, 4.0]
+    assert out["meta"] == [[0], [2], [4]]
+    assert out["text"] == ["A one.", "C one. C two.", "E one."]
+    assert out["text_group"].shape == (3,)
+    assert "dropped 2 of 5" in caplog.text and "idx=1" in caplog.text and "CXR9" in caplog.text
+    full = s(batch[:1])
+    assert full["num_dropped"] == 0  # present in every batch
+    with pytest.raises(ValueError, match="every sample of the batch has no sentence"):
+        s([batch[1], batch[3]])
+    with pytest.raises(ValueError, match="on_empty"):
+        SentenceSampler(on_empty="skip")  # type: ignore[arg-type]
+
+
+@settings(max_examples=50, deadline=None)
+@given(empty=st.lists(st.booleans(), min_size=2, max_size=10).filter(lambda e: not all(e)))
+def test_drop_never_loses_or_reorders_kept_samples(empty: list[bool]) -> None:
+    batch = [
+        {"image": torch.tensor([float(i)]), "report": "" if e else _report(i, 3), "idx": i}
+        for i, e in enumerate(empty)
+    ]
+    out = SentenceSampler(on_empty="drop", seed=0)(batch)
+    kept = [i for i, e in enumerate(empty) if not e]
+    assert out["idx"].tolist() == kept and out["image"][:, 0].tolist() == [float(i) for i in kept]
+    assert out["num_dropped"] == sum(empty)
+    for i, text in zip(kept, out["text"], strict=True):
+        assert text in split_sentences(_report(i, 3))
+
+
+@needs_shared("iu_xray/NLMCXR_reports.tgz")
+def test_real_openi_empty_reports() -> None:
+    """Open-I has reports with no findings and no impression. Default: the error names the first
+    one by uid. on_empty='drop': exactly those are dropped, counted."""
+    from relaxclip.data.openi import read_openi_reports
+
+    records = read_openi_reports(shared_path("iu_xray/NLMCXR_reports.tgz"))
+    empty = [r["uid"] for r in records if not (r["findings"].strip() or r["impression"].strip())]
+    assert empty  # 28 in the distributed archive
+    samples = [{"report": r} for r in records]
+    batches = [samples[i : i + 64] for i in range(0, len(samples), 64)]
+    with pytest.raises(ValueError, match=f"uid='{empty[0]}'"):
+        for b in batches:
+            SentenceSampler(image_key=None, list_keys=())(b)
+    s = SentenceSampler(image_key=None, on_empty="drop")
+    kept = sum(len(s(b)["text"]) for b in batches)
+    assert s.num_dropped == len(empty) and kept == len(records) - len(empty)
+
+
+# ============================================================================= bad input (issue 13)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"image_key": "text"},
+        {"text_key": "text"},
+        {"text_key": "image"},
+        {"tokenizer": WordTokenizer(), "token_key": "text"},
+        {"tokenizer": WordTokenizer(), "token_key": "image"},
+        {"group_key": "text"},
+        {"group_key": "image"},
+        {"tokenizer": WordTokenizer(), "group_key": "tokens"},
+        {"on_empty": "drop", "group_key": "num_dropped"},
+        {"text_key": None, "sections": ("findings",), "image_key": "findings"},
+    ],
+)
+def test_output_key_collisions_raise(kwargs: dict[str, Any]) -> None:
+    """Before: SentenceSampler(image_key='text') let the texts overwrite the images."""
+    with pytest.raises(ValueError, match="SentenceSampler: .* collides with"):
+        SentenceSampler(**kwargs)
+
+
+def test_sample_keys_colliding_with_new_outputs_raise() -> None:
+    batch = [{"image": 0, "report": "A.", "text_group": 1}]
+    with pytest.raises(ValueError, match="'text_group' collides"):
+        SentenceSampler(group_key="text_group")(batch)
+    with pytest.raises(ValueError, match="'num_dropped' collides"):
+        SentenceSampler(on_empty="drop")([{"image": 0, "report": "A.", "num_dropped": 0}])
+    with pytest.raises(ValueError, match="'image' collides"):
+        SentenceSampler(lambda t: {"image": torch.zeros(len(t), 2)})(_batch(["A."]))
+
+
+def test_bom_in_reports_does_not_hide_findings() -> None:
+    """Before: the BOM put FINDINGS into the preamble and the sampler used the impression only."""
+    s = SentenceSampler(image_key=None).eval()
+    report = "\ufeffFINDINGS: Heart is enlarged.\nIMPRESSION: No acute disease."
+    assert s([{"report": report}])["text"] == ["Heart is enlarged. No acute disease."]
+    assert s([{"report": {"findings": "\ufeff\u200bHeart.", "impression": "Fine."}}])["text"] == [
+        "Heart. Fine."
+    ]
+
+
+def test_numpy_integers_accepted() -> None:
+    reports = [_report(i, 6) for i in range(8)]
+    a = SentenceSampler(num_sentences=np.int64(2), seed=np.int64(3), cache_size=np.int32(5))
+    b = SentenceSampler(num_sentences=2, seed=3, cache_size=5)
+    assert a(_batch(reports))["text"] == b(_batch(reports))["text"]
+    assert a.seed == 3 and type(a.seed) is int and type(a.num_sentences) is int
+    r = SentenceSampler(num_sentences=(np.int32(1), np.int64(3)), seed=0)
+    assert (
+        r(_batch(reports))["text"]
+        == SentenceSampler(num_sentences=(1, 3), seed=0)(_batch(reports))["text"]
+    )
+    a.set_epoch(np.int64(2))
+    assert a.epoch == 2
+
+
+# ============================================================================= text groups (issue 14)
+
+
+def _reference_normal_form(text: str) -> str:
+    """group_text's documented rule, written independently."""
+    invisible = {0xFEFF, 0xAD, 0x180E, *range(0x200B, 0x2010), *range(0x202A, 0x202F)}
+    invisible |= {*range(0x2060, 0x2065), *range(0x2066, 0x2070)}
+    t = "".join(c for c in text if ord(c) not in invisible).casefold()
+    t = " ".join(t.split())
+    while t and (t[-1] in ".,;:!?" or t[-1].isspace()):
+        t = t[:-1]
+    return t
+
+
+_GROUP_TEXT = st.one_of(
+    st.text(alphabet="abAB .!?,;:\t\n\ufeff\u200b", max_size=8),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=_GROUP_TEXT, b=_GROUP_TEXT)
+def test_equal_texts_iff_equal_ids(a: str, b: str) -> None:
+    ids = text_group_ids([a, b])
+    assert ids.dtype == torch.int64 and ids.shape == (2,) and bool((ids >= 0).all())
+    assert group_text(a) == _reference_normal_form(a)
+    assert (ids[0] == ids[1]).item() == (_reference_normal_form(a) == _reference_normal_form(b))
+
+
+def test_group_examples_and_errors() -> None:
+    ids = text_group_ids(
+        ["No pneumothorax.", "no  PNEUMOTHORAX", "No pneumothorax !", "No effusion."]
+    )
+    assert ids[0] == ids[1] == ids[2] != ids[3]
+    assert text_group_ids([]).shape == (0,)
+    with pytest.raises(TypeError, match="text_group_ids: texts must be a sequence of str"):
+        text_group_ids("No pneumothorax.")
+    with pytest.raises(TypeError, match=r"texts\[1\] must be str"):
+        text_group_ids(["a", 1])  # type: ignore[list-item]
+
+
+_TEXTS = ["No pneumothorax.", "The lungs are clear.", "Heart size normal", "Ünïcode ß."]
+
+
+@pytest.mark.slow
+def test_group_ids_stable_across_processes() -> None:
+    """Same ids in separate interpreters with different hash seeds (Python's hash() would not)."""
+    code = (
+        "import json, sys\n"
+        "from relaxclip.sampling import text_group_ids\n"
+        "print(json.dumps(text_group_ids(json.loads(sys.argv[1])).tolist()))\n"
+    )
+    results = []
+    for hash_seed in ("0", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(_TEXTS)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            check=True,
+        )
+        results.append(json.loads(out.stdout))
+    assert results[0] == results[1] == text_group_ids(_TEXTS).tolist()
+
+
+@pytest.mark.slow
+def test_group_key_in_batches_from_spawned_workers() -> None:
+    """Ids made in DataLoader workers (spawned: fresh interpreters with their own hash salt)
+    equal the main process's, and equal texts across batches and workers share ids."""
+    samples = [{"report": t, "idx": i} for i, t in enumerate(_TEXTS * 4)]
+    loader = DataLoader(
+        samples,  # type: ignore[arg-type]
+        batch_size=4,
+        num_workers=2,
+        multiprocessing_context="spawn",
+        collate_fn=SentenceSampler(image_key=None, group_key="text_group", seed=0),
+    )
+    seen: dict[str, int] = {}
+    for b in loader:
+        assert b["text_group"].dtype == torch.int64
+        assert b["text_group"].tolist() == text_group_ids(b["text"]).tolist()
+        for text, gid in zip(b["text"], b["text_group"].tolist(), strict=True):
+            assert seen.setdefault(text, gid) == gid
+    assert len(seen) == len(_TEXTS)

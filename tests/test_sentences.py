@@ -106,7 +106,7 @@ def test_report_without_header_is_kept_whole() -> None:
 
 def test_repeated_and_empty_sections() -> None:
     got = parse_report_sections("FINDINGS:\nIMPRESSION: one.\nIMPRESSIONS: two.")
-    assert got == {"findings": "", "impression": "one.\ntwo."}
+    assert got == {"findings": "", "impression": "one.\n\ntwo."}
 
 
 def test_sections_type_error() -> None:
@@ -146,7 +146,7 @@ def test_sections_round_trip(
         text += f"{sep}{header}: {body}"
         expected.setdefault(key, []).append(body.strip())
     got = parse_report_sections(text)
-    assert got == {k: "\n".join(p for p in v if p) for k, v in expected.items()}
+    assert got == {k: "\n\n".join(p for p in v if p) for k, v in expected.items()}
 
 
 # ----------------------------------------------------------------------------- sentences
@@ -156,9 +156,26 @@ def _nonspace(text: str) -> str:
     return "".join(text.split())
 
 
+# Invisible marks the splitter drops before the first visible character (written out here,
+# independently of relaxclip.sentences.INVISIBLE_MARKS).
+_MARKS = frozenset(
+    "\ufeff\u00ad\u180e"
+    + "".join(map(chr, [*range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2065)]))
+    + "".join(map(chr, range(0x2066, 0x2070)))
+)
+
+
+def _visible(text: str) -> str:
+    """``text`` from its first character that is neither whitespace nor an invisible mark."""
+    i = 0
+    while i < len(text) and (text[i].isspace() or text[i] in _MARKS):
+        i += 1
+    return text[i:]
+
+
 def _check_invariants(text: str, sents: list[str]) -> None:
-    assert _nonspace("".join(sents)) == _nonspace(text)
-    assert (sents == []) == (text.strip() == "")
+    assert _nonspace("".join(sents)) == _nonspace(_visible(text))
+    assert (sents == []) == (_visible(text).strip() == "")
     for s in sents:
         assert s and s == s.strip() and s == " ".join(s.split())
     if len(sents) > 1:  # a lone marker or punctuation is a sentence only when nothing else is
@@ -351,3 +368,71 @@ def test_runs_offline_without_nltk_data() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['Dr. X came.', '1. Stable.']"
+
+
+# ----------------------------------------------------------------------------- issue 13: marks, corners
+
+_MARK_LIST = sorted(_MARKS)
+
+
+@pytest.mark.parametrize("mark", ["\ufeff", "\u200b", "\u200e", "\u2060", "\ufeff\u200b "])
+def test_leading_invisible_marks_do_not_hide_headers(mark: str) -> None:
+    """A UTF-8 byte-order mark (or another invisible mark) before the first header used to put
+    FINDINGS into the preamble, so the sampler trained on the impression only."""
+    text = "FINDINGS: Heart is enlarged.\nIMPRESSION: No acute disease."
+    expected = {"findings": "Heart is enlarged.", "impression": "No acute disease."}
+    assert parse_report_sections(mark + text) == expected
+    # at the start of a later line (files concatenated with their marks)
+    assert parse_report_sections(f"Heart is enlarged.\n{mark}IMPRESSION: No acute disease.") == {
+        PREAMBLE_KEY: "Heart is enlarged.",
+        "impression": "No acute disease.",
+    }
+    assert split_sentences(mark + "Heart normal. Lungs clear.") == ["Heart normal.", "Lungs clear."]
+    assert split_sentences(mark) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    prefix=st.lists(st.sampled_from([*_MARK_LIST, " ", "\n"]), min_size=1, max_size=4).map("".join),
+    text=st.one_of(_PATHOLOGICAL, st.text(max_size=80)),
+)
+def test_leading_marks_are_ignored(prefix: str, text: str) -> None:
+    assert split_sentences(prefix + text) == split_sentences(_visible(text))
+    assert parse_report_sections(prefix + text) == parse_report_sections(_visible(text))
+
+
+def test_repeated_section_parts_are_never_joined_into_one_sentence() -> None:
+    """Two IMPRESSION blocks without full stops used to give 'no pneumothorax stable effusion'."""
+    report = "IMPRESSION: no pneumothorax\nFINDINGS: Heart normal.\nIMPRESSION: stable effusion"
+    impression = parse_report_sections(report)["impression"]
+    assert split_sentences(impression) == ["no pneumothorax", "stable effusion"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a number after a value word ends the sentence; it is not list item 2
+        (
+            "1. Small effusion, grade 2. Recommend follow-up.",
+            ["1. Small effusion, grade 2.", "Recommend follow-up."],
+        ),
+        ("1. Nodule, stage 2. No effusion.", ["1. Nodule, stage 2.", "No effusion."]),
+        # ... but continued numbering after another word still starts an item
+        ("1. Edema 2. Cardiomegaly", ["1. Edema", "2. Cardiomegaly"]),
+        (
+            "1. Small effusion 2. Recommend follow-up.",
+            ["1. Small effusion", "2. Recommend follow-up."],
+        ),
+        # a single capital letter after a lower-case word, before a capitalised word
+        ("zone A. Lungs clear.", ["zone A.", "Lungs clear."]),
+        ("Low vitamin D. Normal heart.", ["Low vitamin D.", "Normal heart."]),
+        # initials of names are not boundaries; nor after a shipped abbreviation
+        ("Dr. John A. Smith was paged.", ["Dr. John A. Smith was paged."]),
+        ("Seen by pt A. Jones", ["Seen by pt A. Jones"]),
+        ("zone A. lungs clear.", ["zone A. lungs clear."]),
+    ],
+)
+def test_splitter_corner_cases(text: str, expected: list[str]) -> None:
+    got = split_sentences(text)
+    assert got == expected
+    _check_invariants(text, got)

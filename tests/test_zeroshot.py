@@ -13,12 +13,17 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _shared import needs_shared, shared_path
 
-from relaxclip.metrics import macro_auroc
+from relaxclip.metrics import AUROCResult, bootstrap_auroc, macro_auroc
 from relaxclip.zeroshot import (
+    NON_FINDING_NAMES,
+    PROMPT_NAMES,
     NoFindingTemplateWarning,
     ZeroShotClassifier,
     hf_text_encoder,
+    is_non_finding_label,
+    normalize_label_name,
     open_clip_text_encoder,
     plot_roc,
 )
@@ -50,10 +55,11 @@ class FakeEncoder:
 def reference_proba(
     img: torch.Tensor, labels: list[str], templates: list[tuple[str, str]]
 ) -> torch.Tensor:
-    """CheXzero's formula written out in float64: exp(s+) / (exp(s+) + exp(s-))."""
+    """CheXzero's formula written out in float64: exp(s+) / (exp(s+) + exp(s-)), on prompts
+    filled with the lower-cased label (the default prompt name of these clean labels)."""
 
     def class_emb(side: int, label: str) -> torch.Tensor:
-        e = torch.stack([vec(t[side].format(label)) for t in templates])
+        e = torch.stack([vec(t[side].format(label.lower())) for t in templates])
         e = e / e.norm(dim=-1, keepdim=True)
         m = e.mean(0)
         return m / m.norm()
@@ -112,7 +118,7 @@ def test_gradient_flows_to_image_features_only() -> None:
 def test_normalize_false_uses_raw_dot_products() -> None:
     img = torch.randn(5, D, dtype=torch.float64)
     clf = ZeroShotClassifier(FakeEncoder(torch.float64), ["Edema"], normalize=False)
-    p, n = vec("Edema"), vec("no Edema")
+    p, n = vec("edema"), vec("no edema")
     expected = torch.sigmoid(img @ p - img @ n)
     torch.testing.assert_close(clf.predict_proba(img)[:, 0], expected, rtol=0, atol=1e-12)
 
@@ -130,7 +136,7 @@ def test_per_label_prompts_and_exclusion() -> None:
     assert clf.labels == ("No Finding", "Atelectasis", "Cardiomegaly")
     assert clf.excluded == ("Edema",)
     assert clf.prompts("No Finding") == tuple(prompts["No Finding"])
-    assert clf.prompts("Atelectasis") == (("Atelectasis", "no Atelectasis"),)
+    assert clf.prompts("Atelectasis") == (("atelectasis", "no atelectasis"),)
     img = torch.randn(3, D, dtype=torch.float64)
     out = clf.predict_proba(img)
     assert out.shape == (3, 3)
@@ -139,7 +145,7 @@ def test_per_label_prompts_and_exclusion() -> None:
     n = vec("acute cardiopulmonary process")
     expected = torch.sigmoid(x @ (p / p.norm()) - x @ (n / n.norm()))
     torch.testing.assert_close(out[:, 0], expected, rtol=0, atol=1e-12)
-    assert not any("Edema" in t for b in enc.batches for t in b)
+    assert not any("edema" in t.lower() for b in enc.batches for t in b)
     with pytest.raises(ValueError, match="exclude"):
         ZeroShotClassifier(enc, LABELS, exclude=["Fracture"])
     with pytest.raises(ValueError, match="label_prompts"):
@@ -155,7 +161,7 @@ def test_no_finding_trap_warns() -> None:
         warnings.simplefilter("error")
         ZeroShotClassifier(enc, ["No Finding", "Edema"], exclude=["No Finding"])
         ZeroShotClassifier(enc, ["No Finding"], templates=[("{}", "not {}")])
-        ZeroShotClassifier(enc, ["Nodule", "normal"])  # names merely starting with "no"
+        ZeroShotClassifier(enc, ["Nodule", "Normal heart size"])  # merely starting with "no"
 
 
 def test_no_finding_trap_inverts_scores() -> None:
@@ -175,7 +181,7 @@ def test_no_finding_trap_inverts_scores() -> None:
     img = img + 0.2 * torch.rand(200, 2)
     with pytest.warns(NoFindingTemplateWarning):
         trapped = ZeroShotClassifier(bag_of_words, ["No Finding"])
-    assert trapped.prompts("No Finding") == (("No Finding", "no No Finding"),)
+    assert trapped.prompts("No Finding") == (("no finding", "no no finding"),)
     assert macro_auroc(y[:, None], trapped.predict_proba(img).numpy()).macro < 0.1
     fixed = ZeroShotClassifier(
         bag_of_words, ["No Finding"], label_prompts={"No Finding": [("no finding", "finding")]}
@@ -229,6 +235,29 @@ def test_bad_input() -> None:
         ZeroShotClassifier(lambda t: [[0.0] * D] * len(t), LABELS).text_embeddings()  # type: ignore[arg-type,return-value]
     with pytest.raises(ValueError, match="zero vector"):
         ZeroShotClassifier(lambda t: torch.zeros(len(t), D), LABELS).text_embeddings()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_huge_finite_features_keep_their_direction(dtype: torch.dtype) -> None:
+    """Issue 13 item 3: from ~1e19 in fp32/bf16 the squared norm overflowed, every image row became
+    zero and predict_proba returned 0.5. Cosine similarity is scale-invariant: scaled rows must give
+    the same probabilities as the unscaled ones."""
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    img = torch.randn(5, D, generator=torch.Generator().manual_seed(3))
+    expected = clf.predict_proba(img.to(dtype))
+    scale = torch.finfo(dtype).max / 8  # finite, far beyond sqrt(max)
+    got = clf.predict_proba(img.to(dtype) * scale)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, atol=2e-2 if dtype != torch.float32 else 1e-5, rtol=0)
+    assert not torch.allclose(got, torch.full_like(got, 0.5))
+
+
+def test_zero_image_rows_are_named() -> None:
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    img = torch.randn(4, D)
+    img[2] = 0.0
+    with pytest.raises(ValueError, match=r"zero vector.*\[2\]"):
+        clf.predict_proba(img)
 
 
 # --------------------------------------------------------------------------- wrappers
@@ -328,15 +357,12 @@ def test_plot_roc_writes_png(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- docs numbers
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
+BENCH = shared_path("benchmarks")
 DOC = Path(__file__).resolve().parents[1] / "docs" / "zeroshot.md"
 
 
-@pytest.mark.shared_data
-@pytest.mark.skipif(
-    not (BENCH / "chexzero_chexpert_test_auc.csv").is_file() or not DOC.is_file(),
-    reason="../shared/data/benchmarks or docs/zeroshot.md absent",
-)
+@needs_shared("benchmarks/chexzero_chexpert_test_auc.csv")
+@pytest.mark.skipif(not DOC.is_file(), reason="docs/zeroshot.md absent")
 def test_docs_table_is_derived_from_the_benchmark_csv() -> None:
     import csv
 
@@ -399,3 +425,192 @@ def test_evaluate_accepts_bf16_labels_and_checks_rows() -> None:
     assert set(res.per_label) == set(LABELS)
     with pytest.raises(ValueError, match=r"returned 3 rows for 4 label rows"):
         clf.evaluate(lambda x: x[:3], [{"image": img, "labels": y}])
+
+
+# ------------------------------------------------ constructor and encoder errors (issue 13)
+
+
+def test_labels_none_is_a_clear_type_error() -> None:
+    """Before: ``TypeError: 'NoneType' object is not iterable`` without the argument's name."""
+    with pytest.raises(TypeError, match="labels: expected a sequence of label names, got NoneType"):
+        ZeroShotClassifier(FakeEncoder(), None)  # type: ignore[arg-type]
+
+
+def test_encoders_changing_d_between_batches_are_named() -> None:
+    """Before: a bare ``torch.cat`` RuntimeError (text) and "image_features: dimension ..."
+    (image), neither naming the encoder."""
+    dims = iter([D, D - 2, D])
+    clf = ZeroShotClassifier(lambda t: torch.randn(len(t), next(dims)), LABELS, batch_size=2)
+    with pytest.raises(ValueError, match=r"encode_text: returned D=14 for strings 2\.\.3 but D=16"):
+        clf.text_embeddings()
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    y = torch.zeros(4, 3)
+    batches = [{"image": torch.randn(4, D), "labels": y}, {"image": torch.randn(4, 8), "labels": y}]
+    with pytest.raises(ValueError, match=r"encode_image\(batches\[1\]\['image'\]\) returned D=8"):
+        clf.evaluate(lambda x: x, batches)
+
+
+def test_evaluate_reports_non_finite_image_features() -> None:
+    """Before: ``y_score: scores must be finite`` from the metrics, naming neither the encoder
+    nor the batch."""
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    img = torch.randn(4, D)
+    img[1, 3] = float("nan")
+    img[3, 0] = float("inf")
+    y = torch.tensor([[0, 1, 0], [1, 0, 1], [0, 1, 1], [1, 0, 0]])
+    ok = {"image": torch.randn(4, D), "labels": y}
+    with pytest.raises(
+        ValueError,
+        match=r"encode_image\(batches\[1\]\['image'\]\) returned 2 row\(s\) with NaN or inf "
+        r"image features \(rows \[1, 3\]\)",
+    ):
+        clf.evaluate(lambda x: x, [ok, {"image": img, "labels": y}])
+
+
+# ------------------------------------------------------ prompts from label names (issue 12)
+
+
+def test_label_names_are_normalised_in_prompts() -> None:
+    """Before: ``"Pleural_Thickening"`` / ``"no Pleural_Thickening"``."""
+    enc = FakeEncoder()
+    clf = ZeroShotClassifier(enc, ["Pleural_Thickening", "Pleural  Effusion "])
+    assert clf.prompts("Pleural_Thickening") == (("pleural thickening", "no pleural thickening"),)
+    assert clf.prompts("Pleural  Effusion ") == (("pleural effusion", "no pleural effusion"),)
+    assert clf.labels == ("Pleural_Thickening", "Pleural  Effusion ")  # columns keep raw names
+    clf.text_embeddings()
+    assert not any("_" in t for b in enc.batches for t in b)
+    custom = ZeroShotClassifier(enc, ["Mass", "Edema"], prompt_names={"Mass": "pulmonary mass"})
+    assert custom.prompts("Mass") == (("pulmonary mass", "no pulmonary mass"),)
+    assert custom.prompts("Edema") == (("edema", "no edema"),)
+    with pytest.raises(ValueError, match=r"prompt_names: \['Fibrosis'\] not in labels"):
+        ZeroShotClassifier(enc, ["Mass"], prompt_names={"Fibrosis": "fibrosis"})
+    with pytest.raises(ValueError, match="prompt_names: unknown dataset 'nih'"):
+        ZeroShotClassifier(enc, ["Mass"], prompt_names="nih")
+    with pytest.raises(ValueError, match=r"'chexpert': labels \['Mass'\] are not labels"):
+        ZeroShotClassifier(enc, ["Mass"], prompt_names="chexpert")
+
+
+def _dataset_labels() -> dict[str, tuple[str, ...]]:
+    from relaxclip.data.labels import (
+        CHESTXRAY14_LABELS,
+        CHESTXRAY14_NO_FINDING,
+        CHEXPERT_LABELS,
+        OPENI_LABELS,
+    )
+
+    return {
+        "chexpert": CHEXPERT_LABELS,
+        "mimic-cxr": CHEXPERT_LABELS,
+        "chestxray14": (*CHESTXRAY14_LABELS, CHESTXRAY14_NO_FINDING),
+        "openi": OPENI_LABELS,
+    }
+
+
+@pytest.mark.parametrize("dataset", ["chexpert", "mimic-cxr", "chestxray14", "openi"])
+def test_per_dataset_prompt_names_cover_the_readers_labels(dataset: str) -> None:
+    labels = _dataset_labels()[dataset]
+    assert set(PROMPT_NAMES[dataset]) == set(labels)  # every label the reader returns
+    for name in PROMPT_NAMES[dataset].values():
+        assert name == normalize_label_name(name) and "_" not in name
+    with pytest.warns(NoFindingTemplateWarning):  # the dataset's non-findings warn
+        clf = ZeroShotClassifier(FakeEncoder(), labels, prompt_names=dataset)
+    assert clf.prompt_names == {label: PROMPT_NAMES[dataset][label] for label in labels}
+    if dataset in ("chestxray14", "openi"):
+        assert clf.prompts("Effusion") == (("pleural effusion", "no pleural effusion"),)
+
+
+@needs_shared("negbio/openi_gld_std14.csv", "chexpert_labeler/labeled_reports.csv")
+def test_prompt_names_match_the_real_label_files(shared_data: Path) -> None:
+    import csv
+    import gzip
+
+    with open(shared_data / "negbio/openi_gld_std14.csv", newline="") as fh:
+        openi = next(csv.reader(fh))[1:]
+    with open(shared_data / "chexpert_labeler/labeled_reports.csv", newline="") as fh:
+        chexpert = next(csv.reader(fh))[1:]
+    assert set(openi) == set(PROMPT_NAMES["openi"])
+    assert set(chexpert) == set(PROMPT_NAMES["chexpert"])
+    nih = shared_data / "nih_cxr14/Data_Entry_2017_v2020.csv.gz"
+    if nih.is_file():
+        with gzip.open(nih, "rt", newline="") as fh:
+            found = {f for row in csv.DictReader(fh) for f in row["Finding Labels"].split("|")}
+        assert found == set(PROMPT_NAMES["chestxray14"])
+
+
+def test_inversion_warning_covers_every_non_finding_label() -> None:
+    """Before: only labels starting with "no" warned ("normal" → "no normal" did not)."""
+    enc = FakeEncoder()
+    for name in ["normal", "Normal", "Support Devices", "NO_FINDINGS", "without acute disease"]:
+        with pytest.warns(NoFindingTemplateWarning, match="not a finding"):
+            ZeroShotClassifier(enc, [name, "Edema"])
+    warned = set()
+    for dataset, labels in _dataset_labels().items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ZeroShotClassifier(enc, labels, prompt_names=dataset)
+        warned |= {
+            label
+            for w in caught
+            if issubclass(w.category, NoFindingTemplateWarning)
+            for label in labels
+            if f"label {label!r} " in str(w.message)
+        }
+    assert warned == {"No Finding", "Support Devices", "normal"}  # the documented list
+    assert {n for n in NON_FINDING_NAMES if is_non_finding_label(n)} == set(NON_FINDING_NAMES)
+    assert not is_non_finding_label("Nodule") and not is_non_finding_label("Pneumothorax")
+
+
+def test_evaluate_returns_probabilities_and_bootstrap_in_one_pass() -> None:
+    """Before: ``evaluate`` returned the AUROC only; a CI needed a second pass over the data."""
+    enc = FakeEncoder()
+    clf = ZeroShotClassifier(enc, LABELS)
+    pos, neg = clf.text_embeddings()
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, (70, 3)).astype(float)
+    img = torch.tensor(y, dtype=torch.float32) @ (pos - neg) + torch.randn(70, D)
+    study = np.repeat(np.arange(35), 2)
+    calls: list[int] = []
+
+    def encode_image(x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return x
+
+    batches = (  # a generator: it can be read only once
+        {
+            "image": img[i : i + 16],
+            "labels": torch.tensor(y[i : i + 16]),
+            "study": study[i : i + 16],
+        }
+        for i in range(0, 70, 16)
+    )
+    got = clf.evaluate(encode_image, batches, n_bootstrap=50, seed=4, group_key="study")
+    assert calls == [16, 16, 16, 16, 6]
+    np.testing.assert_array_equal(got.y_true, y)
+    per_batch = [clf.predict_proba(img[i : i + 16]) for i in range(0, 70, 16)]
+    np.testing.assert_array_equal(got.y_score, torch.cat(per_batch).double().numpy())
+    want = macro_auroc(y, got.y_score, LABELS)
+    assert (got.macro, got.per_label, got.skipped) == (want.macro, want.per_label, want.skipped)
+    assert got.bootstrap is not None and got.groups is not None
+    np.testing.assert_array_equal(got.groups, study)
+    ref = bootstrap_auroc(y, got.y_score, LABELS, n_bootstrap=50, seed=4, groups=study)
+    np.testing.assert_array_equal(got.bootstrap.samples, ref.samples)
+    assert got.bootstrap.macro == ref.macro
+    plain = clf.evaluate(lambda x: x, [{"image": img, "labels": torch.tensor(y)}])
+    assert isinstance(plain, AUROCResult) and plain.bootstrap is None and plain.groups is None
+    assert plain.per_label == got.per_label and plain.summary() == want.summary()
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("sklearn") is None,
+    reason="scikit-learn not installed: comparison with scikit-learn skipped",
+)
+def test_evaluate_details_agree_with_sklearn() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, (60, 3)).astype(float)
+    img = torch.randn(60, D) + torch.tensor(y[:, :1], dtype=torch.float32)
+    got = clf.evaluate(lambda x: x, [{"image": img, "labels": torch.tensor(y)}])
+    for k, name in enumerate(LABELS):
+        assert abs(got.per_label[name] - roc_auc_score(y[:, k], got.y_score[:, k])) <= 1e-12

@@ -14,7 +14,7 @@ from relaxclip.data.labels import (
 )
 from relaxclip.data.mimic import read_mimic_cxr
 from relaxclip.data.nih import read_chestxray14
-from relaxclip.data.openi import parse_openi_xml, read_openi_reports
+from relaxclip.data.openi import is_empty_report, parse_openi_xml, read_openi_reports
 from relaxclip.data.openi_labels import OpenIJoin, join_openi, read_openi_labels
 from relaxclip.data.synthetic import (
     FINDING_TERMS,
@@ -45,6 +45,7 @@ __all__ = [
     "OPENI_LABELS",
     "OpenIJoin",
     "group_by_study",
+    "is_empty_report",
     "join_openi",
     "load_image",
     "parse_openi_xml",

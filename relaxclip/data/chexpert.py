@@ -120,25 +120,28 @@ def read_chexpert(
     the CSV's folder (the CSVs sit in ``CheXpert-v1.0-small/`` and their paths start with
     ``CheXpert-v1.0-small/``). ``labels``: which CheXpert observations, in this order
     (unknown names raise). ``frontal_only`` keeps rows whose ``Frontal/Lateral`` is
-    ``Frontal`` (explicit filter; the column must exist). ``check_paths``: every image must
+    ``Frontal`` in any letter case (explicit filter; the column must exist; keeping no row
+    raises ``ValueError`` listing the values the column holds). The CSV must be UTF-8 (a
+    byte-order mark is fine) with unique column names and at least one data row; errors
+    name the file and the line where the offending record starts. ``check_paths``: every image must
     exist, else ``FileNotFoundError`` naming the CSV, the column and the first missing paths.
     """
     path = existing_file(csv_path, name="csv_path")
     names = check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
     _check_policy(uncertainty)
-    header, rows = read_csv_rows(path, ["Path", *names])
-    if frontal_only and "Frontal/Lateral" not in header:
+    table = read_csv_rows(path, ["Path", *names])
+    if frontal_only and "Frontal/Lateral" not in table.header:
         raise ValueError(f"{path}: frontal_only=True needs the column 'Frontal/Lateral'")
     root = Path(image_root) if image_root is not None else path.parent.parent
     if image_root is not None and not root.is_dir():
         raise FileNotFoundError(f"image_root: directory {root} does not exist")
     records: list[dict[str, Any]] = []
     missing: list[tuple[int, Path]] = []
-    for i, row in enumerate(rows):
-        line = i + 2
-        where = f"{path} line {line}"
+    for i, row in enumerate(table.rows):
+        line = table.lines[i]
+        where = table.where(i)
         view = row.get("Frontal/Lateral") or None
-        if frontal_only and view != "Frontal":
+        if frontal_only and (view or "").strip().lower() != "frontal":
             continue
         rel = row["Path"]
         if not rel:
@@ -163,6 +166,12 @@ def read_chexpert(
         )
     if missing:
         raise _missing_error(path, "Path", missing)
+    if not records:
+        seen = sorted({row.get("Frontal/Lateral", "") for row in table.rows})
+        raise ValueError(
+            f"{path}: frontal_only=True kept none of the {len(table.rows)} rows; column "
+            f"'Frontal/Lateral' holds {seen}, expected 'Frontal' (any case) for frontal images"
+        )
     return records
 
 
@@ -193,7 +202,8 @@ def read_chexpert_test(
     root = Path(image_root)
     if not root.is_dir():
         raise FileNotFoundError(f"image_root: directory {root} does not exist")
-    header, _ = read_csv_rows(path, [])
+    table = read_csv_rows(path, [])
+    header = table.header
     if "Path" in header:
         from relaxclip.data.dataset import group_by_study
 
@@ -203,13 +213,15 @@ def read_chexpert_test(
         return group_by_study(images)
     if "Study" not in header:
         raise ValueError(f"{path}: missing column 'Study' (or 'Path'); header is {header}")
-    _, rows = read_csv_rows(path, ["Study", *names])
+    absent = [c for c in names if c not in header]
+    if absent:
+        raise ValueError(f"{path}: missing column(s) {absent}; header is {header}")
     records: list[dict[str, Any]] = []
     seen: set[str] = set()
     missing: list[tuple[int, Path]] = []
-    for i, row in enumerate(rows):
-        line = i + 2
-        where = f"{path} line {line}"
+    for i, row in enumerate(table.rows):
+        line = table.lines[i]
+        where = table.where(i)
         study_rel = row["Study"].strip().rstrip("/")
         if not study_rel:
             raise ValueError(f"{where}: empty column 'Study'")

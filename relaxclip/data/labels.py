@@ -10,9 +10,10 @@ import csv
 import gzip
 import io
 import os
+import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 #: The 14 CheXpert observations, in the column order of CheXpert's ``train.csv`` /
 #: ``valid.csv`` and of MIMIC-CXR-JPG's ``mimic-cxr-2.0.0-chexpert.csv``.
@@ -90,15 +91,60 @@ def check_labels(labels: Iterable[str], known: Sequence[str], *, what: str) -> t
     return out
 
 
-# --------------------------------------------------------------------------- CSV helpers
+# --------------------------------------------------------------------------- file helpers
 # Small helpers the readers share (standard library only).
 
+#: Invisible marks that editors and exporters put before the first character of a text file
+#: (byte-order mark, zero-width space / joiner / no-break space, left-to-right and
+#: right-to-left marks). :func:`strip_leading_marks` removes them; they would otherwise hide
+#: a leading section header (``"\ufeffFINDINGS:"``) or the first CSV column name.
+INVISIBLE_LEADING_MARKS: str = "\ufeff\u200b\u200c\u200d\u2060\u200e\u200f"
 
-def open_text(path: Path) -> TextIO:
-    """Open a ``.csv`` or ``.csv.gz`` (any ``.gz``) file as UTF-8 text."""
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+#: Errors a truncated or corrupt ``.gz`` / ``.tgz`` raises while it is read.
+_CORRUPT = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def strip_leading_marks(text: str) -> str:
+    """``text`` without the invisible marks of ``INVISIBLE_LEADING_MARKS`` at its start."""
+    return text.lstrip(INVISIBLE_LEADING_MARKS)
+
+
+def _utf8_error(path: Path, raw: bytes, exc: UnicodeDecodeError) -> ValueError:
+    line = raw.count(b"\n", 0, exc.start) + 1
+    return ValueError(
+        f"{path}: not UTF-8 text (byte {raw[exc.start : exc.start + 1]!r} at line {line}, "
+        f"offset {exc.start}); expected a UTF-8 file (re-save it as UTF-8)"
+    )
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of ``path``, decompressed when it ends in ``.gz``.
+
+    A truncated or corrupt ``.gz`` raises ``ValueError`` naming the path.
+    """
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as fh:
+            return fh.read()
+    except _CORRUPT as exc:
+        raise ValueError(
+            f"{path}: truncated or corrupt gzip file ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def read_text(path: Path) -> str:
+    """``path`` (``.gz`` decompressed) decoded as UTF-8, invisible leading marks stripped.
+
+    ``ValueError`` naming the file, the line and the byte when it is not UTF-8 (a Latin-1
+    or Windows-1252 export, for example), or when a ``.gz`` is truncated.
+    """
+    raw = read_bytes(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _utf8_error(path, raw, exc) from exc
+    return strip_leading_marks(text)
 
 
 def existing_file(path: str | os.PathLike[str], *, name: str) -> Path:
@@ -111,31 +157,73 @@ def existing_file(path: str | os.PathLike[str], *, name: str) -> Path:
     return p
 
 
-def read_csv_rows(path: Path, required: Sequence[str]) -> tuple[list[str], list[dict[str, str]]]:
-    """Read a CSV (or ``.csv.gz``) with a header into ``(header, rows)``.
+@dataclass(frozen=True)
+class CsvTable:
+    """A CSV read by :func:`read_csv_rows`: ``header``, ``rows`` (dicts) and for each row the
+    physical ``lines`` number (1-based) of the file line where that record starts."""
 
-    Raises ``ValueError`` naming the file and the missing columns when a ``required`` column
-    is absent, and naming the file and line when a row has the wrong number of fields.
+    path: Path
+    header: list[str]
+    rows: list[dict[str, str]]
+    lines: list[int]
+
+    def where(self, i: int) -> str:
+        """``"<path> line <n>"`` for row ``i`` (the line where that record starts)."""
+        return f"{self.path} line {self.lines[i]}"
+
+
+def read_csv_rows(path: Path, required: Sequence[str]) -> CsvTable:
+    """Read a CSV (or ``.csv.gz``) with a header into a :class:`CsvTable`.
+
+    The file must be UTF-8; a byte-order mark (as Excel writes in "CSV UTF-8") and other
+    invisible leading marks are removed. Blank lines are skipped; quoted fields may span
+    lines; ``CsvTable.lines`` gives every row's real starting line for error messages.
+
+    Raises ``ValueError`` naming the file when: it is not UTF-8 (line and byte), a ``.gz``
+    is truncated, the header is missing or repeats a column name, a ``required`` column is
+    absent, a row has the wrong number of fields (its line), or the file has a header but
+    no data row (a reader would otherwise return nothing without a word).
     """
-    with open_text(path) as fh:
-        reader = csv.reader(fh)
+    text = read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ValueError(f"{path}: empty file, expected a CSV header") from None
+    except csv.Error as exc:
+        raise ValueError(f"{path} line {reader.line_num}: {exc}") from exc
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:
+        raise ValueError(
+            f"{path}: column name(s) {dup} appear more than once in the header; expected "
+            "unique column names"
+        )
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; header is {header}")
+    rows: list[dict[str, str]] = []
+    lines: list[int] = []
+    end = reader.line_num
+    while True:
+        start = end + 1
         try:
-            header = next(reader)
+            values = next(reader)
         except StopIteration:
-            raise ValueError(f"{path}: empty file, expected a CSV header") from None
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; header is {header}")
-        rows: list[dict[str, str]] = []
-        for values in reader:
-            if not values:
-                continue
-            if len(values) != len(header):
-                raise ValueError(
-                    f"{path}: line {reader.line_num} has {len(values)} fields, header has {len(header)}"
-                )
-            rows.append(dict(zip(header, values, strict=True)))
-    return header, rows
+            break
+        except csv.Error as exc:
+            raise ValueError(f"{path} line {start}: {exc}") from exc
+        end = reader.line_num
+        if not values:
+            continue
+        if len(values) != len(header):
+            raise ValueError(
+                f"{path}: line {start} has {len(values)} fields, header has {len(header)}"
+            )
+        rows.append(dict(zip(header, values, strict=True)))
+        lines.append(start)
+    if not rows:
+        raise ValueError(f"{path}: the CSV has a header but no data row; expected at least one row")
+    return CsvTable(path, header, rows, lines)
 
 
 def find_table(root: Path, stem: str) -> Path:

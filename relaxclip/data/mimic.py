@@ -33,7 +33,13 @@ from typing import Any
 import numpy as np
 
 from relaxclip.data.chexpert import UncertaintyPolicy, _check_policy, parse_chexpert_label
-from relaxclip.data.labels import CHEXPERT_LABELS, check_labels, find_table, read_csv_rows
+from relaxclip.data.labels import (
+    CHEXPERT_LABELS,
+    check_labels,
+    find_table,
+    read_csv_rows,
+    read_text,
+)
 
 __all__ = ["MIMIC_SPLITS", "mimic_image_path", "mimic_report_path", "read_mimic_cxr"]
 
@@ -79,8 +85,12 @@ def read_mimic_cxr(
 
     ``split``: keep images of these splits (``"train"``, ``"validate"``, ``"test"``); None keeps
     all. ``views``: keep images whose ``ViewPosition`` is in this set (e.g. ``{"PA", "AP"}``);
-    None keeps all. Both are explicit filters. Every image in the metadata must have a split
-    row (else ``ValueError`` naming the file). With ``check_paths`` every kept image (and
+    None keeps all; compared case-insensitively (``"pa"`` matches ``PA``). Both are explicit
+    filters; when they keep no image, ``ValueError`` lists the splits and views present.
+    Every image in the metadata must have exactly one split row and one metadata row (else
+    ``ValueError`` naming the file and both lines). Report files are read as UTF-8
+    (``ValueError`` naming the file otherwise) with a leading byte-order mark or other
+    invisible mark removed, so a ``FINDINGS:`` header on the first line is still found. With ``check_paths`` every kept image (and
     report, when ``reports_root`` is given) must exist: ``FileNotFoundError`` naming the table,
     the column and the first missing files. With ``check_paths=False`` a missing report
     leaves ``report``/``report_sections`` as None.
@@ -98,7 +108,11 @@ def read_mimic_cxr(
             raise ValueError(
                 f"split: expected names from {list(MIMIC_SPLITS)}, got {sorted(splits)}"
             )
-    view_set = None if views is None else ({views} if isinstance(views, str) else set(views))
+    view_set = (
+        None
+        if views is None
+        else {v.strip().upper() for v in ([views] if isinstance(views, str) else views)}
+    )
     rep_root = Path(reports_root) if reports_root is not None else None
     if rep_root is not None and not rep_root.is_dir():
         raise FileNotFoundError(f"reports_root: directory {rep_root} does not exist")
@@ -106,22 +120,31 @@ def read_mimic_cxr(
     meta_path = find_table(base, METADATA)
     label_path = find_table(base, CHEXPERT)
     split_path = find_table(base, SPLIT)
-    meta_header, meta = read_csv_rows(meta_path, ["dicom_id", "subject_id", "study_id"])
-    if view_set is not None and "ViewPosition" not in meta_header:
+    meta_table = read_csv_rows(meta_path, ["dicom_id", "subject_id", "study_id"])
+    if view_set is not None and "ViewPosition" not in meta_table.header:
         raise ValueError(f"{meta_path}: views= needs the column 'ViewPosition'")
-    _, label_rows = read_csv_rows(label_path, ["subject_id", "study_id", *names])
-    _, split_rows = read_csv_rows(split_path, ["dicom_id", "split"])
+    label_table = read_csv_rows(label_path, ["subject_id", "study_id", *names])
+    split_table = read_csv_rows(split_path, ["dicom_id", "split"])
 
     split_of: dict[str, str] = {}
-    for i, row in enumerate(split_rows):
-        value = row["split"].strip()
+    split_line: dict[str, int] = {}
+    for i, row in enumerate(split_table.rows):
+        where = split_table.where(i)
+        value = row["split"].strip().lower()
         if value not in MIMIC_SPLITS:
-            raise ValueError(f"{split_path} line {i + 2}, column 'split': unknown split {value!r}")
-        split_of[row["dicom_id"].strip()] = value
+            raise ValueError(f"{where}, column 'split': unknown split {row['split']!r}")
+        dicom = row["dicom_id"].strip()
+        if dicom in split_of:
+            raise ValueError(
+                f"{where}: dicom_id {dicom!r} already has a split row at line "
+                f"{split_line[dicom]}; expected one row per image"
+            )
+        split_of[dicom] = value
+        split_line[dicom] = split_table.lines[i]
 
     label_of: dict[tuple[str, str], np.ndarray] = {}
-    for i, row in enumerate(label_rows):
-        where = f"{label_path} line {i + 2}"
+    for i, row in enumerate(label_table.rows):
+        where = label_table.where(i)
         key = (
             _id(row["subject_id"], f"{where}, column 'subject_id'"),
             _id(row["study_id"], f"{where}, column 'study_id'"),
@@ -148,9 +171,16 @@ def read_mimic_cxr(
     missing_reports: list[str] = []
     no_split: list[str] = []
     empty = np.full(len(names), np.nan)
-    for i, row in enumerate(meta):
-        where = f"{meta_path} line {i + 2}"
+    meta_line: dict[str, int] = {}
+    for i, row in enumerate(meta_table.rows):
+        where = meta_table.where(i)
         dicom = row["dicom_id"].strip()
+        if dicom in meta_line:
+            raise ValueError(
+                f"{where}: dicom_id {dicom!r} already appears at line {meta_line[dicom]}; "
+                "expected one row per image"
+            )
+        meta_line[dicom] = meta_table.lines[i]
         subject = _id(row["subject_id"], f"{where}, column 'subject_id'")
         study = _id(row["study_id"], f"{where}, column 'study_id'")
         if dicom not in split_of:
@@ -160,7 +190,7 @@ def read_mimic_cxr(
         if splits is not None and image_split not in splits:
             continue
         view = row.get("ViewPosition", "").strip() or None
-        if view_set is not None and view not in view_set:
+        if view_set is not None and (view or "").upper() not in view_set:
             continue
         image = mimic_image_path(base, subject, study, dicom)
         if check_paths and not image.is_file():
@@ -172,7 +202,7 @@ def read_mimic_cxr(
             if rep_root is not None and parse_sections is not None:
                 rpath = mimic_report_path(rep_root, subject, study)
                 if rpath.is_file():
-                    text = rpath.read_text(encoding="utf-8")
+                    text = read_text(rpath)
                     sections = parse_sections(text)
                 elif check_paths:
                     missing_reports.append(str(rpath))
@@ -208,5 +238,13 @@ def read_mimic_cxr(
         raise FileNotFoundError(
             f"reports_root: {len(missing_reports)} report(s) for column 'study_id' of {meta_path.name} "
             f"do not exist (first: {missing_reports[:3]})"
+        )
+    if not records:
+        raise ValueError(
+            f"{meta_path}: the filters kept none of its {len(meta_table.rows)} images "
+            f"(split={sorted(splits) if splits is not None else None}, views="
+            f"{sorted(view_set) if view_set is not None else None}); splits present: "
+            f"{sorted(set(split_of.values()))}, views present: "
+            f"{sorted({r.get('ViewPosition', '').strip() for r in meta_table.rows})}"
         )
     return records

@@ -29,6 +29,7 @@ from relaxclip.data.labels import (
     check_labels,
     existing_file,
     read_csv_rows,
+    read_text,
 )
 
 __all__ = ["read_chestxray14"]
@@ -40,10 +41,15 @@ _KNOWN = (*CHESTXRAY14_LABELS, CHESTXRAY14_NO_FINDING)
 def _read_image_list(images: Iterable[str] | str | os.PathLike[str]) -> list[str]:
     if isinstance(images, (str, os.PathLike)):
         p = existing_file(images, name="images")
-        return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    out = list(images)
-    if not all(isinstance(x, str) for x in out):
-        raise TypeError("images: expected image file names (str)")
+        out = [line.strip() for line in read_text(p).splitlines() if line.strip()]
+        source = f"file {p}"
+    else:
+        out = list(images)
+        source = "the iterable"
+        if not all(isinstance(x, str) for x in out):
+            raise TypeError("images: expected image file names (str)")
+    if not out:
+        raise ValueError(f"images: {source} names no image; expected at least one name")
     return out
 
 
@@ -72,20 +78,31 @@ def read_chestxray14(
     ``image_root``: folder with the PNGs; with ``check_paths`` every kept image must exist
     (``FileNotFoundError`` naming the CSV, the column and the first missing files). An
     unknown finding, or ``No Finding`` together with a finding, raises ``ValueError`` naming
-    the file, the line and the column.
+    the file, the line and the column; so does an ``Image Index`` that appears on two rows.
+    The CSV (``.csv`` or ``.csv.gz``) must be UTF-8 (a byte-order mark is fine) with unique
+    column names and at least one data row; a truncated ``.gz`` raises naming the file.
     """
     path = existing_file(csv_path, name="csv_path")
     names = check_labels(labels, _KNOWN, what="ChestX-ray14 labels")
     root = Path(image_root) if image_root is not None else None
     if root is not None and not root.is_dir():
         raise FileNotFoundError(f"image_root: directory {root} does not exist")
-    _, rows = read_csv_rows(path, _REQUIRED)
+    table = read_csv_rows(path, _REQUIRED)
+    rows = table.rows
+    first_line: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        index = row["Image Index"]
+        if index in first_line:
+            raise ValueError(
+                f"{table.where(i)}: 'Image Index' {index!r} already appears at line "
+                f"{first_line[index]}; expected one row per image"
+            )
+        first_line[index] = table.lines[i]
     wanted: set[str] | None = None
     if images is not None:
         wanted_list = _read_image_list(images)
         wanted = set(wanted_list)
-        present = {row["Image Index"] for row in rows}
-        absent = [x for x in wanted_list if x not in present]
+        absent = [x for x in wanted_list if x not in first_line]
         if absent:
             raise ValueError(
                 f"images: {len(absent)} name(s) not in column 'Image Index' of {path}: {absent[:5]}"
@@ -97,7 +114,7 @@ def read_chestxray14(
         index = row["Image Index"]
         if wanted is not None and index not in wanted:
             continue
-        where = f"{path} line {i + 2}"
+        where = table.where(i)
         findings = tuple(f.strip() for f in row["Finding Labels"].split("|"))
         unknown = [f for f in findings if f not in _KNOWN]
         if unknown:

@@ -7,18 +7,28 @@ Licence of the data: CC BY-NC-ND 4.0 (read it in place; do not redistribute deri
 Cite Demner-Fushman et al., JAMIA 2016;23(2):304-310.
 
 Only the standard library is used (``tarfile``, ``xml.etree.ElementTree``).
+
+Empty reports: 28 of the 3,955 reports have no text in any of the four sections (25 of them
+have images and NegBio gold labels), so a sentence sampler finds nothing to draw from them.
+``read_openi_reports`` keeps them by default (nothing is dropped silently);
+``read_openi_reports(path, drop_empty=True)`` leaves them out and logs how many and which.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tarfile
 import xml.etree.ElementTree as ET
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OPENI_SECTIONS", "parse_openi_xml", "read_openi_reports"]
+__all__ = ["OPENI_SECTIONS", "is_empty_report", "parse_openi_xml", "read_openi_reports"]
+
+logger = logging.getLogger(__name__)
 
 #: ``AbstractText`` labels read into the record, mapped to their lower-case keys.
 OPENI_SECTIONS: tuple[str, ...] = ("comparison", "indication", "findings", "impression")
@@ -86,45 +96,112 @@ def _member_order(name: str) -> tuple[int, str]:
     return (int(m.group(1)) if m else -1, name)
 
 
-def read_openi_reports(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def is_empty_report(record: Mapping[str, Any]) -> bool:
+    """True when none of ``OPENI_SECTIONS`` of an Open-I record holds any text.
+
+    Such a report has nothing to sample a sentence from. The real archive holds 28 of them
+    (3,955 reports; 25 of the 28 have images and NegBio gold labels), e.g. ``CXR16``.
+    """
+    return not any(str(record.get(key) or "").strip() for key in OPENI_SECTIONS)
+
+
+def _is_xml(name: str) -> bool:
+    return name.lower().endswith(".xml")
+
+
+def _read_members(p: Path) -> list[tuple[str, bytes]]:
+    """``(member name, bytes)`` of every ``.xml`` file (any letter case) in the tar ``p``."""
+    out: list[tuple[str, bytes]] = []
+    try:
+        with tarfile.open(p, "r:*") as tf:
+            for m in tf:
+                if not (m.isfile() and _is_xml(m.name)):
+                    continue
+                fh = tf.extractfile(m)
+                if fh is None:  # pragma: no cover - isfile() members always have a file object
+                    raise ValueError(f"read_openi_reports: cannot read member {m.name!r}")
+                out.append((m.name, fh.read()))
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise ValueError(
+            f"read_openi_reports: {str(p)!r} is truncated or corrupt after {len(out)} report(s) "
+            f"({type(exc).__name__}: {exc}); expected a complete .tgz archive"
+        ) from exc
+    return out
+
+
+def read_openi_reports(
+    path: str | os.PathLike[str], *, drop_empty: bool = False
+) -> list[dict[str, Any]]:
     """Read every report of the Open-I archive ``NLMCXR_reports.tgz`` (or a directory of XMLs).
 
     Args:
         path: the ``.tgz``/``.tar``/``.tar.gz`` archive as distributed by Open-I, or a directory
-            containing the extracted ``*.xml`` files (searched recursively).
+            containing the extracted ``*.xml`` files (searched recursively). Member names are
+            matched case-insensitively (``.xml`` and ``.XML``).
+        drop_empty: leave out the reports with no text in any section (see
+            :func:`is_empty_report`; 28 in the real archive). The number dropped and their
+            uids are logged at WARNING level on the ``relaxclip.data.openi`` logger. Default
+            ``False``: every report is returned, empty ones included (with ``""`` sections).
 
     Returns:
-        One record per XML file (3,955 for the full archive), sorted by report number (the ``<n>``
-        in ``<n>.xml``), each as described in :func:`parse_openi_xml`: at least ``uid``,
-        ``findings``, ``impression``, ``indication``, ``comparison`` (str), ``mesh`` and ``images``
-        (list[str]). No report is dropped: a malformed XML raises.
+        One record per XML file (3,955 for the full archive, 3,927 with ``drop_empty=True``),
+        sorted by report number (the ``<n>`` in ``<n>.xml``), each as described in
+        :func:`parse_openi_xml`: at least ``uid``, ``findings``, ``impression``,
+        ``indication``, ``comparison`` (str), ``mesh`` and ``images`` (list[str]). Nothing else
+        is dropped: a malformed XML raises.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if ``path`` is neither a tar archive nor a directory, holds no XML file,
-            or one XML file is malformed (the member is named).
+        ValueError: if ``path`` is neither a tar archive nor a directory, is a truncated or
+            corrupt archive (the path is named), holds no XML file, one XML file is
+            malformed (the member is named), or two files carry the same ``uid`` (both named).
     """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"read_openi_reports: path {str(p)!r} does not exist")
-    records: list[dict[str, Any]] = []
     if p.is_dir():
-        files = sorted(p.rglob("*.xml"), key=lambda f: _member_order(str(f)))
-        for f in files:
-            records.append(parse_openi_xml(f.read_bytes(), source=str(f.relative_to(p))))
-    elif tarfile.is_tarfile(p):
-        with tarfile.open(p, "r:*") as tf:
-            members = [m for m in tf.getmembers() if m.isfile() and m.name.endswith(".xml")]
-            members.sort(key=lambda m: _member_order(m.name))
-            for m in members:
-                fh = tf.extractfile(m)
-                if fh is None:  # pragma: no cover - isfile() members always have a file object
-                    raise ValueError(f"read_openi_reports: cannot read member {m.name!r}")
-                records.append(parse_openi_xml(fh.read(), source=m.name))
+        files = sorted(
+            (f for f in p.rglob("*") if f.is_file() and _is_xml(f.name)),
+            key=lambda f: _member_order(str(f)),
+        )
+        members = [(str(f.relative_to(p)), f.read_bytes()) for f in files]
+    elif _looks_like_tar(p):
+        members = sorted(_read_members(p), key=lambda m: _member_order(m[0]))
     else:
         raise ValueError(
             f"read_openi_reports: path {str(p)!r} must be a tar archive (.tgz) or a directory"
         )
+    records = [parse_openi_xml(data, source=name) for name, data in members]
     if not records:
         raise ValueError(f"read_openi_reports: no .xml report found in {str(p)!r}")
+    source_of: dict[str, str] = {}
+    for rec in records:
+        if rec["uid"] in source_of:
+            raise ValueError(
+                f"read_openi_reports: uid {rec['uid']!r} appears in both "
+                f"{source_of[rec['uid']]!r} and {rec['source']!r} of {str(p)!r}; expected one "
+                "report per uid"
+            )
+        source_of[rec["uid"]] = rec["source"]
+    if drop_empty:
+        empty = [rec["uid"] for rec in records if is_empty_report(rec)]
+        if empty:
+            logger.warning(
+                "read_openi_reports: drop_empty=True dropped %d of %d reports with no text in "
+                "any section (%s%s)",
+                len(empty),
+                len(records),
+                ", ".join(empty[:10]),
+                ", ..." if len(empty) > 10 else "",
+            )
+            records = [rec for rec in records if not is_empty_report(rec)]
     return records
+
+
+def _looks_like_tar(p: Path) -> bool:
+    """``tarfile.is_tarfile``, with a truncated gzip stream counted as a tar (it is read, and
+    then fails with the path named) rather than as "not an archive"."""
+    try:
+        return tarfile.is_tarfile(p)
+    except (EOFError, zlib.error, OSError):
+        return True

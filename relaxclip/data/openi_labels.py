@@ -31,17 +31,19 @@ def read_openi_labels(
     the file, line and column."""
     path = existing_file(csv_path, name="csv_path")
     names = check_labels(labels, OPENI_LABELS, what="Open-I labels")
-    _, rows = read_csv_rows(path, ["filename", *names])
+    table = read_csv_rows(path, ["filename", *names])
     records: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for i, row in enumerate(rows):
-        where = f"{path} line {i + 2}"
+    seen: dict[str, int] = {}
+    for i, row in enumerate(table.rows):
+        where = table.where(i)
         uid = row["filename"].strip()
         if not uid:
             raise ValueError(f"{where}: empty column 'filename'")
         if uid in seen:
-            raise ValueError(f"{where}: uid {uid!r} repeated in column 'filename'")
-        seen.add(uid)
+            raise ValueError(
+                f"{where}: uid {uid!r} repeated in column 'filename' (first at line {seen[uid]})"
+            )
+        seen[uid] = table.lines[i]
         vec = np.empty(len(names), dtype=np.float64)
         for j, name in enumerate(names):
             raw = row[name].strip()
