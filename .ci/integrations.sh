@@ -156,15 +156,15 @@ step_docs() {
 # interpreter, distributed, sentences, sampling, zero-shot, metrics, readers, package) in the floor
 # venv. Not here: the demo application's tests and tests/integrations (open_clip, HF need newer torch).
 step_floor() {
-    ensure_venv floor "${FLOOR_REQ[@]}"
     local floor_torch declared
     floor_torch=$(grep -E '^torch==' "${FLOOR_REQ[0]}" | cut -d= -f3)
     declared=$(grep -oE '"torch>=[0-9.]+"' "$ROOT/pyproject.toml" | tr -d '"' | cut -d= -f2)
-    # pyproject's floor and the tested version must agree (major.minor)
-    if [[ ${floor_torch%.*} != "$declared" ]]; then
+    # pyproject's floor and the tested version must agree (major.minor), checked before building
+    if [[ -z $floor_torch || ${floor_torch%.*} != "$declared" ]]; then
         log "FAIL: pyproject.toml declares torch>=$declared but the floor venv tests torch $floor_torch"
         return 1
     fi
+    ensure_venv floor "${FLOOR_REQ[@]}"
     "$FLOOR/bin/python" -c 'import torch, triton, numpy; print("floor venv: torch", torch.__version__, "triton", triton.__version__, "numpy", numpy.__version__)'
     (cd "$ROOT" && OMP_NUM_THREADS=1 "$FLOOR/bin/python" -m pytest -q -p no:cacheprovider tests \
         --ignore=tests/integrations --ignore-glob='tests/*demo*' --ignore-glob='tests/test_cli*' \
