@@ -9,9 +9,11 @@
 #   3. run every example in --tiny mode in its venv (offline: no weights, no data downloads);
 #   4. run tests/integrations in the integrations venv;
 #   5. build the documentation site with `mkdocs build --strict` in a small docs venv from
-#      examples/requirements-docs.txt (mkdocstrings reads the source statically: no torch needed).
+#      examples/requirements-docs.txt (mkdocstrings reads the source statically: no torch needed);
+#   6. floor: the core tests (everything but the demo application and tests/integrations) in a
+#      cached venv with the oldest torch pyproject.toml declares (.ci/requirements-floor.txt).
 #
-# Usage: bash .ci/integrations.sh [all|build|notebooks|examples|tests|docs]   (default: all)
+# Usage: bash .ci/integrations.sh [all|build|notebooks|examples|tests|docs|floor] (default: all)
 #        bash .ci/integrations.sh regen [script.py ...]   regenerate + execute notebooks (not in CI)
 # Environment: RELAXCLIP_CACHE (venv cache folder), RELAXCLIP_PYTHON (interpreter, default python3).
 set -euo pipefail
@@ -75,9 +77,11 @@ ensure_venv() {
 INT_REQ=("$ROOT/examples/requirements-integrations.txt")
 MC_REQ=("$ROOT/examples/requirements-medclip.txt")
 DOCS_REQ=("$ROOT/examples/requirements-docs.txt")
+FLOOR_REQ=("$ROOT/.ci/requirements-floor.txt")
 INT=$(venv_path integrations "${INT_REQ[@]}")
 MC=$(venv_path medclip "${MC_REQ[@]}")
 DOCS=$(venv_path docs "${DOCS_REQ[@]}")
+FLOOR=$(venv_path floor "${FLOOR_REQ[@]}")
 
 # Which venv runs which example (every examples/*.py except helpers must be listed here).
 declare -A EXAMPLE_VENV=(
@@ -124,6 +128,14 @@ step_examples() {
     (cd "$out" && "$INT/bin/python" "$ROOT/examples/lightning_finetune.py" --tiny --devices 2 \
         --output-dir "$out/lightning_finetune_ddp")
     log "examples/lightning_finetune.py --tiny --devices 2 finished in $((SECONDS - t0)) s"
+    # the real-data example's torchrun mode: 2 CPU processes (gloo), DDP + the global-batch loss
+    t0=$SECONDS
+    log "running torchrun --nproc_per_node=2 examples/clip_open_clip.py --tiny --steps 40"
+    (cd "$out" && OMP_NUM_THREADS=1 "$INT/bin/torchrun" --nproc_per_node=2 \
+        "$ROOT/examples/clip_open_clip.py" --tiny --steps 40 --output-dir "$out/ddp")
+    "$INT/bin/python" -c 'import json, sys; r = json.load(open(sys.argv[1])); assert r["world_size"] == 2, r' \
+        "$out/ddp/result.json"
+    log "torchrun examples/clip_open_clip.py --tiny finished in $((SECONDS - t0)) s"
     rm -rf "$out"
 }
 
@@ -148,6 +160,25 @@ step_docs() {
     rm -rf "$site"
 }
 
+# The declared torch floor is what is tested: the core tests (loss, backends with the triton CPU
+# interpreter, distributed, sentences, sampling, zero-shot, metrics, readers, package) in the floor
+# venv. Not here: the demo application's tests and tests/integrations (open_clip, HF need newer torch).
+step_floor() {
+    local floor_torch declared
+    floor_torch=$(grep -E '^torch==' "${FLOOR_REQ[0]}" | cut -d= -f3)
+    declared=$(grep -oE '"torch>=[0-9.]+"' "$ROOT/pyproject.toml" | tr -d '"' | cut -d= -f2)
+    # pyproject's floor and the tested version must agree (major.minor), checked before building
+    if [[ -z $floor_torch || ${floor_torch%.*} != "$declared" ]]; then
+        log "FAIL: pyproject.toml declares torch>=$declared but the floor venv tests torch $floor_torch"
+        return 1
+    fi
+    ensure_venv floor "${FLOOR_REQ[@]}"
+    "$FLOOR/bin/python" -c 'import torch, triton, numpy; print("floor venv: torch", torch.__version__, "triton", triton.__version__, "numpy", numpy.__version__)'
+    (cd "$ROOT" && OMP_NUM_THREADS=1 "$FLOOR/bin/python" -m pytest -q -p no:cacheprovider tests \
+        --ignore=tests/integrations --ignore-glob='tests/*demo*' --ignore-glob='tests/test_cli*' \
+        --ignore-glob='tests/test_synthetic*')
+}
+
 T0=$SECONDS
 case $STEP in
     build) step_build ;;
@@ -155,6 +186,7 @@ case $STEP in
     examples) step_examples ;;
     tests) step_tests ;;
     docs) step_docs ;;
+    floor) step_floor ;;
     regen) step_regen "${@:2}" ;;
     all)
         step_build
@@ -162,9 +194,10 @@ case $STEP in
         step_examples
         step_tests
         step_docs
+        step_floor
         ;;
     *)
-        echo "usage: $0 [all|build|notebooks|examples|tests|docs|regen]" >&2
+        echo "usage: $0 [all|build|notebooks|examples|tests|docs|floor|regen]" >&2
         exit 2
         ;;
 esac

@@ -32,11 +32,17 @@
 #
 # Run: `python examples/clip_open_clip.py --tiny` (CI) or, with the data (credentialed access):
 # `python examples/clip_open_clip.py --mimic-root M --mimic-reports R --chexpert-csv C --chexpert-root I`
+#
+# **Multi-GPU**: `torchrun --nproc_per_node=N examples/clip_open_clip.py ...` runs it data-parallel
+# (one process per GPU with NCCL, or CPU processes with gloo): each rank trains on its own shard of
+# the data (`DistributedSampler`) inside `DistributedDataParallel`, and the loss is computed over
+# the global batch (`distributed=True`, see docs/distributed.md); `--batch-size` is per rank.
 
 # %%
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -48,7 +54,9 @@ from typing import Any
 
 import open_clip
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from relaxclip.demo.synthetic import SYNTHETIC_FINDINGS, SyntheticCXRDataset, make_synthetic_splits
 from relaxclip.loss import RelaxedContrastiveLoss
@@ -105,7 +113,34 @@ args = parse_args(NOTEBOOK_ARGS if IN_NOTEBOOK else None)
 torch.manual_seed(args.seed)
 if args.threads or args.tiny:  # a tiny model gains nothing from intra-op threads
     torch.set_num_threads(args.threads or 1)
-print(vars(args))
+
+
+# %% [markdown]
+# ## Device and processes
+# Under `torchrun` (`WORLD_SIZE` > 1 in the environment) every process joins the default process
+# group: NCCL with one GPU per process (`LOCAL_RANK`), gloo on CPU. A plain `python` run (or the
+# notebook) is a single process on the first GPU, or the CPU.
+
+
+# %%
+def setup_distributed() -> tuple[torch.device, int, int]:
+    """``(device, rank, world_size)``; initialises the process group when run by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world_size > 1:
+        dist.init_process_group("nccl" if cuda else "gloo")  # rank/world size from torchrun's env
+        return device, dist.get_rank(), world_size
+    return device, 0, 1
+
+
+device, rank, world_size = setup_distributed()
+is_main = rank == 0
+if is_main:
+    print(vars(args), f"device {device}, {world_size} process(es)")
 
 
 # %% [markdown]
@@ -138,7 +173,9 @@ def build_model(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 model, preprocess, tokenizer = build_model(args)
-print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+model = model.to(device)
+if is_main:
+    print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
 
 # %% [markdown]
@@ -187,28 +224,36 @@ if args.tiny:
     label_names = list(SYNTHETIC_FINDINGS)
 else:
     train_set, test_set, label_names = real_datasets(args, preprocess)
-print(f"{len(train_set)} training pairs, {len(test_set)} test images, labels {label_names}")
-print("example report:", train_set[0]["report"])
+if is_main:
+    print(f"{len(train_set)} training pairs, {len(test_set)} test images, labels {label_names}")
+    print("example report:", train_set[0]["report"])
 
 
 # %% [markdown]
 # ## Zero-shot evaluation
 # `ZeroShotClassifier` embeds `"{label}"` and `"no {label}"` with the model's own text tower and
 # scores each image by `softmax` over the two cosine similarities; `macro_auroc` averages the
-# per-label AUROC.
+# per-label AUROC. Under torchrun every rank evaluates the whole test set (no collective is
+# needed); rank 0 prints and writes the result.
 
 
 # %%
 @torch.no_grad()
 def zero_shot_auroc(model: Any, tokenizer: Any, test_set: Dataset, labels: list[str]) -> float:
     model.eval()
-    classifier = ZeroShotClassifier(open_clip_text_encoder(model, tokenizer), labels)
+    device = model.logit_scale.device
+    encode_text = open_clip_text_encoder(model, tokenizer)
+    classifier = ZeroShotClassifier(lambda prompts: encode_text(prompts).cpu(), labels)
     loader = DataLoader(test_set, batch_size=128)
-    return classifier.evaluate(lambda images: model.encode_image(to_rgb(images)), loader).macro
+    result = classifier.evaluate(
+        lambda images: model.encode_image(to_rgb(images.to(device))).cpu(), loader
+    )
+    return result.macro
 
 
 auroc_before = zero_shot_auroc(model, tokenizer, test_set, label_names)
-print(f"zero-shot macro AUROC before fine-tuning: {auroc_before:.3f}")
+if is_main:
+    print(f"zero-shot macro AUROC before fine-tuning: {auroc_before:.3f}")
 
 
 # %% [markdown]
@@ -217,23 +262,31 @@ print(f"zero-shot macro AUROC before fine-tuning: {auroc_before:.3f}")
 # sampled sentences are identical are not treated as negatives, see the loss's docstring). Everything else is
 # open_clip's own step: `model(images, tokens)` returns normalised features and
 # `logit_scale.exp()`; after the optimizer step `logit_scale` is clamped to `[0, ln 100]`.
+# Under torchrun the model is wrapped in `DistributedDataParallel`, each rank reads its own shard
+# (`DistributedSampler`, reshuffled every epoch by `set_epoch`) and the loss gathers the features
+# of all ranks (`distributed=True`): its gradients are those of the global batch.
 
 # %%
+distributed = world_size > 1
 collate = SentenceSampler(
     tokenizer=tokenizer,
     num_sentences=args.num_sentences,
-    seed=args.seed,
+    seed=args.seed + rank,
     group_key="text_group",  # int64 (B,) ids: equal iff the sampled texts are equal (normalised)
 )
+sampler = DistributedSampler(train_set, seed=args.seed, drop_last=True) if distributed else None
 loader = DataLoader(
     train_set,
     batch_size=args.batch_size,
-    shuffle=True,
+    shuffle=sampler is None,
+    sampler=sampler,
     drop_last=True,
     collate_fn=collate,
     num_workers=args.workers,
 )
-loss_fn = RelaxedContrastiveLoss(threshold=args.threshold)  # was: open_clip.loss.ClipLoss()
+# was: open_clip.loss.ClipLoss(); distributed=True: the loss of the global batch under torchrun
+loss_fn = RelaxedContrastiveLoss(threshold=args.threshold, distributed=distributed)
+train_model: Any = DistributedDataParallel(model) if distributed else model
 optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
 steps = args.steps or (300 if args.tiny else len(loader))
 
@@ -241,8 +294,11 @@ model.train()
 step, epoch, t0 = 0, 0, time.perf_counter()
 while step < steps:
     collate.set_epoch(epoch)
+    if sampler is not None:
+        sampler.set_epoch(epoch)
     for batch in loader:
-        image_features, text_features, logit_scale = model(to_rgb(batch["image"]), batch["tokens"])
+        images, tokens = to_rgb(batch["image"]).to(device), batch["tokens"].to(device)
+        image_features, text_features, logit_scale = train_model(images, tokens)
         # groups: two studies that drew the same sentence are not each other's negatives
         loss = loss_fn(image_features, text_features, logit_scale, groups=batch["text_group"])
         optimizer.zero_grad(set_to_none=True)
@@ -251,7 +307,7 @@ while step < steps:
         with torch.no_grad():  # as open_clip's train loop does
             model.logit_scale.clamp_(0, math.log(100))
         step += 1
-        if step % 20 == 0 or step == 1:
+        if is_main and (step % 20 == 0 or step == 1):
             print(
                 f"step {step:4d}  loss {loss.item():.4f}  scale {logit_scale.item():.2f}  "
                 f"text[0] {batch['text'][0]!r}"
@@ -259,7 +315,12 @@ while step < steps:
         if step == steps:
             break
     epoch += 1
-print(f"{steps} steps in {time.perf_counter() - t0:.1f} s")
+if is_main:
+    print(f"{steps} steps in {time.perf_counter() - t0:.1f} s")
+# Drop the last step's autograd graph (it went through the all-gather) before the process group
+# is destroyed: with gloo a graph still referenced at shutdown can abort the process at exit.
+del loss, image_features, text_features, logit_scale, train_model
+gc.collect()
 
 
 # %% [markdown]
@@ -267,14 +328,18 @@ print(f"{steps} steps in {time.perf_counter() - t0:.1f} s")
 
 # %%
 auroc_after = zero_shot_auroc(model, tokenizer, test_set, label_names)
-print(f"zero-shot macro AUROC before fine-tuning: {auroc_before:.3f}")
-print(f"zero-shot macro AUROC after fine-tuning:  {auroc_after:.3f}")
-args.output_dir.mkdir(parents=True, exist_ok=True)
-result = {
-    "example": "clip_open_clip",
-    "tiny": args.tiny,
-    "steps": steps,
-    "auroc_before": auroc_before,
-    "auroc_after": auroc_after,
-}
-(args.output_dir / "result.json").write_text(json.dumps(result, indent=2))
+if is_main:
+    print(f"zero-shot macro AUROC before fine-tuning: {auroc_before:.3f}")
+    print(f"zero-shot macro AUROC after fine-tuning:  {auroc_after:.3f}")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    result = {
+        "example": "clip_open_clip",
+        "tiny": args.tiny,
+        "steps": steps,
+        "world_size": world_size,
+        "auroc_before": auroc_before,
+        "auroc_after": auroc_after,
+    }
+    (args.output_dir / "result.json").write_text(json.dumps(result, indent=2))
+if dist.is_initialized():
+    dist.destroy_process_group()

@@ -24,7 +24,7 @@
 # **Modes.** `--tiny` (what CI runs, offline, about a minute on 2 CPU cores): a randomly initialised
 # ViT of the same family as ViT-B/32 (2 layers, width 64) built from a config, open_clip's BPE
 # tokenizer (its vocabulary ships inside the package) and the synthetic image–report pairs of
-# `relaxclip.data.synthetic`. The AUROC it prints only shows that the loop learns something.
+# `relaxclip.demo.synthetic`. The AUROC it prints only shows that the loop learns something.
 # Real mode (needs a network the first time, for the weights): OpenAI's CLIP ViT-B/32 through
 # open_clip, MIMIC-CXR-JPG for training and the CheXpert test set for zero-shot.
 #
@@ -55,7 +55,7 @@ import open_clip
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from relaxclip.data.synthetic import SYNTHETIC_FINDINGS, SyntheticCXRDataset, make_synthetic_splits
+from relaxclip.demo.synthetic import SYNTHETIC_FINDINGS, SyntheticCXRDataset, make_synthetic_splits
 from relaxclip.loss import RelaxedContrastiveLoss
 from relaxclip.sampling import SentenceSampler
 from relaxclip.zeroshot import ZeroShotClassifier, open_clip_text_encoder

@@ -6,7 +6,13 @@ and the CheXzero zero-shot protocol with its metrics (:class:`ZeroShotClassifier
 """
 
 from relaxclip.distributed import DISTRIBUTED_MODES, distributed_loss, is_distributed_active
-from relaxclip.loss import DEFAULT_THRESHOLD, RelaxedContrastiveLoss, relaxed_contrastive_loss
+from relaxclip.loss import (
+    DEFAULT_THRESHOLD,
+    LossOutput,
+    RelaxedContrastiveLoss,
+    positive_pair_stats,
+    relaxed_contrastive_loss,
+)
 from relaxclip.metrics import (
     AUROCResult,
     BootstrapAUROCResult,
@@ -43,6 +49,7 @@ __all__ = [
     "ConfidenceInterval",
     "DEFAULT_THRESHOLD",
     "DISTRIBUTED_MODES",
+    "LossOutput",
     "NoFindingTemplateWarning",
     "RelaxedContrastiveLoss",
     "SentencePool",
@@ -65,6 +72,7 @@ __all__ = [
     "open_clip_text_encoder",
     "parse_report_sections",
     "plot_roc",
+    "positive_pair_stats",
     "relaxed_contrastive_loss",
     "roc_curve",
     "sample_sentences",

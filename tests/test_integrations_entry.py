@@ -14,7 +14,7 @@ import pytest
 
 def test_core_does_not_import_integrations() -> None:
     code = (
-        "import sys, relaxclip, relaxclip.data, relaxclip.cli\n"
+        "import sys, relaxclip, relaxclip.data, relaxclip.demo.cli\n"
         "print(','.join(m for m in sys.modules if m.startswith('relaxclip.integrations')))"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
