@@ -25,6 +25,7 @@ from relaxclip.backends._common import (
     compute_dtype,
     exclude_groups_,
     group_matrix,
+    input_grads,
     no_autocast,
     positive_int_option,
     relax_diagonal_,
@@ -129,14 +130,7 @@ class _ChunkedSymmetric(torch.autograd.Function):
             grad_y += wtx
             dot += block_dot
         # G = g t W: dX = G Y, dY = G^T X, dL/dt = g sum_ij W_ij s~_ij.
-        return (
-            (grad_x * (g * t)).to(x.dtype) if ctx.needs_input_grad[0] else None,
-            (grad_y * (g * t)).to(y.dtype) if ctx.needs_input_grad[1] else None,
-            (g * dot).reshape(t.shape) if ctx.needs_input_grad[2] else None,
-            None,
-            None,
-            None,
-        )
+        return input_grads(ctx, g, t, grad_x, grad_y, dot, x, y)
 
 
 class _ChunkedRows(torch.autograd.Function):
@@ -185,15 +179,7 @@ class _ChunkedRows(torch.autograd.Function):
             grad_q[blk] = wk
             grad_k += wtq
             dot += block_dot
-        return (
-            (grad_q * (g * t)).to(q.dtype) if ctx.needs_input_grad[0] else None,
-            (grad_k * (g * t)).to(k.dtype) if ctx.needs_input_grad[1] else None,
-            (g * dot).reshape(t.shape) if ctx.needs_input_grad[2] else None,
-            None,
-            None,
-            None,
-            None,
-        )
+        return input_grads(ctx, g, t, grad_q, grad_k, dot, q, k)
 
 
 def symmetric_loss_sum(
