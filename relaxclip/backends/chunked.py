@@ -72,6 +72,12 @@ def _block_logits(
     return logits, passes
 
 
+def _in_compute_dtype(q: Tensor, k: Tensor, logit_scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(q, k, t)`` in the compute dtype of ``q`` (:func:`compute_dtype`); ``t`` is detached."""
+    cdt = compute_dtype(q.dtype)
+    return q.to(cdt), k.to(cdt), logit_scale.detach().to(cdt)
+
+
 def _backward(
     ctx: Any,
     grad: Tensor,
@@ -121,9 +127,8 @@ class _ChunkedSymmetric(torch.autograd.Function):
         chunk_size: int,
         groups: Tensor | None,
     ) -> Tensor:
-        cdt = compute_dtype(x.dtype)
-        t = logit_scale.detach().to(cdt)
-        xc, yc = x.to(cdt), y.to(cdt)
+        xc, yc, t = _in_compute_dtype(x, y, logit_scale)
+        cdt = t.dtype
         n = x.shape[0]
         # running column max from the lowest finite value: a block whose column is entirely
         # excluded by ``groups`` (all -inf) then adds exp(-inf) = 0 instead of NaN
@@ -166,9 +171,8 @@ class _ChunkedRows(torch.autograd.Function):
         chunk_size: int,
         groups: Tensor | None,
     ) -> Tensor:
-        cdt = compute_dtype(q.dtype)
-        t = logit_scale.detach().to(cdt)
-        qc, kc = q.to(cdt), k.to(cdt)
+        qc, kc, t = _in_compute_dtype(q, k, logit_scale)
+        cdt = t.dtype
         loss = torch.zeros((), dtype=cdt, device=q.device)
         for blk in _blocks(q.shape[0], chunk_size):
             start = offset + blk.start
