@@ -267,7 +267,12 @@ print(f"zero-shot macro AUROC before fine-tuning: {auroc_before:.3f}")
 # open_clip's step with relaxclip's collate and loss; `logit_scale` clamped as open_clip does.
 
 # %%
-collate = SentenceSampler(tokenizer=tokenizer, num_sentences=args.num_sentences, seed=args.seed)
+collate = SentenceSampler(
+    tokenizer=tokenizer,
+    num_sentences=args.num_sentences,
+    seed=args.seed,
+    group_key="text_group",  # int64 (B,) ids: equal iff the sampled texts are equal (normalised)
+)
 loader = DataLoader(
     train_set,
     batch_size=args.batch_size,
@@ -286,7 +291,8 @@ while step < steps:
     collate.set_epoch(epoch)
     for batch in loader:
         image_features, text_features, logit_scale = model(to_rgb(batch["image"]), batch["tokens"])
-        loss = loss_fn(image_features, text_features, logit_scale)
+        # groups: two studies that drew the same sentence are not each other's negatives
+        loss = loss_fn(image_features, text_features, logit_scale, groups=batch["text_group"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

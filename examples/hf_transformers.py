@@ -285,7 +285,13 @@ class RelaxedCLIPTrainer(Trainer):
             pixel_values=to_rgb(inputs["image"]),
         )
         # out.image_embeds / out.text_embeds are L2-normalised; logit_scale is a log.
-        loss = self.loss_fn(out.image_embeds, out.text_embeds, self.model.logit_scale.exp())
+        # groups: two studies that drew the same sentence are not each other's negatives
+        loss = self.loss_fn(
+            out.image_embeds,
+            out.text_embeds,
+            self.model.logit_scale.exp(),
+            groups=inputs["text_group"],
+        )
         return (loss, out) if return_outputs else loss
 
 
@@ -320,7 +326,10 @@ trainer = RelaxedCLIPTrainer(
     args=training_args,
     train_dataset=train_set,
     data_collator=SentenceSampler(
-        tokenizer=tokenizer, num_sentences=args.num_sentences, seed=args.seed
+        tokenizer=tokenizer,
+        num_sentences=args.num_sentences,
+        seed=args.seed,
+        group_key="text_group",  # int64 (B,) ids of the sampled texts
     ),
     loss_fn=RelaxedContrastiveLoss(threshold=args.threshold),
     callbacks=[ClampLogitScale()],

@@ -295,13 +295,19 @@ class RelaxedMedCLIPLoss(nn.Module):
         self.loss = RelaxedContrastiveLoss(threshold=threshold)
 
     def forward(
-        self, image: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any
+        self,
+        image: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        text_group: torch.Tensor | None = None,
+        **_: Any,
     ) -> dict[str, torch.Tensor]:
         device = self.model.logit_scale.device
         image_embeds = self.model.encode_image(image.to(device))  # L2-normalised
         text_embeds = self.model.encode_text(input_ids, attention_mask)  # L2-normalised
         self.model.logit_scale.data.clamp_(0, math.log(100))  # as MedCLIPModel.compute_logits
-        loss = self.loss(image_embeds, text_embeds, self.model.logit_scale.exp())
+        # groups: two studies that drew the same sentence are not each other's negatives
+        loss = self.loss(image_embeds, text_embeds, self.model.logit_scale.exp(), groups=text_group)
         return {"loss_value": loss}
 
 
@@ -334,7 +340,12 @@ print(f"zero-shot macro AUROC before fine-tuning: {auroc_before:.3f}")
 # Only the dataloader's `collate_fn` and the loss model are ours.
 
 # %%
-collate = SentenceSampler(tokenizer=tokenizer, num_sentences=args.num_sentences, seed=args.seed)
+collate = SentenceSampler(
+    tokenizer=tokenizer,
+    num_sentences=args.num_sentences,
+    seed=args.seed,
+    group_key="text_group",  # int64 (B,) ids of the sampled texts, passed to the loss model
+)
 loader = DataLoader(
     train_set,
     batch_size=args.batch_size,

@@ -105,7 +105,7 @@ def test_main_runs_tiny_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(argv) == 0
     out = capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["arms"]) == {"pretrained", "a", "b", "c", "d"}
+    assert set(results["arms"]) == {"pretrained", "a", "b", "c", "d", "e"}
     assert "Conclusion" in out and results["conclusion"] in out
     assert not (tmp_path / "roc.png").exists()
 

@@ -27,12 +27,14 @@ def _tiny(**kw: Any) -> DemoConfig:
 
 def test_default_arms_are_records() -> None:
     labels = [a.label for a in ARMS]
-    assert labels == ["pretrained", "a", "b", "c", "d"] and REFERENCE in labels
+    assert labels == ["pretrained", "a", "b", "c", "d", "e"] and REFERENCE in labels
     by = {a.label: a for a in ARMS}
     assert (by["a"].text, by["a"].threshold) == ("whole", None)
     assert (by["b"].text, by["b"].threshold) == ("sampled", None)
     assert (by["c"].text, by["c"].threshold) == ("whole", CONFIGURED)
     assert (by["d"].text, by["d"].threshold) == ("sampled", CONFIGURED)
+    assert (by["e"].text, by["e"].threshold) == ("sampled", CONFIGURED) and by["e"].text_groups
+    assert not any(a.text_groups for a in ARMS if a.label != "e")
     assert not by["pretrained"].finetune and all(a.finetune for a in ARMS[1:])
     assert by["d"].resolve_threshold(0.7) == 0.7 and by["b"].resolve_threshold(0.7) is None
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -89,35 +91,20 @@ def test_bad_arm_lists(arms: tuple[Arm, ...], needle: str) -> None:
         run_demo(_tiny(), None, log=lambda s: None, arms=arms)
 
 
-def test_text_groups_arm_needs_a_group_aware_loss() -> None:
-    import inspect
-
-    from relaxclip.loss import RelaxedContrastiveLoss
-
-    if "groups" in inspect.signature(RelaxedContrastiveLoss.forward).parameters:
-        pytest.skip("the loss accepts groups= (issue 14 landed): arm (e) can run")
-    e = Arm("e", "(e) + both + text groups", text="sampled", threshold=CONFIGURED, text_groups=True)
-    lines: list[str] = []
-    with pytest.raises(ValueError, match="text_groups=True needs"):
-        run_demo(_tiny(), None, log=lines.append, arms=(*ARMS, e))
-    assert lines == []  # refused before any data or training
-
-
 def test_text_groups_arm_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Arm (e) is one record once the loss accepts groups=: with stand-ins for the group-aware
-    loss and sampler (issue 14), the runner asks the sampler for text-group ids and passes them
-    to the loss as groups=, for that arm only."""
-    import zlib
-
+    """Arm (e) (a default arm since issue 14): the runner asks the real SentenceSampler for
+    text-group ids and the real group-aware loss receives them as groups=, for that arm only,
+    every step, equal to text_group_ids of the texts sampled for that step's batch."""
     import torch
 
     import relaxclip.demo.runner as runner
     from relaxclip.loss import RelaxedContrastiveLoss
-    from relaxclip.sampling import SentenceSampler
+    from relaxclip.sampling import SentenceSampler, text_group_ids
 
+    sampled: list[dict[str, Any]] = []
     seen: list[tuple[int, torch.Tensor | None]] = []
 
-    class GroupLoss(RelaxedContrastiveLoss):
+    class SpyLoss(RelaxedContrastiveLoss):
         def forward(  # type: ignore[override]
             self,
             image_features: torch.Tensor,
@@ -126,26 +113,28 @@ def test_text_groups_arm_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
             groups: torch.Tensor | None = None,
         ) -> Any:
             seen.append((image_features.shape[0], groups))
-            return super().forward(image_features, text_features, logit_scale)
+            return super().forward(image_features, text_features, logit_scale, groups=groups)
 
-    class GroupSampler(SentenceSampler):
-        def __init__(self, *args: Any, group_key: str | None = None, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.group_key = group_key
-
+    class SpySampler(SentenceSampler):
         def __call__(self, batch: Any) -> dict[str, Any]:
             out = super().__call__(batch)
             if self.group_key is not None:
-                ids = [zlib.crc32(t.encode()) for t in out["text"]]
-                out[self.group_key] = torch.tensor(ids, dtype=torch.int64)
+                sampled.append(out)
             return out
 
-    monkeypatch.setattr(runner, "RelaxedContrastiveLoss", GroupLoss)
-    monkeypatch.setattr(runner, "SentenceSampler", GroupSampler)
-    e = Arm("e", "(e) + both + text groups", text="sampled", threshold=CONFIGURED, text_groups=True)
+    monkeypatch.setattr(runner, "RelaxedContrastiveLoss", SpyLoss)
+    monkeypatch.setattr(runner, "SentenceSampler", SpySampler)
+    e = next(a for a in ARMS if a.label == "e")
+    assert e.text_groups and e.sampled and e.threshold == CONFIGURED
+    assert [a.label for a in ARMS if a.text_groups] == ["e"]
     cfg = _tiny()
-    results = run_demo(cfg, None, log=lambda s: None, arms=(*ARMS, e))
+    results = run_demo(cfg, None, log=lambda s: None)
     assert results["arms"]["e"]["text_groups"] is True and "(e) " in results["conclusion"]
+    assert all(results["arms"][a.label]["text_groups"] is False for a in ARMS if a.label != "e")
     grouped = [(n, g) for n, g in seen if g is not None]
     assert len(grouped) == cfg.finetune_steps  # arm (e) only, every step, one seed
-    assert all(g.shape == (n,) and g.dtype == torch.int64 for n, g in grouped)
+    assert len(sampled) == len(grouped)  # one sampled batch per step, in order
+    for (n, g), out in zip(grouped, sampled, strict=True):
+        assert g.shape == (n,) and g.dtype == torch.int64
+        assert torch.equal(out[runner.TEXT_GROUP_KEY], g)
+        assert torch.equal(g, text_group_ids(out["text"]))

@@ -13,11 +13,8 @@ schedule, seeds); arms differ only in the fields of their record:
   ``--threshold``).  A quantile threshold (issue 18) is meant to become one more kind of value
   of this field, resolved in :meth:`Arm.loss_kwargs`;
 * ``text_groups``: pass text-group ids (``SentenceSampler(group_key=...)``) to the loss as
-  ``groups=`` so that identical sentences in a batch are not negatives (issue 14).  Needs a loss
-  that accepts ``groups=``; the runner raises a clear error when it does not.
-
-The group-aware arm (e), once the loss accepts ``groups=``, is the line
-``Arm("e", "(e) + both + text groups", text="sampled", threshold=CONFIGURED, text_groups=True)``.
+  ``groups=`` so that identical sentences in a batch are not negatives (issue 14); the ids are
+  :func:`~relaxclip.sampling.text_group_ids` of the sampled sentences.
 """
 
 from __future__ import annotations
@@ -102,6 +99,7 @@ ARMS: tuple[Arm, ...] = (
     Arm("b", "(b) + sentence sampling", text="sampled"),
     Arm("c", "(c) + pos.-pair relaxation", threshold=CONFIGURED),
     Arm("d", "(d) + both", text="sampled", threshold=CONFIGURED),
+    Arm("e", "(e) + both + text groups", text="sampled", threshold=CONFIGURED, text_groups=True),
 )
 """The default arms, in run and report order."""
 

@@ -6,6 +6,7 @@ Everything here reads the results.json form of the results (a dict of plain JSON
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
@@ -249,7 +250,7 @@ def _plot_rocs(results: Mapping[str, Any], roc: Mapping[str, np.ndarray], path: 
         ax = fig.add_subplot(rows, cols, j + 1)
         ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
         y = roc["y"][:, j]
-        for key, color in zip(keys, _COLORS, strict=False):
+        for key, color in zip(keys, itertools.cycle(_COLORS)):  # every arm, colours reused
             if y.min() == y.max():
                 continue
             fpr, tpr = roc_curve(y, roc[key][:, j])
