@@ -239,24 +239,30 @@ def _exchange_shapes(
                 f"x, y: rank {r} has x of shape ({bx}, {dx}) and y of shape ({by}, {dy}); "
                 "expected equal shapes on every rank"
             )
-    ks = sorted({row[5] for row in table})
-    if len(ks) > 1:
-        raise ValueError(
-            f"groups: the ranks pass different numbers of group-id vectors K ({ks}; 0 = "
-            "groups=None); pass groups on every rank or on none, with the same K"
-        )
-    dims = sorted({row[2] for row in table})
-    if len(dims) > 1:
-        raise ValueError(
-            f"x, y: the feature dimension differs between ranks ({dims}); every rank must "
-            "pass features of the same dimension D"
-        )
-    codes = sorted({row[4] for row in table})
-    if len(codes) > 1:
-        raise TypeError(
+    agreement: tuple[tuple[int, type[Exception], str], ...] = (
+        (
+            5,
+            ValueError,
+            "groups: the ranks pass different numbers of group-id vectors K ({values}; 0 = "
+            "groups=None); pass groups on every rank or on none, with the same K",
+        ),
+        (
+            2,
+            ValueError,
+            "x, y: the feature dimension differs between ranks ({values}); every rank must "
+            "pass features of the same dimension D",
+        ),
+        (
+            4,
+            TypeError,
             "x, y: the feature dtype differs between ranks; every rank must pass features of "
-            "the same dtype"
-        )
+            "the same dtype",
+        ),
+    )
+    for column, error, message in agreement:
+        values = sorted({row[column] for row in table})
+        if len(values) > 1:
+            raise error(message.format(values=values))
     sizes = [int(row[0]) for row in table]
     if sum(sizes) == 0:
         raise ValueError("x, y: the global batch is empty on every rank")

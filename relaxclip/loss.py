@@ -610,26 +610,25 @@ class RelaxedContrastiveLoss(nn.Module):
         self,
         threshold: float | None = DEFAULT_THRESHOLD,
         *,
+        distributed: bool | None = None,
+        distributed_mode: DistributedMode = "local",
+        process_group: Any = None,
         normalize: bool = True,
         backend: str = "auto",
         backend_options: Mapping[str, Any] | None = None,
         chunk_size: int | None = None,
         check_finite: bool = True,
-        distributed: bool | None = None,
-        distributed_mode: DistributedMode = "local",
-        process_group: Any = None,
     ) -> None:
         super().__init__()
         _check_threshold(threshold, normalize)
+        self.threshold, self.normalize = threshold, normalize
+        self.backend = backend
         #: the validated backend options (``chunk_size`` merged in)
         self.backend_options = _resolve_options(backend, backend_options, chunk_size)
         check_distributed_args(distributed, distributed_mode)
         self.distributed = distributed
         self.distributed_mode = distributed_mode
         self.process_group = process_group
-        self.threshold = threshold
-        self.normalize = normalize
-        self.backend = backend
         self.check_finite = check_finite
 
     def forward(

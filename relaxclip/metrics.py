@@ -257,6 +257,24 @@ class _Levels:
         return np.add.reduceat(indicator[..., self.order], self.starts, axis=-1)
 
 
+def _both_classes(
+    y_true: ArrayLike, y_score: ArrayLike, func: str, note: str
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Validated ``(y_true, y_score)`` as 1-D arrays of equal length with both classes present.
+
+    Raises ``ValueError`` naming ``func`` (with ``note`` appended) when only one class is present.
+    """
+    t = _as_binary_1d(y_true, "y_true")
+    s = _as_score_1d(y_score, "y_score")
+    _same_length(t, s, "y_true", "y_score")
+    n_pos = int(t.sum())
+    if n_pos == 0 or n_pos == t.size:
+        raise ValueError(
+            f"{func}: only one class present in y_true ({t.size} rows, {n_pos} positive){note}"
+        )
+    return t, s
+
+
 def auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
     """Area under the ROC curve, exact with ties (Mann–Whitney U / (n_pos · n_neg)).
 
@@ -265,15 +283,7 @@ def auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
     area scikit-learn's ``roc_auc_score`` computes. Raises ``ValueError`` when only one class
     is present (AUROC is undefined), on NaN labels, and on non-0/1 labels.
     """
-    t = _as_binary_1d(y_true, "y_true")
-    s = _as_score_1d(y_score, "y_score")
-    _same_length(t, s, "y_true", "y_score")
-    n_pos = int(t.sum())
-    if n_pos == 0 or n_pos == t.size:
-        raise ValueError(
-            f"auroc: only one class present in y_true ({t.size} rows, {n_pos} positive); "
-            "AUROC is undefined"
-        )
+    t, s = _both_classes(y_true, y_score, "auroc", "; AUROC is undefined")
     lv = _Levels.of(s)
     pos = t.astype(np.int64)
     return float(_auc_from_counts(lv.counts(pos), lv.counts(1 - pos)))
@@ -288,14 +298,7 @@ def roc_curve(
     order of decreasing threshold, starting at ``(0, 0)`` and ending at ``(1, 1)``; tied scores
     form one point. Equals scikit-learn's ``roc_curve(..., drop_intermediate=False)`` points.
     """
-    t = _as_binary_1d(y_true, "y_true")
-    s = _as_score_1d(y_score, "y_score")
-    _same_length(t, s, "y_true", "y_score")
-    n_pos = int(t.sum())
-    if n_pos == 0 or n_pos == t.size:
-        raise ValueError(
-            f"roc_curve: only one class present in y_true ({t.size} rows, {n_pos} positive)"
-        )
+    t, s = _both_classes(y_true, y_score, "roc_curve", "")
     order = np.argsort(-s, kind="stable")
     ranked, truth = s[order], t[order]
     level_ends = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), ranked.size - 1]

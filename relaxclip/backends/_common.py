@@ -130,3 +130,28 @@ def weight_products(
         positives.mul_(passes)
     wk = w @ k
     return wk, w.T @ q, torch.dot(q.reshape(-1), wk.reshape(-1)) + relaxed
+
+
+def input_grads(
+    ctx: Any,
+    g: Tensor,
+    t: Tensor,
+    grad_a: Tensor,
+    grad_b: Tensor,
+    dot: Tensor,
+    a: Tensor,
+    b: Tensor,
+) -> tuple[Tensor | None, ...]:
+    """The backward's return: ``(g t grad_a, g t grad_b, g dot)`` then ``None`` per further input.
+
+    ``grad_a``/``grad_b`` are ``W B`` and ``W^T A`` (shapes of ``a``/``b``, compute dtype), cast
+    back to ``a.dtype``/``b.dtype``; ``g dot`` is reshaped to ``t``'s shape (``dL/dt``). An input
+    whose ``ctx.needs_input_grad`` is false gets ``None``.
+    """
+    need = ctx.needs_input_grad
+    return (
+        (grad_a * (g * t)).to(a.dtype) if need[0] else None,
+        (grad_b * (g * t)).to(b.dtype) if need[1] else None,
+        (g * dot).reshape(t.shape) if need[2] else None,
+        *(None for _ in need[3:]),
+    )

@@ -25,6 +25,7 @@ from relaxclip.backends._common import (
     compute_dtype,
     exclude_groups_,
     group_matrix,
+    input_grads,
     no_autocast,
     positive_int_option,
     relax_diagonal_,
@@ -71,6 +72,50 @@ def _block_logits(
     return logits, passes
 
 
+def _in_compute_dtype(q: Tensor, k: Tensor, logit_scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(q, k, t)`` in the compute dtype of ``q`` (:func:`compute_dtype`); ``t`` is detached."""
+    cdt = compute_dtype(q.dtype)
+    return q.to(cdt), k.to(cdt), logit_scale.detach().to(cdt)
+
+
+def _backward(
+    ctx: Any,
+    grad: Tensor,
+    q: Tensor,
+    k: Tensor,
+    t: Tensor,
+    groups: Tensor | None,
+    offset: int,
+    col_lse: Tensor | None,
+) -> tuple[Tensor | None, ...]:
+    """The backward of both chunked Functions, one block of ``ctx.chunk_size`` rows at a time.
+
+    ``W / g = P - I`` (rows: ``col_lse`` None, positives at column ``offset + i``) or
+    ``W / g = P + Q - 2I`` (symmetric: ``Q_ij = exp(l_ij - col_lse_j)``, ``offset`` 0), with ``P``
+    the row softmax of the relaxed logits. ``G = g t W``: ``dQ = G K``, ``dK = G^T Q``,
+    ``dL/dt = g sum_ij W_ij s~_ij``; returned through :func:`input_grads`.
+    """
+    cdt = t.dtype
+    qc, kc = q.to(cdt), k.to(cdt)
+    g = grad.to(cdt)
+    grad_q = torch.empty_like(qc)
+    grad_k = torch.zeros_like(kc)
+    dot = torch.zeros((), dtype=cdt, device=q.device)
+    for blk in _blocks(q.shape[0], ctx.chunk_size):
+        start = offset + blk.start
+        logits, passes = _block_logits(qc[blk], kc, t, ctx.threshold, start, groups)
+        w = torch.softmax(logits, dim=1)  # P rows of this block
+        if col_lse is not None:
+            w += torch.sub(logits, col_lse).exp_()  # Q rows of this block
+        positives = w[:, start : start + logits.shape[0]].diagonal()
+        positives.sub_(1.0 if col_lse is None else 2.0)
+        wk, wtq, block_dot = weight_products(w, positives, passes, ctx.threshold, qc[blk], kc)
+        grad_q[blk] = wk
+        grad_k += wtq
+        dot += block_dot
+    return input_grads(ctx, g, t, grad_q, grad_k, dot, q, k)
+
+
 class _ChunkedSymmetric(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -82,9 +127,8 @@ class _ChunkedSymmetric(torch.autograd.Function):
         chunk_size: int,
         groups: Tensor | None,
     ) -> Tensor:
-        cdt = compute_dtype(x.dtype)
-        t = logit_scale.detach().to(cdt)
-        xc, yc = x.to(cdt), y.to(cdt)
+        xc, yc, t = _in_compute_dtype(x, y, logit_scale)
+        cdt = t.dtype
         n = x.shape[0]
         # running column max from the lowest finite value: a block whose column is entirely
         # excluded by ``groups`` (all -inf) then adds exp(-inf) = 0 instead of NaN
@@ -112,31 +156,7 @@ class _ChunkedSymmetric(torch.autograd.Function):
     @autocast_off
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, y, t, col_lse, groups = ctx.saved_tensors
-        cdt = t.dtype
-        xc, yc = x.to(cdt), y.to(cdt)
-        g = grad.to(cdt)
-        grad_x = torch.empty_like(xc)
-        grad_y = torch.zeros_like(yc)
-        dot = torch.zeros((), dtype=cdt, device=x.device)
-        for blk in _blocks(x.shape[0], ctx.chunk_size):
-            logits, passes = _block_logits(xc[blk], yc, t, ctx.threshold, blk.start, groups)
-            w = torch.softmax(logits, dim=1)  # P rows of this block
-            w += torch.sub(logits, col_lse).exp_()  # Q rows of this block
-            positives = w[:, blk].diagonal()
-            positives.sub_(2.0)
-            wy, wtx, block_dot = weight_products(w, positives, passes, ctx.threshold, xc[blk], yc)
-            grad_x[blk] = wy
-            grad_y += wtx
-            dot += block_dot
-        # G = g t W: dX = G Y, dY = G^T X, dL/dt = g sum_ij W_ij s~_ij.
-        return (
-            (grad_x * (g * t)).to(x.dtype) if ctx.needs_input_grad[0] else None,
-            (grad_y * (g * t)).to(y.dtype) if ctx.needs_input_grad[1] else None,
-            (g * dot).reshape(t.shape) if ctx.needs_input_grad[2] else None,
-            None,
-            None,
-            None,
-        )
+        return _backward(ctx, grad, x, y, t, groups, 0, col_lse)
 
 
 class _ChunkedRows(torch.autograd.Function):
@@ -151,9 +171,8 @@ class _ChunkedRows(torch.autograd.Function):
         chunk_size: int,
         groups: Tensor | None,
     ) -> Tensor:
-        cdt = compute_dtype(q.dtype)
-        t = logit_scale.detach().to(cdt)
-        qc, kc = q.to(cdt), k.to(cdt)
+        qc, kc, t = _in_compute_dtype(q, k, logit_scale)
+        cdt = t.dtype
         loss = torch.zeros((), dtype=cdt, device=q.device)
         for blk in _blocks(q.shape[0], chunk_size):
             start = offset + blk.start
@@ -169,31 +188,7 @@ class _ChunkedRows(torch.autograd.Function):
     @autocast_off
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         q, k, t, groups = ctx.saved_tensors
-        cdt = t.dtype
-        qc, kc = q.to(cdt), k.to(cdt)
-        g = grad.to(cdt)
-        grad_q = torch.empty_like(qc)
-        grad_k = torch.zeros_like(kc)
-        dot = torch.zeros((), dtype=cdt, device=q.device)
-        for blk in _blocks(q.shape[0], ctx.chunk_size):
-            start = ctx.offset + blk.start
-            logits, passes = _block_logits(qc[blk], kc, t, ctx.threshold, start, groups)
-            w = torch.softmax(logits, dim=1)
-            positives = w[:, start : start + logits.shape[0]].diagonal()
-            positives.sub_(1.0)
-            wk, wtq, block_dot = weight_products(w, positives, passes, ctx.threshold, qc[blk], kc)
-            grad_q[blk] = wk
-            grad_k += wtq
-            dot += block_dot
-        return (
-            (grad_q * (g * t)).to(q.dtype) if ctx.needs_input_grad[0] else None,
-            (grad_k * (g * t)).to(k.dtype) if ctx.needs_input_grad[1] else None,
-            (g * dot).reshape(t.shape) if ctx.needs_input_grad[2] else None,
-            None,
-            None,
-            None,
-            None,
-        )
+        return _backward(ctx, grad, q, k, t, groups, ctx.offset, None)
 
 
 def symmetric_loss_sum(

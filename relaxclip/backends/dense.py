@@ -18,6 +18,7 @@ from relaxclip.backends._common import (
     compute_dtype,
     exclude_groups_,
     group_matrix,
+    input_grads,
     no_autocast,
     relax_diagonal_,
     weight_products,
@@ -104,13 +105,7 @@ class _DenseSymmetric(torch.autograd.Function):
         positives.sub_(2.0)
         wy, wtx, dot = weight_products(w, positives, passes, ctx.threshold, x.to(cdt), y.to(cdt))
         # G = g t W: dX = G Y, dY = G^T X, dL/dt = g sum_ij W_ij s~_ij.
-        return (
-            (wy * (g * t)).to(x.dtype) if ctx.needs_input_grad[0] else None,
-            (wtx * (g * t)).to(y.dtype) if ctx.needs_input_grad[1] else None,
-            (g * dot).reshape(t.shape) if ctx.needs_input_grad[2] else None,
-            None,
-            None,
-        )
+        return input_grads(ctx, g, t, wy, wtx, dot, x, y)
 
 
 class _DenseRows(torch.autograd.Function):
@@ -148,14 +143,7 @@ class _DenseRows(torch.autograd.Function):
         positives = w[:, ctx.offset : ctx.offset + q.shape[0]].diagonal()
         positives.sub_(1.0)
         wk, wtq, dot = weight_products(w, positives, passes, ctx.threshold, q.to(cdt), k.to(cdt))
-        return (
-            (wk * (g * t)).to(q.dtype) if ctx.needs_input_grad[0] else None,
-            (wtq * (g * t)).to(k.dtype) if ctx.needs_input_grad[1] else None,
-            (g * dot).reshape(t.shape) if ctx.needs_input_grad[2] else None,
-            None,
-            None,
-            None,
-        )
+        return input_grads(ctx, g, t, wk, wtq, dot, q, k)
 
 
 #: Keyword options of this backend's entry functions: none (see ``relaxclip.backends``).

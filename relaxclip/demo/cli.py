@@ -151,56 +151,31 @@ def _add_method_options(demo: argparse.ArgumentParser) -> None:
 def _add_budget_options(demo: argparse.ArgumentParser) -> None:
     """Data sizes, steps, learning rates, bootstrap."""
     g = demo.add_argument_group("budget")
-    g.add_argument(
-        "--n-train", type=_positive_int, default=None, help="training studies (default 3000)"
+    budget: tuple[tuple[str, Callable[[str], Any], str], ...] = (
+        ("--n-train", _positive_int, "training studies (default 3000)"),
+        ("--n-val", _positive_int, "validation studies (default 500)"),
+        ("--n-test", _positive_int, "test studies (default 1000)"),
+        ("--image-size", _positive_int, "image side, multiple of 16 (default 64)"),
+        ("--pretrain-steps", _positive_int, "pre-training steps (default 300)"),
+        (
+            "--finetune-steps",
+            _positive_int,
+            "fine-tuning steps per arm, identical for every arm (default 150)",
+        ),
+        ("--batch-size", _positive_int, "pairs per step (default 64)"),
+        ("--pretrain-lr", _learning_rate, "pre-training peak learning rate"),
+        ("--finetune-lr", _learning_rate, "fine-tuning peak learning rate"),
+        (
+            "--eval-every",
+            _positive_int,
+            "validate every N fine-tuning steps; each arm keeps its best validation checkpoint "
+            "(default 50)",
+        ),
+        ("--bootstrap", _positive_int, "bootstrap replicates (default 1000)"),
+        ("--data-seed", _nonneg_int, "seed of the synthetic benchmark (default 0)"),
     )
-    g.add_argument(
-        "--n-val", type=_positive_int, default=None, help="validation studies (default 500)"
-    )
-    g.add_argument("--n-test", type=_positive_int, default=None, help="test studies (default 1000)")
-    g.add_argument(
-        "--image-size",
-        type=_positive_int,
-        default=None,
-        help="image side, multiple of 16 (default 64)",
-    )
-    g.add_argument(
-        "--pretrain-steps",
-        type=_positive_int,
-        default=None,
-        help="pre-training steps (default 300)",
-    )
-    g.add_argument(
-        "--finetune-steps",
-        type=_positive_int,
-        default=None,
-        help="fine-tuning steps per arm, identical for every arm (default 150)",
-    )
-    g.add_argument(
-        "--batch-size", type=_positive_int, default=None, help="pairs per step (default 64)"
-    )
-    g.add_argument(
-        "--pretrain-lr", type=_learning_rate, default=None, help="pre-training peak learning rate"
-    )
-    g.add_argument(
-        "--finetune-lr", type=_learning_rate, default=None, help="fine-tuning peak learning rate"
-    )
-    g.add_argument(
-        "--eval-every",
-        type=_positive_int,
-        default=None,
-        help="validate every N fine-tuning steps; each arm keeps its best validation checkpoint "
-        "(default 50)",
-    )
-    g.add_argument(
-        "--bootstrap", type=_positive_int, default=None, help="bootstrap replicates (default 1000)"
-    )
-    g.add_argument(
-        "--data-seed",
-        type=_nonneg_int,
-        default=None,
-        help="seed of the synthetic benchmark (default 0)",
-    )
+    for flag, parse, help_text in budget:
+        g.add_argument(flag, type=parse, default=None, help=help_text)
 
 
 def _add_openi_options(demo: argparse.ArgumentParser) -> None:
