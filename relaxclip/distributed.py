@@ -159,8 +159,8 @@ def _autograd_all_gather_equal(t: Tensor, group: dist.ProcessGroup) -> Tensor:
     """All-gather equal-shaped ``t`` (n, ...) along dim 0 -> (W*n, ...), differentiable.
 
     Backward: reduce-scatter with SUM (each rank gets the sum over ranks of the gradient of
-    its own slice). Uses the functional collectives of current torch; falls back, on torch
-    versions that lack them, to the older autograd-aware APIs with the same backward.
+    its own slice). Uses the functional collectives of torch >= 2.13 and, on torch 2.11 / 2.12,
+    the autograd-aware functional all-gather with the same backward.
     """
     import torch.distributed._functional_collectives as fc
 
@@ -170,14 +170,10 @@ def _autograd_all_gather_equal(t: Tensor, group: dist.ProcessGroup) -> Tensor:
         # wait_tensor is differentiable here (identity backward) and turns the async result
         # into a plain tensor, so backends (including custom kernels) see ordinary memory.
         return fc.wait_tensor(fc.all_gather_single(t.contiguous(), 0, group))
-    # Older torch (untested here): the same backward through the older autograd-aware APIs;
-    # clone() (differentiable) materialises the async result without relying on wait_tensor
-    # having an autograd formula in that version.
-    if hasattr(fc, "all_gather_tensor_autograd"):  # pragma: no cover - torch 2.3 .. 2.12
-        return fc.all_gather_tensor_autograd(t.contiguous(), 0, group).clone()
-    import torch.distributed.nn.functional as dnnf  # pragma: no cover - torch < 2.3
-
-    return torch.cat(dnnf.all_gather(t.contiguous(), group=group), dim=0)  # pragma: no cover
+    # torch 2.11 / 2.12 (the declared floor; CI's floor venv runs this branch): the same backward
+    # through the autograd-aware functional all-gather; clone() (differentiable) materialises the
+    # async result without relying on wait_tensor having an autograd formula in that version.
+    return fc.all_gather_tensor_autograd(t.contiguous(), 0, group).clone()
 
 
 def _gather_metadata(meta: Tensor, group: dist.ProcessGroup) -> Tensor:
