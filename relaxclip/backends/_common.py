@@ -5,12 +5,46 @@ from __future__ import annotations
 import functools
 import numbers
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import torch
 
 Tensor = torch.Tensor
 _F = TypeVar("_F", bound=Callable[..., Any])
+_A = TypeVar("_A", bound="CallArgs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallArgs:
+    """The non-differentiable arguments of one backend call, as ONE record.
+
+    Every backend's ``torch.autograd.Function`` takes ``(q, k, logit_scale, args)``: the
+    differentiable inputs, then this record (autograd neither sees nor differentiates what it
+    holds); backends with options extend it (``chunk_size``; triton's config).
+
+    Attributes:
+        threshold: theta, or ``None`` for no relaxation (positive logit ``t * min(s_ii, theta)``).
+        groups: ``None`` or the (K, N) integer ids of the N keys (see :mod:`relaxclip.backends`).
+        offset: key index of row 0's positive (``rows_loss_sum``); 0 for the symmetric loss.
+    """
+
+    threshold: float | None
+    groups: Tensor | None
+    offset: int = 0
+
+    @classmethod
+    def build(cls: type[_A], threshold: float | None, groups: Tensor | None, **fields: Any) -> _A:
+        """The record with ``groups`` as a (K, N) matrix (:func:`group_matrix`); ``fields``: the
+        other attributes (``offset``, a subclass's own)."""
+        return cls(threshold=threshold, groups=group_matrix(groups), **fields)
+
+    def apply(
+        self, function: type[torch.autograd.Function], q: Tensor, k: Tensor, logit_scale: Tensor
+    ) -> Tensor:
+        """``function.apply(q, k, logit_scale, self)`` with autocast off (:func:`no_autocast`)."""
+        with no_autocast(q):
+            return cast(Tensor, function.apply(q, k, logit_scale, self))
 
 
 def no_autocast(like: Tensor) -> torch.autocast:
