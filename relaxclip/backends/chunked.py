@@ -171,18 +171,15 @@ class _ChunkedRows(torch.autograd.Function):
 
 
 def symmetric_loss_sum(
-    x: Tensor,
-    y: Tensor,
-    logit_scale: Tensor,
-    threshold: float | None,
-    *,
-    chunk_size: int | None = None,
-    groups: Tensor | None = None,
-) -> Tensor:
+    x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | Tensor | None,
+    *, chunk_size: int | None = None, groups: Tensor | None = None,
+) -> Tensor:  # fmt: skip
     """Chunked form of ``relaxclip.backends.dense.symmetric_loss_sum`` (same value and gradients).
 
     Args:
-        x, y: (B, D) features; logit_scale: 0-d tensor t > 0; threshold: theta or ``None``.
+        x, y: (B, D) features; logit_scale: 0-d tensor t > 0 (differentiable).
+        threshold: theta: a float, a 0-d floating tensor on the features' device (no host sync)
+            or ``None``; a constant (no gradient), as in the dense backend.
         chunk_size: rows of the (B, B) logit matrix materialised at once; default
             ``default_chunk_size(B)``.
         groups: ``None`` or integer ids (K, B) (or (B,)); as in the dense backend, compared one
@@ -191,22 +188,23 @@ def symmetric_loss_sum(
     size = (
         default_chunk_size(y.shape[0]) if chunk_size is None else OPTIONS["chunk_size"](chunk_size)
     )
-    args = _ChunkedArgs.build(threshold, groups, chunk_size=size)
+    args = _ChunkedArgs.build(x, threshold, groups, chunk_size=size)
     return args.apply(_ChunkedSymmetric, x, y, logit_scale)
 
 
 def rows_loss_sum(
-    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | None, offset: int,
+    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | Tensor | None, offset: int,
     *, chunk_size: int | None = None, groups: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
     """Chunked form of ``relaxclip.backends.dense.rows_loss_sum`` (same value and gradients).
 
-    ``groups``: ``None`` or integer ids (K, N) (or (N,)) of the keys, as in the dense backend.
+    ``threshold`` (float, 0-d floating tensor on the features' device, or ``None``) and
+    ``groups`` (``None`` or integer ids (K, N) (or (N,)) of the keys) as in the dense backend.
     """
     size = (
         default_chunk_size(k.shape[0]) if chunk_size is None else OPTIONS["chunk_size"](chunk_size)
     )
-    args = _ChunkedArgs.build(threshold, groups, offset=offset, chunk_size=size)
+    args = _ChunkedArgs.build(q, threshold, groups, offset=offset, chunk_size=size)
     return args.apply(_ChunkedRows, q, k, logit_scale)
 
 

@@ -145,39 +145,43 @@ OPTIONS: dict[str, Callable[[object], Any]] = {}
 
 
 def symmetric_loss_sum(
-    x: Tensor,
-    y: Tensor,
-    logit_scale: Tensor,
-    threshold: float | None,
-    *,
-    groups: Tensor | None = None,
-) -> Tensor:
+    x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | Tensor | None,
+    *, groups: Tensor | None = None,
+) -> Tensor:  # fmt: skip
     """Sum over i of ``(lse_j l_ij - l_ii) + (lse_j l_ji - l_ii)``; see ``relaxclip.loss``.
 
     Args:
         x, y: (B, D) features (already normalised if wanted), same dtype and device.
         logit_scale: 0-d tensor t > 0 (fp32, or fp64 for fp64 features); may require grad.
-        threshold: theta in (-1, 1) or ``None`` for no relaxation.
+        threshold: theta, the positive logit being ``t * min(s_ii, theta)``: a float, a 0-d
+            floating tensor on the features' device (used there: no host sync), or ``None`` for
+            no relaxation. A constant of the call: no gradient flows to it, even when it requires
+            grad (see :func:`relaxclip.backends._common.theta_tensor`).
         groups: ``None`` or integer ids (K, B) (or (B,)) on the features' device: for i != j,
             l_ij = -inf when ``groups[k, i] == groups[k, j]`` for some k (not differentiable).
 
-    Returns a 0-d tensor in the compute dtype (fp32, or fp64), differentiable w.r.t. x, y, t.
+    Returns a 0-d tensor in the compute dtype (fp32, or fp64), differentiable w.r.t. x, y and t
+    (not ``threshold`` nor ``groups``).
     """
-    return CallArgs.build(threshold, groups).apply(_DenseSymmetric, x, y, logit_scale)
+    return CallArgs.build(x, threshold, groups).apply(_DenseSymmetric, x, y, logit_scale)
 
 
 def rows_loss_sum(
-    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | None, offset: int,
+    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | Tensor | None, offset: int,
     *, groups: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
     """One direction: sum over rows i of q of ``lse_j l_ij - l_{i, offset+i}``, l = t * q k^T.
 
     Args:
         q: (b, D) queries; k: (N, D) keys with N >= offset + b; the positive of row i is key offset+i.
+        logit_scale, threshold: as :func:`symmetric_loss_sum` (theta bounds s_{i, offset+i}).
         groups: ``None`` or integer ids (K, N) (or (N,)) of the KEYS; query i has the ids of key
             ``offset + i``. Same-group pairs other than the positive get l_ij = -inf.
+
+    Returns a 0-d tensor in the compute dtype, differentiable w.r.t. q, k and t.
     """
-    return CallArgs.build(threshold, groups, offset=offset).apply(_DenseRows, q, k, logit_scale)
+    args = CallArgs.build(q, threshold, groups, offset=offset)
+    return args.apply(_DenseRows, q, k, logit_scale)
 
 
 __all__ = ["OPTIONS", "rows_loss_sum", "symmetric_loss_sum"]

@@ -5,6 +5,9 @@ Same contract as :mod:`relaxclip.backends.dense` (sums, not means; see ``docs/tr
     symmetric_loss_sum(x, y, logit_scale, threshold) -> 0-d fp32 tensor
     rows_loss_sum(q, k, logit_scale, threshold, offset) -> 0-d fp32 tensor
 
+(``threshold``: a float, a 0-d floating tensor on the features' device, or ``None``; the kernels
+read theta from device memory, so a tensor theta costs no host sync and no recompilation.)
+
 Design (FlashAttention-style, deterministic, no atomics anywhere):
 
 * Forward, one pass over the (M, N) similarity matrix ``S = Q K^T``. Program ``(g, c)`` owns a
@@ -285,7 +288,7 @@ if _HAS_TRITON:
         N,
         D,
         offset,
-        threshold,
+        theta_ptr,
         blocks_per_split,
         row_group,
         n_ids,
@@ -315,6 +318,9 @@ if _HAS_TRITON:
         pid_g = tl.program_id(0)
         pid_s = tl.program_id(1)
         t2 = tl.load(t_ptr).to(tl.float32) * 1.4426950408889634  # t * log2(e)
+        theta = 0.0  # never used without HAS_THRESH
+        if HAS_THRESH:
+            theta = tl.load(theta_ptr)  # read on the device: one compiled kernel for every theta
         n_blocks = tl.cdiv(N, BLOCK_N)
         cb_start = pid_s * blocks_per_split
         cb_end = tl.minimum(cb_start + blocks_per_split, n_blocks)
@@ -327,7 +333,7 @@ if _HAS_TRITON:
             for rb in range(rb_start, rb_end):
                 rows, row_ok = _block(rb, M, BLOCK_M)
                 s, _, z, diag, _ = _logit_tile(
-                    q_ptr, k_ptr, rows, cols, row_ok, col_ok, rows + offset, cols, threshold, t2,
+                    q_ptr, k_ptr, rows, cols, row_ok, col_ok, rows + offset, cols, theta, t2,
                     D, stride_qm, stride_qd, stride_kn, stride_kd, g_ptr, n_ids, stride_ids,
                     HAS_THRESH, HAS_GROUPS, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, UPCAST,
                 )  # fmt: skip
@@ -375,7 +381,7 @@ if _HAS_TRITON:
         M,
         D,
         offset,
-        threshold,
+        theta_ptr,
         delta_coef,
         blocks_per_split,
         d_start,
@@ -414,6 +420,9 @@ if _HAS_TRITON:
         a_idx, a_ok = _block(pid_a, A, BLOCK_A)
         t = tl.load(t_ptr).to(tl.float32)
         t2 = t * 1.4426950408889634
+        theta = 0.0  # never used without HAS_THRESH
+        if HAS_THRESH:
+            theta = tl.load(theta_ptr)
         if A_IS_ROWS or SYMMETRIC:  # (the rows-only loss has no column log-sum-exp)
             a_lse = tl.load(a_lse_ptr + a_idx, mask=a_ok, other=0.0)
         # row index (in S) of each a and the S column of its positive pair
@@ -435,7 +444,7 @@ if _HAS_TRITON:
         for bb in range(bb_start, bb_end):
             b_idx, b_ok = _block(bb, B, BLOCK_B)
             _, s, z, _, over = _logit_tile(
-                a_ptr, b_ptr, a_idx, b_idx, a_ok, b_ok, a_key, b_idx + b_shift, threshold, t2, D,
+                a_ptr, b_ptr, a_idx, b_idx, a_ok, b_ok, a_key, b_idx + b_shift, theta, t2, D,
                 stride_am, stride_ad, stride_bn, stride_bd, g_ptr, n_ids, stride_ids,
                 HAS_THRESH, HAS_GROUPS, BLOCK_A, BLOCK_B, BLOCK_D, PRECISION, UPCAST,
             )  # fmt: skip
@@ -469,7 +478,7 @@ if _HAS_TRITON:
         dsv = tl.load(diag_s_ptr + a_row, mask=partner_ok, other=0.0)
         coef = tl.where(partner_ok & (pid_s == 0), delta_coef * t, 0.0)  # once per output
         if HAS_THRESH:
-            coef = tl.where(dsv <= threshold, coef, 0.0)
+            coef = tl.where(dsv <= theta, coef, 0.0)
         pv = tl.load(
             b_ptr + partner[:, None] * stride_bn + dcols[None, :] * stride_bd,
             mask=partner_ok[:, None] & dcol_ok[None, :],
@@ -580,9 +589,8 @@ def _launch_bwd(
         dt_part = torch.empty((count, split, n_ab), device=a.device, dtype=torch.float32)
         dt_parts.append(dt_part)
         _bwd_kernel[(n_ab, count, split)](
-            a, b, t, a_lse2, b_lse2, diag_s, out, dt_part, _ids_or(groups, t),
-            n_a, n_b, m_rows, dim, args.offset,
-            0.0 if threshold is None else float(threshold),
+            a, b, t, a_lse2, b_lse2, diag_s, out, dt_part, _or_dummy(groups, t),
+            n_a, n_b, m_rows, dim, args.offset, _or_dummy(threshold, t),
             2.0 if args.symmetric else 1.0,
             per, start,
             0 if groups is None else groups.shape[0], 0 if groups is None else groups.stride(0),
@@ -598,9 +606,10 @@ def _launch_bwd(
     return grad, dt_parts[0][0]  # every chunk sees all tiles: the first one's dt sums suffice
 
 
-def _ids_or(groups: Tensor | None, dummy: Tensor) -> Tensor:
-    """The id matrix for the kernels, or any tensor as a never-read placeholder pointer."""
-    return dummy if groups is None else groups
+def _or_dummy(tensor: Tensor | None, dummy: Tensor) -> Tensor:
+    """A tensor the kernels read (id matrix, theta), or when absent any tensor as a never-read
+    placeholder pointer (its reads are behind the ``HAS_GROUPS``/``HAS_THRESH`` constexprs)."""
+    return dummy if tensor is None else tensor
 
 
 def _scaled(grad: Tensor, g: Tensor) -> Tensor:
@@ -627,9 +636,8 @@ class _TritonLoss(torch.autograd.Function):
         pos_part = torch.zeros((split, n_q), device=q.device, dtype=f32)
         col_part = torch.empty((n_groups, n_k) if symmetric else (1, 1), device=q.device, dtype=f32)
         _fwd_kernel[(n_groups, split)](
-            q, k, t, row_m, row_l, pos_part, col_part, _ids_or(groups, t),
-            n_q, n_k, dim, args.offset,
-            0.0 if threshold is None else float(threshold),
+            q, k, t, row_m, row_l, pos_part, col_part, _or_dummy(groups, t),
+            n_q, n_k, dim, args.offset, _or_dummy(threshold, t),
             per, group,
             0 if groups is None else groups.shape[0], 0 if groups is None else groups.stride(0),
             q.stride(0), q.stride(1), k.stride(0), k.stride(1),
@@ -745,21 +753,18 @@ def _kernel_ids(groups: Tensor | None, keys: Tensor) -> Tensor | None:
 
 
 def symmetric_loss_sum(
-    x: Tensor,
-    y: Tensor,
-    logit_scale: Tensor,
-    threshold: float | None,
-    *,
-    allow_tf32: bool = False,
-    config: TritonConfig | None = None,
-    groups: Tensor | None = None,
-) -> Tensor:
+    x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | Tensor | None,
+    *, allow_tf32: bool = False, config: TritonConfig | None = None, groups: Tensor | None = None,
+) -> Tensor:  # fmt: skip
     """Sum over i of ``(lse_j l_ij - l_ii) + (lse_j l_ji - l_ii)`` with a fused Triton kernel.
 
     Args:
         x, y: (B, D) features (bf16, fp16 or fp32; same dtype and device; any strides).
         logit_scale: 0-d tensor t > 0; may require grad.
         threshold: theta in (-1, 1) or ``None``; the positive logit is ``t * min(s_ii, theta)``.
+            A float or a 0-d floating tensor on the features' device: the kernels load it
+            through a pointer (no host sync, one compiled kernel for every value). A constant:
+            no gradient flows to it, even when it requires grad.
         allow_tf32: fp32 inputs only: use TF32 tensor-core dots (about 1e-3 relative error).
         config: tile sizes (:class:`TritonConfig`); default tuned for Hopper-class GPUs, or
             :data:`INTERPRETER_CONFIG` under the interpreter.
@@ -778,12 +783,12 @@ def symmetric_loss_sum(
     )
     prec = _precision(x.dtype, OPTIONS["allow_tf32"](allow_tf32))
     ids = _kernel_ids(groups, x)
-    args = _TritonArgs.build(threshold, ids, symmetric=True, config=cfg, precision=prec)
+    args = _TritonArgs.build(x, threshold, ids, symmetric=True, config=cfg, precision=prec)
     return args.apply(_TritonLoss, x, y, logit_scale)
 
 
 def rows_loss_sum(
-    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | None, offset: int,
+    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | Tensor | None, offset: int,
     *, allow_tf32: bool = False, config: TritonConfig | None = None, groups: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
     """One direction: sum over rows i of q of ``lse_j l_ij - l_{i, offset+i}``, l = t * q k^T.
@@ -811,7 +816,7 @@ def rows_loss_sum(
     prec = _precision(q.dtype, OPTIONS["allow_tf32"](allow_tf32))
     ids = _kernel_ids(groups, k)
     args = _TritonArgs.build(
-        threshold, ids, offset=offset, symmetric=False, config=cfg, precision=prec
+        q, threshold, ids, offset=offset, symmetric=False, config=cfg, precision=prec
     )
     return args.apply(_TritonLoss, q, k, logit_scale)
 
