@@ -430,15 +430,23 @@ def openi_pools(archive: str | Path) -> tuple[list[tuple[str, ...]], int]:
 
 
 def synthetic_pools(n_train: int, *, image_size: int, data_seed: int) -> list[tuple[str, ...]]:
-    """Candidate sentences of the synthetic training split (``make_synthetic_splits(n_train, 0,
-    0, image_size=image_size, seed=data_seed).train``), from ``relaxclip.demo.synthetic`` or,
-    in versions before the demo subpackage, ``relaxclip.data.synthetic``."""
+    """Candidate sentences of the synthetic training split (the reports of
+    ``make_synthetic_splits(n_train, 0, 0, image_size=image_size, seed=data_seed).train``).
+
+    With the calibrated generator (``make_synthetic_reports`` exists) the text has its own random
+    stream, so it is read without rendering images and ``image_size`` does not matter; older
+    versions (``relaxclip.data.synthetic`` before the demo subpackage, or the v1 generator)
+    draw text and images from one stream and are generated in full."""
     try:
         module = importlib.import_module("relaxclip.demo.synthetic")
     except ImportError:
         module = importlib.import_module("relaxclip.data.synthetic")
-    splits = module.make_synthetic_splits(n_train, 0, 0, image_size=image_size, seed=data_seed)
-    return candidate_sentences([r["report"] for r in splits.train])
+    if hasattr(module, "make_synthetic_reports"):
+        texts = [r.report for r in module.make_synthetic_reports(n_train, "train", seed=data_seed)]
+    else:
+        splits = module.make_synthetic_splits(n_train, 0, 0, image_size=image_size, seed=data_seed)
+        texts = [r["report"] for r in splits.train]
+    return candidate_sentences(texts)
 
 
 # --------------------------------------------------------------------------------------------
