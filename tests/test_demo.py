@@ -92,6 +92,48 @@ def test_padding_does_not_change_text_features() -> None:
     assert torch.allclose(single[0], full[0], atol=1e-5)  # batch neighbours do not leak
 
 
+def test_text_feature_is_the_end_of_text_token_alone() -> None:
+    """CLIP-style pooling: the feature is the projection of the final hidden state at the
+    end-of-text token; every other position can be replaced without changing it (a mean over
+    tokens would change)."""
+    model, tok = _model()
+    model.eval()
+    tokens = tok(["no pleural effusion", "moderate cardiomegaly with edema ."])
+    eot = (tokens != 0).sum(1) - 1
+    assert (tokens[torch.arange(2), eot] == tok.END).all()
+    reference = model.encode_text(tokens)
+
+    def scramble(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn_like(output) * 10
+        keep = torch.zeros_like(output, dtype=torch.bool)
+        keep[torch.arange(2), eot] = True
+        return torch.where(keep, output, noise)
+
+    handle = model.ln_final.register_forward_hook(scramble)
+    try:
+        assert torch.allclose(model.encode_text(tokens), reference, atol=1e-6)
+    finally:
+        handle.remove()
+    hidden = {}
+    handle = model.ln_final.register_forward_hook(lambda m, i, o: hidden.setdefault("x", o))
+    try:
+        model.encode_text(tokens)
+    finally:
+        handle.remove()
+    expected = model.text_projection(hidden["x"][torch.arange(2), eot])
+    assert torch.allclose(reference, expected, atol=1e-6)
+
+
+def test_text_padding_must_be_trailing() -> None:
+    model, tok = _model()
+    tokens = tok(["no effusion", "edema"])
+    tokens[0, 1] = 0  # padding inside the text: the end-of-text position is ambiguous
+    with pytest.raises(
+        ValueError, match=r"padding \(id 0\) must only follow the text.*row\(s\) \[0\]"
+    ):
+        model.encode_text(tokens)
+
+
 def test_model_gradients_reach_both_towers() -> None:
     model, tok = _model()
     fi, ft, scale = model(torch.randn(4, 1, 32, 32), tok(["no effusion", "edema", "a", "b"]))
