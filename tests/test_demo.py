@@ -13,7 +13,7 @@ import torch
 from _demo_config import tiny_config
 from _shared import needs_shared, shared_path
 
-from relaxclip.demo.models import TinyCLIP, WordTokenizer
+from relaxclip.demo.models import TEXT_CONTEXT_LENGTH, TinyCLIP, WordTokenizer
 from relaxclip.demo.runner import ARMS, format_table, run_demo
 from relaxclip.metrics import macro_auroc
 
@@ -255,16 +255,54 @@ def test_openi_mode_loader() -> None:
     from relaxclip.demo.benchmark import OPENI_TO_SYNTHETIC, load_openi
 
     bench = load_openi(str(reports), str(labels), image_size=16, seed=0)
-    n = len(bench.train) + len(bench.val) + len(bench.test)
+    every = bench.pretrain + bench.train + bench.val + bench.test
+    n = len(every)
     assert bench.findings == tuple(OPENI_TO_SYNTHETIC.values())
     assert any("excluded" in note for note in bench.notes)
     assert 3700 < n <= 3851  # 3,851 labelled reports, a few without text
-    assert len({r["index"] for r in bench.train + bench.val + bench.test}) == n  # disjoint
+    assert len({r["index"] for r in every}) == n  # disjoint, pre-training split included
+    assert abs(len(bench.pretrain) - 0.35 * n) < 2 and abs(len(bench.train) - 0.35 * n) < 2
     for r in bench.test[:50]:
         assert r["image"].shape == (1, 16, 16)
         assert any(v.strip() for v in r["report"].values())
         assert r["labels"].shape == (len(OPENI_TO_SYNTHETIC),)
     assert torch.stack([r["labels"] for r in bench.train]).sum(0).min() > 0
+
+
+def test_pretraining_studies_are_disjoint_from_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pre-training split shares no study (image) with fine-tuning, validation or test, and
+    no report either except the stock whole-report normal templates (shared by every split, as
+    stock reports are in real archives); the runner pre-trains on it and fine-tunes on train."""
+    from relaxclip.demo import runner
+    from relaxclip.demo.benchmark import load_benchmark
+    from relaxclip.demo.synthetic import _writer_and_templates
+
+    cfg = _tiny(seeds=(0,), pretrain_steps=2, finetune_steps=2, eval_every=2, n_train=300)
+    bench = load_benchmark(cfg)
+    assert len(bench.pretrain) == cfg.n_train
+    others = bench.train + bench.val + bench.test
+    images = {r["image"].numpy().tobytes() for r in others}
+    assert not any(r["image"].numpy().tobytes() in images for r in bench.pretrain)
+    templates = {
+        "FINDINGS: " + " ".join(s.text for s in t[:-1]) + " IMPRESSION: " + t[-1].text
+        for t in _writer_and_templates(cfg.data_seed, tuple(cfg.findings))[1]
+    }
+    shared = {r["report"] for r in bench.pretrain} & {r["report"] for r in others}
+    assert shared <= templates, shared - templates
+    used: list[list[dict[str, Any]]] = []
+    original = runner.batches
+
+    def spy(records: Any, *args: Any, **kwargs: Any) -> Any:
+        used.append(list(records))
+        return original(records, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "batches", spy)
+    results = run_demo(cfg, None, log=lambda s: None, arms=[a for a in runner.ARMS if a.label == "a"])
+    pre_ids = {id(r) for r in used[0]}
+    assert len(used) == 2 and len(used[0]) == len(used[1]) == cfg.n_train
+    assert not pre_ids & {id(r) for r in used[1]}  # fine-tuning records are other studies
+    assert results["benchmark"]["n"]["pretrain"] == cfg.n_train
+    assert results["benchmark"]["context_length"] == TEXT_CONTEXT_LENGTH
 
 
 def test_without_matplotlib_and_tqdm_prints_a_note(
