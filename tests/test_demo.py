@@ -297,7 +297,9 @@ def test_pretraining_studies_are_disjoint_from_the_others(monkeypatch: pytest.Mo
         return original(records, *args, **kwargs)
 
     monkeypatch.setattr(runner, "batches", spy)
-    results = run_demo(cfg, None, log=lambda s: None, arms=[a for a in runner.ARMS if a.label == "a"])
+    results = run_demo(
+        cfg, None, log=lambda s: None, arms=[a for a in runner.ARMS if a.label == "a"]
+    )
     pre_ids = {id(r) for r in used[0]}
     assert len(used) == 2 and len(used[0]) == len(used[1]) == cfg.n_train
     assert not pre_ids & {id(r) for r in used[1]}  # fine-tuning records are other studies
