@@ -273,6 +273,8 @@ def test_grammar_articles_and_doubled_words() -> None:
             assert s.text[:1].isupper() or s.text[:1].isdigit(), s.text
             assert s.text.endswith(".") and not s.text.endswith(".."), s.text
             assert " ," not in s.text and ",," not in s.text, s.text
+            assert s.text.lower().count("without") <= 1, s.text
+            assert not s.text.endswith(", infection."), s.text
 
 
 def test_text_has_its_own_stream() -> None:

@@ -159,13 +159,13 @@ NEGATION_LEADS = ("no", "no evidence of", "there is no", "negative for", "withou
 """Leads of a negation list (``"<lead> <finding>, <finding> or <finding>"``), Zipf-weighted."""
 LUNGS_NEGATION_JOINS = (", with no ", ", and there is no ", " without ", "; no ")
 TECHNIQUE = (
-    "pa and lateral views of the chest were obtained",
+    "PA and lateral views of the chest were obtained",
     "frontal and lateral views of the chest",
     "two views of the chest",
     "single frontal view of the chest",
-    "portable ap view of the chest",
-    "pa and lateral chest radiographs were reviewed",
-    "upright pa and lateral views",
+    "portable AP view of the chest",
+    "PA and lateral chest radiographs were reviewed",
+    "upright PA and lateral views",
 )
 STABLE = (
     "no significant interval change",
@@ -328,8 +328,8 @@ def device(rng: Rng) -> str:
         return f"{side} chest wall {leads}pacemaker with leads in the {where}"
     if k == 1:
         tip = pick(rng, ("the superior vena cava", "the cavoatrial junction", "the right atrium",
-                         "the mid svc"))  # fmt: skip
-        kind = pick(rng, ("central venous catheter", "picc line", "port catheter",
+                         "the mid SVC"))  # fmt: skip
+        kind = pick(rng, ("central venous catheter", "PICC line", "port catheter",
                           "internal jugular catheter"))  # fmt: skip
         return f"{side} {kind} with tip in {tip}"
     if k == 2:

@@ -412,7 +412,7 @@ FINDINGS: tuple[FindingSpec, ...] = (
             "{q}{d} {n}{x}",
             "there is {q}{d} {n}{x}",
             "the heart is {adv} enlarged{x}",
-            "the cardiac silhouette is {q}{adv} enlarged{x}",
+            "the cardiac silhouette is {adv} enlarged{x}",
             "heart size is enlarged{x}, {h}{d} {n}",
         ),  # fmt: skip
         negated=("cardiomegaly", "cardiac enlargement"),
@@ -588,7 +588,7 @@ FINDINGS: tuple[FindingSpec, ...] = (
         extras=(
             "",
             "",
-            ", recommend ct for further evaluation",
+            ", recommend CT for further evaluation",
             " not seen on the prior study",
             " projecting over the rib",
             ", indeterminate",
@@ -912,6 +912,8 @@ class _Writer:
         ]
         if len(forms) == 1:
             return forms[0]
+        if len(forms) == 2:  # "X or Y", never "X, or Y"
+            return forms[0] + (" or " if rng.random() < 0.8 else " and ") + forms[1]
         conj = (
             ph.pick(rng, (" or ", ", or ", " and "))
             if shuffle_words
@@ -932,7 +934,10 @@ class _Writer:
         lead = f"{ph.pick(rng, ph.LUNGS_WORDS)} {ph.pick(rng, ph.CLEAR_WORDS)}"
         if rng.random() < 1 / (len(ph.LUNGS_NEGATION_JOINS) + 1):
             return [_sentence(lead), _sentence(f"there is no {body}", absent=order)]
-        return [_sentence(lead + ph.pick(rng, ph.LUNGS_NEGATION_JOINS) + body, absent=order)]
+        join = ph.pick(rng, ph.LUNGS_NEGATION_JOINS)
+        if "without" in lead and "without" in join:  # not "without opacity without effusion"
+            join = ", with no "
+        return [_sentence(lead + join + body, absent=order)]
 
     # ---- organs without a positive finding
     def _normal_findings(
@@ -989,7 +994,8 @@ class _Writer:
             if chosen and rng.random() < st.p_merge_lungs:
                 negation = self._negation(rng, chosen)
                 if negation.text.startswith("No "):
-                    text = f"{clause} without {negation.text[3:-1]}"
+                    join = " with no " if "without" in clause else " without "
+                    text = f"{clause}{join}{negation.text[3:-1]}"
                     out.append(_sentence(text, absent=set(chosen) | self._lung_tags(clause)))
                 else:
                     out += [_sentence(clause, absent=self._lung_tags(clause)), negation]
@@ -1021,7 +1027,10 @@ class _Writer:
         frames = spec.bilateral_frames if both and spec.bilateral_frames else spec.frames
         one_side = ph.pick(rng, ph.SIDES) if both else f.side
         extra = ph.pick(rng, spec.extras).replace("{m}", ph.measurement(rng, *size))
-        text = ph.pick(rng, frames).format(
+        frame = ph.pick(rng, frames)
+        if frame.endswith("{h}infection") and not hedge:  # not ", infection"
+            hedge = "likely "
+        text = frame.format(
             q=change,
             d=descriptor,
             adv=_ADVERBS.get(descriptor, "mildly"),
