@@ -341,6 +341,7 @@ class FindingSpec:
     parenchymal: bool = False
 
 
+# fmt: off
 FINDINGS: tuple[FindingSpec, ...] = (
     FindingSpec(
         "atelectasis",
@@ -351,38 +352,17 @@ FINDINGS: tuple[FindingSpec, ...] = (
         descriptors=(
             ("mild", "minimal", "streaky", "linear", "subsegmental"),
             ("moderate", "platelike", "patchy", "bandlike", "discoid"),
-            ("extensive", "dense", "marked", "confluent"),
-        ),
-        nouns=(
-            "atelectasis",
-            "atelectatic change",
-            "subsegmental atelectasis",
-            "discoid atelectasis",
-        ),
-        extras=(
-            "",
-            "",
-            "",
-            " with mild volume loss",
-            " with minimal volume loss",
-            " obscuring the hemidiaphragm",
-            " adjacent to the hemidiaphragm",
-            " related to low lung volumes",
-            " along the fissure",
-        ),  # fmt: skip
-        frames=(
-            "{q}{d} {n} in the {loc}{x}",
-            "there is {q}{d} {n} in the {loc}{x}",
-            "{q}{d} opacity in the {loc}{x}, {h}{n}",
-            "{d} {n} is noted at the {loc}{x}",
-            "{loc} {n}{x}, {d}",
-        ),  # fmt: skip
-        bilateral_frames=(
-            "{q}{d} bibasilar {n}{x}",
-            "there is {q}{d} {n} at both lung bases{x}",
-            "{q}{d} opacities at the lung bases{x}, {h}{n}",
-            "{d} bibasilar {n} is noted{x}",
-        ),  # fmt: skip
+            ("extensive", "dense", "marked", "confluent")),
+        nouns=("atelectasis", "atelectatic change", "subsegmental atelectasis", "discoid atelectasis"),
+        extras=("", "", "", " with mild volume loss", " with minimal volume loss",
+                " obscuring the hemidiaphragm", " adjacent to the hemidiaphragm",
+                " related to low lung volumes", " along the fissure"),
+        frames=("{q}{d} {n} in the {loc}{x}", "there is {q}{d} {n} in the {loc}{x}",
+                "{q}{d} opacity in the {loc}{x}, {h}{n}", "{d} {n} is noted at the {loc}{x}",
+                "{loc} {n}{x}, {d}"),
+        bilateral_frames=("{q}{d} bibasilar {n}{x}", "there is {q}{d} {n} at both lung bases{x}",
+                          "{q}{d} opacities at the lung bases{x}, {h}{n}",
+                          "{d} bibasilar {n} is noted{x}"),
         negated=("atelectasis", "focal atelectasis"),
         impression_nouns=("atelectasis", "basilar atelectasis"),
         parenchymal=True,
@@ -396,25 +376,14 @@ FINDINGS: tuple[FindingSpec, ...] = (
         descriptors=(
             ("mild", "borderline to mild", "slight"),
             ("moderate", "mild to moderate", "moderate"),
-            ("marked", "severe", "moderate to severe"),
-        ),
+            ("marked", "severe", "moderate to severe")),
         nouns=("cardiomegaly", "enlargement of the cardiac silhouette", "cardiac enlargement"),
-        extras=(
-            "",
-            "",
-            " with normal pulmonary vascularity",
-            " with a tortuous aorta",
-            ", unchanged in configuration",
-            " with left ventricular configuration",
-            " with prominent hila",
-        ),  # fmt: skip
-        frames=(
-            "{q}{d} {n}{x}",
-            "there is {q}{d} {n}{x}",
-            "the heart is {adv} enlarged{x}",
-            "the cardiac silhouette is {adv} enlarged{x}",
-            "heart size is enlarged{x}, {h}{d} {n}",
-        ),  # fmt: skip
+        extras=("", "", " with normal pulmonary vascularity", " with a tortuous aorta",
+                ", unchanged in configuration", " with left ventricular configuration",
+                " with prominent hila"),
+        frames=("{q}{d} {n}{x}", "there is {q}{d} {n}{x}", "the heart is {adv} enlarged{x}",
+                "the cardiac silhouette is {adv} enlarged{x}",
+                "heart size is enlarged{x}, {h}{d} {n}"),
         negated=("cardiomegaly", "cardiac enlargement"),
         impression_nouns=("cardiomegaly",),
     ),
@@ -427,43 +396,19 @@ FINDINGS: tuple[FindingSpec, ...] = (
         descriptors=(
             ("focal", "patchy", "hazy", "ill-defined", "subtle"),
             ("focal", "patchy", "segmental", "rounded", "ill-defined"),
-            ("dense", "confluent", "lobar", "extensive"),
-        ),
-        nouns=(
-            "consolidation",
-            "airspace consolidation",
-            "consolidative opacity",
-            "airspace opacity with consolidation",
-        ),  # fmt: skip
-        extras=(
-            "",
-            "",
-            " with air bronchograms",
-            " obscuring the heart border",
-            " silhouetting the hemidiaphragm",
-            " without cavitation",
-            " with adjacent pleural reaction",
-            ", concerning for pneumonia",
-            ", compatible with pneumonia",
-        ),  # fmt: skip
-        frames=(
-            "{q}{d} {n} in the {loc}{x}",
-            "there is {q}{d} {n} in the {loc}{x}",
-            "{d} {n} within the {loc}{x}, {h}infection",
-            "{q}{d} {n} is present in the {loc}{x}",
-            "{loc} {d} {n}{x}",
-        ),  # fmt: skip
-        negated=(
-            "focal consolidation",
-            "consolidation",
-            "focal airspace consolidation",
-            "airspace disease",
-        ),  # fmt: skip
-        impression_nouns=(
-            "consolidation",
-            "airspace consolidation",
-            "consolidation, likely pneumonia",
-        ),
+            ("dense", "confluent", "lobar", "extensive")),
+        nouns=("consolidation", "airspace consolidation", "consolidative opacity",
+               "airspace opacity with consolidation"),
+        extras=("", "", " with air bronchograms", " obscuring the heart border",
+                " silhouetting the hemidiaphragm", " without cavitation",
+                " with adjacent pleural reaction", ", concerning for pneumonia",
+                ", compatible with pneumonia"),
+        frames=("{q}{d} {n} in the {loc}{x}", "there is {q}{d} {n} in the {loc}{x}",
+                "{d} {n} within the {loc}{x}, {h}infection", "{q}{d} {n} is present in the {loc}{x}",
+                "{loc} {d} {n}{x}"),
+        negated=("focal consolidation", "consolidation", "focal airspace consolidation",
+                 "airspace disease"),
+        impression_nouns=("consolidation", "airspace consolidation", "consolidation, likely pneumonia"),
         unilateral=True,
         parenchymal=True,
     ),
@@ -476,26 +421,14 @@ FINDINGS: tuple[FindingSpec, ...] = (
         descriptors=(
             ("mild", "minimal", "early", "subtle"),
             ("moderate", "perihilar", "bilateral", "moderate perihilar"),
-            ("severe", "diffuse", "extensive", "marked"),
-        ),
+            ("severe", "diffuse", "extensive", "marked")),
         nouns=("pulmonary edema", "interstitial edema", "edema", "interstitial pulmonary edema"),
-        extras=(
-            "",
-            "",
-            " with vascular congestion",
-            " with cephalization of vessels",
-            " with peribronchial cuffing",
-            " with septal lines",
-            " with indistinct vascular margins",
-            ", more pronounced at the bases",
-        ),  # fmt: skip
-        frames=(
-            "{q}{d} {n}{x}",
-            "there is {q}{d} {n}{x}",
-            "increased interstitial markings{x}, {h}{d} {n}",
-            "findings of {q}{d} {n}{x}",
-            "{d} {n} is present{x}",
-        ),  # fmt: skip
+        extras=("", "", " with vascular congestion", " with cephalization of vessels",
+                " with peribronchial cuffing", " with septal lines",
+                " with indistinct vascular margins", ", more pronounced at the bases"),
+        frames=("{q}{d} {n}{x}", "there is {q}{d} {n}{x}",
+                "increased interstitial markings{x}, {h}{d} {n}", "findings of {q}{d} {n}{x}",
+                "{d} {n} is present{x}"),
         negated=("pulmonary edema", "edema", "interstitial edema"),
         impression_nouns=("pulmonary edema", "edema", "interstitial edema"),
         parenchymal=True,
@@ -509,33 +442,18 @@ FINDINGS: tuple[FindingSpec, ...] = (
         descriptors=(
             ("small", "trace", "tiny", "small layering"),
             ("moderate", "moderate-sized", "layering", "loculated"),
-            ("large", "large layering", "large loculated"),
-        ),
+            ("large", "large layering", "large loculated")),
         nouns=("pleural effusion", "effusion", "pleural fluid collection"),
-        extras=(
-            "",
-            "",
-            " with adjacent compressive change",
-            " blunting the costophrenic angle",
-            " tracking along the lateral chest wall",
-            " with a meniscus",
-            " extending into the fissure",
-            " obscuring the hemidiaphragm",
-        ),  # fmt: skip
-        frames=(
-            "{q}{d} {side} {n}{x}",
-            "there is a {q}{d} {side} {n}{x}",
-            "{d} {side} {n} is present{x}",
-            "blunting of the {side} costophrenic angle, {h}a {d} {n}",
-            "{side} {d} {n}{x}",
-        ),  # fmt: skip
-        bilateral_frames=(
-            "{q}{d} bilateral pleural effusions",
-            "there are {q}{d} bilateral effusions",
-            "{d} pleural effusions at both lung bases",
-            "blunting of both costophrenic angles, {h}{d} bilateral effusions",
-            "bilateral {d} pleural effusions",
-        ),  # fmt: skip
+        extras=("", "", " with adjacent compressive change", " blunting the costophrenic angle",
+                " tracking along the lateral chest wall", " with a meniscus",
+                " extending into the fissure", " obscuring the hemidiaphragm"),
+        frames=("{q}{d} {side} {n}{x}", "there is a {q}{d} {side} {n}{x}",
+                "{d} {side} {n} is present{x}",
+                "blunting of the {side} costophrenic angle, {h}a {d} {n}", "{side} {d} {n}{x}"),
+        bilateral_frames=("{q}{d} bilateral pleural effusions", "there are {q}{d} bilateral effusions",
+                          "{d} pleural effusions at both lung bases",
+                          "blunting of both costophrenic angles, {h}{d} bilateral effusions",
+                          "bilateral {d} pleural effusions"),
         negated=("pleural effusion", "effusion", "pleural effusions"),
         impression_nouns=("pleural effusion",),
         size_words=True,
@@ -549,24 +467,14 @@ FINDINGS: tuple[FindingSpec, ...] = (
         descriptors=(
             ("small", "tiny", "small apical", "trace"),
             ("moderate", "moderate-sized", "apical"),
-            ("large", "large apical"),
-        ),
+            ("large", "large apical")),
         nouns=("pneumothorax",),
-        extras=(
-            "",
-            "",
-            " without mediastinal shift",
-            " with a visible pleural line",
-            " measuring {m} at the apex",
-            " along the lateral chest wall",
-            " with no tension component",
-        ),  # fmt: skip
-        frames=(
-            "{q}{d} {side} {n}{x}",
-            "there is a {q}{d} {side} {n}{x}",
-            "a {d} {side}-sided {n} is present{x}",
-            "visceral pleural line at the {side} apex, {h}a {d} {n}",
-        ),  # fmt: skip
+        extras=("", "", " without mediastinal shift", " with a visible pleural line",
+                " measuring {m} at the apex", " along the lateral chest wall",
+                " with no tension component"),
+        frames=("{q}{d} {side} {n}{x}", "there is a {q}{d} {side} {n}{x}",
+                "a {d} {side}-sided {n} is present{x}",
+                "visceral pleural line at the {side} apex, {h}a {d} {n}"),
         negated=("pneumothorax",),
         impression_nouns=("pneumothorax",),
         measure=((0.3, 1.0), (1.0, 2.5), (2.5, 5.0)),
@@ -582,26 +490,14 @@ FINDINGS: tuple[FindingSpec, ...] = (
         descriptors=(
             ("{m}", "{m}", "small", "well-circumscribed", "calcified-appearing"),
             ("{m}", "{m}", "rounded", "ill-defined", "noncalcified", "{m} rounded"),
-            ("{m}", "{m}", "large", "spiculated", "{m} rounded"),
-        ),
+            ("{m}", "{m}", "large", "spiculated", "{m} rounded")),
         nouns=("nodule", "nodular opacity", "pulmonary nodule", "nodular density"),
-        extras=(
-            "",
-            "",
-            ", recommend CT for further evaluation",
-            " not seen on the prior study",
-            " projecting over the rib",
-            ", indeterminate",
-            " with smooth margins",
-            " possibly representing a granuloma versus neoplasm",
-        ),  # fmt: skip
-        frames=(
-            "{q}{d} {n} in the {loc}{x}",
-            "there is a {q}{d} {n} in the {loc}{x}",
-            "{d} {n} projecting over the {loc}{x}",
-            "{loc} {d} {n}{x}",
-            "{d} {n} is seen in the {loc}{x}",
-        ),  # fmt: skip
+        extras=("", "", ", recommend CT for further evaluation", " not seen on the prior study",
+                " projecting over the rib", ", indeterminate", " with smooth margins",
+                " possibly representing a granuloma versus neoplasm"),
+        frames=("{q}{d} {n} in the {loc}{x}", "there is a {q}{d} {n} in the {loc}{x}",
+                "{d} {n} projecting over the {loc}{x}", "{loc} {d} {n}{x}",
+                "{d} {n} is seen in the {loc}{x}"),
         negated=("suspicious nodule", "pulmonary nodule", "nodules"),
         impression_nouns=("nodule", "pulmonary nodule"),
         measure=((0.4, 0.9), (0.9, 1.8), (1.8, 3.0)),
@@ -610,6 +506,7 @@ FINDINGS: tuple[FindingSpec, ...] = (
         parenchymal=True,
     ),
 )
+# fmt: on
 """The findings table: one record per finding, in label order.  Adding a finding is one entry."""
 
 _SPEC: dict[str, FindingSpec] = {s.name: s for s in FINDINGS}
