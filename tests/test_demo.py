@@ -274,7 +274,7 @@ def test_pretraining_studies_are_disjoint_from_the_others(monkeypatch: pytest.Mo
     no report either except the stock whole-report normal templates (shared by every split, as
     stock reports are in real archives); the runner pre-trains on it and fine-tunes on train."""
     from relaxclip.demo import runner
-    from relaxclip.demo.benchmark import load_benchmark
+    from relaxclip.demo.benchmark import load_benchmark, report_texts
     from relaxclip.demo.synthetic import _writer_and_templates
 
     cfg = _tiny(seeds=(0,), pretrain_steps=2, finetune_steps=2, eval_every=2, n_train=300)
@@ -297,14 +297,21 @@ def test_pretraining_studies_are_disjoint_from_the_others(monkeypatch: pytest.Mo
         return original(records, *args, **kwargs)
 
     monkeypatch.setattr(runner, "batches", spy)
-    results = run_demo(
-        cfg, None, log=lambda s: None, arms=[a for a in runner.ARMS if a.label == "a"]
-    )
+    lines: list[str] = []
+    results = run_demo(cfg, None, log=lines.append, arms=[a for a in runner.ARMS if a.label == "a"])
     pre_ids = {id(r) for r in used[0]}
     assert len(used) == 2 and len(used[0]) == len(used[1]) == cfg.n_train
     assert not pre_ids & {id(r) for r in used[1]}  # fine-tuning records are other studies
     assert results["benchmark"]["n"]["pretrain"] == cfg.n_train
     assert results["benchmark"]["context_length"] == TEXT_CONTEXT_LENGTH
+    # truncation by the fixed context is counted, printed and recorded, never silent
+    bench_json = results["benchmark"]
+    texts = report_texts(bench.pretrain)
+    tok = WordTokenizer.build(texts, context_length=TEXT_CONTEXT_LENGTH)
+    assert bench_json["pretrain_reports_truncated"] == tok.count_truncated(texts) > 0
+    assert bench_json["longest_sentence_tokens"] <= TEXT_CONTEXT_LENGTH
+    context_line = next(line for line in lines if line.startswith("text context:"))
+    assert f"{bench_json['pretrain_reports_truncated']}/{cfg.n_train}" in context_line
 
 
 def test_without_matplotlib_and_tqdm_prints_a_note(
