@@ -13,7 +13,7 @@ import torch
 from _demo_config import tiny_config
 from _shared import needs_shared, shared_path
 
-from relaxclip.demo.models import TinyCLIP, WordTokenizer
+from relaxclip.demo.models import TEXT_CONTEXT_LENGTH, TinyCLIP, WordTokenizer
 from relaxclip.demo.runner import ARMS, format_table, run_demo
 from relaxclip.metrics import macro_auroc
 
@@ -90,6 +90,48 @@ def test_padding_does_not_change_text_features() -> None:
     assert torch.allclose(full, trimmed, atol=1e-5)
     single = model.encode_text(tok(["no effusion"]))
     assert torch.allclose(single[0], full[0], atol=1e-5)  # batch neighbours do not leak
+
+
+def test_text_feature_is_the_end_of_text_token_alone() -> None:
+    """CLIP-style pooling: the feature is the projection of the final hidden state at the
+    end-of-text token; every other position can be replaced without changing it (a mean over
+    tokens would change)."""
+    model, tok = _model()
+    model.eval()
+    tokens = tok(["no pleural effusion", "moderate cardiomegaly with edema ."])
+    eot = (tokens != 0).sum(1) - 1
+    assert (tokens[torch.arange(2), eot] == tok.END).all()
+    reference = model.encode_text(tokens)
+
+    def scramble(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn_like(output) * 10
+        keep = torch.zeros_like(output, dtype=torch.bool)
+        keep[torch.arange(2), eot] = True
+        return torch.where(keep, output, noise)
+
+    handle = model.ln_final.register_forward_hook(scramble)
+    try:
+        assert torch.allclose(model.encode_text(tokens), reference, atol=1e-6)
+    finally:
+        handle.remove()
+    hidden = {}
+    handle = model.ln_final.register_forward_hook(lambda m, i, o: hidden.setdefault("x", o))
+    try:
+        model.encode_text(tokens)
+    finally:
+        handle.remove()
+    expected = model.text_projection(hidden["x"][torch.arange(2), eot])
+    assert torch.allclose(reference, expected, atol=1e-6)
+
+
+def test_text_padding_must_be_trailing() -> None:
+    model, tok = _model()
+    tokens = tok(["no effusion", "edema"])
+    tokens[0, 1] = 0  # padding inside the text: the end-of-text position is ambiguous
+    with pytest.raises(
+        ValueError, match=r"padding \(id 0\) must only follow the text.*row\(s\) \[0\]"
+    ):
+        model.encode_text(tokens)
 
 
 def test_model_gradients_reach_both_towers() -> None:
@@ -213,16 +255,63 @@ def test_openi_mode_loader() -> None:
     from relaxclip.demo.benchmark import OPENI_TO_SYNTHETIC, load_openi
 
     bench = load_openi(str(reports), str(labels), image_size=16, seed=0)
-    n = len(bench.train) + len(bench.val) + len(bench.test)
+    every = bench.pretrain + bench.train + bench.val + bench.test
+    n = len(every)
     assert bench.findings == tuple(OPENI_TO_SYNTHETIC.values())
     assert any("excluded" in note for note in bench.notes)
     assert 3700 < n <= 3851  # 3,851 labelled reports, a few without text
-    assert len({r["index"] for r in bench.train + bench.val + bench.test}) == n  # disjoint
+    assert len({r["index"] for r in every}) == n  # disjoint, pre-training split included
+    assert abs(len(bench.pretrain) - 0.35 * n) < 2 and abs(len(bench.train) - 0.35 * n) < 2
     for r in bench.test[:50]:
         assert r["image"].shape == (1, 16, 16)
         assert any(v.strip() for v in r["report"].values())
         assert r["labels"].shape == (len(OPENI_TO_SYNTHETIC),)
     assert torch.stack([r["labels"] for r in bench.train]).sum(0).min() > 0
+
+
+def test_pretraining_studies_are_disjoint_from_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pre-training split shares no study (image) with fine-tuning, validation or test, and
+    no report either except the stock whole-report normal templates (shared by every split, as
+    stock reports are in real archives); the runner pre-trains on it and fine-tunes on train."""
+    from relaxclip.demo import runner
+    from relaxclip.demo.benchmark import load_benchmark, report_texts
+    from relaxclip.demo.synthetic import _writer_and_templates
+
+    cfg = _tiny(seeds=(0,), pretrain_steps=2, finetune_steps=2, eval_every=2, n_train=300)
+    bench = load_benchmark(cfg)
+    assert len(bench.pretrain) == cfg.n_train
+    others = bench.train + bench.val + bench.test
+    images = {r["image"].numpy().tobytes() for r in others}
+    assert not any(r["image"].numpy().tobytes() in images for r in bench.pretrain)
+    templates = {
+        "FINDINGS: " + " ".join(s.text for s in t[:-1]) + " IMPRESSION: " + t[-1].text
+        for t in _writer_and_templates(cfg.data_seed, tuple(cfg.findings))[1]
+    }
+    shared = {r["report"] for r in bench.pretrain} & {r["report"] for r in others}
+    assert shared <= templates, shared - templates
+    used: list[list[dict[str, Any]]] = []
+    original = runner.batches
+
+    def spy(records: Any, *args: Any, **kwargs: Any) -> Any:
+        used.append(list(records))
+        return original(records, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "batches", spy)
+    lines: list[str] = []
+    results = run_demo(cfg, None, log=lines.append, arms=[a for a in runner.ARMS if a.label == "a"])
+    pre_ids = {id(r) for r in used[0]}
+    assert len(used) == 2 and len(used[0]) == len(used[1]) == cfg.n_train
+    assert not pre_ids & {id(r) for r in used[1]}  # fine-tuning records are other studies
+    assert results["benchmark"]["n"]["pretrain"] == cfg.n_train
+    assert results["benchmark"]["context_length"] == TEXT_CONTEXT_LENGTH
+    # truncation by the fixed context is counted, printed and recorded, never silent
+    bench_json = results["benchmark"]
+    texts = report_texts(bench.pretrain)
+    tok = WordTokenizer.build(texts, context_length=TEXT_CONTEXT_LENGTH)
+    assert bench_json["pretrain_reports_truncated"] == tok.count_truncated(texts) > 0
+    assert bench_json["longest_sentence_tokens"] <= TEXT_CONTEXT_LENGTH
+    context_line = next(line for line in lines if line.startswith("text context:"))
+    assert f"{bench_json['pretrain_reports_truncated']}/{cfg.n_train}" in context_line
 
 
 def test_without_matplotlib_and_tqdm_prints_a_note(

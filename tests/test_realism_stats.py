@@ -10,6 +10,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from _shared import needs_shared, shared_path
+
+from relaxclip.demo.models import TEXT_CONTEXT_LENGTH
+from relaxclip.demo.synthetic import make_synthetic_splits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -225,6 +229,68 @@ def test_synthetic_pools_are_the_sampler_candidates_of_the_train_split() -> None
     pools = rb.synthetic_pools(4, image_size=16, data_seed=0)
     assert len(pools) == 4 and all(len(p) >= 2 for p in pools)  # findings + impression
     assert pools == rb.synthetic_pools(4, image_size=16, data_seed=0)  # deterministic
+    train = make_synthetic_splits(30, 0, 0, image_size=16, seed=1).train
+    assert rb.synthetic_pools(30, image_size=64, data_seed=1) == rb.candidate_sentences(
+        [r["report"] for r in train]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the calibrated generator against the real statistics (issue 15)
+# --------------------------------------------------------------------------------------------
+N_REALISM = 3000  # the demo's n_train; the distinct share depends on the corpus size
+
+
+@pytest.fixture(scope="module", params=[0, 1, 2], ids=lambda s: f"data_seed={s}")
+def synthetic_stats(request: pytest.FixtureRequest) -> object:
+    pools = rb.synthetic_pools(N_REALISM, image_size=64, data_seed=request.param)
+    return rb.realism_stats(pools, n_batches=1, word_context=TEXT_CONTEXT_LENGTH)
+
+
+@pytest.mark.parametrize("target", rb.TARGETS, ids=lambda t: t.name)
+def test_synthetic_statistic_matches_the_real_one(synthetic_stats: object, target: object) -> None:
+    """Every issue-15 statistic of 3,000 synthetic training reports lies in its accepted
+    interval around the real Open-I value (in-batch rates: exact expectations)."""
+    assert target.within(synthetic_stats), (target.name, target.read(synthetic_stats), target)
+
+
+def test_targets_are_the_issue_tolerances() -> None:
+    by_name = {t.name.split(",")[0].split(" (")[0]: t for t in rb.TARGETS}
+    assert len(rb.TARGETS) == 8
+    sent = by_name["sentences per report"]
+    assert (sent.low, sent.high) == pytest.approx((0.85 * 5.8184, 1.15 * 5.8184))
+    dup = by_name["sampled sentence duplicated in its batch"]
+    assert (dup.low, dup.high) == pytest.approx((0.13383 - 0.04, 0.13383 + 0.04))
+    trunc = [t for t in rb.TARGETS if "truncated" in t.name][0]
+    assert (trunc.low, trunc.high) == pytest.approx((0.24879 - 0.05, 0.24879 + 0.05))
+
+
+def test_single_synthetic_sentences_are_never_truncated(synthetic_stats: object) -> None:
+    """The fixed context truncates about a quarter of whole reports but no single sentence."""
+    assert synthetic_stats.word_tokens_sentence_max <= TEXT_CONTEXT_LENGTH
+    assert synthetic_stats.word_tokens_report[2] > TEXT_CONTEXT_LENGTH  # whole reports can be
+
+
+@needs_shared("iu_xray/NLMCXR_reports.tgz")
+def test_real_constants_reproduce_and_the_context_fits_open_i() -> None:
+    """The REAL_* constants are what the archive gives; at the demo's fixed context, Open-I's own
+    whole reports are truncated about as often as by CLIP's 77 BPE tokens, and no single Open-I
+    sentence is truncated."""
+    pools, excluded = rb.openi_pools(shared_path("iu_xray/NLMCXR_reports.tgz"))
+    assert (len(pools), excluded) == (3927, 28)
+    s = rb.realism_stats(pools, n_batches=1, word_context=TEXT_CONTEXT_LENGTH)
+    assert s.sentences_per_report == pytest.approx(rb.REAL_SENTENCES_PER_REPORT, abs=1e-4)
+    assert (s.words_median, s.words_p90) == (rb.REAL_WORDS_MEDIAN, rb.REAL_WORDS_P90)
+    assert s.sentence_duplicate_expected == pytest.approx(rb.REAL_SENTENCE_DUPLICATE, abs=1e-5)
+    assert s.report_duplicate_expected == pytest.approx(rb.REAL_REPORT_DUPLICATE, abs=1e-5)
+    assert s.distinct_sentence_share == pytest.approx(rb.REAL_DISTINCT_SENTENCE_SHARE, abs=1e-5)
+    assert s.top_sentence_share == pytest.approx(rb.REAL_TOP_SENTENCE_SHARE, abs=1e-5)
+    assert abs(s.word_truncated_share - rb.REAL_BPE_TRUNCATED_SHARE) <= 0.05
+    assert s.word_tokens_sentence_max <= TEXT_CONTEXT_LENGTH
+    bpe = rb.open_clip_token_counter()
+    if bpe is not None:  # the integration venv: the BPE constant too
+        share = rb.truncated_share([" ".join(p) for p in pools], bpe, rb.CLIP_CONTEXT)
+        assert share == pytest.approx(rb.REAL_BPE_TRUNCATED_SHARE, abs=1e-5)
 
 
 def test_main_prints_the_synthetic_column_without_the_archive(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -14,22 +15,29 @@ from relaxclip.demo.synthetic import (
     FINDING_TERMS,
     FINDINGS,
     NEGATION_CUES,
+    SPLIT_NAMES,
     SYNTHETIC_FINDINGS,
     SyntheticCXRDataset,
+    SyntheticReport,
     label_prevalence,
     make_synthetic_records,
+    make_synthetic_reports,
     make_synthetic_splits,
+    mentions,
 )
 from relaxclip.sampling import SentenceSampler
 
-_HEADER = re.compile(r"^FINDINGS: (?P<findings>.+) IMPRESSION: (?P<impression>.+)$")
+_HEADER = re.compile(r"^(?:FINDINGS: (?P<findings>.+) )?IMPRESSION: (?P<impression>.+)$")
+_CUE = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in NEGATION_CUES) + r")\b")
 
 
 def _sentences(report: str) -> list[str]:
+    """The report's sentences, split as the sampler splits them (a list number such as "1." is
+    part of its sentence)."""
     m = _HEADER.match(report)
     assert m is not None, report
-    text = m["findings"] + " " + m["impression"]
-    return [s.strip() for s in re.split(r"(?<=\.)\s+", text) if s.strip()]
+    text = (m["findings"] or "") + " " + m["impression"]
+    return [s.strip() for s in re.split(r"(?<=\.)(?<!\d\.)\s+", text.strip()) if s.strip()]
 
 
 def _mentions(sentence: str) -> set[str]:
@@ -37,23 +45,35 @@ def _mentions(sentence: str) -> set[str]:
     return {f for f, terms in FINDING_TERMS.items() if any(t in low for t in terms)}
 
 
+def _negated(sentence: str) -> set[str]:
+    """Mentioned findings that a negation word precedes (lexically denied in the sentence)."""
+    low = sentence.lower()
+    cue = _CUE.search(low)
+    out = set()
+    for f in _mentions(sentence):
+        first = min(low.find(t) for t in FINDING_TERMS[f] if t in low)
+        if cue is not None and cue.start() < first:
+            out.add(f)
+    return out
+
+
 def _is_negated(sentence: str) -> bool:
-    return sentence.lower().startswith(NEGATION_CUES)
+    return bool(_negated(sentence))
 
 
 def _check_consistency(record: dict, findings: tuple[str, ...]) -> None:
+    """Lexical check of the report against the labels (independent of the generator's tags)."""
     labels = dict(zip(findings, record["labels"].tolist(), strict=True))
     positive_mentions: set[str] = set()
     for sentence in _sentences(record["report"]):
         mentioned = _mentions(sentence)
         assert mentioned <= set(findings), (sentence, findings)
-        if _is_negated(sentence):
-            for f in mentioned:
-                assert labels[f] == 0.0, f"negated {f!r} is labelled positive: {record['report']}"
-        else:
-            positive_mentions |= mentioned
-            for f in mentioned:
-                assert labels[f] == 1.0, f"{f!r} mentioned positively but labelled 0: {sentence}"
+        denied = _negated(sentence)
+        for f in denied:
+            assert labels[f] == 0.0, f"negated {f!r} is labelled positive: {record['report']}"
+        positive_mentions |= mentioned - denied
+        for f in mentioned - denied:
+            assert labels[f] == 1.0, f"{f!r} mentioned positively but labelled 0: {sentence}"
     for f, v in labels.items():
         if v == 1.0:
             assert f in positive_mentions, f"positive {f!r} is never mentioned: {record['report']}"
@@ -61,6 +81,24 @@ def _check_consistency(record: dict, findings: tuple[str, ...]) -> None:
         assert "lungs are clear" not in record["report"].lower()
     if labels.get("cardiomegaly") == 1.0:
         assert "heart size is normal" not in record["report"].lower()
+
+
+def _check_tags(text: SyntheticReport, record: dict, findings: tuple[str, ...]) -> None:
+    """The generator's own tags: every positive stated present, nothing else; no positive
+    denied; each tag agrees with the words of its sentence."""
+    assert text.report == record["report"]
+    labels = {f for f, v in zip(findings, record["labels"].tolist(), strict=True) if v == 1.0}
+    assert set(text.positive) == labels
+    present = set().union(*(s.present for s in text.sentences))
+    absent = set().union(*(s.absent for s in text.sentences))
+    assert present == labels, (present, labels, text.report)
+    assert not absent & labels, (absent, labels, text.report)
+    for s in text.sentences:
+        assert (s.present | s.absent) <= set(findings), s
+        mentioned, denied = _mentions(s.text), _negated(s.text)
+        assert mentioned <= s.present | s.absent, s  # nothing named without a tag
+        assert s.present <= mentioned - denied, s  # stated present by name, not denied
+        assert mentioned & s.absent <= denied, s  # a named absent finding is denied
 
 
 def test_records_shapes_and_types() -> None:
@@ -72,7 +110,7 @@ def test_records_shapes_and_types() -> None:
         assert r["labels"].shape == (len(SYNTHETIC_FINDINGS),)
         assert r["labels"].dtype == torch.float32
         assert set(r["labels"].tolist()) <= {0.0, 1.0}
-        assert r["report"].startswith("FINDINGS: ") and " IMPRESSION: " in r["report"]
+        assert _HEADER.match(r["report"]) is not None, r["report"]
         assert r["index"] == i
 
 
@@ -100,8 +138,10 @@ def test_seeds_and_splits_differ() -> None:
 
 def test_label_report_consistency_many() -> None:
     recs = make_synthetic_records(400, image_size=16, seed=3)
-    for r in recs:
+    texts = make_synthetic_reports(400, seed=3)
+    for r, text in zip(recs, texts, strict=True):
         _check_consistency(r, SYNTHETIC_FINDINGS)
+        _check_tags(text, r, SYNTHETIC_FINDINGS)
     # the report really describes several findings at once and uses every kind of sentence
     n_multi = sum(int(r["labels"].sum().item() >= 2) for r in recs)
     assert n_multi > 40
@@ -111,18 +151,22 @@ def test_label_report_consistency_many() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), split=st.sampled_from(["train", "val", "test"]))
+@given(seed=st.integers(0, 2**31 - 1), split=st.sampled_from(list(SPLIT_NAMES)))
 def test_label_report_consistency_property(seed: int, split: str) -> None:
-    for r in make_synthetic_records(4, split, image_size=16, seed=seed):
+    recs = make_synthetic_records(4, split, image_size=16, seed=seed)
+    for r, text in zip(recs, make_synthetic_reports(4, split, seed=seed), strict=True):
         _check_consistency(r, SYNTHETIC_FINDINGS)
+        _check_tags(text, r, SYNTHETIC_FINDINGS)
 
 
 def test_findings_subset() -> None:
     subset = ("pleural effusion", "cardiomegaly")
     recs = make_synthetic_records(200, image_size=16, seed=0, findings=subset)
-    for r in recs:
+    texts = make_synthetic_reports(200, seed=0, findings=subset)
+    for r, text in zip(recs, texts, strict=True):
         assert r["labels"].shape == (2,)
         _check_consistency(r, subset)
+        _check_tags(text, r, subset)
     assert label_prevalence(recs).min() > 0
 
 
@@ -182,23 +226,81 @@ def test_findings_table_is_the_one_place() -> None:
     assert SYNTHETIC_FINDINGS == tuple(spec.name for spec in FINDINGS)
     assert FINDING_TERMS == {spec.name: spec.terms for spec in FINDINGS}
     for spec in FINDINGS:
-        for sentence in spec.negations:
-            assert _is_negated(sentence) and _mentions(sentence) == {spec.name}, sentence
+        for form in spec.negated:
+            assert _mentions(form) == {spec.name}, form
+            assert _negated(f"No {form}.") == {spec.name}, form
+        for noun in (*spec.nouns, *spec.impression_nouns):
+            assert _mentions(noun) == {spec.name}, noun
+        assert len(spec.descriptors) == 3
         given = spec.prevalence.given
         assert given is None or given[0] in SYNTHETIC_FINDINGS
 
 
 def test_every_phrasing_mentions_its_finding() -> None:
-    from relaxclip.demo.synthetic import _Finding, _words
+    """Positive sentences for every finding, severity, side and lobe (many random fillings of
+    the frames): each names its finding, no other, and is not negated."""
+    from relaxclip.demo.synthetic import _Finding, _Writer
 
+    writer = _Writer(SYNTHETIC_FINDINGS)
+    rng = np.random.default_rng(0)
     for spec in FINDINGS:
+        seen = set()
         for severity in range(3):
             for side in ("left", "right", "bilateral"):
                 for lobe in ("upper", "lower"):
                     f = _Finding(spec.name, severity, side, lobe, 0.3, 0.2)
-                    for sentence in (t.format(**_words(f)) for t in spec.say):
-                        assert _mentions(sentence) == {spec.name}, sentence
-                        assert not _is_negated(sentence), sentence
+                    for _ in range(40):
+                        s = writer._positive(rng, f)
+                        seen.add(s.text)
+                        assert s.present == {spec.name} and not s.absent, s
+                        assert _mentions(s.text) == {spec.name}, s.text
+                        assert not _is_negated(s.text), s.text
+                        item = writer._impression_item(rng, f)
+                        assert _mentions(item) == {spec.name} and not _is_negated(item), item
+        assert len(seen) > 100, (spec.name, len(seen))  # rich phrasing, not a few templates
+
+
+def test_grammar_articles_and_doubled_words() -> None:
+    """No "a" before a vowel, no doubled word, no empty slot or stray brace, every sentence
+    capitalised and ending with one period."""
+    bad_article = re.compile(r"\ba [aeiou]", re.IGNORECASE)
+    doubled = re.compile(r"\b(\w+) \1\b", re.IGNORECASE)
+    for text in make_synthetic_reports(1500, seed=5):
+        for s in text.sentences:
+            assert not bad_article.search(s.text), s.text
+            assert not doubled.search(s.text), s.text
+            assert "{" not in s.text and "}" not in s.text and "  " not in s.text, s.text
+            assert s.text[:1].isupper() or s.text[:1].isdigit(), s.text
+            assert s.text.endswith(".") and not s.text.endswith(".."), s.text
+            assert " ," not in s.text and ",," not in s.text, s.text
+            assert s.text.lower().count("without") <= 1, s.text
+            assert not s.text.endswith(", infection."), s.text
+
+
+def test_text_has_its_own_stream() -> None:
+    """The text does not depend on image_size; make_synthetic_reports gives the records' text;
+    findings outside the label set are never mentioned by a tagged sentence either."""
+    a = make_synthetic_records(30, "test", image_size=16, seed=2)
+    b = make_synthetic_records(30, "test", image_size=32, seed=2)
+    texts = make_synthetic_reports(30, "test", seed=2)
+    assert [r["report"] for r in a] == [r["report"] for r in b] == [t.report for t in texts]
+    for r, t in zip(a, texts, strict=True):
+        assert mentions(t.report) <= set(SYNTHETIC_FINDINGS)
+        _check_tags(t, r, SYNTHETIC_FINDINGS)
+
+
+def test_report_shape_like_real_archives() -> None:
+    """About 13 % of reports have no FINDINGS section; clean normal studies are often written
+    from a shared pool of whole-report templates, so whole reports repeat (as in real archives);
+    the template pool is the same in every split."""
+    texts = make_synthetic_reports(1500, seed=0)
+    no_findings = np.mean([not t.findings for t in texts])
+    assert 0.07 < no_findings < 0.2, no_findings
+    reports = [t.report for t in texts]
+    repeated = sum(c for c in Counter(reports).values() if c > 1) / len(reports)
+    assert 0.1 < repeated < 0.35, repeated
+    test_reports = {t.report for t in make_synthetic_reports(1500, "test", seed=0)}
+    assert Counter(reports).most_common(1)[0][0] in test_reports
 
 
 def test_unilateral_findings_are_never_bilateral() -> None:

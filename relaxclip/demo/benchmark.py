@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from relaxclip.demo.config import DemoConfig
-from relaxclip.demo.synthetic import make_synthetic_splits
+from relaxclip.demo.synthetic import make_synthetic_records, make_synthetic_splits
 from relaxclip.sampling import SentenceSampler
 
 __all__ = [
@@ -26,8 +26,10 @@ __all__ = [
 
 @dataclass
 class Benchmark:
-    """Train / validation / test records (``image``, ``report``, ``labels``, ``index``), the
-    finding names (label order), the source (``"synthetic"`` or ``"open-i"``) and notes to print."""
+    """Train (fine-tuning) / validation / test records (``image``, ``report``, ``labels``,
+    ``index``), the finding names (label order), the source (``"synthetic"`` or ``"open-i"``),
+    notes to print, and the pre-training records: studies disjoint from the other three splits
+    (a pre-trained encoder has not seen the fine-tuning, validation or test studies)."""
 
     train: list[dict[str, Any]]
     val: list[dict[str, Any]]
@@ -35,6 +37,7 @@ class Benchmark:
     findings: tuple[str, ...]
     source: str
     notes: list[str]
+    pretrain: list[dict[str, Any]]
 
 
 def check_evaluation_splits(bench: Benchmark) -> None:
@@ -59,7 +62,9 @@ def check_evaluation_splits(bench: Benchmark) -> None:
 
 
 def load_benchmark(cfg: DemoConfig) -> Benchmark:
-    """Open-I mode when ``cfg.reports`` and ``cfg.labels`` are set, else the synthetic benchmark."""
+    """Open-I mode when ``cfg.reports`` and ``cfg.labels`` are set, else the synthetic benchmark
+    (whose pre-training split has ``cfg.n_train`` studies of the generator's ``"pretrain"`` split:
+    the same distribution, other studies)."""
     if cfg.reports is not None and cfg.labels is not None:
         return load_openi(cfg.reports, cfg.labels, image_size=cfg.image_size, seed=cfg.data_seed)
     splits = make_synthetic_splits(
@@ -70,7 +75,15 @@ def load_benchmark(cfg: DemoConfig) -> Benchmark:
         seed=cfg.data_seed,
         findings=cfg.findings,
     )
-    return Benchmark(splits.train, splits.val, splits.test, tuple(cfg.findings), "synthetic", [])
+    pretrain = make_synthetic_records(
+        cfg.n_train,
+        "pretrain",
+        image_size=cfg.image_size,
+        seed=cfg.data_seed,
+        findings=cfg.findings,
+    )
+    findings = tuple(cfg.findings)
+    return Benchmark(*splits, findings, "synthetic", [], pretrain)
 
 
 #: Open-I gold label (NegBio, ChestX-ray14 names) -> synthetic finding name.
@@ -90,8 +103,9 @@ def load_openi(reports: str, labels: str, *, image_size: int, seed: int) -> Benc
     rendered by :func:`~relaxclip.demo.synthetic.render_synthetic_image` from those labels.
 
     Reports whose FINDINGS and IMPRESSION are both empty cannot be paired with text and are
-    excluded (their number is reported in the notes).  The remaining studies are split 70/10/20
-    into train/val/test by a permutation seeded with ``seed``.
+    excluded (their number is reported in the notes).  The remaining studies are split
+    35/35/10/20 into pre-train/train (fine-tuning)/val/test by a permutation seeded with ``seed``
+    (so the pre-trained encoder has not seen the fine-tuning, validation or test studies).
     """
     from relaxclip.data.openi import read_openi_reports
     from relaxclip.data.openi_labels import join_openi, read_openi_labels
@@ -120,19 +134,16 @@ def load_openi(reports: str, labels: str, *, image_size: int, seed: int) -> Benc
             }
         )
     order = np.random.default_rng(seed).permutation(len(kept))
-    n_tr, n_va = int(0.7 * len(kept)), int(0.1 * len(kept))
-    parts = [
-        [kept[int(j)] for j in order[:n_tr]],
-        [kept[int(j)] for j in order[n_tr : n_tr + n_va]],
-        [kept[int(j)] for j in order[n_tr + n_va :]],
-    ]
+    n_pre, n_tr, n_va = (int(share * len(kept)) for share in (0.35, 0.35, 0.1))
+    ends = np.cumsum([n_pre, n_tr, n_va])
+    pre, train, val, test = ([kept[int(j)] for j in part] for part in np.split(order, ends))
     notes = [
         f"Open-I mode: {len(joined.records)} labelled reports joined, {empty} excluded (empty "
         f"FINDINGS and IMPRESSION), {len(joined.reports_without_labels)} reports without gold "
         "labels not used; images are rendered from the gold labels (synthetic), text is real."
     ]
     findings = tuple(OPENI_TO_SYNTHETIC[n] for n in names)
-    return Benchmark(parts[0], parts[1], parts[2], findings, "open-i", notes)
+    return Benchmark(train, val, test, findings, "open-i", notes, pre)
 
 
 def report_texts(records: Sequence[dict[str, Any]]) -> list[str]:

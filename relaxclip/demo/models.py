@@ -29,7 +29,16 @@ from torch import nn
 
 from relaxclip.demo._checks import check_int, check_positive_float
 
-__all__ = ["TinyCLIP", "WordTokenizer"]
+__all__ = ["TEXT_CONTEXT_LENGTH", "TinyCLIP", "WordTokenizer"]
+
+TEXT_CONTEXT_LENGTH = 58
+"""The demo text tower's fixed context length in :class:`WordTokenizer` tokens (start and end
+included), the analogue of CLIP's 77 BPE tokens.  CLIP's 77 tokens truncate 24.9 % of the
+Open-I reports (findings + impression; open_clip ``SimpleTokenizer``); 58 word tokens truncate
+a similar share of whole reports here (about 23-24 % of the calibrated synthetic training
+reports and of the Open-I reports), while the longest single sentence (about 35 tokens
+synthetic, 53 Open-I) always fits.  Measured and checked by ``benchmarks/realism.py`` and
+``tests/test_realism_stats.py``."""
 
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 
@@ -190,9 +199,12 @@ class TinyCLIP(nn.Module):
     3x3 conv + BatchNorm + ReLU + 2x2 max-pool (so the side shrinks by ``2 ** (len(channels) + 1)``);
     then the feature map is flattened (keeping *where* a pattern is, which matters for findings
     defined by location) and projected linearly to ``embed_dim``.
-    Text tower: token + learned position embeddings, ``text_layers`` pre-norm transformer encoder
-    layers (``text_heads`` heads, width ``text_width``), final LayerNorm, the mean of the
-    non-padding positions, then a linear projection to ``embed_dim``.
+    Text tower (as CLIP's): token + learned position embeddings, ``text_layers`` pre-norm
+    transformer encoder layers (``text_heads`` heads, width ``text_width``) with a causal
+    attention mask, final LayerNorm, then the hidden state of the end-of-text token alone (the
+    last non-padding position of each row, where :class:`WordTokenizer` puts ``<end>``) projected
+    linearly to ``embed_dim``.  Like CLIP's EOT token (and the ``[CLS]`` token of BERT-style
+    towers such as BiomedCLIP's), one token summarises the text; there is no mean over tokens.
 
     Args:
         vocab_size: number of token ids (``WordTokenizer.vocab_size``).
@@ -293,6 +305,9 @@ class TinyCLIP(nn.Module):
 
         ``L`` may be shorter than ``context_length`` (trailing padding columns can be cut off
         for speed: the result is the same up to float rounding, since padding is masked).
+        Padding must be trailing (``[start, ..., end, 0, 0]``): the feature is the transformer
+        output at each row's last non-padding position (the end-of-text token), and with the
+        causal mask it depends on that token and the tokens before it only.
         """
         if not isinstance(tokens, torch.Tensor):
             raise TypeError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
@@ -305,12 +320,21 @@ class TinyCLIP(nn.Module):
             raise TypeError(f"tokens must be int64, got {tokens.dtype}")
         pad = tokens == 0
         _check_token_ids(tokens, pad, self.vocab_size)
-        x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
-        x = self.transformer(x, src_key_padding_mask=pad)
+        n = tokens.shape[1]
+        length = (~pad).sum(1)
+        trailing = torch.arange(n, device=tokens.device) >= length.unsqueeze(1)
+        misplaced = (pad != trailing).any(1).nonzero().flatten().tolist()
+        if misplaced:
+            raise ValueError(
+                f"tokens: padding (id 0) must only follow the text (the end-of-text token is the "
+                f"last non-padding one); row(s) {misplaced[:5]} have padding before a token"
+            )
+        causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).triu(1)
+        x = self.token_embedding(tokens) + self.positional_embedding[:n]
+        x = self.transformer(x, mask=causal, src_key_padding_mask=pad, is_causal=True)
         x = self.ln_final(x)
-        keep = (~pad).unsqueeze(-1).to(x.dtype)
-        pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)
-        return self.text_projection(pooled)
+        eot = x[torch.arange(x.shape[0], device=x.device), (length - 1).clamp_min(0)]
+        return self.text_projection(eot)
 
     def forward(
         self, images: torch.Tensor, tokens: torch.Tensor

@@ -2,9 +2,13 @@
 
 Protocol (Jang et al., arXiv 2212.07050, on the embedded synthetic benchmark or Open-I text):
 
-1. Build a word tokenizer from the training reports and pre-train a
+1. Build a word tokenizer from the pre-training reports and pre-train a
    :class:`~relaxclip.demo.models.TinyCLIP` with the plain CLIP loss on whole reports
-   (``pretrain_steps``): the "pre-trained encoder".
+   (``pretrain_steps``): the "pre-trained encoder".  The pre-training studies are disjoint from
+   the fine-tuning, validation and test studies (``Benchmark.pretrain``).  The text tower's
+   context is fixed (:data:`~relaxclip.demo.models.TEXT_CONTEXT_LENGTH`), so, as with CLIP's 77
+   tokens on real reports, about a quarter of whole reports are truncated (the count is printed
+   and recorded); a single sentence always fits (checked, a warning is printed otherwise).
 2. From that checkpoint fine-tune every arm of :data:`~relaxclip.demo.arms.ARMS` with identical
    data, batch order, steps, optimizer, learning-rate schedule and seeds; they differ only in
    the fields of their :class:`~relaxclip.demo.arms.Arm` record (the text each image is paired
@@ -62,7 +66,7 @@ from relaxclip.demo.benchmark import (
     report_texts,
 )
 from relaxclip.demo.config import DemoConfig, resolve_device, thread_warning
-from relaxclip.demo.models import TinyCLIP, WordTokenizer
+from relaxclip.demo.models import TEXT_CONTEXT_LENGTH, TinyCLIP, WordTokenizer
 from relaxclip.demo.report import (
     conclusion,
     earlier_outputs,
@@ -131,6 +135,8 @@ class Experiment:
     n_stages: int
     tokenizer: WordTokenizer = field(init=False)
     n_truncated: int = field(init=False)
+    n_pretrain_truncated: int = field(init=False)
+    longest_sentence: int = field(init=False)
     val_x: torch.Tensor = field(init=False)
     val_y: torch.Tensor = field(init=False)
     test_x: torch.Tensor = field(init=False)
@@ -139,9 +145,11 @@ class Experiment:
     stage: int = 0
 
     def __post_init__(self) -> None:
-        train_text = report_texts(self.bench.train)
-        self.tokenizer = WordTokenizer.build(train_text)
-        self.n_truncated = self.tokenizer.count_truncated(train_text)
+        pretrain_text = report_texts(self.bench.pretrain)
+        self.tokenizer = WordTokenizer.build(pretrain_text, context_length=TEXT_CONTEXT_LENGTH)
+        self.n_pretrain_truncated = self.tokenizer.count_truncated(pretrain_text)
+        self.n_truncated = self.tokenizer.count_truncated(report_texts(self.bench.train))
+        self.longest_sentence = _longest_sentence(self.bench.pretrain + self.bench.train)
         self.val_x, self.val_y = _stack(self.bench.val, "image"), _stack(self.bench.val, "labels")
         self.test_x, self.test_y = (
             _stack(self.bench.test, "image"),
@@ -169,6 +177,33 @@ class Experiment:
         return macro_auroc(y, self.scores(model, self.val_x), list(self.bench.findings)).macro
 
 
+def _longest_sentence(records: Sequence[dict[str, Any]]) -> int:
+    """Tokens (start/end included) of the longest candidate sentence of ``records``' reports."""
+    sampler = SentenceSampler(image_key=None)
+    return max(
+        len(WordTokenizer.split(s)) + 2
+        for i, r in enumerate(records)
+        for s in sampler.candidates(r["report"], position=i)
+    )
+
+
+def _log_context(ex: Experiment, log: Callable[[str], None]) -> None:
+    """Print how often the fixed text context truncates whole reports, and check sentences."""
+    n_pre, n_train, tok = len(ex.bench.pretrain), len(ex.bench.train), ex.tokenizer
+    log(
+        f"text context: {tok.context_length} tokens, fixed like CLIP's 77: it truncates "
+        f"{ex.n_pretrain_truncated}/{n_pre} ({100 * ex.n_pretrain_truncated / n_pre:.1f} %) "
+        f"pre-training and {ex.n_truncated}/{n_train} ({100 * ex.n_truncated / n_train:.1f} %) "
+        f"fine-tuning whole reports (first {tok.context_length - 2} tokens kept); the longest "
+        f"single sentence has {ex.longest_sentence} tokens"
+    )
+    if ex.longest_sentence > tok.context_length:
+        log(
+            f"warning: sentences of up to {ex.longest_sentence} tokens exceed the text context "
+            f"({tok.context_length}) and are truncated too"
+        )
+
+
 @dataclass
 class Pretrained:
     """One seed's pre-trained checkpoint and its evaluation (the ``finetune=False`` arm)."""
@@ -187,7 +222,7 @@ def pretrain(ex: Experiment, model: TinyCLIP, seed: int) -> Pretrained:
     log = train(
         model,
         ex.tokenizer,
-        batches(ex.bench.train, SentenceSampler(seed=seed, train=False), cfg.batch_size, seed),
+        batches(ex.bench.pretrain, SentenceSampler(seed=seed, train=False), cfg.batch_size, seed),
         RelaxedContrastiveLoss(threshold=None),
         Optimisation(cfg.pretrain_steps, cfg.pretrain_lr, cfg.weight_decay),
         ex.device,
@@ -326,10 +361,12 @@ def _run(
     n_stages = len(cfg.seeds) * (1 + sum(a.finetune for a in arms))
     ex = Experiment(cfg, device, bench, log, n_stages, timing={"data": time.perf_counter() - t0})
     log(
-        f"benchmark: {bench.source}, {len(bench.train)}/{len(bench.val)}/{len(bench.test)} "
-        f"train/val/test studies, {len(bench.findings)} findings, vocabulary "
-        f"{ex.tokenizer.vocab_size} words, device {device}, {threads} CPU thread(s)"
+        f"benchmark: {bench.source}, {len(bench.pretrain)}/{len(bench.train)}/{len(bench.val)}/"
+        f"{len(bench.test)} pre-train/train/val/test studies (disjoint), {len(bench.findings)} "
+        f"findings, vocabulary {ex.tokenizer.vocab_size} words (from the pre-training reports), "
+        f"device {device}, {threads} CPU thread(s)"
     )
+    _log_context(ex, log)
     runs: dict[Arm, list[SeedRun]] = {a: [] for a in arms}
     final_losses: list[float] = []
     for seed in cfg.seeds:
@@ -363,7 +400,12 @@ def _results(
     )
     ex.timing["bootstrap"] = time.perf_counter() - t
     sweep = summarise_sweep(arms, cfg.threshold)
-    splits = (("train", bench.train), ("val", bench.val), ("test", bench.test))
+    splits = (
+        ("pretrain", bench.pretrain),
+        ("train", bench.train),
+        ("val", bench.val),
+        ("test", bench.test),
+    )
     prevalence = {
         name: dict(zip(bench.findings, label_prevalence(recs).tolist(), strict=True))
         for name, recs in splits
@@ -382,6 +424,8 @@ def _results(
                 "vocab_size": ex.tokenizer.vocab_size,
                 "context_length": ex.tokenizer.context_length,
                 "train_reports_truncated": ex.n_truncated,
+                "pretrain_reports_truncated": ex.n_pretrain_truncated,
+                "longest_sentence_tokens": ex.longest_sentence,
                 "notes": bench.notes,
             },
             "seeds": list(cfg.seeds),
