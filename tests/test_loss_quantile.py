@@ -249,6 +249,27 @@ def test_tensor_theta_on_the_features_device_needs_no_new_graph() -> None:
         torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 
+def test_quantile_module_compiles_fullgraph_and_matches_eager() -> None:
+    """No host read on the quantile/EMA path: ``torch.compile(fullgraph=True)`` traces it."""
+    torch._dynamo.reset()
+    x0, y0 = _batch(10, 6, seed=12, dtype=torch.float32)
+
+    def run(module: Any) -> list[tuple[Any, ...]]:
+        steps = []
+        for k in range(3):
+            x, y = (x0 + 0.1 * k).requires_grad_(), y0.clone().requires_grad_()
+            loss = module(x, y, 14.0)
+            loss.backward()
+            steps.append((loss.detach(), x.grad, y.grad, module.running_threshold.clone()))
+        return steps
+
+    kwargs: dict[str, Any] = {"relax_quantile": 0.6, "relax_momentum": 0.5, "backend": "dense"}
+    eager = run(RelaxedContrastiveLoss(**kwargs))
+    compiled = run(torch.compile(RelaxedContrastiveLoss(**kwargs), fullgraph=True))
+    for want, got in zip(eager, compiled, strict=True):
+        assert_all_close(got, want, atol=1e-6, rtol=1e-5)
+
+
 # ------------------------------------------------------------------------------------ errors
 
 
