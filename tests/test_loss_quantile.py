@@ -77,7 +77,10 @@ def test_theta_is_the_torch_quantile_and_relaxes_one_minus_q(values: list[float]
     share = float(out.diagnostics["relaxed_share"])
     assert share == (n - 1 - math.floor(q * (n - 1))) / n
     assert abs(share - (1 - q)) < 1 / n
-    assert share == float((s > theta).double().mean())
+    # the same count from independently computed cosines (a value AT theta, h = q (n - 1) an
+    # integer, may round to either side of it)
+    above = [float((s > theta + eps).double().mean()) for eps in (1e-12, -1e-12)]
+    assert above[0] <= share <= above[1]
 
 
 def test_theta_follows_the_model_scale() -> None:
@@ -270,6 +273,27 @@ def test_quantile_module_compiles_fullgraph_and_matches_eager() -> None:
         assert_all_close(got, want, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["dense", "chunked"])
+def test_tensor_theta_compiles_once_for_every_value(backend: str) -> None:
+    """A schedule under ``torch.compile``: a tensor theta is graph input, so new values reuse the
+    graph (a Python float theta is specialised: a new value recompiles)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    x, y = _batch(8, 4, seed=13, dtype=torch.float32)
+
+    def fn(a: Any, b: Any, th: Any) -> Any:
+        return relaxed_contrastive_loss(a, b, 10.0, threshold=th, backend=backend)
+
+    compiled = torch.compile(fn, fullgraph=True)
+    theta = torch.tensor(0.0)
+    for value in (0.1, 0.3, 0.5):
+        theta.fill_(value)
+        torch.testing.assert_close(compiled(x, y, theta), fn(x, y, value), atol=1e-6, rtol=1e-6)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
 # ------------------------------------------------------------------------------------ errors
 
 
@@ -415,7 +439,7 @@ def test_triton_quantile_mode_matches_absolute_and_reference() -> None:
     for name, r in res.items():
         print(name, r)
         assert r["theta_diff"] < 1e-6, (name, r)  # fp32 s_ii vs float64 quantile
-        assert r["vs_absolute"] == 0.0, (name, r)  # bitwise: the same theta, the same kernel
+        assert r["vs_absolute"] <= 1e-6, (name, r)  # the same fp32 theta, the same kernel
         assert r["vs_dense"] < 1e-5, (name, r)
         assert r["vs_reference"] < 2e-5, (name, r)  # fp32 kernel vs float64 (dense: the same)
         assert 0.3 < r["relaxed_share"] < 0.5, (name, r)  # 1 - q = 0.4 of 24 pairs
