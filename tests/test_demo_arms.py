@@ -271,3 +271,37 @@ def test_quantile_arms_run_and_are_reported(monkeypatch: pytest.MonkeyPatch) -> 
     table = results["table"]
     assert "(d) + both, quantile q=0.5" in table and "(theta q=0.7)" in table
     assert any(line.startswith(" q=0.5 ") for line in table.splitlines())
+
+
+def test_sweep_chooses_on_validation_across_absolute_and_quantile_settings() -> None:
+    import numpy as np
+
+    from relaxclip.demo.results import ArmResult, SeedRun, SeedSummary, summarise_sweep
+
+    def result(arm: Arm, val: float, test: float) -> ArmResult:
+        run = SeedRun(0, np.zeros((1, 1)), val, 1, {1: val}, None)
+        return ArmResult(
+            arm=arm,
+            threshold=arm.resolve_threshold(0.8),
+            relax_quantile=arm.resolve_quantile(),
+            macro=SeedSummary(test, 0.0, [test]),
+            macro_ci95=(test, test),
+            delta_mean=0.0,
+            delta_ci95=(0.0, 0.0),
+            per_label={},
+            runs=[run],
+        )
+
+    arms = sweep_arms([0.6, 0.8], [0.5, 0.7])
+    vals = {"d@0.6": 0.70, "d@0.8": 0.72, "d@q=0.5": 0.74, "d@q=0.7": 0.71}
+    res = {a.label: result(a, vals[a.label], vals[a.label] - 0.1) for a in arms}
+    sweep = summarise_sweep(res, 0.8)
+    assert sweep is not None and sweep.chosen == "q=0.5"  # the best validation AUROC
+    assert sweep.thresholds == [0.6, 0.8] and sweep.quantiles == [0.5, 0.7]
+    assert list(sweep.val_mean) == ["0.6", "0.8", "q=0.5", "q=0.7"]
+    assert sweep.test_mean["q=0.5"] == vals["d@q=0.5"] - 0.1
+    # ties: the configured kind of setting, closest to the configured value, wins
+    tied = {a.label: result(a, 0.7, 0.6) for a in arms}
+    assert summarise_sweep(tied, 0.8).chosen == 0.8  # type: ignore[union-attr]
+    assert summarise_sweep(tied, 0.6).chosen == 0.6  # type: ignore[union-attr]
+    assert summarise_sweep(tied, 0.8, relax_quantile=0.65).chosen == "q=0.7"  # type: ignore[union-attr]
