@@ -494,14 +494,23 @@ ThresholdFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def _batch_quantile(x: Tensor, y: Tensor, q: float) -> Tensor:
-    """theta_step = ``torch.quantile(s, q)`` of the positive similarities s_ii (detached).
+    """theta_step = the q-quantile of the positive similarities s_ii (detached), exactly as
+    ``torch.quantile(s, q)`` defines it (``interpolation="linear"``).
 
-    ``torch.quantile``'s definition (``interpolation="linear"``): with the B values sorted,
-    s_(0) <= ... <= s_(B-1), h = q (B - 1) and k = floor(h),
-    theta = s_(k) + (h - k) (s_(k+1) - s_(k)). Computed on the device (q is a Python float:
-    no host read).
+    With the B values sorted, s_(0) <= ... <= s_(B-1), h = q (B - 1) and k = floor(h):
+    theta = lerp(s_(k), s_(k+1), h - k); NaN if any s_ii is NaN. Written out with the same
+    device ops as ``torch.quantile`` (rank in s's dtype, gather, lerp) instead of calling it,
+    because its argument checks read a value on the host in some torch versions (a device sync,
+    and a graph break under ``torch.compile``): nothing here is read back.
     """
-    return torch.quantile(_positive_similarities(x, y), q)
+    s = torch.sort(_positive_similarities(x, y)).values
+    n = s.shape[0]
+    rank = torch.full((1,), q, dtype=s.dtype, device=s.device) * (n - 1)
+    below = rank.long()  # floor (rank >= 0)
+    above = torch.clamp(below + 1, max=n - 1)
+    theta = torch.lerp(s.gather(0, below), s.gather(0, above), rank - below.to(s.dtype))
+    theta = torch.where(torch.isnan(s[-1:]), s[-1:], theta)  # sort puts NaN last
+    return theta.reshape(())
 
 
 def relaxed_contrastive_loss(
