@@ -83,6 +83,21 @@ def test_theta_is_the_torch_quantile_and_relaxes_one_minus_q(values: list[float]
     assert above[0] <= share <= above[1]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batch_quantile_is_bitwise_torch_quantile(dtype: torch.dtype) -> None:
+    """The loss's own quantile (device ops only, no host read) equals ``torch.quantile``."""
+    from relaxclip.loss import _batch_quantile
+
+    g = torch.Generator().manual_seed(5)
+    for n in (1, 2, 3, 7, 11, 16, 257):
+        x = torch.randn(n, 5, generator=g, dtype=dtype)
+        y = torch.randn(n, 5, generator=g, dtype=dtype)
+        for q in (0.01, 0.1, 1 / 3, 0.5, 0.7, 0.9, 0.99):
+            assert torch.equal(_batch_quantile(x, y, q), torch.quantile((x * y).sum(1), q))
+    x[3, 0] = math.nan  # NaN propagates as in torch.quantile
+    assert math.isnan(float(_batch_quantile(x, y, 0.2)))
+
+
 def test_theta_follows_the_model_scale() -> None:
     """The same q relaxes the same share whether the positives sit near 0.3 or near 0.9."""
     for centre in (0.3, 0.9):
