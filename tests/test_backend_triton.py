@@ -300,6 +300,56 @@ def _autocast_agreement() -> dict[str, float]:
     return out
 
 
+def _theta_run(q: torch.Tensor, k: torch.Tensor, theta: Any, sym: bool, offset: int) -> list[Any]:
+    """(loss, dq, dk, dt) of the triton loss sum for theta (any accepted form), as plain tensors."""
+    from _nosync import plain
+
+    from relaxclip.backends import triton as tb
+
+    qg, kg = q.clone().requires_grad_(), k.clone().requires_grad_()
+    t = torch.tensor(14.3, requires_grad=True)
+    if sym:
+        loss = tb.symmetric_loss_sum(qg, kg, t, theta)
+    else:
+        loss = tb.rows_loss_sum(qg, kg, t, theta, offset)
+    (loss * 0.7).backward()
+    return [plain(v) for v in (loss.detach(), qg.grad, kg.grad, t.grad)]
+
+
+def _theta_checks() -> dict[str, Any]:
+    """theta as a 0-d tensor in the kernels (issue #18): for both entry points and theta relaxing
+    no, some or every positive, (loss, dq, dk, dt) with a float32 tensor theta that requires grad
+    and with a :class:`NoSyncTensor` theta (any host read of it, or of anything computed from it,
+    raises), each compared bit for bit with the float theta run."""
+    from _nosync import NoSyncTensor
+
+    gen = torch.Generator().manual_seed(31)
+    out: dict[str, Any] = {}
+    for sym in (True, False):
+        b, n, offset = (19, 19, 0) if sym else (13, 29, 7)
+        q, k = _make_case(b, n, 12, offset, torch.float32, gen, 0.6)
+        s = (q.double() * k[offset : offset + b].double()).sum(1)
+        for kind, theta in (
+            ("none", float(s.max()) + 0.01),
+            ("some", _median_theta(q, k, offset)),
+            ("all", float(s.min()) - 0.01),
+        ):
+            want = _theta_run(q, k, theta, sym, offset)
+            theta_t = torch.tensor(theta, requires_grad=True)
+            res: dict[str, Any] = {"relaxed": int((s > theta).sum()), "b": b}
+            got = _theta_run(q, k, theta_t, sym, offset)
+            res["same_tensor"] = all(map(torch.equal, got, want))
+            res["theta_grad_none"] = theta_t.grad is None
+            try:
+                guarded = torch.tensor(theta).as_subclass(NoSyncTensor)
+                got = _theta_run(q, k, guarded, sym, offset)
+                res["same_nosync"] = all(map(torch.equal, got, want))
+            except Exception as exc:
+                res["same_nosync"] = repr(exc)[:500]
+            out[f"{'sym' if sym else 'rows'}/{kind}"] = res
+    return out
+
+
 def _worker() -> None:
     if os.environ.get("TRITON_INTERPRET") != "1":
         raise SystemExit("the worker must run with TRITON_INTERPRET=1")
@@ -315,6 +365,10 @@ def _worker() -> None:
         except Exception as exc:
             results[name] = {"error": repr(exc)[:2000]}
     results["_hypothesis"] = _hypothesis_check()
+    try:
+        results["_theta"] = _theta_checks()
+    except Exception as exc:
+        results["_theta"] = {"error": repr(exc)[:2000]}
     try:
         results["_autocast"] = _autocast_agreement()
     except Exception as exc:
@@ -387,6 +441,20 @@ def test_backends_agree_under_autocast(interp_results: dict[str, Any]) -> None:
         # softmax weights to bf16 for its gradient matmuls (dense/chunked keep them in fp32)
         tol = TOL["float32"] if dtype == "float32" or backend != "triton" else TOL["bfloat16"]
         assert rel <= tol, f"{key}: relative difference {rel:.3g} > {tol}"
+
+
+def test_tensor_theta_in_the_kernels(interp_results: dict[str, Any]) -> None:
+    """Issue #18: a 0-d tensor theta gives bit for bit the float-theta loss and gradients, no
+    gradient reaches theta, and nothing reads theta on the host (before: ``float(threshold)``)."""
+    res = interp_results["_theta"]
+    assert "error" not in res, res.get("error")
+    assert sorted(res) == [f"{e}/{k}" for e in ("rows", "sym") for k in ("all", "none", "some")]
+    for key, r in res.items():
+        want = {"none": (0, 0), "some": (1, r["b"] - 1), "all": (r["b"], r["b"])}[key.split("/")[1]]
+        assert want[0] <= r["relaxed"] <= want[1], (key, r)
+        assert r["same_tensor"] is True, (key, r)
+        assert r["theta_grad_none"] is True, (key, r)
+        assert r["same_nosync"] is True, (key, r)
 
 
 def test_reference_is_not_trivial() -> None:
@@ -511,8 +579,8 @@ def test_public_loss_passes_triton_options_to_the_kernel(monkeypatch: pytest.Mon
 
     seen: list[tuple[Any, str]] = []
 
-    def record(q, k, t, threshold, offset, symmetric, cfg, precision, ids):  # type: ignore[no-untyped-def]
-        seen.append((cfg, precision))
+    def record(q, k, t, args):  # type: ignore[no-untyped-def]
+        seen.append((args.config, args.precision))
         return (q.float() @ k.float().T).sum() * t  # any differentiable stand-in
 
     monkeypatch.setattr(tb, "is_available", lambda device=None: True)

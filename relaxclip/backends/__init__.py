@@ -9,6 +9,11 @@ and declares the keyword options those functions take in a module-level ``OPTION
 (option name -> validator returning the normalised value). :data:`BACKEND_MODULES` is the one
 registry of backends (name -> module loader); :func:`check_backend_options` validates options against it.
 
+``threshold``: theta, a Python float or a 0-d floating tensor on the features' device (no host
+sync: backends never read its value on the host; triton loads it in the kernels), or ``None``
+for no relaxation; the positive logit is ``t * min(s_ii, theta)``. It is a constant of the call:
+no gradient flows to it (a tensor that requires grad is used detached).
+
 ``groups``: ``None`` or integer ids (K, N) (or (N,)) of the N keys (columns) on their device; row i
 of ``q`` has the ids of key ``offset + i``; same-group pairs other than the positive get logit -inf.
 

@@ -5,12 +5,91 @@ from __future__ import annotations
 import functools
 import numbers
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import torch
 
 Tensor = torch.Tensor
 _F = TypeVar("_F", bound=Callable[..., Any])
+_A = TypeVar("_A", bound="CallArgs")
+
+#: What every backend accepts as the relaxation threshold theta: a Python real number, a 0-d
+#: floating tensor on the features' device, or ``None`` (no relaxation); see :func:`theta_tensor`.
+Threshold = float | Tensor | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallArgs:
+    """The non-differentiable arguments of one backend call, as ONE record.
+
+    Every backend's ``torch.autograd.Function`` takes ``(q, k, logit_scale, args)``: the
+    differentiable inputs, then this record (autograd neither sees nor differentiates what it
+    holds); backends with options extend it (``chunk_size``; triton's config).
+
+    Attributes:
+        threshold: theta as a 0-d tensor in the compute dtype on the features' device (a private,
+            detached copy: see :func:`theta_tensor`), or ``None`` for no relaxation; the positive
+            logit is ``t * min(s_ii, theta)``.
+        groups: ``None`` or the (K, N) integer ids of the N keys (see :mod:`relaxclip.backends`).
+        offset: key index of row 0's positive (``rows_loss_sum``); 0 for the symmetric loss.
+    """
+
+    threshold: Tensor | None
+    groups: Tensor | None
+    offset: int = 0
+
+    @classmethod
+    def build(
+        cls: type[_A], like: Tensor, threshold: Threshold, groups: Tensor | None, **fields: Any
+    ) -> _A:
+        """The record for features ``like``: ``threshold`` through :func:`theta_tensor`, ``groups``
+        as a (K, N) matrix (:func:`group_matrix`); ``fields``: the other attributes (``offset``,
+        a subclass's own)."""
+        theta = theta_tensor(threshold, like)
+        return cls(threshold=theta, groups=group_matrix(groups), **fields)
+
+    def apply(
+        self, function: type[torch.autograd.Function], q: Tensor, k: Tensor, logit_scale: Tensor
+    ) -> Tensor:
+        """``function.apply(q, k, logit_scale, self)`` with autocast off (:func:`no_autocast`)."""
+        with no_autocast(q):
+            return cast(Tensor, function.apply(q, k, logit_scale, self))
+
+
+def theta_tensor(threshold: Threshold, like: Tensor) -> Tensor | None:
+    """theta as the backends use it: a fresh 0-d tensor in the compute dtype of ``like`` (fp64 for
+    fp64 features, else fp32) on ``like.device``, or ``None``.
+
+    A Python real number becomes a device-side fill (no host-to-device copy, no sync). A tensor
+    must be 0-d, floating point and on ``like``'s device; it is copied on the device (``detach``,
+    cast, copy: no ``.item()``, no host sync), so theta is a constant of the call: no gradient
+    flows to it even when it requires grad, and changing it in place after the forward does not
+    change the backward. Its value is not checked (that would need a host sync): a NaN theta gives
+    a NaN loss. Raises TypeError for another type or a non-floating tensor, ValueError for a
+    tensor of another shape or device.
+    """
+    if threshold is None:
+        return None
+    dtype = compute_dtype(like.dtype)
+    if isinstance(threshold, Tensor):
+        if not threshold.is_floating_point():
+            raise TypeError(f"threshold must be a floating-point tensor, got {threshold.dtype}")
+        if threshold.dim() != 0:
+            raise ValueError(
+                f"threshold must be a 0-d tensor (a scalar), got shape {tuple(threshold.shape)}"
+            )
+        if threshold.device != like.device:
+            raise ValueError(
+                f"threshold must be on the features' device {like.device}, got {threshold.device}"
+            )
+        return threshold.detach().to(dtype=dtype, copy=True)
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(
+            f"threshold must be a float, a 0-d floating tensor or None, "
+            f"got {type(threshold).__name__}"
+        )
+    return torch.full((), float(threshold), dtype=dtype, device=like.device)  # a fill, no copy
 
 
 def no_autocast(like: Tensor) -> torch.autocast:
@@ -110,7 +189,7 @@ def weight_products(
     w: Tensor,
     positives: Tensor,
     passes: Tensor | None,
-    threshold: float | None,
+    threshold: Tensor | None,
     q: Tensor,
     k: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:

@@ -15,18 +15,18 @@ identical in both passes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from relaxclip.backends._common import (
+    CallArgs,
     autocast_off,
     compute_dtype,
     exclude_groups_,
-    group_matrix,
     input_grads,
-    no_autocast,
     positive_int_option,
     relax_diagonal_,
     weight_products,
@@ -47,28 +47,31 @@ def default_chunk_size(n_columns: int) -> int:
     return max(16, DEFAULT_BLOCK_ELEMENTS // max(1, n_columns))
 
 
+@dataclass(frozen=True, kw_only=True)
+class _ChunkedArgs(CallArgs):
+    """:class:`CallArgs` plus ``chunk_size``, the rows of logits materialised per block."""
+
+    chunk_size: int
+
+
 def _blocks(n_rows: int, chunk_size: int) -> list[slice]:
     return [slice(a, min(a + chunk_size, n_rows)) for a in range(0, n_rows, chunk_size)]
 
 
 def _block_logits(
-    q_blk: Tensor,
-    k: Tensor,
-    t: Tensor,
-    threshold: float | None,
-    diag_start: int,
-    groups: Tensor | None,
+    q_blk: Tensor, k: Tensor, t: Tensor, args: CallArgs, diag_start: int
 ) -> tuple[Tensor, Tensor | None]:
     """Relaxed logits ``(t q_blk) k^T`` of one block and its mask; positives at (i, diag_start + i).
 
-    With ``groups`` (K, N) the block's same-group non-positive pairs are set to -inf: the ids of
-    the block's rows and of all columns are compared here, one block at a time (O(chunk x N)).
+    With ``args.groups`` (K, N) the block's same-group non-positive pairs are set to -inf: the ids
+    of the block's rows and of all columns are compared here, one block at a time (O(chunk x N)).
     """
     logits = (q_blk * t) @ k.T
     rows = q_blk.shape[0]
     positives = logits[:, diag_start : diag_start + rows].diagonal()
-    passes = relax_diagonal_(positives, None if threshold is None else t * threshold)
-    exclude_groups_(logits, groups, diag_start)
+    theta = args.threshold
+    passes = relax_diagonal_(positives, None if theta is None else t * theta)
+    exclude_groups_(logits, args.groups, diag_start)
     return logits, passes
 
 
@@ -79,19 +82,12 @@ def _in_compute_dtype(q: Tensor, k: Tensor, logit_scale: Tensor) -> tuple[Tensor
 
 
 def _backward(
-    ctx: Any,
-    grad: Tensor,
-    q: Tensor,
-    k: Tensor,
-    t: Tensor,
-    groups: Tensor | None,
-    offset: int,
-    col_lse: Tensor | None,
+    ctx: Any, grad: Tensor, q: Tensor, k: Tensor, t: Tensor, col_lse: Tensor | None
 ) -> tuple[Tensor | None, ...]:
-    """The backward of both chunked Functions, one block of ``ctx.chunk_size`` rows at a time.
+    """The backward of both chunked Functions, one block of ``ctx.args.chunk_size`` rows at a time.
 
-    ``W / g = P - I`` (rows: ``col_lse`` None, positives at column ``offset + i``) or
-    ``W / g = P + Q - 2I`` (symmetric: ``Q_ij = exp(l_ij - col_lse_j)``, ``offset`` 0), with ``P``
+    ``W / g = P - I`` (rows: ``col_lse`` None, positives at column ``args.offset + i``) or
+    ``W / g = P + Q - 2I`` (symmetric: ``Q_ij = exp(l_ij - col_lse_j)``, offset 0), with ``P``
     the row softmax of the relaxed logits. ``G = g t W``: ``dQ = G K``, ``dK = G^T Q``,
     ``dL/dt = g sum_ij W_ij s~_ij``; returned through :func:`input_grads`.
     """
@@ -101,15 +97,16 @@ def _backward(
     grad_q = torch.empty_like(qc)
     grad_k = torch.zeros_like(kc)
     dot = torch.zeros((), dtype=cdt, device=q.device)
-    for blk in _blocks(q.shape[0], ctx.chunk_size):
-        start = offset + blk.start
-        logits, passes = _block_logits(qc[blk], kc, t, ctx.threshold, start, groups)
+    args = ctx.args
+    for blk in _blocks(q.shape[0], args.chunk_size):
+        start = args.offset + blk.start
+        logits, passes = _block_logits(qc[blk], kc, t, args, start)
         w = torch.softmax(logits, dim=1)  # P rows of this block
         if col_lse is not None:
             w += torch.sub(logits, col_lse).exp_()  # Q rows of this block
         positives = w[:, start : start + logits.shape[0]].diagonal()
         positives.sub_(1.0 if col_lse is None else 2.0)
-        wk, wtq, block_dot = weight_products(w, positives, passes, ctx.threshold, qc[blk], kc)
+        wk, wtq, block_dot = weight_products(w, positives, passes, args.threshold, qc[blk], kc)
         grad_q[blk] = wk
         grad_k += wtq
         dot += block_dot
@@ -118,16 +115,8 @@ def _backward(
 
 class _ChunkedSymmetric(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx: Any,
-        x: Tensor,
-        y: Tensor,
-        logit_scale: Tensor,
-        threshold: float | None,
-        chunk_size: int,
-        groups: Tensor | None,
-    ) -> Tensor:
-        xc, yc, t = _in_compute_dtype(x, y, logit_scale)
+    def forward(ctx: Any, x: Tensor, y: Tensor, scale: Tensor, args: _ChunkedArgs) -> Tensor:
+        xc, yc, t = _in_compute_dtype(x, y, scale)
         cdt = t.dtype
         n = x.shape[0]
         # running column max from the lowest finite value: a block whose column is entirely
@@ -136,8 +125,8 @@ class _ChunkedSymmetric(torch.autograd.Function):
         col_sum = torch.zeros(n, dtype=cdt, device=x.device)
         row_terms = torch.zeros((), dtype=cdt, device=x.device)  # sum_i lse_j l_ij - l_ii
         positives = torch.zeros((), dtype=cdt, device=x.device)
-        for blk in _blocks(n, chunk_size):
-            logits, _ = _block_logits(xc[blk], yc, t, threshold, blk.start, groups)
+        for blk in _blocks(n, args.chunk_size):
+            logits, _ = _block_logits(xc[blk], yc, t, args, blk.start)
             row_terms -= torch.log_softmax(logits, dim=1)[:, blk].diagonal().sum()
             positives += logits[:, blk].diagonal().sum()
             # online column log-sum-exp: rescale the running sums to the new running max
@@ -146,64 +135,51 @@ class _ChunkedSymmetric(torch.autograd.Function):
             col_sum += logits.sub_(new_max).exp_().sum(dim=0)
             col_max = new_max
         col_lse = col_max + torch.log(col_sum)
-        ctx.threshold = threshold
-        ctx.chunk_size = chunk_size
-        ctx.save_for_backward(x, y, t, col_lse, groups)
+        ctx.args = args
+        ctx.save_for_backward(x, y, t, col_lse)
         return row_terms + col_lse.sum() - positives
 
     @staticmethod
     @once_differentiable
     @autocast_off
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, y, t, col_lse, groups = ctx.saved_tensors
-        return _backward(ctx, grad, x, y, t, groups, 0, col_lse)
+        x, y, t, col_lse = ctx.saved_tensors
+        return _backward(ctx, grad, x, y, t, col_lse)
 
 
 class _ChunkedRows(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx: Any,
-        q: Tensor,
-        k: Tensor,
-        logit_scale: Tensor,
-        threshold: float | None,
-        offset: int,
-        chunk_size: int,
-        groups: Tensor | None,
-    ) -> Tensor:
-        qc, kc, t = _in_compute_dtype(q, k, logit_scale)
+    def forward(ctx: Any, q: Tensor, k: Tensor, scale: Tensor, args: _ChunkedArgs) -> Tensor:
+        qc, kc, t = _in_compute_dtype(q, k, scale)
         cdt = t.dtype
         loss = torch.zeros((), dtype=cdt, device=q.device)
-        for blk in _blocks(q.shape[0], chunk_size):
-            start = offset + blk.start
-            logits, _ = _block_logits(qc[blk], kc, t, threshold, start, groups)
+        for blk in _blocks(q.shape[0], args.chunk_size):
+            start = args.offset + blk.start
+            logits, _ = _block_logits(qc[blk], kc, t, args, start)
             log_p = torch.log_softmax(logits, dim=1)
             loss -= log_p[:, start : start + logits.shape[0]].diagonal().sum()
-        ctx.threshold, ctx.offset, ctx.chunk_size = threshold, offset, chunk_size
-        ctx.save_for_backward(q, k, t, groups)
+        ctx.args = args
+        ctx.save_for_backward(q, k, t)
         return loss
 
     @staticmethod
     @once_differentiable
     @autocast_off
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, t, groups = ctx.saved_tensors
-        return _backward(ctx, grad, q, k, t, groups, ctx.offset, None)
+        q, k, t = ctx.saved_tensors
+        return _backward(ctx, grad, q, k, t, None)
 
 
 def symmetric_loss_sum(
-    x: Tensor,
-    y: Tensor,
-    logit_scale: Tensor,
-    threshold: float | None,
-    *,
-    chunk_size: int | None = None,
-    groups: Tensor | None = None,
-) -> Tensor:
+    x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | Tensor | None,
+    *, chunk_size: int | None = None, groups: Tensor | None = None,
+) -> Tensor:  # fmt: skip
     """Chunked form of ``relaxclip.backends.dense.symmetric_loss_sum`` (same value and gradients).
 
     Args:
-        x, y: (B, D) features; logit_scale: 0-d tensor t > 0; threshold: theta or ``None``.
+        x, y: (B, D) features; logit_scale: 0-d tensor t > 0 (differentiable).
+        threshold: theta: a float, a 0-d floating tensor on the features' device (no host sync)
+            or ``None``; a constant (no gradient), as in the dense backend.
         chunk_size: rows of the (B, B) logit matrix materialised at once; default
             ``default_chunk_size(B)``.
         groups: ``None`` or integer ids (K, B) (or (B,)); as in the dense backend, compared one
@@ -212,29 +188,24 @@ def symmetric_loss_sum(
     size = (
         default_chunk_size(y.shape[0]) if chunk_size is None else OPTIONS["chunk_size"](chunk_size)
     )
-    with no_autocast(x):
-        return _ChunkedSymmetric.apply(x, y, logit_scale, threshold, size, group_matrix(groups))
+    args = _ChunkedArgs.build(x, threshold, groups, chunk_size=size)
+    return args.apply(_ChunkedSymmetric, x, y, logit_scale)
 
 
 def rows_loss_sum(
-    q: Tensor,
-    k: Tensor,
-    logit_scale: Tensor,
-    threshold: float | None,
-    offset: int,
-    *,
-    chunk_size: int | None = None,
-    groups: Tensor | None = None,
-) -> Tensor:
+    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | Tensor | None, offset: int,
+    *, chunk_size: int | None = None, groups: Tensor | None = None,
+) -> Tensor:  # fmt: skip
     """Chunked form of ``relaxclip.backends.dense.rows_loss_sum`` (same value and gradients).
 
-    ``groups``: ``None`` or integer ids (K, N) (or (N,)) of the keys, as in the dense backend.
+    ``threshold`` (float, 0-d floating tensor on the features' device, or ``None``) and
+    ``groups`` (``None`` or integer ids (K, N) (or (N,)) of the keys) as in the dense backend.
     """
     size = (
         default_chunk_size(k.shape[0]) if chunk_size is None else OPTIONS["chunk_size"](chunk_size)
     )
-    with no_autocast(q):
-        return _ChunkedRows.apply(q, k, logit_scale, threshold, offset, size, group_matrix(groups))
+    args = _ChunkedArgs.build(q, threshold, groups, offset=offset, chunk_size=size)
+    return args.apply(_ChunkedRows, q, k, logit_scale)
 
 
 __all__ = ["OPTIONS", "default_chunk_size", "rows_loss_sum", "symmetric_loss_sum"]

@@ -14,12 +14,11 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from relaxclip.backends._common import (
+    CallArgs,
     autocast_off,
     compute_dtype,
     exclude_groups_,
-    group_matrix,
     input_grads,
-    no_autocast,
     relax_diagonal_,
     weight_products,
 )
@@ -67,25 +66,28 @@ def _row_col_lse(logits: Tensor) -> tuple[Tensor, Tensor]:
     return row_lse, col_max + torch.log(col_sum)
 
 
+def _relax_and_exclude(logits: Tensor, t: Tensor, args: CallArgs) -> Tensor | None:
+    """In place on the (b, N) logits ``t s``: clamp the positives (row i: column ``args.offset + i``)
+    to ``t * threshold`` and set same-group non-positive pairs to -inf (softmax weight 0), by row
+    blocks. Returns the mask of the positives whose gradient passes (:func:`relax_diagonal_`)."""
+    offset, theta = args.offset, args.threshold
+    positives = logits[:, offset : offset + logits.shape[0]].diagonal()
+    passes = relax_diagonal_(positives, None if theta is None else t * theta)
+    if args.groups is not None:
+        for blk in _row_blocks(*logits.shape):
+            exclude_groups_(logits[blk], args.groups, offset + blk.start)
+    return passes
+
+
 class _DenseSymmetric(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx: Any,
-        x: Tensor,
-        y: Tensor,
-        logit_scale: Tensor,
-        threshold: float | None,
-        groups: Tensor | None,
-    ) -> Tensor:
+    def forward(ctx: Any, x: Tensor, y: Tensor, logit_scale: Tensor, args: CallArgs) -> Tensor:
         t = logit_scale.detach().to(compute_dtype(x.dtype))
         logits = _scaled_logits(x, y, t)  # (B, B): l_ij = t * s_ij
-        passes = relax_diagonal_(logits.diagonal(), None if threshold is None else t * threshold)
-        if groups is not None:  # same-group pairs -> -inf (softmax weight 0 in the backward)
-            for blk in _row_blocks(*logits.shape):
-                exclude_groups_(logits[blk], groups, blk.start)
+        passes = _relax_and_exclude(logits, t, args)
         row_lse, col_lse = _row_col_lse(logits)
         loss = row_lse.sum() + col_lse.sum() - 2.0 * logits.diagonal().sum()
-        ctx.threshold = threshold
+        ctx.args = args
         ctx.save_for_backward(x, y, t, logits, row_lse, col_lse, passes)
         return loss
 
@@ -103,32 +105,22 @@ class _DenseSymmetric(torch.autograd.Function):
             w[blk] += torch.sub(logits[blk], col_lse).exp_()
         positives = w.diagonal()
         positives.sub_(2.0)
-        wy, wtx, dot = weight_products(w, positives, passes, ctx.threshold, x.to(cdt), y.to(cdt))
+        wy, wtx, dot = weight_products(
+            w, positives, passes, ctx.args.threshold, x.to(cdt), y.to(cdt)
+        )
         # G = g t W: dX = G Y, dY = G^T X, dL/dt = g sum_ij W_ij s~_ij.
         return input_grads(ctx, g, t, wy, wtx, dot, x, y)
 
 
 class _DenseRows(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx: Any,
-        q: Tensor,
-        k: Tensor,
-        logit_scale: Tensor,
-        threshold: float | None,
-        groups: Tensor | None,
-        offset: int,
-    ) -> Tensor:
-        b = q.shape[0]
+    def forward(ctx: Any, q: Tensor, k: Tensor, logit_scale: Tensor, args: CallArgs) -> Tensor:
         t = logit_scale.detach().to(compute_dtype(q.dtype))
         logits = _scaled_logits(q, k, t)  # (b, N)
-        positives = logits[:, offset : offset + b].diagonal()
-        passes = relax_diagonal_(positives, None if threshold is None else t * threshold)
-        if groups is not None:
-            for blk in _row_blocks(*logits.shape):
-                exclude_groups_(logits[blk], groups, offset + blk.start)
+        passes = _relax_and_exclude(logits, t, args)
+        offset, b = args.offset, q.shape[0]
         loss = -torch.log_softmax(logits, dim=1)[:, offset : offset + b].diagonal().sum()
-        ctx.offset, ctx.threshold = offset, threshold
+        ctx.args = args
         ctx.save_for_backward(q, k, t, logits, passes)
         return loss
 
@@ -140,9 +132,11 @@ class _DenseRows(torch.autograd.Function):
         cdt = logits.dtype
         g = grad.to(cdt)
         w = torch.softmax(logits, dim=1)  # row softmax P
-        positives = w[:, ctx.offset : ctx.offset + q.shape[0]].diagonal()
+        positives = w[:, ctx.args.offset : ctx.args.offset + q.shape[0]].diagonal()
         positives.sub_(1.0)
-        wk, wtq, dot = weight_products(w, positives, passes, ctx.threshold, q.to(cdt), k.to(cdt))
+        wk, wtq, dot = weight_products(
+            w, positives, passes, ctx.args.threshold, q.to(cdt), k.to(cdt)
+        )
         return input_grads(ctx, g, t, wk, wtq, dot, q, k)
 
 
@@ -151,46 +145,43 @@ OPTIONS: dict[str, Callable[[object], Any]] = {}
 
 
 def symmetric_loss_sum(
-    x: Tensor,
-    y: Tensor,
-    logit_scale: Tensor,
-    threshold: float | None,
-    *,
-    groups: Tensor | None = None,
-) -> Tensor:
+    x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | Tensor | None,
+    *, groups: Tensor | None = None,
+) -> Tensor:  # fmt: skip
     """Sum over i of ``(lse_j l_ij - l_ii) + (lse_j l_ji - l_ii)``; see ``relaxclip.loss``.
 
     Args:
         x, y: (B, D) features (already normalised if wanted), same dtype and device.
         logit_scale: 0-d tensor t > 0 (fp32, or fp64 for fp64 features); may require grad.
-        threshold: theta in (-1, 1) or ``None`` for no relaxation.
+        threshold: theta, the positive logit being ``t * min(s_ii, theta)``: a float, a 0-d
+            floating tensor on the features' device (used there: no host sync), or ``None`` for
+            no relaxation. A constant of the call: no gradient flows to it, even when it requires
+            grad (see :func:`relaxclip.backends._common.theta_tensor`).
         groups: ``None`` or integer ids (K, B) (or (B,)) on the features' device: for i != j,
             l_ij = -inf when ``groups[k, i] == groups[k, j]`` for some k (not differentiable).
 
-    Returns a 0-d tensor in the compute dtype (fp32, or fp64), differentiable w.r.t. x, y, t.
+    Returns a 0-d tensor in the compute dtype (fp32, or fp64), differentiable w.r.t. x, y and t
+    (not ``threshold`` nor ``groups``).
     """
-    with no_autocast(x):
-        return _DenseSymmetric.apply(x, y, logit_scale, threshold, group_matrix(groups))
+    return CallArgs.build(x, threshold, groups).apply(_DenseSymmetric, x, y, logit_scale)
 
 
 def rows_loss_sum(
-    q: Tensor,
-    k: Tensor,
-    logit_scale: Tensor,
-    threshold: float | None,
-    offset: int,
-    *,
-    groups: Tensor | None = None,
-) -> Tensor:
+    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | Tensor | None, offset: int,
+    *, groups: Tensor | None = None,
+) -> Tensor:  # fmt: skip
     """One direction: sum over rows i of q of ``lse_j l_ij - l_{i, offset+i}``, l = t * q k^T.
 
     Args:
         q: (b, D) queries; k: (N, D) keys with N >= offset + b; the positive of row i is key offset+i.
+        logit_scale, threshold: as :func:`symmetric_loss_sum` (theta bounds s_{i, offset+i}).
         groups: ``None`` or integer ids (K, N) (or (N,)) of the KEYS; query i has the ids of key
             ``offset + i``. Same-group pairs other than the positive get l_ij = -inf.
+
+    Returns a 0-d tensor in the compute dtype, differentiable w.r.t. q, k and t.
     """
-    with no_autocast(q):
-        return _DenseRows.apply(q, k, logit_scale, threshold, group_matrix(groups), offset)
+    args = CallArgs.build(q, threshold, groups, offset=offset)
+    return args.apply(_DenseRows, q, k, logit_scale)
 
 
 __all__ = ["OPTIONS", "rows_loss_sum", "symmetric_loss_sum"]

@@ -5,6 +5,9 @@ Same contract as :mod:`relaxclip.backends.dense` (sums, not means; see ``docs/tr
     symmetric_loss_sum(x, y, logit_scale, threshold) -> 0-d fp32 tensor
     rows_loss_sum(q, k, logit_scale, threshold, offset) -> 0-d fp32 tensor
 
+(``threshold``: a float, a 0-d floating tensor on the features' device, or ``None``; the kernels
+read theta from device memory, so a tensor theta costs no host sync and no recompilation.)
+
 Design (FlashAttention-style, deterministic, no atomics anywhere):
 
 * Forward, one pass over the (M, N) similarity matrix ``S = Q K^T``. Program ``(g, c)`` owns a
@@ -52,7 +55,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from relaxclip.backends._common import bool_option, group_matrix, no_autocast
+from relaxclip.backends._common import CallArgs, bool_option, group_matrix
 
 try:  # the CPU-only package must import without triton
     import triton
@@ -161,6 +164,16 @@ INTERPRETER_CONFIG = TritonConfig(
 )
 
 
+@dataclass(frozen=True, kw_only=True)
+class _TritonArgs(CallArgs):
+    """:class:`CallArgs` plus the launch settings: ``symmetric`` (both directions, square S) or
+    one direction, the tile ``config`` and the ``tl.dot`` input ``precision``."""
+
+    symmetric: bool
+    config: TritonConfig
+    precision: str
+
+
 if _HAS_TRITON:
 
     @triton.jit
@@ -169,44 +182,6 @@ if _HAS_TRITON:
         if UPCAST:
             return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
         return tl.dot(a, b, acc, input_precision=PRECISION)
-
-    @triton.jit
-    def _sim_tile(  # type: ignore[no-untyped-def]
-        a_ptr,
-        b_ptr,
-        a_idx,
-        b_idx,
-        a_ok,
-        b_ok,
-        D,
-        stride_am,
-        stride_ad,
-        stride_bn,
-        stride_bd,
-        BLOCK_A: tl.constexpr,
-        BLOCK_B: tl.constexpr,
-        BLOCK_D: tl.constexpr,
-        PRECISION: tl.constexpr,
-        UPCAST: tl.constexpr,
-    ):
-        """(BLOCK_A, BLOCK_B) fp32 tile of a[a_idx] @ b[b_idx]^T, reduced over D in chunks."""
-        acc = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.float32)
-        offs_d = tl.arange(0, BLOCK_D)
-        for d0 in range(0, D, BLOCK_D):
-            d = d0 + offs_d
-            d_ok = d < D
-            a = tl.load(
-                a_ptr + a_idx[:, None] * stride_am + d[None, :] * stride_ad,
-                mask=a_ok[:, None] & d_ok[None, :],
-                other=0.0,
-            )
-            b = tl.load(
-                b_ptr + b_idx[:, None] * stride_bn + d[None, :] * stride_bd,
-                mask=b_ok[:, None] & d_ok[None, :],
-                other=0.0,
-            )
-            acc = _dot(a, tl.trans(b), acc, PRECISION, UPCAST)
-        return acc
 
     @triton.jit
     def _same_group(  # type: ignore[no-untyped-def]
@@ -230,6 +205,76 @@ if _HAS_TRITON:
         return same != 0
 
     @triton.jit
+    def _block(blk, n, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
+        """Indices ``blk * BLOCK + [0, BLOCK)`` of one block and their mask ``< n``."""
+        idx = blk * BLOCK + tl.arange(0, BLOCK)
+        return idx, idx < n
+
+    @triton.jit
+    def _logit_tile(  # type: ignore[no-untyped-def]
+        a_ptr,
+        b_ptr,
+        a_idx,
+        b_idx,
+        a_ok,
+        b_ok,
+        a_key,
+        b_key,
+        theta,
+        t2,
+        D,
+        stride_am,
+        stride_ad,
+        stride_bn,
+        stride_bd,
+        g_ptr,
+        n_ids,
+        stride_ids,
+        HAS_THRESH: tl.constexpr,
+        HAS_GROUPS: tl.constexpr,
+        BLOCK_A: tl.constexpr,
+        BLOCK_B: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        PRECISION: tl.constexpr,
+        UPCAST: tl.constexpr,
+    ):
+        """One (BLOCK_A, BLOCK_B) tile of similarities ``s = a[a_idx] b[b_idx]^T`` (fp32 ``tl.dot``
+        accumulation over D in ``BLOCK_D`` chunks) and its logits.
+
+        ``a_key``/``b_key``: key index of each tile row/column; the positive pairs are the
+        entries with ``a_key == b_key`` (``diag``). Returns ``(s, s_relaxed, z, diag, over)``:
+        raw and relaxed similarities (``theta`` on the positives with ``s > theta``, the mask
+        ``over``; only with ``HAS_THRESH``), base-2 logits ``z = s_relaxed * t2`` with -inf on
+        same-group non-positive pairs (``HAS_GROUPS``: ids ``g[:, a_key]`` vs ``g[:, b_key]``).
+        """
+        s = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.float32)  # fp32 dots, reduced over D in chunks
+        offs_d = tl.arange(0, BLOCK_D)
+        for d0 in range(0, D, BLOCK_D):
+            d = d0 + offs_d
+            d_ok = d < D
+            a = tl.load(
+                a_ptr + a_idx[:, None] * stride_am + d[None, :] * stride_ad,
+                mask=a_ok[:, None] & d_ok[None, :],
+                other=0.0,
+            )
+            b = tl.load(
+                b_ptr + b_idx[:, None] * stride_bn + d[None, :] * stride_bd,
+                mask=b_ok[:, None] & d_ok[None, :],
+                other=0.0,
+            )
+            s = _dot(a, tl.trans(b), s, PRECISION, UPCAST)
+        diag = a_key[:, None] == b_key[None, :]
+        over = diag & (s > theta)
+        s_rel = s
+        if HAS_THRESH:
+            s_rel = tl.where(over, theta, s)
+        z = s_rel * t2
+        if HAS_GROUPS:
+            same = _same_group(g_ptr, a_key, b_key, a_ok, b_ok, n_ids, stride_ids, BLOCK_A, BLOCK_B)
+            z = tl.where(same & ~diag, float("-inf"), z)
+        return s, s_rel, z, diag, over
+
+    @triton.jit
     def _fwd_kernel(  # type: ignore[no-untyped-def]
         q_ptr,
         k_ptr,
@@ -243,7 +288,7 @@ if _HAS_TRITON:
         N,
         D,
         offset,
-        threshold,
+        theta_ptr,
         blocks_per_split,
         row_group,
         n_ids,
@@ -273,38 +318,30 @@ if _HAS_TRITON:
         pid_g = tl.program_id(0)
         pid_s = tl.program_id(1)
         t2 = tl.load(t_ptr).to(tl.float32) * 1.4426950408889634  # t * log2(e)
+        theta = 0.0  # never used without HAS_THRESH
+        if HAS_THRESH:
+            theta = tl.load(theta_ptr)  # read on the device: one compiled kernel for every theta
         n_blocks = tl.cdiv(N, BLOCK_N)
         cb_start = pid_s * blocks_per_split
         cb_end = tl.minimum(cb_start + blocks_per_split, n_blocks)
         rb_start = pid_g * row_group
         rb_end = tl.minimum(rb_start + row_group, tl.cdiv(M, BLOCK_M))
         for cb in range(cb_start, cb_end):
-            cols = cb * BLOCK_N + tl.arange(0, BLOCK_N)
-            col_ok = cols < N
+            cols, col_ok = _block(cb, N, BLOCK_N)
             c_max = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
             c_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
             for rb in range(rb_start, rb_end):
-                rows = rb * BLOCK_M + tl.arange(0, BLOCK_M)
-                row_ok = rows < M
-                s = _sim_tile(
-                    q_ptr, k_ptr, rows, cols, row_ok, col_ok, D,
-                    stride_qm, stride_qd, stride_kn, stride_kd,
-                    BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, UPCAST,
+                rows, row_ok = _block(rb, M, BLOCK_M)
+                s, _, z, diag, _ = _logit_tile(
+                    q_ptr, k_ptr, rows, cols, row_ok, col_ok, rows + offset, cols, theta, t2,
+                    D, stride_qm, stride_qd, stride_kn, stride_kd, g_ptr, n_ids, stride_ids,
+                    HAS_THRESH, HAS_GROUPS, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, UPCAST,
                 )  # fmt: skip
-                diag = cols[None, :] == (rows[:, None] + offset)
+                z = tl.where(row_ok[:, None] & col_ok[None, :], z, float("-inf"))
                 stat = pid_s * M + rows
                 pos = tl.load(pos_ptr + stat, mask=row_ok, other=0.0)
                 pos += tl.sum(tl.where(diag, s, 0.0), axis=1)  # raw s of the positive pair
                 tl.store(pos_ptr + stat, pos, mask=row_ok)
-                if HAS_THRESH:
-                    s = tl.where(diag & (s > threshold), threshold, s)
-                z = tl.where(row_ok[:, None] & col_ok[None, :], s * t2, float("-inf"))
-                if HAS_GROUPS:
-                    same = _same_group(
-                        g_ptr, rows + offset, cols, row_ok, col_ok, n_ids, stride_ids,
-                        BLOCK_M, BLOCK_N,
-                    )  # fmt: skip
-                    z = tl.where(same & ~diag, float("-inf"), z)
                 # rows: online log-sum-exp (base 2) across this program's column blocks
                 m_old = tl.load(row_m_ptr + stat, mask=row_ok, other=float("-inf"))
                 l_old = tl.load(row_l_ptr + stat, mask=row_ok, other=0.0)
@@ -344,7 +381,7 @@ if _HAS_TRITON:
         M,
         D,
         offset,
-        threshold,
+        theta_ptr,
         delta_coef,
         blocks_per_split,
         d_start,
@@ -380,17 +417,23 @@ if _HAS_TRITON:
         pid_a = tl.program_id(0)
         pid_d = tl.program_id(1)
         pid_s = tl.program_id(2)
-        a_idx = pid_a * BLOCK_A + tl.arange(0, BLOCK_A)
-        a_ok = a_idx < A
+        a_idx, a_ok = _block(pid_a, A, BLOCK_A)
         t = tl.load(t_ptr).to(tl.float32)
         t2 = t * 1.4426950408889634
+        theta = 0.0  # never used without HAS_THRESH
+        if HAS_THRESH:
+            theta = tl.load(theta_ptr)
         if A_IS_ROWS or SYMMETRIC:  # (the rows-only loss has no column log-sum-exp)
             a_lse = tl.load(a_lse_ptr + a_idx, mask=a_ok, other=0.0)
         # row index (in S) of each a and the S column of its positive pair
-        if A_IS_ROWS:
+        if A_IS_ROWS:  # key index of a and of b (query i is key offset + i)
             a_row = a_idx
+            a_key = a_idx + offset
+            b_shift = 0
         else:
             a_row = a_idx - offset
+            a_key = a_idx
+            b_shift = offset
         dcols = d_start + pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
         dcol_ok = dcols < D
         acc = tl.zeros((BLOCK_A, BLOCK_DO), dtype=tl.float32)
@@ -399,32 +442,12 @@ if _HAS_TRITON:
         bb_start = pid_s * blocks_per_split
         bb_end = tl.minimum(bb_start + blocks_per_split, n_blocks)
         for bb in range(bb_start, bb_end):
-            b_idx = bb * BLOCK_B + tl.arange(0, BLOCK_B)
-            b_ok = b_idx < B
-            s = _sim_tile(
-                a_ptr, b_ptr, a_idx, b_idx, a_ok, b_ok, D,
-                stride_am, stride_ad, stride_bn, stride_bd,
-                BLOCK_A, BLOCK_B, BLOCK_D, PRECISION, UPCAST,
+            b_idx, b_ok = _block(bb, B, BLOCK_B)
+            _, s, z, _, over = _logit_tile(
+                a_ptr, b_ptr, a_idx, b_idx, a_ok, b_ok, a_key, b_idx + b_shift, theta, t2, D,
+                stride_am, stride_ad, stride_bn, stride_bd, g_ptr, n_ids, stride_ids,
+                HAS_THRESH, HAS_GROUPS, BLOCK_A, BLOCK_B, BLOCK_D, PRECISION, UPCAST,
             )  # fmt: skip
-            if A_IS_ROWS:
-                diag = b_idx[None, :] == (a_idx[:, None] + offset)
-            else:
-                diag = a_idx[:, None] == (b_idx[None, :] + offset)
-            if HAS_THRESH:
-                over = diag & (s > threshold)
-                s = tl.where(over, threshold, s)
-            z = s * t2
-            if HAS_GROUPS:
-                if A_IS_ROWS:  # ids are those of the keys: query i is key offset + i
-                    a_gid = a_idx + offset
-                    b_gid = b_idx
-                else:
-                    a_gid = a_idx
-                    b_gid = b_idx + offset
-                same = _same_group(
-                    g_ptr, a_gid, b_gid, a_ok, b_ok, n_ids, stride_ids, BLOCK_A, BLOCK_B
-                )
-                z = tl.where(same & ~diag, float("-inf"), z)
             if A_IS_ROWS:
                 w = tl.exp2(z - a_lse[:, None])  # row softmax P
                 if SYMMETRIC:
@@ -455,7 +478,7 @@ if _HAS_TRITON:
         dsv = tl.load(diag_s_ptr + a_row, mask=partner_ok, other=0.0)
         coef = tl.where(partner_ok & (pid_s == 0), delta_coef * t, 0.0)  # once per output
         if HAS_THRESH:
-            coef = tl.where(dsv <= threshold, coef, 0.0)
+            coef = tl.where(dsv <= theta, coef, 0.0)
         pv = tl.load(
             b_ptr + partner[:, None] * stride_bn + dcols[None, :] * stride_bd,
             mask=partner_ok[:, None] & dcol_ok[None, :],
@@ -544,16 +567,11 @@ def _launch_bwd(
     a_lse2: Tensor,
     b_lse2: Tensor,
     diag_s: Tensor,
-    *,
+    args: _TritonArgs,
     a_is_rows: bool,
-    symmetric: bool,
-    threshold: float | None,
-    offset: int,
-    cfg: TritonConfig,
-    precision: str,
-    groups: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     """Launch the backward kernel for ``a``; returns (grad of the sum w.r.t. a, dt partials)."""
+    cfg, groups, threshold = args.config, args.groups, args.threshold
     n_a, dim = a.shape
     n_b = b.shape[0]
     m_rows = a.shape[0] if a_is_rows else b.shape[0]
@@ -571,27 +589,27 @@ def _launch_bwd(
         dt_part = torch.empty((count, split, n_ab), device=a.device, dtype=torch.float32)
         dt_parts.append(dt_part)
         _bwd_kernel[(n_ab, count, split)](
-            a, b, t, a_lse2, b_lse2, diag_s, out, dt_part, _ids_or(groups, t),
-            n_a, n_b, m_rows, dim, offset,
-            0.0 if threshold is None else float(threshold),
-            2.0 if symmetric else 1.0,
+            a, b, t, a_lse2, b_lse2, diag_s, out, dt_part, _or_dummy(groups, t),
+            n_a, n_b, m_rows, dim, args.offset, _or_dummy(threshold, t),
+            2.0 if args.symmetric else 1.0,
             per, start,
             0 if groups is None else groups.shape[0], 0 if groups is None else groups.stride(0),
             a.stride(0), a.stride(1), b.stride(0), b.stride(1),
             out.stride(0), out.stride(1), out.stride(2),
-            A_IS_ROWS=a_is_rows, SYMMETRIC=symmetric, HAS_THRESH=threshold is not None,
+            A_IS_ROWS=a_is_rows, SYMMETRIC=args.symmetric, HAS_THRESH=threshold is not None,
             HAS_GROUPS=groups is not None,
             BLOCK_A=block_a, BLOCK_B=block_b, BLOCK_D=cfg.block_d, BLOCK_DO=width,
-            PRECISION=precision, UPCAST=_upcast(a),
+            PRECISION=args.precision, UPCAST=_upcast(a),
             num_warps=cfg.bwd_num_warps, num_stages=cfg.bwd_num_stages, enable_fp_fusion=True,
         )  # fmt: skip
     grad = out[0] if split == 1 else out.sum(0).to(a.dtype)
     return grad, dt_parts[0][0]  # every chunk sees all tiles: the first one's dt sums suffice
 
 
-def _ids_or(groups: Tensor | None, dummy: Tensor) -> Tensor:
-    """The id matrix for the kernels, or any tensor as a never-read placeholder pointer."""
-    return dummy if groups is None else groups
+def _or_dummy(tensor: Tensor | None, dummy: Tensor) -> Tensor:
+    """A tensor the kernels read (id matrix, theta), or when absent any tensor as a never-read
+    placeholder pointer (its reads are behind the ``HAS_GROUPS``/``HAS_THRESH`` constexprs)."""
+    return dummy if tensor is None else tensor
 
 
 def _scaled(grad: Tensor, g: Tensor) -> Tensor:
@@ -601,18 +619,8 @@ def _scaled(grad: Tensor, g: Tensor) -> Tensor:
 
 class _TritonLoss(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx: Any,
-        q: Tensor,
-        k: Tensor,
-        logit_scale: Tensor,
-        threshold: float | None,
-        offset: int,
-        symmetric: bool,
-        cfg: TritonConfig,
-        precision: str,
-        groups: Tensor | None,
-    ) -> Tensor:
+    def forward(ctx: Any, q: Tensor, k: Tensor, logit_scale: Tensor, args: _TritonArgs) -> Tensor:
+        cfg, groups, threshold, symmetric = args.config, args.groups, args.threshold, args.symmetric
         n_q, dim = q.shape
         n_k = k.shape[0]
         t = logit_scale.detach().to(device=q.device, dtype=torch.float32).reshape(())
@@ -628,15 +636,14 @@ class _TritonLoss(torch.autograd.Function):
         pos_part = torch.zeros((split, n_q), device=q.device, dtype=f32)
         col_part = torch.empty((n_groups, n_k) if symmetric else (1, 1), device=q.device, dtype=f32)
         _fwd_kernel[(n_groups, split)](
-            q, k, t, row_m, row_l, pos_part, col_part, _ids_or(groups, t),
-            n_q, n_k, dim, offset,
-            0.0 if threshold is None else float(threshold),
+            q, k, t, row_m, row_l, pos_part, col_part, _or_dummy(groups, t),
+            n_q, n_k, dim, args.offset, _or_dummy(threshold, t),
             per, group,
             0 if groups is None else groups.shape[0], 0 if groups is None else groups.stride(0),
             q.stride(0), q.stride(1), k.stride(0), k.stride(1),
             HAS_THRESH=threshold is not None, HAS_GROUPS=groups is not None, COLS=symmetric,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d,
-            PRECISION=precision, UPCAST=_upcast(q),
+            PRECISION=args.precision, UPCAST=_upcast(q),
             num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=True,
         )  # fmt: skip
         row_part = row_m + torch.log2(row_l)  # per-split base-2 log-sum-exp of each row
@@ -651,44 +658,33 @@ class _TritonLoss(torch.autograd.Function):
             loss = loss + col_lse.sum() - t * pos_sum
         else:
             col_lse = row_lse.new_zeros(1)
-        ctx.threshold = threshold
-        ctx.offset = offset
-        ctx.symmetric = symmetric
-        ctx.cfg = cfg
-        ctx.precision = precision
+        ctx.args = args
         ctx.scale_shape = logit_scale.shape
         ctx.scale_dtype = logit_scale.dtype
         ctx.scale_device = logit_scale.device
-        ctx.save_for_backward(q, k, t, row_lse * _LOG2E, col_lse * _LOG2E, diag_s, pos_sum, groups)
+        ctx.save_for_backward(q, k, t, row_lse * _LOG2E, col_lse * _LOG2E, diag_s, pos_sum)
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, t, row_lse2, col_lse2, diag_s, pos_sum, groups = ctx.saved_tensors
+        q, k, t, row_lse2, col_lse2, diag_s, pos_sum = ctx.saved_tensors
         need_q, need_k, need_t = ctx.needs_input_grad[:3]
-        common = {
-            "symmetric": ctx.symmetric,
-            "threshold": ctx.threshold,
-            "offset": ctx.offset,
-            "cfg": ctx.cfg,
-            "precision": ctx.precision,
-            "groups": groups,
-        }
+        args = ctx.args
         g = grad.to(torch.float32)
         grad_q = grad_k = grad_t = None
         if need_q or need_t:
-            dq, dt_part = _launch_bwd(q, k, t, row_lse2, col_lse2, diag_s, a_is_rows=True, **common)
+            dq, dt_part = _launch_bwd(q, k, t, row_lse2, col_lse2, diag_s, args, a_is_rows=True)
             if need_q:
                 grad_q = _scaled(dq, g)
             if need_t:
-                coef = 2.0 if ctx.symmetric else 1.0
+                coef = 2.0 if args.symmetric else 1.0
                 grad_t = ((dt_part.sum() - coef * pos_sum) * g).reshape(ctx.scale_shape)
                 grad_t = grad_t.to(device=ctx.scale_device, dtype=ctx.scale_dtype)
         if need_k:
-            dk, _ = _launch_bwd(k, q, t, col_lse2, row_lse2, diag_s, a_is_rows=False, **common)
+            dk, _ = _launch_bwd(k, q, t, col_lse2, row_lse2, diag_s, args, a_is_rows=False)
             grad_k = _scaled(dk, g)
-        return grad_q, grad_k, grad_t, None, None, None, None, None, None
+        return grad_q, grad_k, grad_t, None
 
 
 def _check(name: str, a: Tensor) -> None:
@@ -757,21 +753,18 @@ def _kernel_ids(groups: Tensor | None, keys: Tensor) -> Tensor | None:
 
 
 def symmetric_loss_sum(
-    x: Tensor,
-    y: Tensor,
-    logit_scale: Tensor,
-    threshold: float | None,
-    *,
-    allow_tf32: bool = False,
-    config: TritonConfig | None = None,
-    groups: Tensor | None = None,
-) -> Tensor:
+    x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | Tensor | None,
+    *, allow_tf32: bool = False, config: TritonConfig | None = None, groups: Tensor | None = None,
+) -> Tensor:  # fmt: skip
     """Sum over i of ``(lse_j l_ij - l_ii) + (lse_j l_ji - l_ii)`` with a fused Triton kernel.
 
     Args:
         x, y: (B, D) features (bf16, fp16 or fp32; same dtype and device; any strides).
         logit_scale: 0-d tensor t > 0; may require grad.
         threshold: theta in (-1, 1) or ``None``; the positive logit is ``t * min(s_ii, theta)``.
+            A float or a 0-d floating tensor on the features' device: the kernels load it
+            through a pointer (no host sync, one compiled kernel for every value). A constant:
+            no gradient flows to it, even when it requires grad.
         allow_tf32: fp32 inputs only: use TF32 tensor-core dots (about 1e-3 relative error).
         config: tile sizes (:class:`TritonConfig`); default tuned for Hopper-class GPUs, or
             :data:`INTERPRETER_CONFIG` under the interpreter.
@@ -790,21 +783,14 @@ def symmetric_loss_sum(
     )
     prec = _precision(x.dtype, OPTIONS["allow_tf32"](allow_tf32))
     ids = _kernel_ids(groups, x)
-    with no_autocast(x):
-        return _TritonLoss.apply(x, y, logit_scale, threshold, 0, True, cfg, prec, ids)
+    args = _TritonArgs.build(x, threshold, ids, symmetric=True, config=cfg, precision=prec)
+    return args.apply(_TritonLoss, x, y, logit_scale)
 
 
 def rows_loss_sum(
-    q: Tensor,
-    k: Tensor,
-    logit_scale: Tensor,
-    threshold: float | None,
-    offset: int,
-    *,
-    allow_tf32: bool = False,
-    config: TritonConfig | None = None,
-    groups: Tensor | None = None,
-) -> Tensor:
+    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | Tensor | None, offset: int,
+    *, allow_tf32: bool = False, config: TritonConfig | None = None, groups: Tensor | None = None,
+) -> Tensor:  # fmt: skip
     """One direction: sum over rows i of q of ``lse_j l_ij - l_{i, offset+i}``, l = t * q k^T.
 
     Args:
@@ -829,8 +815,10 @@ def rows_loss_sum(
     )
     prec = _precision(q.dtype, OPTIONS["allow_tf32"](allow_tf32))
     ids = _kernel_ids(groups, k)
-    with no_autocast(q):
-        return _TritonLoss.apply(q, k, logit_scale, threshold, offset, False, cfg, prec, ids)
+    args = _TritonArgs.build(
+        q, threshold, ids, offset=offset, symmetric=False, config=cfg, precision=prec
+    )
+    return args.apply(_TritonLoss, q, k, logit_scale)
 
 
 __all__ = [

@@ -1,10 +1,10 @@
 """open_clip's own trainer with the relaxed loss and random sentence sampling.
 
-Usage (every ``open_clip_train.main`` argument is accepted unchanged; four are added)::
+Usage (every ``open_clip_train.main`` argument is accepted unchanged; five are added)::
 
     python -m relaxclip.integrations.open_clip_train \\
         --relax-threshold 0.8 --sentence-sampling --num-sentences 1 \\
-        --report-sections findings,impression \\
+        --report-sections findings,impression --text-groups \\
         --dataset-type csv --train-data train.csv --csv-img-key filepath --csv-caption-key report \\
         --model ViT-B-32-quickgelu --pretrained openai --batch-size 64 --epochs 10 ...
 
@@ -28,6 +28,14 @@ relaxclip's options:
   (``ceil(f * n)``), or a range ``lo-hi`` (uniform, inclusive); default 1, the paper's setting.
 * ``--report-sections``: comma-separated section names used for sampling (default
   ``findings,impression``), or ``all``. A report with no recognised header is used whole.
+* ``--text-groups`` (needs ``--sentence-sampling`` and ``--train-data``): training rows whose
+  sampled texts are equal after :func:`~relaxclip.sampling.group_text` normalisation (the ids of
+  :func:`~relaxclip.sampling.text_group_ids`, as ``SentenceSampler(group_key=...)`` gives them)
+  are not negatives of each other: the loss gets them as ``groups=`` (see
+  :class:`~relaxclip.loss.RelaxedContrastiveLoss`). Under DDP the ids are gathered with the
+  features (two ranks that drew the same sentence are one group); with ``--accum-freq A`` the
+  loss of every micro-step sees the A micro-batches' features concatenated in order, and gets
+  the A batches' ids concatenated in the same order.
 
 Distributed training: open_clip's ``--local-loss`` / ``--gather-with-grad`` choose how ``ClipLoss``
 gathers features. relaxclip always gathers with gradient (its gradients are exact, see
@@ -52,8 +60,17 @@ signatures and are used the way this module relies on; otherwise :class:`OpenCli
 names the supported versions (:data:`SUPPORTED_OPEN_CLIP`). The fallback for other versions is the
 manual replacement described in ``docs/integrations.md``.
 
-Not yet supported: group-aware positives (``--text-groups``): the group-aware loss is not in
-relaxclip yet.
+How the group ids reach the loss (``--text-groups``). open_clip's loop unpacks
+``images, texts = batch`` and calls ``loss(**model_out, output_dict=True)``, so nothing per batch
+can ride along through the loop. The train collate returns ``(images, tokens, ids)``, computed in
+the DataLoader worker from the sampled strings; the train ``DataInfo.dataloader`` is a thin
+wrapper (:class:`_GroupedLoader`) that hands ``(images, tokens)`` to the loop and puts ``ids`` into
+a :class:`TextGroupFeed`; the loss (:class:`TextGroupLoss`) takes the ids of the current window
+of ``accum_freq`` batches from the feed. The feed checks the pairing at run time: the loss must
+be called exactly ``accum_freq`` times per window with as many rows as the window holds, else a
+``RuntimeError`` says that open_clip's loop no longer matches. The model and its inputs are not
+touched, so ``--torchcompile`` and AMP are unaffected (the ids are integers: autocast and
+precision do not apply).
 """
 
 from __future__ import annotations
@@ -85,6 +102,8 @@ __all__ = [
     "OpenClipVersionError",
     "RelaxOptions",
     "ReportCsvDataset",
+    "TextGroupFeed",
+    "TextGroupLoss",
     "build_parser",
     "check_hook_points",
     "main",
@@ -115,13 +134,15 @@ class RelaxOptions:
 
     ``threshold``: θ or ``None`` (plain CLIP); ``sentence_sampling``: use the report dataset and
     :class:`SentenceSampler` for CSV data; ``num_sentences`` and ``sections``: passed to the
-    sampler (``sections=None``: every section).
+    sampler (``sections=None``: every section); ``text_groups``: pass the text-group ids of the
+    sampled sentences to the loss (needs ``sentence_sampling``).
     """
 
     threshold: float | None = None
     sentence_sampling: bool = False
     num_sentences: NumSentences = 1
     sections: tuple[str, ...] | None = DEFAULT_SECTIONS
+    text_groups: bool = False
 
 
 # ---------------------------------------------------------------------------------- arguments
@@ -210,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated report sections to sample from, or 'all' "
         "(default findings,impression; needs --sentence-sampling)",
     )
+    p.add_argument(
+        "--text-groups",
+        action="store_true",
+        help="training rows whose sampled sentences are equal (relaxclip.sampling.group_text) are "
+        "not negatives of each other (the loss's groups=; needs --sentence-sampling)",
+    )
     return p
 
 
@@ -217,7 +244,8 @@ def parse_relax_args(argv: Sequence[str]) -> tuple[RelaxOptions, list[str]]:
     """Split ``argv`` into relaxclip's options and the rest (open_clip's, order kept).
 
     Raises ``SystemExit(2)`` (argparse) for a bad value, or for ``--num-sentences`` /
-    ``--report-sections`` without ``--sentence-sampling`` (they would have no effect).
+    ``--report-sections`` / ``--text-groups`` without ``--sentence-sampling`` (they would have no
+    effect; the text groups are computed from the sampled sentences).
     """
     parser = build_parser()
     ns, rest = parser.parse_known_args(list(argv))
@@ -225,6 +253,7 @@ def parse_relax_args(argv: Sequence[str]) -> tuple[RelaxOptions, list[str]]:
         for flag, value in (
             ("--num-sentences", ns.num_sentences),
             ("--report-sections", ns.report_sections),
+            ("--text-groups", ns.text_groups or None),
         ):
             if value is not None:
                 parser.error(f"{flag} needs --sentence-sampling (it would have no effect)")
@@ -239,6 +268,7 @@ def parse_relax_args(argv: Sequence[str]) -> tuple[RelaxOptions, list[str]]:
         sentence_sampling=ns.sentence_sampling,
         num_sentences=1 if ns.num_sentences is None else ns.num_sentences,
         sections=sections,
+        text_groups=ns.text_groups,
     )
     return options, rest
 
@@ -291,7 +321,7 @@ def _source(obj: Any) -> str:
         return ""
 
 
-def check_hook_points() -> HookPoints:
+def check_hook_points(text_groups: bool = False) -> HookPoints:
     """Verify that open_clip's trainer has every internal this module hooks into.
 
     Checks: ``open_clip_train.main.main`` calls ``create_loss(args)`` (a module global there, which
@@ -300,7 +330,10 @@ def check_hook_points() -> HookPoints:
     replacing it takes effect); ``DataInfo`` has the fields ``dataloader``, ``sampler``,
     ``shared_epoch`` and ``SharedEpoch`` has ``get_value``; ``train_one_epoch`` unpacks
     ``images, texts = batch``, calls ``data['train'].set_epoch(epoch)`` and the loss as
-    ``loss(**model_out, output_dict=True)``.
+    ``loss(**model_out, output_dict=True)``. With ``text_groups`` also: the loop calls the loss on
+    the micro-batches' features concatenated in order,
+    ``torch.cat(accumulated[:j] + [model_out[key]] + accumulated[j + 1:])`` (``--accum-freq``),
+    which :class:`TextGroupFeed` matches.
 
     Returns the modules; raises :class:`OpenClipVersionError` listing every failed check and
     naming :data:`SUPPORTED_OPEN_CLIP` otherwise.
@@ -342,11 +375,14 @@ def check_hook_points() -> HookPoints:
         problems.append("open_clip_train.data.SharedEpoch.get_value is missing")
 
     train_src = _source(getattr(train_mod, "train_one_epoch", None))
-    for snippet in (
+    snippets = [
         "images, texts = batch",
         "data['train'].set_epoch(epoch)",
         "loss(**model_out, output_dict=True)",
-    ):
+    ]
+    if text_groups:
+        snippets.append("torch.cat(accumulated[:j] + [model_out[key]] + accumulated[j + 1:])")
+    for snippet in snippets:
         if snippet not in train_src:
             problems.append(f"open_clip_train.train.train_one_epoch no longer has `{snippet}`")
 
@@ -406,20 +442,32 @@ def _check_supported(args: argparse.Namespace, options: RelaxOptions) -> None:
                 )
         if args.train_data is None and args.val_data is None:
             raise ValueError("--sentence-sampling needs --train-data or --val-data (a CSV file)")
+    if options.text_groups and args.train_data is None:
+        raise ValueError(
+            "--text-groups needs --train-data (it changes the training loss; open_clip's "
+            "evaluation does not call the loss)"
+        )
 
 
-def make_loss(args: argparse.Namespace, threshold: float | None) -> RelaxedContrastiveLoss:
+def make_loss(
+    args: argparse.Namespace, threshold: float | None, feed: TextGroupFeed | None = None
+) -> RelaxedContrastiveLoss:
     """The loss open_clip's trainer uses in place of ``create_loss(args)``.
 
     ``args`` is open_clip's parsed namespace after ``init_distributed_device`` (``distributed``,
     ``world_size``, ``local_loss``, ``gather_with_grad``). Single process: ``distributed=False``.
     Several ranks: ``distributed=True`` and ``distributed_mode`` ``"local"`` with ``--local-loss``,
-    else ``"global"``; relaxclip always gathers with gradient.
+    else ``"global"``; relaxclip always gathers with gradient. With ``feed`` (``--text-groups``)
+    the loss is a :class:`TextGroupLoss` that takes each call's group ids from it.
     """
     world = int(getattr(args, "world_size", 1))
     distributed = bool(getattr(args, "distributed", False)) and world > 1
     mode: DistributedMode = "local" if getattr(args, "local_loss", False) else "global"
-    loss = RelaxedContrastiveLoss(threshold, distributed=distributed, distributed_mode=mode)
+    loss = (
+        RelaxedContrastiveLoss(threshold, distributed=distributed, distributed_mode=mode)
+        if feed is None
+        else TextGroupLoss(feed, threshold, distributed=distributed, distributed_mode=mode)
+    )
     if distributed and not getattr(args, "gather_with_grad", False):
         _log.warning(
             "relaxclip: --gather-with-grad is off, but relaxclip always gathers features with "
@@ -434,6 +482,137 @@ def make_loss(args: argparse.Namespace, threshold: float | None) -> RelaxedContr
         world,
     )
     return loss
+
+
+class TextGroupFeed:
+    """Carries the text-group ids of open_clip's training batches from the DataLoader to the loss.
+
+    open_clip's loop cannot pass per-batch data to the loss, so the train loader
+    (:class:`_GroupedLoader`) calls :meth:`push` with every batch's ids, ``LongTensor (b,)``, as
+    it hands the batch to the loop, and :class:`TextGroupLoss` calls :meth:`take` with the number
+    of feature rows it got. The loop (``open_clip_train.train.train_one_epoch``) runs in windows
+    of ``accum_freq`` batches: it fetches the window's batches, then calls the loss ``accum_freq``
+    times, each on the window's features concatenated in batch order (``accum_freq == 1``: one
+    batch, one call). :meth:`take` therefore returns the window's ids concatenated in batch order,
+    ``(sum of b,)``, for each of the window's ``accum_freq`` calls.
+
+    Checked at run time, each a ``RuntimeError`` naming the mismatch: :meth:`take` without a
+    complete window or more than ``accum_freq`` times per window; a row count different from the
+    window's; :meth:`push` of a new batch before the previous window's ``accum_freq`` calls. A
+    window left incomplete at the end of an epoch (batches not divisible by ``accum_freq``, which
+    open_clip drops without a loss call) is discarded by :meth:`start_epoch`.
+
+    Counters (for logging and tests): ``windows``, ``rows`` (rows of all completed windows) and
+    ``shared_rows`` (those whose id occurs more than once in their window: rows of this process
+    that have another row of the same local window as a non-negative).
+    """
+
+    def __init__(self, accum_freq: int = 1) -> None:
+        if isinstance(accum_freq, bool) or not isinstance(accum_freq, int) or accum_freq < 1:
+            raise ValueError(f"accum_freq must be an int >= 1 (--accum-freq), got {accum_freq!r}")
+        self.accum_freq = accum_freq
+        self._pending: list[torch.Tensor] = []
+        self._ready: torch.Tensor | None = None
+        self._uses_left = 0
+        self.windows = 0
+        self.rows = 0
+        self.shared_rows = 0
+
+    def start_epoch(self) -> None:
+        """Forget any window (a new pass over the train loader begins)."""
+        self._pending = []
+        self._ready = None
+        self._uses_left = 0
+
+    def push(self, groups: torch.Tensor) -> None:
+        """Add the ids ``(b,)`` int64 of the batch the loop is about to process."""
+        if self._uses_left:
+            raise RuntimeError(
+                f"--text-groups: open_clip's train loop fetched a new batch after calling the loss "
+                f"{self.accum_freq - self._uses_left} of {self.accum_freq} times for the previous "
+                f"{self.accum_freq} batch(es) (--accum-freq {self.accum_freq}); its loop no longer "
+                f"matches this integration (supported: open_clip_torch{SUPPORTED_OPEN_CLIP})"
+            )
+        if not isinstance(groups, torch.Tensor) or groups.dim() != 1:
+            raise TypeError(
+                "--text-groups: the train batch's group ids must be a 1-D LongTensor, got "
+                f"{type(groups).__name__}{tuple(getattr(groups, 'shape', ()))}"
+            )
+        self._pending.append(groups)
+        if len(self._pending) == self.accum_freq:
+            ready = torch.cat(self._pending)
+            self._pending = []
+            self._ready, self._uses_left = ready, self.accum_freq
+            _, inverse, counts = torch.unique(ready, return_inverse=True, return_counts=True)
+            self.windows += 1
+            self.rows += int(ready.numel())
+            self.shared_rows += int((counts[inverse] > 1).sum())
+
+    def take(self, rows: int) -> torch.Tensor:
+        """The current window's ids, ``LongTensor (rows,)``, for one loss call on ``rows`` rows."""
+        if self._ready is None or self._uses_left == 0:
+            raise RuntimeError(
+                "--text-groups: the loss was called without group ids for its batch: "
+                + (
+                    f"already called {self.accum_freq} times for the current window"
+                    if self._ready is not None
+                    else "no complete window of train batches was fetched through relaxclip's "
+                    "train loader"
+                )
+                + f" (--accum-freq {self.accum_freq}); open_clip's train loop no longer matches "
+                f"this integration (supported: open_clip_torch{SUPPORTED_OPEN_CLIP})"
+            )
+        if self._ready.shape[0] != rows:
+            raise RuntimeError(
+                f"--text-groups: the loss got {rows} feature rows, but the last "
+                f"{self.accum_freq} train batch(es) hold {self._ready.shape[0]} rows; open_clip's "
+                f"train loop no longer matches this integration (supported: "
+                f"open_clip_torch{SUPPORTED_OPEN_CLIP})"
+            )
+        self._uses_left -= 1
+        return self._ready
+
+
+class TextGroupLoss(RelaxedContrastiveLoss):
+    """:class:`RelaxedContrastiveLoss` whose ``groups`` come from a :class:`TextGroupFeed`.
+
+    ``forward`` has open_clip's ``ClipLoss.forward`` signature (no ``groups``: open_clip's loop
+    cannot pass them); it calls :meth:`RelaxedContrastiveLoss.forward` with
+    ``groups=feed.take(image_features.shape[0])``, this process's (local) ids, which the loss
+    gathers with the features under ``torch.distributed``. Other arguments: those of
+    :class:`RelaxedContrastiveLoss`.
+    """
+
+    def __init__(self, feed: TextGroupFeed, threshold: float | None, **kwargs: Any) -> None:
+        super().__init__(threshold, **kwargs)
+        self.feed = feed
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor | float,
+        logit_bias: torch.Tensor | float | None = None,
+        output_dict: bool = False,
+        *,
+        groups: torch.Tensor | None = None,
+    ) -> Any:
+        if groups is not None:
+            raise TypeError(
+                "TextGroupLoss takes its groups from its TextGroupFeed; do not pass groups="
+            )
+        kwargs: dict[str, Any] = {
+            "image_features": image_features,
+            "text_features": text_features,
+            "logit_scale": logit_scale,
+        }
+        if logit_bias is not None:
+            kwargs["logit_bias"] = logit_bias
+        rows = image_features.shape[0] if isinstance(image_features, torch.Tensor) else -1
+        return super().forward(**kwargs, output_dict=output_dict, groups=self.feed.take(rows))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", text_groups=True (accum_freq={self.feed.accum_freq})"
 
 
 # ---------------------------------------------------------------------------------- data
@@ -499,7 +678,9 @@ class OpenClipReportCollate:
 
     Calls ``sampler`` (a :class:`SentenceSampler` with an open_clip tokenizer) and returns
     ``(batch["image"], batch["tokens"])``: images ``(B, 3, H, W)`` float, tokens
-    ``LongTensor (B, context_length)``. Before each call it reads the epoch from ``shared_epoch``
+    ``LongTensor (B, context_length)``; when the sampler has a ``group_key``, also its text-group
+    ids ``LongTensor (B,)`` as a third element (which :class:`_GroupedLoader` strips off before
+    open_clip's loop sees the batch). Before each call it reads the epoch from ``shared_epoch``
     (open_clip's ``SharedEpoch``, shared memory that DataLoader workers see) and, on the first
     call of this copy and whenever it changed, calls ``sampler.set_epoch(epoch)`` (the sampler's
     explicit per-epoch seeding, independent of torch's generator). ``last_texts`` holds the sampled strings of the latest
@@ -514,14 +695,48 @@ class OpenClipReportCollate:
         self.last_texts: list[str] = []
         self._epoch: int | None = None  # the epoch this copy last passed to set_epoch
 
-    def __call__(self, batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, batch: Sequence[Any]) -> tuple[torch.Tensor, ...]:
         epoch = int(self.shared_epoch.get_value())
         if epoch != self._epoch:  # also on the first call of every fresh worker copy
             self.sampler.set_epoch(epoch)
             self._epoch = epoch
         out = self.sampler(batch)
         self.last_texts = out["text"]
+        if self.sampler.group_key is not None:
+            return out["image"], out[self.sampler.token_key], out[self.sampler.group_key]
         return out["image"], out[self.sampler.token_key]
+
+
+class _GroupedLoader:
+    """The train loader with ``--text-groups``: yields open_clip's ``(images, texts)`` from the
+    collate's ``(images, texts, ids)`` batches and pushes ``ids`` to ``feed`` as it hands each
+    batch over (every other attribute is the wrapped ``DataLoader``'s)."""
+
+    def __init__(self, loader: DataLoader[Any], feed: TextGroupFeed) -> None:
+        self.loader = loader
+        self.feed = feed
+        self.num_samples = len(loader.dataset)  # type: ignore[arg-type]
+        self.num_batches = len(loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.feed.start_epoch()
+        for batch in self.loader:
+            if len(batch) != 3:  # a tuple, or a list after pin_memory
+                raise RuntimeError(
+                    f"--text-groups: the train collate returned {len(batch)} items, expected "
+                    "(images, texts, group ids)"
+                )
+            images, texts, groups = batch
+            self.feed.push(groups)
+            yield images, texts
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loader":  # not set yet (e.g. during unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
 
 
 def sampler_seed(seed: int, rank: int) -> int:
@@ -529,7 +744,9 @@ def sampler_seed(seed: int, rank: int) -> int:
     return seed * _SEED_STRIDE + rank
 
 
-def _make_csv_dataset_fn(hooks: HookPoints, options: RelaxOptions) -> Callable[..., Any]:
+def _make_csv_dataset_fn(
+    hooks: HookPoints, options: RelaxOptions, feed: TextGroupFeed | None = None
+) -> Callable[..., Any]:
     data_mod = hooks.data
 
     def get_report_csv_dataset(
@@ -551,6 +768,7 @@ def _make_csv_dataset_fn(hooks: HookPoints, options: RelaxOptions) -> Callable[.
             image_key="image",
             seed=sampler_seed(int(args.seed), int(args.rank)),
             train=is_train,
+            group_key="text_group" if is_train and feed is not None else None,
         )
         dataset = ReportCsvDataset(
             path,
@@ -580,14 +798,17 @@ def _make_csv_dataset_fn(hooks: HookPoints, options: RelaxOptions) -> Callable[.
         setattr(dataloader, "num_batches", len(dataloader))  # noqa: B010
         _log.info(
             "relaxclip: %s data %s: %d reports, sentence sampling %s (num_sentences=%r, "
-            "sections=%r)",
+            "sections=%r)%s",
             "train" if is_train else "val",
             path,
             len(dataset),
             "on" if is_train else "off (every sentence)",
             options.num_sentences,
             options.sections,
+            ", text groups to the loss" if is_train and feed is not None else "",
         )
+        if is_train and feed is not None:
+            return data_mod.DataInfo(_GroupedLoader(dataloader, feed), dist_sampler, shared_epoch)
         return data_mod.DataInfo(dataloader, dist_sampler, shared_epoch)
 
     return get_report_csv_dataset
@@ -632,16 +853,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_help(ok)
         return 0
     options, rest = parse_relax_args(argv)
-    hooks = check_hook_points()
+    hooks = check_hook_points(text_groups=options.text_groups)
     from open_clip_train.params import parse_args
 
     parsed = parse_args(list(rest))
     _check_supported(parsed, options)  # early: before any model is built
+    feed = TextGroupFeed(int(parsed.accum_freq)) if options.text_groups else None
 
     created: list[RelaxedContrastiveLoss] = []
 
     def create_loss(args: argparse.Namespace) -> RelaxedContrastiveLoss:
-        loss = make_loss(args, options.threshold)
+        loss = make_loss(args, options.threshold, feed)
         created.append(loss)
         return loss
 
@@ -649,9 +871,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.enter_context(_patched(hooks.main, "create_loss", create_loss))
         if options.sentence_sampling:
             stack.enter_context(
-                _patched(hooks.data, "get_csv_dataset", _make_csv_dataset_fn(hooks, options))
+                _patched(hooks.data, "get_csv_dataset", _make_csv_dataset_fn(hooks, options, feed))
             )
         status = hooks.main.main(list(rest))
+    if feed is not None and feed.rows:
+        _log.info(
+            "relaxclip: --text-groups: %d of %d training rows (%.1f%%) shared a text group with "
+            "another row of their step's local batch (%d steps)",
+            feed.shared_rows,
+            feed.rows,
+            100.0 * feed.shared_rows / feed.rows,
+            feed.windows,
+        )
     if status == -1:
         return 1
     trains = parsed.train_data is not None or parsed.dataset_type == "synthetic"

@@ -11,6 +11,7 @@ rotated copies) and Open-I report text (findings + impression, read in place wit
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -34,7 +35,7 @@ import open_clip_train.main  # noqa: E402
 
 from relaxclip.integrations import open_clip_train as roc  # noqa: E402
 from relaxclip.loss import RelaxedContrastiveLoss, relaxed_contrastive_loss  # noqa: E402
-from relaxclip.sampling import SentenceSampler  # noqa: E402
+from relaxclip.sampling import SentenceSampler, group_text, text_group_ids  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 NIH_PNGS = ("nih_cxr14/00000001_000.png", "nih_cxr14/00027426_000.png")
@@ -45,6 +46,20 @@ TINY_MODEL_CFG: dict[str, Any] = {
     "quick_gelu": True,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 16},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+# --text-groups data: these rows' reports are replaced by one-sentence reports, so every step
+# samples exactly that sentence; the variants differ in case, spacing and trailing punctuation
+# (one text group under relaxclip.sampling.group_text, although their tokens differ)
+DUP_REPORTS = {
+    0: "IMPRESSION: No acute cardiopulmonary abnormality.",
+    2: "IMPRESSION: no acute cardiopulmonary abnormality",
+    5: "IMPRESSION: No acute  cardiopulmonary abnormality !",
+    7: "IMPRESSION: No acute cardiopulmonary abnormality.",
+    10: "IMPRESSION: NO ACUTE CARDIOPULMONARY ABNORMALITY.",
+    13: "IMPRESSION: No acute cardiopulmonary abnormality.",
+    3: "FINDINGS: The heart is normal in size.",
+    8: "FINDINGS: The heart is normal in size.",
+    14: "FINDINGS: The heart is normal in size.",
 }
 
 
@@ -94,6 +109,19 @@ def report_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def dup_report_csv(report_csv: Path) -> Path:
+    """``report_csv`` with the rows of :data:`DUP_REPORTS` replaced: identical sampled sentences
+    occur in most batches."""
+    lines = report_csv.read_text().splitlines()
+    for row, report in DUP_REPORTS.items():
+        image = lines[1 + row].split("\t")[0]
+        lines[1 + row] = f"{image}\t{report}"
+    csv = report_csv.with_name("train_dup.csv")
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
+@pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An open_clip ``local-dir:`` model folder: config only, no weights (random init)."""
     d = tmp_path_factory.mktemp("tiny_open_clip")
@@ -137,11 +165,13 @@ class _Spy:
         def loss_forward(self: RelaxedContrastiveLoss, *args: Any, **kwargs: Any) -> Any:
             out = forward(self, *args, **kwargs)
             feats = [kwargs["image_features"], kwargs["text_features"], kwargs["logit_scale"]]
+            groups = kwargs.get("groups")
             spy.losses.append(
                 {
                     "module": self,
                     "kwargs": sorted(kwargs),
                     "inputs": [t.detach().clone() for t in feats],
+                    "groups": None if groups is None else groups.clone(),
                     "out": {k: v.detach().clone() for k, v in out.items()},
                 }
             )
@@ -243,6 +273,7 @@ def test_help_lists_relaxclip_and_open_clip_options(capsys) -> None:
         "--sentence-sampling",
         "--num-sentences",
         "--report-sections",
+        "--text-groups",
     ):
         assert flag in out
     for flag in ("--train-data", "--local-loss", "--gather-with-grad", "--resume"):
@@ -256,6 +287,7 @@ def test_help_lists_relaxclip_and_open_clip_options(capsys) -> None:
         ["--relax-threshold", "x"],
         ["--num-sentences", "2"],  # without --sentence-sampling: would be ignored
         ["--report-sections", "findings"],
+        ["--text-groups"],  # the groups are those of the sampled sentences
         ["--sentence-sampling", "--num-sentences", "0"],
         ["--sentence-sampling", "--num-sentences", "3-1"],
         ["--sentence-sampling", "--report-sections", "findings,"],
@@ -289,6 +321,66 @@ def test_unsupported_combinations_fail_before_building(
     argv = ["--train-data", "x.tar", "--device", "cpu", *extra]
     with pytest.raises(ValueError, match=re.escape(message)):
         roc.main(argv)
+
+
+def test_text_groups_parse_and_need_training_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    options, rest = roc.parse_relax_args(["--sentence-sampling", "--text-groups", "--epochs", "1"])
+    assert options.text_groups and options.sentence_sampling and rest == ["--epochs", "1"]
+    assert not roc.parse_relax_args(["--sentence-sampling"])[0].text_groups
+
+    def must_not_run(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("open_clip's main built a model")
+
+    monkeypatch.setattr(open_clip_train.main, "create_model_and_transforms", must_not_run)
+    argv = ["--sentence-sampling", "--text-groups", "--val-data", "v.csv", "--device", "cpu"]
+    with pytest.raises(ValueError, match="--text-groups needs --train-data"):
+        roc.main(argv)
+
+
+def test_text_groups_check_the_accumulation_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--text-groups relies on the order in which open_clip concatenates accumulated features."""
+    import open_clip_train.train as train_mod
+
+    source = roc._source(train_mod.train_one_epoch).replace("accumulated[j + 1:]", "rest")
+    monkeypatch.setattr(roc, "_source", lambda obj: source if obj is train_mod.train_one_epoch
+                        else inspect.getsource(obj))  # fmt: skip
+    roc.check_hook_points()  # without --text-groups the order does not matter
+    with pytest.raises(roc.OpenClipVersionError, match=re.escape("accumulated[:j]")):
+        roc.check_hook_points(text_groups=True)
+
+
+def test_text_group_feed_pairs_each_window_with_its_loss_calls() -> None:
+    a, b, c = torch.tensor([1, 2, 1]), torch.tensor([5, 6, 2]), torch.tensor([9, 9, 9])
+    feed = roc.TextGroupFeed(accum_freq=2)
+    feed.push(a)
+    with pytest.raises(RuntimeError, match="no complete window"):
+        feed.take(3)  # the window is not complete yet
+    feed.push(b)
+    for _ in range(2):  # accum_freq calls, each on the window's rows in batch order
+        assert torch.equal(feed.take(6), torch.cat([a, b]))
+    with pytest.raises(RuntimeError, match="already called 2 times"):
+        feed.take(6)
+    # rows 0, 2 (id 1) and 2, 5 (id 2) share a group: 4 of 6 rows
+    assert (feed.windows, feed.rows, feed.shared_rows) == (1, 6, 4)
+    feed.push(c)
+    feed.push(a)
+    with pytest.raises(RuntimeError, match="the loss got 3 feature rows, but the last 2"):
+        feed.take(3)
+    assert torch.equal(feed.take(6), torch.cat([c, a]))
+    with pytest.raises(RuntimeError, match="after calling the loss 1 of 2 times"):
+        feed.push(b)  # the loop skipped a loss call: ids would pair with the wrong batches
+    feed.start_epoch()  # a new epoch forgets the window (and an incomplete one)
+    feed.push(b)
+    feed.start_epoch()
+    feed.push(c)
+    feed.push(a)
+    assert torch.equal(feed.take(6), torch.cat([c, a]))
+    with pytest.raises(ValueError, match="accum_freq"):
+        roc.TextGroupFeed(0)
+    with pytest.raises(TypeError, match="do not pass groups"):
+        roc.TextGroupLoss(roc.TextGroupFeed(), 0.5)(
+            torch.randn(3, 4), torch.randn(3, 4), 10.0, groups=a
+        )
 
 
 def test_a_main_that_never_builds_the_loss_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -365,6 +457,28 @@ def test_collate_follows_the_shared_epoch_in_dataloader_workers() -> None:
     assert e0 == e0_again  # reproducible per epoch
     assert e0 != e1  # and different across epochs
     assert collate.sampler.epoch == 0  # the main-process copy was never told
+
+
+def test_grouped_loader_strips_the_ids_from_worker_batches() -> None:
+    """--text-groups' train loader with 2 DataLoader workers: the loop gets (images, texts) and
+    the feed the ids of exactly those texts, batch by batch."""
+    from torch.utils.data import DataLoader
+
+    sentences = ["No effusion.", "no effusion", "Clear lungs.", "Small nodule."]
+    data = [{"image": torch.zeros(1), "report": sentences[i % 4]} for i in range(16)]
+    tokenizer = lambda texts: torch.tensor([[zlib.crc32(t.encode())] for t in texts])  # noqa: E731
+    sampler = SentenceSampler(tokenizer=tokenizer, seed=1, group_key="text_group")
+    collate = roc.OpenClipReportCollate(sampler, open_clip_train.data.SharedEpoch(0))
+    feed = roc.TextGroupFeed()
+    loader = roc._GroupedLoader(DataLoader(data, batch_size=4, num_workers=2,
+                                           collate_fn=collate), feed)  # fmt: skip
+    assert (len(loader), loader.num_batches, loader.num_samples) == (4, 4, 16)
+    by_token = {int(tokenizer([s])[0, 0]): s for s in sentences}
+    for batch in loader:
+        images, texts = batch  # what open_clip's loop unpacks
+        ids = feed.take(len(texts))
+        assert torch.equal(ids, text_group_ids([by_token[int(t)] for t in texts[:, 0]]))
+    assert feed.windows == 4 and feed.shared_rows == 8  # the two "no effusion" rows per batch
 
 
 # ---------------------------------------------------------------------------------- training
@@ -466,6 +580,70 @@ def test_plain_clip_without_sampling_uses_open_clips_csv_dataset(
         torch.testing.assert_close(call["out"]["contrastive_loss"], ClipLoss()(x, y, t))
 
 
+@needs_shared(*NIH_PNGS, OPENI)
+@pytest.mark.parametrize("accum_freq", [1, 2])
+def test_text_groups_reach_the_loss(
+    dup_report_csv: Path,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clean_logging: None,
+    accum_freq: int,
+) -> None:
+    """--text-groups: every loss call gets the text-group ids of exactly the rows it sees (with
+    --accum-freq 2: the two micro-batches concatenated in order), rows share an id iff their
+    sampled sentences are equal after group_text, and the loss is the core loss with those ids."""
+    spy = _Spy(monkeypatch)
+    theta = 0.0
+    args = _train_args(dup_report_csv, tiny_model_dir, tmp_path, "groups", epochs=1)
+    argv = ["--relax-threshold", str(theta), "--sentence-sampling", "--text-groups", *args,
+            "--accum-freq", str(accum_freq)]  # fmt: skip
+    assert roc.main(argv) == 0
+
+    steps = N_ROWS // BATCH
+    batches = [b for b in spy.batches if b["train"]]
+    assert len(batches) == steps and len(spy.losses) == steps  # A calls per window of A batches
+    shared_calls, shared_rows, rows, variant_pairs = 0, 0, 0, 0
+    with_groups, without = [], []
+    for k, call in enumerate(spy.losses):
+        assert isinstance(call["module"], roc.TextGroupLoss)
+        assert call["kwargs"] == [
+            "groups", "image_features", "logit_scale", "output_dict", "text_features"
+        ]  # fmt: skip
+        first = (k // accum_freq) * accum_freq  # the window's first batch
+        texts = [t for b in batches[first : first + accum_freq] for t in b["texts"]]
+        groups = call["groups"]
+        x, y, t = call["inputs"]
+        assert x.shape[0] == len(texts) == BATCH * accum_freq
+        assert torch.equal(groups, text_group_ids(texts))
+        norm = [group_text(s) for s in texts]
+        same = groups[:, None] == groups[None, :]
+        assert same.tolist() == [[a == b for b in norm] for a in norm]
+        pairs = list(zip(texts, norm, strict=True))
+        variant_pairs += sum(a != b and na == nb for a, na in pairs for b, nb in pairs)
+        ours = call["out"]["contrastive_loss"]
+        torch.testing.assert_close(
+            ours, relaxed_contrastive_loss(x, y, t, threshold=theta, groups=groups)
+        )
+        plain = relaxed_contrastive_loss(x, y, t, threshold=theta)
+        with_groups.append(round(float(ours), 4))
+        without.append(round(float(plain), 4))
+        n_shared = int((same.sum(1) > 1).sum())
+        if k % accum_freq == 0:  # count each window once
+            rows, shared_rows = rows + len(texts), shared_rows + n_shared
+        if n_shared:
+            shared_calls += 1
+            assert not torch.allclose(ours, plain)  # some negatives were left out
+        else:
+            torch.testing.assert_close(ours, plain)
+    assert shared_calls > 0
+    assert variant_pairs > 0  # different strings (case, spacing, "!"), one group
+    log = (tmp_path / "groups" / "out.log").read_text()
+    assert f"--text-groups: {shared_rows} of {rows} training rows" in log
+    print(f"\naccum_freq {accum_freq}: {shared_rows} of {rows} rows shared a text group; "
+          f"loss with groups {with_groups}, without {without}")  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------- torchrun
 _DRIVER = textwrap.dedent(
     """
@@ -475,20 +653,30 @@ _DRIVER = textwrap.dedent(
     from relaxclip.loss import RelaxedContrastiveLoss
 
     forward = RelaxedContrastiveLoss.forward
-    calls = []
+    collate = roc.OpenClipReportCollate.__call__
+    calls, texts = [], []
 
     def spy(self, *args, **kwargs):
         out = forward(self, *args, **kwargs)
+        groups = kwargs.get("groups")
         calls.append({
             "mode": self.distributed_mode, "distributed": self.distributed,
             "image": kwargs["image_features"].detach().tolist(),
             "text": kwargs["text_features"].detach().tolist(),
             "scale": float(kwargs["logit_scale"]),
+            "groups": None if groups is None else groups.tolist(),
             "loss": float(out["contrastive_loss"]),
         })
         return out
 
+    def collate_spy(self, batch):
+        out = collate(self, batch)
+        if self.sampler.training:
+            texts.append(list(self.last_texts))
+        return out
+
     RelaxedContrastiveLoss.forward = spy
+    roc.OpenClipReportCollate.__call__ = collate_spy
 
     # open_clip's trainer wraps the model as DDP(model, device_ids=[device]), which torch rejects
     # for CPU modules; this test-only shim drops device_ids on CPU so that gloo on CPU can run.
@@ -503,45 +691,59 @@ _DRIVER = textwrap.dedent(
     torch.nn.parallel.DistributedDataParallel = CpuDDP
     status = roc.main(sys.argv[1:])
     with open(os.path.join(os.environ["SPY_DIR"], f"rank{os.environ['RANK']}.json"), "w") as f:
-        json.dump({"status": status, "calls": calls}, f)
+        json.dump({"status": status, "calls": calls, "texts": texts}, f)
     """
 )
 
 
 @needs_shared(*NIH_PNGS, OPENI)
 def test_torchrun_two_ranks_train_on_the_global_batch(
-    report_csv: Path, tiny_model_dir: Path, tmp_path: Path
+    dup_report_csv: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    """torchrun --nproc_per_node=2 (gloo, CPU): both ranks run relaxclip's loss in local mode;
-    at every step the mean of the two ranks' losses is the loss of the global batch (both
-    ranks' features concatenated)."""
+    """torchrun --nproc_per_node=2 (gloo, CPU) with --text-groups: both ranks run relaxclip's
+    loss in local mode, each with the text-group ids of its own sampled sentences; at every step
+    the mean of the two ranks' losses is the loss of the global batch (both ranks' features and
+    ids concatenated), so a sentence drawn on both ranks is one group."""
     driver = tmp_path / "driver.py"
     driver.write_text(_DRIVER)
     theta = 0.0
-    args = _train_args(report_csv, tiny_model_dir, tmp_path / "logs", "ddp", epochs=2)
+    args = _train_args(dup_report_csv, tiny_model_dir, tmp_path / "logs", "ddp", epochs=2)
     env = {**os.environ, "SPY_DIR": str(tmp_path), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     # "--": torchrun would otherwise read open_clip's --logs as an abbreviation of its --logs-specs
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc_per_node=2", "--", str(driver), "--relax-threshold", str(theta),
-           "--sentence-sampling", "--local-loss", "--gather-with-grad", *args]  # fmt: skip
+           "--sentence-sampling", "--text-groups", "--local-loss", "--gather-with-grad",
+           *args]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     steps = N_ROWS // (2 * BATCH)  # DistributedSampler: 8 rows per rank
     for r in ranks:
         assert r["status"] == 0
-        assert len(r["calls"]) == 2 * steps
+        assert len(r["calls"]) == len(r["texts"]) == 2 * steps
         assert all(c["distributed"] and c["mode"] == "local" for c in r["calls"])
+        for c, texts in zip(r["calls"], r["texts"], strict=True):  # this rank's own ids
+            assert c["groups"] == text_group_ids(texts).tolist()
+    cross_rank = 0
     for c0, c1 in zip(ranks[0]["calls"], ranks[1]["calls"], strict=True):
         x = torch.tensor(c0["image"] + c1["image"], dtype=torch.float32)
         y = torch.tensor(c0["text"] + c1["text"], dtype=torch.float32)
         assert x.shape == (2 * BATCH, TINY_MODEL_CFG["embed_dim"])
         assert c0["scale"] == c1["scale"]
-        global_loss = float(relaxed_contrastive_loss(x, y, c0["scale"], threshold=theta))
+        groups = torch.tensor(c0["groups"] + c1["groups"])
+        global_loss = float(
+            relaxed_contrastive_loss(x, y, c0["scale"], threshold=theta, groups=groups)
+        )
         assert (c0["loss"] + c1["loss"]) / 2 == pytest.approx(global_loss, rel=1e-5)
         assert c0["loss"] != c1["loss"]  # each rank computed its own rows
+        if set(c0["groups"]) & set(c1["groups"]):  # a sentence drawn on both ranks
+            cross_rank += 1
+            plain = float(relaxed_contrastive_loss(x, y, c0["scale"], threshold=theta))
+            assert global_loss != pytest.approx(plain, rel=1e-5)
+    assert cross_rank > 0
     assert (tmp_path / "logs" / "ddp" / "checkpoints" / "epoch_2.pt").is_file()
     print("\nrank 0 losses:", [round(c["loss"], 4) for c in ranks[0]["calls"]])
     print("rank 1 losses:", [round(c["loss"], 4) for c in ranks[1]["calls"]])
+    print(f"steps with a text group on both ranks: {cross_rank} of {2 * steps}")
     assert math.isfinite(ranks[0]["calls"][-1]["loss"])
