@@ -289,6 +289,36 @@ def test_quantile_module_compiles_fullgraph_and_matches_eager() -> None:
 
 
 @pytest.mark.parametrize("backend", ["dense", "chunked"])
+def test_no_host_read_on_the_quantile_and_tensor_theta_paths(backend: str) -> None:
+    """Features (quantile mode, with the EMA state) or theta (tensor mode) that refuse every host
+    read (``tests/_nosync.py``): forward and backward run, so nothing derived from them is read
+    on the host (no device sync on GPU). ``check_finite=False``: the value checks are the one
+    documented sync; ``logit_scale`` a float (a tensor scale's sign is read)."""
+    from _nosync import NoSyncTensor, plain
+
+    x, y = _batch(8, 4, seed=14, dtype=torch.float32)
+    module = RelaxedContrastiveLoss(
+        relax_quantile=0.5, relax_momentum=0.5, backend=backend, check_finite=False
+    )
+    for _ in range(2):
+        xs = x.clone().as_subclass(NoSyncTensor).requires_grad_()
+        ys = y.clone().as_subclass(NoSyncTensor).requires_grad_()
+        out = module(xs, ys, 10.0, output_dict=True)
+        out["contrastive_loss"].backward()
+    theta = plain(out.diagnostics["threshold"])
+    want = relaxed_contrastive_loss(x, y, 10.0, threshold=float(theta), backend=backend)
+    torch.testing.assert_close(plain(out["contrastive_loss"]).detach(), want)
+    assert int(plain(module.num_threshold_updates)) == 2
+    schedule = torch.tensor(float(theta)).as_subclass(NoSyncTensor)
+    xs = x.clone().requires_grad_()
+    loss = relaxed_contrastive_loss(
+        xs, y, 10.0, threshold=schedule, backend=backend, check_finite=False
+    )
+    loss.backward()
+    torch.testing.assert_close(plain(loss).detach(), want)
+
+
+@pytest.mark.parametrize("backend", ["dense", "chunked"])
 def test_tensor_theta_compiles_once_for_every_value(backend: str) -> None:
     """A schedule under ``torch.compile``: a tensor theta is graph input, so new values reuse the
     graph (a Python float theta is specialised: a new value recompiles)."""
