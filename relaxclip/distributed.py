@@ -269,13 +269,14 @@ def distributed_loss(
     x: Tensor,
     y: Tensor,
     logit_scale: Tensor,
-    threshold: float | None,
+    threshold: float | Tensor | None,
     *,
     backend: str | ModuleType | LossSumBackend,
     backend_opts: Mapping[str, Any] | None = None,
     mode: DistributedMode = "local",
     process_group: dist.ProcessGroup | None = None,
     groups: Tensor | None = None,
+    threshold_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Tensor:
     """This rank's share of the relaxed contrastive loss on the global batch.
 
@@ -285,7 +286,8 @@ def distributed_loss(
             between ranks (exactly handled); ``D`` and the dtype must agree on all ranks.
         logit_scale: 0-d tensor t > 0 (already exponentiated), may require grad; it must be
             the same value on every rank (a replicated parameter).
-        threshold: relaxation threshold θ in (-1, 1), or None for plain CLIP.
+        threshold: relaxation threshold θ in (-1, 1), a 0-d tensor θ on the features' device
+            (passed to the backend as is), or None for plain CLIP.
         backend: a name of ``relaxclip.backends.BACKENDS`` (``"auto"`` is resolved here, from
             the size of the logit block this rank computes: (b_r, B) in ``"local"`` mode,
             (B, B) in ``"global"`` mode), or an object/module providing ``symmetric_loss_sum``
@@ -300,6 +302,14 @@ def distributed_loss(
             device. They are gathered (no gradient, one extra collective) into the (K, B) ids of
             the global batch, so same-group pairs are excluded across ranks too; K must agree
             on every rank, and ids must mean the same thing on every rank (a stable hash).
+        threshold_fn: ``None``, or a function computing θ from the GLOBAL batch (a quantile
+            threshold): it is called once per call, on every rank, with the gathered features
+            ``(x_all, y_all)`` (B, D), detached, in rank order, and returns a 0-d tensor θ on
+            their device. Every rank passes it the same values, so a deterministic function
+            (e.g. ``torch.quantile`` of the row-wise dots s_ii) gives the same θ on every rank
+            with no further collective; it is called on a rank with an empty local batch too
+            (so that state it updates, e.g. an EMA, stays identical across ranks). Pass
+            ``threshold=None`` with it (ValueError otherwise: one θ source).
 
     Returns:
         0-d tensor ℓ_r (fp32 for fp16/bf16 features, else the feature dtype), differentiable
@@ -310,6 +320,11 @@ def distributed_loss(
         concatenated global batch (see the module docstring).
     """
     check_distributed_args(None, mode)
+    if threshold_fn is not None and threshold is not None:
+        raise ValueError(
+            "threshold and threshold_fn are mutually exclusive: pass threshold=None with a "
+            f"threshold_fn (got threshold={threshold!r})"
+        )
     group = _resolve_group(process_group)
     opts = dict(backend_opts) if backend_opts is not None else {}
     world = dist.get_world_size(group)
@@ -323,6 +338,8 @@ def distributed_loss(
     # One collective for both modalities: gather [x | y] along the feature axis, then split.
     both = all_gather_rows(torch.cat([x, y], dim=1), sizes, group)
     x_all, y_all = both[:, :dim], both[:, dim:]
+    if threshold_fn is not None:  # the same gathered values on every rank -> the same θ
+        threshold = threshold_fn(x_all.detach(), y_all.detach())
     groups_all = None
     if groups is not None:  # ids ride along as rows (b_r, K); integers, so no gradient
         with torch.no_grad():

@@ -31,6 +31,21 @@ clamp is applied and L is exactly the CLIP / open_clip ``ClipLoss`` loss. With
 ``normalize=False`` s_ii is the raw dot product and theta bounds it (any finite theta; there
 ``theta = 1`` clamps like any other value and only ``None`` disables relaxation).
 
+Quantile threshold (``relax_quantile=q``, issue 18). Instead of an absolute cosine, theta can
+follow the model's own positive similarities: theta_step = torch.quantile(s.detach(), q), the
+q-quantile (linear interpolation: s sorted ascending, h = q (B - 1), k = floor(h),
+theta_step = s_(k) + (h - k) (s_(k+1) - s_(k))) of the B positive similarities s_ii of the batch
+the loss sees -- the GLOBAL batch under ``torch.distributed`` (computed from the gathered
+features, so identical on every rank). :class:`RelaxedContrastiveLoss` can smooth it across
+steps, theta_t = m theta_{t-1} + (1 - m) theta_step (``relax_momentum=m``, module state). theta
+is a constant in the backward: the loss and its gradients are those of the absolute-threshold
+loss at the theta used (reported in the ``output_dict=True`` diagnostics). The top (1 - q)
+share of positive pairs is then relaxed (up to ties and 1/B) whatever the model's similarity
+scale; an absolute theta = 0.8 relaxes nothing for a model whose matched pairs sit at cosines
+around 0.3. With ``groups`` the positives are still the diagonal pairs (groups only remove
+negatives). The functional form also takes theta as a 0-d tensor on the features' device, for
+a schedule of your own.
+
 Relaxation. Once a positive pair is more similar than ``theta`` (s_ii > theta), its logit is
 constant: no gradient pulls that pair closer, while its negatives are still pushed apart. This is
 our precise reading of the "positive-pair loss relaxation" of Jang et al. (arXiv 2212.07050), whose
@@ -59,8 +74,9 @@ features down for speed: cast them yourself (e.g. ``.bfloat16()``) to trade prec
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from numbers import Real
 from typing import Any
 
@@ -82,23 +98,38 @@ Tensor = torch.Tensor
 #: tuned one: relaxation then only touches pairs that are already very well aligned. On the
 #: embedded benchmark (docs/demo.md) the validation sweep chose 0.6, and no theta beat plain CLIP
 #: fine-tuning there, so that run gives no evidence for any value. Tune theta on your validation
-#: split (``relaxclip demo --sweep-threshold`` shows the procedure).
+#: split (``relaxclip demo --sweep-threshold`` shows the procedure), or use a quantile threshold
+#: (``relax_quantile``), which follows the model's similarity scale. PENDING (issue 18): which
+#: default (absolute, quantile or none) and why is decided from the quantile sweep, not yet run.
 DEFAULT_THRESHOLD = 0.8
 
 
+class _DefaultThreshold(float):
+    """The value of an omitted ``threshold`` argument: :data:`DEFAULT_THRESHOLD` as a float
+    subclass, so that it behaves as that float everywhere while an explicit ``threshold`` (even
+    ``0.8``) can be told apart from the default (``relax_quantile`` excludes an explicit one)."""
+
+
+_THRESHOLD_UNSET = _DefaultThreshold(DEFAULT_THRESHOLD)
+
+
 def _check_threshold(threshold: float | None, normalize: bool = True) -> float | None:
-    """Validate theta; return the clamp bound, or ``None`` for no relaxation.
+    """Validate a float theta; return the clamp bound, or ``None`` for no relaxation.
 
     ``normalize=True``: theta is a cosine similarity in (-1, 1]; theta = 1 (or ``None``) means no
     relaxation. ``normalize=False``: theta bounds the raw dot product s_ii = <x_i, y_i>, which is
     not limited to [-1, 1], so any finite theta is accepted and theta = 1 is an ordinary clamp
-    (only ``None`` disables relaxation; the loss is continuous in theta).
+    (only ``None`` disables relaxation; the loss is continuous in theta). A tensor theta is
+    checked by :func:`_check_threshold_tensor`.
     """
     if threshold is None:
         return None
     if isinstance(threshold, bool) or not isinstance(threshold, Real):
         kind = "a float in (-1, 1]" if normalize else "a finite float"
-        raise TypeError(f"threshold must be {kind} or None, got {type(threshold).__name__}")
+        raise TypeError(
+            f"threshold must be {kind}, a 0-d floating tensor or None, "
+            f"got {type(threshold).__name__}"
+        )
     value = float(threshold)
     if not normalize:
         if not math.isfinite(value):
@@ -110,6 +141,87 @@ def _check_threshold(threshold: float | None, normalize: bool = True) -> float |
     if not (-1.0 < value <= 1.0):  # also rejects NaN
         raise ValueError(f"threshold must be in (-1, 1] (a cosine similarity), got {value}")
     return None if value >= 1.0 else value
+
+
+def _check_threshold_tensor(threshold: Tensor, like: Tensor) -> Tensor:
+    """Static checks of a tensor theta (no host read); return it detached in the compute dtype.
+
+    It must be a 0-d floating tensor on the features' device that does not require grad (theta
+    is a constant of the loss). Its value (finite, and in (-1, 1] with ``normalize=True``) is
+    checked with the features' values, in the same single device sync (:func:`_check_values`).
+    """
+    _check_tensor_kind("threshold", threshold)
+    if threshold.dim() != 0:
+        raise ValueError(
+            f"threshold must be a 0-d tensor (a scalar, e.g. torch.tensor(0.8, device=...)), "
+            f"got shape {tuple(threshold.shape)}"
+        )
+    if threshold.device != like.device:
+        raise ValueError(
+            f"threshold must be on the features' device {like.device} (no host sync is made to "
+            f"move it), got {threshold.device}; pass threshold.to({str(like.device)!r})"
+        )
+    if threshold.requires_grad:
+        raise ValueError(
+            "threshold must not require grad: theta is a constant of the loss (no gradient "
+            "flows into it); pass threshold.detach()"
+        )
+    return threshold.to(_compute_dtype(like))
+
+
+def _check_quantile(relax_quantile: object) -> float | None:
+    """``relax_quantile``: ``None`` or a float q with 0 < q < 1 (returned as ``float``)."""
+    if relax_quantile is None:
+        return None
+    if isinstance(relax_quantile, bool) or not isinstance(relax_quantile, Real):
+        raise TypeError(
+            f"relax_quantile must be a float in (0, 1) or None, got {type(relax_quantile).__name__}"
+        )
+    q = float(relax_quantile)
+    if not 0.0 < q < 1.0:  # also rejects NaN
+        raise ValueError(
+            f"relax_quantile must be in (0, 1) (the quantile of the batch's positive "
+            f"similarities used as theta), got {q}"
+        )
+    return q
+
+
+def _check_momentum(relax_momentum: object) -> float:
+    """``relax_momentum``: a float m with 0 <= m < 1 (returned as ``float``)."""
+    if isinstance(relax_momentum, bool) or not isinstance(relax_momentum, Real):
+        raise TypeError(
+            f"relax_momentum must be a float in [0, 1), got {type(relax_momentum).__name__}"
+        )
+    m = float(relax_momentum)
+    if not 0.0 <= m < 1.0:  # also rejects NaN
+        raise ValueError(
+            f"relax_momentum must be in [0, 1) (0 = no smoothing: theta is each batch's quantile), "
+            f"got {m}"
+        )
+    return m
+
+
+def _check_relaxation(
+    threshold: float | Tensor | None, relax_quantile: object, normalize: bool
+) -> tuple[float | Tensor | None, float | None]:
+    """Validate ``threshold`` and ``relax_quantile`` together: ``(theta, q)``.
+
+    ``theta`` is the float clamp bound (``None``: no relaxation or quantile mode) or the tensor
+    as given (checked against the features later); ``q`` is the quantile or ``None``. An
+    explicit ``threshold`` together with ``relax_quantile`` raises ValueError.
+    """
+    q = _check_quantile(relax_quantile)
+    if q is not None:
+        if not isinstance(threshold, _DefaultThreshold):
+            raise ValueError(
+                "threshold and relax_quantile are mutually exclusive: pass relax_quantile=q "
+                f"(theta = the q-quantile of the positive similarities) or threshold=theta, "
+                f"not both (got threshold={threshold!r}, relax_quantile={q})"
+            )
+        return None, q
+    if isinstance(threshold, torch.Tensor):
+        return threshold, None
+    return _check_threshold(threshold, normalize), None
 
 
 def _resolve_options(
@@ -211,11 +323,19 @@ def _rows(mask: Tensor) -> str:
     return f"[{shown}{', ...' if len(rows) > 10 else ''}] ({len(rows)} of {mask.numel()})"
 
 
-def _check_values(image_features: Tensor, text_features: Tensor, normalize: bool) -> None:
-    """NaN/Inf rows, and all-zero rows when normalising (one device sync for both tensors)."""
+def _check_values(
+    image_features: Tensor, text_features: Tensor, normalize: bool, theta: Tensor | None = None
+) -> None:
+    """NaN/Inf rows, all-zero rows when normalising, and the value of a tensor ``theta`` (finite;
+    in (-1, 1] when normalising): one device sync for all of them."""
     named = (("image_features", image_features), ("text_features", text_features))
     peaks = [_row_peaks(feats).flatten() for _, feats in named]
     bad = [~torch.isfinite(p) | (p == 0) if normalize else ~torch.isfinite(p) for p in peaks]
+    if theta is not None:
+        theta_ok = torch.isfinite(theta)
+        if normalize:
+            theta_ok = theta_ok & (theta > -1) & (theta <= 1)
+        bad.append((~theta_ok).reshape(1))
     if not bool(torch.cat(bad).any()):
         return
     for (name, _), peak in zip(named, peaks, strict=True):
@@ -231,6 +351,9 @@ def _check_values(image_features: Tensor, text_features: Tensor, normalize: bool
                 "its cosine similarity is undefined (normalize=True); drop those samples, or "
                 "pass normalize=False"
             )
+    value = float(theta) if theta is not None else math.nan
+    expected = "in (-1, 1] (a cosine similarity)" if normalize else "finite"
+    raise ValueError(f"threshold must be {expected}, got the tensor value {value}")
 
 
 def _check_scalar_tensor(name: str, value: Tensor, like: Tensor, why: str = "") -> None:
@@ -354,12 +477,49 @@ def _normalize(features: Tensor) -> Tensor:
     return (unit * nonzero).to(features.dtype)
 
 
+def _compute_dtype(like: Tensor) -> torch.dtype:
+    """The loss's compute dtype for features ``like``: fp64 for fp64, fp32 otherwise."""
+    return torch.float64 if like.dtype == torch.float64 else torch.float32
+
+
+def _positive_similarities(x: Tensor, y: Tensor) -> Tensor:
+    """(B,) detached s_ii = <x_i, y_i> in the compute dtype (one row-wise dot, no B x B pass)."""
+    cdt = _compute_dtype(x)
+    return (x.detach().to(cdt) * y.detach().to(cdt)).sum(dim=1)
+
+
+#: What a quantile threshold is computed by: the (already normalised) features of the batch the
+#: loss sees, the GLOBAL batch under ``torch.distributed`` -> theta (0-d, compute dtype, device).
+ThresholdFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _batch_quantile(x: Tensor, y: Tensor, q: float) -> Tensor:
+    """theta_step = the q-quantile of the positive similarities s_ii (detached), exactly as
+    ``torch.quantile(s, q)`` defines it (``interpolation="linear"``).
+
+    With the B values sorted, s_(0) <= ... <= s_(B-1), h = q (B - 1) and k = floor(h):
+    theta = lerp(s_(k), s_(k+1), h - k); NaN if any s_ii is NaN. Written out with the same
+    device ops as ``torch.quantile`` (rank in s's dtype, gather, lerp) instead of calling it,
+    because its argument checks read a value on the host in some torch versions (a device sync,
+    and a graph break under ``torch.compile``): nothing here is read back.
+    """
+    s = torch.sort(_positive_similarities(x, y)).values
+    n = s.shape[0]
+    rank = torch.full((1,), q, dtype=s.dtype, device=s.device) * (n - 1)
+    below = rank.long()  # floor (rank >= 0)
+    above = torch.clamp(below + 1, max=n - 1)
+    theta = torch.lerp(s.gather(0, below), s.gather(0, above), rank - below.to(s.dtype))
+    theta = torch.where(torch.isnan(s[-1:]), s[-1:], theta)  # sort puts NaN last
+    return theta.reshape(())
+
+
 def relaxed_contrastive_loss(
     image_features: Tensor,
     text_features: Tensor,
     logit_scale: Tensor | float,
     *,
-    threshold: float | None = DEFAULT_THRESHOLD,
+    threshold: float | Tensor | None = _THRESHOLD_UNSET,
+    relax_quantile: float | None = None,
     groups: Tensor | None = None,
     normalize: bool = True,
     backend: str = "auto",
@@ -379,11 +539,30 @@ def relaxed_contrastive_loss(
             Row i of both is a positive pair; every other row of the other modality is a negative.
         logit_scale: t > 0, the multiplier already exponentiated (open_clip convention:
             ``model.logit_scale.exp()``): a float or a 0-d tensor, differentiable.
-        threshold: theta; positive similarities are clamped to ``min(s_ii, theta)``. With
-            ``normalize=True`` a cosine in (-1, 1], and ``1.0`` or ``None`` disables relaxation
-            (exactly CLIP's loss). With ``normalize=False`` a bound on the raw dot product
-            <x_i, y_i>: any finite float, ``1.0`` included (an ordinary clamp there, since raw
-            s_ii can exceed 1); only ``None`` disables relaxation.
+        threshold: theta (default :data:`DEFAULT_THRESHOLD`); positive similarities are
+            clamped to ``min(s_ii, theta)``. With ``normalize=True`` a cosine in (-1, 1], and
+            ``1.0`` or ``None`` disables relaxation (exactly CLIP's loss). With
+            ``normalize=False`` a bound on the raw dot product <x_i, y_i>: any finite float,
+            ``1.0`` included (an ordinary clamp there, since raw s_ii can exceed 1); only
+            ``None`` disables relaxation. A 0-d floating tensor on the features' device is
+            accepted too (your own schedule: no host sync, no recompilation per value): it must
+            not require grad (theta is a constant of the loss), its value is checked with the
+            features under ``check_finite`` (finite, in (-1, 1] with ``normalize=True``; a
+            tensor theta >= 1 clamps at that value, which leaves cosines unchanged).
+        relax_quantile: q in (0, 1), or ``None`` (default: the absolute ``threshold``). A
+            QUANTILE threshold: theta is the q-quantile of this batch's positive similarities,
+            ``theta = torch.quantile(s.detach(), q)`` with s_ii = <x_i, y_i> after the
+            normalisation (``torch.quantile``'s linear interpolation: s sorted ascending,
+            h = q (B - 1), k = floor(h), theta = s_(k) + (h - k) (s_(k+1) - s_(k))), so the
+            top (1 - q) share of positive pairs is relaxed (up to ties and 1/B) whatever the
+            model's similarity scale. theta is a constant in the backward (no gradient flows
+            through the quantile): loss and gradients equal those of ``threshold=theta``.
+            Under ``torch.distributed`` (a gathering call) theta is the quantile of the GLOBAL
+            batch's positives, identical on every rank. Mutually exclusive with an explicit
+            ``threshold`` (ValueError). With ``groups`` the positives are still the diagonal
+            pairs s_ii (groups only remove negatives). For a theta smoothed across steps use
+            :class:`RelaxedContrastiveLoss` (``relax_momentum``); its ``output_dict=True``
+            diagnostics report the theta used.
         groups: ``None`` (every other sample is a negative) or an integer tensor of ids, shape
             (B,) or (K, B) (K id vectors, e.g. text ids and study ids), any device (moved to the
             features' device), not differentiable. For i != j, (image i, text j) is not a
@@ -446,33 +625,88 @@ def relaxed_contrastive_loss(
         0-d tensor: fp32 for fp16/bf16/fp32 inputs, fp64 for fp64 inputs. Gradients reach both
         feature tensors (in their dtype) and ``logit_scale``.
     """
-    theta = _check_threshold(threshold, normalize)
-    options = _resolve_options(backend, backend_options, chunk_size)
+    theta, q = _check_relaxation(threshold, relax_quantile, normalize)
+    threshold_fn = None if q is None else functools.partial(_batch_quantile, q=q)
+    loss, _ = _relaxed_loss(
+        image_features,
+        text_features,
+        logit_scale,
+        theta,
+        threshold_fn,
+        groups=groups,
+        normalize=normalize,
+        backend=backend,
+        options=_resolve_options(backend, backend_options, chunk_size),
+        check_finite=check_finite,
+        distributed=distributed,
+        distributed_mode=distributed_mode,
+        process_group=process_group,
+        logit_bias=logit_bias,
+    )
+    return loss
+
+
+def _relaxed_loss(
+    image_features: Tensor,
+    text_features: Tensor,
+    logit_scale: Tensor | float,
+    theta: float | Tensor | None,
+    threshold_fn: ThresholdFn | None,
+    *,
+    groups: Tensor | None,
+    normalize: bool,
+    backend: str,
+    options: dict[str, Any],
+    check_finite: bool,
+    distributed: bool | None,
+    distributed_mode: DistributedMode,
+    process_group: Any,
+    logit_bias: Tensor | float | None,
+) -> tuple[Tensor, Tensor | float | None]:
+    """The loss after ``threshold``/``relax_quantile`` validation: ``(loss, theta used)``.
+
+    ``theta`` is a float bound, a (not yet device-checked) tensor or ``None``; ``threshold_fn``
+    (quantile mode, ``theta`` then None) computes theta from the normalised features of the
+    batch the loss sees (the global batch when gathering).
+    """
     check_distributed_args(distributed, distributed_mode)
     if process_group is not None and distributed is None and not torch.distributed.is_initialized():
         raise ValueError(
             "process_group was given but torch.distributed is not initialised; initialise it "
             "first, or pass distributed=False for a local loss"
         )
-    records_grad = torch.is_grad_enabled() and any(
-        isinstance(v, torch.Tensor) and v.requires_grad
-        for v in (image_features, text_features, logit_scale)
-    )
+    records_grad = _records_grad(image_features, text_features, logit_scale)
     use_distributed = resolve_distributed(distributed, process_group, records_grad)
     # A rank may hold an empty local batch (the end of an epoch): the global batch is what counts,
     # and raising on one rank would leave the others waiting in the collective.
     checks = check_finite and _host_checks()
     _check_features(image_features, text_features, allow_empty=use_distributed)
+    if isinstance(theta, torch.Tensor):
+        theta = _check_threshold_tensor(theta, image_features)
     if checks:
-        _check_values(image_features, text_features, normalize)
+        _check_values(
+            image_features,
+            text_features,
+            normalize,
+            theta if isinstance(theta, torch.Tensor) else None,
+        )
     group_ids = _check_groups(groups, image_features)
     bias = _check_bias(logit_bias, image_features, checks)
+    used: list[Tensor] = []
+
+    def resolve(x: Tensor, y: Tensor) -> Tensor:
+        assert threshold_fn is not None
+        value = threshold_fn(x, y).to(_compute_dtype(x))
+        used.append(value)
+        return value
+
     with torch.autocast(image_features.device.type, enabled=False):  # the precision policy
         loss = _loss(
             image_features,
             text_features,
             logit_scale,
             theta,
+            None if threshold_fn is None else resolve,
             normalize,
             backend,
             options,
@@ -484,14 +718,24 @@ def relaxed_contrastive_loss(
         )
     if bias is not None:  # exact zero gradient: keeps a learned bias in the graph
         loss = loss + (bias.reshape(()) * 0.0).to(device=loss.device, dtype=loss.dtype)
-    return loss
+    return loss, (used[0] if used else theta)
+
+
+def _records_grad(image_features: Tensor, text_features: Tensor, logit_scale: object) -> bool:
+    """Whether a loss call records gradients (grad mode on and a feature or the scale requires
+    grad): the rule of ``distributed=None`` and of the module's running-theta update."""
+    return torch.is_grad_enabled() and any(
+        isinstance(v, torch.Tensor) and v.requires_grad
+        for v in (image_features, text_features, logit_scale)
+    )
 
 
 def _loss(
     image_features: Tensor,
     text_features: Tensor,
     logit_scale: Tensor | float,
-    theta: float | None,
+    theta: float | Tensor | None,
+    threshold_fn: ThresholdFn | None,
     normalize: bool,
     backend: str,
     options: dict[str, Any],
@@ -516,7 +760,10 @@ def _loss(
             mode=distributed_mode,
             process_group=process_group,
             groups=group_ids,
+            threshold_fn=threshold_fn,
         )
+    if threshold_fn is not None:
+        theta = threshold_fn(x, y)
     n = x.shape[0]
     name = resolve_backend(backend, x.device, n, n, x.dtype)
     total = get_backend(name).symmetric_loss_sum(x, y, scale, theta, groups=group_ids, **options)
@@ -530,7 +777,7 @@ DIAGNOSTIC_QUANTILES = (0.1, 0.5, 0.9)
 def positive_pair_stats(
     image_features: Tensor,
     text_features: Tensor,
-    threshold: float | None = DEFAULT_THRESHOLD,
+    threshold: float | Tensor | None = DEFAULT_THRESHOLD,
     *,
     normalize: bool = True,
 ) -> dict[str, Tensor]:
@@ -538,6 +785,8 @@ def positive_pair_stats(
 
     Costs one row-wise dot product (O(B*D), no B x B pass): s_ii = <x_i, y_i> after the loss's
     normalisation (raw dot products with ``normalize=False``), in fp32 (fp64 for fp64 features).
+    ``threshold``: a float, a 0-d floating tensor on the features' device (e.g. the theta a
+    quantile threshold used) or ``None``.
 
     Returns a dict of 0-d tensors (no gradient): ``relaxed_share`` — the share of pairs with
     s_ii > theta, whose positive logit the loss clamps (0 with ``threshold=None``; pairs within
@@ -548,13 +797,17 @@ def positive_pair_stats(
     pairs passed in: under ``torch.distributed`` they are this rank's LOCAL pairs, not the global
     batch (all-reduce them yourself, e.g. the mean weighted by the local batch size).
     """
-    theta = _check_threshold(threshold, normalize)
     _check_features(image_features, text_features, allow_empty=True)
+    theta: float | Tensor | None
+    if isinstance(threshold, torch.Tensor):
+        theta = _check_threshold_tensor(threshold, image_features)
+    else:
+        theta = _check_threshold(threshold, normalize)
     with torch.no_grad(), torch.autocast(image_features.device.type, enabled=False):
         x = _normalize(image_features) if normalize else image_features
         y = _normalize(text_features) if normalize else text_features
-        cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-        s = (x.to(cdt) * y.to(cdt)).sum(dim=1)
+        s = _positive_similarities(x, y)
+        cdt = s.dtype
         if s.numel() == 0:
             nan = torch.full((), math.nan, dtype=cdt, device=s.device)
             share, mean, quantiles = nan, nan, nan.expand(len(DIAGNOSTIC_QUANTILES))
@@ -574,7 +827,9 @@ class LossOutput(dict[str, Tensor]):
     The dict holds only the loss because open_clip's trainer sums every value of it
     (``total_loss = sum(losses.values())``) and logs each: statistics stored as items would be
     added to the reported loss. ``diagnostics`` holds :func:`positive_pair_stats` of the batch
-    (detached 0-d tensors; this rank's local pairs under ``torch.distributed``).
+    (detached 0-d tensors; this rank's local pairs under ``torch.distributed``) and, whenever
+    the loss relaxes, ``"threshold"``: the theta the loss used (0-d tensor on the features'
+    device; with a quantile threshold, the global-batch theta under ``torch.distributed``).
     """
 
     def __init__(self, loss: Tensor, diagnostics: dict[str, Tensor]) -> None:
@@ -587,7 +842,8 @@ class RelaxedContrastiveLoss(nn.Module):
 
     Example::
 
-        loss_fn = RelaxedContrastiveLoss(threshold=0.8)
+        loss_fn = RelaxedContrastiveLoss(threshold=0.8)  # absolute theta (a cosine)
+        loss_fn = RelaxedContrastiveLoss(relax_quantile=0.7, relax_momentum=0.9)  # quantile
         loss = loss_fn(image_features, text_features, model.logit_scale.exp())
 
     ``forward(image_features, text_features, logit_scale, logit_bias=None, output_dict=False, *,
@@ -597,19 +853,47 @@ class RelaxedContrastiveLoss(nn.Module):
     ``{"contrastive_loss": loss}`` whose ``.diagnostics`` attribute holds detached statistics of
     the batch's positive pairs (:func:`positive_pair_stats`: the share of relaxed pairs and the
     mean and quantiles of s_ii; one O(B*D) pass, this rank's local pairs under
-    ``torch.distributed``). Log them to choose theta, e.g.
+    ``torch.distributed``) and ``"threshold"``, the theta used (absent when nothing is relaxed,
+    ``threshold=None``). Log them to choose theta, e.g.
     ``for k, v in out.diagnostics.items(): writer.add_scalar(f"relax/{k}", v, step)``.
     Constructor arguments are those of :func:`relaxed_contrastive_loss` and are validated here
     (``backend_options`` against ``backend``).
     ``groups`` (B,) or (K, B) integer ids mark same-group pairs as non-negatives (see
     :func:`relaxed_contrastive_loss`); it is per batch, so it is a ``forward`` argument, e.g.
     ``loss_fn(**model_out, groups=batch["text_group"], output_dict=True)``.
+
+    Quantile threshold (``relax_quantile=q``; mutually exclusive with an explicit
+    ``threshold``). Each step computes theta_step = ``torch.quantile(s.detach(), q)`` over the
+    positive similarities s_ii of the batch the loss sees (the global batch under
+    ``torch.distributed``; see :func:`relaxed_contrastive_loss` for the interpolation) and uses
+
+        theta_t = m * theta_{t-1} + (1 - m) * theta_step,   theta_1 = theta_step (first update)
+
+    with ``m = relax_momentum`` in [0, 1) (default 0: theta_t = theta_step, no smoothing). The
+    module keeps two buffers (saved by ``state_dict()``, restored by ``load_state_dict()``, so a
+    resumed run continues identically): ``running_threshold`` (0-d float32, theta_t of the last
+    update, NaN before the first) and ``num_threshold_updates`` (0-d int64, the number of
+    updates; 0 means theta_1 is the batch quantile). Both move to the features' device on the
+    first call (no host sync: the EMA and the first-step choice are device ops). The buffers are
+    updated only by calls that train: ``module.training`` and the call records gradients (the
+    rule of ``distributed=None``), so a validation loss (``torch.no_grad()`` or ``.eval()``)
+    neither changes the state nor, under ``torch.distributed``, lets ranks diverge. Such a call
+    uses theta = ``running_threshold`` when ``relax_momentum > 0`` and an update has happened,
+    else the batch quantile. Under ``torch.distributed`` every rank computes the same theta from
+    the same gathered positives, so the buffers stay identical across ranks (a DDP wrapper does
+    not need to broadcast them). Buffers exist only with ``relax_quantile``: the state dict of
+    an absolute-threshold loss stays empty.
     """
+
+    running_threshold: Tensor
+    num_threshold_updates: Tensor
 
     def __init__(
         self,
-        threshold: float | None = DEFAULT_THRESHOLD,
+        threshold: float | None = _THRESHOLD_UNSET,
         *,
+        relax_quantile: float | None = None,
+        relax_momentum: float = 0.0,
         distributed: bool | None = None,
         distributed_mode: DistributedMode = "local",
         process_group: Any = None,
@@ -620,8 +904,22 @@ class RelaxedContrastiveLoss(nn.Module):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        _check_threshold(threshold, normalize)
-        self.threshold, self.normalize = threshold, normalize
+        if isinstance(threshold, torch.Tensor):
+            raise TypeError(
+                "threshold of RelaxedContrastiveLoss must be a float or None (a module holds a "
+                "fixed theta); for a per-step tensor theta call relaxed_contrastive_loss"
+            )
+        _, q = _check_relaxation(threshold, relax_quantile, normalize)
+        momentum = _check_momentum(relax_momentum)
+        if q is None and momentum != 0.0:
+            raise ValueError(
+                f"relax_momentum={momentum} needs relax_quantile (it smooths the quantile "
+                "threshold across steps); an absolute threshold has nothing to smooth"
+            )
+        #: the absolute theta (``None`` in quantile mode and without relaxation)
+        self.threshold = None if q is not None else threshold
+        self.relax_quantile, self.relax_momentum = q, momentum
+        self.normalize = normalize
         self.backend = backend
         #: the validated backend options (``chunk_size`` merged in)
         self.backend_options = _resolve_options(backend, backend_options, chunk_size)
@@ -630,6 +928,28 @@ class RelaxedContrastiveLoss(nn.Module):
         self.distributed_mode = distributed_mode
         self.process_group = process_group
         self.check_finite = check_finite
+        if q is not None:
+            self.register_buffer("running_threshold", torch.tensor(math.nan))
+            self.register_buffer("num_threshold_updates", torch.tensor(0, dtype=torch.int64))
+
+    def _quantile_theta(self, x: Tensor, y: Tensor, update: bool) -> Tensor:
+        """theta of this call in quantile mode (see the class docstring), updating the buffers
+        when ``update``; device ops only."""
+        assert self.relax_quantile is not None
+        step = _batch_quantile(x, y, self.relax_quantile)
+        if self.running_threshold.device != step.device:
+            self.running_threshold = self.running_threshold.to(step.device)
+            self.num_threshold_updates = self.num_threshold_updates.to(step.device)
+        m = self.relax_momentum
+        started = self.num_threshold_updates > 0
+        previous = self.running_threshold.to(step.dtype)
+        if not update:
+            return torch.where(started, previous, step) if m > 0 else step
+        theta = torch.where(started, m * previous + (1.0 - m) * step, step) if m > 0 else step
+        with torch.no_grad():
+            self.running_threshold.copy_(theta)
+            self.num_threshold_updates.add_(1)
+        return theta
 
     def forward(
         self,
@@ -646,15 +966,23 @@ class RelaxedContrastiveLoss(nn.Module):
         :func:`relaxed_contrastive_loss` for why a scalar bias changes nothing)."""
         if not isinstance(output_dict, bool):
             raise TypeError(f"output_dict must be True or False, got {type(output_dict).__name__}")
-        loss = relaxed_contrastive_loss(
+        threshold_fn: ThresholdFn | None = None
+        if self.relax_quantile is not None:
+            update = self.training and _records_grad(image_features, text_features, logit_scale)
+            threshold_fn = functools.partial(self._quantile_theta, update=update)
+        fixed = (
+            None if threshold_fn is not None else _check_threshold(self.threshold, self.normalize)
+        )
+        loss, theta = _relaxed_loss(
             image_features,
             text_features,
             logit_scale,
-            threshold=self.threshold,
+            fixed,
+            threshold_fn,
             groups=groups,
             normalize=self.normalize,
             backend=self.backend,
-            backend_options=self.backend_options,
+            options=self.backend_options,
             check_finite=self.check_finite,
             distributed=self.distributed,
             distributed_mode=self.distributed_mode,
@@ -663,17 +991,24 @@ class RelaxedContrastiveLoss(nn.Module):
         )
         if not output_dict:
             return loss
-        stats = positive_pair_stats(
-            image_features, text_features, self.threshold, normalize=self.normalize
-        )
+        stats = positive_pair_stats(image_features, text_features, theta, normalize=self.normalize)
+        if theta is not None:
+            cdt = _compute_dtype(image_features)
+            stats["threshold"] = (
+                theta
+                if isinstance(theta, torch.Tensor)
+                else torch.tensor(theta, dtype=cdt, device=image_features.device)
+            )
         return LossOutput(loss, stats)
 
     def extra_repr(self) -> str:
         opts = f", backend_options={self.backend_options}" if self.backend_options else ""
-        return (
-            f"threshold={self.threshold}, normalize={self.normalize}, backend={self.backend!r}"
-            + opts
+        relax = (
+            f"threshold={self.threshold}"
+            if self.relax_quantile is None
+            else f"relax_quantile={self.relax_quantile}, relax_momentum={self.relax_momentum}"
         )
+        return f"{relax}, normalize={self.normalize}, backend={self.backend!r}" + opts
 
 
 __all__ = [

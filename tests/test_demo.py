@@ -165,7 +165,10 @@ _tiny = tiny_config
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, list[str]]:
     out = tmp_path_factory.mktemp("demo")
     lines: list[str] = []
-    cfg = _tiny(sweep_threshold=True, sweep_thresholds=(0.5, 1.0), threshold=1.0)
+    # sweep_quantiles=(): the absolute-θ sweep only (quantile arms: tests/test_demo_arms.py)
+    cfg = _tiny(
+        sweep_threshold=True, sweep_thresholds=(0.5, 1.0), sweep_quantiles=(), threshold=1.0
+    )
     return run_demo(cfg, out, log=lines.append), out, lines
 
 

@@ -138,3 +138,170 @@ def test_text_groups_arm_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
         assert g.shape == (n,) and g.dtype == torch.int64
         assert torch.equal(out[runner.TEXT_GROUP_KEY], g)
         assert torch.equal(g, text_group_ids(out["text"]))
+
+
+# ---------------------------------------------------------------- issue 18: quantile thresholds
+
+
+def test_quantile_arm_builds_the_loss_with_the_quantile() -> None:
+    from relaxclip.loss import RelaxedContrastiveLoss
+
+    arm = Arm("q", "(q) quantile", text="sampled", relax_quantile=0.7)
+    assert arm.loss_kwargs(0.8) == {"relax_quantile": 0.7}
+    assert arm.resolve_threshold(0.8) is None and arm.resolve_quantile() == 0.7
+    loss = RelaxedContrastiveLoss(**arm.loss_kwargs(0.8))
+    assert loss.relax_quantile == 0.7 and loss.threshold is None
+    # the configured arms follow the run's configured relaxation: a quantile when one is set
+    d = next(a for a in ARMS if a.label == "d")
+    assert d.loss_kwargs(0.8) == {"threshold": 0.8}
+    assert d.loss_kwargs(0.8, 0.6) == {"relax_quantile": 0.6}
+    assert d.resolve_threshold(0.8, 0.6) is None and d.resolve_quantile(0.6) == 0.6
+    assert next(a for a in ARMS if a.label == "b").loss_kwargs(0.8, 0.6) == {"threshold": None}
+
+
+def test_default_arms_relaxation_is_set_in_one_place() -> None:
+    """DEFAULT_ARM_RELAX_QUANTILE is the default of DemoConfig.relax_quantile, which decides
+    how the configured arms (c), (d), (e) relax; today it keeps the absolute default."""
+    from relaxclip.demo.config import DEFAULT_ARM_RELAX_QUANTILE
+    from relaxclip.loss import DEFAULT_THRESHOLD
+
+    cfg = DemoConfig()
+    assert cfg.relax_quantile == DEFAULT_ARM_RELAX_QUANTILE
+    configured = [a for a in ARMS if a.threshold == CONFIGURED]
+    assert [a.label for a in configured] == ["c", "d", "e"]
+    for arm in configured:
+        kwargs = arm.loss_kwargs(cfg.threshold, cfg.relax_quantile)
+        if DEFAULT_ARM_RELAX_QUANTILE is None:
+            assert kwargs == {"threshold": DEFAULT_THRESHOLD}
+        else:
+            assert kwargs == {"relax_quantile": DEFAULT_ARM_RELAX_QUANTILE}
+
+
+def test_sweep_arms_include_quantile_records() -> None:
+    arms = sweep_arms([0.8, 0.6], [0.9, 0.5, 0.9])
+    assert [a.label for a in arms] == ["d@0.6", "d@0.8", "d@q=0.5", "d@q=0.9"]
+    assert [a.relax_quantile for a in arms] == [None, None, 0.5, 0.9]
+    assert [a.threshold for a in arms] == [0.6, 0.8, None, None]
+    assert all(a.sweep and a.sampled for a in arms)
+    assert arms[2].loss_kwargs(0.8) == {"relax_quantile": 0.5}
+    assert DemoConfig().sweep_quantiles == (0.5, 0.7, 0.9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"relax_quantile": 1.0}, "relax_quantile"),
+        ({"relax_quantile": 0.0}, "relax_quantile"),
+        ({"relax_quantile": True}, "relax_quantile"),
+        ({"relax_quantile": "0.5"}, "relax_quantile"),
+        ({"relax_quantile": 0.5, "threshold": 0.8}, "mutually exclusive"),
+        ({"relax_quantile": 0.5, "threshold": CONFIGURED}, "mutually exclusive"),
+        ({"finetune": False, "relax_quantile": 0.5}, "without fine-tuning"),
+    ],
+)
+def test_quantile_arm_rejects_bad_fields(kwargs: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        Arm(**({"label": "x", "name": "x"} | kwargs))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"relax_quantile": 1.5}, "relax_quantile"),
+        ({"sweep_quantiles": (0.5, 1.0)}, "sweep_quantiles"),
+        ({"sweep_quantiles": [0.5]}, "sweep_quantiles"),
+    ],
+)
+def test_config_rejects_bad_quantiles(overrides: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        _tiny(**overrides).validate()
+
+
+def test_cli_quantile_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from relaxclip.demo.cli import _demo_config, build_parser
+
+    parser = build_parser()
+    cfg = _demo_config(
+        parser.parse_args(["demo", "--relax-quantile", "0.7", "--sweep-quantiles", "0.6", "0.3"])
+    )
+    assert cfg.relax_quantile == 0.7 and cfg.sweep_quantiles == (0.6, 0.3)
+    assert _demo_config(parser.parse_args(["demo", "--threshold", "0.5"])).relax_quantile is None
+    for argv, needle in (
+        (["--threshold", "0.5", "--relax-quantile", "0.7"], "not allowed with argument"),
+        (["--relax-quantile", "1.5"], "a quantile in (0, 1)"),
+        (["--sweep-quantiles", "0"], "a quantile in (0, 1)"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(["demo", *argv])
+        assert exc.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_quantile_arms_run_and_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A configured quantile (arms c, d, e) and a quantile sweep arm: each arm's loss is built
+    with its quantile, and results.json, the table and the sweep report it as q=..."""
+    import relaxclip.demo.runner as runner
+    from relaxclip.loss import RelaxedContrastiveLoss
+
+    built: list[tuple[float | None, float | None]] = []
+
+    class SpyLoss(RelaxedContrastiveLoss):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append((self.threshold, self.relax_quantile))
+
+    monkeypatch.setattr(runner, "RelaxedContrastiveLoss", SpyLoss)
+    cfg = _tiny(
+        relax_quantile=0.7, sweep_threshold=True, sweep_thresholds=(1.0,), sweep_quantiles=(0.5,)
+    )
+    results = run_demo(cfg, None, log=lambda s: None)
+    arms = results["arms"]
+    # pre-training (CLIP), a, b (CLIP), c, d, e (q = 0.7), d@1 (θ = 1), d@q=0.5
+    assert built == [(None, None)] * 3 + [(None, 0.7)] * 3 + [(1.0, None), (None, 0.5)]
+    for label, q in (("c", 0.7), ("d", 0.7), ("e", 0.7), ("d@q=0.5", 0.5)):
+        assert arms[label]["relax_quantile"] == q and arms[label]["threshold"] is None, label
+        # the quantile relaxes about 1 - q of the pairs (batch 16: 5 resp. 8 pairs above θ)
+        fraction = arms[label]["train_stats"][0]["relaxed_fraction"]
+        assert abs(fraction - (1 - q)) < 0.1, (label, fraction)
+    assert arms["a"]["relax_quantile"] is None and arms["d@1"]["threshold"] == 1.0
+    sweep = results["sweep"]
+    assert sweep["thresholds"] == [1.0] and sweep["quantiles"] == [0.5]
+    assert set(sweep["val_macro_auroc_mean"]) == {"1", "q=0.5"}
+    assert set(sweep["test_macro_auroc_mean"]) == {"1", "q=0.5"}
+    assert sweep["chosen_on_validation"] in (1.0, "q=0.5")
+    table = results["table"]
+    assert "(d) + both, quantile q=0.5" in table and "(theta q=0.7)" in table
+    assert any(line.startswith(" q=0.5 ") for line in table.splitlines())
+
+
+def test_sweep_chooses_on_validation_across_absolute_and_quantile_settings() -> None:
+    import numpy as np
+
+    from relaxclip.demo.results import ArmResult, SeedRun, SeedSummary, summarise_sweep
+
+    def result(arm: Arm, val: float, test: float) -> ArmResult:
+        run = SeedRun(0, np.zeros((1, 1)), val, 1, {1: val}, None)
+        return ArmResult(
+            arm=arm,
+            threshold=arm.resolve_threshold(0.8),
+            relax_quantile=arm.resolve_quantile(),
+            macro=SeedSummary(test, 0.0, [test]),
+            macro_ci95=(test, test),
+            delta_mean=0.0,
+            delta_ci95=(0.0, 0.0),
+            per_label={},
+            runs=[run],
+        )
+
+    arms = sweep_arms([0.6, 0.8], [0.5, 0.7])
+    vals = {"d@0.6": 0.70, "d@0.8": 0.72, "d@q=0.5": 0.74, "d@q=0.7": 0.71}
+    res = {a.label: result(a, vals[a.label], vals[a.label] - 0.1) for a in arms}
+    sweep = summarise_sweep(res, 0.8)
+    assert sweep is not None and sweep.chosen == "q=0.5"  # the best validation AUROC
+    assert sweep.thresholds == [0.6, 0.8] and sweep.quantiles == [0.5, 0.7]
+    assert list(sweep.val_mean) == ["0.6", "0.8", "q=0.5", "q=0.7"]
+    assert sweep.test_mean["q=0.5"] == vals["d@q=0.5"] - 0.1
+    # ties: the configured kind of setting, closest to the configured value, wins
+    tied = {a.label: result(a, 0.7, 0.6) for a in arms}
+    assert summarise_sweep(tied, 0.8).chosen == 0.8  # type: ignore[union-attr]
+    assert summarise_sweep(tied, 0.6).chosen == 0.6  # type: ignore[union-attr]
+    assert summarise_sweep(tied, 0.8, relax_quantile=0.65).chosen == "q=0.7"  # type: ignore[union-attr]

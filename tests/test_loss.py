@@ -594,7 +594,9 @@ def test_output_dict_diagnostics_are_the_positive_pair_statistics() -> None:
         "positive_sim_q10",
         "positive_sim_q50",
         "positive_sim_q90",
+        "threshold",  # issue 18: the theta the loss used
     }
+    assert float(d["threshold"]) == 0.8 and d["threshold"].dtype == torch.float64
     assert float(d["relaxed_share"]) == 3 / 8  # 0.95, 0.81, 0.99 > 0.8
     torch.testing.assert_close(d["positive_sim_mean"], c.mean())
     for q in DIAGNOSTIC_QUANTILES:  # numpy's default (linear) definition, independently

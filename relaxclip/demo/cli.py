@@ -45,6 +45,7 @@ def _number(
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 _threshold = _number(float, lambda v: -1.0 < v <= 1.0, "a number in (-1, 1]")
+_quantile = _number(float, lambda v: 0.0 < v < 1.0, "a quantile in (0, 1)")
 _learning_rate = _number(float, lambda v: 0 < v <= 1, "a learning rate in (0, 1]")
 
 
@@ -124,18 +125,28 @@ def _add_run_options(demo: argparse.ArgumentParser) -> None:
 def _add_method_options(demo: argparse.ArgumentParser) -> None:
     """Options of the method (threshold, sweep)."""
     g = demo.add_argument_group("method")
-    g.add_argument(
+    relax = g.add_mutually_exclusive_group()
+    relax.add_argument(
         "--threshold",
         type=_threshold,
         default=None,
-        help="relaxation threshold theta of arms (c) and (d), a cosine similarity in (-1, 1] "
+        help="relaxation threshold theta of arms (c), (d) and (e), a cosine similarity in (-1, 1] "
         "(default: the library default relaxclip.loss.DEFAULT_THRESHOLD)",
+    )
+    relax.add_argument(
+        "--relax-quantile",
+        type=_quantile,
+        default=None,
+        metavar="Q",
+        help="instead of --threshold: a quantile threshold for arms (c), (d) and (e), theta = "
+        "the Q-quantile of each batch's positive-pair cosines",
     )
     g.add_argument(
         "--sweep-threshold",
         action="store_true",
-        help="also run arm (d) for every theta in --sweep-values, choose theta on the validation "
-        "split and report the test numbers of all",
+        help="also run arm (d) for every theta in --sweep-values and every quantile in "
+        "--sweep-quantiles, choose the setting on the validation split and report the test "
+        "numbers of all",
     )
     g.add_argument(
         "--sweep-values",
@@ -145,6 +156,14 @@ def _add_method_options(demo: argparse.ArgumentParser) -> None:
         metavar="THETA",
         help="thresholds for --sweep-threshold (default: 0.5 0.6 0.7 0.8 0.9 1.0; --quick: 0.6 "
         "0.8 1.0)",
+    )
+    g.add_argument(
+        "--sweep-quantiles",
+        type=_quantile,
+        nargs="+",
+        default=None,
+        metavar="Q",
+        help="quantile thresholds for --sweep-threshold (default: 0.5 0.7 0.9)",
     )
 
 
@@ -230,6 +249,12 @@ def _demo_config(args: argparse.Namespace) -> Any:
         overrides["seeds"] = tuple(args.seeds)
     if args.sweep_values is not None:
         overrides["sweep_thresholds"] = tuple(args.sweep_values)
+    if args.sweep_quantiles is not None:
+        overrides["sweep_quantiles"] = tuple(args.sweep_quantiles)
+    if args.relax_quantile is not None:
+        overrides["relax_quantile"] = args.relax_quantile
+    elif args.threshold is not None:  # an explicit absolute theta for the configured arms
+        overrides["relax_quantile"] = None
     overrides["sweep_threshold"] = bool(args.sweep_threshold)
     overrides["device"] = args.device
     overrides["progress"] = not args.no_progress

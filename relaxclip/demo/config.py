@@ -13,7 +13,20 @@ import torch
 from relaxclip.demo.synthetic import SYNTHETIC_FINDINGS
 from relaxclip.loss import DEFAULT_THRESHOLD
 
-__all__ = ["MAX_THREADS", "DemoConfig", "available_cores", "resolve_device", "thread_warning"]
+__all__ = [
+    "DEFAULT_ARM_RELAX_QUANTILE",
+    "MAX_THREADS",
+    "DemoConfig",
+    "available_cores",
+    "resolve_device",
+    "thread_warning",
+]
+
+DEFAULT_ARM_RELAX_QUANTILE: float | None = None
+"""The one place that decides how the default relaxed arms (c), (d), (e) relax when no
+``--threshold`` / ``--relax-quantile`` is given: ``None`` -> the absolute
+``DemoConfig.threshold`` (the library's ``DEFAULT_THRESHOLD``); a q in (0, 1) -> a quantile
+threshold (issue 18: set it to the q the sweep decides, a one-line change)."""
 
 MAX_THREADS = 1024
 """Upper bound of ``threads`` (torch crashes with very large thread counts, e.g. 100,000)."""
@@ -27,6 +40,10 @@ class DemoConfig:
     in (0, 1]) follow a linear warm-up over the first 10 % of steps and a cosine decay to 0.
     ``threads``: CPU threads for torch, 1 to :data:`MAX_THREADS` (``None``: half the cores, 1
     to 4); more than the available cores is allowed with a printed warning.
+    Relaxation of the configured arms (``Arm.threshold == CONFIGURED``): the quantile threshold
+    ``relax_quantile`` when it is set (default :data:`DEFAULT_ARM_RELAX_QUANTILE`), else the
+    absolute ``threshold``.  The sweep (``sweep_threshold``) runs arm (d) for every absolute θ
+    in ``sweep_thresholds`` and every quantile q in ``sweep_quantiles`` (may be empty).
     """
 
     n_train: int = 3000
@@ -43,8 +60,10 @@ class DemoConfig:
     weight_decay: float = 0.05
     embed_dim: int = 64
     threshold: float = DEFAULT_THRESHOLD
+    relax_quantile: float | None = DEFAULT_ARM_RELAX_QUANTILE
     sweep_threshold: bool = False
     sweep_thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    sweep_quantiles: tuple[float, ...] = (0.5, 0.7, 0.9)
     eval_every: int = 50
     n_bootstrap: int = 1000
     bootstrap_seed: int = 0
@@ -114,12 +133,26 @@ class DemoConfig:
             raise ValueError(
                 f"sweep_thresholds must be values in (-1, 1], got {self.sweep_thresholds}"
             )
+        if self.relax_quantile is not None and not _is_quantile(self.relax_quantile):
+            raise ValueError(
+                f"relax_quantile must be None or in (0, 1), got {self.relax_quantile!r}"
+            )
+        if not isinstance(self.sweep_quantiles, tuple) or not all(
+            _is_quantile(q) for q in self.sweep_quantiles
+        ):
+            raise ValueError(
+                f"sweep_quantiles must be a tuple of values in (0, 1), got {self.sweep_quantiles!r}"
+            )
         if self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
         if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
             raise ValueError(f"threads must be in [1, {MAX_THREADS}], got {self.threads}")
         if (self.reports is None) != (self.labels is None):
             raise ValueError("reports and labels must be given together (Open-I mode)")
+
+
+def _is_quantile(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0 < value < 1
 
 
 def available_cores() -> int:

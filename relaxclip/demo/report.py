@@ -76,7 +76,7 @@ def _diagnostic_lines(results: Mapping[str, Any]) -> list[str]:
             continue
         cos = float(np.mean([x["positive_cosine"] for x in st]))
         rel = float(np.mean([x["relaxed_fraction"] for x in st]))
-        theta = "none" if arm["threshold"] is None else f"{arm['threshold']:g}"
+        theta = _relaxation_label(arm)
         lines.append(
             f"{arm['name']:<32} cos {cos:.3f}  relaxed {100 * rel:5.1f}% (theta {theta})  "
             f"best step {arm['best_step']}"
@@ -96,16 +96,28 @@ def _per_label_lines(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _relaxation_label(arm: Mapping[str, Any]) -> str:
+    """``"0.8"`` (absolute θ), ``"q=0.7"`` (quantile threshold) or ``"none"``."""
+    if arm.get("relax_quantile") is not None:
+        return f"q={arm['relax_quantile']:g}"
+    return "none" if arm["threshold"] is None else f"{arm['threshold']:g}"
+
+
 def _sweep_lines(sweep: Mapping[str, Any]) -> list[str]:
     lines = [
-        "Threshold sweep of arm (d): macro AUROC (mean over seeds)",
+        "Threshold sweep of arm (d): macro AUROC (mean over seeds); theta: absolute cosine, "
+        "q=...: quantile threshold (theta = that quantile of each batch's positive cosines)",
         f"{'theta':>6} {'val':>8} {'test':>8}",
     ]
-    for th in sweep["thresholds"]:
-        k = f"{th:g}"
-        mark = "  <- chosen on validation" if th == sweep["chosen_on_validation"] else ""
+    chosen = sweep["chosen_on_validation"]
+    chosen_key = chosen if isinstance(chosen, str) else f"{chosen:g}"
+    quantiles = sweep.get("quantiles") or []
+    keys = [(f"{th:g}", f"{th:>6.2f}") for th in sweep["thresholds"]]
+    keys += [(f"q={q:g}", f"{'q=' + format(q, 'g'):>6}") for q in quantiles]
+    for k, shown in keys:
+        mark = "  <- chosen on validation" if k == chosen_key else ""
         lines.append(
-            f"{th:>6.2f} {_num(sweep['val_macro_auroc_mean'][k], '>8.4f')} "
+            f"{shown} {_num(sweep['val_macro_auroc_mean'][k], '>8.4f')} "
             f"{_num(sweep['test_macro_auroc_mean'][k], '>8.4f')}{mark}"
         )
     return lines

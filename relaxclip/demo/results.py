@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from relaxclip.demo.arms import REFERENCE, Arm
+from relaxclip.demo.arms import REFERENCE, Arm, sweep_key
 from relaxclip.metrics import bootstrap_auroc, macro_auroc
 
 __all__ = [
@@ -74,6 +74,7 @@ class ArmResult:
 
     arm: Arm
     threshold: float | None
+    relax_quantile: float | None
     macro: SeedSummary
     macro_ci95: Interval
     delta_mean: float
@@ -87,6 +88,7 @@ class ArmResult:
             "name": self.arm.name,
             "sentence_sampling": self.arm.sampled,
             "threshold": self.threshold,
+            "relax_quantile": self.relax_quantile,
             "text": self.arm.text,
             "text_groups": self.arm.text_groups,
             "fine_tuned": self.arm.finetune,
@@ -103,18 +105,26 @@ class ArmResult:
 
 @dataclass(frozen=True)
 class SweepResult:
-    """Threshold sweep of arm (d): mean validation / test macro AUROC per θ, θ chosen on val."""
+    """The sweep of arm (d): mean validation / test macro AUROC per setting, chosen on val.
+
+    Settings are absolute θ values (``thresholds``) and quantile thresholds (``quantiles``);
+    ``val_mean`` / ``test_mean`` are keyed by :func:`~relaxclip.demo.arms.sweep_key`
+    (``"0.6"``, ``"q=0.7"``).  ``chosen`` is the setting chosen on validation: the float θ for
+    an absolute threshold (as before quantiles were swept), the key ``"q=0.7"`` for a quantile.
+    """
 
     thresholds: list[float]
-    val_mean: dict[float, float]
-    test_mean: dict[float, float]
-    chosen: float
+    quantiles: list[float]
+    val_mean: dict[str, float]
+    test_mean: dict[str, float]
+    chosen: float | str
 
     def to_json(self) -> dict[str, Any]:
         return {
             "thresholds": self.thresholds,
-            "val_macro_auroc_mean": {f"{t:g}": v for t, v in self.val_mean.items()},
-            "test_macro_auroc_mean": {f"{t:g}": v for t, v in self.test_mean.items()},
+            "quantiles": self.quantiles,
+            "val_macro_auroc_mean": self.val_mean,
+            "test_macro_auroc_mean": self.test_mean,
             "chosen_on_validation": self.chosen,
         }
 
@@ -155,10 +165,12 @@ def summarise_arms(
     threshold: float,
     n_bootstrap: int,
     bootstrap_seed: int,
+    relax_quantile: float | None = None,
 ) -> dict[str, ArmResult]:
     """One :class:`ArmResult` per arm (keyed by label, in the order of ``runs``); deltas and
     their CIs are paired against the arm labelled :data:`~relaxclip.demo.arms.REFERENCE`.
-    ``threshold`` is the configured θ (resolves ``Arm.threshold == CONFIGURED``)."""
+    ``threshold`` / ``relax_quantile`` are the configured relaxation (they resolve
+    ``Arm.threshold == CONFIGURED``)."""
     names = list(findings)
     boot = {
         arm: _bootstrap_seed_mean(y, r, names, n_bootstrap, bootstrap_seed)
@@ -172,7 +184,8 @@ def summarise_arms(
         macro = _seed_summary([r.macro for r in res])
         out[arm.label] = ArmResult(
             arm=arm,
-            threshold=arm.resolve_threshold(threshold),
+            threshold=arm.resolve_threshold(threshold, relax_quantile),
+            relax_quantile=arm.resolve_quantile(relax_quantile),
             macro=macro,
             macro_ci95=_ci(boot[arm]),
             delta_mean=macro.mean - ref_mean,
@@ -183,17 +196,51 @@ def summarise_arms(
     return out
 
 
-def summarise_sweep(arms: Mapping[str, ArmResult], threshold: float) -> SweepResult | None:
-    """The sweep over the ``sweep`` arms (``None`` without any); ties in validation AUROC go to
-    the θ closest to the configured ``threshold``."""
+def summarise_sweep(
+    arms: Mapping[str, ArmResult], threshold: float, relax_quantile: float | None = None
+) -> SweepResult | None:
+    """The sweep over the ``sweep`` arms (``None`` without any), chosen on mean validation
+    AUROC.  Ties go to the setting closest to the configured one: with an absolute
+    ``threshold`` configured (``relax_quantile=None``) the absolute θ closest to it, then the
+    smallest q; with a configured ``relax_quantile`` the q closest to it, then the absolute θ
+    closest to ``threshold``."""
     sweep = [a for a in arms.values() if a.arm.sweep]
     if not sweep:
         return None
-    val = {a.threshold: float(np.mean([r.val_best for r in a.runs])) for a in sweep}
-    test = {a.threshold: a.macro.mean for a in sweep}
-    thetas = [t for t in val if t is not None]
-    chosen = max(thetas, key=lambda t: (val[t], -abs(t - threshold)))
-    return SweepResult(thetas, {t: val[t] for t in thetas}, {t: test[t] for t in thetas}, chosen)
+    absolute = sorted({a.threshold for a in sweep if a.threshold is not None})
+    quantiles = sorted({a.relax_quantile for a in sweep if a.relax_quantile is not None})
+    val: dict[str, float] = {}
+    test: dict[str, float] = {}
+    distance: dict[str, float] = {}
+    chosen_value: dict[str, float | str] = {}
+    for a in sweep:
+        if a.threshold is None and a.relax_quantile is None:
+            continue  # a CLIP-loss sweep arm has no setting to choose
+        key = sweep_key(a.threshold, a.relax_quantile)
+        val[key] = float(np.mean([r.val_best for r in a.runs]))
+        test[key] = a.macro.mean
+        if a.threshold is not None:
+            d = abs(a.threshold - threshold)
+            distance[key] = d if relax_quantile is None else 2.0 + d
+            chosen_value[key] = a.threshold
+        else:
+            assert a.relax_quantile is not None
+            d = abs(a.relax_quantile - relax_quantile) if relax_quantile is not None else 0.0
+            distance[key] = d if relax_quantile is not None else 2.0 + a.relax_quantile
+            chosen_value[key] = key
+    if not val:
+        return None
+    order = [sweep_key(threshold=t) for t in absolute] + [
+        sweep_key(relax_quantile=q) for q in quantiles
+    ]
+    best = max(order, key=lambda k: (val[k], -distance[k]))
+    return SweepResult(
+        absolute,
+        quantiles,
+        {k: val[k] for k in order},
+        {k: test[k] for k in order},
+        chosen_value[best],
+    )
 
 
 def strict_json(obj: Any) -> Any:

@@ -33,9 +33,10 @@ Protocol (Jang et al., arXiv 2212.07050, on the embedded synthetic benchmark or 
    over seeds, a 95 % bootstrap CI of the seed-mean macro AUROC (test studies resampled, the
    same replicates for every arm and seed, :func:`~relaxclip.metrics.bootstrap_auroc`), and the
    paired difference to arm (a) with its bootstrap CI.
-4. ``sweep_threshold`` repeats arm (d) for θ in ``sweep_thresholds``
-   (:func:`~relaxclip.demo.arms.sweep_arms`); θ is chosen on the validation split and the test
-   numbers of every θ are reported.
+4. ``sweep_threshold`` repeats arm (d) for every absolute θ in ``sweep_thresholds`` and every
+   quantile threshold q in ``sweep_quantiles`` (:func:`~relaxclip.demo.arms.sweep_arms`); the
+   setting is chosen on the validation split and the test numbers of every setting are
+   reported.
 
 Entry point: :func:`run_demo` (the CLI wraps it); :func:`run_arm` trains and evaluates one arm
 for one seed.  Outputs in ``out_dir``: ``results.json``, ``roc.png`` and ``summary.png`` (plots
@@ -269,7 +270,7 @@ def run_arm(
         model,
         ex.tokenizer,
         batches(ex.bench.train, sampler, cfg.batch_size, seed + 1),
-        RelaxedContrastiveLoss(**arm.loss_kwargs(cfg.threshold)),
+        RelaxedContrastiveLoss(**arm.loss_kwargs(cfg.threshold, cfg.relax_quantile)),
         Optimisation(cfg.finetune_steps, cfg.finetune_lr, cfg.weight_decay),
         ex.device,
         group_key=group_key,
@@ -357,7 +358,8 @@ def _run(
     for note in bench.notes:
         log(note)
     check_evaluation_splits(bench)
-    arms += sweep_arms(cfg.sweep_thresholds if cfg.sweep_threshold else ())
+    if cfg.sweep_threshold:
+        arms += sweep_arms(cfg.sweep_thresholds, cfg.sweep_quantiles)
     n_stages = len(cfg.seeds) * (1 + sum(a.finetune for a in arms))
     ex = Experiment(cfg, device, bench, log, n_stages, timing={"data": time.perf_counter() - t0})
     log(
@@ -397,9 +399,10 @@ def _results(
         threshold=cfg.threshold,
         n_bootstrap=cfg.n_bootstrap,
         bootstrap_seed=cfg.bootstrap_seed,
+        relax_quantile=cfg.relax_quantile,
     )
     ex.timing["bootstrap"] = time.perf_counter() - t
-    sweep = summarise_sweep(arms, cfg.threshold)
+    sweep = summarise_sweep(arms, cfg.threshold, cfg.relax_quantile)
     splits = (
         ("pretrain", bench.pretrain),
         ("train", bench.train),

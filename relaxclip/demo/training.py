@@ -145,7 +145,9 @@ def train(
         with torch.no_grad():  # CLIP: keep the temperature in [1/100, 1]
             model.logit_scale.clamp_(0.0, math.log(100.0))
         log.losses.append(float(loss.item()))
-        _record_pairs(log, img, txt, loss_fn.threshold)
+        # the theta this step used (a quantile threshold's is the module's running theta)
+        theta = loss_fn.threshold if loss_fn.relax_quantile is None else loss_fn.running_threshold
+        _record_pairs(log, img, txt, theta)
         if progress is not None:
             progress.update(1, loss=f"{log.losses[-1]:.3f}")
         if on_eval is not None and eval_every and (step % eval_every == 0 or step == opt.steps):
@@ -156,7 +158,7 @@ def train(
 
 @torch.no_grad()
 def _record_pairs(
-    log: TrainLog, img: torch.Tensor, txt: torch.Tensor, threshold: float | None
+    log: TrainLog, img: torch.Tensor, txt: torch.Tensor, threshold: float | torch.Tensor | None
 ) -> None:
     pos = (F.normalize(img, dim=-1) * F.normalize(txt, dim=-1)).sum(-1)
     log.positive_cosine.append(float(pos.mean().item()))
