@@ -11,6 +11,7 @@ from _demo_config import tiny_config
 from relaxclip.demo.arms import ARMS, CONFIGURED, REFERENCE, Arm, sweep_arms
 from relaxclip.demo.config import DemoConfig
 from relaxclip.demo.runner import run_demo
+from relaxclip.loss import DEFAULT_THRESHOLD
 
 
 def _tiny(**kw: Any) -> DemoConfig:
@@ -170,7 +171,7 @@ def test_default_arms_relaxation_is_set_in_one_place() -> None:
     configured = [a for a in ARMS if a.threshold == CONFIGURED]
     assert [a.label for a in configured] == ["c", "d", "e"]
     for arm in configured:
-        kwargs = arm.loss_kwargs(cfg.threshold, cfg.relax_quantile)
+        kwargs = arm.loss_kwargs(cfg.absolute_threshold, cfg.relax_quantile)
         if DEFAULT_ARM_RELAX_QUANTILE is None:
             assert kwargs == {"threshold": DEFAULT_THRESHOLD}
         else:
@@ -305,3 +306,13 @@ def test_sweep_chooses_on_validation_across_absolute_and_quantile_settings() -> 
     assert summarise_sweep(tied, 0.8).chosen == 0.8  # type: ignore[union-attr]
     assert summarise_sweep(tied, 0.6).chosen == 0.6  # type: ignore[union-attr]
     assert summarise_sweep(tied, 0.8, relax_quantile=0.65).chosen == "q=0.7"  # type: ignore[union-attr]
+
+
+def test_config_refuses_both_an_absolute_and_a_quantile_threshold() -> None:
+    """The configured arms relax with one rule: giving both used to let the quantile win
+    silently; now it is an error naming both fields."""
+    with pytest.raises(ValueError, match="threshold .* and relax_quantile .* are both set"):
+        DemoConfig(threshold=0.9, relax_quantile=0.7).validate()
+    DemoConfig(threshold=0.9, relax_quantile=None).validate()
+    DemoConfig(threshold=None, relax_quantile=0.7).validate()
+    assert DemoConfig(threshold=None, relax_quantile=None).absolute_threshold == DEFAULT_THRESHOLD

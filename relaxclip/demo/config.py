@@ -41,8 +41,9 @@ class DemoConfig:
     ``threads``: CPU threads for torch, 1 to :data:`MAX_THREADS` (``None``: half the cores, 1
     to 4); more than the available cores is allowed with a printed warning.
     Relaxation of the configured arms (``Arm.threshold == CONFIGURED``): the quantile threshold
-    ``relax_quantile`` when it is set (default :data:`DEFAULT_ARM_RELAX_QUANTILE`), else the
-    absolute ``threshold``.  The sweep (``sweep_threshold``) runs arm (d) for every absolute θ
+    ``relax_quantile`` (default :data:`DEFAULT_ARM_RELAX_QUANTILE`) or the absolute
+    ``threshold``, never both (:meth:`validate` raises); with neither, the library's
+    ``DEFAULT_THRESHOLD`` (:attr:`absolute_threshold`).  The sweep (``sweep_threshold``) runs arm (d) for every absolute θ
     in ``sweep_thresholds`` and every quantile q in ``sweep_quantiles`` (may be empty).
     """
 
@@ -59,7 +60,7 @@ class DemoConfig:
     finetune_lr: float = 5e-4
     weight_decay: float = 0.05
     embed_dim: int = 64
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float | None = None
     relax_quantile: float | None = DEFAULT_ARM_RELAX_QUANTILE
     sweep_threshold: bool = False
     sweep_thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -91,6 +92,12 @@ class DemoConfig:
         }
         base.update(overrides)
         return cls(**base)
+
+    @property
+    def absolute_threshold(self) -> float:
+        """The absolute θ of the configured arms when ``relax_quantile`` is ``None``:
+        ``threshold``, or the library's ``DEFAULT_THRESHOLD`` when that is ``None``."""
+        return DEFAULT_THRESHOLD if self.threshold is None else float(self.threshold)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field."""
@@ -127,8 +134,13 @@ class DemoConfig:
                 raise ValueError(f"{name} must be a learning rate in (0, 1], got {value!r}")
         if not 0 <= self.weight_decay < math.inf:
             raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay}")
-        if not -1.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (-1, 1], got {self.threshold}")
+        if self.threshold is not None and not -1.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be None or in (-1, 1], got {self.threshold}")
+        if self.threshold is not None and self.relax_quantile is not None:
+            raise ValueError(
+                f"threshold ({self.threshold}) and relax_quantile ({self.relax_quantile}) are both "
+                "set; the configured arms relax with one of them: set the other to None"
+            )
         if not self.sweep_thresholds or any(not -1.0 < t <= 1.0 for t in self.sweep_thresholds):
             raise ValueError(
                 f"sweep_thresholds must be values in (-1, 1], got {self.sweep_thresholds}"

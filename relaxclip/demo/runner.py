@@ -270,7 +270,7 @@ def run_arm(
         model,
         ex.tokenizer,
         batches(ex.bench.train, sampler, cfg.batch_size, seed + 1),
-        RelaxedContrastiveLoss(**arm.loss_kwargs(cfg.threshold, cfg.relax_quantile)),
+        RelaxedContrastiveLoss(**arm.loss_kwargs(cfg.absolute_threshold, cfg.relax_quantile)),
         Optimisation(cfg.finetune_steps, cfg.finetune_lr, cfg.weight_decay),
         ex.device,
         group_key=group_key,
@@ -396,13 +396,13 @@ def _results(
         runs,
         test_y,
         bench.findings,
-        threshold=cfg.threshold,
+        threshold=cfg.absolute_threshold,
         n_bootstrap=cfg.n_bootstrap,
         bootstrap_seed=cfg.bootstrap_seed,
         relax_quantile=cfg.relax_quantile,
     )
     ex.timing["bootstrap"] = time.perf_counter() - t
-    sweep = summarise_sweep(arms, cfg.threshold, cfg.relax_quantile)
+    sweep = summarise_sweep(arms, cfg.absolute_threshold, cfg.relax_quantile)
     splits = (
         ("pretrain", bench.pretrain),
         ("train", bench.train),
