@@ -1,6 +1,6 @@
 """open_clip's own trainer with the relaxed loss and random sentence sampling.
 
-Usage (every ``open_clip_train.main`` argument is accepted unchanged; five are added)::
+Usage (every ``open_clip_train.main`` argument is accepted unchanged; seven are added)::
 
     python -m relaxclip.integrations.open_clip_train \\
         --relax-threshold 0.8 --sentence-sampling --num-sentences 1 \\
@@ -19,6 +19,16 @@ relaxclip's options:
   open_clip's ``ClipLoss``. The loss always replaces the one ``open_clip.create_loss(args)`` would
   build (``ClipLoss``); ``--siglip``, CoCa models, ``--distill-*`` and ``--horovod`` select losses or
   a communication layer relaxclip does not implement and are rejected with an error.
+* ``--relax-quantile Q`` (excludes ``--relax-threshold``): a quantile threshold,
+  ``RelaxedContrastiveLoss(relax_quantile=Q)``: θ of every step is the Q-quantile, Q in (0, 1),
+  of the positive cosines of the batch the loss sees (the global batch under DDP).
+* ``--relax-momentum M`` (needs ``--relax-quantile``): θ_t = M θ_{t-1} + (1 - M) θ_step, M in
+  [0, 1) (default 0). The average is the loss module's buffer state, which open_clip's
+  checkpoints do not hold: :class:`LossStateKeeper` saves it after every epoch to
+  ``<logs>/<name>/relaxclip_loss_state/epoch_<e>.pth`` and restores it on ``--resume`` (a
+  missing file with M > 0 is an error). Only training calls update it (open_clip's
+  ``evaluate`` does not call the loss); with ``--accum-freq A`` it is updated A times per
+  optimizer step.
 * ``--sentence-sampling``: for ``--dataset-type csv`` (or ``auto`` with a ``.csv``/``.tsv`` file)
   the caption column holds whole reports; each training step draws sentences from every report
   with :class:`~relaxclip.sampling.SentenceSampler` and tokenises them afterwards with the model's
@@ -52,9 +62,10 @@ sentences of a batch therefore depend on (``--seed``, rank, epoch, worker, batch
 worker) and the batch's reports, not on how many epochs this process has run, so ``--resume``
 continues with the resumed epoch's stream.
 
-How it hooks in. While open_clip's ``main`` runs, two module attributes are replaced (and restored
-afterwards): ``open_clip_train.main.create_loss`` (builds the relaxed loss) and, with
-``--sentence-sampling``, ``open_clip_train.data.get_csv_dataset`` (builds the report dataset).
+How it hooks in. While open_clip's ``main`` runs, up to three module attributes are replaced
+(and restored afterwards): ``open_clip_train.main.create_loss`` (builds the relaxed loss), with
+``--sentence-sampling`` ``open_clip_train.data.get_csv_dataset`` (builds the report dataset) and
+with ``--relax-quantile`` ``open_clip_train.main.train_one_epoch`` (:class:`LossStateKeeper`).
 :func:`check_hook_points` verifies, before anything runs, that these names exist with the expected
 signatures and are used the way this module relies on; otherwise :class:`OpenClipVersionError`
 names the supported versions (:data:`SUPPORTED_OPEN_CLIP`). The fallback for other versions is the
