@@ -1,6 +1,6 @@
 """open_clip's own trainer with the relaxed loss and random sentence sampling.
 
-Usage (every ``open_clip_train.main`` argument is accepted unchanged; five are added)::
+Usage (every ``open_clip_train.main`` argument is accepted unchanged; seven are added)::
 
     python -m relaxclip.integrations.open_clip_train \\
         --relax-threshold 0.8 --sentence-sampling --num-sentences 1 \\
@@ -19,6 +19,16 @@ relaxclip's options:
   open_clip's ``ClipLoss``. The loss always replaces the one ``open_clip.create_loss(args)`` would
   build (``ClipLoss``); ``--siglip``, CoCa models, ``--distill-*`` and ``--horovod`` select losses or
   a communication layer relaxclip does not implement and are rejected with an error.
+* ``--relax-quantile Q`` (excludes ``--relax-threshold``): a quantile threshold,
+  ``RelaxedContrastiveLoss(relax_quantile=Q)``: θ of every step is the Q-quantile, Q in (0, 1),
+  of the positive cosines of the batch the loss sees (the global batch under DDP).
+* ``--relax-momentum M`` (needs ``--relax-quantile``): θ_t = M θ_{t-1} + (1 - M) θ_step, M in
+  [0, 1) (default 0). The average is the loss module's buffer state, which open_clip's
+  checkpoints do not hold: :class:`LossStateKeeper` saves it after every epoch to
+  ``<logs>/<name>/relaxclip_loss_state/epoch_<e>.pth`` and restores it on ``--resume`` (a
+  missing file with M > 0 is an error). Only training calls update it (open_clip's
+  ``evaluate`` does not call the loss); with ``--accum-freq A`` it is updated A times per
+  optimizer step.
 * ``--sentence-sampling``: for ``--dataset-type csv`` (or ``auto`` with a ``.csv``/``.tsv`` file)
   the caption column holds whole reports; each training step draws sentences from every report
   with :class:`~relaxclip.sampling.SentenceSampler` and tokenises them afterwards with the model's
@@ -52,9 +62,10 @@ sentences of a batch therefore depend on (``--seed``, rank, epoch, worker, batch
 worker) and the batch's reports, not on how many epochs this process has run, so ``--resume``
 continues with the resumed epoch's stream.
 
-How it hooks in. While open_clip's ``main`` runs, two module attributes are replaced (and restored
-afterwards): ``open_clip_train.main.create_loss`` (builds the relaxed loss) and, with
-``--sentence-sampling``, ``open_clip_train.data.get_csv_dataset`` (builds the report dataset).
+How it hooks in. While open_clip's ``main`` runs, up to three module attributes are replaced
+(and restored afterwards): ``open_clip_train.main.create_loss`` (builds the relaxed loss), with
+``--sentence-sampling`` ``open_clip_train.data.get_csv_dataset`` (builds the report dataset) and
+with ``--relax-quantile`` ``open_clip_train.main.train_one_epoch`` (:class:`LossStateKeeper`).
 :func:`check_hook_points` verifies, before anything runs, that these names exist with the expected
 signatures and are used the way this module relies on; otherwise :class:`OpenClipVersionError`
 names the supported versions (:data:`SUPPORTED_OPEN_CLIP`). The fallback for other versions is the
@@ -80,6 +91,7 @@ import contextlib
 import importlib
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -97,7 +109,9 @@ from relaxclip.sampling import NumSentences, SentenceSampler
 __all__ = [
     "SUPPORTED_OPEN_CLIP",
     "TESTED_OPEN_CLIP",
+    "LOSS_STATE_DIR",
     "HookPoints",
+    "LossStateKeeper",
     "OpenClipReportCollate",
     "OpenClipVersionError",
     "RelaxOptions",
@@ -107,6 +121,7 @@ __all__ = [
     "build_parser",
     "check_hook_points",
     "main",
+    "loss_state_path",
     "make_loss",
     "parse_relax_args",
     "sampler_seed",
@@ -135,7 +150,9 @@ class RelaxOptions:
     ``threshold``: θ or ``None`` (plain CLIP); ``sentence_sampling``: use the report dataset and
     :class:`SentenceSampler` for CSV data; ``num_sentences`` and ``sections``: passed to the
     sampler (``sections=None``: every section); ``text_groups``: pass the text-group ids of the
-    sampled sentences to the loss (needs ``sentence_sampling``).
+    sampled sentences to the loss (needs ``sentence_sampling``); ``relax_quantile`` (q in (0, 1)
+    or ``None``) and ``relax_momentum`` (m in [0, 1)): the loss's quantile threshold (then
+    ``threshold`` is ``None`` and unused) and its moving-average momentum.
     """
 
     threshold: float | None = None
@@ -143,6 +160,8 @@ class RelaxOptions:
     num_sentences: NumSentences = 1
     sections: tuple[str, ...] | None = DEFAULT_SECTIONS
     text_groups: bool = False
+    relax_quantile: float | None = None
+    relax_momentum: float = 0.0
 
 
 # ---------------------------------------------------------------------------------- arguments
@@ -158,6 +177,26 @@ def _threshold(text: str) -> float | None:
     if not -1.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a cosine similarity in (-1, 1], got {value}")
     return value
+
+
+def _unit_interval(text: str, flag: str, lo_closed: bool) -> float:
+    """A float in (0, 1) (``lo_closed=False``) or [0, 1) (``lo_closed=True``) for ``flag``."""
+    want = f"a number in {'[' if lo_closed else '('}0, 1)"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+    if not ((0.0 <= value if lo_closed else 0.0 < value) and value < 1.0):
+        raise argparse.ArgumentTypeError(f"expected {want} ({flag}), got {value}")
+    return value
+
+
+def _quantile(text: str) -> float:
+    return _unit_interval(text, "the quantile q of the positive cosines", lo_closed=False)
+
+
+def _momentum(text: str) -> float:
+    return _unit_interval(text, "0 = no smoothing", lo_closed=True)
 
 
 def _num_sentences(text: str) -> NumSentences:
@@ -204,12 +243,31 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         allow_abbrev=False,
     )
-    p.add_argument(
+    theta = p.add_mutually_exclusive_group()
+    theta.add_argument(
         "--relax-threshold",
         type=_threshold,
         default=None,
         metavar="THETA",
         help="relaxation threshold θ in (-1, 1]; 'none' (default) = plain CLIP loss",
+    )
+    theta.add_argument(
+        "--relax-quantile",
+        type=_quantile,
+        default=None,
+        metavar="Q",
+        help="quantile threshold: θ of each step is the Q-quantile, Q in (0, 1), of the "
+        "(global) batch's positive cosines, so the top 1-Q share is relaxed (excludes "
+        "--relax-threshold)",
+    )
+    p.add_argument(
+        "--relax-momentum",
+        type=_momentum,
+        default=None,
+        metavar="M",
+        help="smooth the quantile threshold across steps: θ_t = M θ_{t-1} + (1-M) θ_step, M in "
+        "[0, 1) (default 0: no smoothing; needs --relax-quantile; its state is saved next to "
+        "open_clip's checkpoints and restored on --resume)",
     )
     p.add_argument(
         "--sentence-sampling",
@@ -243,12 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_relax_args(argv: Sequence[str]) -> tuple[RelaxOptions, list[str]]:
     """Split ``argv`` into relaxclip's options and the rest (open_clip's, order kept).
 
-    Raises ``SystemExit(2)`` (argparse) for a bad value, or for ``--num-sentences`` /
+    Raises ``SystemExit(2)`` (argparse) for a bad value, for ``--num-sentences`` /
     ``--report-sections`` / ``--text-groups`` without ``--sentence-sampling`` (they would have no
-    effect; the text groups are computed from the sampled sentences).
+    effect; the text groups are computed from the sampled sentences), for ``--relax-threshold``
+    together with ``--relax-quantile``, and for ``--relax-momentum`` without ``--relax-quantile``.
     """
     parser = build_parser()
     ns, rest = parser.parse_known_args(list(argv))
+    if ns.relax_momentum is not None and ns.relax_quantile is None:
+        parser.error(
+            "argument --relax-momentum: needs --relax-quantile (it smooths the quantile "
+            "threshold across steps; an absolute --relax-threshold has nothing to smooth)"
+        )
     if not ns.sentence_sampling:
         for flag, value in (
             ("--num-sentences", ns.num_sentences),
@@ -269,6 +333,8 @@ def parse_relax_args(argv: Sequence[str]) -> tuple[RelaxOptions, list[str]]:
         num_sentences=1 if ns.num_sentences is None else ns.num_sentences,
         sections=sections,
         text_groups=ns.text_groups,
+        relax_quantile=ns.relax_quantile,
+        relax_momentum=0.0 if ns.relax_momentum is None else ns.relax_momentum,
     )
     return options, rest
 
@@ -321,7 +387,7 @@ def _source(obj: Any) -> str:
         return ""
 
 
-def check_hook_points(text_groups: bool = False) -> HookPoints:
+def check_hook_points(text_groups: bool = False, loss_state: bool = False) -> HookPoints:
     """Verify that open_clip's trainer has every internal this module hooks into.
 
     Checks: ``open_clip_train.main.main`` calls ``create_loss(args)`` (a module global there, which
@@ -333,7 +399,11 @@ def check_hook_points(text_groups: bool = False) -> HookPoints:
     ``loss(**model_out, output_dict=True)``. With ``text_groups`` also: the loop calls the loss on
     the micro-batches' features concatenated in order,
     ``torch.cat(accumulated[:j] + [model_out[key]] + accumulated[j + 1:])`` (``--accum-freq``),
-    which :class:`TextGroupFeed` matches.
+    which :class:`TextGroupFeed` matches. With ``loss_state`` (``--relax-quantile``, whose loss
+    state :class:`LossStateKeeper` saves and restores) also: ``open_clip_train.main`` has the
+    globals ``train_one_epoch`` (replaced), ``pt_load`` and ``check_exists``, and ``main`` calls
+    ``train_one_epoch(model, data, loss, epoch, ...)`` for ``epoch in range(start_epoch,
+    args.epochs)`` with ``start_epoch = checkpoint["epoch"]`` of a resumed checkpoint.
 
     Returns the modules; raises :class:`OpenClipVersionError` listing every failed check and
     naming :data:`SUPPORTED_OPEN_CLIP` otherwise.
@@ -373,6 +443,18 @@ def check_hook_points(text_groups: bool = False) -> HookPoints:
         )
     if not callable(getattr(getattr(data_mod, "SharedEpoch", None), "get_value", None)):
         problems.append("open_clip_train.data.SharedEpoch.get_value is missing")
+
+    if loss_state:
+        for name in ("train_one_epoch", "pt_load", "check_exists"):
+            if not callable(getattr(main_mod, name, None)):
+                problems.append(f"open_clip_train.main.{name} is missing")
+        for snippet in (
+            "train_one_epoch(model, data, loss, epoch,",
+            "for epoch in range(start_epoch, args.epochs)",
+            'start_epoch = checkpoint["epoch"]',
+        ):
+            if snippet not in main_src:
+                problems.append(f"open_clip_train.main.main no longer has `{snippet}`")
 
     train_src = _source(getattr(train_mod, "train_one_epoch", None))
     snippets = [
@@ -450,7 +532,12 @@ def _check_supported(args: argparse.Namespace, options: RelaxOptions) -> None:
 
 
 def make_loss(
-    args: argparse.Namespace, threshold: float | None, feed: TextGroupFeed | None = None
+    args: argparse.Namespace,
+    threshold: float | None,
+    feed: TextGroupFeed | None = None,
+    *,
+    relax_quantile: float | None = None,
+    relax_momentum: float = 0.0,
 ) -> RelaxedContrastiveLoss:
     """The loss open_clip's trainer uses in place of ``create_loss(args)``.
 
@@ -458,16 +545,26 @@ def make_loss(
     ``world_size``, ``local_loss``, ``gather_with_grad``). Single process: ``distributed=False``.
     Several ranks: ``distributed=True`` and ``distributed_mode`` ``"local"`` with ``--local-loss``,
     else ``"global"``; relaxclip always gathers with gradient. With ``feed`` (``--text-groups``)
-    the loss is a :class:`TextGroupLoss` that takes each call's group ids from it.
+    the loss is a :class:`TextGroupLoss` that takes each call's group ids from it. With
+    ``relax_quantile`` (``--relax-quantile``) the loss has a quantile threshold with
+    ``relax_momentum`` (``--relax-momentum``) and ``threshold`` must be ``None`` (ValueError
+    otherwise, as :class:`~relaxclip.loss.RelaxedContrastiveLoss` raises for both).
     """
     world = int(getattr(args, "world_size", 1))
     distributed = bool(getattr(args, "distributed", False)) and world > 1
     mode: DistributedMode = "local" if getattr(args, "local_loss", False) else "global"
-    loss = (
-        RelaxedContrastiveLoss(threshold, distributed=distributed, distributed_mode=mode)
-        if feed is None
-        else TextGroupLoss(feed, threshold, distributed=distributed, distributed_mode=mode)
-    )
+    relax: dict[str, Any]
+    if relax_quantile is None:
+        relax = {"threshold": threshold, "relax_momentum": relax_momentum}
+    elif threshold is not None:
+        raise ValueError(
+            f"--relax-threshold {threshold} and --relax-quantile {relax_quantile} are mutually "
+            "exclusive"
+        )
+    else:  # threshold omitted: an explicit one (even None) excludes the quantile
+        relax = {"relax_quantile": relax_quantile, "relax_momentum": relax_momentum}
+    common = {"distributed": distributed, "distributed_mode": mode, **relax}
+    loss = RelaxedContrastiveLoss(**common) if feed is None else TextGroupLoss(feed, **common)
     if distributed and not getattr(args, "gather_with_grad", False):
         _log.warning(
             "relaxclip: --gather-with-grad is off, but relaxclip always gathers features with "
@@ -583,8 +680,8 @@ class TextGroupLoss(RelaxedContrastiveLoss):
     :class:`RelaxedContrastiveLoss`.
     """
 
-    def __init__(self, feed: TextGroupFeed, threshold: float | None, **kwargs: Any) -> None:
-        super().__init__(threshold, **kwargs)
+    def __init__(self, feed: TextGroupFeed, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.feed = feed
 
     def forward(
@@ -814,6 +911,138 @@ def _make_csv_dataset_fn(
     return get_report_csv_dataset
 
 
+# ---------------------------------------------------------------------------------- loss state
+#: Folder, beside open_clip's ``checkpoints`` folder, holding the quantile threshold's state.
+LOSS_STATE_DIR = "relaxclip_loss_state"
+
+
+def loss_state_path(checkpoint_dir: str, epoch: int) -> str:
+    """Where the loss state for open_clip's checkpoint ``<checkpoint_dir>/epoch_<epoch>.pt`` lives:
+    ``<checkpoint_dir>/../relaxclip_loss_state/epoch_<epoch>.pth``.
+
+    Not inside ``checkpoints/``: open_clip's ``--resume latest`` takes the last entry of that
+    folder by name (with ``--remote-sync`` every file and subfolder, not only ``*.pt``)."""
+    parent = os.path.dirname(checkpoint_dir.rstrip("/"))
+    return os.path.join(parent, LOSS_STATE_DIR, f"epoch_{epoch}.pth")
+
+
+class LossStateKeeper:
+    """Saves and restores the quantile threshold's state around open_clip's ``train_one_epoch``.
+
+    open_clip's checkpoints hold the model, optimizer and scaler, not the loss, so the buffers of
+    a quantile-threshold loss (``running_threshold``, ``num_threshold_updates``: the moving
+    average of ``--relax-momentum``) would restart on ``--resume``. This wrapper of
+    ``open_clip_train.main.train_one_epoch`` (called as ``train_one_epoch(model, data, loss,
+    epoch, ..., args, ...)``) therefore
+
+    * after every epoch, on the process that writes open_clip's checkpoints (``args.save_logs``,
+      rank 0), writes ``{"epoch": e + 1, "relax_quantile": q, "relax_momentum": m, "state_dict":
+      loss.state_dict()}`` (tensors on the CPU) to :func:`loss_state_path` of
+      ``args.checkpoint_path`` (every epoch: ``--save-most-recent`` writes ``epoch_latest.pt``
+      every epoch), via a temporary file and ``os.replace``;
+    * before the first epoch of a resumed run (``args.resume`` set and the first ``epoch`` > 0,
+      i.e. open_clip loaded a training checkpoint whose ``"epoch"`` is that epoch), loads the
+      state written for that epoch from :func:`loss_state_path` of the checkpoint's folder
+      (read with open_clip's ``pt_load``, so remote paths work as for the checkpoint) on every
+      rank. A missing file is a ``ValueError`` when ``relax_momentum > 0`` (the moving average
+      would silently restart); with ``relax_momentum == 0`` theta is each batch's quantile and
+      does not depend on the state, so it is logged and the counter restarts. A state written
+      with another q or m is loaded and the difference logged as a warning.
+
+    A bare model checkpoint (no ``"epoch"``: fine-tuning from weights, first epoch 0) starts the
+    state afresh. open_clip's ``evaluate`` does not call the loss, so the state saved after an
+    epoch is the one the checkpoint of that epoch goes with.
+    """
+
+    def __init__(self, train_one_epoch: Callable[..., Any], hooks: HookPoints) -> None:
+        self.inner = train_one_epoch
+        self.hooks = hooks
+        self._signature = inspect.signature(train_one_epoch)
+        self._first = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        bound = self._signature.bind(*args, **kwargs).arguments
+        loss, epoch, run_args = bound["loss"], int(bound["epoch"]), bound["args"]
+        if not isinstance(loss, RelaxedContrastiveLoss) or loss.relax_quantile is None:
+            raise RuntimeError(
+                f"--relax-quantile: open_clip's train_one_epoch got the loss {loss!r}, not "
+                "relaxclip's quantile-threshold loss; its main no longer matches this "
+                f"integration (supported: open_clip_torch{SUPPORTED_OPEN_CLIP})"
+            )
+        if self._first:
+            self._first = False
+            self.restore(loss, epoch, run_args)
+        out = self.inner(*args, **kwargs)
+        if getattr(run_args, "save_logs", False):
+            self.save(loss, epoch + 1, str(run_args.checkpoint_path))
+        return out
+
+    def save(self, loss: RelaxedContrastiveLoss, epoch: int, checkpoint_dir: str) -> str:
+        """Write the loss state after ``epoch`` completed epochs; returns the path."""
+        path = loss_state_path(checkpoint_dir, epoch)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        state = {
+            "epoch": epoch,
+            "relax_quantile": loss.relax_quantile,
+            "relax_momentum": loss.relax_momentum,
+            "state_dict": {k: v.detach().cpu() for k, v in loss.state_dict().items()},
+        }
+        tmp = path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def restore(self, loss: RelaxedContrastiveLoss, epoch: int, run_args: Any) -> None:
+        """Load the state of a resumed run's checkpoint (see the class docstring)."""
+        resume = getattr(run_args, "resume", None)
+        if resume is None or epoch == 0:
+            if resume is not None:
+                _log.info(
+                    "relaxclip: --resume %s is a model-only checkpoint (no epoch): the "
+                    "quantile threshold's state starts afresh",
+                    resume,
+                )
+            return
+        path = loss_state_path(os.path.dirname(str(resume)), epoch)
+        if not self.hooks.main.check_exists(path):
+            if loss.relax_momentum > 0:
+                raise ValueError(
+                    f"--resume {resume} (epoch {epoch}) with --relax-momentum "
+                    f"{loss.relax_momentum}: the quantile threshold's moving-average state of "
+                    f"that epoch is missing ({path}); relaxclip writes it beside open_clip's "
+                    "checkpoints folder after every epoch. Without it the moving average would "
+                    "restart; copy that file there, or resume with --relax-momentum 0"
+                )
+            _log.info(
+                "relaxclip: no quantile-threshold state at %s; --relax-momentum 0 does not use "
+                "it (num_threshold_updates restarts at 0)",
+                path,
+            )
+            return
+        state = self.hooks.main.pt_load(path, map_location="cpu")
+        if int(state.get("epoch", -1)) != epoch:
+            raise ValueError(f"{path}: holds the loss state of epoch {state.get('epoch')!r}, "
+                             f"expected {epoch}")  # fmt: skip
+        saved = (state.get("relax_quantile"), state.get("relax_momentum"))
+        if saved != (loss.relax_quantile, loss.relax_momentum):
+            _log.warning(
+                "relaxclip: %s was written with relax_quantile=%s, relax_momentum=%s; this run "
+                "uses %s, %s (the state is loaded anyway)",
+                path,
+                *saved,
+                loss.relax_quantile,
+                loss.relax_momentum,
+            )
+        loss.load_state_dict(state["state_dict"])
+        _log.info(
+            "relaxclip: restored the quantile threshold's state from %s (running_threshold "
+            "%.6g after %d updates)",
+            path,
+            float(loss.running_threshold),
+            int(loss.num_threshold_updates),
+        )
+
+
 # ---------------------------------------------------------------------------------- main
 @contextlib.contextmanager
 def _patched(module: ModuleType, name: str, value: Any) -> Iterator[None]:
@@ -853,7 +1082,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_help(ok)
         return 0
     options, rest = parse_relax_args(argv)
-    hooks = check_hook_points(text_groups=options.text_groups)
+    quantile = options.relax_quantile is not None
+    hooks = check_hook_points(text_groups=options.text_groups, loss_state=quantile)
     from open_clip_train.params import parse_args
 
     parsed = parse_args(list(rest))
@@ -863,12 +1093,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     created: list[RelaxedContrastiveLoss] = []
 
     def create_loss(args: argparse.Namespace) -> RelaxedContrastiveLoss:
-        loss = make_loss(args, options.threshold, feed)
+        loss = make_loss(
+            args,
+            options.threshold,
+            feed,
+            relax_quantile=options.relax_quantile,
+            relax_momentum=options.relax_momentum,
+        )
         created.append(loss)
         return loss
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(_patched(hooks.main, "create_loss", create_loss))
+        if quantile:
+            keeper = LossStateKeeper(hooks.main.train_one_epoch, hooks)
+            stack.enter_context(_patched(hooks.main, "train_one_epoch", keeper))
         if options.sentence_sampling:
             stack.enter_context(
                 _patched(hooks.data, "get_csv_dataset", _make_csv_dataset_fn(hooks, options, feed))

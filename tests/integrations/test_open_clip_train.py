@@ -173,6 +173,10 @@ class _Spy:
                     "inputs": [t.detach().clone() for t in feats],
                     "groups": None if groups is None else groups.clone(),
                     "out": {k: v.detach().clone() for k, v in out.items()},
+                    "diagnostics": {
+                        k: v.clone() for k, v in getattr(out, "diagnostics", {}).items()
+                    },
+                    "state": {k: v.clone() for k, v in self.state_dict().items()},
                 }
             )
             return out
@@ -270,6 +274,8 @@ def test_help_lists_relaxclip_and_open_clip_options(capsys) -> None:
     out = capsys.readouterr().out
     for flag in (
         "--relax-threshold",
+        "--relax-quantile",
+        "--relax-momentum",
         "--sentence-sampling",
         "--num-sentences",
         "--report-sections",
@@ -425,6 +431,65 @@ def test_loss_maps_open_clip_distributed_options(
         assert "--gather-with-grad" not in caplog.text
 
 
+# ---------------------------------------------------------------------------------- quantile
+def test_relax_quantile_options_parse() -> None:
+    options, rest = roc.parse_relax_args(
+        ["--relax-quantile", "0.7", "--epochs", "2", "--relax-momentum", "0.9"]
+    )
+    assert (options.relax_quantile, options.relax_momentum, options.threshold) == (0.7, 0.9, None)
+    assert rest == ["--epochs", "2"]
+    options = roc.parse_relax_args(["--relax-quantile", "0.5"])[0]
+    assert (options.relax_quantile, options.relax_momentum) == (0.5, 0.0)
+    assert roc.parse_relax_args(["--relax-quantile", "0.5", "--relax-momentum", "0"])[0] == options
+    assert roc.parse_relax_args([])[0].relax_quantile is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--relax-threshold", "0.8", "--relax-quantile", "0.5"], "not allowed with argument"),
+        (["--relax-quantile", "0"], "(0, 1)"),
+        (["--relax-quantile", "1"], "(0, 1)"),
+        (["--relax-quantile", "x"], "(0, 1)"),
+        (["--relax-quantile", "0.5", "--relax-momentum", "1"], "[0, 1)"),
+        (["--relax-quantile", "0.5", "--relax-momentum", "-0.1"], "[0, 1)"),
+        (["--relax-momentum", "0.9"], "--relax-momentum: needs --relax-quantile"),
+        (["--relax-threshold", "0.8", "--relax-momentum", "0.9"], "needs --relax-quantile"),
+    ],
+)
+def test_bad_relax_quantile_options_exit_with_a_message(
+    argv: list[str], message: str, capsys
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        roc.parse_relax_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("groups", [False, True])
+def test_make_loss_builds_a_quantile_threshold_loss(groups: bool) -> None:
+    args = argparse.Namespace(distributed=False, world_size=1, local_loss=False)
+    feed = roc.TextGroupFeed() if groups else None
+    loss = roc.make_loss(args, None, feed, relax_quantile=0.7, relax_momentum=0.9)
+    assert isinstance(loss, roc.TextGroupLoss if groups else RelaxedContrastiveLoss)
+    assert (loss.relax_quantile, loss.relax_momentum, loss.threshold) == (0.7, 0.9, None)
+    assert set(loss.state_dict()) == {"running_threshold", "num_threshold_updates"}
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        roc.make_loss(args, 0.8, feed, relax_quantile=0.7)
+    assert roc.make_loss(args, 0.8, feed).relax_quantile is None
+
+
+def test_relax_quantile_checks_the_resume_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loss state's save/restore relies on how open_clip's main resumes and loops."""
+    main_fn = open_clip_train.main.main
+    source = roc._source(main_fn).replace('start_epoch = checkpoint["epoch"]', "start_epoch = 0")
+    monkeypatch.setattr(roc, "_source", lambda obj: source if obj is main_fn
+                        else inspect.getsource(obj))  # fmt: skip
+    roc.check_hook_points()  # without --relax-quantile there is no loss state
+    with pytest.raises(roc.OpenClipVersionError, match=re.escape('checkpoint["epoch"]')):
+        roc.check_hook_points(loss_state=True)
+
+
 # ---------------------------------------------------------------------------------- data
 def test_report_csv_rows_without_a_sentence_are_named(tmp_path: Path) -> None:
     csv = tmp_path / "bad.csv"
@@ -559,6 +624,75 @@ def test_trains_with_relaxed_loss_and_sampling_then_resumes(
     assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {3 * steps}
     print("resumed losses (epoch 3):", [round(float(c["out"]["contrastive_loss"]), 4)
                                         for c in spy.losses])  # fmt: skip
+
+
+def _positive_cosines(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (torch.nn.functional.normalize(x, dim=1) * torch.nn.functional.normalize(y, dim=1)).sum(
+        1
+    )
+
+
+@needs_shared(*NIH_PNGS, OPENI)
+def test_relax_quantile_trains_and_resumes_its_moving_average(
+    report_csv: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch, clean_logging
+) -> None:
+    """--relax-quantile q --relax-momentum m: every training call's θ is the moving average of
+    the batches' q-quantiles of the positive cosines (first call: the quantile itself, half of
+    the pairs relaxed at q = 0.5); open_clip's evaluation between epochs does not move it; the
+    state after each epoch is written beside the checkpoints, and --resume latest continues the
+    average from it. Without that file, resuming with m > 0 is an error."""
+    spy = _Spy(monkeypatch)
+    q, m = 0.5, 0.5
+    relax = ["--relax-quantile", str(q), "--relax-momentum", str(m)]
+    args = _train_args(report_csv, tiny_model_dir, tmp_path, "ema", epochs=2)
+    assert roc.main([*relax, *args, "--val-data", str(report_csv)]) == 0
+    steps = N_ROWS // BATCH
+    assert len(spy.losses) == 2 * steps
+    assert "val_loss" in (tmp_path / "ema" / "out.log").read_text()  # evaluate ran in between
+
+    def check_calls(calls: list[dict[str, Any]], previous: torch.Tensor | None, done: int) -> None:
+        theta = previous
+        for i, call in enumerate(calls):
+            module = call["module"]
+            assert (module.relax_quantile, module.relax_momentum, module.threshold) == (q, m, None)
+            x, y, t = call["inputs"]
+            step = torch.quantile(_positive_cosines(x, y), q)
+            theta = step if theta is None else m * theta + (1 - m) * step
+            used = call["diagnostics"]["threshold"]
+            torch.testing.assert_close(used, theta.to(used.dtype))
+            torch.testing.assert_close(call["state"]["running_threshold"], theta.float())
+            assert int(call["state"]["num_threshold_updates"]) == done + i + 1
+            torch.testing.assert_close(  # the absolute-θ loss at the θ used
+                call["out"]["contrastive_loss"], relaxed_contrastive_loss(x, y, t, threshold=used)
+            )
+
+    check_calls(spy.losses, None, 0)
+    first = spy.losses[0]
+    assert float(first["diagnostics"]["relaxed_share"]) == 1 - q  # θ_1 = this batch's median
+    # -- the state after each epoch, beside (not inside) open_clip's checkpoints folder
+    state_dir = tmp_path / "ema" / roc.LOSS_STATE_DIR
+    assert sorted(p.name for p in state_dir.iterdir()) == ["epoch_1.pth", "epoch_2.pth"]
+    for e in (1, 2):
+        saved = torch.load(state_dir / f"epoch_{e}.pth", weights_only=True)
+        assert (saved["epoch"], saved["relax_quantile"], saved["relax_momentum"]) == (e, q, m)
+        after = spy.losses[e * steps - 1]["state"]
+        for k, v in after.items():
+            assert torch.equal(saved["state_dict"][k], v)
+    # -- resume: the third epoch continues the average of epoch 2's last step
+    end_of_2 = spy.losses[-1]["state"]["running_threshold"]
+    spy.losses.clear()
+    args3 = _train_args(report_csv, tiny_model_dir, tmp_path, "ema", epochs=3)
+    assert roc.main([*relax, *args3, "--resume", "latest"]) == 0
+    assert "restored the quantile threshold's state" in (tmp_path / "ema" / "out.log").read_text()
+    assert len(spy.losses) == steps
+    check_calls(spy.losses, end_of_2.double(), 2 * steps)
+    # -- resume without the state: an error, not a silently restarted average
+    (state_dir / "epoch_3.pth").unlink()
+    spy.losses.clear()
+    args4 = _train_args(report_csv, tiny_model_dir, tmp_path, "ema", epochs=4)
+    with pytest.raises(ValueError, match=r"moving-average state of that epoch is missing"):
+        roc.main([*relax, *args4, "--resume", "latest"])
+    assert spy.losses == []
 
 
 @needs_shared(*NIH_PNGS, OPENI)
