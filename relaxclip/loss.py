@@ -874,7 +874,10 @@ class RelaxedContrastiveLoss(nn.Module):
     resumed run continues identically): ``running_threshold`` (0-d float32, theta_t of the last
     update, NaN before the first) and ``num_threshold_updates`` (0-d int64, the number of
     updates; 0 means theta_1 is the batch quantile). Both move to the features' device on the
-    first call (no host sync: the EMA and the first-step choice are device ops). The buffers are
+    first call (no host sync: the EMA and the first-step choice are device ops). A training call
+    whose batch quantile is not finite (NaN features, which are not checked with
+    ``check_finite=False`` or under ``torch.compile``) uses that NaN theta (its loss is NaN) but
+    leaves both buffers unchanged, so one bad batch does not make every later loss NaN. The buffers are
     updated only by calls that train: ``module.training`` and the call records gradients (the
     rule of ``distributed=None``), so a validation loss (``torch.no_grad()`` or ``.eval()``)
     neither changes the state nor, under ``torch.distributed``, lets ranks diverge. Such a call
@@ -946,9 +949,13 @@ class RelaxedContrastiveLoss(nn.Module):
         if not update:
             return torch.where(started, previous, step) if m > 0 else step
         theta = torch.where(started, m * previous + (1.0 - m) * step, step) if m > 0 else step
+        # a non-finite batch quantile (NaN features, unchecked under check_finite=False or
+        # torch.compile) leaves the state as it was: that call's loss is NaN, but the EMA is not
+        # poisoned for every later step (device ops only: no host read)
+        finite = torch.isfinite(step)
         with torch.no_grad():
-            self.running_threshold.copy_(theta)
-            self.num_threshold_updates.add_(1)
+            self.running_threshold.copy_(torch.where(finite, theta, previous))
+            self.num_threshold_updates.add_(finite.to(self.num_threshold_updates.dtype))
         return theta
 
     def forward(
