@@ -248,6 +248,23 @@ def test_a_nan_batch_leaves_the_running_theta_unchanged(first: bool) -> None:
     assert torch.equal(module.num_threshold_updates, clean.num_threshold_updates)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_low_precision_module_keeps_the_running_theta_in_float32(dtype: torch.dtype) -> None:
+    """``module.to(bf16)`` (e.g. Lightning "bf16-true") must not round theta_t to 8 bits: with
+    m = 0.99 a bf16 EMA stalls far from the batch quantiles (every update below half an ulp)."""
+    kw: dict[str, Any] = {"relax_quantile": 0.5, "relax_momentum": 0.99}
+    low, ref = RelaxedContrastiveLoss(**kw).to(dtype), RelaxedContrastiveLoss(**kw)
+    assert low.running_threshold.dtype == torch.float32
+    assert RelaxedContrastiveLoss(**kw).double().running_threshold.dtype == torch.float64
+    _train_call(low, *_batch(10, 6, seed=70))
+    _train_call(ref, *_batch(10, 6, seed=70))
+    for step in range(3):
+        x, y = _batch(10, 6, seed=71 + step)
+        (_, ta), (_, tb) = _train_call(low, x, y), _train_call(ref, x, y)
+        assert torch.equal(ta, tb)
+    assert float(low.running_threshold) != float(low.running_threshold.to(dtype))  # not rounded
+
+
 def test_running_theta_round_trips_through_state_dict() -> None:
     a = RelaxedContrastiveLoss(relax_quantile=0.6, relax_momentum=0.7, backend="chunked")
     for step in range(3):
