@@ -872,9 +872,13 @@ class RelaxedContrastiveLoss(nn.Module):
     with ``m = relax_momentum`` in [0, 1) (default 0: theta_t = theta_step, no smoothing). The
     module keeps two buffers (saved by ``state_dict()``, restored by ``load_state_dict()``, so a
     resumed run continues identically): ``running_threshold`` (0-d float32, theta_t of the last
-    update, NaN before the first) and ``num_threshold_updates`` (0-d int64, the number of
+    update, NaN before the first; ``.to(torch.float64)`` makes it float64, but a conversion to
+    float16/bfloat16 keeps it float32) and ``num_threshold_updates`` (0-d int64, the number of
     updates; 0 means theta_1 is the batch quantile). Both move to the features' device on the
-    first call (no host sync: the EMA and the first-step choice are device ops). The buffers are
+    first call (no host sync: the EMA and the first-step choice are device ops). A training call
+    whose batch quantile is not finite (NaN features, which are not checked with
+    ``check_finite=False`` or under ``torch.compile``) uses that NaN theta (its loss is NaN) but
+    leaves both buffers unchanged, so one bad batch does not make every later loss NaN. The buffers are
     updated only by calls that train: ``module.training`` and the call records gradients (the
     rule of ``distributed=None``), so a validation loss (``torch.no_grad()`` or ``.eval()``)
     neither changes the state nor, under ``torch.distributed``, lets ranks diverge. Such a call
@@ -932,6 +936,22 @@ class RelaxedContrastiveLoss(nn.Module):
             self.register_buffer("running_threshold", torch.tensor(math.nan))
             self.register_buffer("num_threshold_updates", torch.tensor(0, dtype=torch.int64))
 
+    def _apply(
+        self, fn: Callable[[Tensor], Tensor], recurse: bool = True
+    ) -> RelaxedContrastiveLoss:
+        """``nn.Module._apply`` (behind ``.to``, ``.half()``, ``.cuda()``, ...), except that the
+        running theta never drops below float32: ``module.to(torch.bfloat16)`` (e.g. Lightning's
+        ``precision="bf16-true"`` converting the module that holds the loss) would otherwise store
+        theta_t with 8 bits of mantissa, and the EMA stalls wherever (1 - m) |theta_step - theta|
+        is below half a bf16 ulp (about 0.002 near 0.9)."""
+        super()._apply(fn, recurse)
+        if self.relax_quantile is not None and self.running_threshold.dtype in (
+            torch.float16,
+            torch.bfloat16,
+        ):
+            self.running_threshold = self.running_threshold.float()
+        return self
+
     def _quantile_theta(self, x: Tensor, y: Tensor, update: bool) -> Tensor:
         """theta of this call in quantile mode (see the class docstring), updating the buffers
         when ``update``; device ops only."""
@@ -946,9 +966,13 @@ class RelaxedContrastiveLoss(nn.Module):
         if not update:
             return torch.where(started, previous, step) if m > 0 else step
         theta = torch.where(started, m * previous + (1.0 - m) * step, step) if m > 0 else step
+        # a non-finite batch quantile (NaN features, unchecked under check_finite=False or
+        # torch.compile) leaves the state as it was: that call's loss is NaN, but the EMA is not
+        # poisoned for every later step (device ops only: no host read)
+        finite = torch.isfinite(step)
         with torch.no_grad():
-            self.running_threshold.copy_(theta)
-            self.num_threshold_updates.add_(1)
+            self.running_threshold.copy_(torch.where(finite, theta, previous))
+            self.num_threshold_updates.add_(finite.to(self.num_threshold_updates.dtype))
         return theta
 
     def forward(

@@ -224,6 +224,47 @@ def test_validation_calls_do_not_update_the_running_theta() -> None:
     assert int(module.num_threshold_updates) == 2
 
 
+@pytest.mark.parametrize("first", [False, True])
+def test_a_nan_batch_leaves_the_running_theta_unchanged(first: bool) -> None:
+    """NaN features (unchecked: check_finite=False, as under torch.compile) give a NaN loss for
+    that call only: the EMA state is not poisoned for every later step."""
+    kw: dict[str, Any] = {"relax_quantile": 0.5, "relax_momentum": 0.8, "check_finite": False}
+    module, clean = RelaxedContrastiveLoss(**kw), RelaxedContrastiveLoss(**kw)
+    if not first:
+        for m in (module, clean):
+            _train_call(m, *_batch(10, 6, seed=60))
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    x, y = _batch(10, 6, seed=61)
+    x[3, 0] = math.nan
+    loss, theta = _train_call(module, x, y)
+    assert math.isnan(float(loss)) and math.isnan(float(theta))
+    for k, v in module.state_dict().items():
+        assert torch.equal(v, state[k]) or (v.isnan().all() and state[k].isnan().all()), k
+    for step in range(2):  # later clean steps continue as if the NaN batch had been skipped
+        batch = _batch(10, 6, seed=62 + step)
+        (la, ta), (lb, tb) = _train_call(module, *batch), _train_call(clean, *batch)
+        assert math.isfinite(float(la)) and torch.equal(la, lb) and torch.equal(ta, tb)
+    assert torch.equal(module.running_threshold, clean.running_threshold)
+    assert torch.equal(module.num_threshold_updates, clean.num_threshold_updates)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_low_precision_module_keeps_the_running_theta_in_float32(dtype: torch.dtype) -> None:
+    """``module.to(bf16)`` (e.g. Lightning "bf16-true") must not round theta_t to 8 bits: with
+    m = 0.99 a bf16 EMA stalls far from the batch quantiles (every update below half an ulp)."""
+    kw: dict[str, Any] = {"relax_quantile": 0.5, "relax_momentum": 0.99}
+    low, ref = RelaxedContrastiveLoss(**kw).to(dtype), RelaxedContrastiveLoss(**kw)
+    assert low.running_threshold.dtype == torch.float32
+    assert RelaxedContrastiveLoss(**kw).double().running_threshold.dtype == torch.float64
+    _train_call(low, *_batch(10, 6, seed=70))
+    _train_call(ref, *_batch(10, 6, seed=70))
+    for step in range(3):
+        x, y = _batch(10, 6, seed=71 + step)
+        (_, ta), (_, tb) = _train_call(low, x, y), _train_call(ref, x, y)
+        assert torch.equal(ta, tb)
+    assert float(low.running_threshold) != float(low.running_threshold.to(dtype))  # not rounded
+
+
 def test_running_theta_round_trips_through_state_dict() -> None:
     a = RelaxedContrastiveLoss(relax_quantile=0.6, relax_momentum=0.7, backend="chunked")
     for step in range(3):
