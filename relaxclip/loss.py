@@ -952,6 +952,23 @@ class RelaxedContrastiveLoss(nn.Module):
             self.running_threshold = self.running_threshold.float()
         return self
 
+    def _check_quantile_state(self) -> None:
+        """Re-validate the quantile attributes on every call (like ``threshold``), so that one
+        assigned after construction is checked, never silently ignored or used out of range."""
+        _check_quantile(self.relax_quantile)
+        _check_momentum(self.relax_momentum)
+        if self.threshold is not None:
+            raise ValueError(
+                f"threshold ({self.threshold!r}) and relax_quantile ({self.relax_quantile!r}) are "
+                "both set on this RelaxedContrastiveLoss; they are mutually exclusive: set one "
+                "of them to None"
+            )
+        if not hasattr(self, "running_threshold"):
+            raise ValueError(
+                "relax_quantile was set on a RelaxedContrastiveLoss built without it (it has no "
+                "running-threshold buffers): construct RelaxedContrastiveLoss(relax_quantile=q)"
+            )
+
     def _quantile_theta(self, x: Tensor, y: Tensor, update: bool) -> Tensor:
         """theta of this call in quantile mode (see the class docstring), updating the buffers
         when ``update``; device ops only."""
@@ -992,6 +1009,7 @@ class RelaxedContrastiveLoss(nn.Module):
             raise TypeError(f"output_dict must be True or False, got {type(output_dict).__name__}")
         threshold_fn: ThresholdFn | None = None
         if self.relax_quantile is not None:
+            self._check_quantile_state()
             update = self.training and _records_grad(image_features, text_features, logit_scale)
             threshold_fn = functools.partial(self._quantile_theta, update=update)
         fixed = (

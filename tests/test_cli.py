@@ -65,7 +65,11 @@ def test_config_mapping() -> None:
     parser = build_parser()
     cfg = _demo_config(parser.parse_args(["demo"]))
     assert cfg == DemoConfig(device="auto")
-    assert cfg.threshold == DEFAULT_THRESHOLD and cfg.seeds == (0, 1, 2)
+    assert (
+        cfg.threshold is None
+        and cfg.absolute_threshold == DEFAULT_THRESHOLD
+        and cfg.seeds == (0, 1, 2)
+    )
     quick = _demo_config(
         parser.parse_args(["demo", "--quick", "--seeds", "3", "4", "--bootstrap", "7"])
     )

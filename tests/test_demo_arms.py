@@ -223,9 +223,23 @@ def test_cli_quantile_options(capsys: pytest.CaptureFixture[str]) -> None:
 
     parser = build_parser()
     cfg = _demo_config(
-        parser.parse_args(["demo", "--relax-quantile", "0.7", "--sweep-quantiles", "0.6", "0.3"])
+        parser.parse_args(
+            [
+                "demo",
+                "--relax-quantile",
+                "0.7",
+                "--sweep-threshold",
+                "--sweep-quantiles",
+                "0.6",
+                "0.3",
+            ]
+        )
     )
     assert cfg.relax_quantile == 0.7 and cfg.sweep_quantiles == (0.6, 0.3)
+    for flag, values in (("--sweep-quantiles", ["0.6"]), ("--sweep-values", ["0.7"])):
+        # without --sweep-threshold these used to be accepted and silently ignored
+        with pytest.raises(ValueError, match=f"{flag} needs --sweep-threshold"):
+            _demo_config(parser.parse_args(["demo", flag, *values]))
     assert _demo_config(parser.parse_args(["demo", "--threshold", "0.5"])).relax_quantile is None
     for argv, needle in (
         (["--threshold", "0.5", "--relax-quantile", "0.7"], "not allowed with argument"),

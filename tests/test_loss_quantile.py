@@ -533,3 +533,23 @@ def test_triton_quantile_mode_matches_absolute_and_reference() -> None:
 
 if __name__ == "__main__":
     _triton_worker()
+
+
+def test_quantile_attributes_assigned_later_are_validated() -> None:
+    """``threshold`` is re-checked on every forward; the quantile attributes now are too (an
+    out-of-range q used to fail deep inside with an index error, a bool was accepted)."""
+    x, y = torch.randn(6, 4), torch.randn(6, 4)
+    for attr, value, match in (
+        ("relax_quantile", 1.5, "relax_quantile"),
+        ("relax_quantile", True, "relax_quantile"),
+        ("relax_momentum", 1.0, "relax_momentum"),
+        ("threshold", 0.5, "mutually exclusive"),
+    ):
+        loss_fn = RelaxedContrastiveLoss(relax_quantile=0.5)
+        setattr(loss_fn, attr, value)
+        with pytest.raises((ValueError, TypeError), match=match):
+            loss_fn(x, y, 10.0)
+    absolute = RelaxedContrastiveLoss(0.5)
+    absolute.threshold, absolute.relax_quantile = None, 0.5
+    with pytest.raises(ValueError, match="running-threshold buffers"):
+        absolute(x, y, 10.0)

@@ -247,6 +247,12 @@ def _demo_config(args: argparse.Namespace) -> Any:
     }
     if args.seeds is not None:
         overrides["seeds"] = tuple(args.seeds)
+    for flag, value in (
+        ("--sweep-values", args.sweep_values),
+        ("--sweep-quantiles", args.sweep_quantiles),
+    ):
+        if value is not None and not args.sweep_threshold:
+            raise ValueError(f"{flag} needs --sweep-threshold (without it no sweep runs)")
     if args.sweep_values is not None:
         overrides["sweep_thresholds"] = tuple(args.sweep_values)
     if args.sweep_quantiles is not None:
