@@ -26,7 +26,8 @@ DEFAULT_ARM_RELAX_QUANTILE: float | None = None
 """The one place that decides how the default relaxed arms (c), (d), (e) relax when no
 ``--threshold`` / ``--relax-quantile`` is given: ``None`` -> the absolute
 ``DemoConfig.threshold`` (the library's ``DEFAULT_THRESHOLD``); a q in (0, 1) -> a quantile
-threshold (issue 18: set it to the q the sweep decides, a one-line change)."""
+threshold. Issue 18 decided from the 2026-12-01 sweeps to keep the absolute default (every
+quantile collapsed training; docs/concepts.md#quantile-threshold), hence ``None``."""
 
 MAX_THREADS = 1024
 """Upper bound of ``threads`` (torch crashes with very large thread counts, e.g. 100,000)."""
