@@ -46,8 +46,10 @@ around 0.3. With ``groups`` the positives are still the diagonal pairs (groups o
 negatives). The functional form also takes theta as a 0-d tensor on the features' device, for
 a schedule of your own. Measured caution (docs/concepts.md#quantile-threshold): in the demo's
 runs every q tried (0.5, 0.7, 0.9) collapsed training (mean positive cosine fell below -0.6 and
-zero-shot AUROC dropped by 0.01-0.21): a relaxed pair receives no gradient on s_ii, and a
-quantile theta keeps relaxing the top (1 - q) share however low the positives sit. It is not the
+zero-shot AUROC dropped by 0.01-0.21). Relaxation breaks the loss's invariance to a common
+shift of all similarities (the gradient summed over all s_ij is t sum_relaxed (2 - P_ii - Q_ii)
+> 0, so descent lowers every similarity); an absolute theta stops relaxing once the positives
+fall below it, a quantile theta follows them down and the drive never stops. It is not the
 default.
 
 Relaxation. Once a positive pair is more similar than ``theta`` (s_ii > theta), its logit is
