@@ -45,12 +45,14 @@ installed = Path(relaxclip.__file__).resolve().parent
 assert "site-packages" in installed.parts, f"relaxclip imported from {installed}, not the wheel"
 assert root not in installed.parents, f"relaxclip imported from the source tree {installed}"
 
-# every module of the source package is in the wheel, and py.typed ships
+# every module of the source package is in the wheel, and py.typed and the package data ship
 in_wheel = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("relaxclip/")}
 in_source = {
     p.relative_to(root).as_posix()
     for p in (root / "relaxclip").rglob("*")
-    if p.is_file() and (p.suffix == ".py" or p.name == "py.typed") and "__pycache__" not in p.parts
+    if p.is_file()
+    and (p.suffix in {".py", ".json"} or p.name == "py.typed")
+    and "__pycache__" not in p.parts
 }
 missing = sorted(in_source - in_wheel)
 assert not missing, f"source files missing from the wheel: {missing}"

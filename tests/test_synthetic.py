@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -310,3 +312,39 @@ def test_unilateral_findings_are_never_bilateral() -> None:
     for spec in FINDINGS:
         sides = {_attributes(rng, spec.name).side for _ in range(200)}
         assert ("bilateral" in sides) != spec.unilateral, (spec.name, sides)
+
+
+def test_findings_table_file_is_checked() -> None:
+    """FINDINGS is read from the package data file; a broken entry is a clear error naming the
+    file and the finding (unknown drawer, missing/unknown/mistyped field, duplicate name)."""
+    import copy
+    import importlib.resources
+    import json
+
+    from relaxclip.demo import synthetic
+
+    text = importlib.resources.files("relaxclip.demo").joinpath("findings.json").read_text("utf-8")
+    entries = json.loads(text)
+    assert [e["name"] for e in entries] == list(SYNTHETIC_FINDINGS)
+    assert synthetic._findings_table(text, "t.json") == FINDINGS
+    assert FINDINGS[0].draw is synthetic._DRAWERS[entries[0]["draw"]]
+
+    def broken(change: Callable[[list[dict[str, Any]]], None]) -> str:
+        bad = copy.deepcopy(entries)
+        change(bad)
+        return json.dumps(bad)
+
+    cases: list[tuple[Callable[[list[dict[str, Any]]], None], str]] = [
+        (lambda t: t[2].update(draw="kidney"), r"'consolidation'.*unknown drawer 'kidney'"),
+        (lambda t: t[1].pop("negated"), r"'cardiomegaly'.*missing fields \['negated'\]"),
+        (lambda t: t[0].update(colour="red"), r"'atelectasis'.*unknown fields \['colour'\]"),
+        (lambda t: t[3].update(nouns="edema"), r"'edema'\.nouns: expected a list of strings"),
+        (lambda t: t[4].update(layer="top"), r"'pleural effusion'\.layer: expected one of"),
+        (lambda t: t[5].update(unilateral=1), r"'pneumothorax'\.unilateral: expected true"),
+        (lambda t: t[6].update(measure=[[0.4, 0.9]]), r"'nodule'\.measure: expected a list of 3"),
+        (lambda t: t[6]["prevalence"].pop("base"), r"'nodule'\.prevalence: expected an object"),
+        (lambda t: t[6].update(name="edema"), r"finding names must be unique"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ValueError, match=r"t\.json: .*" + message):
+            synthetic._findings_table(broken(change), "t.json")

@@ -3,8 +3,9 @@
 Stock normal statements (heart, mediastinum, lungs, bones, normal impressions), technique and
 comparison sentences, incidental findings outside the label set, and support devices.  All
 wording is our own, written from general radiology knowledge (no text from any report archive
-was copied or mined).  The per-finding phrasing lives in the findings table of
-:mod:`relaxclip.demo.synthetic` (:class:`~relaxclip.demo.synthetic.FindingSpec`).
+was copied or mined).  The per-finding phrasing lives in the findings table
+``relaxclip/demo/findings.json``, read into :data:`relaxclip.demo.synthetic.FINDINGS`
+(:class:`~relaxclip.demo.synthetic.FindingSpec`).
 
 Clauses are lower-case fragments without a final period.  Stock statements are *composed*: a
 subject and a predicate, each drawn from a short list with Zipf weights (:func:`zipf`), with

@@ -29,8 +29,10 @@ Public API
 ----------
 ``FINDINGS``
     The findings table: one :class:`FindingSpec` record per finding holds everything about it
-    (name, mention terms, prevalence, image signature, positive phrasings, negations).  Adding a
-    finding is one entry; the names below are derived from it.
+    (name, mention terms, prevalence, image signature, positive phrasings, negations).  The
+    table is data: it is read at import from the package file ``relaxclip/demo/findings.json``
+    (one object per finding, the image signature named by a key of ``_DRAWERS``), so adding a
+    finding is one entry there; the names below are derived from it.
 ``SYNTHETIC_FINDINGS``
     The default finding names (lower case; they are also the zero-shot class names).
 ``FINDING_TERMS``
@@ -71,11 +73,14 @@ templates depends on ``(seed, findings)`` only and is shared by every split.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib.resources
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
@@ -341,173 +346,152 @@ class FindingSpec:
     parenchymal: bool = False
 
 
-# fmt: off
-FINDINGS: tuple[FindingSpec, ...] = (
-    FindingSpec(
-        "atelectasis",
-        ("atelectasis", "atelectatic"),
-        Prevalence(0.22, given=("pleural effusion", 0.5)),
-        _draw_atelectasis,
-        "overlay",
-        descriptors=(
-            ("mild", "minimal", "streaky", "linear", "subsegmental"),
-            ("moderate", "platelike", "patchy", "bandlike", "discoid"),
-            ("extensive", "dense", "marked", "confluent")),
-        nouns=("atelectasis", "atelectatic change", "subsegmental atelectasis", "discoid atelectasis"),
-        extras=("", "", "", " with mild volume loss", " with minimal volume loss",
-                " obscuring the hemidiaphragm", " adjacent to the hemidiaphragm",
-                " related to low lung volumes", " along the fissure"),
-        frames=("{q}{d} {n} in the {loc}{x}", "there is {q}{d} {n} in the {loc}{x}",
-                "{q}{d} opacity in the {loc}{x}, {h}{n}", "{d} {n} is noted at the {loc}{x}",
-                "{loc} {n}{x}, {d}"),
-        bilateral_frames=("{q}{d} bibasilar {n}{x}", "there is {q}{d} {n} at both lung bases{x}",
-                          "{q}{d} opacities at the lung bases{x}, {h}{n}",
-                          "{d} bibasilar {n} is noted{x}"),
-        negated=("atelectasis", "focal atelectasis"),
-        impression_nouns=("atelectasis", "basilar atelectasis"),
-        parenchymal=True,
-    ),
-    FindingSpec(
-        "cardiomegaly",
-        ("cardiomegaly", "enlarged", "enlargement"),
-        Prevalence(0.15, heart_failure=0.6),
-        _draw_cardiomegaly,
-        "heart",
-        descriptors=(
-            ("mild", "borderline to mild", "slight"),
-            ("moderate", "mild to moderate", "moderate"),
-            ("marked", "severe", "moderate to severe")),
-        nouns=("cardiomegaly", "enlargement of the cardiac silhouette", "cardiac enlargement"),
-        extras=("", "", " with normal pulmonary vascularity", " with a tortuous aorta",
-                ", unchanged in configuration", " with left ventricular configuration",
-                " with prominent hila"),
-        frames=("{q}{d} {n}{x}", "there is {q}{d} {n}{x}", "the heart is {adv} enlarged{x}",
-                "the cardiac silhouette is {adv} enlarged{x}",
-                "heart size is enlarged{x}, {h}{d} {n}"),
-        negated=("cardiomegaly", "cardiac enlargement"),
-        impression_nouns=("cardiomegaly",),
-    ),
-    FindingSpec(
-        "consolidation",
-        ("consolidation", "consolidative", "airspace disease", "pneumonia"),
-        Prevalence(0.22),
-        _draw_consolidation,
-        "overlay",
-        descriptors=(
-            ("focal", "patchy", "hazy", "ill-defined", "subtle"),
-            ("focal", "patchy", "segmental", "rounded", "ill-defined"),
-            ("dense", "confluent", "lobar", "extensive")),
-        nouns=("consolidation", "airspace consolidation", "consolidative opacity",
-               "airspace opacity with consolidation"),
-        extras=("", "", " with air bronchograms", " obscuring the heart border",
-                " silhouetting the hemidiaphragm", " without cavitation",
-                " with adjacent pleural reaction", ", concerning for pneumonia",
-                ", compatible with pneumonia"),
-        frames=("{q}{d} {n} in the {loc}{x}", "there is {q}{d} {n} in the {loc}{x}",
-                "{d} {n} within the {loc}{x}, {h}infection", "{q}{d} {n} is present in the {loc}{x}",
-                "{loc} {d} {n}{x}"),
-        negated=("focal consolidation", "consolidation", "focal airspace consolidation",
-                 "airspace disease"),
-        impression_nouns=("consolidation", "airspace consolidation", "consolidation, likely pneumonia"),
-        unilateral=True,
-        parenchymal=True,
-    ),
-    FindingSpec(
-        "edema",
-        ("edema",),
-        Prevalence(0.08, heart_failure=0.55),
-        _draw_edema,
-        "overlay",
-        descriptors=(
-            ("mild", "minimal", "early", "subtle"),
-            ("moderate", "perihilar", "bilateral", "moderate perihilar"),
-            ("severe", "diffuse", "extensive", "marked")),
-        nouns=("pulmonary edema", "interstitial edema", "edema", "interstitial pulmonary edema"),
-        extras=("", "", " with vascular congestion", " with cephalization of vessels",
-                " with peribronchial cuffing", " with septal lines",
-                " with indistinct vascular margins", ", more pronounced at the bases"),
-        frames=("{q}{d} {n}{x}", "there is {q}{d} {n}{x}",
-                "increased interstitial markings{x}, {h}{d} {n}", "findings of {q}{d} {n}{x}",
-                "{d} {n} is present{x}"),
-        negated=("pulmonary edema", "edema", "interstitial edema"),
-        impression_nouns=("pulmonary edema", "edema", "interstitial edema"),
-        parenchymal=True,
-    ),
-    FindingSpec(
-        "pleural effusion",
-        ("effusion", "pleural fluid"),
-        Prevalence(0.18, heart_failure=0.5),
-        _draw_effusion,
-        "overlay",
-        descriptors=(
-            ("small", "trace", "tiny", "small layering"),
-            ("moderate", "moderate-sized", "layering", "loculated"),
-            ("large", "large layering", "large loculated")),
-        nouns=("pleural effusion", "effusion", "pleural fluid collection"),
-        extras=("", "", " with adjacent compressive change", " blunting the costophrenic angle",
-                " tracking along the lateral chest wall", " with a meniscus",
-                " extending into the fissure", " obscuring the hemidiaphragm"),
-        frames=("{q}{d} {side} {n}{x}", "there is a {q}{d} {side} {n}{x}",
-                "{d} {side} {n} is present{x}",
-                "blunting of the {side} costophrenic angle, {h}a {d} {n}", "{side} {d} {n}{x}"),
-        bilateral_frames=("{q}{d} bilateral pleural effusions", "there are {q}{d} bilateral effusions",
-                          "{d} pleural effusions at both lung bases",
-                          "blunting of both costophrenic angles, {h}{d} bilateral effusions",
-                          "bilateral {d} pleural effusions"),
-        negated=("pleural effusion", "effusion", "pleural effusions"),
-        impression_nouns=("pleural effusion",),
-        size_words=True,
-    ),
-    FindingSpec(
-        "pneumothorax",
-        ("pneumothorax",),
-        Prevalence(0.1),
-        _draw_pneumothorax,
-        "lung field",
-        descriptors=(
-            ("small", "tiny", "small apical", "trace"),
-            ("moderate", "moderate-sized", "apical"),
-            ("large", "large apical")),
-        nouns=("pneumothorax",),
-        extras=("", "", " without mediastinal shift", " with a visible pleural line",
-                " measuring {m} at the apex", " along the lateral chest wall",
-                " with no tension component"),
-        frames=("{q}{d} {side} {n}{x}", "there is a {q}{d} {side} {n}{x}",
-                "a {d} {side}-sided {n} is present{x}",
-                "visceral pleural line at the {side} apex, {h}a {d} {n}"),
-        negated=("pneumothorax",),
-        impression_nouns=("pneumothorax",),
-        measure=((0.3, 1.0), (1.0, 2.5), (2.5, 5.0)),
-        unilateral=True,
-        size_words=True,
-    ),
-    FindingSpec(
-        "nodule",
-        ("nodule", "nodular"),
-        Prevalence(0.12),
-        _draw_nodule,
-        "overlay",
-        descriptors=(
-            ("{m}", "{m}", "small", "well-circumscribed", "calcified-appearing"),
-            ("{m}", "{m}", "rounded", "ill-defined", "noncalcified", "{m} rounded"),
-            ("{m}", "{m}", "large", "spiculated", "{m} rounded")),
-        nouns=("nodule", "nodular opacity", "pulmonary nodule", "nodular density"),
-        extras=("", "", ", recommend CT for further evaluation", " not seen on the prior study",
-                " projecting over the rib", ", indeterminate", " with smooth margins",
-                " possibly representing a granuloma versus neoplasm"),
-        frames=("{q}{d} {n} in the {loc}{x}", "there is a {q}{d} {n} in the {loc}{x}",
-                "{d} {n} projecting over the {loc}{x}", "{loc} {d} {n}{x}",
-                "{d} {n} is seen in the {loc}{x}"),
-        negated=("suspicious nodule", "pulmonary nodule", "nodules"),
-        impression_nouns=("nodule", "pulmonary nodule"),
-        measure=((0.4, 0.9), (0.9, 1.8), (1.8, 3.0)),
-        unilateral=True,
-        size_words=True,
-        parenchymal=True,
-    ),
+_DRAWERS: dict[str, Callable[[_Canvas, _Finding], None]] = {
+    "atelectasis": _draw_atelectasis,
+    "cardiomegaly": _draw_cardiomegaly,
+    "consolidation": _draw_consolidation,
+    "edema": _draw_edema,
+    "effusion": _draw_effusion,
+    "pneumothorax": _draw_pneumothorax,
+    "nodule": _draw_nodule,
+}
+"""The image signatures a findings-table entry may name in its ``"draw"`` field."""
+
+FINDINGS_FILE = "findings.json"
+"""The findings table's file in the :mod:`relaxclip.demo` package (shipped as package data)."""
+
+_STRING_LISTS = (
+    "terms",
+    "nouns",
+    "extras",
+    "frames",
+    "negated",
+    "impression_nouns",
+    "bilateral_frames",
 )
-# fmt: on
-"""The findings table: one record per finding, in label order.  Adding a finding is one entry."""
+_FLAGS = ("unilateral", "size_words", "parenchymal")
+
+
+def _strings(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where}: expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _per_severity(value: object, where: str) -> list[Any]:
+    if not isinstance(value, list) or len(value) != 3:
+        raise ValueError(
+            f"{where}: expected a list of 3 entries (mild, moderate, severe), got {value!r}"
+        )
+    return value
+
+
+def _range(value: object, where: str) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError(f"{where}: expected a [low, high] pair, got {value!r}")
+    return _number(value[0], where), _number(value[1], where)
+
+
+def _prevalence(value: object, where: str) -> Prevalence:
+    if (
+        not isinstance(value, dict)
+        or "base" not in value
+        or value.keys() - {"base", "heart_failure", "given"}
+    ):
+        raise ValueError(
+            f"{where}: expected an object with 'base' and optional 'heart_failure' and 'given', "
+            f"got {value!r}"
+        )
+    hf, given = value.get("heart_failure"), value.get("given")
+    if given is not None and not (
+        isinstance(given, list) and len(given) == 2 and isinstance(given[0], str)
+    ):
+        raise ValueError(f"{where}.given: expected [other finding, probability], got {given!r}")
+    return Prevalence(
+        _number(value["base"], f"{where}.base"),
+        heart_failure=None if hf is None else _number(hf, f"{where}.heart_failure"),
+        given=None if given is None else (given[0], _number(given[1], f"{where}.given")),
+    )
+
+
+def _finding_spec(entry: object, index: int, source: str) -> FindingSpec:
+    """One :class:`FindingSpec` from entry ``index`` of the parsed findings table ``source``.
+
+    Every field of :class:`FindingSpec` is required (``measure`` may be ``null``); lists become
+    tuples, ``"draw"`` names an image signature of ``_DRAWERS``.  Raises ``ValueError`` naming
+    the file and the finding for a missing, unknown or mistyped field or an unknown drawer.
+    """
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
+        raise ValueError(f"{source}: entry {index} must be an object with a non-empty 'name'")
+    name = entry["name"]
+    where = f"{source}: finding {name!r}"
+    fields = [f.name for f in dataclasses.fields(FindingSpec)]
+    missing, unknown = sorted(set(fields) - entry.keys()), sorted(entry.keys() - set(fields))
+    if missing or unknown:
+        raise ValueError(f"{where}: missing fields {missing}, unknown fields {unknown}")
+    if entry["draw"] not in _DRAWERS:
+        raise ValueError(
+            f"{where}: unknown drawer {entry['draw']!r} in 'draw'; expected one of {sorted(_DRAWERS)}"
+        )
+    if entry["layer"] not in get_args(Layer):
+        raise ValueError(
+            f"{where}.layer: expected one of {get_args(Layer)}, got {entry['layer']!r}"
+        )
+    for key in _FLAGS:
+        if not isinstance(entry[key], bool):
+            raise ValueError(f"{where}.{key}: expected true or false, got {entry[key]!r}")
+    descriptors = _per_severity(entry["descriptors"], f"{where}.descriptors")
+    measure = entry["measure"]
+    phrasing: dict[str, Any] = {k: _strings(entry[k], f"{where}.{k}") for k in _STRING_LISTS}
+    phrasing.update({k: entry[k] for k in _FLAGS})
+    return FindingSpec(
+        name=name,
+        prevalence=_prevalence(entry["prevalence"], f"{where}.prevalence"),
+        draw=_DRAWERS[entry["draw"]],
+        layer=entry["layer"],
+        descriptors=(
+            _strings(descriptors[0], f"{where}.descriptors"),
+            _strings(descriptors[1], f"{where}.descriptors"),
+            _strings(descriptors[2], f"{where}.descriptors"),
+        ),
+        measure=None
+        if measure is None
+        else tuple(
+            _range(m, f"{where}.measure") for m in _per_severity(measure, f"{where}.measure")
+        ),
+        **phrasing,
+    )
+
+
+def _findings_table(text: str, source: str) -> tuple[FindingSpec, ...]:
+    """The findings table from its JSON ``text`` (a list of objects, one per finding, in label
+    order; see :func:`_finding_spec`).  ``source`` names the file in error messages."""
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source}: not valid JSON ({exc})") from exc
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{source}: expected a non-empty list of findings")
+    table = tuple(_finding_spec(e, i, source) for i, e in enumerate(entries))
+    names = [s.name for s in table]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{source}: finding names must be unique, got {names}")
+    return table
+
+
+FINDINGS: tuple[FindingSpec, ...] = _findings_table(
+    importlib.resources.files("relaxclip.demo").joinpath(FINDINGS_FILE).read_text("utf-8"),
+    f"relaxclip/demo/{FINDINGS_FILE}",
+)
+"""The findings table: one record per finding, in label order, read from the package data
+file ``relaxclip/demo/findings.json`` (one object per finding).  Adding a finding is one entry
+there (and, for a new image signature, one ``_draw_*`` function named in ``_DRAWERS``)."""
 
 _SPEC: dict[str, FindingSpec] = {s.name: s for s in FINDINGS}
 
