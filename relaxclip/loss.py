@@ -84,7 +84,7 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 from numbers import Real
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -255,6 +255,35 @@ def _resolve_options(
             )
         options["chunk_size"] = chunk_size
     return check_backend_options(backend, options)
+
+
+class _LossSettings(NamedTuple):
+    """How a loss is computed, fixed for a loss (not per batch): built once per call by
+    :func:`relaxed_contrastive_loss` (from its arguments) and by
+    :meth:`RelaxedContrastiveLoss.forward` (from the module's attributes, so an attribute assigned
+    after construction is used), with the meanings of :func:`relaxed_contrastive_loss`'s
+    arguments of the same names. ``options`` are the validated backend options
+    (:func:`_resolve_options`); ``distributed`` is the requested setting (``None``: decided per
+    call by :func:`relaxclip.distributed.resolve_distributed`)."""
+
+    normalize: bool
+    backend: str
+    options: Mapping[str, Any]
+    check_finite: bool
+    distributed: bool | None
+    distributed_mode: DistributedMode
+    process_group: Any
+
+    @property
+    def gather_options(self) -> dict[str, Any]:
+        """The keyword settings of :func:`relaxclip.distributed.distributed_loss` (backend,
+        its options, mode and process group) for a gathering call."""
+        return {
+            "backend": self.backend,
+            "backend_opts": self.options,
+            "mode": self.distributed_mode,
+            "process_group": self.process_group,
+        }
 
 
 def _host_checks() -> bool:
@@ -638,20 +667,23 @@ def relaxed_contrastive_loss(
     """
     theta, q = _check_relaxation(threshold, relax_quantile, normalize)
     threshold_fn = None if q is None else functools.partial(_batch_quantile, q=q)
+    settings = _LossSettings(
+        normalize,
+        backend,
+        _resolve_options(backend, backend_options, chunk_size),
+        check_finite,
+        distributed,
+        distributed_mode,
+        process_group,
+    )
     loss, _ = _relaxed_loss(
         image_features,
         text_features,
         logit_scale,
         theta,
         threshold_fn,
+        settings,
         groups=groups,
-        normalize=normalize,
-        backend=backend,
-        options=_resolve_options(backend, backend_options, chunk_size),
-        check_finite=check_finite,
-        distributed=distributed,
-        distributed_mode=distributed_mode,
-        process_group=process_group,
         logit_bias=logit_bias,
     )
     return loss
@@ -663,15 +695,9 @@ def _relaxed_loss(
     logit_scale: Tensor | float,
     theta: float | Tensor | None,
     threshold_fn: ThresholdFn | None,
+    settings: _LossSettings,
     *,
     groups: Tensor | None,
-    normalize: bool,
-    backend: str,
-    options: dict[str, Any],
-    check_finite: bool,
-    distributed: bool | None,
-    distributed_mode: DistributedMode,
-    process_group: Any,
     logit_bias: Tensor | float | None,
 ) -> tuple[Tensor, Tensor | float | None]:
     """The loss after ``threshold``/``relax_quantile`` validation: ``(loss, theta used)``.
@@ -680,7 +706,8 @@ def _relaxed_loss(
     (quantile mode, ``theta`` then None) computes theta from the normalised features of the
     batch the loss sees (the global batch when gathering).
     """
-    check_distributed_args(distributed, distributed_mode)
+    distributed, process_group = settings.distributed, settings.process_group
+    check_distributed_args(distributed, settings.distributed_mode)
     if process_group is not None and distributed is None and not torch.distributed.is_initialized():
         raise ValueError(
             "process_group was given but torch.distributed is not initialised; initialise it "
@@ -690,7 +717,7 @@ def _relaxed_loss(
     use_distributed = resolve_distributed(distributed, process_group, records_grad)
     # A rank may hold an empty local batch (the end of an epoch): the global batch is what counts,
     # and raising on one rank would leave the others waiting in the collective.
-    checks = check_finite and _host_checks()
+    checks = settings.check_finite and _host_checks()
     _check_features(image_features, text_features, allow_empty=use_distributed)
     if isinstance(theta, torch.Tensor):
         theta = _check_threshold_tensor(theta, image_features)
@@ -698,7 +725,7 @@ def _relaxed_loss(
         _check_values(
             image_features,
             text_features,
-            normalize,
+            settings.normalize,
             theta if isinstance(theta, torch.Tensor) else None,
         )
     group_ids = _check_groups(groups, image_features)
@@ -712,19 +739,17 @@ def _relaxed_loss(
         return value
 
     with torch.autocast(image_features.device.type, enabled=False):  # the precision policy
+        scale = _as_scale_tensor(logit_scale, image_features, settings.check_finite)
+        x = _normalize(image_features) if settings.normalize else image_features
+        y = _normalize(text_features) if settings.normalize else text_features
         loss = _loss(
-            image_features,
-            text_features,
-            logit_scale,
+            x,
+            y,
+            scale,
             theta,
             None if threshold_fn is None else resolve,
-            normalize,
-            backend,
-            options,
-            check_finite,
+            settings,
             use_distributed,
-            distributed_mode,
-            process_group,
             group_ids,
         )
     if bias is not None:  # exact zero gradient: keeps a learned bias in the graph
@@ -742,42 +767,36 @@ def _records_grad(image_features: Tensor, text_features: Tensor, logit_scale: ob
 
 
 def _loss(
-    image_features: Tensor,
-    text_features: Tensor,
-    logit_scale: Tensor | float,
+    x: Tensor,
+    y: Tensor,
+    scale: Tensor,
     theta: float | Tensor | None,
     threshold_fn: ThresholdFn | None,
-    normalize: bool,
-    backend: str,
-    options: dict[str, Any],
-    check_finite: bool,
+    settings: _LossSettings,
     use_distributed: bool,
-    distributed_mode: DistributedMode,
-    process_group: Any,
     group_ids: Tensor | None,
 ) -> Tensor:
-    """The loss after argument validation, in the precision policy's autocast-free region."""
-    scale = _as_scale_tensor(logit_scale, image_features, check_finite)
-    x = _normalize(image_features) if normalize else image_features
-    y = _normalize(text_features) if normalize else text_features
+    """The loss of validated, prepared inputs (in the precision policy's autocast-free region):
+    ``x``, ``y`` the (B, D) features (normalised when ``settings.normalize``), ``scale`` the 0-d
+    scale tensor. With ``use_distributed`` (this call's resolved ``settings.distributed``) this
+    rank's share of the global-batch loss (:func:`relaxclip.distributed.distributed_loss`), else
+    the batch's loss from ``settings.backend``."""
     if use_distributed:
         return distributed_loss(
             x,
             y,
             scale,
             theta,
-            backend=backend,
-            backend_opts=options,
-            mode=distributed_mode,
-            process_group=process_group,
             groups=group_ids,
             threshold_fn=threshold_fn,
+            **settings.gather_options,
         )
     if threshold_fn is not None:
         theta = threshold_fn(x, y)
     n = x.shape[0]
-    name = resolve_backend(backend, x.device, n, n, x.dtype)
-    total = get_backend(name).symmetric_loss_sum(x, y, scale, theta, groups=group_ids, **options)
+    name = resolve_backend(settings.backend, x.device, n, n, x.dtype)
+    backend = get_backend(name)
+    total = backend.symmetric_loss_sum(x, y, scale, theta, groups=group_ids, **settings.options)
     return total / (2 * n)
 
 
@@ -1026,20 +1045,23 @@ class RelaxedContrastiveLoss(nn.Module):
         fixed = (
             None if threshold_fn is not None else _check_threshold(self.threshold, self.normalize)
         )
+        settings = _LossSettings(
+            self.normalize,
+            self.backend,
+            self.backend_options,
+            self.check_finite,
+            self.distributed,
+            self.distributed_mode,
+            self.process_group,
+        )
         loss, theta = _relaxed_loss(
             image_features,
             text_features,
             logit_scale,
             fixed,
             threshold_fn,
+            settings,
             groups=groups,
-            normalize=self.normalize,
-            backend=self.backend,
-            options=self.backend_options,
-            check_finite=self.check_finite,
-            distributed=self.distributed,
-            distributed_mode=self.distributed_mode,
-            process_group=self.process_group,
             logit_bias=logit_bias,
         )
         if not output_dict:
