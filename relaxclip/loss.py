@@ -45,12 +45,12 @@ scale; an absolute theta = 0.8 relaxes nothing for a model whose matched pairs s
 around 0.3. With ``groups`` the positives are still the diagonal pairs (groups only remove
 negatives). The functional form also takes theta as a 0-d tensor on the features' device, for
 a schedule of your own. Measured caution (docs/concepts.md#quantile-threshold): in the demo's
-runs every q tried (0.5, 0.7, 0.9) collapsed training (mean positive cosine fell below -0.6 and
-zero-shot AUROC dropped by 0.01-0.21). Relaxation breaks the loss's invariance to a common
-shift of all similarities (the gradient summed over all s_ij is t sum_relaxed (2 - P_ii - Q_ii)
-> 0, so descent lowers every similarity); an absolute theta stops relaxing once the positives
-fall below it, a quantile theta follows them down and the drive never stops. It is not the
-default.
+runs every q tried (0.5, 0.7, 0.9; relax_momentum 0) collapsed training (mean positive cosine
+fell below -0.6 and zero-shot AUROC dropped by 0.01-0.21). Relaxation breaks the loss's
+invariance to a common shift of all similarities (the gradient of the loss summed over all s_ij
+is t / (2B) sum_relaxed (2 - P_ii - Q_ii) > 0, so descent lowers every similarity); an absolute
+theta stops relaxing once the positives fall below it, a quantile theta follows them down and
+the drive never stops. It is not the default.
 
 Relaxation. Once a positive pair is more similar than ``theta`` (s_ii > theta), its logit is
 constant: no gradient pulls that pair closer, while its negatives are still pushed apart. This is
@@ -915,7 +915,10 @@ class RelaxedContrastiveLoss(nn.Module):
     uses theta = ``running_threshold`` when ``relax_momentum > 0`` and an update has happened,
     else the batch quantile. Under ``torch.distributed`` every rank computes the same theta from
     the same gathered positives, so the buffers stay identical across ranks (a DDP wrapper does
-    not need to broadcast them). Buffers exist only with ``relax_quantile``: the state dict of
+    not need to broadcast them) -- when the loss gathers (``distributed=None`` or ``True``; with
+    ``distributed=False`` each rank takes its own batch's quantile). The buffers follow the
+    features' device on the first call; under ``torch.compile`` move the loss module to that
+    device first (``loss_fn.to(device)``) so the compiled graph does not reassign them. Buffers exist only with ``relax_quantile``: the state dict of
     an absolute-threshold loss stays empty.
     """
 
@@ -1042,6 +1045,11 @@ class RelaxedContrastiveLoss(nn.Module):
             self._check_quantile_state()
             update = self.training and _records_grad(image_features, text_features, logit_scale)
             threshold_fn = functools.partial(self._quantile_theta, update=update)
+        elif _check_momentum(self.relax_momentum) != 0.0:
+            raise ValueError(
+                f"relax_momentum={self.relax_momentum} needs relax_quantile (it smooths the "
+                "quantile threshold across steps); this loss has relax_quantile=None"
+            )
         fixed = (
             None if threshold_fn is not None else _check_threshold(self.threshold, self.normalize)
         )

@@ -549,6 +549,10 @@ def test_quantile_attributes_assigned_later_are_validated() -> None:
         setattr(loss_fn, attr, value)
         with pytest.raises((ValueError, TypeError), match=match):
             loss_fn(x, y, 10.0)
+    smoothed = RelaxedContrastiveLoss(0.5)
+    smoothed.relax_momentum = 0.9  # would be ignored: an absolute threshold has nothing to smooth
+    with pytest.raises(ValueError, match="relax_momentum=0.9 needs relax_quantile"):
+        smoothed(x, y, 10.0)
     absolute = RelaxedContrastiveLoss(0.5)
     absolute.threshold, absolute.relax_quantile = None, 0.5
     with pytest.raises(ValueError, match="running-threshold buffers"):
