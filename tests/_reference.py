@@ -1,5 +1,5 @@
 """The float64 reference of the relaxed contrastive loss (and two small helpers), shared by every
-loss test.
+loss test, with the loss tests' hypothesis settings and backend cases.
 
 Written straight from the formula, independently of the library's backends: the explicit
 (b, N) logit matrix with the relaxed positives and the same-group pairs set to -inf, then
@@ -17,8 +17,34 @@ library's), i.e. ``where(s <= theta, s, theta)``.
 from __future__ import annotations
 
 import torch
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 Tensor = torch.Tensor
+
+#: Hypothesis settings of the loss property tests.
+HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: (backend, chunk_size) cases of the loss tests: dense, and chunked with 1, 3 and the default.
+BACKENDS = [("dense", None), ("chunked", 1), ("chunked", 3), ("chunked", None)]
+
+
+@st.composite
+def feature_problems(
+    draw: st.DrawFn, max_b: int, max_d: int
+) -> tuple[Tensor, Tensor, float, float | None, torch.Generator]:
+    """A float64 loss problem of the property tests: ``(x, y, t, theta, g)`` with x, y of shape
+    (b, d), y a noisy copy of x, t in [0.5, 100], theta ``None`` or in [-0.99, 1], and the seeded
+    generator ``g`` that drew them (for further draws, e.g. group ids)."""
+    b = draw(st.integers(1, max_b))
+    d = draw(st.integers(1, max_d))
+    seed = draw(st.integers(0, 2**31 - 1))
+    noise = draw(st.floats(0.0, 2.0))
+    t = draw(st.floats(0.5, 100.0))
+    theta = draw(st.one_of(st.none(), st.floats(-0.99, 1.0)))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, d, generator=g, dtype=torch.float64)
+    y = x + noise * torch.randn(b, d, generator=g, dtype=torch.float64)
+    return x, y, t, theta, g
 
 
 def same_group_pairs(groups: Tensor | None, n_rows: int, offset: int = 0) -> Tensor:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 import torch
 from _reference import reference_sum
+from _workers import run_under_interpreter
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
@@ -381,20 +381,14 @@ def _worker() -> None:
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def interp_results() -> dict[str, Any]:
-    if importlib.util.find_spec("triton") is None:
-        pytest.skip("triton is not installed (optional extra relaxclip[triton])")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, str(HERE)], env=env, capture_output=True, text=True, timeout=600, cwd=REPO
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
-    if proc.returncode != 0 or not lines:
+    proc, results = run_under_interpreter(HERE)
+    if proc.returncode != 0 or results is None:
         if "_unavailable" in proc.stdout:
             pytest.skip("triton interpreter unavailable")
         raise AssertionError(
             f"interpreter worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
-    return json.loads(lines[-1][len("RESULTS ") :])  # type: ignore[no-any-return]
+    return results  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -19,16 +19,16 @@ import subprocess
 import sys
 import time
 import warnings
-from datetime import timedelta
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from _reference import reference_loss
+from _workers import init_gloo, run_ranks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -91,6 +91,21 @@ def _splits(total: int, world: int, gen: torch.Generator, *, allow_empty: bool) 
 def _grad(p: torch.Tensor) -> torch.Tensor:
     assert p.grad is not None
     return p.grad
+
+
+def _public_loss(mode: DistributedMode, backend: str, group: Any) -> Callable[..., Any]:
+    """``relaxed_contrastive_loss`` as a gathering call in ``mode`` with ``backend`` over
+    ``group``, as ``f(x, y, t, theta, **kw)`` (``kw``: e.g. ``groups``); the chunked backend
+    takes several blocks per rank (``chunk_size=3``; dense takes no chunk size)."""
+    from relaxclip.loss import relaxed_contrastive_loss
+
+    def call(x: Any, y: Any, t: Any, th: Any, **kw: Any) -> Any:
+        return relaxed_contrastive_loss(
+            x, y, t, threshold=th, backend=backend, distributed_mode=mode, process_group=group,
+            chunk_size=3 if backend == "chunked" else None, **kw,
+        )  # fmt: skip
+
+    return call
 
 
 def _run_case(
@@ -195,29 +210,10 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
             ref = _reference(a, b, theta)
             for mode in MODES:
                 for backend in backends:
-
-                    def call(
-                        x: Any,
-                        y: Any,
-                        t: Any,
-                        th: Any,
-                        m: DistributedMode = mode,
-                        be: str = backend,
-                    ) -> Any:
-                        return relaxed_contrastive_loss(
-                            x,
-                            y,
-                            t,
-                            threshold=th,
-                            backend=be,
-                            # several blocks per rank (dense takes no chunk_size)
-                            chunk_size=3 if be == "chunked" else None,
-                            distributed_mode=m,
-                            process_group=group,
-                        )
-
                     key = f"{mode}/{backend}/{theta_name}/{split_name}"
-                    cases[key] = _run_case(ddp, a, b, sizes, theta, ref, call, group)
+                    cases[key] = _run_case(
+                        ddp, a, b, sizes, theta, ref, _public_loss(mode, backend, group), group
+                    )
 
     if not full:
         results["cases"] = _reduce_cases(cases, group)
@@ -230,23 +226,16 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
     for backend, ids in (("dense", ids1), ("chunked", ids2)):
         ref = _reference(a_unev, b_unev, theta_relax, ids)
         for mode in MODES:
-
-            def grouped(
-                x: Any,
-                y: Any,
-                t: Any,
-                th: Any,
-                m: DistributedMode = mode,
-                be: str = backend,
-                **kw: Any,
-            ) -> Any:
-                return relaxed_contrastive_loss(
-                    x, y, t, threshold=th, backend=be, distributed_mode=m, process_group=group,
-                    chunk_size=3 if be == "chunked" else None, **kw,
-                )  # fmt: skip
-
             cases[f"{mode}/{backend}/groups-k{ids.dim()}/uneven"] = _run_case(
-                ddp, a_unev, b_unev, uneven, theta_relax, ref, grouped, group, groups=ids
+                ddp,
+                a_unev,
+                b_unev,
+                uneven,
+                theta_relax,
+                ref,
+                _public_loss(mode, backend, group),
+                group,
+                groups=ids,
             )
 
     # nn.Module form with backend="auto" and the default mode
@@ -375,17 +364,9 @@ def _worker(rank: int, world: int, out_dir: str) -> None:
     """One rank of a ``world``-process gloo job; rank 0 writes the result tables as JSON."""
     from relaxclip.distributed import is_distributed_active
 
-    torch.set_num_threads(1)
     if world == 2 and not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")  # lets the triton backend run on CPU
-    dist.init_process_group(
-        "gloo",
-        # a file store: no TCP port to pick, so no race with other processes for a free port
-        init_method=(Path(out_dir) / "store").as_uri(),
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=90),
-    )
+    init_gloo(rank, world, out_dir)
     try:
         gen = torch.Generator().manual_seed(100 + world)
         out = Path(out_dir)
@@ -427,20 +408,7 @@ def _spawn_results(world: int, tmp_root: Path, timeout_s: float = 240.0) -> dict
     if world not in _RESULTS:
         out_dir = tmp_root / f"world{world}"
         out_dir.mkdir()
-        ctx = mp.start_processes(
-            _worker,
-            args=(world, str(out_dir)),
-            nprocs=world,
-            join=False,
-            start_method="spawn",
-        )
-        deadline = time.monotonic() + timeout_s
-        while not ctx.join(timeout=1.0):
-            if time.monotonic() > deadline:
-                for p in ctx.processes:
-                    if p.is_alive():
-                        p.kill()
-                pytest.fail(f"{world} distributed workers did not finish within {timeout_s} s")
+        run_ranks(_worker, world, (world, str(out_dir)), timeout_s, f"the {world}-rank job")
         _RESULTS[world] = {f.stem: json.loads(f.read_text()) for f in out_dir.glob("*.json")}
     return _RESULTS[world]
 
@@ -512,15 +480,8 @@ def _rank0_only_worker(rank: int, world: int, out_dir: str) -> None:
 
     from relaxclip.loss import RelaxedContrastiveLoss, relaxed_contrastive_loss
 
-    torch.set_num_threads(1)
     out = Path(out_dir)
-    dist.init_process_group(
-        "gloo",
-        init_method=(out / "store").as_uri(),
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=30),  # a hang fails the job instead of blocking the test run
-    )
+    init_gloo(rank, world, out, timeout_s=30.0)  # a hang fails the job quickly
     records: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
@@ -565,20 +526,7 @@ def test_rank0_only_validation_under_no_grad_does_not_hang(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     out_dir = tmp_path_factory.mktemp("rank0")
-    ctx = mp.start_processes(
-        _rank0_only_worker, args=(2, str(out_dir)), nprocs=2, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 150
-    try:
-        while not ctx.join(timeout=1.0):
-            if time.monotonic() > deadline:
-                pytest.fail("the 2-rank job did not finish within 150 s")
-    except mp.ProcessRaisedException as exc:  # e.g. rank 0 timed out in a collective
-        pytest.fail(f"a rank failed: {exc}")
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.kill()
+    run_ranks(_rank0_only_worker, 2, (2, str(out_dir)), 150, "the 2-rank job")
     res = json.loads((out_dir / "rank0.json").read_text())
     assert res["train_vs_global"] <= TOL  # training with default arguments: the global batch
     assert res["train_vs_local"] > 1e-3  # ... which is not the local loss

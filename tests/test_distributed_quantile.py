@@ -15,17 +15,15 @@ from __future__ import annotations
 import gc
 import itertools
 import json
-import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from _reference import reference_loss
+from _workers import init_gloo, run_ranks
 from test_distributed import _grad, _make_batch, _make_model
 
 TOL = 1e-9
@@ -122,14 +120,7 @@ def _run_cases(group: Any, cases: list[tuple[str, str, float]]) -> dict[str, lis
 
 
 def _worker(rank: int, world: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=(Path(out_dir) / "store").as_uri(),
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=90),
-    )
+    init_gloo(rank, world, out_dir)
     try:
         cases = list(itertools.product(("local", "global"), ("dense", "chunked"), (0.0, 0.6)))
         res = {"default": _run_cases(None, cases)}
@@ -151,18 +142,7 @@ def test_quantile_theta_is_global_and_identical_on_every_rank(
     world: int, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     out_dir = tmp_path_factory.mktemp(f"quantile{world}")
-    ctx = mp.start_processes(
-        _worker, args=(world, str(out_dir)), nprocs=world, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 300
-    try:
-        while not ctx.join(timeout=1.0):
-            if time.monotonic() > deadline:
-                pytest.fail(f"the {world}-rank job did not finish within 300 s")
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.kill()
+    run_ranks(_worker, world, (world, str(out_dir)), 300, f"the {world}-rank job")
     res = json.loads((out_dir / "results.json").read_text())
     expected = 8 + (2 if world == 3 else 0)
     assert sum(len(v) for v in res.values()) == expected

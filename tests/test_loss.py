@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _reference import assert_all_close, grads, reference_loss, reference_rows
-from hypothesis import HealthCheck, given, settings
+from _reference import (
+    BACKENDS,
+    HYP,
+    assert_all_close,
+    feature_problems,
+    grads,
+    reference_loss,
+    reference_rows,
+)
+from hypothesis import given
 from hypothesis import strategies as st
 
 from relaxclip.backends import AUTO_DENSE_MAX_LOGITS, chunked, dense, resolve_backend
@@ -23,9 +31,6 @@ from relaxclip.loss import (
     relaxed_contrastive_loss,
 )
 
-HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-BACKENDS = [("dense", None), ("chunked", 1), ("chunked", 3), ("chunked", None)]
-
 
 def clip_loss(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
     """open_clip's single-process algorithm: two logit matrices, two cross-entropies."""
@@ -34,20 +39,11 @@ def clip_loss(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | float) -> torc
     return (F.cross_entropy(t * x @ y.T, labels) + F.cross_entropy(t * y @ x.T, labels)) / 2
 
 
-@st.composite
 def problems(
-    draw: st.DrawFn, max_b: int = 24, max_d: int = 12
-) -> tuple[torch.Tensor, torch.Tensor, float, float | None]:
-    b = draw(st.integers(1, max_b))
-    d = draw(st.integers(1, max_d))
-    seed = draw(st.integers(0, 2**31 - 1))
-    noise = draw(st.floats(0.0, 2.0))
-    t = draw(st.floats(0.5, 100.0))
-    theta = draw(st.one_of(st.none(), st.floats(-0.99, 1.0)))
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, d, generator=g, dtype=torch.float64)
-    y = x + noise * torch.randn(b, d, generator=g, dtype=torch.float64)
-    return x, y, t, theta
+    max_b: int = 24, max_d: int = 12
+) -> st.SearchStrategy[tuple[torch.Tensor, torch.Tensor, float, float | None]]:
+    """``(x, y, t, theta)`` (see ``_reference.feature_problems``)."""
+    return feature_problems(max_b, max_d).map(lambda p: p[:4])
 
 
 # ---------------------------------------------------------------- values and gradients vs reference

@@ -10,20 +10,21 @@ from __future__ import annotations
 import pytest
 import torch
 from _reference import (
+    BACKENDS,
+    HYP,
     assert_all_close,
+    feature_problems,
     grads,
     reference_loss,
     reference_rows,
     same_group_pairs,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from relaxclip.backends import chunked, dense
 from relaxclip.loss import RelaxedContrastiveLoss, relaxed_contrastive_loss
 
-HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-BACKENDS = [("dense", None), ("chunked", 1), ("chunked", 3), ("chunked", None)]
 PATTERNS = ("none", "distinct", "all-equal", "collisions", "two-vectors")
 Tensor = torch.Tensor
 
@@ -52,17 +53,9 @@ def make_groups(pattern: str, b: int, gen: torch.Generator) -> Tensor | None:
 def problems(
     draw: st.DrawFn, max_b: int = 20, max_d: int = 10
 ) -> tuple[Tensor, Tensor, float, float | None, Tensor | None]:
-    b = draw(st.integers(1, max_b))
-    d = draw(st.integers(1, max_d))
-    seed = draw(st.integers(0, 2**31 - 1))
-    noise = draw(st.floats(0.0, 2.0))
-    t = draw(st.floats(0.5, 100.0))
-    theta = draw(st.one_of(st.none(), st.floats(-0.99, 1.0)))
+    x, y, t, theta, g = draw(feature_problems(max_b, max_d))
     pattern = draw(st.sampled_from(PATTERNS))
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, d, generator=g, dtype=torch.float64)
-    y = x + noise * torch.randn(b, d, generator=g, dtype=torch.float64)
-    return x, y, t, theta, make_groups(pattern, b, g)
+    return x, y, t, theta, make_groups(pattern, len(x), g)
 
 
 def loss_fn(name: str, chunk: int | None, theta: float | None, groups: Tensor | None):  # type: ignore[no-untyped-def]

@@ -8,12 +8,9 @@ prints the triton results as JSON (see ``_triton_worker``). The DDP tests are in
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _reference import assert_all_close, grads, reference_loss
+from _workers import run_under_interpreter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -511,15 +509,8 @@ def _triton_worker() -> None:
 
 
 def test_triton_quantile_mode_matches_absolute_and_reference() -> None:
-    if importlib.util.find_spec("triton") is None:
-        pytest.skip("triton is not installed (optional extra relaxclip[triton])")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, str(HERE)], env=env, capture_output=True, text=True, timeout=600, cwd=REPO
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
-    assert proc.returncode == 0 and lines, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    res = json.loads(lines[-1][len("RESULTS ") :])
+    proc, res = run_under_interpreter(HERE)
+    assert proc.returncode == 0 and res is not None, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     if res.get("_unavailable"):
         pytest.skip("the triton backend is not available under the interpreter here")
     for name, r in res.items():
