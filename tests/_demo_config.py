@@ -8,8 +8,8 @@ from relaxclip.demo.config import DemoConfig
 
 
 def tiny_config(**overrides: Any) -> DemoConfig:
-    """A ``DemoConfig`` with tiny splits, 32-pixel images, 3 + 4 steps and two seeds;
-    ``overrides`` replace any field."""
+    """A ``DemoConfig`` with tiny splits, 32-pixel images, 3 + 4 steps, two seeds and one
+    process; ``overrides`` replace any field."""
     base: dict[str, Any] = {
         "n_train": 64,
         "n_val": 48,
@@ -23,6 +23,7 @@ def tiny_config(**overrides: Any) -> DemoConfig:
         "n_bootstrap": 30,
         "progress": False,
         "threads": 1,
+        "workers": 1,  # in-process (spies work); worker processes: tests/test_demo_workers.py
         "embed_dim": 16,
     }
     base.update(overrides)

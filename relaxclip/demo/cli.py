@@ -110,6 +110,14 @@ def _add_run_options(demo: argparse.ArgumentParser) -> None:
         help="CPU threads for torch (default: half the CPU count, 1 to 4)",
     )
     g.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="processes that run the seeds in parallel, at most one per seed; the numbers do "
+        "not depend on it (default: on CPU as many as the cores allow at --threads each, "
+        "else 1)",
+    )
+    g.add_argument(
         "--seeds",
         type=_nonneg_int,
         nargs="+",
@@ -232,6 +240,7 @@ _OVERRIDES = {
     "data_seed": "data_seed",
     "threshold": "threshold",
     "threads": "threads",
+    "workers": "workers",
     "reports": "reports",
     "labels": "labels",
 }

@@ -16,9 +16,11 @@ from relaxclip.loss import DEFAULT_THRESHOLD
 __all__ = [
     "DEFAULT_ARM_RELAX_QUANTILE",
     "MAX_THREADS",
+    "MAX_WORKERS",
     "DemoConfig",
     "available_cores",
     "resolve_device",
+    "resolve_workers",
     "thread_warning",
 ]
 
@@ -32,6 +34,9 @@ quantile collapsed training; docs/concepts.md#quantile-threshold), hence ``None`
 MAX_THREADS = 1024
 """Upper bound of ``threads`` (torch crashes with very large thread counts, e.g. 100,000)."""
 
+MAX_WORKERS = 64
+"""Upper bound of ``workers`` (one process per seed; each holds a copy of the benchmark)."""
+
 
 @dataclass
 class DemoConfig:
@@ -41,6 +46,9 @@ class DemoConfig:
     in (0, 1]) follow a linear warm-up over the first 10 % of steps and a cosine decay to 0.
     ``threads``: CPU threads for torch, 1 to :data:`MAX_THREADS` (``None``: half the cores, 1
     to 4); more than the available cores is allowed with a printed warning.
+    ``workers``: processes that run the seeds in parallel, 1 to :data:`MAX_WORKERS`, at most
+    one per seed (``None``: :func:`resolve_workers`); every seed's numbers are the same in any
+    worker count at a given ``threads`` (:mod:`relaxclip.demo.workers`).
     Relaxation of the configured arms (``Arm.threshold == CONFIGURED``): the quantile threshold
     ``relax_quantile`` (default :data:`DEFAULT_ARM_RELAX_QUANTILE`) or the absolute
     ``threshold``, never both (:meth:`validate` raises); with neither, the library's
@@ -71,6 +79,7 @@ class DemoConfig:
     bootstrap_seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    workers: int | None = None
     reports: str | None = None
     labels: str | None = None
     progress: bool = True
@@ -160,6 +169,14 @@ class DemoConfig:
             raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
         if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
             raise ValueError(f"threads must be in [1, {MAX_THREADS}], got {self.threads}")
+        if self.workers is not None and (
+            isinstance(self.workers, bool)
+            or not isinstance(self.workers, int)
+            or not 1 <= self.workers <= MAX_WORKERS
+        ):
+            raise ValueError(
+                f"workers must be None or an int in [1, {MAX_WORKERS}], got {self.workers!r}"
+            )
         if (self.reports is None) != (self.labels is None):
             raise ValueError("reports and labels must be given together (Open-I mode)")
 
@@ -186,6 +203,19 @@ def thread_warning(threads: int) -> str | None:
         f"threads={threads} exceeds the {cores} CPU core(s) available; torch will oversubscribe "
         "them (slower, same results)"
     )
+
+
+def resolve_workers(cfg: DemoConfig, device: torch.device, threads: int) -> int:
+    """Worker processes for the seeds: ``cfg.workers`` if set, else as many as the available
+    cores allow at ``threads`` torch threads each on a CPU device (1 on any other device);
+    never more than the number of seeds."""
+    if cfg.workers is not None:
+        wanted = cfg.workers
+    elif device.type == "cpu":
+        wanted = max(1, available_cores() // threads)
+    else:
+        wanted = 1
+    return max(1, min(wanted, len(cfg.seeds)))
 
 
 def resolve_device(device: str) -> torch.device:

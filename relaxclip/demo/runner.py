@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 import platform
 import sys
@@ -66,7 +67,13 @@ from relaxclip.demo.benchmark import (
     load_benchmark,
     report_texts,
 )
-from relaxclip.demo.config import DemoConfig, resolve_device, thread_warning
+from relaxclip.demo.config import (
+    DemoConfig,
+    available_cores,
+    resolve_device,
+    resolve_workers,
+    thread_warning,
+)
 from relaxclip.demo.models import TEXT_CONTEXT_LENGTH, TinyCLIP, WordTokenizer
 from relaxclip.demo.report import (
     conclusion,
@@ -91,6 +98,7 @@ from relaxclip.demo.training import (
     train,
     zero_shot_scores,
 )
+from relaxclip.demo.workers import run_in_workers
 from relaxclip.loss import RelaxedContrastiveLoss
 from relaxclip.metrics import macro_auroc
 from relaxclip.sampling import SentenceSampler
@@ -290,6 +298,36 @@ def run_arm(
     return SeedRun(seed, ex.scores(model, ex.test_x), best.auc, best.step, best.curve, stats)
 
 
+@dataclass
+class SeedOutcome:
+    """One seed's pre-training loss and runs (one per arm, in the order of the arms)."""
+
+    final_loss: float
+    runs: list[SeedRun]
+
+
+def run_seed(ex: Experiment, arms: Sequence[Arm], index: int, seed: int) -> SeedOutcome:
+    """Pre-train a fresh model for ``seed`` (the ``index``-th seed: it numbers the progress
+    lines) and run every arm from it.  Depends on nothing but ``ex`` and ``seed``."""
+    ex.stage = index * (1 + sum(a.finetune for a in arms))
+    torch.manual_seed(seed)
+    model = ex.new_model()
+    pre = pretrain(ex, model, seed)
+    runs = [run_arm(ex, arm, seed, model, pre) if arm.finetune else pre.run for arm in arms]
+    return SeedOutcome(pre.final_loss, runs)
+
+
+def _seed_task(
+    ex: Experiment, arms: Sequence[Arm], job: tuple[int, int], log: Callable[[str], None]
+) -> tuple[SeedOutcome, dict[str, float]]:
+    """:func:`run_seed` in a worker process: its lines go to ``log``; also returns the seconds
+    it spent pre-training and fine-tuning."""
+    ex.log = log
+    before = dict(ex.timing)
+    outcome = run_seed(ex, arms, *job)
+    return outcome, {key: ex.timing[key] - before[key] for key in ("pretrain", "finetune")}
+
+
 def _check_arms(arms: Sequence[Arm]) -> None:
     """Labels unique and the reference arm present."""
     labels = [a.label for a in arms]
@@ -369,24 +407,52 @@ def _run(
         f"device {device}, {threads} CPU thread(s)"
     )
     _log_context(ex, log)
-    runs: dict[Arm, list[SeedRun]] = {a: [] for a in arms}
-    final_losses: list[float] = []
-    for seed in cfg.seeds:
-        torch.manual_seed(seed)
-        model = ex.new_model()
-        pre = pretrain(ex, model, seed)
-        final_losses.append(pre.final_loss)
-        for arm in arms:
-            runs[arm].append(run_arm(ex, arm, seed, model, pre) if arm.finetune else pre.run)
-    results = _results(ex, runs, threads, final_losses)
+    workers = resolve_workers(cfg, device, threads)
+    outcomes = _run_seeds(ex, arms, workers, threads)
+    runs = {arm: [o.runs[k] for o in outcomes] for k, arm in enumerate(arms)}
+    final_losses = [o.final_loss for o in outcomes]
+    results = _results(ex, runs, threads, final_losses, workers)
     log(results["table"])
     log(results["conclusion"])
     first = {a.label: r[0].test_scores for a, r in runs.items() if a.finetune and not a.sweep}
     return results, {"y": ex.test_y.numpy(), **first}
 
 
+def _run_seeds(
+    ex: Experiment, arms: Sequence[Arm], workers: int, threads: int
+) -> list[SeedOutcome]:
+    """:func:`run_seed` for every seed of ``ex.cfg``, in this process or in ``workers`` worker
+    processes of ``threads`` torch threads each (:mod:`relaxclip.demo.workers`)."""
+    jobs = list(enumerate(ex.cfg.seeds))
+    if workers == 1:
+        return [run_seed(ex, arms, index, seed) for index, seed in jobs]
+    cores = available_cores()
+    if workers * threads > cores:
+        ex.log(
+            f"warning: {workers} workers x {threads} thread(s) exceed the {cores} CPU core(s) "
+            "available (slower, same results)"
+        )
+    ex.log(
+        f"running the {len(jobs)} seeds in {workers} worker processes of {threads} thread(s) "
+        "each (same numbers as one process; no progress bars)"
+    )
+    shipped = copy.copy(ex)  # what a worker gets: no progress bars, not the caller's log
+    shipped.cfg, shipped.log = dataclasses.replace(ex.cfg, progress=False), print
+    shipped.timing = dict(ex.timing)
+    task = functools.partial(_seed_task, shipped, tuple(arms))
+    done = run_in_workers(task, jobs, workers, threads, ex.log)
+    for _, spent in done:
+        for key, seconds in spent.items():
+            ex.timing[key] += seconds
+    return [outcome for outcome, _ in done]
+
+
 def _results(
-    ex: Experiment, runs: dict[Arm, list[SeedRun]], threads: int, final_losses: list[float]
+    ex: Experiment,
+    runs: dict[Arm, list[SeedRun]],
+    threads: int,
+    final_losses: list[float],
+    workers: int,
 ) -> dict[str, Any]:
     """The results.json dict (strict JSON values), with the printed table and conclusion."""
     cfg, bench = ex.cfg, ex.bench
@@ -419,6 +485,7 @@ def _results(
             "versions": _versions(),
             "device": str(ex.device),
             "threads": threads,
+            "workers": workers,
             "benchmark": {
                 "source": bench.source,
                 "findings": list(bench.findings),

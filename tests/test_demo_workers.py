@@ -1,0 +1,134 @@
+"""The demo's seeds in worker processes (relaxclip.demo.workers): same numbers as one process,
+errors and dead workers reported, options checked."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from _demo_config import tiny_config
+
+from relaxclip.demo import config as demo_config
+from relaxclip.demo.cli import _demo_config, build_parser, main
+from relaxclip.demo.config import DemoConfig, resolve_workers
+from relaxclip.demo.runner import run_demo
+from relaxclip.demo.workers import run_in_workers
+
+
+def _stage_lines(lines: list[str]) -> list[str]:
+    """The per-stage lines without their wall times, sorted (workers interleave them)."""
+    return sorted(
+        re.sub(r" \(\d+\.\d s\)$", "", line) for line in lines if re.match(r"\[\d+/\d+\]", line)
+    )
+
+
+def test_workers_give_the_same_numbers_as_one_process() -> None:
+    """Three seeds in two worker processes against one process: every recorded number equal
+    (bit for bit), and the same per-stage lines, numbered the same way."""
+    results, lines = {}, {}
+    for workers in (1, 2):
+        lines[workers] = []
+        results[workers] = run_demo(
+            tiny_config(seeds=(0, 1, 2), workers=workers), None, log=lines[workers].append
+        )
+    one, two = results[1], results[2]
+    assert (one["workers"], two["workers"]) == (1, 2)
+    assert one["arms"] == two["arms"]
+    assert one["pretrain_final_loss"] == two["pretrain_final_loss"]
+    assert one["table"] == two["table"] and one["conclusion"] == two["conclusion"]
+    assert _stage_lines(lines[1]) == _stage_lines(lines[2])
+    assert len(_stage_lines(lines[2])) == 3 * (1 + 5)
+    assert any("2 worker processes" in line for line in lines[2])
+    for key in ("pretrain", "finetune"):  # the workers' seconds are added up
+        assert two["timing_s"][key] > 0
+
+
+def _square(job: int, log: Callable[[str], None]) -> int:
+    log(f"job {job} in process {os.getpid()}")
+    return job * job
+
+
+def _fail_on_three(job: int, log: Callable[[str], None]) -> int:
+    if job == 3:
+        raise ValueError(f"job {job}: bad value")
+    return job
+
+
+def _exit_on_two(job: int, log: Callable[[str], None]) -> int:
+    if job == 2:
+        os._exit(7)
+    return job
+
+
+class _Unpicklable(Exception):
+    def __init__(self, handle: Any) -> None:
+        super().__init__("cannot travel")
+        self.handle = handle
+
+
+def _raise_unpicklable(job: int, log: Callable[[str], None]) -> int:
+    raise _Unpicklable(lambda: None)
+
+
+def test_results_keep_the_order_of_the_jobs_and_lines_are_relayed() -> None:
+    lines: list[str] = []
+    assert run_in_workers(_square, [5, 1, 4, 2, 3], 2, 1, lines.append) == [25, 1, 16, 4, 9]
+    assert sorted(line.split(" in ")[0] for line in lines) == [f"job {j}" for j in range(1, 6)]
+    assert len({line.split()[-1] for line in lines}) == 2  # two processes, not the parent
+    assert str(os.getpid()) not in {line.split()[-1] for line in lines}
+
+
+def test_a_worker_exception_is_raised_in_the_parent_with_its_traceback() -> None:
+    with pytest.raises(ValueError, match="job 3: bad value") as info:
+        run_in_workers(_fail_on_three, [1, 2, 3, 4], 2, 1, lambda line: None)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "worker process running job 2" in notes and "_fail_on_three" in notes
+
+
+def test_an_exception_that_does_not_pickle_still_reaches_the_parent() -> None:
+    with pytest.raises(RuntimeError, match="cannot travel"):
+        run_in_workers(_raise_unpicklable, [1], 1, 1, lambda line: None)
+
+
+def test_a_worker_that_dies_is_an_error_naming_its_jobs() -> None:
+    with pytest.raises(RuntimeError, match=r"exited with code 7 before finishing jobs \[2\]"):
+        run_in_workers(_exit_on_two, [0, 1, 2, 3], 2, 1, lambda line: None)
+
+
+@pytest.mark.parametrize("workers", [0, -1, True, 1.5, "2", demo_config.MAX_WORKERS + 1])
+def test_bad_workers_are_rejected(workers: Any) -> None:
+    with pytest.raises(ValueError, match="workers"):
+        tiny_config(workers=workers).validate()
+
+
+@pytest.mark.parametrize("workers", [0, True, 1.5])
+def test_run_in_workers_checks_its_count(workers: Any) -> None:
+    with pytest.raises(ValueError, match="workers must be a positive int"):
+        run_in_workers(_square, [1], workers, 1, lambda line: None)
+
+
+def test_cli_workers_option(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    parser = build_parser()
+    assert _demo_config(parser.parse_args(["demo", "--workers", "2"])).workers == 2
+    assert _demo_config(parser.parse_args(["demo"])).workers is None
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--workers", "0", "--out", str(tmp_path / "o")])
+    assert info.value.code == 2 and "--workers" in capsys.readouterr().err
+
+
+def test_resolve_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    monkeypatch.setattr(demo_config, "available_cores", lambda: 8)
+    cfg = DemoConfig(seeds=(0, 1, 2))
+    assert resolve_workers(cfg, cpu, threads=1) == 3  # at most one per seed
+    assert resolve_workers(cfg, cpu, threads=4) == 2  # 8 cores / 4 threads
+    assert resolve_workers(cfg, cpu, threads=16) == 1
+    assert resolve_workers(cfg, meta, threads=1) == 1  # not a CPU device: one process
+    assert resolve_workers(DemoConfig(seeds=(0, 1, 2), workers=2), meta, threads=1) == 2
+    assert resolve_workers(DemoConfig(seeds=(0,), workers=4), cpu, threads=1) == 1
+    monkeypatch.setattr(demo_config, "available_cores", lambda: 2)
+    assert resolve_workers(DemoConfig(), cpu, threads=1) == 2  # the reference machine
