@@ -124,3 +124,19 @@ def test_python_dash_m_help() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "--sweep-threshold" in proc.stdout and "--quick" in proc.stdout
+
+
+def test_quick_says_it_is_a_smoke_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--quick prints, before anything else, that its numbers are not a measurement, with the
+    budget it actually runs (explicit options override the preset)."""
+    argv = [
+        "demo", "--quick", "--n-train", "48", "--n-val", "32", "--n-test", "48",
+        "--image-size", "32", "--pretrain-steps", "2", "--finetune-steps", "2", "--batch-size",
+        "16", "--bootstrap", "10", "--no-progress", "--no-plots", "--threads", "1",
+        "--device", "cpu", "--out", str(tmp_path),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("note: --quick is a smoke test")
+    assert "1 seed(s), 2 pre-training and 2 fine-tuning steps, 48 training studies" in first
+    assert "not a measurement" in first
