@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from _demo_config import tiny_config
 
+import relaxclip
 from relaxclip.demo import config as demo_config
 from relaxclip.demo.cli import _demo_config, build_parser, main
 from relaxclip.demo.config import DemoConfig, resolve_workers
@@ -132,3 +137,61 @@ def test_resolve_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_workers(DemoConfig(seeds=(0,), workers=4), cpu, threads=1) == 1
     monkeypatch.setattr(demo_config, "available_cores", lambda: 2)
     assert resolve_workers(DemoConfig(), cpu, threads=1) == 2  # the reference machine
+
+
+def _run_script(script: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with this interpreter, relaxclip importable as it is here."""
+    root = str(Path(relaxclip.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+    )
+
+
+_SCRIPT = """
+from relaxclip.demo.config import DemoConfig
+from relaxclip.demo.runner import run_demo
+
+cfg = DemoConfig(
+    n_train=64, n_val=48, n_test=64, image_size=32, seeds=(0, 1), pretrain_steps=2,
+    finetune_steps=2, eval_every=2, batch_size=16, n_bootstrap=10, progress=False, plots=False,
+    threads=1, embed_dim=16, workers=2,
+)
+print("OK", run_demo(cfg, None, log=lambda line: None)["workers"])
+"""
+
+
+def test_a_script_without_a_main_guard_runs_workers(tmp_path: Any) -> None:
+    """Workers never import the caller's __main__: a plain script (no ``if __name__ ==
+    "__main__":``) that calls run_demo with two workers finishes (with multiprocessing's spawn it
+    would re-run itself in every worker, and hang)."""
+    script = tmp_path / "plain_script.py"
+    script.write_text(textwrap.dedent(_SCRIPT))
+    proc = _run_script(script)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "OK 2"
+
+
+def test_a_task_defined_in_main_is_a_clear_error(tmp_path: Any) -> None:
+    script = tmp_path / "main_task.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from relaxclip.demo.workers import run_in_workers
+
+            def task(job, log):
+                return job
+
+            if __name__ == "__main__":
+                run_in_workers(task, [1, 2], 2, 1, print)
+            """
+        )
+    )
+    proc = _run_script(script)
+    assert proc.returncode == 1
+    assert "cannot load the task" in proc.stderr and "not one defined in __main__" in proc.stderr

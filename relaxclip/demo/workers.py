@@ -6,64 +6,110 @@ is shared between seeds.  So ``workers`` processes, each with the same number of
 give the same numbers as one process, bit for bit (``tests/test_demo_workers.py``), sooner: on
 the 2-core reference machine ``relaxclip demo`` runs two one-thread workers.
 
-The processes are started with the ``spawn`` method (safe with CUDA and with threads in the
-parent, and the same on every OS).  A worker's printed lines are relayed to the parent's
-``log`` as they happen; a worker's exception is re-raised in the parent with the worker's
-traceback attached as a note; a worker that dies without a result (killed, out of memory) is a
-``RuntimeError`` naming its jobs and exit code.  On any failure or Ctrl-C the other workers
-are terminated.
+A worker is a fresh interpreter (``python -c``, see :data:`_BOOT`): it never imports the
+caller's ``__main__`` (so, unlike :mod:`multiprocessing`'s ``spawn``, a script that calls
+:func:`~relaxclip.demo.runner.run_demo` needs no ``if __name__ == "__main__":`` guard), never
+inherits the caller's threads or CUDA state (unlike ``fork``), and works the same on every OS.
+It receives the caller's ``sys.path`` and then its jobs pickled on stdin, and sends length-framed
+pickled messages on its original stdout; anything it prints goes to stderr.  A worker's logged
+lines are relayed to the caller's ``log`` as they arrive; a worker's exception is re-raised in
+the caller with the worker's traceback attached as a note; a worker that ends without all its
+results (killed, out of memory) is a ``RuntimeError`` naming its jobs and exit code.  On any
+failure or Ctrl-C the other workers are killed.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import os
 import pickle
+import queue
+import struct
+import subprocess
+import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import Connection, wait
-from multiprocessing.reduction import ForkingPickler
-from typing import Any, TypeVar, cast
-
-import torch
+from typing import IO, Any, TypeVar
 
 __all__ = ["run_in_workers"]
 
 J = TypeVar("J")
 R = TypeVar("R")
 
+_HEADER = struct.Struct("<Q")  # the byte length of the pickled message that follows
 
-def _worker(
-    task: Callable[[J, Callable[[str], None]], R],
-    jobs: Sequence[tuple[int, J]],
-    threads: int,
-    conn: Connection,
-) -> None:
-    """Worker process: run ``task`` on each job, sending ``("log", line)``, ``("result", i, r)``
-    or ``("error", i, exception, traceback_text)`` messages through ``conn`` (each sent
-    synchronously, so nothing sent is lost if the process is killed afterwards)."""
+# A worker first takes the caller's sys.path from stdin (a pickled list of str needs no import),
+# so it imports relaxclip and the task's module from wherever the caller did.
+_BOOT = (
+    "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
+    "from relaxclip.demo.workers import _worker_main; _worker_main()"
+)
+
+
+def _send(stream: IO[bytes], message: tuple[Any, ...]) -> None:
+    """Write one message, pickled here so that a failure to pickle is raised at the caller."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes]) -> tuple[Any, ...] | None:
+    """Read one message; ``None`` at the end of the stream (also after a partial message)."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(header)
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    message: tuple[Any, ...] = pickle.loads(data)
+    return message
+
+
+def _worker_main() -> None:
+    """Body of a worker process (started with :data:`_BOOT`, which has read ``sys.path``)."""
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not enter the channel
+    try:
+        task, jobs, threads = pickle.load(sys.stdin.buffer)
+    except BaseException as exc:  # noqa: BLE001 - e.g. a task defined in the caller's __main__
+        _send(channel, ("error", None, RuntimeError(f"cannot load the task: {exc!r}"), ""))
+        return
+    import torch
+
     torch.set_num_threads(threads)
 
     def log(line: str) -> None:
-        conn.send_bytes(_pickled(("log", line)))
+        _send(channel, ("log", line))
 
     for index, job in jobs:
         try:
-            message = _pickled(("result", index, task(job, log)))
-        except BaseException as exc:  # noqa: BLE001 - every failure is reported to the parent
+            result = task(job, log)
+            _send(channel, ("result", index, result))
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported to the caller
             text = traceback.format_exc()
             try:
-                message = _pickled(("error", index, exc, text))
+                _send(channel, ("error", index, exc, text))
             except Exception:  # the exception itself does not pickle: send its text
-                message = _pickled(("error", index, RuntimeError(repr(exc)), text))
-            conn.send_bytes(message)
+                _send(channel, ("error", index, RuntimeError(repr(exc)), text))
             return
-        conn.send_bytes(message)
 
 
-def _pickled(message: tuple[Any, ...]) -> bytes:
-    """``message`` pickled in the worker's own code, so that a failure to pickle is an
-    exception there, reported like any other."""
-    return bytes(ForkingPickler.dumps(message))
+def _pump(w: int, proc: subprocess.Popen[bytes], payload: bytes, inbox: queue.Queue[Any]) -> None:
+    """Feed worker ``w`` its payload, then move its messages to ``inbox``; ``("end", w)`` last."""
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(payload)
+            proc.stdin.close()
+        except BrokenPipeError:  # it died before reading its jobs: its exit code tells why
+            pass
+        while (message := _receive(proc.stdout)) is not None:
+            inbox.put((w, message))
+    except BaseException as exc:  # noqa: BLE001 - e.g. a message that does not unpickle here
+        inbox.put((w, ("error", -1, exc, traceback.format_exc())))
+    finally:
+        inbox.put((w, ("end",)))
 
 
 def run_in_workers(
@@ -73,73 +119,77 @@ def run_in_workers(
     threads: int,
     log: Callable[[str], None],
 ) -> list[R]:
-    """``[task(job, log) for job in jobs]``, computed by ``workers`` spawned processes.
+    """``[task(job, log) for job in jobs]``, computed by ``workers`` worker processes.
 
     Args:
         task: a picklable callable (a module-level function or a ``functools.partial`` of one)
-            taking one job and a ``log(line)`` callable; its result must pickle.
+            taking one job and a ``log(line)`` callable; it, the jobs and its results must
+            pickle.
         jobs: the jobs, dealt round-robin: worker ``w`` runs jobs ``w, w + workers, ...`` in
             order.
         workers: processes to start, at least 1 (at most ``len(jobs)`` are started).
         threads: ``torch.set_num_threads`` in every worker.
-        log: receives every line the workers log, in the order the parent receives them.
+        log: receives every line the workers log, in the order the caller receives them.
 
     Returns:
         The results in the order of ``jobs``.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive int, got {workers!r}")
-    ctx = mp.get_context("spawn")
     numbered = list(enumerate(jobs))
     n = min(workers, len(numbered))
     shares = [numbered[w::n] for w in range(n)]
-    procs: list[Any] = []
-    readers: dict[Connection, tuple[Any, list[tuple[int, J]]]] = {}
+    head = pickle.dumps(list(sys.path))
+    inbox: queue.Queue[Any] = queue.Queue()
+    procs: list[subprocess.Popen[bytes]] = []
     results: dict[int, R] = {}
     try:
-        for share in shares:
-            reader, writer = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_worker, args=(task, share, threads, writer), daemon=True)
-            p.start()
-            writer.close()  # the worker holds the only writer: its exit is EOF here
-            readers[reader] = (p, share)
-            procs.append(p)
-        while readers:
-            for ready in wait(list(readers)):
-                reader = cast(Connection, ready)
-                try:
-                    message = pickle.loads(reader.recv_bytes())
-                except EOFError:  # the worker exited and everything it sent has been read
-                    p, share = readers.pop(reader)
-                    reader.close()
-                    _check_complete(p, share, results)
-                    continue
-                if message[0] == "log":
-                    log(message[1])
-                elif message[0] == "result":
-                    results[message[1]] = message[2]
-                else:
-                    _, index, exc, text = message
-                    exc.add_note(f"raised in the worker process running job {index}:\n{text}")
-                    raise exc
+        for w, share in enumerate(shares):
+            payload = head + pickle.dumps((task, share, threads), protocol=pickle.HIGHEST_PROTOCOL)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _BOOT],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            procs.append(proc)
+            threading.Thread(target=_pump, args=(w, proc, payload, inbox), daemon=True).start()
+        running = len(procs)
+        while running:
+            w, message = inbox.get()
+            if message[0] == "log":
+                log(message[1])
+            elif message[0] == "result":
+                results[message[1]] = message[2]
+            elif message[0] == "end":
+                running -= 1
+                _check_complete(procs[w], shares[w], results)
+            else:
+                _, index, exc, text = message
+                if index is None:  # the worker could not load its jobs
+                    raise RuntimeError(
+                        f"demo worker {w} {exc}; the task, its jobs and results must pickle, and "
+                        "the task be importable (a module-level function, not one defined in "
+                        "__main__)"
+                    )
+                where = f"job {index}" if index >= 0 else f"the messages of worker {w}"
+                exc.add_note(f"raised in the worker process running {where}:\n{text}")
+                raise exc
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join()
-        for reader in readers:
-            reader.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
     return [results[i] for i in range(len(numbered))]
 
 
 def _check_complete(
-    process: Any, share: Sequence[tuple[int, Any]], results: dict[int, Any]
+    proc: subprocess.Popen[bytes], share: Sequence[tuple[int, Any]], results: dict[int, Any]
 ) -> None:
-    """``RuntimeError`` when a worker that has exited left some of its jobs without a result."""
+    """``RuntimeError`` when a worker whose output has ended left jobs without a result."""
     missing = [i for i, _ in share if i not in results]
     if missing:
-        process.join()
+        code = proc.wait()
         raise RuntimeError(
-            f"a demo worker process exited with code {process.exitcode} before finishing jobs "
-            f"{missing} (killed, or out of memory?)"
+            f"a demo worker process exited with code {code} before finishing jobs {missing} "
+            "(killed, or out of memory? its error output, if any, is above)"
         )
