@@ -126,9 +126,11 @@ step_examples() {
     # The one-thread examples run two at a time on the two cores: the slowest (MedCLIP, about
     # two minutes) in the background, its output kept in a file and printed when it ends; the
     # others in the foreground. A failure of either fails the step.
+    set -m  # its own process group: one kill stops the example's python too
     run_example medclip_finetune.py >"$out/medclip.log" 2>&1 &
     local bg=$!
-    trap "kill $bg 2>/dev/null || true" EXIT  # a failure in the foreground stops it too
+    set +m
+    trap "kill -- -$bg 2>/dev/null || true" EXIT  # a failure in the foreground stops it too
     for py in clip_open_clip.py biomedclip.py hf_transformers.py lightning_finetune.py; do
         run_example "$py"
     done

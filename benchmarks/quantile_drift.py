@@ -68,6 +68,10 @@ def main() -> None:
     preset = DemoConfig if args.full else DemoConfig.quick
     cfg = preset(seeds=(0,), progress=False, plots=False, threads=1, workers=1)
     results = run_demo(cfg, None, log=lambda line: None, arms=arms)
+    print(
+        f"q={args.q} momentum={args.momentum} ({'default demo sizes' if args.full else '--quick'}"
+        ", seed 0)"
+    )
     for label in ("a", "d", "dq"):
         print(f"arm {label}: test macro AUROC {results['arms'][label]['macro_auroc']['mean']:.4f}")
     traced_steps = [r for r in records if r[0] is not None]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from relaxclip.demo import config as demo_config
 from relaxclip.demo.cli import _demo_config, build_parser, main
 from relaxclip.demo.config import DemoConfig, resolve_workers
 from relaxclip.demo.runner import run_demo
-from relaxclip.demo.workers import run_in_workers
+from relaxclip.demo.workers import WorkerTraceback, run_in_workers
 
 
 def _stage_lines(lines: list[str]) -> list[str]:
@@ -48,8 +50,6 @@ def test_workers_give_the_same_numbers_as_one_process() -> None:
     assert _stage_lines(lines[1]) == _stage_lines(lines[2])
     assert len(_stage_lines(lines[2])) == 3 * (1 + 5)
     assert any("2 worker processes" in line for line in lines[2])
-    for key in ("pretrain", "finetune"):  # the workers' seconds are added up
-        assert two["timing_s"][key] > 0
 
 
 def _square(job: int, log: Callable[[str], None]) -> int:
@@ -65,8 +65,29 @@ def _fail_on_three(job: int, log: Callable[[str], None]) -> int:
 
 def _exit_on_two(job: int, log: Callable[[str], None]) -> int:
     if job == 2:
+        print(f"about to exit on job {job}", file=sys.stderr, flush=True)
         os._exit(7)
     return job
+
+
+def _kill_self(job: int, log: Callable[[str], None]) -> int:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return job
+
+
+def _threads(job: int, log: Callable[[str], None]) -> int:
+    return torch.get_num_threads()
+
+
+class TwoArgError(Exception):
+    """Pickles, but does not unpickle (its __init__ needs two arguments)."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(f"{a} {b}")
+
+
+def _raise_two_arg(job: int, log: Callable[[str], None]) -> int:
+    raise TwoArgError("first", "second")
 
 
 class _Unpicklable(Exception):
@@ -90,8 +111,9 @@ def test_results_keep_the_order_of_the_jobs_and_lines_are_relayed() -> None:
 def test_a_worker_exception_is_raised_in_the_parent_with_its_traceback() -> None:
     with pytest.raises(ValueError, match="job 3: bad value") as info:
         run_in_workers(_fail_on_three, [1, 2, 3, 4], 2, 1, lambda line: None)
-    notes = "\n".join(getattr(info.value, "__notes__", []))
-    assert "worker process running job 2" in notes and "_fail_on_three" in notes
+    cause = info.value.__cause__
+    assert isinstance(cause, WorkerTraceback)  # the worker's traceback, chained (Python 3.10+)
+    assert "running jobs[2] = 3" in str(cause) and "_fail_on_three" in str(cause)
 
 
 def test_an_exception_that_does_not_pickle_still_reaches_the_parent() -> None:
@@ -100,8 +122,27 @@ def test_an_exception_that_does_not_pickle_still_reaches_the_parent() -> None:
 
 
 def test_a_worker_that_dies_is_an_error_naming_its_jobs() -> None:
-    with pytest.raises(RuntimeError, match=r"exited with code 7 before finishing jobs \[2\]"):
+    with pytest.raises(
+        RuntimeError, match=r"exited with code 7 before finishing jobs \[2\]"
+    ) as info:
         run_in_workers(_exit_on_two, [0, 1, 2, 3], 2, 1, lambda line: None)
+    assert "about to exit on job 2" in str(info.value)  # the tail of its error output
+
+
+def test_a_killed_worker_names_the_signal() -> None:
+    with pytest.raises(RuntimeError, match=r"killed by SIGKILL .* before finishing jobs \[0\]"):
+        run_in_workers(_kill_self, [0], 1, 1, lambda line: None)
+
+
+def test_threads_reach_the_workers_and_no_jobs_is_no_work() -> None:
+    assert run_in_workers(_threads, [0, 1], 2, 3, lambda line: None) == [3, 3]
+    assert run_in_workers(_threads, [], 2, 3, lambda line: None) == []
+
+
+def test_an_exception_that_does_not_unpickle_still_reaches_the_parent() -> None:
+    with pytest.raises(RuntimeError, match="TwoArgError") as info:
+        run_in_workers(_raise_two_arg, [1], 1, 1, lambda line: None)
+    assert "first" in str(info.value) and "_raise_two_arg" in str(info.value.__cause__)
 
 
 @pytest.mark.parametrize("workers", [0, -1, True, 1.5, "2", demo_config.MAX_WORKERS + 1])
@@ -114,6 +155,12 @@ def test_bad_workers_are_rejected(workers: Any) -> None:
 def test_run_in_workers_checks_its_count(workers: Any) -> None:
     with pytest.raises(ValueError, match="workers must be a positive int"):
         run_in_workers(_square, [1], workers, 1, lambda line: None)
+
+
+@pytest.mark.parametrize("threads", [0, None, True, 2.0])
+def test_run_in_workers_checks_threads_before_starting(threads: Any) -> None:
+    with pytest.raises(ValueError, match="threads must be a positive int"):
+        run_in_workers(_square, [1], 1, threads, lambda line: None)
 
 
 def test_cli_workers_option(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
@@ -182,7 +229,7 @@ def test_a_task_defined_in_main_is_a_clear_error(tmp_path: Any) -> None:
     script.write_text(
         textwrap.dedent(
             """
-            from relaxclip.demo.workers import run_in_workers
+            from relaxclip.demo.workers import WorkerTraceback, run_in_workers
 
             def task(job, log):
                 return job
@@ -194,4 +241,110 @@ def test_a_task_defined_in_main_is_a_clear_error(tmp_path: Any) -> None:
     )
     proc = _run_script(script)
     assert proc.returncode == 1
-    assert "cannot load the task" in proc.stderr and "not one defined in __main__" in proc.stderr
+    assert "cannot load its task and jobs" in proc.stderr
+    assert "not ones made in __main__" in proc.stderr
+
+
+def _state(pid: int) -> str | None:
+    """The /proc state letter of ``pid`` (``None`` once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _gone(pids: list[int], within_s: float) -> bool:
+    """Whether every pid has exited (gone or a zombie) within ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if all(_state(pid) in (None, "Z") for pid in pids):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _sleep_and_log(job: int, log: Callable[[str], None]) -> int:
+    log(f"pid {os.getpid()}")
+    time.sleep(120)
+    return job
+
+
+_ORPHAN_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from relaxclip.demo.workers import run_in_workers
+from test_demo_workers import _sleep_and_log
+
+run_in_workers(_sleep_and_log, [0, 1], 2, 1, lambda line: print(line, flush=True))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_workers_exit_when_their_caller_is_killed(tmp_path: Any) -> None:
+    """SIGKILL to the caller (no cleanup code runs): its workers notice that their stdin has
+    closed and exit, instead of running on as orphans."""
+    script = tmp_path / "caller.py"
+    script.write_text(_ORPHAN_SCRIPT.format(tests=str(Path(__file__).parent)))
+    root = str(Path(relaxclip.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    caller = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert caller.stdout is not None
+    try:
+        pids = [int(caller.stdout.readline().split()[1]) for _ in range(2)]
+        assert all(_state(pid) not in (None, "Z") for pid in pids)
+    finally:
+        caller.kill()
+        caller.wait()
+    assert _gone(pids, within_s=20), [(pid, _state(pid)) for pid in pids]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_ctrl_c_stops_the_demo_and_its_workers(tmp_path: Any) -> None:
+    """SIGINT to the whole process group, as Ctrl-C in a terminal sends it, while two workers
+    train: exit status 130, the one-line message, and no worker left."""
+    argv = [
+        sys.executable, "-m", "relaxclip", "demo", "--n-train", "64", "--n-val", "48",
+        "--n-test", "64", "--image-size", "32", "--pretrain-steps", "100000", "--batch-size",
+        "16", "--seeds", "0", "1", "--workers", "2", "--threads", "1", "--no-progress",
+        "--no-plots", "--device", "cpu", "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    root = str(Path(relaxclip.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    demo = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group, like a terminal's foreground job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
+    assert demo.stdout is not None
+    try:
+        for line in demo.stdout:
+            if "worker processes" in line:
+                break
+        time.sleep(3)  # the workers are importing torch or pre-training
+        workers = _children(demo.pid)
+        assert len(workers) == 2
+        os.killpg(demo.pid, signal.SIGINT)
+        _, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 130, err[-2000:]
+    assert "relaxclip demo: interrupted" in err
+    assert _gone(workers, within_s=20)

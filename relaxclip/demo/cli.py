@@ -107,7 +107,7 @@ def _add_run_options(demo: argparse.ArgumentParser) -> None:
         "--threads",
         type=_positive_int,
         default=None,
-        help="CPU threads for torch (default: half the CPU count, 1 to 4)",
+        help="CPU threads for torch (default: half the available CPU cores, 1 to 4)",
     )
     g.add_argument(
         "--workers",

@@ -44,8 +44,9 @@ class DemoConfig:
 
     Steps count optimizer updates with ``batch_size`` pairs each.  Learning rates (peak values
     in (0, 1]) follow a linear warm-up over the first 10 % of steps and a cosine decay to 0.
-    ``threads``: CPU threads for torch, 1 to :data:`MAX_THREADS` (``None``: half the cores, 1
-    to 4); more than the available cores is allowed with a printed warning.
+    ``threads``: CPU threads for torch, 1 to :data:`MAX_THREADS` (``None``: half the available
+    cores, :func:`available_cores`, 1 to 4); more than the available cores is allowed with a
+    printed warning.
     ``workers``: processes that run the seeds in parallel, 1 to :data:`MAX_WORKERS`, at most
     one per seed (``None``: :func:`resolve_workers`); every seed's numbers are the same in any
     worker count at a given ``threads`` (:mod:`relaxclip.demo.workers`).

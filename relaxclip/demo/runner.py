@@ -356,7 +356,7 @@ def run_demo(
     device = resolve_device(cfg.device)
     _notes(cfg, out, log)
     threads_before = torch.get_num_threads()
-    threads = cfg.threads if cfg.threads is not None else max(1, min(4, (os.cpu_count() or 2) // 2))
+    threads = cfg.threads if cfg.threads is not None else max(1, min(4, available_cores() // 2))
     if device.type == "cpu":
         torch.set_num_threads(threads)
     try:
@@ -424,6 +424,8 @@ def _run_seeds(
     """:func:`run_seed` for every seed of ``ex.cfg``, in this process or in ``workers`` worker
     processes of ``threads`` torch threads each (:mod:`relaxclip.demo.workers`)."""
     jobs = list(enumerate(ex.cfg.seeds))
+    if ex.cfg.workers is not None and ex.cfg.workers > workers:
+        ex.log(f"note: {workers} worker process(es) for {len(jobs)} seed(s), not {ex.cfg.workers}")
     if workers == 1:
         return [run_seed(ex, arms, index, seed) for index, seed in jobs]
     cores = available_cores()

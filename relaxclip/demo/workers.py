@@ -4,25 +4,34 @@ Each seed's pre-training and fine-tuning arms depend only on that seed: every st
 own generators (model initialisation, batch order, sentence draws, dropout) and nothing random
 is shared between seeds.  So ``workers`` processes, each with the same number of torch threads,
 give the same numbers as one process, bit for bit (``tests/test_demo_workers.py``), sooner: on
-the 2-core reference machine ``relaxclip demo`` runs two one-thread workers.
+the 2-core reference machine ``relaxclip demo`` runs two one-thread workers.  Global torch
+settings changed in the calling process (``torch.set_default_dtype``,
+``torch.use_deterministic_algorithms``, backend flags) are not passed on: the workers run with
+torch's defaults, as ``relaxclip demo`` does.
 
-A worker is a fresh interpreter (``python -c``, see :data:`_BOOT`): it never imports the
+A worker is a fresh interpreter (``python -I -c``, see :data:`_BOOT`): it never imports the
 caller's ``__main__`` (so, unlike :mod:`multiprocessing`'s ``spawn``, a script that calls
 :func:`~relaxclip.demo.runner.run_demo` needs no ``if __name__ == "__main__":`` guard), never
-inherits the caller's threads or CUDA state (unlike ``fork``), and works the same on every OS.
-It receives the caller's ``sys.path`` and then its jobs pickled on stdin, and sends length-framed
-pickled messages on its original stdout; anything it prints goes to stderr.  A worker's logged
-lines are relayed to the caller's ``log`` as they arrive; a worker's exception is re-raised in
-the caller with the worker's traceback attached as a note; a worker that ends without all its
-results (killed, out of memory) is a ``RuntimeError`` naming its jobs and exit code.  On any
-failure or Ctrl-C the other workers are killed.
+inherits the caller's threads or CUDA state (unlike ``fork``), and does not see files of the
+current directory that shadow standard modules (isolated mode).  It receives the caller's
+``sys.path`` and then its jobs, pickled, on stdin, and sends length-framed pickled messages on
+its original stdout; what it prints goes to stderr, which the caller relays to its own
+``sys.stderr``.  Its stdin stays open: when the caller goes away (even killed), the worker
+exits.  A worker's logged lines reach the caller's ``log`` as they arrive; a worker's exception
+is re-raised in the caller, chained to the worker's traceback (``raise ... from``); a worker
+that ends without all its results is a ``RuntimeError`` naming its jobs, its exit status and
+the last lines of its error output.  On any failure or Ctrl-C the other workers are killed.
 """
 
 from __future__ import annotations
 
+import collections
+import errno
 import os
 import pickle
 import queue
+import reprlib
+import signal
 import struct
 import subprocess
 import sys
@@ -37,13 +46,22 @@ J = TypeVar("J")
 R = TypeVar("R")
 
 _HEADER = struct.Struct("<Q")  # the byte length of the pickled message that follows
+_POLL_S = 0.5  # the caller wakes this often (Ctrl-C is not delivered inside a blocking get)
+_STDERR_TAIL = 20  # lines of a worker's error output quoted when it fails
 
-# A worker first takes the caller's sys.path from stdin (a pickled list of str needs no import),
-# so it imports relaxclip and the task's module from wherever the caller did.
+# Before any import that could print: keep the real stdout as the message channel and point
+# fd 1 at stderr. Then take the caller's sys.path from stdin (a pickled list of str needs no
+# import beyond pickle), so relaxclip and the task's module import from wherever they did.
 _BOOT = (
-    "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
-    "from relaxclip.demo.workers import _worker_main; _worker_main()"
+    "import os, sys; channel = os.dup(1); os.dup2(2, 1); import pickle; "
+    "sys.path[:] = pickle.load(sys.stdin.buffer); "
+    "from relaxclip.demo.workers import _worker_main; _worker_main(channel)"
 )
+
+
+class WorkerTraceback(Exception):
+    """The traceback of an exception raised in a worker process (the ``__cause__`` of the
+    exception re-raised in the caller)."""
 
 
 def _send(stream: IO[bytes], message: tuple[Any, ...]) -> None:
@@ -53,28 +71,44 @@ def _send(stream: IO[bytes], message: tuple[Any, ...]) -> None:
     stream.flush()
 
 
-def _receive(stream: IO[bytes]) -> tuple[Any, ...] | None:
-    """Read one message; ``None`` at the end of the stream (also after a partial message)."""
+def _receive(stream: IO[bytes]) -> bytes | None:
+    """Read one pickled message; ``None`` at the end of the stream (also after a partial one)."""
     header = stream.read(_HEADER.size)
     if len(header) < _HEADER.size:
         return None
     (size,) = _HEADER.unpack(header)
     data = stream.read(size)
-    if len(data) < size:
-        return None
-    message: tuple[Any, ...] = pickle.loads(data)
-    return message
+    return data if len(data) == size else None
 
 
-def _worker_main() -> None:
-    """Body of a worker process (started with :data:`_BOOT`, which has read ``sys.path``)."""
-    channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not enter the channel
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives a pickle round trip (so the caller can rebuild it), else a
+    ``RuntimeError`` carrying its ``repr``."""
     try:
-        task, jobs, threads = pickle.load(sys.stdin.buffer)
-    except BaseException as exc:  # noqa: BLE001 - e.g. a task defined in the caller's __main__
-        _send(channel, ("error", None, RuntimeError(f"cannot load the task: {exc!r}"), ""))
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(repr(exc))
+    return exc
+
+
+def _exit_when_orphaned(stdin: IO[bytes]) -> None:
+    """Daemon thread of a worker: the caller keeps our stdin open; end of file means it has
+    gone (finished, failed or killed), and so must we."""
+    while stdin.read(65536):
+        pass
+    os._exit(3)
+
+
+def _worker_main(channel_fd: int) -> None:
+    """Body of a worker process (started with :data:`_BOOT`, which has read ``sys.path``)."""
+    channel = os.fdopen(channel_fd, "wb")
+    stdin = sys.stdin.buffer
+    try:
+        task, jobs, threads = pickle.load(stdin)
+    except BaseException as exc:  # noqa: BLE001 - e.g. something defined in the caller's __main__
+        _send(channel, ("load-error", repr(exc)))
         return
+    threading.Thread(target=_exit_when_orphaned, args=(stdin,), daemon=True).start()
     import torch
 
     torch.set_num_threads(threads)
@@ -87,29 +121,43 @@ def _worker_main() -> None:
             result = task(job, log)
             _send(channel, ("result", index, result))
         except BaseException as exc:  # noqa: BLE001 - every failure is reported to the caller
-            text = traceback.format_exc()
-            try:
-                _send(channel, ("error", index, exc, text))
-            except Exception:  # the exception itself does not pickle: send its text
-                _send(channel, ("error", index, RuntimeError(repr(exc)), text))
+            where = f"jobs[{index}] = {reprlib.repr(job)}"
+            _send(channel, ("error", where, _portable(exc), traceback.format_exc()))
             return
 
 
 def _pump(w: int, proc: subprocess.Popen[bytes], payload: bytes, inbox: queue.Queue[Any]) -> None:
-    """Feed worker ``w`` its payload, then move its messages to ``inbox``; ``("end", w)`` last."""
+    """Feed worker ``w`` its payload (stdin stays open), then move its messages to ``inbox``;
+    ``("end",)`` last."""
+    assert proc.stdin is not None and proc.stdout is not None
     try:
-        assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(payload)
-            proc.stdin.close()
-        except BrokenPipeError:  # it died before reading its jobs: its exit code tells why
-            pass
-        while (message := _receive(proc.stdout)) is not None:
+            proc.stdin.flush()
+        except OSError as exc:  # it died before reading its jobs: its exit status tells why
+            if (
+                not isinstance(exc, BrokenPipeError) and exc.errno != errno.EINVAL
+            ):  # EINVAL: Windows
+                raise
+        while (data := _receive(proc.stdout)) is not None:
+            try:
+                message = pickle.loads(data)
+            except Exception as exc:
+                message = ("unreadable", repr(exc))
             inbox.put((w, message))
-    except BaseException as exc:  # noqa: BLE001 - e.g. a message that does not unpickle here
-        inbox.put((w, ("error", -1, exc, traceback.format_exc())))
+    except BaseException as exc:  # noqa: BLE001 - reported by the caller
+        inbox.put((w, ("unreadable", repr(exc))))
     finally:
         inbox.put((w, ("end",)))
+
+
+def _relay_stderr(stream: IO[bytes], tail: collections.deque[str]) -> None:
+    """Copy a worker's error output to ours, line by line, keeping the last lines in ``tail``."""
+    for raw in stream:
+        line = raw.decode(errors="replace")
+        tail.append(line.rstrip("\n"))
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
 
 def run_in_workers(
@@ -122,74 +170,113 @@ def run_in_workers(
     """``[task(job, log) for job in jobs]``, computed by ``workers`` worker processes.
 
     Args:
-        task: a picklable callable (a module-level function or a ``functools.partial`` of one)
-            taking one job and a ``log(line)`` callable; it, the jobs and its results must
-            pickle.
+        task: a picklable callable importable in a fresh interpreter (a module-level function,
+            or a ``functools.partial`` of one; not one defined in ``__main__``) taking one job
+            and a ``log(line)`` callable.  The jobs and the results must pickle too.
         jobs: the jobs, dealt round-robin: worker ``w`` runs jobs ``w, w + workers, ...`` in
             order.
-        workers: processes to start, at least 1 (at most ``len(jobs)`` are started).
-        threads: ``torch.set_num_threads`` in every worker.
+        workers: processes to start, a positive int (at most ``len(jobs)`` are started).
+        threads: ``torch.set_num_threads`` in every worker, a positive int.
         log: receives every line the workers log, in the order the caller receives them.
 
     Returns:
         The results in the order of ``jobs``.
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    for name, value in (("workers", workers), ("threads", threads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     numbered = list(enumerate(jobs))
     n = min(workers, len(numbered))
     shares = [numbered[w::n] for w in range(n)]
     head = pickle.dumps(list(sys.path))
+    payloads = [
+        head + pickle.dumps((task, share, threads), protocol=pickle.HIGHEST_PROTOCOL)
+        for share in shares
+    ]  # pickled before any process starts: a task that does not pickle raises here
     inbox: queue.Queue[Any] = queue.Queue()
     procs: list[subprocess.Popen[bytes]] = []
+    tails: list[collections.deque[str]] = []
+    relays: list[threading.Thread] = []
     results: dict[int, R] = {}
     try:
-        for w, share in enumerate(shares):
-            payload = head + pickle.dumps((task, share, threads), protocol=pickle.HIGHEST_PROTOCOL)
+        for w, payload in enumerate(payloads):
             proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT],
+                [sys.executable, "-I", "-c", _BOOT],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             )
             procs.append(proc)
+            tails.append(collections.deque(maxlen=_STDERR_TAIL))
             threading.Thread(target=_pump, args=(w, proc, payload, inbox), daemon=True).start()
+            relays.append(
+                threading.Thread(target=_relay_stderr, args=(proc.stderr, tails[w]), daemon=True)
+            )
+            relays[-1].start()
         running = len(procs)
         while running:
-            w, message = inbox.get()
-            if message[0] == "log":
+            try:
+                w, message = inbox.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            kind = message[0]
+            if kind == "log":
                 log(message[1])
-            elif message[0] == "result":
+            elif kind == "result":
                 results[message[1]] = message[2]
-            elif message[0] == "end":
+            elif kind == "end":
                 running -= 1
-                _check_complete(procs[w], shares[w], results)
-            else:
-                _, index, exc, text = message
-                if index is None:  # the worker could not load its jobs
-                    raise RuntimeError(
-                        f"demo worker {w} {exc}; the task, its jobs and results must pickle, and "
-                        "the task be importable (a module-level function, not one defined in "
-                        "__main__)"
-                    )
-                where = f"job {index}" if index >= 0 else f"the messages of worker {w}"
-                exc.add_note(f"raised in the worker process running {where}:\n{text}")
-                raise exc
+                _check_complete(w, procs[w], shares[w], results, relays[w], tails[w])
+            elif kind == "error":
+                _, where, exc, text = message
+                raise exc from WorkerTraceback(f"in the worker process, running {where}:\n{text}")
+            elif kind == "load-error":
+                raise RuntimeError(
+                    f"demo worker {w} cannot load its task and jobs ({message[1]}): they must be "
+                    "importable in a fresh interpreter (module-level definitions, not ones made "
+                    "in __main__)"
+                )
+            else:  # "unreadable"
+                raise RuntimeError(
+                    f"a message of demo worker {w} cannot be read here ({message[1]}): an "
+                    "exception or result that pickles in the worker but does not unpickle"
+                )
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    try:
+                        stream.close()
+                    except OSError:  # a pipe to a process that is gone
+                        pass
     return [results[i] for i in range(len(numbered))]
 
 
 def _check_complete(
-    proc: subprocess.Popen[bytes], share: Sequence[tuple[int, Any]], results: dict[int, Any]
+    w: int,
+    proc: subprocess.Popen[bytes],
+    share: Sequence[tuple[int, Any]],
+    results: dict[int, Any],
+    relay: threading.Thread,
+    tail: collections.deque[str],
 ) -> None:
     """``RuntimeError`` when a worker whose output has ended left jobs without a result."""
     missing = [i for i, _ in share if i not in results]
-    if missing:
-        code = proc.wait()
-        raise RuntimeError(
-            f"a demo worker process exited with code {code} before finishing jobs {missing} "
-            "(killed, or out of memory? its error output, if any, is above)"
-        )
+    if not missing:
+        return
+    code = proc.wait()
+    relay.join(timeout=5.0)  # its error output up to its exit
+    if code < 0:
+        try:
+            status = f"was killed by {signal.Signals(-code).name} (out of memory?)"
+        except ValueError:
+            status = f"was killed by signal {-code}"
+    else:
+        status = f"exited with code {code}"
+    last = "\n".join(tail) or "(no error output)"
+    raise RuntimeError(
+        f"demo worker {w} {status} before finishing jobs {missing}; its last error output:\n{last}"
+    )
