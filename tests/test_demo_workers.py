@@ -348,3 +348,15 @@ def test_ctrl_c_stops_the_demo_and_its_workers(tmp_path: Any) -> None:
     assert demo.returncode == 130, err[-2000:]
     assert "relaxclip demo: interrupted" in err
     assert _gone(workers, within_s=20)
+
+
+def test_files_in_the_working_directory_do_not_shadow_the_workers_stdlib(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers start in isolated mode: a struct.py in the current directory (imported by
+    pickle) does not break them."""
+    (tmp_path / "struct.py").write_text(
+        "raise ImportError('the shadowing struct.py was imported')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert run_in_workers(_square, [3], 1, 1, lambda line: None) == [9]
