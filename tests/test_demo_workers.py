@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +71,21 @@ def _exit_on_two(job: int, log: Callable[[str], None]) -> int:
     return job
 
 
+def _slow_first(job: int, log: Callable[[str], None]) -> int:
+    if job == 0:
+        time.sleep(3)
+    return job
+
+
+def _return_two_arg(job: int, log: Callable[[str], None]) -> Any:
+    return TwoArgError("first", "second")
+
+
+def _shout(job: int, log: Callable[[str], None]) -> int:
+    sys.stderr.write("x" * 999 + "\n" * 1 + ("y" * 1023 + "\n") * 500)  # 500 KB
+    return job
+
+
 def _kill_self(job: int, log: Callable[[str], None]) -> int:
     os.kill(os.getpid(), signal.SIGKILL)
     return job
@@ -123,15 +139,49 @@ def test_an_exception_that_does_not_pickle_still_reaches_the_parent() -> None:
 
 def test_a_worker_that_dies_is_an_error_naming_its_jobs() -> None:
     with pytest.raises(
-        RuntimeError, match=r"exited with code 7 before finishing jobs \[2\]"
+        RuntimeError, match=r"exited with code 7 before finishing jobs\[2\] = 2"
     ) as info:
         run_in_workers(_exit_on_two, [0, 1, 2, 3], 2, 1, lambda line: None)
     assert "about to exit on job 2" in str(info.value)  # the tail of its error output
 
 
 def test_a_killed_worker_names_the_signal() -> None:
-    with pytest.raises(RuntimeError, match=r"killed by SIGKILL .* before finishing jobs \[0\]"):
+    with pytest.raises(RuntimeError, match=r"killed by SIGKILL .* before finishing jobs\[0\] = 0"):
         run_in_workers(_kill_self, [0], 1, 1, lambda line: None)
+
+
+def test_a_worker_that_finishes_early_exits_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
+    """Worker 1 ends while worker 0 still works: it must exit without an interpreter abort
+    (a thread blocked in a buffered read of stdin made it 'Fatal Python error')."""
+    assert run_in_workers(_slow_first, [0, 1], 2, 1, lambda line: None) == [0, 1]
+    err = capsys.readouterr().err
+    assert "Fatal Python error" not in err and "Traceback" not in err, err
+
+
+def test_a_result_that_does_not_unpickle_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match="pickles in the worker but does not unpickle"):
+        run_in_workers(_return_two_arg, [1], 1, 1, lambda line: None)
+
+
+def test_a_broken_stderr_does_not_hang_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers' error output is drained even when ours cannot be written."""
+
+    class Broken:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError("stderr is gone")
+
+        def flush(self) -> None:
+            raise BrokenPipeError("stderr is gone")
+
+    monkeypatch.setattr(sys, "stderr", Broken())
+    done: list[list[int]] = []
+    runner = threading.Thread(
+        target=lambda: done.append(run_in_workers(_shout, [0], 1, 1, lambda line: None)),
+        daemon=True,
+    )
+    runner.start()
+    runner.join(timeout=90)  # a hang (nothing drains the worker's stderr) fails here
+    assert done == [[0]]
 
 
 def test_threads_reach_the_workers_and_no_jobs_is_no_work() -> None:
@@ -302,19 +352,23 @@ def test_workers_exit_when_their_caller_is_killed(tmp_path: Any) -> None:
         [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
     )
     assert caller.stdout is not None
+    watchdog = threading.Timer(120, caller.kill)  # a stalled caller fails the test, not CI
+    watchdog.start()
     try:
         pids = [int(caller.stdout.readline().split()[1]) for _ in range(2)]
         assert all(_state(pid) not in (None, "Z") for pid in pids)
     finally:
+        watchdog.cancel()
         caller.kill()
         caller.wait()
     assert _gone(pids, within_s=20), [(pid, _state(pid)) for pid in pids]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-def test_ctrl_c_stops_the_demo_and_its_workers(tmp_path: Any) -> None:
-    """SIGINT to the whole process group, as Ctrl-C in a terminal sends it, while two workers
-    train: exit status 130, the one-line message, and no worker left."""
+@pytest.mark.parametrize("to", ["group", "caller"])
+def test_ctrl_c_stops_the_demo_and_its_workers(tmp_path: Any, to: str) -> None:
+    """SIGINT while two workers train, to the whole process group (Ctrl-C in a terminal) or to
+    the caller alone: exit status 130, the one-line message, and no worker left."""
     argv = [
         sys.executable, "-m", "relaxclip", "demo", "--n-train", "64", "--n-val", "48",
         "--n-test", "64", "--image-size", "32", "--pretrain-steps", "100000", "--batch-size",
@@ -333,6 +387,8 @@ def test_ctrl_c_stops_the_demo_and_its_workers(tmp_path: Any) -> None:
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )
     assert demo.stdout is not None
+    watchdog = threading.Timer(180, demo.kill)  # a stalled run fails the test, not CI
+    watchdog.start()
     try:
         for line in demo.stdout:
             if "worker processes" in line:
@@ -340,9 +396,13 @@ def test_ctrl_c_stops_the_demo_and_its_workers(tmp_path: Any) -> None:
         time.sleep(3)  # the workers are importing torch or pre-training
         workers = _children(demo.pid)
         assert len(workers) == 2
-        os.killpg(demo.pid, signal.SIGINT)
+        if to == "group":
+            os.killpg(demo.pid, signal.SIGINT)
+        else:
+            os.kill(demo.pid, signal.SIGINT)
         _, err = demo.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         if demo.poll() is None:
             demo.kill()
     assert demo.returncode == 130, err[-2000:]

@@ -13,7 +13,8 @@ A worker is a fresh interpreter (``python -I -c``, see :data:`_BOOT`): it never 
 caller's ``__main__`` (so, unlike :mod:`multiprocessing`'s ``spawn``, a script that calls
 :func:`~relaxclip.demo.runner.run_demo` needs no ``if __name__ == "__main__":`` guard), never
 inherits the caller's threads or CUDA state (unlike ``fork``), and does not see files of the
-current directory that shadow standard modules (isolated mode).  It receives the caller's
+current directory that shadow standard modules (isolated mode, ``-I``: it also ignores the
+``PYTHON*`` environment variables and the caller's interpreter flags such as ``-W`` or ``-X``).  It receives the caller's
 ``sys.path`` and then its jobs, pickled, on stdin, and sends length-framed pickled messages on
 its original stdout; what it prints goes to stderr, which the caller relays to its own
 ``sys.stderr``.  Its stdin stays open: when the caller goes away (even killed), the worker
@@ -81,6 +82,11 @@ def _receive(stream: IO[bytes]) -> bytes | None:
     return data if len(data) == size else None
 
 
+def _job(index: int, job: Any) -> str:
+    """How errors name a job: ``"jobs[1] = (1, 11)"``."""
+    return f"jobs[{index}] = {reprlib.repr(job)}"
+
+
 def _portable(exc: BaseException) -> BaseException:
     """``exc`` if it survives a pickle round trip (so the caller can rebuild it), else a
     ``RuntimeError`` carrying its ``repr``."""
@@ -91,10 +97,14 @@ def _portable(exc: BaseException) -> BaseException:
     return exc
 
 
-def _exit_when_orphaned(stdin: IO[bytes]) -> None:
+def _exit_when_orphaned(fd: int) -> None:
     """Daemon thread of a worker: the caller keeps our stdin open; end of file means it has
-    gone (finished, failed or killed), and so must we."""
-    while stdin.read(65536):
+    gone (finished, failed or killed), and so must we.  It reads the file descriptor, not
+    ``sys.stdin.buffer``: a thread blocked inside a buffered reader holds its lock, and the
+    interpreter aborts at exit when it cannot take it ("Fatal Python error:
+    _enter_buffered_busy").  The caller sends nothing after the payload, which ``pickle.load``
+    has consumed exactly."""
+    while os.read(fd, 65536):
         pass
     os._exit(3)
 
@@ -108,7 +118,7 @@ def _worker_main(channel_fd: int) -> None:
     except BaseException as exc:  # noqa: BLE001 - e.g. something defined in the caller's __main__
         _send(channel, ("load-error", repr(exc)))
         return
-    threading.Thread(target=_exit_when_orphaned, args=(stdin,), daemon=True).start()
+    threading.Thread(target=_exit_when_orphaned, args=(stdin.fileno(),), daemon=True).start()
     import torch
 
     torch.set_num_threads(threads)
@@ -121,8 +131,7 @@ def _worker_main(channel_fd: int) -> None:
             result = task(job, log)
             _send(channel, ("result", index, result))
         except BaseException as exc:  # noqa: BLE001 - every failure is reported to the caller
-            where = f"jobs[{index}] = {reprlib.repr(job)}"
-            _send(channel, ("error", where, _portable(exc), traceback.format_exc()))
+            _send(channel, ("error", _job(index, job), _portable(exc), traceback.format_exc()))
             return
 
 
@@ -146,18 +155,26 @@ def _pump(w: int, proc: subprocess.Popen[bytes], payload: bytes, inbox: queue.Qu
                 message = ("unreadable", repr(exc))
             inbox.put((w, message))
     except BaseException as exc:  # noqa: BLE001 - reported by the caller
-        inbox.put((w, ("unreadable", repr(exc))))
+        inbox.put((w, ("pipe-error", repr(exc))))
     finally:
         inbox.put((w, ("end",)))
 
 
 def _relay_stderr(stream: IO[bytes], tail: collections.deque[str]) -> None:
-    """Copy a worker's error output to ours, line by line, keeping the last lines in ``tail``."""
-    for raw in stream:
-        line = raw.decode(errors="replace")
-        tail.append(line.rstrip("\n"))
-        sys.stderr.write(line)
-        sys.stderr.flush()
+    """Copy a worker's error output to ours, line by line, keeping the last lines in ``tail``.
+    It reads to the end whatever happens to our stderr (a worker blocked on a full pipe would
+    hang the run)."""
+    relay = True
+    with stream:
+        for raw in stream:
+            line = raw.decode(errors="replace")
+            tail.append(line.rstrip("\n"))
+            if relay:
+                try:
+                    sys.stderr.write(line)
+                    sys.stderr.flush()
+                except (OSError, ValueError, AttributeError):  # closed, broken or replaced
+                    relay = False
 
 
 def run_in_workers(
@@ -201,7 +218,7 @@ def run_in_workers(
     try:
         for w, payload in enumerate(payloads):
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", _BOOT],
+                [sys.executable, "-I", "-u", "-c", _BOOT],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -236,16 +253,20 @@ def run_in_workers(
                     "importable in a fresh interpreter (module-level definitions, not ones made "
                     "in __main__)"
                 )
-            else:  # "unreadable"
+            elif kind == "unreadable":
                 raise RuntimeError(
                     f"a message of demo worker {w} cannot be read here ({message[1]}): an "
                     "exception or result that pickles in the worker but does not unpickle"
                 )
+            else:  # "pipe-error"
+                raise RuntimeError(f"the pipes to demo worker {w} failed: {message[1]}")
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+        for relay in relays:
+            relay.join(timeout=5.0)  # the workers' last error output, before we return
             for stream in (proc.stdin, proc.stdout):
                 if stream is not None:
                     try:
@@ -264,7 +285,7 @@ def _check_complete(
     tail: collections.deque[str],
 ) -> None:
     """``RuntimeError`` when a worker whose output has ended left jobs without a result."""
-    missing = [i for i, _ in share if i not in results]
+    missing = [_job(i, job) for i, job in share if i not in results]
     if not missing:
         return
     code = proc.wait()
@@ -278,5 +299,6 @@ def _check_complete(
         status = f"exited with code {code}"
     last = "\n".join(tail) or "(no error output)"
     raise RuntimeError(
-        f"demo worker {w} {status} before finishing jobs {missing}; its last error output:\n{last}"
+        f"demo worker {w} {status} before finishing {', '.join(missing)}; its last error "
+        f"output:\n{last}"
     )
