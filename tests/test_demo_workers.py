@@ -361,6 +361,7 @@ def test_workers_exit_when_their_caller_is_killed(tmp_path: Any) -> None:
         watchdog.cancel()
         caller.kill()
         caller.wait()
+        caller.stdout.close()
     assert _gone(pids, within_s=20), [(pid, _state(pid)) for pid in pids]
 
 

@@ -39,6 +39,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
 __all__ = ["run_in_workers"]
@@ -211,94 +212,103 @@ def run_in_workers(
         for share in shares
     ]  # pickled before any process starts: a task that does not pickle raises here
     inbox: queue.Queue[Any] = queue.Queue()
-    procs: list[subprocess.Popen[bytes]] = []
-    tails: list[collections.deque[str]] = []
-    relays: list[threading.Thread] = []
+    started: list[_Worker] = []
     results: dict[int, R] = {}
     try:
         for w, payload in enumerate(payloads):
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-u", "-c", _BOOT],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-            procs.append(proc)
-            tails.append(collections.deque(maxlen=_STDERR_TAIL))
-            threading.Thread(target=_pump, args=(w, proc, payload, inbox), daemon=True).start()
-            relays.append(
-                threading.Thread(target=_relay_stderr, args=(proc.stderr, tails[w]), daemon=True)
-            )
-            relays[-1].start()
-        running = len(procs)
+            started.append(_Worker.start(w, payload, inbox))
+        running = len(started)
         while running:
             try:
                 w, message = inbox.get(timeout=_POLL_S)
             except queue.Empty:
                 continue
-            kind = message[0]
-            if kind == "log":
+            if message[0] == "log":
                 log(message[1])
-            elif kind == "result":
+            elif message[0] == "result":
                 results[message[1]] = message[2]
-            elif kind == "end":
+            elif message[0] == "end":
                 running -= 1
-                _check_complete(w, procs[w], shares[w], results, relays[w], tails[w])
-            elif kind == "error":
-                _, where, exc, text = message
-                raise exc from WorkerTraceback(f"in the worker process, running {where}:\n{text}")
-            elif kind == "load-error":
-                raise RuntimeError(
-                    f"demo worker {w} cannot load its task and jobs ({message[1]}): they must be "
-                    "importable in a fresh interpreter (module-level definitions, not ones made "
-                    "in __main__)"
-                )
-            elif kind == "unreadable":
-                raise RuntimeError(
-                    f"a message of demo worker {w} cannot be read here ({message[1]}): an "
-                    "exception or result that pickles in the worker but does not unpickle"
-                )
-            else:  # "pipe-error"
-                raise RuntimeError(f"the pipes to demo worker {w} failed: {message[1]}")
+                started[w].check_complete(shares[w], results)
+            else:
+                _raise_failure(w, message)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        for relay in relays:
-            relay.join(timeout=5.0)  # the workers' last error output, before we return
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None:
-                    try:
-                        stream.close()
-                    except OSError:  # a pipe to a process that is gone
-                        pass
+        for worker in started:
+            worker.stop()
     return [results[i] for i in range(len(numbered))]
 
 
-def _check_complete(
-    w: int,
-    proc: subprocess.Popen[bytes],
-    share: Sequence[tuple[int, Any]],
-    results: dict[int, Any],
-    relay: threading.Thread,
-    tail: collections.deque[str],
-) -> None:
-    """``RuntimeError`` when a worker whose output has ended left jobs without a result."""
-    missing = [_job(i, job) for i, job in share if i not in results]
-    if not missing:
-        return
-    code = proc.wait()
-    relay.join(timeout=5.0)  # its error output up to its exit
-    if code < 0:
-        try:
-            status = f"was killed by {signal.Signals(-code).name} (out of memory?)"
-        except ValueError:
-            status = f"was killed by signal {-code}"
-    else:
-        status = f"exited with code {code}"
-    last = "\n".join(tail) or "(no error output)"
-    raise RuntimeError(
-        f"demo worker {w} {status} before finishing {', '.join(missing)}; its last error "
-        f"output:\n{last}"
-    )
+def _raise_failure(w: int, message: tuple[Any, ...]) -> None:
+    """Raise what a worker's failure message reports."""
+    kind = message[0]
+    if kind == "error":
+        _, where, exc, text = message
+        raise exc from WorkerTraceback(f"in the worker process, running {where}:\n{text}")
+    if kind == "load-error":
+        raise RuntimeError(
+            f"demo worker {w} cannot load its task and jobs ({message[1]}): they must be "
+            "importable in a fresh interpreter (module-level definitions, not ones made in "
+            "__main__)"
+        )
+    if kind == "unreadable":
+        raise RuntimeError(
+            f"a message of demo worker {w} cannot be read here ({message[1]}): an exception or "
+            "result that pickles in the worker but does not unpickle"
+        )
+    raise RuntimeError(f"the pipes to demo worker {w} failed: {message[1]}")  # "pipe-error"
+
+
+@dataclass
+class _Worker:
+    """One worker process, the thread relaying its error output and that output's last lines."""
+
+    proc: subprocess.Popen[bytes]
+    relay: threading.Thread
+    tail: collections.deque[str]
+
+    @classmethod
+    def start(cls, w: int, payload: bytes, inbox: queue.Queue[Any]) -> _Worker:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-u", "-c", _BOOT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
+        threading.Thread(target=_pump, args=(w, proc, payload, inbox), daemon=True).start()
+        relay = threading.Thread(target=_relay_stderr, args=(proc.stderr, tail), daemon=True)
+        relay.start()
+        return cls(proc, relay, tail)
+
+    def check_complete(self, share: Sequence[tuple[int, Any]], results: dict[int, Any]) -> None:
+        """``RuntimeError`` when this worker, whose output has ended, left jobs unfinished."""
+        missing = [_job(i, job) for i, job in share if i not in results]
+        if not missing:
+            return
+        code = self.proc.wait()
+        self.relay.join(timeout=5.0)  # its error output up to its exit
+        if code < 0:
+            try:
+                status = f"was killed by {signal.Signals(-code).name} (out of memory?)"
+            except ValueError:
+                status = f"was killed by signal {-code}"
+        else:
+            status = f"exited with code {code}"
+        last = "\n".join(self.tail) or "(no error output)"
+        raise RuntimeError(
+            f"a demo worker {status} before finishing {', '.join(missing)}; its last error "
+            f"output:\n{last}"
+        )
+
+    def stop(self) -> None:
+        """Kill it if it still runs, reap it, let the relay finish, close our pipe ends."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.relay.join(timeout=5.0)  # its last error output, before the caller returns
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:  # a pipe to a process that is gone
+                    pass
