@@ -11,7 +11,9 @@ Invariants of :func:`split_sentences` (tested with hypothesis):
 
 * no non-whitespace character is lost, added or reordered, except invisible marks before the first
   visible character (:data:`INVISIBLE_MARKS`): with ``u`` = ``t`` without them,
-  ``"".join(split_sentences(t)).split()`` joined equals ``"".join(u.split())``;
+  ``"".join(split_sentences(t)).split()`` joined equals ``"".join(u.split())``; each sentence is
+  the next piece of ``" ".join(u.split())`` verbatim (no space added inside a sentence);
+* leading whitespace and invisible marks do not change the result;
 * no sentence is empty; a sentence holds an alphanumeric character and is not only a list marker
   (``"2."``), unless the text holds nothing else, in which case it is returned as one sentence
   (``"?"`` -> ``["?"]``, ``"1. 2."`` -> ``["1. 2."]``);
@@ -309,30 +311,30 @@ def _word_ending_at(text: str, j: int) -> str:
     return text[i + 1 : j + 1].lower()
 
 
-def _split_segment(text: str, out: list[str]) -> None:
-    """Split one blank-line-free segment, keeping list markers with their sentence."""
-    starts = _marker_starts(text)
-    bounds = sorted({0, *starts, len(text)})
+def _split_segment(text: str, start: int, stop: int, out: list[tuple[int, int]]) -> None:
+    """Append the sentence spans of the blank-line-free segment ``text[start:stop]`` to ``out``.
+
+    A list marker's span starts at the marker, so the marker stays with its first sentence.
+    """
+    segment = text[start:stop]
+    starts = _marker_starts(segment)
+    bounds = sorted({0, *starts, len(segment)})
     marked = set(starts)
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        item = text[a:b]
-        marker = ""
+        item = segment[a:b]
+        skip = 0
         if a in marked:
-            m = _MARKER.match(text, a)
+            m = _MARKER.match(segment, a)
             assert m is not None
-            marker = m.group(1)
-            item = item[len(marker) :]
+            skip = len(m.group(1))
         first = True
-        for s, e in _punkt_spans(item):
-            piece = " ".join(item[s:e].split())
-            if not piece:
+        for s, e in _punkt_spans(item[skip:]):
+            if not item[skip + s : skip + e].strip():
                 continue
-            if first and marker:
-                piece = f"{marker} {piece}"
+            out.append((start + a + (0 if first and skip else skip + s), start + a + skip + e))
             first = False
-            out.append(piece)
-        if first and marker:  # marker followed only by whitespace: keep it (merged later)
-            out.append(marker)
+        if first and skip:  # marker followed only by whitespace: keep it (merged later)
+            out.append((start + a, start + a + skip))
 
 
 def _is_content(sentence: str) -> bool:
@@ -341,26 +343,29 @@ def _is_content(sentence: str) -> bool:
     return _MARKER_ONLY.fullmatch(sentence) is None and _ALNUM.search(sentence) is not None
 
 
-def _merge_fragments(pieces: list[str]) -> list[str]:
-    """Attach sentences that are only punctuation or only a list marker to a neighbour."""
-    out: list[str] = []
-    pending = ""  # fragments seen before the first content sentence, or a dangling marker
-    for p in pieces:
-        if _is_content(p):
-            out.append(f"{pending} {p}" if pending else p)
-            pending = ""
-        elif _MARKER_ONLY.fullmatch(p) is not None:
-            pending = f"{pending} {p}" if pending else p
+def _merge_fragments(text: str, spans: list[tuple[int, int]]) -> list[str]:
+    """The sentences of ``spans`` (in text order), each with its whitespace collapsed; a span that
+    is only punctuation or only a list marker is merged with a neighbour, keeping the text between
+    them as it is (``"clear. ..."`` stays ``"clear. ..."``, ``".!:"`` stays ``".!:"``)."""
+    out: list[tuple[int, int]] = []
+    pending: tuple[int, int] | None = None  # fragments before the first content, or a marker
+    for a, b in spans:
+        piece = " ".join(text[a:b].split())
+        if _is_content(piece):
+            out.append((pending[0], b) if pending else (a, b))
+            pending = None
+        elif _MARKER_ONLY.fullmatch(piece) is not None:
+            pending = (pending[0], b) if pending else (a, b)
         elif out and not pending:
-            out[-1] = f"{out[-1]} {p}"
+            out[-1] = (out[-1][0], b)
         else:
-            pending = f"{pending} {p}" if pending else p
+            pending = (pending[0], b) if pending else (a, b)
     if pending:
         if out:
-            out[-1] = f"{out[-1]} {pending}"
+            out[-1] = (out[-1][0], pending[1])
         else:
             out.append(pending)
-    return out
+    return [" ".join(text[a:b].split()) for a, b in out]
 
 
 def split_sentences(text: str) -> list[str]:
@@ -390,10 +395,14 @@ def split_sentences(text: str) -> list[str]:
     4. A piece with no alphanumeric character (``"..."``, ``")"``) or only a list marker is
        attached to the previous sentence (to the next one when it comes first).
 
-    Each returned sentence has its runs of whitespace collapsed to one space and no surrounding
-    whitespace. Invisible marks (:data:`INVISIBLE_MARKS`, e.g. a byte-order mark) before the first
-    visible character are removed. Joining the sentences gives ``text`` up to whitespace and those
-    leading marks: no other non-space character is lost, added or reordered. The result is ``[]``
+    Each returned sentence is the next piece of ``text``, with its runs of whitespace collapsed to
+    one space and no surrounding whitespace: nothing is added inside it, not even a space (a
+    fragment attached by rule 4 keeps the text between it and its sentence, ``".!:"`` stays
+    ``".!:"``), and nothing but whitespace lies between two sentences except at a rule-1 cut
+    inside a token (``"XXXX." / "In the left lobe"``). Whitespace and invisible marks
+    (:data:`INVISIBLE_MARKS`, e.g. a byte-order mark) before the first visible character are
+    removed and do not change the result. Joining the sentences gives ``text`` up to whitespace and
+    those leading marks: no other character is lost, added or reordered. The result is ``[]``
     exactly when ``text`` is blank (or holds only those marks). Deterministic.
 
     Raises:
@@ -401,17 +410,19 @@ def split_sentences(text: str) -> list[str]:
     """
     if not isinstance(text, str):
         raise TypeError(f"split_sentences: text must be str, got {type(text).__name__}")
-    pieces: list[str] = []
+    spans: list[tuple[int, int]] = []
     pos = 0
-    text = _strip_leading_marks(text)
+    # Leading whitespace is not part of any sentence; without it Punkt sees the same text whatever
+    # precedes the first visible character.
+    text = _strip_leading_marks(text).lstrip()
     if (
         "\n" not in text
         and ".." not in text
         and _GLUED_QUICK.search(text) is None
         and _LETTER_QUICK.search(text) is None
     ):
-        _split_segment(text, pieces)  # no hard boundary possible: skip the _HARD scan
-        return _merge_fragments(pieces)
+        _split_segment(text, 0, len(text), spans)  # no hard boundary possible: skip the _HARD scan
+        return _merge_fragments(text, spans)
     for m in _HARD.finditer(text):
         if m.group("blank") is not None:
             cut = m.start()
@@ -425,7 +436,7 @@ def split_sentences(text: str) -> list[str]:
             cut = m.start("glued")
         else:
             continue
-        _split_segment(text[pos:cut], pieces)
+        _split_segment(text, pos, cut, spans)
         pos = cut
-    _split_segment(text[pos:], pieces)
-    return _merge_fragments(pieces)
+    _split_segment(text, pos, len(text), spans)
+    return _merge_fragments(text, spans)

@@ -184,6 +184,21 @@ def _check_invariants(text: str, sents: list[str]) -> None:
             assert S._MARKER_ONLY.fullmatch(s) is None, (text, sents)
     if not any(c.isalnum() for c in text):
         assert len(sents) <= 1
+    _assert_verbatim_pieces(text, sents)
+
+
+def _assert_verbatim_pieces(text: str, sents: list[str]) -> None:
+    """Each sentence is the next piece of the text, whitespace collapsed: nothing is added, not
+    even a space (".!:" used to come back as ". ! :"); between two sentences the text has one
+    space or none ("XXXX.In" is cut without one)."""
+    flat = " ".join(_visible(text).split())
+    pos = 0
+    for s in sents:
+        assert flat.startswith(s, pos), (text, sents, flat[pos:])
+        pos += len(s)
+        if pos < len(flat) and flat[pos] == " ":
+            pos += 1
+    assert pos == len(flat), (text, sents)
 
 
 @pytest.mark.parametrize(
@@ -268,6 +283,8 @@ _PATHOLOGICAL = st.text(alphabet=" .?!;:,()\"'\n\t-1209aAbZxX_/…。", max_size
 @example(text="a. 1. b")
 @example(text="..\n\n1)")
 @example(text="Ab.. Cd")
+@example(text=".!:")
+@example(text="CXR.; No effusion. ...")
 def test_split_invariants(text: str) -> None:
     sents = split_sentences(text)
     _check_invariants(text, sents)
@@ -396,6 +413,7 @@ def test_leading_invisible_marks_do_not_hide_headers(mark: str) -> None:
     prefix=st.lists(st.sampled_from([*_MARK_LIST, " ", "\n"]), min_size=1, max_size=4).map("".join),
     text=st.one_of(_PATHOLOGICAL, st.text(max_size=80)),
 )
+@example(prefix=" ", text=".!:")  # was ['.! :'] with the space, ['. ! :'] without
 def test_leading_marks_are_ignored(prefix: str, text: str) -> None:
     assert split_sentences(prefix + text) == split_sentences(_visible(text))
     assert parse_report_sections(prefix + text) == parse_report_sections(_visible(text))
