@@ -199,6 +199,8 @@ def _as_2d_pair(
         raise ValueError(f"y_score: expected the shape of y_true {t.shape}, got {s.shape}")
     if t.shape[1] == 0:
         raise ValueError(f"y_true: expected at least one label column, got shape {t.shape}")
+    if t.shape[0] == 0:
+        raise ValueError(f"y_true: empty input (0 rows, shape {t.shape})")
     tf = _check_binary_values(t, "y_true", allow_nan=True)
     sf = _check_scores(s, "y_score")
     return tf, sf, _label_names(labels, t.shape[1])
@@ -299,7 +301,7 @@ def roc_curve(
     form one point. Equals scikit-learn's ``roc_curve(..., drop_intermediate=False)`` points.
     """
     t, s = _both_classes(y_true, y_score, "roc_curve", "")
-    order = np.argsort(-s, kind="stable")
+    order = np.argsort(s, kind="stable")[::-1]  # not argsort(-s): -s wraps for uint64 and -2**63
     ranked, truth = s[order], t[order]
     level_ends = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), ranked.size - 1]
     tps = np.cumsum(truth)[level_ends]
@@ -608,9 +610,16 @@ def mcc(y_true: ArrayLike, y_pred: ArrayLike) -> float:
 def f1(y_true: ArrayLike, y_pred: ArrayLike, *, zero_division: float = 0.0) -> float:
     """F1 of the positive class: ``2·tp / (2·tp + fp + fn)``.
 
-    Returns ``zero_division`` when there is no true and no predicted positive
-    (scikit-learn's ``f1_score(..., zero_division=...)``).
+    Returns ``zero_division`` (0, 1 or NaN, as scikit-learn allows) when there is no true and no
+    predicted positive (scikit-learn's ``f1_score(..., zero_division=...)``; its default
+    ``"warn"`` returns 0 with a warning: pass 0.0).
     """
+    if (
+        isinstance(zero_division, bool)
+        or not isinstance(zero_division, numbers.Real)
+        or not (zero_division in (0, 1) or math.isnan(zero_division))
+    ):
+        raise ValueError(f"zero_division: expected 0, 1 or NaN, got {zero_division!r}")
     tp, fp, fn, _ = _confusion(y_true, y_pred)
     den = 2 * tp + fp + fn
     if den == 0:

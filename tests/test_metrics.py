@@ -32,6 +32,7 @@ from relaxclip.metrics import (
     f1,
     macro_auroc,
     mcc,
+    roc_curve,
     select_thresholds,
 )
 
@@ -442,6 +443,37 @@ def test_huge_integer_scores_are_ranked_exactly() -> None:
         b = bootstrap_auroc(y[:, None], s[:, None], n_bootstrap=20, seed=0)
         ref = bootstrap_auroc(y[:, None], np.arange(4.0)[:, None], n_bootstrap=20, seed=0)
         np.testing.assert_array_equal(b.samples, ref.samples)  # same ranks, same replicates
+
+
+def test_roc_curve_ranks_extreme_integers_exactly() -> None:
+    """Before: sorted by -score, which wraps for uint64 (0 came first) and for int64 -2**63."""
+    y = np.array([0, 1, 0, 1, 1])
+    for s in (
+        np.array([0, 2**63 + 5, 2**63 + 1, 2**60, 3], dtype=np.uint64),
+        np.array([-(2**63), 2**62, -5, 2**60, 3], dtype=np.int64),
+    ):
+        fpr, tpr = roc_curve(y, s)
+        ref = s.astype(object)  # exact Python integers
+        ranked = sorted(range(5), key=lambda i: ref[i], reverse=True)
+        np.testing.assert_array_equal(fpr, np.r_[0, np.cumsum(1 - y[ranked]) / 2])
+        np.testing.assert_array_equal(tpr, np.r_[0, np.cumsum(y[ranked]) / 3])
+
+
+def test_empty_label_matrix_raises() -> None:
+    """Before: macro_auroc of 0 rows returned macro=nan with every label 'skipped'."""
+    for fn in (macro_auroc, bootstrap_auroc):
+        with pytest.raises(ValueError, match=r"y_true: empty input \(0 rows"):
+            fn(np.zeros((0, 2)), np.zeros((0, 2)))
+
+
+@pytest.mark.parametrize("bad", ["warn", 5, -1, 0.5, True, None, float("inf")])
+def test_f1_zero_division_is_0_1_or_nan(bad: object) -> None:
+    """Before: "warn" failed inside float() without naming the argument; 5 was returned."""
+    with pytest.raises(ValueError, match="zero_division: expected 0, 1 or NaN"):
+        f1([0, 0], [0, 0], zero_division=bad)  # type: ignore[arg-type]
+    assert f1([0, 0], [0, 0], zero_division=1) == 1.0
+    assert math.isnan(f1([0, 0], [0, 0], zero_division=float("nan")))
+    assert f1([0, 1], [0, 1], zero_division=float("nan")) == 1.0
 
 
 @pytest.mark.parametrize("fn", [mcc, f1], ids=["mcc", "f1"])
