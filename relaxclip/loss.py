@@ -125,6 +125,14 @@ class _DefaultThreshold(float):
 _THRESHOLD_UNSET = _DefaultThreshold(DEFAULT_THRESHOLD)
 
 
+def _check_flag(value: object, name: str) -> bool:
+    """``value`` if it is exactly ``True`` or ``False``; a string such as ``"no"`` is not read as
+    True (TypeError naming the argument)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
 def _check_threshold(threshold: float | None, normalize: bool = True) -> float | None:
     """Validate a float theta; return the clamp bound, or ``None`` for no relaxation.
 
@@ -666,6 +674,8 @@ def relaxed_contrastive_loss(
         0-d tensor: fp32 for fp16/bf16/fp32 inputs, fp64 for fp64 inputs. Gradients reach both
         feature tensors (in their dtype) and ``logit_scale``.
     """
+    _check_flag(normalize, "normalize")
+    _check_flag(check_finite, "check_finite")
     theta, q = _check_relaxation(threshold, relax_quantile, normalize)
     threshold_fn = None if q is None else functools.partial(_batch_quantile, q=q)
     settings = _LossSettings(
@@ -829,6 +839,7 @@ def positive_pair_stats(
     batch (all-reduce them yourself, e.g. the mean weighted by the local batch size).
     """
     _check_features(image_features, text_features, allow_empty=True)
+    _check_flag(normalize, "normalize")
     theta: float | Tensor | None
     if isinstance(threshold, torch.Tensor):
         theta = _check_threshold_tensor(threshold, image_features)
@@ -947,6 +958,8 @@ class RelaxedContrastiveLoss(nn.Module):
                 "threshold of RelaxedContrastiveLoss must be a float or None (a module holds a "
                 "fixed theta); for a per-step tensor theta call relaxed_contrastive_loss"
             )
+        _check_flag(normalize, "normalize")
+        _check_flag(check_finite, "check_finite")
         _, q = _check_relaxation(threshold, relax_quantile, normalize)
         momentum = _check_momentum(relax_momentum)
         if q is None and momentum != 0.0:
@@ -1041,6 +1054,14 @@ class RelaxedContrastiveLoss(nn.Module):
         :func:`relaxed_contrastive_loss` for why a scalar bias changes nothing)."""
         if not isinstance(output_dict, bool):
             raise TypeError(f"output_dict must be True or False, got {type(output_dict).__name__}")
+        # attributes assigned after construction are validated as the constructor does
+        _check_flag(self.normalize, "normalize")
+        _check_flag(self.check_finite, "check_finite")
+        options = (
+            self.backend_options
+            if torch.compiler.is_compiling()
+            else check_backend_options(self.backend, self.backend_options)
+        )
         threshold_fn: ThresholdFn | None = None
         if self.relax_quantile is not None:
             self._check_quantile_state()
@@ -1057,7 +1078,7 @@ class RelaxedContrastiveLoss(nn.Module):
         settings = _LossSettings(
             self.normalize,
             self.backend,
-            self.backend_options,
+            options,
             self.check_finite,
             self.distributed,
             self.distributed_mode,

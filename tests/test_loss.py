@@ -456,6 +456,44 @@ def test_backend_options_are_validated_against_the_backend(
         RelaxedContrastiveLoss(**kwargs)
 
 
+def test_backend_and_options_assigned_after_construction_are_validated() -> None:
+    """Before: a raw ``TypeError: symmetric_loss_sum() got an unexpected keyword argument``."""
+    x, y = _ok()
+    module = RelaxedContrastiveLoss(backend="chunked", chunk_size=2)
+    module.backend = "dense"
+    with pytest.raises(ValueError, match="'chunk_size' is not an option of backend 'dense'"):
+        module(x, y, 10.0)
+    module.backend = "auto"
+    with pytest.raises(ValueError, match="need an explicit backend"):
+        module(x, y, 10.0)
+    module = RelaxedContrastiveLoss(backend="dense")
+    module.backend_options = {"chunk_size": 2}
+    with pytest.raises(ValueError, match="'chunk_size' is not an option of backend 'dense'"):
+        module(x, y, 10.0)
+    module = RelaxedContrastiveLoss(backend="chunked", chunk_size=2)
+    module.backend_options = {"chunk_size": 3}  # a valid new option is used
+    torch.testing.assert_close(module(x, y, 10.0), relaxed_contrastive_loss(x, y, 10.0))
+
+
+@pytest.mark.parametrize("flag", ["normalize", "check_finite"])
+@pytest.mark.parametrize("value", ["no", "False", 0, 1, None, np.bool_(False)])
+def test_flags_are_exactly_true_or_false(flag: str, value: object) -> None:
+    """Before: ``normalize="no"`` was read as True (the normalised loss, silently)."""
+    x, y = _ok()
+    match = f"{flag} must be True or False"
+    with pytest.raises(TypeError, match=match):
+        relaxed_contrastive_loss(x, y, 10.0, **{flag: value})
+    with pytest.raises(TypeError, match=match):
+        RelaxedContrastiveLoss(**{flag: value})
+    module = RelaxedContrastiveLoss()
+    setattr(module, flag, value)
+    with pytest.raises(TypeError, match=match):
+        module(x, y, 10.0)
+    if flag == "normalize":
+        with pytest.raises(TypeError, match=match):
+            positive_pair_stats(x, y, normalize=value)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("size", [np.int64(3), np.int32(3), np.uint8(3), 3])
 def test_chunk_size_accepts_numpy_integers(size: object, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[object] = []
