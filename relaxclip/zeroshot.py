@@ -43,6 +43,7 @@ open_clip or transformers.
 from __future__ import annotations
 
 import re
+import string
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -214,7 +215,7 @@ def _check_pairs(pairs: object, name: str, *, templates: bool) -> tuple[Template
         pos, neg = pair
         if templates:
             for side, tpl in (("positive", pos), ("negative", neg)):
-                if tpl.count("{}") != 1 or re.search(r"\{[^}]", tpl):
+                if not _one_placeholder(tpl):
                     raise ValueError(
                         f"{name}[{i}]: {side} template {tpl!r} must contain exactly one '{{}}' "
                         "placeholder for the label name"
@@ -223,6 +224,16 @@ def _check_pairs(pairs: object, name: str, *, templates: bool) -> tuple[Template
     if not out:
         raise ValueError(f"{name}: expected at least one (positive, negative) pair")
     return tuple(out)
+
+
+def _one_placeholder(template: str) -> bool:
+    """Whether ``template.format(name)`` has exactly one field, a bare ``{}`` (escaped braces
+    ``{{`` / ``}}`` are text, as in ``str.format``)."""
+    try:
+        fields = [f for f in string.Formatter().parse(template) if f[1] is not None]
+    except ValueError:  # a lone "{" or "}"
+        return False
+    return len(fields) == 1 and fields[0][1:] == ("", "", None)
 
 
 def _prompt_names(
@@ -323,12 +334,18 @@ class ZeroShotClassifier:
         kept = tuple(x for x in all_labels if x not in excluded)
         if not kept:
             raise ValueError("exclude: every label was excluded")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1
+        ):
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+        if not isinstance(normalize, bool):  # "no" would otherwise read as True
+            raise TypeError(f"normalize must be True or False, got {normalize!r}")
         self._encode_text = encode_text
         self.templates = _check_pairs(templates, "templates", templates=True)
-        self.normalize = bool(normalize)
-        self.batch_size = batch_size
+        self.normalize = normalize
+        self.batch_size = int(batch_size)
         self.labels: tuple[str, ...] = kept
         self.excluded: tuple[str, ...] = excluded
         self.all_labels: tuple[str, ...] = all_labels
@@ -461,7 +478,9 @@ class ZeroShotClassifier:
         """Cosine similarities ``(image·e⁺, image·e⁻)``, each ``Tensor[N, K]``.
 
         ``image_features``: ``Tensor[N, D]`` (any float dtype/device; computed in at least
-        float32 on that device). Differentiable with respect to ``image_features``.
+        float32 on that device). Differentiable with respect to ``image_features``. Raises
+        TypeError for a non-floating tensor and ValueError naming the rows that hold NaN or inf
+        (or, with ``normalize=True``, are all zero).
         """
         if not isinstance(image_features, torch.Tensor):
             raise TypeError(
@@ -470,6 +489,17 @@ class ZeroShotClassifier:
         if image_features.ndim != 2:
             raise ValueError(
                 f"image_features: expected shape (N, D), got {tuple(image_features.shape)}"
+            )
+        if not image_features.is_floating_point():
+            raise TypeError(
+                f"image_features: expected a floating-point tensor, got {image_features.dtype}"
+            )
+        bad = ~torch.isfinite(image_features).all(dim=1)
+        if bool(bad.any()):  # NaN/inf rows would come back as NaN scores
+            rows = torch.nonzero(bad).flatten().tolist()
+            raise ValueError(
+                f"image_features: {len(rows)} row(s) with NaN or inf (row(s) {rows[:10]}"
+                f"{', ...' if len(rows) > 10 else ''}); expected finite features"
             )
         pos, neg = self.text_embeddings()
         if image_features.shape[1] != pos.shape[1]:

@@ -260,6 +260,34 @@ def test_zero_image_rows_are_named() -> None:
         clf.predict_proba(img)
 
 
+def test_non_finite_and_non_float_image_rows_are_named() -> None:
+    """Before: NaN/inf rows came back as NaN probabilities, integer features were accepted."""
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    img = torch.randn(4, D)
+    img[1, 0] = float("nan")
+    img[3, 2] = float("inf")
+    for fn in (clf.predict_proba, clf.similarities):
+        with pytest.raises(ValueError, match=r"2 row\(s\) with NaN or inf \(row\(s\) \[1, 3\]\)"):
+            fn(img)
+    with pytest.raises(TypeError, match="image_features: expected a floating-point tensor"):
+        clf.predict_proba(torch.ones(2, D, dtype=torch.int64))
+    clf_raw = ZeroShotClassifier(FakeEncoder(), LABELS, normalize=False)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        clf_raw.predict_proba(img)
+
+
+def test_flags_numpy_batch_size_and_escaped_braces() -> None:
+    with pytest.raises(TypeError, match="normalize must be True or False"):
+        ZeroShotClassifier(FakeEncoder(), LABELS, normalize="no")  # type: ignore[arg-type]
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS, batch_size=np.int64(3))  # type: ignore[arg-type]
+    assert clf.batch_size == 3 and type(clf.batch_size) is int
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS, templates=[("{} {{x}}", "no {}")])
+    assert clf.prompts(LABELS[0])[0][0] == f"{clf.prompt_names[LABELS[0]]} {{x}}"
+    for bad in ("{0}", "{x}", "{}{}", "{", "{{}}", "{:>3}"):
+        with pytest.raises(ValueError, match="exactly one"):
+            ZeroShotClassifier(FakeEncoder(), LABELS, templates=[(bad, "no {}")])
+
+
 # --------------------------------------------------------------------------- wrappers
 
 
