@@ -86,6 +86,8 @@ def sample_sentences(
         TypeError: ``num_sentences`` of the wrong type.
     """
     spec = _check_num_sentences(num_sentences, "sample_sentences")
+    if not isinstance(keep_order, bool):
+        raise TypeError(f"sample_sentences: keep_order must be True or False, got {keep_order!r}")
     if not all(candidates):
         i = next(i for i, c in enumerate(candidates) if not c)
         raise ValueError(f"sample_sentences: candidates[{i}] is empty")
@@ -214,6 +216,15 @@ def _text_id(text: str) -> int:
 # ---------------------------------------------------------------------------- the collate callable
 
 
+def _process_rank() -> int | None:
+    """This process's rank in the default ``torch.distributed`` group, or ``None`` when it is not
+    initialised (a forked DataLoader worker inherits its parent's group and rank)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank())
+    return None
+
+
 class SentenceSampler:
     """Collate function that samples sentences from each report and tokenizes them.
 
@@ -308,9 +319,15 @@ class SentenceSampler:
       on across calls (``set_epoch`` restarts it), so consecutive epochs differ. With
       ``seed=None`` one value is drawn from torch's default generator at the first call.
 
+    Under ``torch.distributed`` the rank (of the default group) is mixed into the seed string
+    of every rank but rank 0, so ranks with the same ``seed``, epoch and torch seed draw
+    independently (before 2026-12-06 every rank drew the same sentence positions); rank 0 and a
+    single process draw as without it. DataLoader workers use the rank of their parent (forked:
+    inherited; spawned: recorded when the sampler is pickled).
+
     The call index counts calls in this process since construction or the last
-    :meth:`set_epoch`. Same seed, epoch and inputs in the same order give the same output, also
-    after pickling.
+    :meth:`set_epoch`. Same seed, epoch, rank and inputs in the same order give the same output,
+    also after pickling.
 
     Errors: bad input raises, naming the sample (``uid=...`` etc., see ``id_keys``), its batch
     position and the key: a sample that is neither a mapping nor a pair (``TypeError``), a missing
@@ -367,8 +384,11 @@ class SentenceSampler:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"{name}: seed must be an int or None, got {seed!r}")
         self.seed = None if seed is None else int(seed)
-        self.training = bool(train)
-        self.keep_order = bool(keep_order)
+        for arg, flag in (("train", train), ("keep_order", keep_order)):
+            if not isinstance(flag, bool):  # "no" would otherwise read as True
+                raise TypeError(f"{name}: {arg} must be True or False, got {flag!r}")
+        self.training = train
+        self.keep_order = keep_order
         if not isinstance(separator, str):
             raise TypeError(f"{name}: separator must be str, got {separator!r}")
         self.separator = separator
@@ -394,6 +414,7 @@ class SentenceSampler:
         self._epoch_set = False
         self._calls = 0
         self._main_base_seed: int | None = None
+        self._rank: int | None = None  # the rank seen when pickled (see __getstate__)
         #: Samples dropped by ``on_empty="drop"`` in this process (workers count their own).
         self.num_dropped = 0
 
@@ -447,7 +468,9 @@ class SentenceSampler:
     # ------------------------------------------------------------------ mode and epoch
     def train(self, mode: bool = True) -> SentenceSampler:
         """Set training (random sampling) or evaluation (full text) mode; returns ``self``."""
-        self.training = bool(mode)
+        if not isinstance(mode, bool):
+            raise TypeError(f"SentenceSampler.train: mode must be True or False, got {mode!r}")
+        self.training = mode
         return self
 
     def eval(self) -> SentenceSampler:
@@ -500,6 +523,25 @@ class SentenceSampler:
         keys = f"keys {self.sections!r}" if self.text_key is None else f"key {self.text_key!r}"
         return f"{self._at(position, sample)}, {keys}"
 
+    def _collate(self, values: list[Any], key: str, kept: list[tuple[int, Any]]) -> Any:
+        """``default_collate(values)``; a failure names the first sample whose value differs in
+        type or shape from the first sample's."""
+        try:
+            return default_collate(values)
+        except (TypeError, RuntimeError) as exc:
+            first = _layout(values[0])
+            odd = next((j for j, v in enumerate(values) if _layout(v) != first), None)
+            where = (
+                f": {self._at(*kept[0])} has {first[0]} {first[1]}, "
+                f"{self._at(*kept[odd])} has {' '.join(map(str, _layout(values[odd])))}"
+                if odd is not None
+                else ""
+            )
+            raise TypeError(
+                f"SentenceSampler: cannot collate key {key!r} with default_collate{where} ({exc}); "
+                "drop it from the samples or pass it in list_keys to get a plain list"
+            ) from exc
+
     def _at(self, position: int, sample: Any) -> str:
         ident = self._sample_id(sample)
         return (
@@ -534,6 +576,15 @@ class SentenceSampler:
         )
 
     # ------------------------------------------------------------------ randomness
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (e.g. into spawned DataLoader workers, where ``torch.distributed`` is not
+        initialised) with the rank of the pickling process, so the workers know it."""
+        state = self.__dict__.copy()
+        rank = _process_rank()
+        if rank is not None:
+            state["_rank"] = rank
+        return state
+
     def _rng(self) -> random.Random:
         info = get_worker_info()
         if info is not None and not self._epoch_set:
@@ -549,6 +600,10 @@ class SentenceSampler:
                     self._main_base_seed = int(torch.randint(0, 2**62, (1,)).item())
                 base = self._main_base_seed
             key = f"relaxclip.SentenceSampler/{base}/{self.epoch}/{worker}/{self._calls}"
+        rank = _process_rank()
+        rank = self._rank if rank is None else rank
+        if rank:  # ranks > 0 get their own streams; rank 0 keeps the single-process stream
+            key += f"/rank-{rank}"
         self._calls += 1
         return random.Random(key)
 
@@ -563,12 +618,14 @@ class SentenceSampler:
         reports, images, rest = self._unpack_batch(batch)
         pools = self._candidates(batch, reports)
         dropped = 0
+        keep = list(range(len(batch)))
         if not all(pools):
             keep = self._handle_empty(batch, pools)
             dropped = len(batch) - len(keep)
             pools = [pools[i] for i in keep]
             images = [images[i] for i in keep]
             rest = [rest[i] for i in keep]
+        kept = [(i, batch[i]) for i in keep]  # (batch position, sample), to name them in errors
         if self.training:
             texts = sample_sentences(
                 pools,
@@ -581,7 +638,7 @@ class SentenceSampler:
             texts = [self.separator.join(p) for p in pools]
         out: dict[str, Any] = {}
         if self.image_key is not None:
-            out[self.image_key] = _collate_key(images, self.image_key)
+            out[self.image_key] = self._collate(images, self.image_key, kept)
         out[_TEXT] = texts
         if self.tokenizer is not None:
             self._tokenize(texts, out)
@@ -591,7 +648,7 @@ class SentenceSampler:
             _put(out, _DROPPED, dropped, "the drop count")
         for key in rest[0]:
             values = [other[key] for other in rest]
-            value = values if key in self.list_keys else _collate_key(values, key)
+            value = values if key in self.list_keys else self._collate(values, key, kept)
             _put(out, key, value, "sample key")
         return out
 
@@ -722,17 +779,13 @@ class SentenceSampler:
             _put(out, key, value, "tokenizer output")
 
 
+def _layout(value: Any) -> tuple[str, str]:
+    """(type name, shape) of a value to collate, for error messages."""
+    shape = getattr(value, "shape", None)
+    return type(value).__name__, f"shape {tuple(shape)}" if shape is not None else "(no shape)"
+
+
 def _put(out: dict[str, Any], key: str, value: Any, what: str) -> None:
     if key in out:
         raise ValueError(f"SentenceSampler: {what} {key!r} collides with an output key; rename it")
     out[key] = value
-
-
-def _collate_key(values: list[Any], key: str) -> Any:
-    try:
-        return default_collate(values)
-    except (TypeError, RuntimeError) as exc:
-        raise TypeError(
-            f"SentenceSampler: cannot collate key {key!r} with default_collate ({exc}); drop it "
-            "from the samples or pass it in list_keys to get a plain list"
-        ) from exc

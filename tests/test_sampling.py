@@ -910,3 +910,89 @@ def test_group_key_in_batches_from_spawned_workers() -> None:
         for text, gid in zip(b["text"], b["text_group"].tolist(), strict=True):
             assert seen.setdefault(text, gid) == gid
     assert len(seen) == len(_TEXTS)
+
+
+# ----------------------------------------------------------------------------- ranks draw apart
+
+_RANK_REPORTS = [{"uid": f"S{i}", "report": _report(i, 6)} for i in range(16)]
+
+
+def _positions(texts: list[str]) -> list[int]:
+    return [int(t.split()[3]) for t in texts]  # "Finding i number j is seen." -> j
+
+
+def _rank_draws(case: str) -> list[int]:
+    """The sentence positions one rank draws for the same 16 reports, in ``case``'s setting."""
+    sampler = SentenceSampler(seed=0, image_key=None)
+    if case == "main":
+        sampler.set_epoch(5)
+        return _positions(sampler(_RANK_REPORTS)["text"])
+    torch.manual_seed(0)
+    if case == "spawned-worker":
+        sampler.set_epoch(3)
+    loader = DataLoader(
+        _RANK_REPORTS,  # type: ignore[arg-type]
+        batch_size=16,
+        num_workers=1,
+        collate_fn=sampler,
+        multiprocessing_context="spawn" if case == "spawned-worker" else "fork",
+    )
+    return _positions(next(iter(loader))["text"])
+
+
+_RANK_CASES = ("main", "forked-worker", "spawned-worker")
+
+
+def _rank_stream_worker(rank: int, world: int, out_dir: str) -> None:
+    from _workers import init_gloo
+
+    init_gloo(rank, world, out_dir)
+    try:
+        draws = {case: _rank_draws(case) for case in _RANK_CASES}
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(draws, f)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ranks_draw_independently_and_rank0_keeps_the_single_process_stream(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Before: with one seed on every rank (the documented DDP usage) each rank drew the same
+    sentence positions for its samples, in the main process and in DataLoader workers."""
+    from _workers import run_ranks
+
+    run_ranks(_rank_stream_worker, 2, (2, str(tmp_path)), 240, "the sampler rank job")
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for case in _RANK_CASES:
+        assert ranks[0][case] != ranks[1][case], case  # 16 draws from 6: 6**-16 by chance
+        assert ranks[0][case] == _rank_draws(case), case  # rank 0 = no torch.distributed
+
+
+def test_collate_errors_name_the_odd_sample() -> None:
+    """Before: only default_collate's 'got [2] at entry 0 and [3] at entry 2' (batch entries)."""
+    sampler = SentenceSampler()
+    batch = [
+        {"uid": "S0", "image": torch.zeros(2), "report": "A b. C d."},
+        {"uid": "S1", "image": torch.zeros(2), "report": "A b."},
+        {"uid": "S2", "image": torch.zeros(3), "report": "E f."},
+    ]
+    with pytest.raises(
+        TypeError, match=r"key 'image'.*uid='S0'.*shape \(2,\).*uid='S2'.*shape \(3,\)"
+    ):
+        sampler(batch)
+    batch = [{**b, "image": torch.zeros(2)} for b in batch]
+    batch[1]["view"] = "PA"
+    batch[0]["view"] = batch[2]["view"] = 1
+    with pytest.raises(TypeError, match=r"key 'view'.*uid='S0'.*int.*uid='S1'.*str"):
+        sampler(batch)
+
+
+@pytest.mark.parametrize("value", ["no", 0, 1, None])
+def test_flags_are_exactly_true_or_false(value: object) -> None:
+    """Before: train="no" and keep_order="no" were read as True."""
+    for arg in ("train", "keep_order"):
+        with pytest.raises(TypeError, match=f"{arg} must be True or False"):
+            SentenceSampler(**{arg: value})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="mode must be True or False"):
+        SentenceSampler().train(value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="keep_order must be True or False"):
+        sample_sentences([["a."]], random.Random(0), keep_order=value)  # type: ignore[arg-type]

@@ -864,7 +864,7 @@ def _make_csv_dataset_fn(
             text_key="report",
             image_key="image",
             seed=sampler_seed(int(args.seed), int(args.rank)),
-            train=is_train,
+            train=bool(is_train),
             group_key="text_group" if is_train and feed is not None else None,
         )
         dataset = ReportCsvDataset(
