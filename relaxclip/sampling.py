@@ -601,7 +601,7 @@ class SentenceSampler:
                 base = self._main_base_seed
             key = f"relaxclip.SentenceSampler/{base}/{self.epoch}/{worker}/{self._calls}"
         rank = _process_rank()
-        rank = self._rank if rank is None else rank
+        rank = getattr(self, "_rank", None) if rank is None else rank  # (older pickles lack it)
         if rank:  # ranks > 0 get their own streams; rank 0 keeps the single-process stream
             key += f"/rank-{rank}"
         self._calls += 1
