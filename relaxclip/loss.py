@@ -92,6 +92,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from relaxclip.backends import BACKENDS, check_backend_options, get_backend, resolve_backend
+from relaxclip.backends._common import bool_option
 from relaxclip.distributed import (
     DistributedMode,
     check_distributed_args,
@@ -127,10 +128,8 @@ _THRESHOLD_UNSET = _DefaultThreshold(DEFAULT_THRESHOLD)
 
 def _check_flag(value: object, name: str) -> bool:
     """``value`` if it is exactly ``True`` or ``False``; a string such as ``"no"`` is not read as
-    True (TypeError naming the argument)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    return value
+    True (TypeError naming the argument; the backends' boolean-option check)."""
+    return bool_option(name)(value)
 
 
 def _check_threshold(threshold: float | None, normalize: bool = True) -> float | None:
