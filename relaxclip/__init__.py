@@ -5,6 +5,7 @@ Implements Jang et al., arXiv 2212.07050: a CLIP loss with positive-pair relaxat
 and the CheXzero zero-shot protocol with its metrics (:class:`ZeroShotClassifier`, :func:`macro_auroc`).
 """
 
+from relaxclip.calibration import calibrate_threshold
 from relaxclip.distributed import DISTRIBUTED_MODES, distributed_loss, is_distributed_active
 from relaxclip.loss import (
     DEFAULT_THRESHOLD,
@@ -59,6 +60,7 @@ __all__ = [
     "__version__",
     "auroc",
     "best_threshold",
+    "calibrate_threshold",
     "binarize",
     "bootstrap_auroc",
     "bootstrap_indices",

@@ -1,0 +1,84 @@
+"""Choose the relaxation threshold once, from the positive cosines of a pre-trained model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+from torch import distributed as dist
+
+from relaxclip._checks import check_finite_rows, check_real, check_tensor
+from relaxclip.distributed import _gather_metadata, _resolve_group, all_gather_rows
+
+__all__ = ["calibrate_threshold"]
+
+
+def calibrate_threshold(
+    feature_pairs: Iterable[tuple[Tensor, Tensor]],
+    quantile: float = 0.9,
+    *,
+    process_group: dist.ProcessGroup | None = None,
+) -> float:
+    """The ``quantile`` of the positive-pair cosine similarities over some batches.
+
+    For every batch, s_i = <x_i / ||x_i||, y_i / ||y_i||>; θ is the linear-interpolation
+    quantile of all s_i (``torch.quantile(s, quantile)``, computed in float64). Under an
+    initialised ``torch.distributed`` with more than one rank, the cosines of every rank are
+    gathered first, so every rank returns the same θ. Pass θ as ``threshold=`` to the loss: it
+    then stays fixed for the whole of training.
+
+    Args:
+        feature_pairs: an iterable of ``(image_features, text_features)``, each a floating
+            ``(B, D)`` tensor, e.g. the pre-trained model's first N batches computed under
+            ``torch.no_grad()``. Not differentiated (the features are detached).
+        quantile: q in [0, 1].
+        process_group: the group to gather over (default: the world group).
+
+    Returns:
+        θ as a Python float in [-1, 1].
+
+    Raises:
+        TypeError: a pair that is not two floating tensors, or a non-real ``quantile``.
+        ValueError: ``quantile`` outside [0, 1], shapes that differ or are not 2-D, zero or
+            non-finite rows, or no pair at all (on every rank).
+
+    Example:
+        >>> with torch.no_grad():
+        ...     pairs = [(model.encode_image(x), model.encode_text(t)) for x, t in first_batches]
+        >>> loss_fn = RelaxedContrastiveLoss(threshold=calibrate_threshold(pairs, 0.9))
+    """
+    q = check_real("quantile", quantile, low=0.0, high=1.0)
+    cosines = [_positive_cosines(i, pair) for i, pair in enumerate(feature_pairs)]
+    device = cosines[0].device if cosines else torch.device("cpu")
+    local = torch.cat(cosines) if cosines else torch.zeros(0, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        group = _resolve_group(process_group)
+        if dist.get_world_size(group) > 1:
+            meta = torch.tensor([local.shape[0]], dtype=torch.int64, device=device)
+            sizes = [int(n) for n in _gather_metadata(meta, group).flatten().tolist()]
+            with torch.no_grad():
+                local = all_gather_rows(local, sizes, group)
+    if local.numel() == 0:
+        raise ValueError("feature_pairs must yield at least one (image, text) pair, got none")
+    return float(torch.quantile(local.cpu(), q))
+
+
+def _positive_cosines(index: int, pair: object) -> Tensor:
+    """(B,) float64 cosine of each row pair of ``pair = (image_features, text_features)``."""
+    name = f"feature_pairs[{index}]"
+    if not isinstance(pair, tuple | list) or len(pair) != 2:
+        raise TypeError(f"{name} must be an (image_features, text_features) pair of tensors")
+    x = check_tensor(f"{name}[0]", pair[0], ndim=2, floating=True).detach().double()
+    y = check_tensor(f"{name}[1]", pair[1], ndim=2, floating=True).detach().double()
+    if x.shape != y.shape or x.device != y.device:
+        raise ValueError(
+            f"{name} must hold two tensors of one shape (B, D) on one device, got "
+            f"{tuple(x.shape)} on {x.device} and {tuple(y.shape)} on {y.device}"
+        )
+    for side, feats in ((f"{name}[0]", x), (f"{name}[1]", y)):
+        check_finite_rows(side, feats)
+        zero = feats.norm(dim=1) == 0
+        if bool(zero.any()):
+            raise ValueError(f"{side} must have no all-zero rows (a cosine needs a direction)")
+    return torch.nn.functional.cosine_similarity(x, y, dim=1, eps=0.0)

@@ -1,0 +1,89 @@
+"""calibrate_threshold: the quantile of positive cosines, over batches and across gloo ranks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from _workers import init_gloo, run_ranks
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relaxclip import calibrate_threshold
+
+
+def _pairs(seed: int, sizes: list[int], dim: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(n, dim, generator=g), torch.randn(n, dim, generator=g)) for n in sizes]
+
+
+def _reference(pairs: list[tuple[torch.Tensor, torch.Tensor]], q: float) -> float:
+    s = torch.cat([F.cosine_similarity(x.double(), y.double(), dim=1) for x, y in pairs])
+    return float(torch.quantile(s, q))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    sizes=st.lists(st.integers(1, 9), min_size=1, max_size=4),
+    q=st.floats(0.0, 1.0),
+)
+def test_equals_torch_quantile_of_all_positive_cosines(seed: int, sizes: list[int], q: float):
+    pairs = _pairs(seed, sizes)
+    theta = calibrate_threshold(pairs, q)
+    assert isinstance(theta, float)
+    assert theta == pytest.approx(_reference(pairs, q), abs=1e-12)
+    assert -1.0 <= theta <= 1.0
+
+
+def test_scale_invariant_and_accepts_a_generator():
+    pairs = _pairs(0, [5, 7])
+    scaled = ((x * 1e3, y.half()) for x, y in pairs)
+    assert calibrate_threshold(scaled, 0.5) == pytest.approx(
+        calibrate_threshold(pairs, 0.5), abs=1e-3
+    )
+
+
+@pytest.mark.parametrize(
+    ("pairs", "q", "error", "match"),
+    [
+        ([], 0.9, ValueError, "at least one"),
+        (_pairs(0, [3]), 1.5, ValueError, r"quantile must be a number in \[0.0, 1.0\]"),
+        (_pairs(0, [3]), "0.9", TypeError, "quantile must be a real number"),
+        ([torch.zeros(3, 4)], 0.5, TypeError, r"feature_pairs\[0\] must be an"),
+        ([(torch.ones(3, 4), torch.ones(3, 5))], 0.5, ValueError, "one shape"),
+        ([(torch.ones(3, 4), torch.ones(3, 4, dtype=torch.int64))], 0.5, TypeError, "floating"),
+        ([(torch.ones(3, 4), torch.zeros(3, 4))], 0.5, ValueError, "all-zero rows"),
+        (
+            [(torch.ones(3, 4), torch.tensor([[1.0] * 4, [float("nan")] * 4, [1.0] * 4]))],
+            0.5,
+            ValueError,
+            r"feature_pairs\[0\]\[1\] must be finite.*rows \[1\]",
+        ),
+    ],
+)
+def test_bad_input_names_the_argument(pairs, q, error, match):
+    with pytest.raises(error, match=match):
+        calibrate_threshold(pairs, q)
+
+
+def _rank_worker(rank: int, world: int, out_dir: str) -> None:
+    init_gloo(rank, world, out_dir)
+    try:
+        pairs = _pairs(10 + rank, [3 + 2 * rank, 4])  # uneven batch sizes across ranks
+        theta = calibrate_threshold(pairs, 0.7)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(theta))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_is_global_across_gloo_ranks(tmp_path: Path):
+    run_ranks(_rank_worker, 2, (2, str(tmp_path)), timeout_s=120, what="calibrate_threshold")
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    expected = _reference(_pairs(10, [3, 4]) + _pairs(11, [5, 4]), 0.7)
+    assert got[0] == got[1]
+    assert got[0] == pytest.approx(expected, abs=1e-12)
