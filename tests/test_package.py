@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -27,8 +28,14 @@ def test_quick_start_names_and_version() -> None:
     from relaxclip import RelaxedContrastiveLoss, SentenceSampler  # noqa: F401
 
     text = (ROOT / "pyproject.toml").read_text()  # no tomllib: the package supports Python 3.10
-    version = re.search(r'^version = "([^"]+)"', text, re.M)
-    assert version is not None and relaxclip.__version__ == version.group(1)
+    # One source of truth: pyproject reads the version from relaxclip.__version__, the installed
+    # metadata agrees, and it is the CHANGELOG's top entry.
+    assert re.search(r'^dynamic = \["version"\]', text, re.M)
+    assert 'version = { attr = "relaxclip.__version__" }' in text
+    assert importlib.metadata.version("relaxclip") == relaxclip.__version__
+    top = re.search(r"^## (\S+)", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert top is not None and top.group(1) == relaxclip.__version__
+    assert re.search(r'^license = "MIT"$', text, re.M)  # an SPDX expression, not a table
     deps = re.search(r"^dependencies = \[(.*?)\]", text, re.M | re.S)
     assert deps is not None
     names = {
