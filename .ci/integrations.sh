@@ -177,6 +177,8 @@ step_docs() {
     local site
     site=$(mktemp -d)
     (cd "$ROOT" && "$DOCS/bin/python" -m mkdocs build --strict --site-dir "$site/site")
+    # the site must load nothing from another host (MathJax and fonts are bundled: offline docs)
+    "$DOCS/bin/python" "$ROOT/.ci/check_site_offline.py" "$site/site"
     rm -rf "$site"
 }
 
