@@ -60,7 +60,7 @@ def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
     return (body[-1].end_lineno or body[-1].lineno) - body[0].lineno + 1
 
 
-def functions(path: Path) -> list[Function]:
+def functions(path: Path, root: Path = PACKAGE.parent) -> list[Function]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     out = []
     for node in ast.walk(tree):
@@ -68,12 +68,12 @@ def functions(path: Path) -> list[Function]:
             exempt = any(d in EXEMPT_DECORATORS for d in _decorator_names(node)) or bool(
                 EXEMPT_NAME.search(node.name)
             )
-            where = f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}"
+            where = f"{path.relative_to(root)}:{node.lineno} {node.name}"
             out.append(Function(where, _body_lines(node), exempt))
     return out
 
 
-def docstrings(path: Path) -> list[tuple[str, int]]:
+def docstrings(path: Path, root: Path = PACKAGE.parent) -> list[tuple[str, int]]:
     """(where, lines) of the module's and every class's and function's docstring."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     out = []
@@ -82,7 +82,7 @@ def docstrings(path: Path) -> list[tuple[str, int]]:
             doc = ast.get_docstring(node, clean=False)
             if doc is not None:
                 name = getattr(node, "name", "<module>")
-                where = f"{path.relative_to(PACKAGE.parent)}:{getattr(node, 'lineno', 1)} {name}"
+                where = f"{path.relative_to(root)}:{getattr(node, 'lineno', 1)} {name}"
                 out.append((where, len(doc.strip("\n").splitlines())))
     return out
 
