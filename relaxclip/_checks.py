@@ -87,11 +87,12 @@ def check_real(
     if math.isnan(out) or (finite and math.isinf(out)) or below or above:
         lo = "(" if low_open else "["
         hi = ")" if high_open else "]"
-        where = (
-            f"in {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
-            if low is not None or high is not None
-            else "finite"
-        )
+        if low is not None or high is not None:
+            where = (
+                f"in {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+            )
+        else:
+            where = "finite" if finite else "not NaN"
         raise ValueError(f"{name} must be a number {where}, got {out}")
     return out
 
@@ -150,7 +151,8 @@ def format_rows(rows: Iterable[Any], total: int) -> str:
 
 def check_finite_rows(name: str, value: torch.Tensor, hint: str = "") -> None:
     """Raise ``ValueError`` naming the rows of a (N, ...) tensor that hold NaN or Inf."""
-    bad = ~torch.isfinite(value.detach().reshape(value.shape[0], -1)).all(dim=1)
+    flat = value.detach().flatten(1) if value.dim() > 1 else value.detach().unsqueeze(1)
+    bad = ~torch.isfinite(flat).all(dim=1)
     if bool(bad.any()):
         rows = format_rows(bad.nonzero().flatten().tolist(), value.shape[0])
         raise ValueError(f"{name} must be finite, got NaN or Inf in rows {rows}{hint}")
