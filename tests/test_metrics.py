@@ -462,14 +462,21 @@ def test_roc_curve_ranks_extreme_integers_exactly() -> None:
 def test_empty_label_matrix_raises() -> None:
     """Before: macro_auroc of 0 rows returned macro=nan with every label 'skipped'."""
     for fn in (macro_auroc, bootstrap_auroc):
-        with pytest.raises(ValueError, match=r"y_true: empty input \(0 rows"):
+        with pytest.raises(
+            ValueError, match=r"y_true must hold at least one row, got shape \(0, 2\)"
+        ):
             fn(np.zeros((0, 2)), np.zeros((0, 2)))
 
 
-@pytest.mark.parametrize("bad", ["warn", 5, -1, 0.5, True, None, float("inf")])
-def test_f1_zero_division_is_0_1_or_nan(bad: object) -> None:
-    """Before: "warn" failed inside float() without naming the argument; 5 was returned."""
-    with pytest.raises(ValueError, match="zero_division: expected 0, 1 or NaN"):
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [("warn", TypeError), (True, TypeError), (None, TypeError)]
+    + [(v, ValueError) for v in (5, -1, 0.5, float("inf"))],
+)
+def test_f1_zero_division_is_0_1_or_nan(bad: object, error: type[Exception]) -> None:
+    """Before: "warn" failed inside float() without naming the argument; 5 was returned.
+    A wrong type raises TypeError, a wrong number ValueError."""
+    with pytest.raises(error, match="zero_division must be 0, 1 or NaN, got"):
         f1([0, 0], [0, 0], zero_division=bad)  # type: ignore[arg-type]
     assert f1([0, 0], [0, 0], zero_division=1) == 1.0
     assert math.isnan(f1([0, 0], [0, 0], zero_division=float("nan")))
@@ -479,21 +486,23 @@ def test_f1_zero_division_is_0_1_or_nan(bad: object) -> None:
 @pytest.mark.parametrize("fn", [mcc, f1], ids=["mcc", "f1"])
 def test_mcc_f1_of_nothing_raise(fn: Any) -> None:
     """Before: 0.0 (scikit-learn raises 'Found empty input array')."""
-    with pytest.raises(ValueError, match="y_true: empty"):
+    with pytest.raises(
+        ValueError, match="y_true must hold at least one sample, got an empty array"
+    ):
         fn([], [])
 
 
 def test_binarize_rejects_nan_scores_and_none_thresholds() -> None:
     """Before: NaN scores became 0; None thresholds raised a bare TypeError from math.isnan."""
-    with pytest.raises(ValueError, match=r"y_score: scores must be finite, found 1 NaN"):
+    with pytest.raises(ValueError, match=r"y_score must be finite, got 1 NaN and 0 inf"):
         binarize([0.2, np.nan, 0.9], 0.5)
-    with pytest.raises(TypeError, match=r"threshold: expected a real number.*NoneType"):
+    with pytest.raises(TypeError, match=r"threshold must be a real number, got NoneType"):
         binarize([0.2, 0.9], None)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="threshold: must not be NaN"):
+    with pytest.raises(ValueError, match=r"threshold must be a number in \[-inf, inf\], got nan"):
         binarize([0.2, 0.9], math.nan)
     assert binarize([0.2, 0.9], ThresholdResult(0.5, 1.0, "mcc")).tolist() == [0, 1]  # type: ignore[arg-type]
     y = np.array([[0, 1], [1, 0], [1, 1]], dtype=float)
-    with pytest.raises(TypeError, match=r"thresholds\['b'\]: expected a real number"):
+    with pytest.raises(TypeError, match=r"thresholds\['b'\] must be a real number, got NoneType"):
         evaluate_thresholds(y, y, {"a": 0.5, "b": None}, ["a", "b"])  # type: ignore[dict-item]
 
 
@@ -505,9 +514,15 @@ def test_macro_auroc_without_label_columns_raises() -> None:
 
 def test_best_threshold_on_a_single_class_raises() -> None:
     """Before: +inf (and MCC 0) was returned as if it had been fitted."""
-    with pytest.raises(ValueError, match=r"single class \(3 rows, 0 positive\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"y_true must hold both classes, got only one class \(3 rows, 0 positive\)",
+    ):
         best_threshold([0, 0, 0], [0.1, 0.2, 0.3])
-    with pytest.raises(ValueError, match=r"single class \(2 rows, 2 positive\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"y_true must hold both classes, got only one class \(2 rows, 2 positive\)",
+    ):
         best_threshold([1, 1], [0.1, 0.2], "f1")
 
 
@@ -517,7 +532,10 @@ def test_bootstrap_groups_without_an_id_raise(missing: Any) -> None:
     y = np.array([[0], [1], [0], [1]], dtype=float)
     s = np.array([[0.1], [0.9], [0.2], [0.8]])
     groups = np.array([1.0, missing, 2.0, missing], dtype=object if missing is None else float)
-    with pytest.raises(ValueError, match=r"groups: 2 row\(s\) have no study id .*\[1, 3\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"groups must hold a study id for every row, got NaN or None in rows \[1, 3\] \(2 of 4\)",
+    ):
         bootstrap_auroc(y, s, n_bootstrap=5, groups=groups)
 
 
@@ -535,9 +553,11 @@ def test_numpy_integers_and_label_arrays_accepted() -> None:
     res = macro_auroc(y, s, names)
     assert list(res.per_label) == ["Edema", "Mass"] and all(type(k) is str for k in res.per_label)
     assert res.per_label == macro_auroc(y, s, ["Edema", "Mass"]).per_label
-    with pytest.raises(ValueError, match="n_bootstrap"):
+    with pytest.raises(TypeError, match="n_bootstrap must be an int, got float64 "):
         bootstrap_auroc(y, s, n_bootstrap=np.float64(30))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="1-D array of K names"):
+    with pytest.raises(
+        ValueError, match=r"labels must be a 1-D array of K names, got shape \(1, 2\)"
+    ):
         macro_auroc(y, s, np.array([["Edema", "Mass"]]))
 
 
