@@ -620,3 +620,36 @@ def test_validation_tests_run_without_sklearn(tmp_path: Path) -> None:
     assert summary is not None, log[-3000:]
     # everything else ran and passed; the only other skip is this test inside that run
     assert int(summary.group(1)) > 0 and int(summary.group(2)) == n_marked + 1
+
+
+# ------------------------------------------------ silently wrong / unactionable errors
+
+
+@needs_sklearn
+def test_long_double_scores_are_ranked_in_their_own_precision() -> None:
+    """Before: long-double scores 1 and 1 + 2**-63 were rounded to one float64 value (a tie):
+    AUROC 0.5, where scikit-learn gives 1.0."""
+    s = np.ones(4, dtype=np.longdouble)
+    if np.finfo(np.longdouble).eps >= np.finfo(np.float64).eps:
+        pytest.skip("long double is float64 on this platform")
+    s[[1, 3]] += np.finfo(np.longdouble).eps  # distinct in long double, equal in float64
+    y = np.array([0, 1, 0, 1])
+    assert auroc(y, s) == roc_auc_score(y, s) == 1.0
+    res = macro_auroc(y[:, None], s[:, None])
+    assert res.macro == 1.0
+    boot = bootstrap_auroc(y[:, None], s[:, None], n_bootstrap=20).samples
+    assert (boot[~np.isnan(boot)] == 1.0).all() and not np.isnan(boot).all()
+    fpr, tpr = roc_curve(y, s)
+    assert fpr.tolist() == [0.0, 0.0, 1.0] and tpr.tolist() == [0.0, 1.0, 1.0]
+    fitted = best_threshold(y, s)
+    assert fitted.value == 1.0
+    assert binarize(s, fitted).tolist() == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("confidence", ["0.9", None, [0.9]])
+def test_confidence_of_the_wrong_type_is_named(confidence: Any) -> None:
+    """Before: ``'<' not supported between instances of 'float' and 'str'``."""
+    y = np.array([[0], [1], [0], [1]], dtype=float)
+    s = np.array([[0.1], [0.9], [0.2], [0.8]])
+    with pytest.raises(TypeError, match="confidence must be a real number, got"):
+        bootstrap_auroc(y, s, n_bootstrap=5, confidence=confidence)

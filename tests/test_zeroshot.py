@@ -676,3 +676,89 @@ def test_evaluate_details_agree_with_sklearn() -> None:
     got = clf.evaluate(lambda x: x, [{"image": img, "labels": torch.tensor(y)}])
     for k, name in enumerate(LABELS):
         assert abs(got.per_label[name] - roc_auc_score(y[:, k], got.y_score[:, k])) <= 1e-12
+
+
+# ------------------------------------------------ silently wrong / unactionable errors
+
+
+def test_identical_positive_and_negative_prompts_raise() -> None:
+    """Before: accepted, and every probability was exactly 0.5."""
+    with pytest.raises(ValueError, match=r"templates must give different positive and negative"):
+        ZeroShotClassifier(FakeEncoder(), ["Edema"], templates=[("{}", "{}")])
+    with pytest.raises(ValueError, match=r"label_prompts\['Edema'\] must give different"):
+        ZeroShotClassifier(FakeEncoder(), ["Edema"], label_prompts={"Edema": [("x", "x")]})
+    case_blind = ZeroShotClassifier(
+        lambda t: torch.stack([vec(x.lower()) for x in t]),
+        ["Edema", "Mass"],
+        label_prompts={"Edema": [("edema", "EDEMA")]},
+    )
+    with pytest.raises(ValueError, match=r"must embed positive and negative .* labels \['Edema'\]"):
+        case_blind.text_embeddings()
+
+
+def test_text_features_without_columns_are_named() -> None:
+    """Before: ``IndexError: amax(): Expected reduction dim -1 to have non-zero size``."""
+    clf = ZeroShotClassifier(lambda t: torch.zeros(len(t), 0), LABELS)
+    with pytest.raises(
+        ValueError, match=r"encode_text output must have shape \(6, D\) with D >= 1"
+    ):
+        clf.text_embeddings()
+
+
+@pytest.mark.parametrize(
+    ("labels", "error", "match"),
+    [
+        ([[0, None, 1]] * 4, TypeError, r"batches\[0\]\['labels'\] must be numeric 0/1/NaN labels"),
+        (np.array([["1", "0", "1"]] * 4), TypeError, r"batches\[0\]\['labels'\] must be numeric"),
+        ([[0, 2, 1]] * 4, ValueError, r"batches\[0\]\['labels'\] must hold 0 or 1, got \[2\]"),
+    ],
+    ids=["none", "numpy-str", "two"],
+)
+def test_evaluate_names_bad_labels(labels: Any, error: type[Exception], match: str) -> None:
+    """Before: ``Could not infer dtype of NoneType`` / ``can't convert np.ndarray of type
+    numpy.str_``, naming neither the batch nor the key."""
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    with pytest.raises(error, match=match):
+        clf.evaluate(lambda x: x, [{"image": torch.randn(4, D), "labels": labels}])
+
+
+def test_evaluate_says_batches_must_be_an_iterable_of_batches() -> None:
+    """Before: ``'NoneType' object is not iterable``, and for one dict batch
+    ``KeyError: "batches[0]: missing key 'labels'"`` although the dict had ``labels``."""
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    batch = {"image": torch.randn(4, D), "labels": torch.zeros(4, 3)}
+    for bad, given in ((None, "NoneType"), (batch, "dict")):
+        with pytest.raises(
+            TypeError, match=rf"batches must be an iterable of batches .*got {given}"
+        ):
+            clf.evaluate(lambda x: x, bad)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"batches\[0\] must be a mapping with keys \['image', 'labels'\]"
+    ):
+        clf.evaluate(lambda x: x, [(torch.randn(4, D), torch.zeros(4, 3))])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"confidence": "0.9"}, TypeError, "confidence must be a real number, got str '0.9'"),
+        ({"confidence": 1.5}, ValueError, r"confidence must be a number in \(0.0, 1.0\)"),
+        ({"seed": -1}, ValueError, "seed must be an int >= 0, got -1"),
+        ({"n_bootstrap": "100"}, TypeError, "n_bootstrap must be an int, got str"),
+    ],
+)
+def test_evaluate_checks_bootstrap_arguments_before_the_pass(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    """Before: ``'<' not supported between 'float' and 'str'``, after the whole pass."""
+    calls: list[int] = []
+
+    def encode_image(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return x
+
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    batch = {"image": torch.randn(4, D), "labels": torch.tensor([[0, 1, 0], [1, 0, 1]] * 2)}
+    with pytest.raises(error, match=match):
+        clf.evaluate(encode_image, [batch], **{"n_bootstrap": 10, **kwargs})
+    assert calls == []
