@@ -75,6 +75,14 @@ def _to_array(y: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a rectangular array, got {describe(y)}") from exc
 
 
+def _array(y: Any, name: str) -> np.ndarray:
+    """:func:`_to_array` refusing a scalar (``None``, a string, a number) with ``TypeError``."""
+    arr = _to_array(y, name)
+    if arr.ndim == 0:
+        raise TypeError(f"{name} must be an array, got {describe(y)}")
+    return arr
+
+
 def _numeric(arr: np.ndarray, name: str, what: str) -> np.ndarray:
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be {what}, got dtype {arr.dtype}")
@@ -120,7 +128,7 @@ def _scores(arr: np.ndarray, name: str) -> NDArray[Any]:
 
 
 def _vector(y: Any, name: str) -> np.ndarray:
-    arr = _to_array(y, name)
+    arr = _array(y, name)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
     if arr.size == 0:
@@ -171,8 +179,8 @@ def _matrix(
 ) -> tuple[NDArray[np.float64], NDArray[Any], tuple[str, ...]]:
     """Validated ``(N, K)`` labels and scores, the K label names; checks ``nan_policy``."""
     check_choice("nan_policy", nan_policy, ("omit", "raise"))
-    t = _to_array(y_true, "y_true")
-    s = _to_array(y_score, "y_score")
+    t = _array(y_true, "y_true")
+    s = _array(y_score, "y_score")
     if t.ndim != 2:
         raise ValueError(f"y_true must have shape (N, K), got {t.shape} (reshape 1-D to (N, 1))")
     if s.shape != t.shape:
@@ -464,7 +472,7 @@ def _units(groups: ArrayLike | None, n: int) -> tuple[NDArray[np.intp], int]:
     """The resampling unit of each row (its study group) and the number of units."""
     if groups is None:
         return np.arange(n), n
-    g = _to_array(groups, "groups")
+    g = _array(groups, "groups")
     if g.shape != (n,):
         raise ValueError(f"groups must have shape ({n},) (one study id per row), got {g.shape}")
     if g.dtype.kind == "f" or g.dtype == object:  # NaN / None would merge unrelated rows
@@ -571,16 +579,10 @@ def bootstrap_auroc(
     )  # NaN if any active label is NaN
     n_degenerate = {name: int(np.isnan(samples[:, k]).sum()) for k, name in enumerate(names)}
     n_degenerate["macro"] = int(np.isnan(macro_samples).sum())
+    per_label = {n: _interval(samples[:, k], confidence) for k, n in enumerate(names)}
+    macro = _interval(macro_samples, confidence)
     return BootstrapAUROCResult(
-        point=point,
-        per_label={n: _interval(samples[:, k], confidence) for k, n in enumerate(names)},
-        macro=_interval(macro_samples, confidence),
-        samples=samples,
-        macro_samples=macro_samples,
-        n_degenerate=n_degenerate,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        confidence=confidence,
+        point, per_label, macro, samples, macro_samples, n_degenerate, n_bootstrap, seed, confidence
     )
 
 

@@ -217,13 +217,16 @@ class ZeroShotEvaluation(AUROCResult):
     bootstrap: BootstrapAUROCResult | None = None
 
 
+def _items(value: object, name: str, what: str) -> tuple[Any, ...]:
+    """``tuple(value)`` of an iterable that is not a string, else ``TypeError``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be {what}, got {describe(value)}")
+    return tuple(value)
+
+
 def _check_pairs(pairs: object, name: str, *, templates: bool) -> tuple[TemplatePair, ...]:
     """``(positive, negative)`` str pairs; ``templates`` also requires one ``{}`` in each."""
-    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
-        raise TypeError(
-            f"{name} must be a sequence of (positive, negative) str pairs, got {describe(pairs)}"
-        )
-    out = tuple(pairs)
+    out = _items(pairs, name, "a sequence of (positive, negative) str pairs")
     for i, pair in enumerate(out):
         if (
             not isinstance(pair, (tuple, list))
@@ -255,12 +258,7 @@ def _one_placeholder(template: str) -> bool:
 
 def _check_labels(labels: object, exclude: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(all labels, excluded labels)``: unique non-blank str names, ``exclude`` among them."""
-    if isinstance(labels, str) or not isinstance(labels, Iterable):
-        what = "not a single string" if isinstance(labels, str) else "an iterable"
-        raise TypeError(
-            f"labels must be a sequence of label names ({what}), got {describe(labels)}"
-        )
-    all_labels = tuple(labels)
+    all_labels = _items(labels, "labels", "a sequence of label names, not a single string")
     for i, x in enumerate(all_labels):
         if not isinstance(x, str):
             raise TypeError(f"labels[{i}] must be a str label name, got {describe(x)}")
@@ -269,9 +267,9 @@ def _check_labels(labels: object, exclude: object) -> tuple[tuple[str, ...], tup
     dup = sorted({x for x in all_labels if all_labels.count(x) > 1})
     if dup:
         raise ValueError(f"labels must be unique, got duplicated names {dup}")
-    if not isinstance(exclude, Iterable):
-        raise TypeError(f"exclude must be an iterable of labels, got {describe(exclude)}")
-    excluded = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    excluded = _items(exclude, "exclude", "an iterable of labels")
     unknown = [x for x in excluded if x not in all_labels]
     if unknown:
         raise ValueError(f"exclude must name labels of {list(all_labels)}, got {unknown}")
@@ -306,9 +304,13 @@ def _prompt_names(
     extra = [k for k in given if k not in labels]
     if extra:
         raise ValueError(f"prompt_names must map labels of {list(labels)}, got unknown {extra}")
-    bad = {k: v for k, v in given.items() if not isinstance(v, str) or not v.strip()}
-    if bad:
-        raise ValueError(f"prompt_names must map to non-empty strings, got {bad}")
+    for key, value in given.items():
+        if not isinstance(value, str):
+            raise TypeError(f"prompt_names[{key!r}] must be a str, got {describe(value)}")
+        if not value.strip():
+            raise ValueError(
+                f"prompt_names[{key!r}] must be a non-blank prompt name, got {value!r}"
+            )
     return {label: given.get(label, normalize_label_name(label)) for label in labels}
 
 
@@ -460,7 +462,7 @@ class ZeroShotClassifier:
                     )
                 chunks.append(out.detach())
         emb = torch.cat(chunks, dim=0)
-        check_finite_rows("encode_text output", emb, f" (prompts {texts[:3]}...)")
+        check_finite_rows("encode_text output (one row per distinct prompt)", emb)
         return emb
 
     def text_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -608,8 +610,10 @@ class ZeroShotClassifier:
             >>> ev = clf.evaluate(model.encode_image, loader, n_bootstrap=1000)
             >>> ev.macro, ev.bootstrap.macro
         """
+        options: dict[str, Any] = {}
         if n_bootstrap is not None:  # checked before the pass over the data
-            n_bootstrap, seed, confidence = _bootstrap_args(n_bootstrap, seed, confidence)
+            args = _bootstrap_args(n_bootstrap, seed, confidence)
+            options = dict(zip(("n_bootstrap", "seed", "confidence"), args, strict=True))
         if isinstance(batches, Mapping) or not isinstance(batches, Iterable):
             raise TypeError(
                 "batches must be an iterable of batches (e.g. a DataLoader or a list of dicts), "
@@ -620,19 +624,13 @@ class ZeroShotClassifier:
         if not rows:
             raise ValueError("batches must hold at least one batch, got none")
         y_true, y_score = (np.concatenate([r[j] for r in rows]) for j in (0, 1))
-        result = macro_auroc(y_true, y_score, list(self.labels))
+        result = macro_auroc(y_true, y_score, self.labels)
         ids = np.concatenate([r[2] for r in rows]) if group_key is not None else None
-        boot = None
-        if n_bootstrap is not None:
-            boot = bootstrap_auroc(
-                y_true,
-                y_score,
-                list(self.labels),
-                n_bootstrap=n_bootstrap,
-                seed=seed,
-                confidence=confidence,
-                groups=ids,
-            )
+        boot = (
+            bootstrap_auroc(y_true, y_score, self.labels, groups=ids, **options)
+            if options
+            else None
+        )
         return ZeroShotEvaluation(
             **{f.name: getattr(result, f.name) for f in fields(result)},
             y_true=y_true,

@@ -212,7 +212,10 @@ def test_bad_input() -> None:
     enc = FakeEncoder()
     with pytest.raises(TypeError, match="encode_text must be a callable"):
         ZeroShotClassifier("not callable", LABELS)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="labels must be a sequence of label names .*single string"):
+    with pytest.raises(
+        TypeError,
+        match="labels must be a sequence of label names, not a single string, got str 'Edema'",
+    ):
         ZeroShotClassifier(enc, "Edema")
     with pytest.raises(
         ValueError, match=r"labels must be unique, got duplicated names \['Edema'\]"
@@ -480,7 +483,7 @@ def test_evaluate_accepts_bf16_labels_and_checks_rows() -> None:
 def test_labels_none_is_a_clear_type_error() -> None:
     """Before: ``TypeError: 'NoneType' object is not iterable`` without the argument's name."""
     with pytest.raises(
-        TypeError, match="labels must be a sequence of label names .*got NoneType None"
+        TypeError, match="labels must be a sequence of label names.*, got NoneType None"
     ):
         ZeroShotClassifier(FakeEncoder(), None)  # type: ignore[arg-type]
 
