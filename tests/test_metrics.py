@@ -653,3 +653,35 @@ def test_confidence_of_the_wrong_type_is_named(confidence: Any) -> None:
     s = np.array([[0.1], [0.9], [0.2], [0.8]])
     with pytest.raises(TypeError, match="confidence must be a real number, got"):
         bootstrap_auroc(y, s, n_bootstrap=5, confidence=confidence)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: auroc(None, None), "y_true must be an array, got NoneType None"),
+        (lambda: mcc("0101", [0, 1, 0, 1]), "y_true must be an array, got str '0101'"),
+        (
+            lambda: bootstrap_auroc([[0], [1]], [[0.2], [0.7]], n_bootstrap=3, groups="ab"),
+            "groups must be an array, got str 'ab'",
+        ),
+        (
+            lambda: bootstrap_auroc(
+                [[0], [1]], [[0.2], [0.7]], n_bootstrap=3, groups=np.array([1, "a"], dtype=object)
+            ),
+            "groups must be study ids of one sortable type",
+        ),
+        (
+            lambda: evaluate_thresholds([[0], [1]], [[0.2], [0.7]], 0.5),  # type: ignore[arg-type]
+            "thresholds must be a mapping label -> threshold, got float 0.5",
+        ),
+        (lambda: bootstrap_indices(3, 5, 0, start="1"), "start must be an int, got str '1'"),  # type: ignore[arg-type]
+    ],
+    ids=["none", "string", "groups-string", "groups-mixed", "thresholds-float", "start-str"],
+)
+def test_wrong_types_are_type_errors_naming_the_argument(call: Any, match: str) -> None:
+    """Found by fuzzing. Before: ``y_true: expected a 1-D array, got shape ()`` (ValueError) for
+    None or a string, ``'<' not supported between 'str' and 'int'`` for mixed study ids,
+    ``argument of type 'float' is not iterable`` for a float ``thresholds``, and a bare
+    comparison error for ``start="1"``."""
+    with pytest.raises(TypeError, match=match):
+        call()

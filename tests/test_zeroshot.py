@@ -765,3 +765,21 @@ def test_evaluate_checks_bootstrap_arguments_before_the_pass(
     with pytest.raises(error, match=match):
         clf.evaluate(encode_image, [batch], **{"n_bootstrap": 10, **kwargs})
     assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": "4"}, "batch_size must be an int, got str '4'"),
+        ({"batch_size": True}, "batch_size must be an int, got bool True"),
+        ({"prompt_names": {"Edema": 3}}, r"prompt_names\['Edema'\] must be a str, got int 3"),
+        ({"label_prompts": [("a", "b")]}, "label_prompts must be a mapping label -> pairs"),
+    ],
+    ids=["batch-size-str", "batch-size-bool", "prompt-name-int", "label-prompts-list"],
+)
+def test_wrong_types_raise_type_error(kwargs: dict[str, Any], match: str) -> None:
+    """One rule: TypeError for a wrong type. Before: ValueError for ``batch_size="4"``, ``True``
+    and a non-str prompt name; a list of ``label_prompts`` pairs was read as a mapping
+    (``dict([("a", "b")])``) and refused as "['a'] not in labels"."""
+    with pytest.raises(TypeError, match=match):
+        ZeroShotClassifier(FakeEncoder(), ["Edema", "Mass"], **kwargs)
