@@ -242,19 +242,19 @@ class _Levels:
 def auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
     """Area under the ROC curve, exact with ties.
 
-    ``AUROC = U / (n_pos · n_neg)`` with the Mann–Whitney ``U``; a tie between a positive and a
-    negative counts 1/2 (scikit-learn's trapezoidal ``roc_auc_score``).
+    ``AUROC = U / (n_pos · n_neg)`` with the Mann–Whitney ``U``; a positive–negative tie counts 1/2
+    (scikit-learn's trapezoidal ``roc_auc_score``).
 
     Args:
         y_true: ``(N,)`` 0/1 labels with both classes.
         y_score: ``(N,)`` finite scores, higher meaning more positive.
 
     Returns:
-        The AUROC as a float.
+        The AUROC.
 
     Raises:
-        TypeError: non-numeric input.
-        ValueError: wrong shape, empty, a single class, NaN or non-0/1 labels, NaN/inf scores.
+        TypeError: non-numeric input. ValueError: a wrong shape, empty input, a single class,
+        NaN or non-0/1 labels, NaN/inf scores.
 
     Example:
         >>> auroc([0, 1, 1], [0.2, 0.2, 0.9])
@@ -273,12 +273,11 @@ def roc_curve(
     """ROC curve points, one per distinct score plus the origin.
 
     Args:
-        y_true: ``(N,)`` 0/1 labels with both classes.
-        y_score: ``(N,)`` finite scores.
+        y_true, y_score: as :func:`auroc`.
 
     Returns:
-        ``(fpr, tpr)``, float64, in order of decreasing threshold from ``(0, 0)`` to ``(1, 1)``;
-        tied scores form one point (scikit-learn's ``roc_curve(drop_intermediate=False)``).
+        ``(fpr, tpr)``, float64, by decreasing threshold from ``(0, 0)`` to ``(1, 1)``
+        (scikit-learn's ``roc_curve(drop_intermediate=False)``).
 
     Raises:
         TypeError, ValueError: as :func:`auroc`.
@@ -348,17 +347,16 @@ def macro_auroc(
     Args:
         y_true: ``(N, K)`` 0/1, NaN for an unmentioned label.
         y_score: ``(N, K)`` finite scores.
-        labels: K unique names (default ``label_0``, ...).
-        nan_policy: ``"omit"`` excludes NaN rows per label (counted in ``n_excluded``);
-            ``"raise"`` refuses NaN.
+        labels: K unique str names (default ``label_0``, ...).
+        nan_policy: ``"omit"`` drops NaN rows per label (counted), ``"raise"`` refuses NaN.
 
     Returns:
-        An :class:`AUROCResult`; a label left with a single class is NaN, listed in
-        ``skipped`` and left out of ``macro``.
+        An :class:`AUROCResult`; a label left with a single class is NaN, listed in ``skipped``
+        and left out of ``macro``.
 
     Raises:
-        TypeError: non-numeric input or non-str labels.
-        ValueError: wrong shapes, no rows or columns, non-0/1 labels, NaN/inf scores.
+        TypeError: non-numeric input, non-str labels. ValueError: wrong shapes, no rows or
+        columns, non-0/1 labels, NaN/inf scores.
 
     Example:
         >>> macro_auroc([[0, 1], [1, 0]], [[0.1, 0.9], [0.8, 0.2]], ["a", "b"]).macro
@@ -436,20 +434,19 @@ def bootstrap_indices(
 ) -> NDArray[np.int64]:
     """The resampling indices :func:`bootstrap_auroc` draws, reproducible slice by slice.
 
-    Replicate ``b`` draws ``n_units`` indices uniformly with replacement from
+    Replicate ``b`` draws ``n_units`` indices with replacement from
     ``numpy.random.default_rng(SeedSequence(seed).spawn(n_bootstrap)[b])``.
 
     Args:
         n_units: rows (or study groups) to resample, >= 1.
-        n_bootstrap: total number of replicates, >= 1.
-        seed: non-negative int.
+        n_bootstrap: total replicates, >= 1; seed: an int >= 0.
         start, stop: the replicates ``[start, stop)`` to return (default all).
 
     Returns:
         int64 ``(stop - start, n_units)``.
 
     Raises:
-        TypeError: a non-integer argument. ValueError: out of range.
+        TypeError: a non-integer argument. ValueError: one out of range.
 
     Example:
         >>> bootstrap_indices(5, 10, 0, start=2, stop=4).shape
@@ -544,15 +541,13 @@ def bootstrap_auroc(
 ) -> BootstrapAUROCResult:
     """Bootstrap per-label and macro AUROC, resampling studies (rows), never labels.
 
-    A row drawn ``c`` times counts ``c`` times: each replicate equals ``roc_auc_score`` on the
-    resampled rows. Labels skipped on the full data are skipped in every replicate; a
-    replicate where a label has a single class is NaN for it (and for the macro), left out of
-    the interval and counted in ``n_degenerate``.
+    A row drawn ``c`` times counts ``c`` times (each replicate equals ``roc_auc_score`` on the
+    resampled rows). Labels skipped on the full data are skipped in every replicate; a replicate
+    where a label has a single class is NaN for it and for the macro, counted in ``n_degenerate``.
 
     Args:
         y_true, y_score, labels, nan_policy: as :func:`macro_auroc`.
-        n_bootstrap: replicates, >= 1 (indices from :func:`bootstrap_indices`).
-        seed: non-negative int.
+        n_bootstrap: replicates, >= 1 (drawn by :func:`bootstrap_indices`); seed: an int >= 0.
         confidence: interval mass in (0, 1).
         groups: ``(N,)`` study ids; whole groups of rows are resampled together.
 
@@ -560,8 +555,8 @@ def bootstrap_auroc(
         A :class:`BootstrapAUROCResult`.
 
     Raises:
-        TypeError: a wrong type (e.g. ``confidence="0.9"``).
-        ValueError: as :func:`macro_auroc`, an argument out of range, missing study ids.
+        TypeError: a wrong type (``confidence="0.9"``). ValueError: as :func:`macro_auroc`, an
+        argument out of range, a missing study id.
 
     Example:
         >>> Y, S = [[0], [1], [0], [1]], [[0.1], [0.9], [0.4], [0.3]]
@@ -606,8 +601,8 @@ def _mcc_formula(tp: int, fp: int, fn: int, tn: int) -> float:
 def mcc(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     """Matthews correlation coefficient of 0/1 predictions.
 
-    ``(tp·tn − fp·fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn))``, 0.0 when the denominator is 0
-    (scikit-learn's ``matthews_corrcoef``); products are exact Python integers.
+    ``(tp·tn − fp·fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn))`` in exact integers, 0.0 when the
+    denominator is 0 (scikit-learn's ``matthews_corrcoef``).
 
     Args:
         y_true: ``(N,)`` 0/1 labels, N >= 1.
@@ -630,8 +625,7 @@ def f1(y_true: ArrayLike, y_pred: ArrayLike, *, zero_division: float = 0.0) -> f
     """F1 of the positive class: ``2·tp / (2·tp + fp + fn)``.
 
     Args:
-        y_true: ``(N,)`` 0/1 labels, N >= 1.
-        y_pred: ``(N,)`` 0/1 predictions.
+        y_true, y_pred: as :func:`mcc`.
         zero_division: 0, 1 or NaN, returned when there is no true and no predicted positive
             (scikit-learn's ``f1_score(zero_division=...)``; its ``"warn"`` means 0).
 
@@ -639,8 +633,7 @@ def f1(y_true: ArrayLike, y_pred: ArrayLike, *, zero_division: float = 0.0) -> f
         F1 in [0, 1], or ``zero_division``.
 
     Raises:
-        TypeError: non-numeric input or ``zero_division``. ValueError: as :func:`mcc`, or
-        ``zero_division`` not 0, 1 or NaN.
+        TypeError, ValueError: as :func:`mcc`, and for a ``zero_division`` not 0, 1 or NaN.
 
     Example:
         >>> f1([0, 1, 1], [0, 1, 0])
@@ -682,15 +675,14 @@ def binarize(y_score: ArrayLike, threshold: float | ThresholdResult) -> NDArray[
     """0/1 predictions ``score >= threshold``.
 
     Args:
-        y_score: finite scores of any shape. Integer scores are compared exactly (an int
-            threshold as is, a float one as its ceiling).
+        y_score: finite scores of any shape; integer scores are compared exactly.
         threshold: a real number (±inf allowed) or a :class:`ThresholdResult`.
 
     Returns:
         int64 array of the shape of ``y_score``.
 
     Raises:
-        TypeError: a non-real threshold (None). ValueError: a NaN threshold, NaN/inf scores.
+        TypeError: a threshold that is not a real number. ValueError: NaN.
 
     Example:
         >>> binarize([0.2, 0.5, 0.9], 0.5).tolist()
@@ -710,21 +702,19 @@ def best_threshold(
 ) -> ThresholdResult:
     """The threshold maximising MCC or F1 of ``binarize(y_score, threshold)`` on this data.
 
-    Fit it on a validation split, apply it on the test split. Candidates are every distinct
-    score and ``+inf`` (all negative), evaluated exactly in one pass over the sorted scores;
-    ties in the metric go to the largest threshold.
+    Fit it on a validation split. Candidates: every distinct score and ``+inf``, evaluated
+    exactly in one pass; ties in the metric go to the largest threshold.
 
     Args:
-        y_true: ``(N,)`` 0/1 labels with both classes.
-        y_score: ``(N,)`` finite scores.
+        y_true, y_score: as :func:`auroc`.
         metric: ``"mcc"`` or ``"f1"``.
 
     Returns:
-        A :class:`ThresholdResult`; the threshold is a score value, exact (an ``int`` for
+        A :class:`ThresholdResult` whose threshold is an exact score value (an ``int`` for
         integer scores beyond 2**53, a long double for long-double scores).
 
     Raises:
-        TypeError, ValueError: as :func:`auroc`; ValueError for an unknown ``metric``.
+        TypeError, ValueError: as :func:`auroc`; ValueError for another ``metric``.
 
     Example:
         >>> best_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]).threshold
@@ -763,15 +753,14 @@ def select_thresholds(
     """:func:`best_threshold` per column of ``(N, K)`` validation data.
 
     Args:
-        y_true, y_score, labels, nan_policy: as :func:`macro_auroc` (NaN rows omitted per label).
+        y_true, y_score, labels, nan_policy: as :func:`macro_auroc`.
         metric: ``"mcc"`` or ``"f1"``.
 
     Returns:
         label → :class:`ThresholdResult`.
 
     Raises:
-        TypeError, ValueError: as :func:`macro_auroc`; ValueError naming a label with a single
-        class (a threshold fitted there would be meaningless).
+        TypeError, ValueError: as :func:`macro_auroc`; ValueError for a single-class label.
 
     Example:
         >>> select_thresholds([[0], [1]], [[0.2], [0.7]], ["Edema"])["Edema"].threshold
@@ -797,14 +786,14 @@ def evaluate_thresholds(
     """MCC and F1 per label of ``(N, K)`` test scores binarised with fitted thresholds.
 
     Args:
-        y_true, y_score, labels, nan_policy: as :func:`macro_auroc` (NaN rows omitted per label).
+        y_true, y_score, labels, nan_policy: as :func:`macro_auroc`.
         thresholds: label → a real threshold or a :class:`ThresholdResult`, for every label.
 
     Returns:
         ``{label: {"mcc": ..., "f1": ..., "threshold": ..., "n": rows used}}``.
 
     Raises:
-        TypeError: ``thresholds`` not a mapping, a threshold not a real number (naming it).
+        TypeError: ``thresholds`` not a mapping, or one not a real number (naming it).
         ValueError: as :func:`macro_auroc`, a label without threshold, a NaN threshold.
 
     Example:

@@ -33,6 +33,7 @@ from numpy.typing import ArrayLike
 
 from relaxclip._checks import (
     check_bool,
+    check_choice,
     check_finite_rows,
     check_int,
     check_tensor,
@@ -79,10 +80,7 @@ class NoFindingTemplateWarning(UserWarning):
 
 
 def normalize_label_name(name: str) -> str:
-    """The prompt form of a label column name.
-
-    Underscores become spaces, runs of whitespace one space, the ends are stripped and the
-    result is lower-cased.
+    """The prompt form of a label column name: ``_`` to space, whitespace collapsed, lower case.
 
     Args:
         name: a label column name.
@@ -177,17 +175,16 @@ _NEGATING_TEMPLATE = re.compile(r"^\s*(no|without)\s+\{\}", re.IGNORECASE)
 
 
 def is_non_finding_label(name: str) -> bool:
-    """Whether "no " + ``name`` fails to describe a healthy study with that finding absent.
+    """Whether "no " + ``name`` fails to describe a study with that finding absent.
 
-    True for normality labels ("No Finding", "normal", "unremarkable"), labels already negated
-    ("no ...", "without ...", "absence of ...") and device labels ("Support Devices"), compared
-    on :func:`normalize_label_name`; see :data:`NON_FINDING_NAMES`.
+    True for normality labels ("No Finding", "normal"), labels already negated ("no ...",
+    "without ...") and device labels ("Support Devices"), on :func:`normalize_label_name`.
 
     Args:
         name: a label or prompt name.
 
     Returns:
-        True for a label that is not a finding.
+        True for a label that is not a finding (see :data:`NON_FINDING_NAMES`).
 
     Example:
         >>> is_non_finding_label("NO_FINDINGS"), is_non_finding_label("Nodule")
@@ -256,6 +253,12 @@ def _one_placeholder(template: str) -> bool:
     return len(found) == 1 and found[0][1:] == ("", "", None)
 
 
+def _known(keys: Iterable[Any], labels: tuple[str, ...], name: str) -> None:
+    unknown = [k for k in keys if k not in labels]
+    if unknown:
+        raise ValueError(f"{name} must name labels of {list(labels)}, got {unknown}")
+
+
 def _check_labels(labels: object, exclude: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(all labels, excluded labels)``: unique non-blank str names, ``exclude`` among them."""
     all_labels = _items(labels, "labels", "a sequence of label names, not a single string")
@@ -270,9 +273,7 @@ def _check_labels(labels: object, exclude: object) -> tuple[tuple[str, ...], tup
     if isinstance(exclude, str):
         exclude = (exclude,)
     excluded = _items(exclude, "exclude", "an iterable of labels")
-    unknown = [x for x in excluded if x not in all_labels]
-    if unknown:
-        raise ValueError(f"exclude must name labels of {list(all_labels)}, got {unknown}")
+    _known(excluded, all_labels, "exclude")
     if set(excluded) >= set(all_labels):
         raise ValueError(f"exclude must leave at least one label, got every label {list(excluded)}")
     return all_labels, excluded
@@ -283,12 +284,7 @@ def _prompt_names(
 ) -> dict[str, str]:
     """``label -> prompt name`` for every label (see ``ZeroShotClassifier``'s ``prompt_names``)."""
     if isinstance(prompt_names, str):
-        if prompt_names not in PROMPT_NAMES:
-            raise ValueError(
-                f"prompt_names must be one of {sorted(PROMPT_NAMES)} or a mapping "
-                f"label -> prompt name, got unknown dataset {prompt_names!r}"
-            )
-        table = PROMPT_NAMES[prompt_names]
+        table = PROMPT_NAMES[check_choice("prompt_names", prompt_names, sorted(PROMPT_NAMES))]
         unknown = [label for label in labels if label not in table]
         if unknown:
             raise ValueError(
@@ -301,9 +297,7 @@ def _prompt_names(
             f"prompt_names must be None, a dataset name or a mapping, got {describe(prompt_names)}"
         )
     given = dict(prompt_names or {})
-    extra = [k for k in given if k not in labels]
-    if extra:
-        raise ValueError(f"prompt_names must map labels of {list(labels)}, got unknown {extra}")
+    _known(given, labels, "prompt_names")
     for key, value in given.items():
         if not isinstance(value, str):
             raise TypeError(f"prompt_names[{key!r}] must be a str, got {describe(value)}")
@@ -390,9 +384,7 @@ class ZeroShotClassifier:
             raise TypeError(
                 f"label_prompts must be a mapping label -> pairs, got {describe(label_prompts)}"
             )
-        bad = [x for x in label_prompts or {} if x not in self.all_labels]
-        if bad:
-            raise ValueError(f"label_prompts must map labels of {list(self.all_labels)}, got {bad}")
+        _known(label_prompts or {}, self.all_labels, "label_prompts")
         self.label_prompts: dict[str, tuple[TemplatePair, ...]] = {
             k: _check_pairs(v, f"label_prompts[{k!r}]", templates=False)
             for k, v in (label_prompts or {}).items()
@@ -417,12 +409,10 @@ class ZeroShotClassifier:
                 continue
             if is_non_finding_label(label) or is_non_finding_label(name):
                 warnings.warn(
-                    f"label {label!r} is not a finding; with the negative template "
-                    f"{negating[0]!r} its prompts are {name!r} / {negating[0].format(name)!r}. "
-                    "For a normality or negated label the negative reads as the same absence "
-                    "and the score is close to inverted (CheXzero: AUROC 0.07 for 'No "
-                    "Finding'); for a device label it describes no disease. Pass "
-                    f"exclude=[{label!r}] or label_prompts={{{label!r}: [(pos, neg)]}}.",
+                    f"label {label!r} is not a finding: with {negating[0]!r} its negative prompt "
+                    f"{negating[0].format(name)!r} reads as an absence too and its score is close "
+                    f"to inverted (see docs/zeroshot.md); pass exclude=[{label!r}] or "
+                    f"label_prompts={{{label!r}: [(pos, neg)]}}",
                     NoFindingTemplateWarning,
                     stacklevel=3,
                 )
@@ -529,18 +519,18 @@ class ZeroShotClassifier:
         return x @ pos.to(x.device, dtype).T, x @ neg.to(x.device, dtype).T
 
     def similarities(self, image_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cosine similarities ``(x·e⁺, x·e⁻)``, each ``Tensor[N, K]``.
+        """Cosine similarities ``(x·e⁺, x·e⁻)``, each ``Tensor[N, K]`` (columns ``self.labels``).
 
         Args:
             image_features: ``Tensor[N, D]``, any float dtype and device (computed in at least
-                float32 on that device). Differentiable with respect to it.
+                float32 there); the result is differentiable with respect to it.
 
         Returns:
-            ``(s⁺, s⁻)``, columns following ``self.labels``.
+            ``(s⁺, s⁻)``.
 
         Raises:
-            TypeError: not a floating tensor. ValueError: not 2-D, another D, rows with NaN or
-            Inf (or, with ``normalize=True``, all zero), naming the rows.
+            TypeError: not a floating tensor. ValueError: not 2-D, another D, NaN/Inf rows (or, with
+            ``normalize=True``, zero rows), naming the rows.
 
         Example:
             >>> s_pos, s_neg = clf.similarities(torch.randn(4, D))
@@ -548,9 +538,7 @@ class ZeroShotClassifier:
         return self._cosines(self._features(image_features, "image_features"), "image_features")
 
     def predict_proba(self, image_features: torch.Tensor) -> torch.Tensor:
-        """Probabilities ``exp(s⁺) / (exp(s⁺) + exp(s⁻))`` on raw cosine similarities.
-
-        Computed as ``sigmoid(s⁺ − s⁻)`` (the same value, no overflow).
+        """``P(c | x) = exp(s⁺) / (exp(s⁺) + exp(s⁻))``, computed as ``sigmoid(s⁺ − s⁻)``.
 
         Args:
             image_features: as :meth:`similarities` (differentiable with respect to it).
@@ -583,28 +571,25 @@ class ZeroShotClassifier:
         confidence: float = 0.95,
         group_key: str | None = None,
     ) -> ZeroShotEvaluation:
-        """Zero-shot per-label and macro AUROC over a whole evaluation set, in one pass.
+        """Zero-shot per-label and macro AUROC over a whole evaluation set, in one pass, no grad.
 
         Args:
             encode_image: maps ``batch[image_key]`` to finite ``(B, D)`` image features.
-            batches: an iterable of dict batches (e.g. a ``DataLoader``), each with
-                ``batch[image_key]`` and ``batch[label_key]``: ``(B, K)`` 0/1/NaN labels whose
-                columns follow the constructor's ``labels`` (all, or only ``self.labels``).
+            batches: an iterable of dict batches (e.g. a ``DataLoader``), ``batch[label_key]``
+                holding ``(B, K)`` 0/1/NaN labels for the constructor's labels (all, or only
+                ``self.labels``).
             image_key, label_key: the batch keys of images and labels.
-            n_bootstrap, seed, confidence: with ``n_bootstrap``, also
-                :func:`~relaxclip.metrics.bootstrap_auroc` of the same arrays.
+            n_bootstrap, seed, confidence: with ``n_bootstrap``, also ``bootstrap_auroc``.
             group_key: batch key of per-row study ids (whole studies are resampled).
 
         Returns:
-            A :class:`ZeroShotEvaluation`: ``macro_auroc`` over every row (NaN labels omitted
-            per label, single-class labels skipped), the ``(N, K)`` labels and probabilities,
-            the study ids and the bootstrap, from one pass over ``batches``. No gradients.
+            A :class:`ZeroShotEvaluation`: ``macro_auroc`` of every row (NaN labels omitted per
+            label), the ``(N, K)`` labels and probabilities, the study ids and the bootstrap.
 
         Raises:
-            TypeError: ``batches`` not an iterable of mappings (a single dict included),
-                non-numeric labels, a wrong argument type (e.g. ``confidence="0.9"``).
-            KeyError: a batch without one of the keys. ValueError: bad shapes or values,
-                naming the batch.
+            TypeError: ``batches`` not an iterable of mappings (one dict included), non-numeric
+                labels, a wrong argument type (``confidence="0.9"``), checked before the pass.
+            KeyError: a batch without a key. ValueError: bad shapes or values, naming the batch.
 
         Example:
             >>> ev = clf.evaluate(model.encode_image, loader, n_bootstrap=1000)
@@ -719,13 +704,12 @@ def hf_text_encoder(
 ) -> TextEncoder:
     """Wrap a Hugging Face CLIP-style model exposing ``get_text_features``.
 
-    ``tokenizer(texts, padding=True, truncation=True, return_tensors="pt")`` goes to
-    ``model.get_text_features``; its tensor (transformers < 5) or output's ``text_embeds`` /
-    ``pooler_output`` (transformers 5) are the features.
+    The tokenizer's output (``padding=True, truncation=True, return_tensors="pt"``) goes to
+    ``get_text_features``, whose tensor (transformers < 5) or ``text_embeds`` / ``pooler_output``
+    (transformers 5) are the features.
 
     Args:
-        model: a Hugging Face model with ``get_text_features``.
-        tokenizer: the model's tokenizer.
+        model, tokenizer: the model and its tokenizer.
         device: where the inputs go (default: the model's device).
         max_length: passed to the tokenizer when given, >= 1.
 
@@ -733,10 +717,10 @@ def hf_text_encoder(
         A ``list[str] -> Tensor[n, D]`` callable for :class:`ZeroShotClassifier`.
 
     Raises:
-        TypeError: ``model`` has no ``get_text_features``, or ``max_length`` is not an int.
+        TypeError: ``model`` has no ``get_text_features``; ``max_length`` not an int.
 
     Example:
-        >>> enc = hf_text_encoder(CLIPModel.from_pretrained(name), CLIPTokenizer.from_pretrained(name))
+        >>> enc = hf_text_encoder(CLIPModel.from_pretrained(n), CLIPTokenizer.from_pretrained(n))
     """
     if not hasattr(model, "get_text_features"):
         raise TypeError(
@@ -789,23 +773,20 @@ def plot_roc(
     title: str | None = None,
     dpi: int = 120,
 ) -> Path:
-    """Save a PNG with one ROC curve per label, its AUROC in the legend.
-
-    Needs matplotlib (``pip install 'relaxclip[plot]'``).
+    """Save a PNG with one ROC curve per label, its AUROC in the legend (needs matplotlib).
 
     Args:
-        y_true, y_score, labels: as :func:`~relaxclip.metrics.macro_auroc` (NaN labels omitted
-            per label; single-class labels listed in the legend as skipped).
-        path: the PNG to write; its directory must exist.
-        title: the figure title (default: the macro AUROC).
-        dpi: resolution, >= 1.
+        y_true, y_score, labels: as :func:`~relaxclip.metrics.macro_auroc` (single-class labels
+            are listed in the legend as skipped).
+        path: the PNG to write, in an existing directory.
+        title: the figure title (default: the macro AUROC); dpi: resolution, >= 1.
 
     Returns:
         The written path.
 
     Raises:
-        FileNotFoundError: the directory does not exist. TypeError, ValueError: as
-        :func:`~relaxclip.metrics.macro_auroc`, or a bad ``dpi``.
+        FileNotFoundError: no such directory. TypeError, ValueError: as ``macro_auroc``, a bad
+        ``dpi``.
 
     Example:
         >>> plot_roc(ev.y_true, ev.y_score, clf.labels, "roc.png")

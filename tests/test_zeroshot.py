@@ -541,11 +541,11 @@ def test_label_names_are_normalised_in_prompts() -> None:
     assert custom.prompts("Mass") == (("pulmonary mass", "no pulmonary mass"),)
     assert custom.prompts("Edema") == (("edema", "no edema"),)
     with pytest.raises(
-        ValueError, match=r"prompt_names must map labels of \['Mass'\], got unknown \['Fibrosis'\]"
+        ValueError, match=r"prompt_names must name labels of \['Mass'\], got \['Fibrosis'\]"
     ):
         ZeroShotClassifier(enc, ["Mass"], prompt_names={"Fibrosis": "fibrosis"})
     with pytest.raises(
-        ValueError, match="prompt_names must be one of .*, got unknown dataset 'nih'"
+        ValueError, match="prompt_names must be one of 'chestxray14', 'chexpert', .*, got str 'nih'"
     ):
         ZeroShotClassifier(enc, ["Mass"], prompt_names="nih")
     with pytest.raises(
