@@ -323,7 +323,9 @@ def _l2(x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 class ZeroShotClassifier:
-    """Zero-shot multi-label classifier from positive/negative prompt pairs (formula: module).
+    """Zero-shot multi-label classifier from positive/negative prompt pairs.
+
+    ``P(c | x) = sigmoid(x·e⁺_c − x·e⁻_c)`` on raw cosine similarities (module docstring).
 
     Args:
         encode_text: callable ``list[str] -> Tensor[n, D]``, D >= 1, one row per string; called
@@ -372,7 +374,8 @@ class ZeroShotClassifier:
     ) -> None:
         if not callable(encode_text):
             raise TypeError(
-                f"encode_text must be a callable list[str] -> Tensor[n, D], got {describe(encode_text)}"
+                "encode_text must be a callable list[str] -> Tensor[n, D], "
+                f"got {describe(encode_text)}"
             )
         self.all_labels, self.excluded = _check_labels(labels, exclude)
         self.labels = tuple(x for x in self.all_labels if x not in self.excluded)
