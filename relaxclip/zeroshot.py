@@ -40,6 +40,12 @@ from relaxclip._checks import (
     describe,
     format_rows,
 )
+from relaxclip.data.labels import (
+    CHESTXRAY14_LABELS,
+    CHESTXRAY14_NO_FINDING,
+    CHEXPERT_LABELS,
+    OPENI_LABELS,
+)
 from relaxclip.metrics import (
     AUROCResult,
     _bootstrap_args,
@@ -100,57 +106,29 @@ def normalize_label_name(name: str) -> str:
     return " ".join(name.replace("_", " ").split()).lower()
 
 
-_CHEXPERT_NAMES = {
-    "No Finding": "no finding",
-    "Enlarged Cardiomediastinum": "enlarged cardiomediastinum",
-    "Cardiomegaly": "cardiomegaly",
-    "Lung Opacity": "lung opacity",
-    "Lung Lesion": "lung lesion",
-    "Edema": "edema",
-    "Consolidation": "consolidation",
-    "Pneumonia": "pneumonia",
-    "Atelectasis": "atelectasis",
-    "Pneumothorax": "pneumothorax",
-    "Pleural Effusion": "pleural effusion",
-    # the CheXpert labeler's mention phrases for "Pleural Other": pleural thickening, scar, ...
-    "Pleural Other": "pleural thickening or scar",
-    "Fracture": "fracture",
-    "Support Devices": "support devices",
-}
-_CHESTXRAY14_NAMES = {
-    "Atelectasis": "atelectasis",
-    "Cardiomegaly": "cardiomegaly",
+_CXR14_SPELT = {
     "Effusion": "pleural effusion",
-    "Infiltration": "infiltration",
     "Mass": "lung mass",
     "Nodule": "lung nodule",
-    "Pneumonia": "pneumonia",
-    "Pneumothorax": "pneumothorax",
-    "Consolidation": "consolidation",
-    "Edema": "edema",
-    "Emphysema": "emphysema",
-    "Fibrosis": "fibrosis",
-    "Pleural_Thickening": "pleural thickening",
     "Hernia": "hiatal hernia",
-    "No Finding": "no finding",
 }
 
+
+def _table(labels: Iterable[str], spelt: Mapping[str, str]) -> dict[str, str]:
+    return {label: spelt.get(label, normalize_label_name(label)) for label in labels}
+
+
 #: Prompt names per dataset, keyed by the label names its reader returns
-#: (``relaxclip.data.labels``): CheXpert and MIMIC-CXR share the 14 CheXpert observations,
-#: ChestX-ray14 spells its 14 findings as in ``Data_Entry_2017.csv`` (plus "No Finding"),
-#: Open-I (NegBio gold standard) uses the ChestX-ray14 names plus ``normal``. Beyond
-#: :func:`normalize_label_name`, only terse names are spelt out (``Effusion`` → "pleural
-#: effusion", ``Mass`` / ``Nodule`` → "lung mass" / "lung nodule", ``Hernia`` → "hiatal hernia",
-#: ``Pleural Other`` → "pleural thickening or scar"). They are wording choices, not tuned on
+#: (:mod:`relaxclip.data.labels`): :func:`normalize_label_name` of each label, except terse
+#: names spelt out (``Effusion`` → "pleural effusion", ``Mass`` / ``Nodule`` → "lung mass" /
+#: "lung nodule", ``Hernia`` → "hiatal hernia", and CheXpert's ``Pleural Other`` → "pleural
+#: thickening or scar", the CheXpert labeler's mention phrases). Wording choices, not tuned on
 #: any test set.
 PROMPT_NAMES: dict[str, dict[str, str]] = {
-    "chexpert": _CHEXPERT_NAMES,
-    "mimic-cxr": dict(_CHEXPERT_NAMES),
-    "chestxray14": _CHESTXRAY14_NAMES,
-    "openi": {
-        **{k: v for k, v in _CHESTXRAY14_NAMES.items() if k != "No Finding"},
-        "normal": "normal",
-    },
+    "chexpert": _table(CHEXPERT_LABELS, {"Pleural Other": "pleural thickening or scar"}),
+    "mimic-cxr": _table(CHEXPERT_LABELS, {"Pleural Other": "pleural thickening or scar"}),
+    "chestxray14": _table((*CHESTXRAY14_LABELS, CHESTXRAY14_NO_FINDING), _CXR14_SPELT),
+    "openi": _table(OPENI_LABELS, _CXR14_SPELT),
 }
 
 #: Prompt names (after :func:`normalize_label_name`) of labels that are not findings, besides
