@@ -685,3 +685,15 @@ def test_wrong_types_are_type_errors_naming_the_argument(call: Any, match: str) 
     comparison error for ``start="1"``."""
     with pytest.raises(TypeError, match=match):
         call()
+
+
+@FAST
+@given(labelled_scores())
+def test_long_double_scores_of_float64_values_change_nothing(data: Any) -> None:
+    """Invariant: ranking in the input's precision gives float64 data the same results."""
+    y, s = data
+    wide = s.astype(np.longdouble)
+    assert auroc(y, wide) == auroc(y, s)
+    assert np.array_equal(roc_curve(y, wide)[1], roc_curve(y, s)[1])
+    got, want = best_threshold(y, wide), best_threshold(y, s)
+    assert (got.value, float(got.threshold)) == (want.value, want.threshold)
