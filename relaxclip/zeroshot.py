@@ -231,10 +231,10 @@ def _one_placeholder(template: str) -> bool:
     return len(found) == 1 and found[0][1:] == ("", "", None)
 
 
-def _known(keys: Iterable[Any], labels: tuple[str, ...], name: str) -> None:
+def _known(keys: Iterable[Any], labels: Iterable[str], name: str, hint: str = "") -> None:
     unknown = [k for k in keys if k not in labels]
     if unknown:
-        raise ValueError(f"{name} must name labels of {list(labels)}, got {unknown}")
+        raise ValueError(f"{name} must name labels of {list(labels)}, got {unknown}{hint}")
 
 
 def _check_labels(labels: object, exclude: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -263,12 +263,8 @@ def _prompt_names(
     """``label -> prompt name`` for every label (see ``ZeroShotClassifier``'s ``prompt_names``)."""
     if isinstance(prompt_names, str):
         table = PROMPT_NAMES[check_choice("prompt_names", prompt_names, sorted(PROMPT_NAMES))]
-        unknown = [label for label in labels if label not in table]
-        if unknown:
-            raise ValueError(
-                f"labels must be labels of the dataset prompt_names={prompt_names!r} (its labels: "
-                f"{list(table)}), got {unknown}; pass a mapping for them"
-            )
+        name = f"labels (for prompt_names={prompt_names!r})"
+        _known(labels, table, name, "; pass a mapping label -> prompt name for them")
         return {label: table[label] for label in labels}
     if prompt_names is not None and not isinstance(prompt_names, Mapping):
         raise TypeError(

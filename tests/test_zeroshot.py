@@ -550,7 +550,8 @@ def test_label_names_are_normalised_in_prompts() -> None:
         ZeroShotClassifier(enc, ["Mass"], prompt_names="nih")
     with pytest.raises(
         ValueError,
-        match=r"labels must be labels of the dataset prompt_names='chexpert' .*got \['Mass'\]",
+        match=r"labels \(for prompt_names='chexpert'\) must name labels of \[.*\], got \['Mass'\]; "
+        r"pass a mapping",
     ):
         ZeroShotClassifier(enc, ["Mass"], prompt_names="chexpert")
 
