@@ -593,12 +593,9 @@ class ZeroShotClassifier:
             if options
             else None
         )
+        base = {f.name: getattr(result, f.name) for f in fields(result)}
         return ZeroShotEvaluation(
-            **{f.name: getattr(result, f.name) for f in fields(result)},
-            y_true=y_true,
-            y_score=y_score,
-            groups=ids,
-            bootstrap=boot,
+            **base, y_true=y_true, y_score=y_score, groups=ids, bootstrap=boot
         )
 
     def _batch(
