@@ -1,42 +1,32 @@
 """Classification metrics for zero-shot evaluation, in numpy only (no scikit-learn at run time).
 
-Every function here equals its scikit-learn counterpart (``roc_auc_score``,
-``matthews_corrcoef``, ``f1_score``) to 1e-12; ``tests/test_metrics.py`` checks that.
+Each function equals its scikit-learn counterpart (``roc_auc_score``, ``matthews_corrcoef``,
+``f1_score``) to 1e-12. ``y_true`` holds 0/1; the multi-label functions take ``(N, K)`` arrays
+(one row per study, one column per label) where NaN marks an unmentioned label, omitted for that
+label only with ``nan_policy="omit"`` (the default) and counted. ``y_score`` must be finite and
+is ranked in its own precision (integers beyond 2**53 and long doubles are not rounded to
+float64). Inputs are anything ``numpy.asarray`` takes, or torch tensors (detached, moved to the
+CPU, floating ones converted exactly to float64). Conventions and the agreement with
+scikit-learn: docs/zeroshot.md.
 
-Conventions
------------
-* ``y_true`` holds 0/1 (bool, int or float). Multi-label inputs are ``(N, K)`` arrays, one
-  column per label, one row per *study* (the unit that is resampled by the bootstrap).
-* Unmentioned labels are ``NaN`` in ``y_true``. **NaN policy**: the multi-label functions
-  (``macro_auroc``, ``bootstrap_auroc``, ``select_thresholds``, ``evaluate_thresholds``) use
-  ``nan_policy="omit"`` by default: for each label, rows whose ``y_true`` is NaN are
-  excluded *for that label only*; the number excluded is reported per label
-  (``AUROCResult.n_excluded``). ``nan_policy="raise"`` raises instead. The single-label
-  functions (``auroc``, ``mcc``, ``f1``, ``best_threshold``) always raise on NaN.
-* Uncertain labels (CheXpert's ``-1``) are rejected: map them first (see the dataset readers'
-  ``uncertainty=`` policy).
-* ``y_score`` must be finite. Integer scores are compared exactly: int64/uint64 values
-  beyond 2**53 (where float64 would merge neighbours into ties) are ranked as integers.
-* Inputs may be anything ``numpy.asarray`` takes, and torch tensors of any dtype and device,
-  with or without ``requires_grad``: a tensor is detached, moved to the CPU and, if it is a
-  floating tensor (bf16 and fp16 included), converted exactly to float64. Metrics are never
-  differentiable.
-* Empty inputs raise (as scikit-learn does). Nothing is dropped, reordered or truncated
-  silently.
+Example:
+    >>> auroc([0, 1, 1, 0], [0.1, 0.8, 0.4, 0.5])
+    0.75
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import operator
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from relaxclip._checks import check_choice, check_int, check_real, describe, format_rows
 
 NanPolicy = Literal["omit", "raise"]
 ThresholdMetric = Literal["mcc", "f1"]
@@ -59,100 +49,110 @@ __all__ = [
     "select_thresholds",
 ]
 
-
-# --------------------------------------------------------------------------- validation
-
-
 #: float64 represents every integer up to this magnitude exactly.
 _EXACT_INT = 2**53
 
 
+# --------------------------------------------------------------------------- validation
+
+
 def _to_array(y: Any, name: str) -> np.ndarray:
-    """``numpy.asarray(y)``; a torch tensor is detached, moved to the CPU and, when floating
-    (bf16 / fp16 / fp32 / fp64 / fp8), converted to float64 (exact), so ``requires_grad``,
-    CUDA and bf16 tensors are all accepted. torch is looked up in ``sys.modules`` only: this
-    module never imports it."""
+    """``numpy.asarray(y)``; a torch tensor (looked up in ``sys.modules``, never imported) is
+    detached, moved to the CPU, made dense and, when floating, converted exactly to float64."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(y, torch.Tensor):
         t = y.detach()
         if t.is_complex():
-            raise TypeError(f"{name}: complex tensors are not supported, got {t.dtype}")
+            raise TypeError(f"{name} must be a real tensor, got dtype {t.dtype}")
         if t.device.type == "meta":
-            raise ValueError(f"{name}: a meta tensor has no values")
+            raise ValueError(f"{name} must hold values, got a tensor on the meta device")
         t = t.cpu()
-        if t.is_sparse or t.layout != torch.strided:
-            t = t.to_dense()
-        if t.is_floating_point():
-            t = t.double()
-        return np.asarray(t.numpy())
-    return np.asarray(y)
+        t = t.to_dense() if t.layout != torch.strided else t
+        return np.asarray((t.double() if t.is_floating_point() else t).numpy())
+    try:
+        return np.asarray(y)
+    except ValueError as exc:  # ragged nested sequences
+        raise ValueError(f"{name} must be a rectangular array, got {describe(y)}") from exc
 
 
-def _as_binary_1d(y: ArrayLike, name: str, *, allow_nan: bool = False) -> NDArray[np.float64]:
+def _array(y: Any, name: str) -> np.ndarray:
+    """:func:`_to_array` refusing a scalar (``None``, a string, a number) with ``TypeError``."""
     arr = _to_array(y, name)
-    if arr.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D array, got shape {arr.shape}")
-    return _check_binary_values(arr, name, allow_nan=allow_nan)
+    if arr.ndim == 0:
+        raise TypeError(f"{name} must be an array, got {describe(y)}")
+    return arr
 
 
-def _check_binary_values(arr: np.ndarray, name: str, *, allow_nan: bool) -> NDArray[np.float64]:
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
-    ):
-        raise TypeError(f"{name}: expected numeric or bool values, got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise TypeError(f"{name}: complex values are not labels")
-    out = arr.astype(np.float64)
+def _numeric(arr: np.ndarray, name: str, what: str) -> np.ndarray:
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be {what}, got dtype {arr.dtype}")
+    return arr
+
+
+def _labels(arr: np.ndarray, name: str, *, allow_nan: bool) -> NDArray[np.float64]:
+    """0/1 (and, with ``allow_nan``, NaN) labels as float64; CheXpert's -1 gets a hint."""
+    what = "numeric 0/1/NaN labels" if allow_nan else "numeric 0/1 labels"
+    out = _numeric(arr, name, what).astype(np.float64)
     nan = np.isnan(out)
     if nan.any() and not allow_nan:
         raise ValueError(
-            f"{name}: contains {int(nan.sum())} NaN label(s); unmentioned labels are only "
-            "accepted by the multi-label functions with nan_policy='omit'"
+            f"{name} must hold 0 or 1, got {int(nan.sum())} NaN label(s); unmentioned labels "
+            "are accepted only by the multi-label functions with nan_policy='omit'"
         )
-    bad = ~nan & (out != 0.0) & (out != 1.0)
+    bad = ~nan & (arr != 0) & (arr != 1)
     if bad.any():
-        vals = np.unique(out[bad])[:5].tolist()
+        vals = np.unique(arr[bad])[:5].tolist()
         hint = (
-            " (map CheXpert's uncertain -1 with an uncertainty policy first)"
-            if -1.0 in vals
-            else ""
+            " (map CheXpert's uncertain -1 with an uncertainty policy first)" if -1 in vals else ""
         )
-        raise ValueError(f"{name}: labels must be 0 or 1, found {vals}{hint}")
+        raise ValueError(f"{name} must hold 0 or 1, got {vals}{hint}")
     return out
 
 
-def _as_score_1d(y: ArrayLike, name: str) -> NDArray[Any]:
-    arr = _to_array(y, name)
-    if arr.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D array, got shape {arr.shape}")
-    return _check_scores(arr, name)
-
-
-def _check_scores(arr: np.ndarray, name: str) -> NDArray[Any]:
-    """float64 scores, or the integer array itself when an int/uint value lies beyond
-    ``2**53`` (float64 would round neighbouring values into ties there)."""
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
-    ):
-        raise TypeError(f"{name}: expected real numeric scores, got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise TypeError(f"{name}: complex scores are not supported")
-    if (
-        arr.dtype.kind in "iu"
-        and arr.size
-        and (int(arr.max()) > _EXACT_INT or int(arr.min()) < -_EXACT_INT)
-    ):
-        return arr
-    out = arr.astype(np.float64)
+def _scores(arr: np.ndarray, name: str) -> NDArray[Any]:
+    """Finite scores as float64, except where float64 would round them into ties: integers
+    beyond 2**53 and floats wider than float64 (long double) keep their dtype."""
+    _numeric(arr, name, "real numeric scores")
+    if arr.dtype.kind in "iu":
+        if arr.size and (int(arr.max()) > _EXACT_INT or int(arr.min()) < -_EXACT_INT):
+            return arr
+    out = arr if arr.dtype.kind == "f" and arr.dtype.itemsize > 8 else arr.astype(np.float64)
     finite = np.isfinite(out)
     if not finite.all():
         n_nan = int(np.isnan(out).sum())
         raise ValueError(
-            f"{name}: scores must be finite, found {n_nan} NaN and "
-            f"{int((~finite).sum()) - n_nan} inf value(s) (first at index "
-            f"{np.argwhere(~finite)[0].tolist()})"
+            f"{name} must be finite, got {n_nan} NaN and {int((~finite).sum()) - n_nan} inf "
+            f"value(s) (first at index {np.argwhere(~finite)[0].tolist()})"
         )
     return out
+
+
+def _vector(y: Any, name: str) -> np.ndarray:
+    arr = _array(y, name)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must hold at least one sample, got an empty array")
+    return arr
+
+
+def _pair(y_true: Any, other: Any, name: str, *, scores: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Validated 1-D ``y_true`` and ``other`` (scores, or 0/1 predictions) of one length."""
+    t = _labels(_vector(y_true, "y_true"), "y_true", allow_nan=False)
+    o = _vector(other, name)
+    o = _scores(o, name) if scores else _labels(o, name, allow_nan=False)
+    if t.shape != o.shape:
+        raise ValueError(f"y_true and {name} must have the same length, got {t.size} and {o.size}")
+    return t, o
+
+
+def _both_classes(t: np.ndarray, func: str, why: str) -> None:
+    n_pos = int(t.sum())
+    if n_pos in (0, t.size):
+        raise ValueError(
+            f"{func}: y_true must hold both classes, got only one class ({t.size} rows, "
+            f"{n_pos} positive); {why}"
+        )
 
 
 def _label_names(labels: Any, k: int) -> tuple[str, ...]:
@@ -160,80 +160,63 @@ def _label_names(labels: Any, k: int) -> tuple[str, ...]:
         return tuple(f"label_{i}" for i in range(k))
     if isinstance(labels, np.ndarray):
         if labels.ndim != 1:
-            raise ValueError(f"labels: expected a 1-D array of K names, got shape {labels.shape}")
+            raise ValueError(f"labels must be a 1-D array of K names, got shape {labels.shape}")
         labels = labels.tolist()  # numpy str_ -> str
     if isinstance(labels, str) or not isinstance(labels, Sequence):
-        raise TypeError(f"labels: expected a sequence of K names, got {type(labels).__name__}")
+        raise TypeError(f"labels must be a sequence of K names, got {describe(labels)}")
     names = tuple(labels)
+    if not all(isinstance(n, str) for n in names):
+        raise TypeError(f"labels must be str names, got {describe(list(names))}")
     if len(names) != k:
-        raise ValueError(f"labels: expected {k} names (one per column), got {len(names)}")
+        raise ValueError(f"labels must be {k} names (one per column), got {len(names)}")
     if len(set(names)) != k:
-        raise ValueError(f"labels: names must be unique, got {list(names)}")
+        raise ValueError(f"labels must be unique names, got {list(names)}")
     return names
 
 
-def _positive_int(value: Any, name: str) -> int:
-    """``value`` as an int >= 1; numpy integers are accepted, bool and floats are not."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return operator.index(value)
-
-
-def _same_length(a: np.ndarray, b: np.ndarray, na: str, nb: str) -> None:
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(
-            f"{na} and {nb} must have the same length, got {a.shape[0]} and {b.shape[0]}"
-        )
-
-
-def _as_2d_pair(
-    y_true: ArrayLike, y_score: ArrayLike, labels: Sequence[str] | NDArray[Any] | None
+def _matrix(
+    y_true: ArrayLike, y_score: ArrayLike, labels: Any, nan_policy: str
 ) -> tuple[NDArray[np.float64], NDArray[Any], tuple[str, ...]]:
-    t = _to_array(y_true, "y_true")
-    s = _to_array(y_score, "y_score")
+    """Validated ``(N, K)`` labels and scores, the K label names; checks ``nan_policy``."""
+    check_choice("nan_policy", nan_policy, ("omit", "raise"))
+    t = _array(y_true, "y_true")
+    s = _array(y_score, "y_score")
     if t.ndim != 2:
-        raise ValueError(
-            f"y_true: expected shape (N, K), got {t.shape} (reshape 1-D input to (N, 1))"
-        )
+        raise ValueError(f"y_true must have shape (N, K), got {t.shape} (reshape 1-D to (N, 1))")
     if s.shape != t.shape:
-        raise ValueError(f"y_score: expected the shape of y_true {t.shape}, got {s.shape}")
+        raise ValueError(f"y_score must have the shape of y_true {t.shape}, got {s.shape}")
     if t.shape[1] == 0:
-        raise ValueError(f"y_true: expected at least one label column, got shape {t.shape}")
+        raise ValueError(f"y_true must hold at least one label column, got shape {t.shape}")
     if t.shape[0] == 0:
-        raise ValueError(f"y_true: empty input (0 rows, shape {t.shape})")
-    tf = _check_binary_values(t, "y_true", allow_nan=True)
-    sf = _check_scores(s, "y_score")
-    return tf, sf, _label_names(labels, t.shape[1])
-
-
-def _check_nan_policy(nan_policy: str, y_true: np.ndarray) -> None:
-    if nan_policy not in ("omit", "raise"):
-        raise ValueError(f"nan_policy: expected 'omit' or 'raise', got {nan_policy!r}")
-    if nan_policy == "raise" and np.isnan(y_true).any():
+        raise ValueError(f"y_true must hold at least one row, got shape {t.shape}")
+    tf = _labels(t, "y_true", allow_nan=True)
+    if nan_policy == "raise" and np.isnan(tf).any():
         raise ValueError(
-            f"y_true: contains {int(np.isnan(y_true).sum())} NaN label(s) and nan_policy='raise'"
+            f"y_true must hold 0 or 1 with nan_policy='raise', got {int(np.isnan(tf).sum())} NaN"
         )
+    return tf, _scores(s, "y_score"), _label_names(labels, t.shape[1])
 
 
-# --------------------------------------------------------------------------- AUROC core
+def _columns(
+    t: NDArray[np.float64], s: NDArray[Any], names: tuple[str, ...]
+) -> Iterator[tuple[int, str, NDArray[np.float64], NDArray[Any]]]:
+    """Per label: its column index, name, and the labels and scores of its non-NaN rows."""
+    for k, name in enumerate(names):
+        keep = ~np.isnan(t[:, k])
+        yield k, name, t[keep, k], s[keep, k]
+
+
+# --------------------------------------------------------------------------- AUROC
 
 
 def _auc_from_counts(pos: np.ndarray, neg: np.ndarray) -> NDArray[np.float64]:
-    """AUROC from per-score-level class counts.
-
-    ``pos``/``neg``: int64 ``(..., G)``, the number (or bootstrap weight) of positives and
-    negatives at each distinct score value, in ascending score order. Returns float64
-    ``(...)``: ``U / (n_pos * n_neg)`` with the Mann–Whitney statistic
-    ``U = sum_g pos_g * (neg_below_g + neg_g / 2)``; ties count one half. Computed as the
-    integer ``2U`` divided once, so the only rounding is the final division. NaN where a
-    class is empty.
-    """
+    """AUROC from int64 ``(..., G)`` class counts per score level (ascending): the integer
+    ``2U = sum_g pos_g (2 neg_below_g + neg_g)`` over ``2 n_pos n_neg``; NaN for one class."""
     neg_below = np.cumsum(neg, axis=-1) - neg
     twice_u = np.sum(pos * (2 * neg_below + neg), axis=-1)
     denom = 2 * pos.sum(axis=-1) * neg.sum(axis=-1)
     out = np.full(np.shape(denom), np.nan, dtype=np.float64)
-    ok = denom > 0
-    np.divide(twice_u, denom, out=out, where=ok)
+    np.divide(twice_u, denom, out=out, where=denom > 0)
     return out
 
 
@@ -246,46 +229,39 @@ class _Levels:
 
     @classmethod
     def of(cls, score: NDArray[Any], *, descending: bool = False) -> _Levels:
-        """Levels in ascending (or ``descending``) score order; exact for integer scores."""
-        order = np.argsort(score, kind="stable")
-        if descending:
-            order = order[::-1]
+        order = np.argsort(score, kind="stable")  # not argsort(-s): -s wraps for uint64
+        order = order[::-1] if descending else order
         s = score[order]
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if s.size else np.zeros(0, np.intp)
-        return cls(order=order, starts=starts)
+        return cls(order=order, starts=np.flatnonzero(np.r_[True, s[1:] != s[:-1]]))
 
     def counts(self, indicator: NDArray[np.int64]) -> NDArray[np.int64]:
         """Sum ``indicator[..., rows]`` within each score level (last axis)."""
         return np.add.reduceat(indicator[..., self.order], self.starts, axis=-1)
 
 
-def _both_classes(
-    y_true: ArrayLike, y_score: ArrayLike, func: str, note: str
-) -> tuple[NDArray[Any], NDArray[Any]]:
-    """Validated ``(y_true, y_score)`` as 1-D arrays of equal length with both classes present.
-
-    Raises ``ValueError`` naming ``func`` (with ``note`` appended) when only one class is present.
-    """
-    t = _as_binary_1d(y_true, "y_true")
-    s = _as_score_1d(y_score, "y_score")
-    _same_length(t, s, "y_true", "y_score")
-    n_pos = int(t.sum())
-    if n_pos == 0 or n_pos == t.size:
-        raise ValueError(
-            f"{func}: only one class present in y_true ({t.size} rows, {n_pos} positive){note}"
-        )
-    return t, s
-
-
 def auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
-    """Area under the ROC curve, exact with ties (Mann–Whitney U / (n_pos · n_neg)).
+    """Area under the ROC curve, exact with ties.
 
-    ``y_true``: ``(N,)`` 0/1; ``y_score``: ``(N,)`` finite reals (higher = more positive).
-    Tied scores between a positive and a negative count 1/2, which is exactly the trapezoidal
-    area scikit-learn's ``roc_auc_score`` computes. Raises ``ValueError`` when only one class
-    is present (AUROC is undefined), on NaN labels, and on non-0/1 labels.
+    ``AUROC = U / (n_pos · n_neg)`` with the Mann–Whitney ``U``; a positive–negative tie counts 1/2
+    (scikit-learn's trapezoidal ``roc_auc_score``).
+
+    Args:
+        y_true: ``(N,)`` 0/1 labels with both classes.
+        y_score: ``(N,)`` finite scores, higher meaning more positive.
+
+    Returns:
+        The AUROC.
+
+    Raises:
+        TypeError: non-numeric input. ValueError: a wrong shape, empty input, a single class,
+        NaN or non-0/1 labels, NaN/inf scores.
+
+    Example:
+        >>> auroc([0, 1, 1], [0.2, 0.2, 0.9])
+        0.75
     """
-    t, s = _both_classes(y_true, y_score, "auroc", "; AUROC is undefined")
+    t, s = _pair(y_true, y_score, "y_score", scores=True)
+    _both_classes(t, "auroc", "AUROC is undefined")
     lv = _Levels.of(s)
     pos = t.astype(np.int64)
     return float(_auc_from_counts(lv.counts(pos), lv.counts(1 - pos)))
@@ -294,18 +270,28 @@ def auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
 def roc_curve(
     y_true: ArrayLike, y_score: ArrayLike
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """ROC curve points ``(fpr, tpr)``, one per distinct score plus the origin.
+    """ROC curve points, one per distinct score plus the origin.
 
-    ``y_true``: ``(N,)`` 0/1 with both classes; ``y_score``: ``(N,)`` finite reals. Points are in
-    order of decreasing threshold, starting at ``(0, 0)`` and ending at ``(1, 1)``; tied scores
-    form one point. Equals scikit-learn's ``roc_curve(..., drop_intermediate=False)`` points.
+    Args:
+        y_true, y_score: as :func:`auroc`.
+
+    Returns:
+        ``(fpr, tpr)``, float64, by decreasing threshold from ``(0, 0)`` to ``(1, 1)``
+        (scikit-learn's ``roc_curve(drop_intermediate=False)``).
+
+    Raises:
+        TypeError, ValueError: as :func:`auroc`.
+
+    Example:
+        >>> roc_curve([0, 1], [0.1, 0.9])[1].tolist()
+        [0.0, 1.0, 1.0]
     """
-    t, s = _both_classes(y_true, y_score, "roc_curve", "")
-    order = np.argsort(s, kind="stable")[::-1]  # not argsort(-s): -s wraps for uint64 and -2**63
-    ranked, truth = s[order], t[order]
-    level_ends = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), ranked.size - 1]
-    tps = np.cumsum(truth)[level_ends]
-    fps = (level_ends + 1) - tps
+    t, s = _pair(y_true, y_score, "y_score", scores=True)
+    _both_classes(t, "roc_curve", "the ROC curve is undefined")
+    lv = _Levels.of(s, descending=True)
+    ends = np.r_[lv.starts[1:], s.size] - 1
+    tps = np.cumsum(t[lv.order])[ends]
+    fps = (ends + 1) - tps
     return np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
 
 
@@ -313,12 +299,13 @@ def roc_curve(
 class AUROCResult:
     """Per-label and macro AUROC.
 
-    ``per_label``: label → AUROC (NaN for skipped labels), in the column order given.
-    ``macro``: unweighted mean over the labels that were *not* skipped (NaN when all were).
-    ``skipped``: label → reason (e.g. a single class after NaN exclusion); such labels are
-    excluded from ``macro`` and listed here, never dropped silently.
-    ``n_used`` / ``n_positive`` / ``n_excluded``: rows used, positives among them, and rows
-    excluded because their label was NaN (``nan_policy="omit"``).
+    Attributes:
+        macro: unweighted mean over the labels not skipped (NaN when all were).
+        per_label: label → AUROC (NaN for skipped labels), in column order.
+        skipped: label → reason (a single class after NaN exclusion); never dropped silently.
+        n_used: label → rows used.
+        n_positive: label → positives among them.
+        n_excluded: label → rows excluded because their label was NaN.
     """
 
     macro: float
@@ -344,8 +331,7 @@ class AUROCResult:
         lines.append(
             f"{'macro (' + str(len(self.labels_used)) + ' labels)':<28} {self.macro:>7.4f}"
         )
-        for name, why in self.skipped.items():
-            lines.append(f"skipped {name}: {why}")
+        lines.extend(f"skipped {name}: {why}" for name, why in self.skipped.items())
         return "\n".join(lines)
 
 
@@ -358,32 +344,40 @@ def macro_auroc(
 ) -> AUROCResult:
     """Per-label AUROC of ``(N, K)`` scores and their unweighted (macro) mean.
 
-    ``y_true``: ``(N, K)`` with 0/1/NaN; ``y_score``: ``(N, K)`` finite; ``labels``: K names
-    (default ``label_0`` …). With ``nan_policy="omit"`` rows whose label is NaN are excluded
-    for that label (counted in ``n_excluded``). A label left with a single class gets NaN,
-    is listed in ``skipped`` with the reason and is left out of ``macro``.
+    Args:
+        y_true: ``(N, K)`` 0/1, NaN for an unmentioned label.
+        y_score: ``(N, K)`` finite scores.
+        labels: K unique str names (default ``label_0``, ...).
+        nan_policy: ``"omit"`` drops NaN rows per label (counted), ``"raise"`` refuses NaN.
+
+    Returns:
+        An :class:`AUROCResult`; a label left with a single class is NaN, listed in ``skipped``
+        and left out of ``macro``.
+
+    Raises:
+        TypeError: non-numeric input, non-str labels. ValueError: wrong shapes, no rows or
+        columns, non-0/1 labels, NaN/inf scores.
+
+    Example:
+        >>> macro_auroc([[0, 1], [1, 0]], [[0.1, 0.9], [0.8, 0.2]], ["a", "b"]).macro
+        1.0
     """
-    t, s, names = _as_2d_pair(y_true, y_score, labels)
-    _check_nan_policy(nan_policy, t)
+    t, s, names = _matrix(y_true, y_score, labels, nan_policy)
     per: dict[str, float] = {}
     skipped: dict[str, str] = {}
     n_used: dict[str, int] = {}
     n_pos: dict[str, int] = {}
     n_exc: dict[str, int] = {}
-    for k, name in enumerate(names):
-        keep = ~np.isnan(t[:, k])
-        tk, sk = t[keep, k], s[keep, k]
-        n_exc[name] = int((~keep).sum())
-        n_used[name] = int(tk.size)
-        n_pos[name] = int(tk.sum())
-        if n_pos[name] == 0 or n_pos[name] == tk.size:
+    for _, name, tk, sk in _columns(t, s, names):
+        n_exc[name], n_used[name], n_pos[name] = t.shape[0] - tk.size, tk.size, int(tk.sum())
+        if n_pos[name] in (0, tk.size):
             per[name] = math.nan
             skipped[name] = (
                 f"single class after excluding {n_exc[name]} NaN row(s): "
                 f"{n_pos[name]} positive of {tk.size}"
             )
-            continue
-        per[name] = auroc(tk, sk)
+        else:
+            per[name] = auroc(tk, sk)
     used = [per[n] for n in names if n not in skipped]
     macro = float(np.mean(used)) if used else math.nan
     return AUROCResult(macro, per, skipped, n_used, n_pos, n_exc)
@@ -405,13 +399,14 @@ class ConfidenceInterval:
 class BootstrapAUROCResult:
     """Bootstrap of per-label and macro AUROC.
 
-    ``point``: the AUROC on the full data (``macro_auroc``). ``per_label``/``macro``: the
-    bootstrap mean and the ``confidence`` percentile interval (``numpy.percentile``, linear
-    interpolation, as pandas' ``quantile`` that CheXzero uses). ``samples``: ``(B, K)``
-    replicate AUROCs (NaN where a replicate had a single class for that label);
-    ``macro_samples``: ``(B,)``, NaN when any non-skipped label was degenerate in that
-    replicate. ``n_degenerate``: per label (and ``"macro"``), replicates left out of that
-    statistic for that reason.
+    Attributes:
+        point: :func:`macro_auroc` on the full data.
+        per_label, macro: bootstrap mean and ``confidence`` percentile interval
+            (``numpy.percentile``, linear, as the pandas ``quantile`` CheXzero uses).
+        samples: ``(B, K)`` replicate AUROCs, NaN where a replicate had a single class.
+        macro_samples: ``(B,)``, NaN when any non-skipped label was degenerate.
+        n_degenerate: per label (and ``"macro"``), replicates left out for that reason.
+        n_bootstrap, seed, confidence: the arguments used.
     """
 
     point: AUROCResult
@@ -425,23 +420,44 @@ class BootstrapAUROCResult:
     confidence: float
 
 
+def _bootstrap_args(n_bootstrap: Any, seed: Any, confidence: Any) -> tuple[int, int, float]:
+    """Checked ``(n_bootstrap >= 1, seed >= 0, confidence in (0, 1))``."""
+    return (
+        check_int("n_bootstrap", n_bootstrap, minimum=1),
+        check_int("seed", seed, minimum=0),
+        check_real("confidence", confidence, low=0.0, high=1.0, low_open=True, high_open=True),
+    )
+
+
 def bootstrap_indices(
     n_units: int, n_bootstrap: int, seed: int, *, start: int = 0, stop: int | None = None
 ) -> NDArray[np.int64]:
-    """The resampling indices ``bootstrap_auroc`` draws: ``(stop - start, n_units)`` int64.
+    """The resampling indices :func:`bootstrap_auroc` draws, reproducible slice by slice.
 
-    Replicate ``b`` draws ``n_units`` indices uniformly with replacement from its own
-    generator ``numpy.random.default_rng(SeedSequence(seed).spawn(n_bootstrap)[b])``, so any
-    slice ``[start, stop)`` is reproducible on its own.
+    Replicate ``b`` draws ``n_units`` indices with replacement from
+    ``numpy.random.default_rng(SeedSequence(seed).spawn(n_bootstrap)[b])``.
+
+    Args:
+        n_units: rows (or study groups) to resample, >= 1.
+        n_bootstrap: total replicates, >= 1; seed: an int >= 0.
+        start, stop: the replicates ``[start, stop)`` to return (default all).
+
+    Returns:
+        int64 ``(stop - start, n_units)``.
+
+    Raises:
+        TypeError: a non-integer argument. ValueError: one out of range.
+
+    Example:
+        >>> bootstrap_indices(5, 10, 0, start=2, stop=4).shape
+        (2, 5)
     """
-    n_units = _positive_int(n_units, "n_units")
-    n_bootstrap = _positive_int(n_bootstrap, "n_bootstrap")
-    seed = _seed(seed)
-    stop = n_bootstrap if stop is None else stop
-    if not 0 <= start <= stop <= n_bootstrap:
-        raise ValueError(
-            f"start/stop: expected 0 <= start <= stop <= {n_bootstrap}, got {start}, {stop}"
-        )
+    n_units = check_int("n_units", n_units, minimum=1)
+    n_bootstrap, seed, _ = _bootstrap_args(n_bootstrap, seed, 0.5)
+    start = check_int("start", start, minimum=0, maximum=n_bootstrap)
+    stop = (
+        n_bootstrap if stop is None else check_int("stop", stop, minimum=start, maximum=n_bootstrap)
+    )
     children = np.random.SeedSequence(seed).spawn(n_bootstrap)[start:stop]
     out = np.empty((stop - start, n_units), dtype=np.int64)
     for i, child in enumerate(children):
@@ -449,27 +465,58 @@ def bootstrap_indices(
     return out
 
 
-def _seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
-    return operator.index(seed)
+def _units(groups: ArrayLike | None, n: int) -> tuple[NDArray[np.intp], int]:
+    """The resampling unit of each row (its study group) and the number of units."""
+    if groups is None:
+        return np.arange(n), n
+    g = _array(groups, "groups")
+    if g.shape != (n,):
+        raise ValueError(f"groups must have shape ({n},) (one study id per row), got {g.shape}")
+    if g.dtype.kind == "f" or g.dtype == object:  # NaN / None would merge unrelated rows
+        values = g.tolist()
+        bad = [i for i, v in enumerate(values) if v is None or (isinstance(v, float) and v != v)]
+        if bad:
+            raise ValueError(
+                f"groups must hold a study id for every row, got NaN or None in rows "
+                f"{format_rows(bad, n)}"
+            )
+    try:
+        _, unit_of_row = np.unique(g, return_inverse=True)
+    except TypeError as exc:
+        raise TypeError(
+            f"groups must be study ids of one sortable type, got {describe(g)}"
+        ) from exc
+    unit_of_row = unit_of_row.reshape(-1)
+    return unit_of_row, int(unit_of_row.max()) + 1
 
 
-def _check_group_ids(g: np.ndarray) -> None:
-    """Study ids must all be present: NaN / None would merge unrelated rows into one group."""
-    if g.dtype.kind == "f":
-        bad = np.flatnonzero(np.isnan(g))
-    elif g.dtype == object:
-        bad = np.flatnonzero(
-            [v is None or (isinstance(v, float) and math.isnan(v)) for v in g.tolist()]
-        )
-    else:
-        return
-    if bad.size:
-        raise ValueError(
-            f"groups: {bad.size} row(s) have no study id (NaN or None at rows "
-            f"{bad[:5].tolist()}); expected one id per row"
-        )
+def _replicates(
+    t: NDArray[np.float64],
+    s: NDArray[Any],
+    active: list[int],
+    units: tuple[NDArray[np.intp], int],
+    n_bootstrap: int,
+    seed: int,
+) -> NDArray[np.float64]:
+    """``(n_bootstrap, K)`` replicate AUROCs of the ``active`` columns (others NaN), by
+    weighting each row with how often its unit was drawn, in chunks of ~2M weights."""
+    unit_of_row, n_units = units
+    n = t.shape[0]
+    pos, neg = (t == 1.0).astype(np.int64), (t == 0.0).astype(np.int64)  # NaN: neither
+    levels = {k: _Levels.of(s[:, k]) for k in active}
+    samples = np.full((n_bootstrap, t.shape[1]), np.nan, dtype=np.float64)
+    chunk = max(1, 2_000_000 // max(n, n_units))
+    for start in range(0, n_bootstrap, chunk):
+        stop = min(n_bootstrap, start + chunk)
+        idx = bootstrap_indices(n_units, n_bootstrap, seed, start=start, stop=stop)
+        offsets = np.arange(stop - start)[:, None] * n_units
+        unit_w = np.bincount((idx + offsets).ravel(), minlength=(stop - start) * n_units)
+        row_w = unit_w.reshape(stop - start, n_units)[:, unit_of_row]  # (c, N) int64
+        for k, lv in levels.items():
+            samples[start:stop, k] = _auc_from_counts(
+                lv.counts(row_w * pos[:, k]), lv.counts(row_w * neg[:, k])
+            )
+    return samples
 
 
 def _interval(values: NDArray[np.float64], confidence: float) -> ConfidenceInterval:
@@ -494,81 +541,43 @@ def bootstrap_auroc(
 ) -> BootstrapAUROCResult:
     """Bootstrap per-label and macro AUROC, resampling studies (rows), never labels.
 
-    ``y_true``/``y_score``: ``(N, K)`` as in ``macro_auroc``. Each replicate draws the rows
-    (or, with ``groups`` — an ``(N,)`` array of study ids — whole groups of rows) with
-    replacement using ``bootstrap_indices``; a row drawn ``c`` times counts ``c`` times, which
-    is exactly ``roc_auc_score`` on the resampled rows. NaN labels are excluded per label
-    as in ``macro_auroc``. Labels skipped on the full data are skipped in every replicate.
-    Replicates where a label has a single class are NaN for that label and left out of its
-    interval (counted in ``n_degenerate``); the macro of a replicate is the mean over the
-    non-skipped labels and is NaN (left out, counted) if any of them was degenerate.
+    A row drawn ``c`` times counts ``c`` times (each replicate equals ``roc_auc_score`` on the
+    resampled rows). Labels skipped on the full data are skipped in every replicate; a replicate
+    where a label has a single class is NaN for it and for the macro, counted in ``n_degenerate``.
+
+    Args:
+        y_true, y_score, labels, nan_policy: as :func:`macro_auroc`.
+        n_bootstrap: replicates, >= 1 (drawn by :func:`bootstrap_indices`); seed: an int >= 0.
+        confidence: interval mass in (0, 1).
+        groups: ``(N,)`` study ids; whole groups of rows are resampled together.
+
+    Returns:
+        A :class:`BootstrapAUROCResult`.
+
+    Raises:
+        TypeError: a wrong type (``confidence="0.9"``). ValueError: as :func:`macro_auroc`, an
+        argument out of range, a missing study id.
+
+    Example:
+        >>> Y, S = [[0], [1], [0], [1]], [[0.1], [0.9], [0.4], [0.3]]
+        >>> bootstrap_auroc(Y, S, n_bootstrap=200, seed=0).macro.lower <= 0.75
+        True
     """
-    t, s, names = _as_2d_pair(y_true, y_score, labels)
-    _check_nan_policy(nan_policy, t)
-    n_bootstrap = _positive_int(n_bootstrap, "n_bootstrap")
-    seed = _seed(seed)
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence: expected a value in (0, 1), got {confidence}")
-    n = t.shape[0]
-    if n == 0:
-        raise ValueError("y_true: no rows to resample")
-    if groups is None:
-        unit_of_row = np.arange(n)
-        n_units = n
-    else:
-        g = _to_array(groups, "groups")
-        if g.shape != (n,):
-            raise ValueError(f"groups: expected shape ({n},) (one study id per row), got {g.shape}")
-        _check_group_ids(g)
-        _, unit_of_row = np.unique(g, return_inverse=True)
-        unit_of_row = unit_of_row.reshape(-1)
-        n_units = int(unit_of_row.max()) + 1
-
-    point = macro_auroc(t, s, names, nan_policy=nan_policy)
+    t, s, names = _matrix(y_true, y_score, labels, nan_policy)
+    n_bootstrap, seed, confidence = _bootstrap_args(n_bootstrap, seed, confidence)
+    units = _units(groups, t.shape[0])
+    point = macro_auroc(t, s, names)
     active = [k for k, name in enumerate(names) if name not in point.skipped]
-    pos = (t == 1.0).astype(np.int64)  # NaN rows are neither positive nor negative
-    neg = (t == 0.0).astype(np.int64)
-    levels = {k: _Levels.of(s[:, k]) for k in active}
-
-    samples = np.full((n_bootstrap, len(names)), np.nan, dtype=np.float64)
-    chunk = max(1, 2_000_000 // max(n, n_units))
-    for start in range(0, n_bootstrap, chunk):
-        stop = min(n_bootstrap, start + chunk)
-        idx = bootstrap_indices(n_units, n_bootstrap, seed, start=start, stop=stop)
-        offsets = np.arange(stop - start)[:, None] * n_units
-        unit_w = np.bincount((idx + offsets).ravel(), minlength=(stop - start) * n_units)
-        row_w = unit_w.reshape(stop - start, n_units)[:, unit_of_row]  # (c, N) int64
-        for k in active:
-            lv = levels[k]
-            samples[start:stop, k] = _auc_from_counts(
-                lv.counts(row_w * pos[:, k]), lv.counts(row_w * neg[:, k])
-            )
-
-    if active:
-        macro_samples = samples[:, active].mean(axis=1)  # NaN if any active label is NaN
-    else:
-        macro_samples = np.full(n_bootstrap, np.nan)
-    per_label = {
-        name: _interval(samples[:, k], confidence)
-        if k in levels
-        else ConfidenceInterval(math.nan, math.nan, math.nan)
-        for k, name in enumerate(names)
-    }
-    n_degenerate = {
-        name: int(np.isnan(samples[:, k]).sum()) if k in levels else n_bootstrap
-        for k, name in enumerate(names)
-    }
+    samples = _replicates(t, s, active, units, n_bootstrap, seed)
+    macro_samples = (
+        samples[:, active].mean(axis=1) if active else np.full(n_bootstrap, np.nan)
+    )  # NaN if any active label is NaN
+    n_degenerate = {name: int(np.isnan(samples[:, k]).sum()) for k, name in enumerate(names)}
     n_degenerate["macro"] = int(np.isnan(macro_samples).sum())
+    per_label = {n: _interval(samples[:, k], confidence) for k, n in enumerate(names)}
+    macro = _interval(macro_samples, confidence)
     return BootstrapAUROCResult(
-        point=point,
-        per_label=per_label,
-        macro=_interval(macro_samples, confidence),
-        samples=samples,
-        macro_samples=macro_samples,
-        n_degenerate=n_degenerate,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        confidence=confidence,
+        point, per_label, macro, samples, macro_samples, n_degenerate, n_bootstrap, seed, confidence
     )
 
 
@@ -576,55 +585,67 @@ def bootstrap_auroc(
 
 
 def _confusion(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[int, int, int, int]:
-    t = _as_binary_1d(y_true, "y_true")
-    p = _as_binary_1d(y_pred, "y_pred")
-    _same_length(t, p, "y_true", "y_pred")
-    if t.size == 0:
-        raise ValueError("y_true: empty; expected at least one sample (as scikit-learn)")
+    t, p = _pair(y_true, y_pred, "y_pred", scores=False)
     tb, pb = t == 1.0, p == 1.0
     tp = int(np.count_nonzero(tb & pb))
     fp = int(np.count_nonzero(~tb & pb))
     fn = int(np.count_nonzero(tb & ~pb))
-    tn = int(t.size - tp - fp - fn)
-    return tp, fp, fn, tn
+    return tp, fp, fn, int(t.size - tp - fp - fn)
 
 
-def _mcc_formula(tp: float, fp: float, fn: float, tn: float) -> float:
+def _mcc_formula(tp: int, fp: int, fn: int, tn: int) -> float:
     den = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
-    if den == 0:
-        return 0.0
-    return float((tp * tn - fp * fn) / math.sqrt(den))
+    return 0.0 if den == 0 else float((tp * tn - fp * fn) / math.sqrt(den))
 
 
 def mcc(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     """Matthews correlation coefficient of 0/1 predictions.
 
-    ``(tp·tn − fp·fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn))``, 0.0 when the denominator is 0
-    (a constant ``y_true`` or ``y_pred``), as scikit-learn's ``matthews_corrcoef``. The
-    products are exact Python integers; only the square root and the division round.
+    ``(tp·tn − fp·fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn))`` in exact integers, 0.0 when the
+    denominator is 0 (scikit-learn's ``matthews_corrcoef``).
+
+    Args:
+        y_true: ``(N,)`` 0/1 labels, N >= 1.
+        y_pred: ``(N,)`` 0/1 predictions (e.g. :func:`binarize`).
+
+    Returns:
+        MCC in [-1, 1].
+
+    Raises:
+        TypeError: non-numeric input. ValueError: empty, lengths differ, non-0/1 values.
+
+    Example:
+        >>> mcc([0, 1, 1, 0], [0, 1, 0, 0])
+        0.5773502691896258
     """
-    tp, fp, fn, tn = _confusion(y_true, y_pred)
-    return _mcc_formula(tp, fp, fn, tn)
+    return _mcc_formula(*_confusion(y_true, y_pred))
 
 
 def f1(y_true: ArrayLike, y_pred: ArrayLike, *, zero_division: float = 0.0) -> float:
     """F1 of the positive class: ``2·tp / (2·tp + fp + fn)``.
 
-    Returns ``zero_division`` (0, 1 or NaN, as scikit-learn allows) when there is no true and no
-    predicted positive (scikit-learn's ``f1_score(..., zero_division=...)``; its default
-    ``"warn"`` returns 0 with a warning: pass 0.0).
+    Args:
+        y_true, y_pred: as :func:`mcc`.
+        zero_division: 0, 1 or NaN, returned when there is no true and no predicted positive
+            (scikit-learn's ``f1_score(zero_division=...)``; its ``"warn"`` means 0).
+
+    Returns:
+        F1 in [0, 1], or ``zero_division``.
+
+    Raises:
+        TypeError, ValueError: as :func:`mcc`, and for a ``zero_division`` not 0, 1 or NaN.
+
+    Example:
+        >>> f1([0, 1, 1], [0, 1, 0])
+        0.6666666666666666
     """
-    if (
-        isinstance(zero_division, bool)
-        or not isinstance(zero_division, numbers.Real)
-        or not (zero_division in (0, 1) or math.isnan(zero_division))
-    ):
-        raise ValueError(f"zero_division: expected 0, 1 or NaN, got {zero_division!r}")
+    if isinstance(zero_division, bool) or not isinstance(zero_division, numbers.Real):
+        raise TypeError(f"zero_division must be 0, 1 or NaN, got {describe(zero_division)}")
+    if not (zero_division in (0, 1) or math.isnan(zero_division)):
+        raise ValueError(f"zero_division must be 0, 1 or NaN, got {zero_division!r}")
     tp, fp, fn, _ = _confusion(y_true, y_pred)
     den = 2 * tp + fp + fn
-    if den == 0:
-        return float(zero_division)
-    return float(2 * tp / den)
+    return float(zero_division) if den == 0 else float(2 * tp / den)
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -639,29 +660,36 @@ class ThresholdResult:
     metric: str
 
 
-def _check_threshold(threshold: Any, name: str) -> float:
-    if isinstance(threshold, ThresholdResult):
-        threshold = threshold.threshold
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(
-            f"{name}: expected a real number (or a ThresholdResult), got {type(threshold).__name__}"
-        )
-    if isinstance(threshold, numbers.Integral):
-        return operator.index(threshold)  # an exact int stays exact
-    if math.isnan(threshold):
-        raise ValueError(f"{name}: must not be NaN")
-    return float(threshold)
+def _threshold(value: Any, name: str) -> Any:
+    """A real threshold (±inf allowed, NaN not); ints and long doubles are kept exact."""
+    if isinstance(value, ThresholdResult):
+        value = value.threshold
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, np.floating) and value.dtype.itemsize > 8 and not np.isnan(value):
+        return value
+    return check_real(name, value, low=-math.inf, finite=False)
 
 
-def binarize(y_score: ArrayLike, threshold: float) -> NDArray[np.int64]:
-    """0/1 predictions ``(score >= threshold)`` as int64, same shape as ``y_score``.
+def binarize(y_score: ArrayLike, threshold: float | ThresholdResult) -> NDArray[np.int64]:
+    """0/1 predictions ``score >= threshold``.
 
-    ``y_score`` must be finite (NaN raises: it is neither above nor below a threshold).
-    ``threshold``: a real number (±inf allowed) or a ``ThresholdResult``; None or NaN raise.
-    Integer scores are compared exactly (an int threshold as is, a float one as its ceiling).
+    Args:
+        y_score: finite scores of any shape; integer scores are compared exactly.
+        threshold: a real number (±inf allowed) or a :class:`ThresholdResult`.
+
+    Returns:
+        int64 array of the shape of ``y_score``.
+
+    Raises:
+        TypeError: a threshold that is not a real number. ValueError: NaN.
+
+    Example:
+        >>> binarize([0.2, 0.5, 0.9], 0.5).tolist()
+        [0, 1, 1]
     """
-    thr = _check_threshold(threshold, "threshold")
-    s = _check_scores(_to_array(y_score, "y_score"), "y_score")
+    thr = _threshold(threshold, "threshold")
+    s = _scores(_to_array(y_score, "y_score"), "y_score")
     if s.dtype.kind in "iu" and isinstance(thr, float):
         if math.isinf(thr):
             return np.full(s.shape, int(thr < 0), dtype=np.int64)
@@ -674,46 +702,43 @@ def best_threshold(
 ) -> ThresholdResult:
     """The threshold maximising MCC or F1 of ``binarize(y_score, threshold)`` on this data.
 
-    Fit it on a validation split and apply it on the test split (the radiologist comparison
-    of CheXzero / the paper). Candidates are every distinct score value plus ``+inf``
-    (predict all negative); all are evaluated exactly, in one pass over the sorted scores.
-    Ties in the metric go to the *largest* threshold. ``y_true`` must hold both classes
-    (``ValueError`` otherwise, as ``select_thresholds``). For integer scores beyond 2**53 the
-    threshold is returned as the exact Python ``int`` score value.
+    Fit it on a validation split. Candidates: every distinct score and ``+inf``, evaluated
+    exactly in one pass; ties in the metric go to the largest threshold.
+
+    Args:
+        y_true, y_score: as :func:`auroc`.
+        metric: ``"mcc"`` or ``"f1"``.
+
+    Returns:
+        A :class:`ThresholdResult` whose threshold is an exact score value (an ``int`` for
+        integer scores beyond 2**53, a long double for long-double scores).
+
+    Raises:
+        TypeError, ValueError: as :func:`auroc`; ValueError for another ``metric``.
+
+    Example:
+        >>> best_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]).threshold
+        0.8
     """
-    if metric not in ("mcc", "f1"):
-        raise ValueError(f"metric: expected 'mcc' or 'f1', got {metric!r}")
-    t = _as_binary_1d(y_true, "y_true")
-    s = _as_score_1d(y_score, "y_score")
-    _same_length(t, s, "y_true", "y_score")
-    if t.size == 0:
-        raise ValueError("y_true: empty")
-    n_pos_int = int(t.sum())
-    if n_pos_int in (0, t.size):
-        raise ValueError(
-            f"best_threshold: y_true has a single class ({t.size} rows, {n_pos_int} positive); "
-            "a threshold fitted on it is meaningless (MCC is 0 and F1 constant for every "
-            "threshold)"
-        )
+    check_choice("metric", metric, ("mcc", "f1"))
+    t, s = _pair(y_true, y_score, "y_score", scores=True)
+    _both_classes(
+        t, "best_threshold", "a threshold fitted on it is meaningless (MCC 0, F1 constant)"
+    )
     lv = _Levels.of(s, descending=True)
-    pos_at = lv.counts(t.astype(np.int64))
-    all_at = lv.counts(np.ones(t.size, dtype=np.int64))
     # Candidate j (0 = +inf, then each level descending) predicts the first j levels positive.
-    tp = np.r_[0, np.cumsum(pos_at)].astype(np.float64)
-    pp = np.r_[0, np.cumsum(all_at)].astype(np.float64)
-    n_pos = float(t.sum())
-    n = float(t.size)
-    fp = pp - tp
-    fn = n_pos - tp
-    tn = n - n_pos - fp
+    tp = np.r_[0, np.cumsum(lv.counts(t.astype(np.int64)))]
+    fp = np.r_[0, np.cumsum(lv.counts(np.ones(t.size, dtype=np.int64)))] - tp
+    fn = int(t.sum()) - tp
     if metric == "mcc":
-        values = np.array([_mcc_formula(*c) for c in zip(tp, fp, fn, tn, strict=True)])
+        tn = t.size - tp - fp - fn
+        cells = zip(tp.tolist(), fp.tolist(), fn.tolist(), tn.tolist(), strict=True)
+        values = np.array([_mcc_formula(*c) for c in cells])
     else:
-        den = 2 * tp + fp + fn
+        den = (2 * tp + fp + fn).astype(np.float64)
         values = np.divide(2 * tp, den, out=np.zeros_like(den), where=den > 0)
     j = int(np.argmax(values))
-    best = s[lv.order[lv.starts[j - 1]]] if j else None
-    thr = math.inf if best is None else (int(best) if s.dtype.kind in "iu" else float(best))
+    thr = s[lv.order[lv.starts[j - 1]]].item() if j else math.inf
     return ThresholdResult(threshold=thr, value=float(values[j]), metric=metric)
 
 
@@ -725,20 +750,28 @@ def select_thresholds(
     metric: ThresholdMetric = "mcc",
     nan_policy: NanPolicy = "omit",
 ) -> dict[str, ThresholdResult]:
-    """``best_threshold`` per column of ``(N, K)`` validation data (NaN rows omitted per label).
+    """:func:`best_threshold` per column of ``(N, K)`` validation data.
 
-    A label with a single class on the validation data raises ``ValueError`` naming it: a
-    threshold fitted there would be meaningless.
+    Args:
+        y_true, y_score, labels, nan_policy: as :func:`macro_auroc`.
+        metric: ``"mcc"`` or ``"f1"``.
+
+    Returns:
+        label → :class:`ThresholdResult`.
+
+    Raises:
+        TypeError, ValueError: as :func:`macro_auroc`; ValueError for a single-class label.
+
+    Example:
+        >>> select_thresholds([[0], [1]], [[0.2], [0.7]], ["Edema"])["Edema"].threshold
+        0.7
     """
-    t, s, names = _as_2d_pair(y_true, y_score, labels)
-    _check_nan_policy(nan_policy, t)
+    t, s, names = _matrix(y_true, y_score, labels, nan_policy)
     out: dict[str, ThresholdResult] = {}
-    for k, name in enumerate(names):
-        keep = ~np.isnan(t[:, k])
-        tk = t[keep, k]
+    for _, name, tk, sk in _columns(t, s, names):
         if tk.size == 0 or tk.min() == tk.max():
             raise ValueError(f"select_thresholds: label {name!r} has a single class on this data")
-        out[name] = best_threshold(tk, s[keep, k], metric)
+        out[name] = best_threshold(tk, sk, metric)
     return out
 
 
@@ -752,24 +785,37 @@ def evaluate_thresholds(
 ) -> dict[str, dict[str, float]]:
     """MCC and F1 per label of ``(N, K)`` test scores binarised with fitted thresholds.
 
-    Returns ``{label: {"mcc": ..., "f1": ..., "threshold": ..., "n": rows used}}``;
-    ``thresholds`` must hold every label, each a real number or a ``ThresholdResult``
-    (None or NaN raise, naming the label).
+    Args:
+        y_true, y_score, labels, nan_policy: as :func:`macro_auroc`.
+        thresholds: label → a real threshold or a :class:`ThresholdResult`, for every label.
+
+    Returns:
+        ``{label: {"mcc": ..., "f1": ..., "threshold": ..., "n": rows used}}``.
+
+    Raises:
+        TypeError: ``thresholds`` not a mapping, or one not a real number (naming it).
+        ValueError: as :func:`macro_auroc`, a label without threshold, a NaN threshold.
+
+    Example:
+        >>> evaluate_thresholds([[0], [1]], [[0.2], [0.7]], {"a": 0.5}, ["a"])["a"]["mcc"]
+        1.0
     """
-    t, s, names = _as_2d_pair(y_true, y_score, labels)
-    _check_nan_policy(nan_policy, t)
+    t, s, names = _matrix(y_true, y_score, labels, nan_policy)
+    if not isinstance(thresholds, Mapping):
+        raise TypeError(
+            f"thresholds must be a mapping label -> threshold, got {describe(thresholds)}"
+        )
     missing = [n for n in names if n not in thresholds]
     if missing:
-        raise ValueError(f"thresholds: no threshold for labels {missing}")
+        raise ValueError(f"thresholds must hold every label, got no threshold for labels {missing}")
     out: dict[str, dict[str, float]] = {}
-    for k, name in enumerate(names):
-        thr = _check_threshold(thresholds[name], f"thresholds[{name!r}]")
-        keep = ~np.isnan(t[:, k])
-        pred = binarize(s[keep, k], thr)
+    for _, name, tk, sk in _columns(t, s, names):
+        thr = _threshold(thresholds[name], f"thresholds[{name!r}]")
+        pred = binarize(sk, thr)
         out[name] = {
-            "mcc": mcc(t[keep, k], pred),
-            "f1": f1(t[keep, k], pred),
+            "mcc": mcc(tk, pred),
+            "f1": f1(tk, pred),
             "threshold": thr,
-            "n": float(keep.sum()),
+            "n": float(tk.size),
         }
     return out

@@ -1,43 +1,20 @@
 """Zero-shot multi-label classification with positive/negative prompt pairs (CheXzero protocol).
 
-For label ``c`` and template pairs ``(p_t, n_t)``, the positive text embedding is
+For label ``c`` with prompt name ``n_c`` and template pairs ``(p_t, q_t)``, the class
+embeddings are ``e⁺_c = normalize(mean_t normalize(encode_text(p_t.format(n_c))))`` and
+likewise ``e⁻_c`` from the ``q_t``; for a normalised image embedding ``x``
 
-    e⁺_c = normalize(mean_t normalize(encode_text(p_t.format(c))))
+    P(c | x) = exp(x·e⁺_c) / (exp(x·e⁺_c) + exp(x·e⁻_c)) = sigmoid(x·e⁺_c − x·e⁻_c)
 
-and likewise ``e⁻_c`` from the negative templates (CheXzero averages the normalised template
-embeddings and re-normalises). For an image embedding ``x`` (normalised):
+on raw cosine similarities (no logit scale), as CheXzero's ``run_softmax_eval``. Prompt names,
+the "No Finding" trap (:class:`NoFindingTemplateWarning`) and reference numbers are described
+in docs/zeroshot.md. ``encode_text`` is any callable ``list[str] -> Tensor[n, D]``;
+:func:`open_clip_text_encoder` and :func:`hf_text_encoder` wrap open_clip and Hugging Face
+models without importing either.
 
-    P(c | x) = exp(x·e⁺_c) / (exp(x·e⁺_c) + exp(x·e⁻_c)) = sigmoid(x·e⁺_c − x·e⁻_c),
-
-on *raw* cosine similarities — no logit scale, no temperature — exactly as CheXzero's
-``run_softmax_eval``. The sigmoid form is the same number computed without overflow.
-
-Prompt names
-------------
-Templates are filled with a *prompt name*, not the raw column name: by default
-:func:`normalize_label_name` (``"Pleural_Thickening"`` → ``"pleural thickening"``: underscores
-to spaces, whitespace collapsed, lower case; CLIP-style tokenizers lower-case anyway).
-``prompt_names="chexpert"`` / ``"mimic-cxr"`` / ``"chestxray14"`` / ``"openi"`` picks the
-radiology wording of :data:`PROMPT_NAMES` for that dataset's labels (``"Effusion"`` →
-``"pleural effusion"``), and a mapping sets them per label. Output columns keep the raw names.
-
-The "No Finding" trap
----------------------
-With the default pair ``("{}", "no {}")`` the label ``"No Finding"`` produces the prompts
-``"no finding"`` and ``"no no finding"``; text encoders read the negative as the *absence of
-findings* too, so the score is close to inverted (CheXzero reports AUROC 0.07 for it on the
-CheXpert test set). Either exclude such a label (``exclude=["No Finding"]``) or give it its
-own prompts (``label_prompts={"No Finding": [("no acute cardiopulmonary process",
-"acute cardiopulmonary process")]}``). The classifier warns with ``NoFindingTemplateWarning``
-for every label that is not a finding (:func:`is_non_finding_label`: normality labels such as
-"No Finding" and "normal", negated labels starting with "no"/"without", and device labels
-such as "Support Devices") when a negative template starts with "no".
-
-Text encoders
--------------
-``encode_text`` is any callable ``list[str] -> Tensor[n, D]``. ``open_clip_text_encoder`` and
-``hf_text_encoder`` wrap open_clip and Hugging Face CLIP-style models; neither imports
-open_clip or transformers.
+Example:
+    >>> clf = ZeroShotClassifier(encode_text, ["Edema", "Pleural Effusion"])
+    >>> proba = clf.predict_proba(image_features)  # Tensor[N, 2], columns clf.labels
 """
 
 from __future__ import annotations
@@ -54,7 +31,31 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from relaxclip.metrics import AUROCResult
+from relaxclip._checks import (
+    check_bool,
+    check_choice,
+    check_finite_rows,
+    check_int,
+    check_tensor,
+    describe,
+    format_rows,
+)
+from relaxclip.data.labels import (
+    CHESTXRAY14_LABELS,
+    CHESTXRAY14_NO_FINDING,
+    CHEXPERT_LABELS,
+    OPENI_LABELS,
+)
+from relaxclip.metrics import (
+    AUROCResult,
+    _bootstrap_args,
+    _labels,
+    _matrix,
+    _to_array,
+    bootstrap_auroc,
+    macro_auroc,
+    roc_curve,
+)
 
 if TYPE_CHECKING:
     from relaxclip.metrics import BootstrapAUROCResult
@@ -85,68 +86,49 @@ class NoFindingTemplateWarning(UserWarning):
 
 
 def normalize_label_name(name: str) -> str:
-    """The prompt form of a label column name: ``"Pleural_Thickening"`` → ``"pleural thickening"``.
+    """The prompt form of a label column name: ``_`` to space, whitespace collapsed, lower case.
 
-    Underscores become spaces, runs of whitespace one space, the ends are stripped and the
-    result is lower-cased.
+    Args:
+        name: a label column name.
+
+    Returns:
+        The prompt name.
+
+    Raises:
+        TypeError: ``name`` is not a str.
+
+    Example:
+        >>> normalize_label_name("Pleural_Thickening")
+        'pleural thickening'
     """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {describe(name)}")
     return " ".join(name.replace("_", " ").split()).lower()
 
 
-def _names(pairs: dict[str, str]) -> dict[str, str]:
-    return {label: pairs.get(label, normalize_label_name(label)) for label in pairs}
-
-
-_CHEXPERT_NAMES = {
-    "No Finding": "no finding",
-    "Enlarged Cardiomediastinum": "enlarged cardiomediastinum",
-    "Cardiomegaly": "cardiomegaly",
-    "Lung Opacity": "lung opacity",
-    "Lung Lesion": "lung lesion",
-    "Edema": "edema",
-    "Consolidation": "consolidation",
-    "Pneumonia": "pneumonia",
-    "Atelectasis": "atelectasis",
-    "Pneumothorax": "pneumothorax",
-    "Pleural Effusion": "pleural effusion",
-    # the CheXpert labeler's mention phrases for "Pleural Other": pleural thickening, scar, ...
-    "Pleural Other": "pleural thickening or scar",
-    "Fracture": "fracture",
-    "Support Devices": "support devices",
-}
-_CHESTXRAY14_NAMES = {
-    "Atelectasis": "atelectasis",
-    "Cardiomegaly": "cardiomegaly",
+_CXR14_SPELT = {
     "Effusion": "pleural effusion",
-    "Infiltration": "infiltration",
     "Mass": "lung mass",
     "Nodule": "lung nodule",
-    "Pneumonia": "pneumonia",
-    "Pneumothorax": "pneumothorax",
-    "Consolidation": "consolidation",
-    "Edema": "edema",
-    "Emphysema": "emphysema",
-    "Fibrosis": "fibrosis",
-    "Pleural_Thickening": "pleural thickening",
     "Hernia": "hiatal hernia",
-    "No Finding": "no finding",
 }
 
+
+def _table(labels: Iterable[str], spelt: Mapping[str, str]) -> dict[str, str]:
+    return {label: spelt.get(label, normalize_label_name(label)) for label in labels}
+
+
 #: Prompt names per dataset, keyed by the label names its reader returns
-#: (``relaxclip.data.labels``): CheXpert and MIMIC-CXR share the 14 CheXpert observations,
-#: ChestX-ray14 spells its 14 findings as in ``Data_Entry_2017.csv`` (plus "No Finding"),
-#: Open-I (NegBio gold standard) uses the ChestX-ray14 names plus ``normal``. Beyond
-#: :func:`normalize_label_name`, only terse names are spelt out (``Effusion`` → "pleural
-#: effusion", ``Mass`` / ``Nodule`` → "lung mass" / "lung nodule", ``Hernia`` → "hiatal hernia",
-#: ``Pleural Other`` → "pleural thickening or scar"). They are wording choices, not tuned on
+#: (:mod:`relaxclip.data.labels`): :func:`normalize_label_name` of each label, except terse
+#: names spelt out (``Effusion`` → "pleural effusion", ``Mass`` / ``Nodule`` → "lung mass" /
+#: "lung nodule", ``Hernia`` → "hiatal hernia", and CheXpert's ``Pleural Other`` → "pleural
+#: thickening or scar", the CheXpert labeler's mention phrases). Wording choices, not tuned on
 #: any test set.
 PROMPT_NAMES: dict[str, dict[str, str]] = {
-    "chexpert": _names(_CHEXPERT_NAMES),
-    "mimic-cxr": _names(_CHEXPERT_NAMES),
-    "chestxray14": _names(_CHESTXRAY14_NAMES),
-    "openi": _names(
-        {**{k: v for k, v in _CHESTXRAY14_NAMES.items() if k != "No Finding"}, "normal": "normal"}
-    ),
+    "chexpert": _table(CHEXPERT_LABELS, {"Pleural Other": "pleural thickening or scar"}),
+    "mimic-cxr": _table(CHEXPERT_LABELS, {"Pleural Other": "pleural thickening or scar"}),
+    "chestxray14": _table((*CHESTXRAY14_LABELS, CHESTXRAY14_NO_FINDING), _CXR14_SPELT),
+    "openi": _table(OPENI_LABELS, _CXR14_SPELT),
 }
 
 #: Prompt names (after :func:`normalize_label_name`) of labels that are not findings, besides
@@ -171,11 +153,20 @@ _NEGATING_TEMPLATE = re.compile(r"^\s*(no|without)\s+\{\}", re.IGNORECASE)
 
 
 def is_non_finding_label(name: str) -> bool:
-    """True for a label whose negated prompt ("no " + name) does not describe a healthy study
-    with that finding absent: normality labels ("No Finding", "normal", "unremarkable"),
-    labels that are already negated ("no ...", "without ...", "absence of ..."), and device
-    labels ("Support Devices"). Compared on :func:`normalize_label_name` (so
-    ``"NO_FINDINGS"`` counts); see :data:`NON_FINDING_NAMES`.
+    """Whether "no " + ``name`` fails to describe a study with that finding absent.
+
+    True for normality labels ("No Finding", "normal"), labels already negated ("no ...",
+    "without ...") and device labels ("Support Devices"), on :func:`normalize_label_name`.
+
+    Args:
+        name: a label or prompt name.
+
+    Returns:
+        True for a label that is not a finding (see :data:`NON_FINDING_NAMES`).
+
+    Example:
+        >>> is_non_finding_label("NO_FINDINGS"), is_non_finding_label("Nodule")
+        (True, False)
     """
     norm = normalize_label_name(name)
     return norm in NON_FINDING_NAMES or bool(_NEGATED_NAME.match(norm))
@@ -183,14 +174,16 @@ def is_non_finding_label(name: str) -> bool:
 
 @dataclass(frozen=True, eq=False)
 class ZeroShotEvaluation(AUROCResult):
-    """What ``ZeroShotClassifier.evaluate`` computes in one pass over the data.
+    """What :meth:`ZeroShotClassifier.evaluate` computes in one pass over the data.
 
-    An :class:`~relaxclip.metrics.AUROCResult` (``macro``, ``per_label``, ``skipped``, ...:
-    ``macro_auroc(y_true, y_score, labels)``) with, in addition, ``y_true``: float64
-    ``(N, K)`` labels (0/1/NaN) in the classifier's label order; ``y_score``: float64
-    ``(N, K)`` probabilities ``P(c | x)``; ``groups``: the ``(N,)`` study ids read from
-    ``group_key`` (None without); ``bootstrap``: :func:`~relaxclip.metrics.bootstrap_auroc`
-    of the same arrays (None unless ``n_bootstrap`` was given).
+    An :class:`~relaxclip.metrics.AUROCResult` (``macro_auroc(y_true, y_score, labels)``) with:
+
+    Attributes:
+        y_true: float64 ``(N, K)`` labels (0/1/NaN) in the classifier's label order.
+        y_score: float64 ``(N, K)`` probabilities ``P(c | x)``.
+        groups: the ``(N,)`` study ids read from ``group_key`` (None without).
+        bootstrap: :func:`~relaxclip.metrics.bootstrap_auroc` of the same arrays (None unless
+            ``n_bootstrap`` was given).
     """
 
     y_true: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
@@ -199,106 +192,146 @@ class ZeroShotEvaluation(AUROCResult):
     bootstrap: BootstrapAUROCResult | None = None
 
 
+def _items(value: object, name: str, what: str) -> tuple[Any, ...]:
+    """``tuple(value)`` of an iterable that is not a string, else ``TypeError``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be {what}, got {describe(value)}")
+    return tuple(value)
+
+
 def _check_pairs(pairs: object, name: str, *, templates: bool) -> tuple[TemplatePair, ...]:
-    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
-        raise TypeError(f"{name}: expected a sequence of (positive, negative) string pairs")
-    out: list[TemplatePair] = []
-    for i, pair in enumerate(pairs):
+    """``(positive, negative)`` str pairs; ``templates`` also requires one ``{}`` in each."""
+    out = _items(pairs, name, "a sequence of (positive, negative) str pairs")
+    for i, pair in enumerate(out):
         if (
             not isinstance(pair, (tuple, list))
             or len(pair) != 2
             or not all(isinstance(x, str) for x in pair)
         ):
             raise TypeError(
-                f"{name}[{i}]: expected a (positive, negative) pair of str, got {pair!r}"
+                f"{name}[{i}] must be a (positive, negative) pair of str, got {describe(pair)}"
             )
-        pos, neg = pair
-        if templates:
-            for side, tpl in (("positive", pos), ("negative", neg)):
-                if not _one_placeholder(tpl):
-                    raise ValueError(
-                        f"{name}[{i}]: {side} template {tpl!r} must contain exactly one '{{}}' "
-                        "placeholder for the label name"
-                    )
-        out.append((pos, neg))
+        for side, tpl in zip(("positive", "negative"), pair, strict=True):
+            if templates and not _one_placeholder(tpl):
+                raise ValueError(
+                    f"{name}[{i}] must contain exactly one '{{}}' placeholder for the label name "
+                    f"in its {side} template, got {tpl!r}"
+                )
     if not out:
-        raise ValueError(f"{name}: expected at least one (positive, negative) pair")
-    return tuple(out)
+        raise ValueError(f"{name} must hold at least one (positive, negative) pair, got none")
+    return tuple((pos, neg) for pos, neg in out)
 
 
 def _one_placeholder(template: str) -> bool:
-    """Whether ``template.format(name)`` has exactly one field, a bare ``{}`` (escaped braces
-    ``{{`` / ``}}`` are text, as in ``str.format``)."""
+    """Whether ``template`` has exactly one field, a bare ``{}`` (``{{``/``}}`` are text)."""
     try:
-        fields = [f for f in string.Formatter().parse(template) if f[1] is not None]
+        found = [f for f in string.Formatter().parse(template) if f[1] is not None]
     except ValueError:  # a lone "{" or "}"
         return False
-    return len(fields) == 1 and fields[0][1:] == ("", "", None)
+    return len(found) == 1 and found[0][1:] == ("", "", None)
+
+
+def _known(keys: Iterable[Any], labels: Iterable[str], name: str, hint: str = "") -> None:
+    unknown = [k for k in keys if k not in labels]
+    if unknown:
+        raise ValueError(f"{name} must name labels of {list(labels)}, got {unknown}{hint}")
+
+
+def _check_labels(labels: object, exclude: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(all labels, excluded labels)``: unique non-blank str names, ``exclude`` among them."""
+    all_labels = _items(labels, "labels", "a sequence of label names, not a single string")
+    for i, x in enumerate(all_labels):
+        if not isinstance(x, str):
+            raise TypeError(f"labels[{i}] must be a str label name, got {describe(x)}")
+    if not all_labels or not all(x.strip() for x in all_labels):
+        raise ValueError(f"labels must be non-empty label names, got {list(all_labels)}")
+    dup = sorted({x for x in all_labels if all_labels.count(x) > 1})
+    if dup:
+        raise ValueError(f"labels must be unique, got duplicated names {dup}")
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    excluded = _items(exclude, "exclude", "an iterable of labels")
+    _known(excluded, all_labels, "exclude")
+    if set(excluded) >= set(all_labels):
+        raise ValueError(f"exclude must leave at least one label, got every label {list(excluded)}")
+    return all_labels, excluded
 
 
 def _prompt_names(
     prompt_names: str | Mapping[str, str] | None, labels: tuple[str, ...]
 ) -> dict[str, str]:
     """``label -> prompt name`` for every label (see ``ZeroShotClassifier``'s ``prompt_names``)."""
-    if prompt_names is None:
-        return {label: normalize_label_name(label) for label in labels}
     if isinstance(prompt_names, str):
-        if prompt_names not in PROMPT_NAMES:
-            raise ValueError(
-                f"prompt_names: unknown dataset {prompt_names!r}; expected one of "
-                f"{sorted(PROMPT_NAMES)} or a mapping label -> prompt name"
-            )
-        table = PROMPT_NAMES[prompt_names]
-        unknown = [label for label in labels if label not in table]
-        if unknown:
-            raise ValueError(
-                f"prompt_names={prompt_names!r}: labels {unknown} are not labels of that "
-                f"dataset (its labels: {list(table)}); pass a mapping for them"
-            )
+        table = PROMPT_NAMES[check_choice("prompt_names", prompt_names, sorted(PROMPT_NAMES))]
+        name = f"labels (for prompt_names={prompt_names!r})"
+        _known(labels, table, name, "; pass a mapping label -> prompt name for them")
         return {label: table[label] for label in labels}
-    if not isinstance(prompt_names, Mapping):
+    if prompt_names is not None and not isinstance(prompt_names, Mapping):
         raise TypeError(
-            f"prompt_names: expected None, a dataset name or a mapping, got "
-            f"{type(prompt_names).__name__}"
+            f"prompt_names must be None, a dataset name or a mapping, got {describe(prompt_names)}"
         )
-    extra = [k for k in prompt_names if k not in labels]
-    if extra:
-        raise ValueError(f"prompt_names: {extra} not in labels {list(labels)}")
-    bad = {k: v for k, v in prompt_names.items() if not isinstance(v, str) or not v.strip()}
-    if bad:
-        raise ValueError(f"prompt_names: expected non-empty strings, got {bad}")
-    return {label: prompt_names.get(label, normalize_label_name(label)) for label in labels}
+    given = dict(prompt_names or {})
+    _known(given, labels, "prompt_names")
+    for key, value in given.items():
+        if not isinstance(value, str):
+            raise TypeError(f"prompt_names[{key!r}] must be a str, got {describe(value)}")
+        if not value.strip():
+            raise ValueError(
+                f"prompt_names[{key!r}] must be a non-blank prompt name, got {value!r}"
+            )
+    return {label: given.get(label, normalize_label_name(label)) for label in labels}
+
+
+def _l2(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Row-wise L2 normalisation that cannot overflow (each row is first divided by its
+    largest absolute entry); zero rows raise, naming them."""
+    scale = x.abs().amax(dim=-1, keepdim=True)
+    zero = (scale == 0).squeeze(-1)
+    if bool(zero.any()):
+        raise ValueError(
+            f"{name} must not hold a zero vector (it cannot be normalised), got zero rows "
+            f"{format_rows(zero.nonzero().flatten().tolist(), x.shape[0])}"
+        )
+    x = x / scale
+    return x / x.norm(dim=-1, keepdim=True)
 
 
 class ZeroShotClassifier:
     """Zero-shot multi-label classifier from positive/negative prompt pairs.
 
+    ``P(c | x) = sigmoid(x·e⁺_c − x·e⁻_c)`` on raw cosine similarities (module docstring).
+
     Args:
-        encode_text: callable ``list[str] -> Tensor[n, D]`` (one row per string, in order).
-            Called under ``torch.no_grad()`` in batches of ``batch_size``; its output is
-            detached and cached, so text embeddings carry no gradient.
+        encode_text: callable ``list[str] -> Tensor[n, D]``, D >= 1, one row per string; called
+            under ``torch.no_grad()`` in batches of ``batch_size``, output detached and cached.
         labels: class names, one output column each (after ``exclude``), in this order.
-        templates: ``(positive, negative)`` pairs with one ``{}`` for the label name;
-            embeddings of several pairs are averaged per side and re-normalised.
-        normalize: L2-normalise each prompt embedding, each template average and the image
-            features (cosine similarity, CheXzero). With ``False`` raw dot products of the
-            averaged (unnormalised) embeddings are used.
-        label_prompts: per-label override, ``label -> [(positive_text, negative_text), ...]``
-            of literal prompts (no placeholder) replacing ``templates`` for that label.
-        exclude: labels to drop from the output (e.g. ``["No Finding"]``); each must be in
-            ``labels``.
-        batch_size: strings per ``encode_text`` call.
-        prompt_names: the text put into the templates for each label. ``None`` (default):
-            :func:`normalize_label_name` of the label (``"Pleural_Thickening"`` →
-            ``"pleural thickening"``); a dataset name (``"chexpert"``, ``"mimic-cxr"``,
-            ``"chestxray14"``, ``"openi"``): :data:`PROMPT_NAMES` for that dataset (every
-            label must be one of its labels); a mapping ``label -> prompt name`` (labels it
-            does not list are normalised).
+        templates: ``(positive, negative)`` pairs, each with one ``{}`` for the prompt name;
+            several pairs are averaged per side and re-normalised.
+        normalize: L2-normalise prompt embeddings, template averages and image features
+            (cosine similarity, CheXzero); ``False`` uses raw dot products.
+        label_prompts: ``label -> [(positive_text, negative_text), ...]`` literal prompts
+            replacing ``templates`` for that label.
+        exclude: labels dropped from the output (e.g. ``["No Finding"]``).
+        batch_size: strings per ``encode_text`` call, >= 1.
+        prompt_names: text put into the templates: ``None`` for :func:`normalize_label_name`,
+            a dataset name of :data:`PROMPT_NAMES`, or a mapping ``label -> prompt name``.
 
     Attributes:
         labels: the output column names (``labels`` minus ``exclude``, order kept).
-        excluded: the excluded labels.
+        all_labels, excluded: every label given, and the excluded ones.
         prompt_names: ``label -> prompt name`` for every label.
+
+    Raises:
+        TypeError: an argument of the wrong type. ValueError: a bad value, e.g. a template
+        without one ``{}`` or a pair whose positive and negative prompts are the same text.
+
+    Warns:
+        NoFindingTemplateWarning: a label that is not a finding with a "no {}" template.
+
+    Example:
+        >>> clf = ZeroShotClassifier(encode_text, LABELS, exclude=["No Finding"])
+        >>> clf.prompts("Edema")
+        (('edema', 'no edema'),)
     """
 
     def __init__(
@@ -314,74 +347,59 @@ class ZeroShotClassifier:
         prompt_names: str | Mapping[str, str] | None = None,
     ) -> None:
         if not callable(encode_text):
-            raise TypeError("encode_text: expected a callable list[str] -> Tensor[n, D]")
-        if isinstance(labels, str):
-            raise TypeError("labels: expected a sequence of label names, not a single string")
-        if labels is None or not isinstance(labels, Iterable):
             raise TypeError(
-                f"labels: expected a sequence of label names, got {type(labels).__name__}"
+                "encode_text must be a callable list[str] -> Tensor[n, D], "
+                f"got {describe(encode_text)}"
             )
-        all_labels = tuple(labels)
-        if not all_labels or not all(isinstance(x, str) and x.strip() for x in all_labels):
-            raise ValueError(f"labels: expected non-empty label names, got {list(all_labels)}")
-        dup = sorted({x for x in all_labels if all_labels.count(x) > 1})
-        if dup:
-            raise ValueError(f"labels: duplicated names {dup}")
-        excluded = tuple(exclude) if not isinstance(exclude, str) else (exclude,)
-        unknown = [x for x in excluded if x not in all_labels]
-        if unknown:
-            raise ValueError(f"exclude: {unknown} not in labels {list(all_labels)}")
-        kept = tuple(x for x in all_labels if x not in excluded)
-        if not kept:
-            raise ValueError("exclude: every label was excluded")
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, (int, np.integer))
-            or batch_size < 1
-        ):
-            raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-        if not isinstance(normalize, bool):  # "no" would otherwise read as True
-            raise TypeError(f"normalize must be True or False, got {normalize!r}")
+        self.all_labels, self.excluded = _check_labels(labels, exclude)
+        self.labels = tuple(x for x in self.all_labels if x not in self.excluded)
         self._encode_text = encode_text
         self.templates = _check_pairs(templates, "templates", templates=True)
-        self.normalize = normalize
-        self.batch_size = int(batch_size)
-        self.labels: tuple[str, ...] = kept
-        self.excluded: tuple[str, ...] = excluded
-        self.all_labels: tuple[str, ...] = all_labels
-        overrides = dict(label_prompts or {})
-        bad = [x for x in overrides if x not in all_labels]
-        if bad:
-            raise ValueError(f"label_prompts: {bad} not in labels {list(all_labels)}")
+        self.normalize = check_bool("normalize", normalize)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        if label_prompts is not None and not isinstance(label_prompts, Mapping):
+            raise TypeError(
+                f"label_prompts must be a mapping label -> pairs, got {describe(label_prompts)}"
+            )
+        _known(label_prompts or {}, self.all_labels, "label_prompts")
         self.label_prompts: dict[str, tuple[TemplatePair, ...]] = {
             k: _check_pairs(v, f"label_prompts[{k!r}]", templates=False)
-            for k, v in overrides.items()
+            for k, v in (label_prompts or {}).items()
         }
-        self.prompt_names: dict[str, str] = _prompt_names(prompt_names, all_labels)
+        self.prompt_names: dict[str, str] = _prompt_names(prompt_names, self.all_labels)
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._check_prompts()
+
+    def _check_prompts(self) -> None:
+        """Refuse identical positive/negative prompts; warn for non-findings with "no {}"."""
         negating = [n for _, n in self.templates if _NEGATING_TEMPLATE.match(n)]
         for label in self.labels:
+            same = [p for p, n in self.prompts(label) if p == n]
+            if same:
+                source = f"label_prompts[{label!r}]" if label in self.label_prompts else "templates"
+                raise ValueError(
+                    f"{source} must give different positive and negative prompts, got {same[0]!r} "
+                    f"for both (label {label!r}); every probability would be 0.5"
+                )
+            name = self.prompt_names[label]
             if label in self.label_prompts or not negating:
                 continue
-            name = self.prompt_names[label]
             if is_non_finding_label(label) or is_non_finding_label(name):
                 warnings.warn(
-                    f"label {label!r} is not a finding; with the negative template "
-                    f"{negating[0]!r} its prompts are {name!r} / {negating[0].format(name)!r}. "
-                    "For a normality or negated label the negative reads as the same absence "
-                    "and the score is close to inverted (CheXzero: AUROC 0.07 for 'No "
-                    "Finding'); for a device label it describes no disease. Pass "
-                    f"exclude=[{label!r}] or label_prompts={{{label!r}: [(pos, neg)]}}.",
+                    f"label {label!r} is not a finding: with {negating[0]!r} its negative prompt "
+                    f"{negating[0].format(name)!r} reads as an absence too and its score is close "
+                    f"to inverted (see docs/zeroshot.md); pass exclude=[{label!r}] or "
+                    f"label_prompts={{{label!r}: [(pos, neg)]}}",
                     NoFindingTemplateWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
 
     # ------------------------------------------------------------------ prompts and text
 
     def prompts(self, label: str) -> tuple[TemplatePair, ...]:
-        """The literal ``(positive, negative)`` prompts used for ``label``."""
+        """The literal ``(positive, negative)`` prompts used for ``label`` (an output label)."""
         if label not in self.labels:
-            raise ValueError(f"label: {label!r} is not an output label {list(self.labels)}")
+            raise ValueError(f"label must be an output label {list(self.labels)}, got {label!r}")
         if label in self.label_prompts:
             return self.label_prompts[label]
         name = self.prompt_names[label]
@@ -389,137 +407,128 @@ class ZeroShotClassifier:
 
     def _encode_batched(self, texts: list[str]) -> torch.Tensor:
         chunks: list[torch.Tensor] = []
-        first_dim: int | None = None
         with torch.no_grad():
             for i in range(0, len(texts), self.batch_size):
                 batch = texts[i : i + self.batch_size]
                 out = self._encode_text(batch)
                 if not isinstance(out, torch.Tensor):
                     raise TypeError(
-                        f"encode_text: expected a torch.Tensor, got {type(out).__name__} "
-                        "(wrap HF models with hf_text_encoder)"
+                        f"encode_text must return a torch.Tensor, got {describe(out)} "
+                        "(wrap Hugging Face models with hf_text_encoder)"
                     )
-                if out.ndim != 2 or out.shape[0] != len(batch):
+                check_tensor("encode_text output", out, floating=True)
+                if out.ndim != 2 or out.shape[0] != len(batch) or out.shape[1] == 0:
                     raise ValueError(
-                        f"encode_text: expected shape ({len(batch)}, D) for {len(batch)} strings, "
-                        f"got {tuple(out.shape)}"
+                        f"encode_text output must have shape ({len(batch)}, D) with D >= 1 for "
+                        f"{len(batch)} strings, got {tuple(out.shape)}"
                     )
-                if not out.is_floating_point():
-                    raise TypeError(f"encode_text: expected a floating tensor, got {out.dtype}")
-                if first_dim is None:
-                    first_dim = int(out.shape[1])
-                elif out.shape[1] != first_dim:
+                if chunks and out.shape[1] != chunks[0].shape[1]:
                     raise ValueError(
-                        f"encode_text: returned D={out.shape[1]} for strings {i}..{i + len(batch) - 1}"
-                        f" but D={first_dim} for the first batch; expected one embedding size"
+                        f"encode_text must return one embedding size, got D={out.shape[1]} for "
+                        f"strings {i}..{i + len(batch) - 1} but D={chunks[0].shape[1]} before"
                     )
                 chunks.append(out.detach())
         emb = torch.cat(chunks, dim=0)
-        if not torch.isfinite(emb).all():
-            raise ValueError("encode_text: returned non-finite values")
+        check_finite_rows("encode_text output (one row per distinct prompt)", emb)
         return emb
 
     def text_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached class embeddings ``(positive, negative)``, each ``Tensor[K, D]`` (no grad).
+        """Cached class embeddings ``(e⁺, e⁻)``, each ``Tensor[K, D]`` (no grad).
 
         Every distinct prompt string is encoded once (batched); the float32 (or wider)
-        embeddings are averaged over each label's pairs, normalised as described above.
+        embeddings are averaged over each label's pairs and normalised as in the module
+        formula.
+
+        Raises:
+            TypeError, ValueError: ``encode_text`` returns a non-tensor, a wrong shape,
+            non-finite or zero rows, or the same embedding for a label's two sides.
         """
         if self._cache is not None:
             return self._cache
         per_label = [self.prompts(label) for label in self.labels]
-        unique: dict[str, int] = {}
-        for pairs in per_label:
-            for pos, neg in pairs:
-                unique.setdefault(pos, len(unique))
-                unique.setdefault(neg, len(unique))
+        unique = {text: None for pairs in per_label for pair in pairs for text in pair}
+        row = {text: i for i, text in enumerate(unique)}
         emb = self._encode_batched(list(unique))
         emb = emb.to(torch.promote_types(emb.dtype, torch.float32))
-        if self.normalize:
-            emb = self._l2(emb, "text embedding")
-        pos_rows, neg_rows = [], []
-        for pairs in per_label:
-            p = emb[[unique[x] for x, _ in pairs]].mean(dim=0)
-            n = emb[[unique[y] for _, y in pairs]].mean(dim=0)
-            pos_rows.append(p)
-            neg_rows.append(n)
-        pos_t, neg_t = torch.stack(pos_rows), torch.stack(neg_rows)
-        if self.normalize:
-            pos_t, neg_t = (
-                self._l2(pos_t, "averaged text embedding"),
-                self._l2(neg_t, "averaged text embedding"),
+        emb = _l2(emb, "text embedding") if self.normalize else emb
+        sides = [
+            torch.stack(
+                [emb[[row[pair[side]] for pair in pairs]].mean(dim=0) for pairs in per_label]
             )
-        self._cache = (pos_t, neg_t)
+            for side in (0, 1)
+        ]
+        if self.normalize:
+            sides = [_l2(x, "averaged text embedding") for x in sides]
+        same = [
+            self.labels[k] for k in (sides[0] == sides[1]).all(dim=1).nonzero().flatten().tolist()
+        ]
+        if same:
+            raise ValueError(
+                f"encode_text must embed positive and negative prompts differently, got the same "
+                f"embedding for labels {same}; every probability would be 0.5"
+            )
+        self._cache = (sides[0], sides[1])
         return self._cache
 
     def clear_cache(self) -> None:
         """Forget the cached text embeddings (e.g. after fine-tuning the text encoder)."""
         self._cache = None
 
-    @staticmethod
-    def _l2(x: torch.Tensor, what: str) -> torch.Tensor:
-        """Row-wise L2 normalisation that cannot overflow: each row is first divided by its largest
-        absolute entry (cosine similarity is scale-invariant), so features of any finite size keep
-        their direction instead of becoming zero rows. Zero rows raise, naming them."""
-        scale = x.abs().amax(dim=-1, keepdim=True)
-        zero = (scale == 0).squeeze(-1)
-        if bool(zero.any()):
-            rows = zero.nonzero().flatten().tolist()
-            raise ValueError(
-                f"{what}: zero vector cannot be normalised (row(s) {rows[:10]}"
-                f"{', ...' if len(rows) > 10 else ''})"
-            )
-        x = x / scale
-        return x / x.norm(dim=-1, keepdim=True)
-
     # ------------------------------------------------------------------ prediction
 
-    def similarities(self, image_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cosine similarities ``(image·e⁺, image·e⁻)``, each ``Tensor[N, K]``.
+    def _features(self, x: object, name: str) -> torch.Tensor:
+        """``x`` checked as finite floating ``(N, D)`` features of the text embeddings' D."""
+        x = check_tensor(name, x, ndim=2, floating=True)
+        if x.shape[0]:
+            check_finite_rows(name, x)
+        dim = self.text_embeddings()[0].shape[1]
+        if x.shape[1] != dim:
+            raise ValueError(
+                f"{name} must have D={dim} columns (the text embeddings' size), got shape "
+                f"{tuple(x.shape)}"
+            )
+        return x
 
-        ``image_features``: ``Tensor[N, D]`` (any float dtype/device; computed in at least
-        float32 on that device). Differentiable with respect to ``image_features``. Raises
-        TypeError for a non-floating tensor and ValueError naming the rows that hold NaN or inf
-        (or, with ``normalize=True``, are all zero).
-        """
-        if not isinstance(image_features, torch.Tensor):
-            raise TypeError(
-                f"image_features: expected a torch.Tensor[N, D], got {type(image_features).__name__}"
-            )
-        if image_features.ndim != 2:
-            raise ValueError(
-                f"image_features: expected shape (N, D), got {tuple(image_features.shape)}"
-            )
-        if not image_features.is_floating_point():
-            raise TypeError(
-                f"image_features: expected a floating-point tensor, got {image_features.dtype}"
-            )
-        bad = ~torch.isfinite(image_features).all(dim=1)
-        if bool(bad.any()):  # NaN/inf rows would come back as NaN scores
-            rows = torch.nonzero(bad).flatten().tolist()
-            raise ValueError(
-                f"image_features: {len(rows)} row(s) with NaN or inf (row(s) {rows[:10]}"
-                f"{', ...' if len(rows) > 10 else ''}); expected finite features"
-            )
+    def _cosines(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         pos, neg = self.text_embeddings()
-        if image_features.shape[1] != pos.shape[1]:
-            raise ValueError(
-                f"image_features: dimension {image_features.shape[1]} does not match the text "
-                f"embedding dimension {pos.shape[1]}"
-            )
-        dtype = torch.promote_types(image_features.dtype, pos.dtype)
-        x = image_features.to(dtype)
-        if self.normalize:
-            x = self._l2(x, "image_features row")
-        pos = pos.to(device=x.device, dtype=dtype)
-        neg = neg.to(device=x.device, dtype=dtype)
-        return x @ pos.T, x @ neg.T
+        dtype = torch.promote_types(x.dtype, pos.dtype)
+        x = _l2(x.to(dtype), name) if self.normalize else x.to(dtype)
+        return x @ pos.to(x.device, dtype).T, x @ neg.to(x.device, dtype).T
+
+    def similarities(self, image_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cosine similarities ``(x·e⁺, x·e⁻)``, each ``Tensor[N, K]`` (columns ``self.labels``).
+
+        Args:
+            image_features: ``Tensor[N, D]``, any float dtype and device (computed in at least
+                float32 there); the result is differentiable with respect to it.
+
+        Returns:
+            ``(s⁺, s⁻)``.
+
+        Raises:
+            TypeError: not a floating tensor. ValueError: not 2-D, another D, NaN/Inf rows (or, with
+            ``normalize=True``, zero rows), naming the rows.
+
+        Example:
+            >>> s_pos, s_neg = clf.similarities(torch.randn(4, D))
+        """
+        return self._cosines(self._features(image_features, "image_features"), "image_features")
 
     def predict_proba(self, image_features: torch.Tensor) -> torch.Tensor:
-        """``Tensor[N, K]`` of ``exp(s⁺) / (exp(s⁺) + exp(s⁻))`` on raw cosine similarities.
+        """``P(c | x) = exp(s⁺) / (exp(s⁺) + exp(s⁻))``, computed as ``sigmoid(s⁺ − s⁻)``.
 
-        Columns follow ``self.labels``. Computed as ``sigmoid(s⁺ − s⁻)`` (identical value,
-        no overflow). Differentiable with respect to ``image_features``.
+        Args:
+            image_features: as :meth:`similarities` (differentiable with respect to it).
+
+        Returns:
+            ``Tensor[N, K]``, columns following ``self.labels``.
+
+        Raises:
+            TypeError, ValueError: as :meth:`similarities`.
+
+        Example:
+            >>> clf.predict_proba(torch.randn(4, D)).shape
+            torch.Size([4, 3])
         """
         s_pos, s_neg = self.similarities(image_features)
         return torch.sigmoid(s_pos - s_neg)
@@ -539,101 +548,91 @@ class ZeroShotClassifier:
         confidence: float = 0.95,
         group_key: str | None = None,
     ) -> ZeroShotEvaluation:
-        """Zero-shot per-label and macro AUROC over a whole evaluation set, in one pass.
+        """Zero-shot per-label and macro AUROC over a whole evaluation set, in one pass, no grad.
 
-        ``batches``: an iterable of dict batches (e.g. a ``DataLoader``), each with
-        ``batch[image_key]`` (whatever ``encode_image`` takes) and ``batch[label_key]``, a
-        ``(B, K)`` tensor or array with 0/1/NaN whose columns follow the constructor's ``labels``
-        (all of them, excluded ones included, or only ``self.labels``). ``encode_image`` maps
-        ``batch[image_key]`` to finite ``(B, D)`` image features (non-finite rows raise, naming
-        the batch and rows). No gradients.
+        Args:
+            encode_image: maps ``batch[image_key]`` to finite ``(B, D)`` image features.
+            batches: an iterable of dict batches (e.g. a ``DataLoader``), ``batch[label_key]``
+                holding ``(B, K)`` 0/1/NaN labels for the constructor's labels (all, or only
+                ``self.labels``).
+            image_key, label_key: the batch keys of images and labels.
+            n_bootstrap, seed, confidence: with ``n_bootstrap``, also ``bootstrap_auroc``.
+            group_key: batch key of per-row study ids (whole studies are resampled).
 
-        Returns a :class:`ZeroShotEvaluation`: an :class:`~relaxclip.metrics.AUROCResult`
-        (``macro_auroc`` over every row: NaN labels omitted per label, single-class labels
-        reported as skipped) that also holds the ``(N, K)`` labels and probabilities, the study
-        ids read from ``batch[group_key]`` when ``group_key`` is given, and, with
-        ``n_bootstrap``, :func:`~relaxclip.metrics.bootstrap_auroc` of the same arrays
-        (``seed``, ``confidence``; whole studies resampled when ``group_key`` is given) — all
-        from one pass over ``batches``.
+        Returns:
+            A :class:`ZeroShotEvaluation`: ``macro_auroc`` of every row (NaN labels omitted per
+            label), the ``(N, K)`` labels and probabilities, the study ids and the bootstrap.
+
+        Raises:
+            TypeError: ``batches`` not an iterable of mappings (one dict included), non-numeric
+                labels, a wrong argument type (``confidence="0.9"``), checked before the pass.
+            KeyError: a batch without a key. ValueError: bad shapes or values, naming the batch.
+
+        Example:
+            >>> ev = clf.evaluate(model.encode_image, loader, n_bootstrap=1000)
+            >>> ev.macro, ev.bootstrap.macro
         """
-        from relaxclip.metrics import bootstrap_auroc, macro_auroc
-
-        keep = [self.all_labels.index(name) for name in self.labels]
-        probs: list[np.ndarray] = []
-        truth: list[np.ndarray] = []
-        groups: list[np.ndarray] = []
-        for i, batch in enumerate(batches):
-            for key in (image_key, label_key) + ((group_key,) if group_key else ()):
-                if key not in batch:
-                    raise KeyError(f"batches[{i}]: missing key {key!r}")
-            y = torch.as_tensor(batch[label_key]).detach().double().cpu().numpy()
-            if y.ndim != 2 or y.shape[1] not in (len(self.all_labels), len(self.labels)):
-                raise ValueError(
-                    f"batches[{i}][{label_key!r}]: expected shape (B, {len(self.all_labels)}) "
-                    f"or (B, {len(self.labels)}), got {tuple(y.shape)}"
-                )
-            features = self._check_image_features(encode_image(batch[image_key]), i, image_key, y)
-            truth.append(y[:, keep] if y.shape[1] == len(self.all_labels) else y)
-            probs.append(self.predict_proba(features).double().cpu().numpy())
-            if group_key is not None:
-                g = np.asarray(batch[group_key])
-                if g.shape != (y.shape[0],):
-                    raise ValueError(
-                        f"batches[{i}][{group_key!r}]: expected {y.shape[0]} study ids, got "
-                        f"shape {g.shape}"
-                    )
-                groups.append(g)
-        if not truth:
-            raise ValueError("batches: expected at least one batch, got none")
-        y_true, y_score = np.concatenate(truth), np.concatenate(probs)
-        result = macro_auroc(y_true, y_score, list(self.labels))
-        ids = np.concatenate(groups) if group_key is not None else None
-        boot = None
-        if n_bootstrap is not None:
-            boot = bootstrap_auroc(
-                y_true,
-                y_score,
-                list(self.labels),
-                n_bootstrap=n_bootstrap,
-                seed=seed,
-                confidence=confidence,
-                groups=ids,
+        options: dict[str, Any] = {}
+        if n_bootstrap is not None:  # checked before the pass over the data
+            args = _bootstrap_args(n_bootstrap, seed, confidence)
+            options = dict(zip(("n_bootstrap", "seed", "confidence"), args, strict=True))
+        if isinstance(batches, Mapping) or not isinstance(batches, Iterable):
+            raise TypeError(
+                "batches must be an iterable of batches (e.g. a DataLoader or a list of dicts), "
+                f"got {describe(batches)}; wrap a single batch in a list"
             )
+        keys = (image_key, label_key) + ((group_key,) if group_key is not None else ())
+        rows = [self._batch(encode_image, b, i, keys) for i, b in enumerate(batches)]
+        if not rows:
+            raise ValueError("batches must hold at least one batch, got none")
+        y_true, y_score = (np.concatenate([r[j] for r in rows]) for j in (0, 1))
+        result = macro_auroc(y_true, y_score, self.labels)
+        ids = np.concatenate([r[2] for r in rows]) if group_key is not None else None
+        boot = (
+            bootstrap_auroc(y_true, y_score, self.labels, groups=ids, **options)
+            if options
+            else None
+        )
+        base = {f.name: getattr(result, f.name) for f in fields(result)}
         return ZeroShotEvaluation(
-            **{f.name: getattr(result, f.name) for f in fields(result)},
-            y_true=y_true,
-            y_score=y_score,
-            groups=ids,
-            bootstrap=boot,
+            **base, y_true=y_true, y_score=y_score, groups=ids, bootstrap=boot
         )
 
-    def _check_image_features(
-        self, features: Any, i: int, image_key: str, y: np.ndarray
-    ) -> torch.Tensor:
-        where = f"encode_image(batches[{i}][{image_key!r}])"
-        if not isinstance(features, torch.Tensor) or features.dim() != 2:
-            raise ValueError(
-                f"{where}: expected a (B, D) tensor, got "
-                f"{tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__}"
+    def _batch(
+        self, encode_image: Callable[[Any], torch.Tensor], batch: Any, i: int, keys: tuple[str, ...]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One batch's ``(labels (B, K), probabilities (B, K), study ids (B,) or None)``."""
+        if not isinstance(batch, Mapping):
+            raise TypeError(
+                f"batches[{i}] must be a mapping with keys {list(keys)}, got {describe(batch)}"
             )
+        for key in keys:
+            if key not in batch:
+                raise KeyError(f"batches[{i}] must have the key {key!r}, got keys {list(batch)}")
+        where = f"batches[{i}][{keys[1]!r}]"
+        y = _labels(_to_array(batch[keys[1]], where), where, allow_nan=True)
+        n_all, n_kept = len(self.all_labels), len(self.labels)
+        if y.ndim != 2 or y.shape[1] not in (n_all, n_kept):
+            want = f"(B, {n_all})" + (f" or (B, {n_kept})" if n_kept != n_all else "")
+            raise ValueError(f"{where} must have shape {want}, got {y.shape}")
+        if y.shape[1] != n_kept:
+            y = y[:, [self.all_labels.index(name) for name in self.labels]]
+        name = f"encode_image(batches[{i}][{keys[0]!r}])"
+        features = self._features(encode_image(batch[keys[0]]), name)
         if features.shape[0] != y.shape[0]:
             raise ValueError(
-                f"{where} returned {features.shape[0]} rows for {y.shape[0]} label rows"
+                f"{name} must have one row per label row ({y.shape[0]}), got {features.shape[0]}"
             )
-        dim = self.text_embeddings()[0].shape[1]
-        if features.shape[1] != dim:
+        s_pos, s_neg = self._cosines(features, name)
+        proba = torch.sigmoid(s_pos - s_neg).double().cpu().numpy()
+        if len(keys) < 3:
+            return y, proba, None
+        g = _to_array(batch[keys[2]], f"batches[{i}][{keys[2]!r}]")
+        if g.shape != (y.shape[0],):
             raise ValueError(
-                f"{where} returned D={features.shape[1]}, but encode_text gives D={dim}; "
-                "expected image and text features of one size"
+                f"batches[{i}][{keys[2]!r}] must hold {y.shape[0]} study ids, got shape {g.shape}"
             )
-        bad = ~torch.isfinite(features).all(dim=1)
-        if bool(bad.any()):
-            rows = torch.nonzero(bad).flatten()[:5].tolist()
-            raise ValueError(
-                f"{where} returned {int(bad.sum())} row(s) with NaN or inf image features "
-                f"(rows {rows}); expected finite features"
-            )
-        return features
+        return y, proba, g
 
 
 # ---------------------------------------------------------------------- encoder wrappers
@@ -646,17 +645,26 @@ def open_clip_text_encoder(
 ) -> TextEncoder:
     """Wrap an open_clip model: ``texts -> model.encode_text(tokenizer(texts).to(device))``.
 
-    ``tokenizer`` is ``open_clip.get_tokenizer(name)``. ``device`` defaults to the device of
-    the model's first parameter. The model is not put in eval mode for you.
+    Args:
+        model: an open_clip model (not put in eval mode for you).
+        tokenizer: ``open_clip.get_tokenizer(name)``.
+        device: where the tokens go (default: the device of the model's first parameter).
+
+    Returns:
+        A ``list[str] -> Tensor[n, D]`` callable for :class:`ZeroShotClassifier`.
+
+    Raises:
+        TypeError: ``model`` has no ``encode_text``.
+
+    Example:
+        >>> enc = open_clip_text_encoder(model, open_clip.get_tokenizer("ViT-B-32"))
     """
     if not hasattr(model, "encode_text"):
-        raise TypeError("model: expected an open_clip model with an encode_text method")
+        raise TypeError(f"model must be an open_clip model with encode_text, got {describe(model)}")
 
     def encode(texts: list[str]) -> torch.Tensor:
-        dev = device if device is not None else _model_device(model)
-        tokens = tokenizer(texts)
-        out = model.encode_text(tokens.to(dev))
-        return _as_feature_tensor(out, "model.encode_text")
+        tokens = tokenizer(texts).to(device if device is not None else _model_device(model))
+        return _as_feature_tensor(model.encode_text(tokens), "model.encode_text")
 
     return encode
 
@@ -670,26 +678,39 @@ def hf_text_encoder(
 ) -> TextEncoder:
     """Wrap a Hugging Face CLIP-style model exposing ``get_text_features``.
 
-    ``tokenizer(texts, padding=True, truncation=True, return_tensors="pt")`` is moved to
-    ``device`` (default: the model's device) and passed to ``model.get_text_features``.
-    transformers < 5 returns a tensor; transformers 5 returns a ``BaseModelOutputWithPooling``
-    whose ``pooler_output`` holds the projected features — both are accepted (as is an
-    output with ``text_embeds``).
+    The tokenizer's output (``padding=True, truncation=True, return_tensors="pt"``) goes to
+    ``get_text_features``, whose tensor (transformers < 5) or ``text_embeds`` / ``pooler_output``
+    (transformers 5) are the features.
+
+    Args:
+        model, tokenizer: the model and its tokenizer.
+        device: where the inputs go (default: the model's device).
+        max_length: passed to the tokenizer when given, >= 1.
+
+    Returns:
+        A ``list[str] -> Tensor[n, D]`` callable for :class:`ZeroShotClassifier`.
+
+    Raises:
+        TypeError: ``model`` has no ``get_text_features``; ``max_length`` not an int.
+
+    Example:
+        >>> enc = hf_text_encoder(CLIPModel.from_pretrained(n), CLIPTokenizer.from_pretrained(n))
     """
     if not hasattr(model, "get_text_features"):
-        raise TypeError("model: expected a Hugging Face model with a get_text_features method")
+        raise TypeError(
+            f"model must be a Hugging Face model with get_text_features, got {describe(model)}"
+        )
+    kwargs: dict[str, Any] = {"padding": True, "truncation": True, "return_tensors": "pt"}
+    if max_length is not None:
+        kwargs["max_length"] = check_int("max_length", max_length, minimum=1)
 
     def encode(texts: list[str]) -> torch.Tensor:
         dev = device if device is not None else _model_device(model)
-        kwargs: dict[str, Any] = {"padding": True, "truncation": True, "return_tensors": "pt"}
-        if max_length is not None:
-            kwargs["max_length"] = max_length
         batch = tokenizer(texts, **kwargs)
         inputs = {
             k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in dict(batch).items()
         }
-        out = model.get_text_features(**inputs)
-        return _as_feature_tensor(out, "model.get_text_features")
+        return _as_feature_tensor(model.get_text_features(**inputs), "model.get_text_features")
 
     return encode
 
@@ -709,7 +730,7 @@ def _as_feature_tensor(out: Any, where: str) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
             return value
     raise TypeError(
-        f"{where}: expected a Tensor or an output with text_embeds/pooler_output, "
+        f"{where} must return a Tensor or an output with text_embeds/pooler_output, "
         f"got {type(out).__name__}"
     )
 
@@ -726,40 +747,48 @@ def plot_roc(
     title: str | None = None,
     dpi: int = 120,
 ) -> Path:
-    """Save a figure with one ROC curve per label (legend shows its AUROC) to ``path`` (PNG).
+    """Save a PNG with one ROC curve per label, its AUROC in the legend (needs matplotlib).
 
-    ``y_true``/``y_score``: ``(N, K)`` as in ``relaxclip.metrics.macro_auroc`` (NaN labels
-    omitted per label); labels with a single class are listed in the legend as skipped.
-    Needs matplotlib (``pip install 'relaxclip[plot]'``). Returns the written path.
+    Args:
+        y_true, y_score, labels: as :func:`~relaxclip.metrics.macro_auroc` (single-class labels
+            are listed in the legend as skipped).
+        path: the PNG to write, in an existing directory.
+        title: the figure title (default: the macro AUROC); dpi: resolution, >= 1.
+
+    Returns:
+        The written path.
+
+    Raises:
+        FileNotFoundError: no such directory. TypeError, ValueError: as ``macro_auroc``, a bad
+        ``dpi``.
+
+    Example:
+        >>> plot_roc(ev.y_true, ev.y_score, clf.labels, "roc.png")
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("plot_roc needs matplotlib: pip install 'relaxclip[plot]'") from exc
-    from relaxclip.metrics import macro_auroc, roc_curve
-
-    result = macro_auroc(y_true, y_score, labels)
-    t = np.asarray(y_true, dtype=np.float64)
-    s = np.asarray(y_score, dtype=np.float64)
+    t, s, names = _matrix(y_true, y_score, labels, "omit")
+    result = macro_auroc(t, s, names)
+    dpi = check_int("dpi", dpi, minimum=1)
     out = Path(path)
     if not out.parent.exists():
-        raise FileNotFoundError(f"path: directory {out.parent} does not exist")
+        raise FileNotFoundError(
+            f"path must be in an existing directory, got {out.parent} (missing)"
+        )
     fig = Figure(figsize=(6, 6))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-    for k, name in enumerate(result.per_label):
+    for k, name in enumerate(names):
         if name in result.skipped:
             ax.plot([], [], label=f"{name}: skipped (single class)")
             continue
         keep = ~np.isnan(t[:, k])
-        fpr, tpr = roc_curve(t[keep, k], s[keep, k])
-        ax.plot(fpr, tpr, label=f"{name}: {result.per_label[name]:.3f}")
-    ax.set_xlabel("False positive rate")
-    ax.set_ylabel("True positive rate")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+        ax.plot(*roc_curve(t[keep, k], s[keep, k]), label=f"{name}: {result.per_label[name]:.3f}")
+    ax.set(xlabel="False positive rate", ylabel="True positive rate", xlim=(0, 1), ylim=(0, 1))
     ax.set_title(title or f"ROC (macro AUROC {result.macro:.3f})")
     ax.legend(loc="lower right", fontsize="small")
     fig.savefig(out, dpi=dpi, format="png")

@@ -462,14 +462,21 @@ def test_roc_curve_ranks_extreme_integers_exactly() -> None:
 def test_empty_label_matrix_raises() -> None:
     """Before: macro_auroc of 0 rows returned macro=nan with every label 'skipped'."""
     for fn in (macro_auroc, bootstrap_auroc):
-        with pytest.raises(ValueError, match=r"y_true: empty input \(0 rows"):
+        with pytest.raises(
+            ValueError, match=r"y_true must hold at least one row, got shape \(0, 2\)"
+        ):
             fn(np.zeros((0, 2)), np.zeros((0, 2)))
 
 
-@pytest.mark.parametrize("bad", ["warn", 5, -1, 0.5, True, None, float("inf")])
-def test_f1_zero_division_is_0_1_or_nan(bad: object) -> None:
-    """Before: "warn" failed inside float() without naming the argument; 5 was returned."""
-    with pytest.raises(ValueError, match="zero_division: expected 0, 1 or NaN"):
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [("warn", TypeError), (True, TypeError), (None, TypeError)]
+    + [(v, ValueError) for v in (5, -1, 0.5, float("inf"))],
+)
+def test_f1_zero_division_is_0_1_or_nan(bad: object, error: type[Exception]) -> None:
+    """Before: "warn" failed inside float() without naming the argument; 5 was returned.
+    A wrong type raises TypeError, a wrong number ValueError."""
+    with pytest.raises(error, match="zero_division must be 0, 1 or NaN, got"):
         f1([0, 0], [0, 0], zero_division=bad)  # type: ignore[arg-type]
     assert f1([0, 0], [0, 0], zero_division=1) == 1.0
     assert math.isnan(f1([0, 0], [0, 0], zero_division=float("nan")))
@@ -479,21 +486,23 @@ def test_f1_zero_division_is_0_1_or_nan(bad: object) -> None:
 @pytest.mark.parametrize("fn", [mcc, f1], ids=["mcc", "f1"])
 def test_mcc_f1_of_nothing_raise(fn: Any) -> None:
     """Before: 0.0 (scikit-learn raises 'Found empty input array')."""
-    with pytest.raises(ValueError, match="y_true: empty"):
+    with pytest.raises(
+        ValueError, match="y_true must hold at least one sample, got an empty array"
+    ):
         fn([], [])
 
 
 def test_binarize_rejects_nan_scores_and_none_thresholds() -> None:
     """Before: NaN scores became 0; None thresholds raised a bare TypeError from math.isnan."""
-    with pytest.raises(ValueError, match=r"y_score: scores must be finite, found 1 NaN"):
+    with pytest.raises(ValueError, match=r"y_score must be finite, got 1 NaN and 0 inf"):
         binarize([0.2, np.nan, 0.9], 0.5)
-    with pytest.raises(TypeError, match=r"threshold: expected a real number.*NoneType"):
+    with pytest.raises(TypeError, match=r"threshold must be a real number, got NoneType"):
         binarize([0.2, 0.9], None)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="threshold: must not be NaN"):
+    with pytest.raises(ValueError, match=r"threshold must be a number in \[-inf, inf\], got nan"):
         binarize([0.2, 0.9], math.nan)
     assert binarize([0.2, 0.9], ThresholdResult(0.5, 1.0, "mcc")).tolist() == [0, 1]  # type: ignore[arg-type]
     y = np.array([[0, 1], [1, 0], [1, 1]], dtype=float)
-    with pytest.raises(TypeError, match=r"thresholds\['b'\]: expected a real number"):
+    with pytest.raises(TypeError, match=r"thresholds\['b'\] must be a real number, got NoneType"):
         evaluate_thresholds(y, y, {"a": 0.5, "b": None}, ["a", "b"])  # type: ignore[dict-item]
 
 
@@ -505,9 +514,15 @@ def test_macro_auroc_without_label_columns_raises() -> None:
 
 def test_best_threshold_on_a_single_class_raises() -> None:
     """Before: +inf (and MCC 0) was returned as if it had been fitted."""
-    with pytest.raises(ValueError, match=r"single class \(3 rows, 0 positive\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"y_true must hold both classes, got only one class \(3 rows, 0 positive\)",
+    ):
         best_threshold([0, 0, 0], [0.1, 0.2, 0.3])
-    with pytest.raises(ValueError, match=r"single class \(2 rows, 2 positive\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"y_true must hold both classes, got only one class \(2 rows, 2 positive\)",
+    ):
         best_threshold([1, 1], [0.1, 0.2], "f1")
 
 
@@ -517,7 +532,10 @@ def test_bootstrap_groups_without_an_id_raise(missing: Any) -> None:
     y = np.array([[0], [1], [0], [1]], dtype=float)
     s = np.array([[0.1], [0.9], [0.2], [0.8]])
     groups = np.array([1.0, missing, 2.0, missing], dtype=object if missing is None else float)
-    with pytest.raises(ValueError, match=r"groups: 2 row\(s\) have no study id .*\[1, 3\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"groups must hold a study id for every row, got NaN or None in rows \[1, 3\] \(2 of 4\)",
+    ):
         bootstrap_auroc(y, s, n_bootstrap=5, groups=groups)
 
 
@@ -535,9 +553,11 @@ def test_numpy_integers_and_label_arrays_accepted() -> None:
     res = macro_auroc(y, s, names)
     assert list(res.per_label) == ["Edema", "Mass"] and all(type(k) is str for k in res.per_label)
     assert res.per_label == macro_auroc(y, s, ["Edema", "Mass"]).per_label
-    with pytest.raises(ValueError, match="n_bootstrap"):
+    with pytest.raises(TypeError, match="n_bootstrap must be an int, got float64 "):
         bootstrap_auroc(y, s, n_bootstrap=np.float64(30))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="1-D array of K names"):
+    with pytest.raises(
+        ValueError, match=r"labels must be a 1-D array of K names, got shape \(1, 2\)"
+    ):
         macro_auroc(y, s, np.array([["Edema", "Mass"]]))
 
 
@@ -600,3 +620,80 @@ def test_validation_tests_run_without_sklearn(tmp_path: Path) -> None:
     assert summary is not None, log[-3000:]
     # everything else ran and passed; the only other skip is this test inside that run
     assert int(summary.group(1)) > 0 and int(summary.group(2)) == n_marked + 1
+
+
+# ------------------------------------------------ silently wrong / unactionable errors
+
+
+@needs_sklearn
+def test_long_double_scores_are_ranked_in_their_own_precision() -> None:
+    """Before: long-double scores 1 and 1 + 2**-63 were rounded to one float64 value (a tie):
+    AUROC 0.5, where scikit-learn gives 1.0."""
+    s = np.ones(4, dtype=np.longdouble)
+    if np.finfo(np.longdouble).eps >= np.finfo(np.float64).eps:
+        pytest.skip("long double is float64 on this platform")
+    s[[1, 3]] += np.finfo(np.longdouble).eps  # distinct in long double, equal in float64
+    y = np.array([0, 1, 0, 1])
+    assert auroc(y, s) == roc_auc_score(y, s) == 1.0
+    res = macro_auroc(y[:, None], s[:, None])
+    assert res.macro == 1.0
+    boot = bootstrap_auroc(y[:, None], s[:, None], n_bootstrap=20).samples
+    assert (boot[~np.isnan(boot)] == 1.0).all() and not np.isnan(boot).all()
+    fpr, tpr = roc_curve(y, s)
+    assert fpr.tolist() == [0.0, 0.0, 1.0] and tpr.tolist() == [0.0, 1.0, 1.0]
+    fitted = best_threshold(y, s)
+    assert fitted.value == 1.0
+    assert binarize(s, fitted).tolist() == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("confidence", ["0.9", None, [0.9]])
+def test_confidence_of_the_wrong_type_is_named(confidence: Any) -> None:
+    """Before: ``'<' not supported between instances of 'float' and 'str'``."""
+    y = np.array([[0], [1], [0], [1]], dtype=float)
+    s = np.array([[0.1], [0.9], [0.2], [0.8]])
+    with pytest.raises(TypeError, match="confidence must be a real number, got"):
+        bootstrap_auroc(y, s, n_bootstrap=5, confidence=confidence)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: auroc(None, None), "y_true must be an array, got NoneType None"),
+        (lambda: mcc("0101", [0, 1, 0, 1]), "y_true must be an array, got str '0101'"),
+        (
+            lambda: bootstrap_auroc([[0], [1]], [[0.2], [0.7]], n_bootstrap=3, groups="ab"),
+            "groups must be an array, got str 'ab'",
+        ),
+        (
+            lambda: bootstrap_auroc(
+                [[0], [1]], [[0.2], [0.7]], n_bootstrap=3, groups=np.array([1, "a"], dtype=object)
+            ),
+            "groups must be study ids of one sortable type",
+        ),
+        (
+            lambda: evaluate_thresholds([[0], [1]], [[0.2], [0.7]], 0.5),  # type: ignore[arg-type]
+            "thresholds must be a mapping label -> threshold, got float 0.5",
+        ),
+        (lambda: bootstrap_indices(3, 5, 0, start="1"), "start must be an int, got str '1'"),  # type: ignore[arg-type]
+    ],
+    ids=["none", "string", "groups-string", "groups-mixed", "thresholds-float", "start-str"],
+)
+def test_wrong_types_are_type_errors_naming_the_argument(call: Any, match: str) -> None:
+    """Found by fuzzing. Before: ``y_true: expected a 1-D array, got shape ()`` (ValueError) for
+    None or a string, ``'<' not supported between 'str' and 'int'`` for mixed study ids,
+    ``argument of type 'float' is not iterable`` for a float ``thresholds``, and a bare
+    comparison error for ``start="1"``."""
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+@FAST
+@given(labelled_scores())
+def test_long_double_scores_of_float64_values_change_nothing(data: Any) -> None:
+    """Invariant: ranking in the input's precision gives float64 data the same results."""
+    y, s = data
+    wide = s.astype(np.longdouble)
+    assert auroc(y, wide) == auroc(y, s)
+    assert np.array_equal(roc_curve(y, wide)[1], roc_curve(y, s)[1])
+    got, want = best_threshold(y, wide), best_threshold(y, s)
+    assert (got.value, float(got.threshold)) == (want.value, want.threshold)

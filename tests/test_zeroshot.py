@@ -210,30 +210,37 @@ def test_dtypes_and_devices() -> None:
 
 def test_bad_input() -> None:
     enc = FakeEncoder()
-    with pytest.raises(TypeError, match="callable"):
+    with pytest.raises(TypeError, match="encode_text must be a callable"):
         ZeroShotClassifier("not callable", LABELS)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="single string"):
+    with pytest.raises(
+        TypeError,
+        match="labels must be a sequence of label names, not a single string, got str 'Edema'",
+    ):
         ZeroShotClassifier(enc, "Edema")
-    with pytest.raises(ValueError, match="duplicated"):
+    with pytest.raises(
+        ValueError, match=r"labels must be unique, got duplicated names \['Edema'\]"
+    ):
         ZeroShotClassifier(enc, ["Edema", "Edema"])
-    with pytest.raises(ValueError, match="placeholder"):
+    with pytest.raises(ValueError, match=r"templates\[0\] must contain exactly one .*placeholder"):
         ZeroShotClassifier(enc, LABELS, templates=[("{}", "no")])
-    with pytest.raises(TypeError, match="pair"):
+    with pytest.raises(TypeError, match=r"templates\[0\] must be a \(positive, negative\) pair"):
         ZeroShotClassifier(enc, LABELS, templates=[("{}",)])  # type: ignore[list-item]
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
         ZeroShotClassifier(enc, LABELS, batch_size=0)
     clf = ZeroShotClassifier(enc, LABELS)
-    with pytest.raises(ValueError, match="dimension"):
+    with pytest.raises(
+        ValueError, match=rf"image_features must have D={D} columns .*\(2, {D + 1}\)"
+    ):
         clf.predict_proba(torch.randn(2, D + 1))
-    with pytest.raises(ValueError, match=r"\(N, D\)"):
+    with pytest.raises(ValueError, match=rf"image_features must be 2-D, got shape \({D},\)"):
         clf.predict_proba(torch.randn(D))
-    with pytest.raises(TypeError, match="Tensor"):
+    with pytest.raises(TypeError, match="image_features must be a torch.Tensor, got ndarray"):
         clf.predict_proba(np.zeros((2, D)))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="expected shape"):
+    with pytest.raises(ValueError, match=r"encode_text output must have shape \(6, D\)"):
         ZeroShotClassifier(lambda t: torch.zeros(len(t) + 1, D), LABELS).text_embeddings()
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match="encode_text must return a torch.Tensor, got list"):
         ZeroShotClassifier(lambda t: [[0.0] * D] * len(t), LABELS).text_embeddings()  # type: ignore[arg-type,return-value]
-    with pytest.raises(ValueError, match="zero vector"):
+    with pytest.raises(ValueError, match="text embedding must not hold a zero vector"):
         ZeroShotClassifier(lambda t: torch.zeros(len(t), D), LABELS).text_embeddings()
 
 
@@ -256,7 +263,9 @@ def test_zero_image_rows_are_named() -> None:
     clf = ZeroShotClassifier(FakeEncoder(), LABELS)
     img = torch.randn(4, D)
     img[2] = 0.0
-    with pytest.raises(ValueError, match=r"zero vector.*\[2\]"):
+    with pytest.raises(
+        ValueError, match=r"image_features must not hold a zero vector.*\[2\] \(1 of 4\)"
+    ):
         clf.predict_proba(img)
 
 
@@ -267,12 +276,17 @@ def test_non_finite_and_non_float_image_rows_are_named() -> None:
     img[1, 0] = float("nan")
     img[3, 2] = float("inf")
     for fn in (clf.predict_proba, clf.similarities):
-        with pytest.raises(ValueError, match=r"2 row\(s\) with NaN or inf \(row\(s\) \[1, 3\]\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"image_features must be finite, got NaN or Inf in rows \[1, 3\] \(2 of 4\)",
+        ):
             fn(img)
-    with pytest.raises(TypeError, match="image_features: expected a floating-point tensor"):
+    with pytest.raises(TypeError, match="image_features must be a floating-point tensor"):
         clf.predict_proba(torch.ones(2, D, dtype=torch.int64))
     clf_raw = ZeroShotClassifier(FakeEncoder(), LABELS, normalize=False)
-    with pytest.raises(ValueError, match="NaN or inf"):
+    with pytest.raises(
+        ValueError, match=r"image_features must be finite, got NaN or Inf in rows \[1, 3\]"
+    ):
         clf_raw.predict_proba(img)
 
 
@@ -437,11 +451,16 @@ def test_evaluate_over_batches_equals_macro_auroc_on_everything() -> None:
     only_kept = [{"pixels": b["pixels"], "target": b["target"][:, keep]} for b in batches]
     same = clf.evaluate(encode_image, only_kept, image_key="pixels", label_key="target")
     assert same.macro == pytest.approx(got.macro, abs=1e-12)
-    with pytest.raises(KeyError, match=r"batches\[0\]: missing key 'image'"):
+    with pytest.raises(
+        KeyError, match=r"batches\[0\] must have the key 'image', got keys \['pixels', 'target'\]"
+    ):
         clf.evaluate(encode_image, batches)
-    with pytest.raises(ValueError, match="expected shape"):
+    with pytest.raises(
+        ValueError,
+        match=r"batches\[0\]\['labels'\] must have shape \(B, 3\) or \(B, 2\), got \(4, 7\)",
+    ):
         clf.evaluate(encode_image, [{"image": img[:4], "labels": torch.zeros(4, 7)}])
-    with pytest.raises(ValueError, match="at least one batch"):
+    with pytest.raises(ValueError, match="batches must hold at least one batch, got none"):
         clf.evaluate(encode_image, [])
 
 
@@ -451,7 +470,10 @@ def test_evaluate_accepts_bf16_labels_and_checks_rows() -> None:
     img = torch.randn(4, D)
     res = clf.evaluate(lambda x: x, [{"image": img, "labels": y}])
     assert set(res.per_label) == set(LABELS)
-    with pytest.raises(ValueError, match=r"returned 3 rows for 4 label rows"):
+    with pytest.raises(
+        ValueError,
+        match=r"encode_image\(batches\[0\]\['image'\]\) must have one row per label row \(4\), got 3",
+    ):
         clf.evaluate(lambda x: x[:3], [{"image": img, "labels": y}])
 
 
@@ -460,7 +482,9 @@ def test_evaluate_accepts_bf16_labels_and_checks_rows() -> None:
 
 def test_labels_none_is_a_clear_type_error() -> None:
     """Before: ``TypeError: 'NoneType' object is not iterable`` without the argument's name."""
-    with pytest.raises(TypeError, match="labels: expected a sequence of label names, got NoneType"):
+    with pytest.raises(
+        TypeError, match="labels must be a sequence of label names.*, got NoneType None"
+    ):
         ZeroShotClassifier(FakeEncoder(), None)  # type: ignore[arg-type]
 
 
@@ -469,12 +493,18 @@ def test_encoders_changing_d_between_batches_are_named() -> None:
     (image), neither naming the encoder."""
     dims = iter([D, D - 2, D])
     clf = ZeroShotClassifier(lambda t: torch.randn(len(t), next(dims)), LABELS, batch_size=2)
-    with pytest.raises(ValueError, match=r"encode_text: returned D=14 for strings 2\.\.3 but D=16"):
+    with pytest.raises(
+        ValueError,
+        match=r"encode_text must return one embedding size, got D=14 for strings 2\.\.3 but D=16",
+    ):
         clf.text_embeddings()
     clf = ZeroShotClassifier(FakeEncoder(), LABELS)
     y = torch.zeros(4, 3)
     batches = [{"image": torch.randn(4, D), "labels": y}, {"image": torch.randn(4, 8), "labels": y}]
-    with pytest.raises(ValueError, match=r"encode_image\(batches\[1\]\['image'\]\) returned D=8"):
+    with pytest.raises(
+        ValueError,
+        match=rf"encode_image\(batches\[1\]\['image'\]\) must have D={D} columns .*\(4, 8\)",
+    ):
         clf.evaluate(lambda x: x, batches)
 
 
@@ -489,8 +519,8 @@ def test_evaluate_reports_non_finite_image_features() -> None:
     ok = {"image": torch.randn(4, D), "labels": y}
     with pytest.raises(
         ValueError,
-        match=r"encode_image\(batches\[1\]\['image'\]\) returned 2 row\(s\) with NaN or inf "
-        r"image features \(rows \[1, 3\]\)",
+        match=r"encode_image\(batches\[1\]\['image'\]\) must be finite, got NaN or Inf in rows "
+        r"\[1, 3\] \(2 of 4\)",
     ):
         clf.evaluate(lambda x: x, [ok, {"image": img, "labels": y}])
 
@@ -510,11 +540,19 @@ def test_label_names_are_normalised_in_prompts() -> None:
     custom = ZeroShotClassifier(enc, ["Mass", "Edema"], prompt_names={"Mass": "pulmonary mass"})
     assert custom.prompts("Mass") == (("pulmonary mass", "no pulmonary mass"),)
     assert custom.prompts("Edema") == (("edema", "no edema"),)
-    with pytest.raises(ValueError, match=r"prompt_names: \['Fibrosis'\] not in labels"):
+    with pytest.raises(
+        ValueError, match=r"prompt_names must name labels of \['Mass'\], got \['Fibrosis'\]"
+    ):
         ZeroShotClassifier(enc, ["Mass"], prompt_names={"Fibrosis": "fibrosis"})
-    with pytest.raises(ValueError, match="prompt_names: unknown dataset 'nih'"):
+    with pytest.raises(
+        ValueError, match="prompt_names must be one of 'chestxray14', 'chexpert', .*, got str 'nih'"
+    ):
         ZeroShotClassifier(enc, ["Mass"], prompt_names="nih")
-    with pytest.raises(ValueError, match=r"'chexpert': labels \['Mass'\] are not labels"):
+    with pytest.raises(
+        ValueError,
+        match=r"labels \(for prompt_names='chexpert'\) must name labels of \[.*\], got \['Mass'\]; "
+        r"pass a mapping",
+    ):
         ZeroShotClassifier(enc, ["Mass"], prompt_names="chexpert")
 
 
@@ -642,3 +680,107 @@ def test_evaluate_details_agree_with_sklearn() -> None:
     got = clf.evaluate(lambda x: x, [{"image": img, "labels": torch.tensor(y)}])
     for k, name in enumerate(LABELS):
         assert abs(got.per_label[name] - roc_auc_score(y[:, k], got.y_score[:, k])) <= 1e-12
+
+
+# ------------------------------------------------ silently wrong / unactionable errors
+
+
+def test_identical_positive_and_negative_prompts_raise() -> None:
+    """Before: accepted, and every probability was exactly 0.5."""
+    with pytest.raises(ValueError, match=r"templates must give different positive and negative"):
+        ZeroShotClassifier(FakeEncoder(), ["Edema"], templates=[("{}", "{}")])
+    with pytest.raises(ValueError, match=r"label_prompts\['Edema'\] must give different"):
+        ZeroShotClassifier(FakeEncoder(), ["Edema"], label_prompts={"Edema": [("x", "x")]})
+    case_blind = ZeroShotClassifier(
+        lambda t: torch.stack([vec(x.lower()) for x in t]),
+        ["Edema", "Mass"],
+        label_prompts={"Edema": [("edema", "EDEMA")]},
+    )
+    with pytest.raises(ValueError, match=r"must embed positive and negative .* labels \['Edema'\]"):
+        case_blind.text_embeddings()
+
+
+def test_text_features_without_columns_are_named() -> None:
+    """Before: ``IndexError: amax(): Expected reduction dim -1 to have non-zero size``."""
+    clf = ZeroShotClassifier(lambda t: torch.zeros(len(t), 0), LABELS)
+    with pytest.raises(
+        ValueError, match=r"encode_text output must have shape \(6, D\) with D >= 1"
+    ):
+        clf.text_embeddings()
+
+
+@pytest.mark.parametrize(
+    ("labels", "error", "match"),
+    [
+        ([[0, None, 1]] * 4, TypeError, r"batches\[0\]\['labels'\] must be numeric 0/1/NaN labels"),
+        (np.array([["1", "0", "1"]] * 4), TypeError, r"batches\[0\]\['labels'\] must be numeric"),
+        ([[0, 2, 1]] * 4, ValueError, r"batches\[0\]\['labels'\] must hold 0 or 1, got \[2\]"),
+    ],
+    ids=["none", "numpy-str", "two"],
+)
+def test_evaluate_names_bad_labels(labels: Any, error: type[Exception], match: str) -> None:
+    """Before: ``Could not infer dtype of NoneType`` / ``can't convert np.ndarray of type
+    numpy.str_``, naming neither the batch nor the key."""
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    with pytest.raises(error, match=match):
+        clf.evaluate(lambda x: x, [{"image": torch.randn(4, D), "labels": labels}])
+
+
+def test_evaluate_says_batches_must_be_an_iterable_of_batches() -> None:
+    """Before: ``'NoneType' object is not iterable``, and for one dict batch
+    ``KeyError: "batches[0]: missing key 'labels'"`` although the dict had ``labels``."""
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    batch = {"image": torch.randn(4, D), "labels": torch.zeros(4, 3)}
+    for bad, given in ((None, "NoneType"), (batch, "dict")):
+        with pytest.raises(
+            TypeError, match=rf"batches must be an iterable of batches .*got {given}"
+        ):
+            clf.evaluate(lambda x: x, bad)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"batches\[0\] must be a mapping with keys \['image', 'labels'\]"
+    ):
+        clf.evaluate(lambda x: x, [(torch.randn(4, D), torch.zeros(4, 3))])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"confidence": "0.9"}, TypeError, "confidence must be a real number, got str '0.9'"),
+        ({"confidence": 1.5}, ValueError, r"confidence must be a number in \(0.0, 1.0\)"),
+        ({"seed": -1}, ValueError, "seed must be an int >= 0, got -1"),
+        ({"n_bootstrap": "100"}, TypeError, "n_bootstrap must be an int, got str"),
+    ],
+)
+def test_evaluate_checks_bootstrap_arguments_before_the_pass(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    """Before: ``'<' not supported between 'float' and 'str'``, after the whole pass."""
+    calls: list[int] = []
+
+    def encode_image(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return x
+
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    batch = {"image": torch.randn(4, D), "labels": torch.tensor([[0, 1, 0], [1, 0, 1]] * 2)}
+    with pytest.raises(error, match=match):
+        clf.evaluate(encode_image, [batch], **{"n_bootstrap": 10, **kwargs})
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": "4"}, "batch_size must be an int, got str '4'"),
+        ({"batch_size": True}, "batch_size must be an int, got bool True"),
+        ({"prompt_names": {"Edema": 3}}, r"prompt_names\['Edema'\] must be a str, got int 3"),
+        ({"label_prompts": [("a", "b")]}, "label_prompts must be a mapping label -> pairs"),
+    ],
+    ids=["batch-size-str", "batch-size-bool", "prompt-name-int", "label-prompts-list"],
+)
+def test_wrong_types_raise_type_error(kwargs: dict[str, Any], match: str) -> None:
+    """One rule: TypeError for a wrong type. Before: ValueError for ``batch_size="4"``, ``True``
+    and a non-str prompt name; a list of ``label_prompts`` pairs was read as a mapping
+    (``dict([("a", "b")])``) and refused as "['a'] not in labels"."""
+    with pytest.raises(TypeError, match=match):
+        ZeroShotClassifier(FakeEncoder(), ["Edema", "Mass"], **kwargs)
