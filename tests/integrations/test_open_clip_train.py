@@ -35,6 +35,7 @@ import open_clip_train.main  # noqa: E402
 
 from relaxclip.calibration import calibrate_threshold  # noqa: E402
 from relaxclip.integrations import open_clip_train as roc  # noqa: E402
+from relaxclip.integrations.open_clip_train import args as args_mod  # noqa: E402
 from relaxclip.integrations.open_clip_train import data as data_mod  # noqa: E402
 from relaxclip.integrations.open_clip_train import entry  # noqa: E402
 from relaxclip.integrations.open_clip_train import loss as loss_mod  # noqa: E402
@@ -163,7 +164,7 @@ class _Spy:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.losses: list[dict[str, Any]] = []
         self.batches: list[dict[str, Any]] = []
-        forward, collate = RelaxedContrastiveLoss.forward, roc.OpenClipReportCollate.__call__
+        forward, collate = RelaxedContrastiveLoss.forward, data_mod.OpenClipReportCollate.__call__
         spy = self
 
         def loss_forward(self: RelaxedContrastiveLoss, *args: Any, **kwargs: Any) -> Any:
@@ -185,7 +186,7 @@ class _Spy:
             )
             return out
 
-        def collate_call(self: roc.OpenClipReportCollate, batch: Any) -> Any:
+        def collate_call(self: data_mod.OpenClipReportCollate, batch: Any) -> Any:
             out = collate(self, batch)
             spy.batches.append(
                 {
@@ -199,7 +200,7 @@ class _Spy:
             return out
 
         monkeypatch.setattr(RelaxedContrastiveLoss, "forward", loss_forward)
-        monkeypatch.setattr(roc.OpenClipReportCollate, "__call__", collate_call)
+        monkeypatch.setattr(data_mod.OpenClipReportCollate, "__call__", collate_call)
 
 
 def _logged_losses(log: Path) -> list[float]:
@@ -209,7 +210,7 @@ def _logged_losses(log: Path) -> list[float]:
 
 # ---------------------------------------------------------------------------------- version
 def test_supported_open_clip_is_accepted() -> None:
-    oc = roc.check_open_clip()
+    oc = entry.check_open_clip()
     assert oc.version == roc.TESTED_OPEN_CLIP
     assert oc.main is open_clip_train.main and oc.data is open_clip_train.data
     assert entry._in_supported_range(oc.version)
@@ -221,7 +222,7 @@ def test_unsupported_open_clip_version_is_an_error(
 ) -> None:
     monkeypatch.setattr(entry, "_open_clip_version", lambda: version)
     with pytest.raises(roc.OpenClipVersionError) as err:
-        roc.check_open_clip()
+        entry.check_open_clip()
     assert ("not installed" if version is None else f"{version} is not supported") in str(err.value)
     assert roc.SUPPORTED_OPEN_CLIP in str(err.value) and roc.TESTED_OPEN_CLIP in str(err.value)
     assert 'pip install "relaxclip[openclip]"' in str(err.value)
@@ -231,15 +232,15 @@ def test_unsupported_open_clip_version_is_an_error(
 def test_relax_options_are_split_from_open_clip_options() -> None:
     argv = ["--model", "RN50", "--relax-threshold", "0.7", "--local-loss", "--sentence-sampling",
             "--num-sentences", "2-3", "--report-sections", "impression", "--epochs", "2"]  # fmt: skip
-    options, rest = roc.parse_relax_args(argv)
-    assert options == roc.RelaxOptions(0.7, True, (2, 3), ("impression",))
+    options, rest = args_mod.parse_relax_args(argv)
+    assert options == args_mod.RelaxOptions(0.7, True, (2, 3), ("impression",))
     assert rest == ["--model", "RN50", "--local-loss", "--epochs", "2"]
-    assert roc.parse_relax_args(["--relax-threshold", "none"])[0].threshold is None
-    assert roc.parse_relax_args([])[0] == roc.RelaxOptions()  # plain CLIP, no sampling
-    opts = roc.parse_relax_args(["--sentence-sampling", "--num-sentences", "0.5",
+    assert args_mod.parse_relax_args(["--relax-threshold", "none"])[0].threshold is None
+    assert args_mod.parse_relax_args([])[0] == args_mod.RelaxOptions()  # plain CLIP, no sampling
+    opts = args_mod.parse_relax_args(["--sentence-sampling", "--num-sentences", "0.5",
                                  "--report-sections", "all", "--on-empty", "drop"])[0]  # fmt: skip
     assert opts.num_sentences == 0.5 and opts.sections is None and opts.on_empty == "drop"
-    opts = roc.parse_relax_args(["--sentence-sampling", "--report-sections", "findings",
+    opts = args_mod.parse_relax_args(["--sentence-sampling", "--report-sections", "findings",
                                  "--report-fallback", "impression,report"])[0]  # fmt: skip
     assert opts.sections == ("findings",) and opts.fallback == ("impression", "report")
 
@@ -283,7 +284,7 @@ def test_help_lists_relaxclip_and_open_clip_options(capsys) -> None:
 )
 def test_bad_relax_options_exit_with_a_message(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exc:
-        roc.parse_relax_args(argv)
+        args_mod.parse_relax_args(argv)
     assert exc.value.code == 2
     assert "--" in capsys.readouterr().err
 
@@ -292,7 +293,7 @@ def test_bad_relax_options_exit_with_a_message(argv: list[str], capsys) -> None:
 def test_unknown_report_section_is_rejected_up_front(flag: str, capsys) -> None:
     """A misspelt section name used to pass silently (sampling only the other sections)."""
     with pytest.raises(SystemExit) as exc:
-        roc.parse_relax_args(["--sentence-sampling", flag, "findings,impresion"])
+        args_mod.parse_relax_args(["--sentence-sampling", flag, "findings,impresion"])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"argument {flag}: must be comma-separated section names among" in err
@@ -354,9 +355,9 @@ def test_csv_columns_and_images_are_checked_before_building(
 
 
 def test_text_groups_parse_and_need_training_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    options, rest = roc.parse_relax_args(["--sentence-sampling", "--text-groups", "--epochs", "1"])
+    options, rest = args_mod.parse_relax_args(["--sentence-sampling", "--text-groups", "--epochs", "1"])
     assert options.text_groups and options.sentence_sampling and rest == ["--epochs", "1"]
-    assert not roc.parse_relax_args(["--sentence-sampling"])[0].text_groups
+    assert not args_mod.parse_relax_args(["--sentence-sampling"])[0].text_groups
     monkeypatch.setattr(open_clip_train.main, "create_model_and_transforms", _must_not_run)
     argv = ["--sentence-sampling", "--text-groups", "--val-data", "v.csv", "--device", "cpu"]
     with pytest.raises(roc.OptionError, match="--text-groups needs --train-data"):
@@ -365,9 +366,9 @@ def test_text_groups_parse_and_need_training_data(monkeypatch: pytest.MonkeyPatc
 
 def test_text_group_feed_pairs_each_window_with_its_loss_calls() -> None:
     a, b, c = torch.tensor([1, 2, 1]), torch.tensor([5, 6, 2]), torch.tensor([9, 9, 9])
-    feed = roc.TextGroupFeed(accum_freq=2)
+    feed = loss_mod.TextGroupFeed(accum_freq=2)
     feed.push(a)
-    with pytest.raises(RuntimeError, match="no complete window"):
+    with pytest.raises(RuntimeError, match="before a complete window"):
         feed.take(3)  # the window is not complete yet
     feed.push(b)
     for _ in range(2):  # accum_freq calls, each on the window's rows in batch order
@@ -378,10 +379,10 @@ def test_text_group_feed_pairs_each_window_with_its_loss_calls() -> None:
     assert (feed.windows, feed.rows, feed.shared_rows) == (1, 6, 4)
     feed.push(c)
     feed.push(a)
-    with pytest.raises(RuntimeError, match="the loss got 3 feature rows, but the last 2"):
+    with pytest.raises(RuntimeError, match="the loss got 3 feature rows, but the window holds 6"):
         feed.take(3)
     assert torch.equal(feed.take(6), torch.cat([c, a]))
-    with pytest.raises(RuntimeError, match="after calling the loss 1 of 2 times"):
+    with pytest.raises(RuntimeError, match="a new batch came after 1 of 2 loss calls"):
         feed.push(b)  # the loop skipped a loss call: ids would pair with the wrong batches
     feed.start_epoch()  # a new epoch forgets the window (and an incomplete one)
     feed.push(b)
@@ -390,9 +391,9 @@ def test_text_group_feed_pairs_each_window_with_its_loss_calls() -> None:
     feed.push(a)
     assert torch.equal(feed.take(6), torch.cat([c, a]))
     with pytest.raises(ValueError, match="accum_freq"):
-        roc.TextGroupFeed(0)
+        loss_mod.TextGroupFeed(0)
     with pytest.raises(TypeError, match="groups must not be passed"):
-        roc.OpenClipLoss(0.5, feed=roc.TextGroupFeed())(
+        loss_mod.OpenClipLoss(0.5, feed=loss_mod.TextGroupFeed())(
             torch.randn(3, 4), torch.randn(3, 4), 10.0, groups=a
         )
 
@@ -428,7 +429,7 @@ def test_loss_maps_open_clip_distributed_options(
         distributed=distributed, world_size=world, local_loss=local_loss, gather_with_grad=False
     )
     with caplog.at_level("INFO", logger="relaxclip.open_clip_train"):
-        loss = roc.make_loss(args, 0.6)
+        loss = loss_mod.make_loss(args, 0.6)
     assert isinstance(loss, RelaxedContrastiveLoss) and loss.threshold == 0.6
     assert loss.distributed is distributed
     if mode is not None:
@@ -440,7 +441,7 @@ def test_loss_maps_open_clip_distributed_options(
 
 # ---------------------------------------------------------------------------------- quantile
 def test_relax_quantile_options_parse() -> None:
-    options, rest = roc.parse_relax_args(
+    options, rest = args_mod.parse_relax_args(
         ["--relax-quantile", "0.7", "--epochs", "2", "--relax-calibration-batches", "3"]
     )
     assert (options.relax_quantile, options.calibration_batches, options.threshold) == (
@@ -449,8 +450,8 @@ def test_relax_quantile_options_parse() -> None:
         None,
     )
     assert rest == ["--epochs", "2"]
-    assert roc.parse_relax_args(["--relax-quantile", "0.5"])[0].calibration_batches == 10
-    assert roc.parse_relax_args([])[0].relax_quantile is None
+    assert args_mod.parse_relax_args(["--relax-quantile", "0.5"])[0].calibration_batches == 10
+    assert args_mod.parse_relax_args([])[0].relax_quantile is None
 
 
 @pytest.mark.parametrize(
@@ -469,7 +470,7 @@ def test_bad_relax_quantile_options_exit_with_a_message(
     argv: list[str], message: str, capsys
 ) -> None:
     with pytest.raises(SystemExit) as exc:
-        roc.parse_relax_args(argv)
+        args_mod.parse_relax_args(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -477,7 +478,7 @@ def test_bad_relax_quantile_options_exit_with_a_message(
 def test_logged_statistics_are_not_added_to_the_loss() -> None:
     """open_clip sums losses.values() and logs losses.items(): the statistics are only logged."""
     x, y = torch.randn(8, 4), torch.randn(8, 4)
-    losses = roc.OpenClipLoss(0.1)(x, y, 10.0, output_dict=True)
+    losses = loss_mod.OpenClipLoss(0.1)(x, y, 10.0, output_dict=True)
     assert sorted(losses) == ["contrastive_loss", "pos_cos_p10", "pos_cos_p50", "pos_cos_p90",
                               "relax_share", "relax_theta"]  # fmt: skip
     torch.testing.assert_close(sum(losses.values()), losses["contrastive_loss"])
@@ -488,7 +489,7 @@ def test_logged_statistics_are_not_added_to_the_loss() -> None:
     torch.testing.assert_close(losses["relax_share"], (cos > 0.1).float().mean())
     torch.testing.assert_close(losses["pos_cos_p50"], torch.quantile(cos, 0.5), rtol=0, atol=1e-6)
     assert float(losses["relax_theta"]) == pytest.approx(0.1)
-    assert "relax_theta" not in roc.OpenClipLoss(None)(x, y, 10.0, output_dict=True)
+    assert "relax_theta" not in loss_mod.OpenClipLoss(None)(x, y, 10.0, output_dict=True)
 
 
 # ---------------------------------------------------------------------------------- data
@@ -496,18 +497,18 @@ def test_reports_without_a_sentence_are_named_with_command_line_advice(tmp_path:
     """The advice used to name the Python arguments fallback= and on_empty=."""
     csv = tmp_path / "bad.csv"
     csv.write_text("filepath\treport\na.png\tFINDINGS: Clear lungs.\nb.png\tIMPRESSION: \n")
-    images, reports = roc.read_csv(csv, "filepath", "report", "\t", check_images=False)
-    options = roc.RelaxOptions(sentence_sampling=True)
+    images, reports = data_mod.read_csv(csv, "filepath", "report", "\t", check_images=False)
+    options = args_mod.RelaxOptions(sentence_sampling=True)
     with pytest.raises(roc.OptionError) as err:
         data_mod.check_reports(str(csv), images, reports, data_mod._make_sampler(options))
     message = str(err.value)
     assert re.search(r"bad\.csv: data row 1 \(image 'b\.png'\)", message)
     assert "--report-fallback" in message and "--on-empty drop" in message
     assert "fallback=" not in message and "on_empty=" not in message
-    drop = data_mod._make_sampler(roc.RelaxOptions(sentence_sampling=True, on_empty="drop"))
+    drop = data_mod._make_sampler(args_mod.RelaxOptions(sentence_sampling=True, on_empty="drop"))
     assert data_mod.check_reports(str(csv), images, reports, drop) == 1
     with pytest.raises(roc.OptionError, match="no column 'caption'"):
-        roc.read_csv(csv, "filepath", "caption", "\t")
+        data_mod.read_csv(csv, "filepath", "caption", "\t")
 
 
 def test_collate_follows_the_shared_epoch_in_dataloader_workers() -> None:
@@ -520,7 +521,7 @@ def test_collate_follows_the_shared_epoch_in_dataloader_workers() -> None:
     data = [{"image": torch.zeros(1), "report": r} for r in reports]
     tokenizer = lambda texts: torch.tensor([[zlib.crc32(t.encode())] for t in texts])  # noqa: E731
     shared = open_clip_train.data.SharedEpoch(0)
-    collate = roc.OpenClipReportCollate(SentenceSampler(tokenizer=tokenizer, seed=3), shared)
+    collate = data_mod.OpenClipReportCollate(SentenceSampler(tokenizer=tokenizer, seed=3), shared)
     loader = DataLoader(data, batch_size=8, num_workers=2, collate_fn=collate)
 
     def epoch(e: int) -> list[int]:
@@ -542,9 +543,9 @@ def test_grouped_loader_strips_the_ids_from_worker_batches() -> None:
     data = [{"image": torch.zeros(1), "report": sentences[i % 4]} for i in range(16)]
     tokenizer = lambda texts: torch.tensor([[zlib.crc32(t.encode())] for t in texts])  # noqa: E731
     sampler = SentenceSampler(tokenizer=tokenizer, seed=1, group_key="text_group")
-    collate = roc.OpenClipReportCollate(sampler, open_clip_train.data.SharedEpoch(0))
-    feed = roc.TextGroupFeed()
-    loader = roc.GroupedLoader(DataLoader(data, batch_size=4, num_workers=2,
+    collate = data_mod.OpenClipReportCollate(sampler, open_clip_train.data.SharedEpoch(0))
+    feed = loss_mod.TextGroupFeed()
+    loader = data_mod.GroupedLoader(DataLoader(data, batch_size=4, num_workers=2,
                                            collate_fn=collate), feed)  # fmt: skip
     assert (len(loader), loader.num_batches, loader.num_samples) == (4, 4, 16)
     by_token = {int(tokenizer([s])[0, 0]): s for s in sentences}
@@ -598,7 +599,7 @@ def test_trains_with_relaxed_loss_and_sampling_then_resumes(
     assert logged == pytest.approx(ours, rel=1e-4, abs=1e-4)
     # -- relaxation statistics at every logged step, in open_clip's log lines and tensorboard
     log = (tmp_path / "run" / "out.log").read_text()
-    want = [roc.relax_stats(c["inputs"][0], c["inputs"][1], theta) for c in spy.losses]
+    want = [loss_mod.relax_stats(c["inputs"][0], c["inputs"][1], theta) for c in spy.losses]
     for key in ("relax_theta", "relax_share", "pos_cos_p10", "pos_cos_p50", "pos_cos_p90"):
         expected = [float(w[key]) for w in want]
         in_log = [float(v) for v in re.findall(rf"{key.capitalize()}: (\S+) \(", log)]
@@ -774,7 +775,7 @@ def test_text_groups_reach_the_loss(
     shared_calls, shared_rows, rows, variant_pairs = 0, 0, 0, 0
     with_groups, without = [], []
     for k, call in enumerate(spy.losses):
-        assert isinstance(call["module"], roc.OpenClipLoss) and call["module"].feed is not None
+        assert isinstance(call["module"], loss_mod.OpenClipLoss) and call["module"].feed is not None
         assert call["kwargs"] == [
             "groups", "image_features", "logit_scale", "output_dict", "text_features"
         ]  # fmt: skip
@@ -818,10 +819,11 @@ _DRIVER = textwrap.dedent(
     import json, os, sys
     import torch
     from relaxclip.integrations import open_clip_train as roc
+    from relaxclip.integrations.open_clip_train import data, entry
     from relaxclip.loss import RelaxedContrastiveLoss
 
     forward = RelaxedContrastiveLoss.forward
-    collate = roc.OpenClipReportCollate.__call__
+    collate = data.OpenClipReportCollate.__call__
     calls, texts = [], []
 
     def spy(self, *args, **kwargs):
@@ -844,7 +846,7 @@ _DRIVER = textwrap.dedent(
         return out
 
     RelaxedContrastiveLoss.forward = spy
-    roc.OpenClipReportCollate.__call__ = collate_spy
+    data.OpenClipReportCollate.__call__ = collate_spy
 
     # open_clip's trainer wraps the model as DDP(model, device_ids=[device]), which torch rejects
     # for CPU modules; this test-only shim drops device_ids on CPU so that gloo on CPU can run.
@@ -857,7 +859,7 @@ _DRIVER = textwrap.dedent(
             super().__init__(module, device_ids=device_ids, **kwargs)
 
     torch.nn.parallel.DistributedDataParallel = CpuDDP
-    roc.entry._cpu_torchrun = lambda args: False  # the entry point rejects CPU torchrun otherwise
+    entry._cpu_torchrun = lambda args: False  # the entry point rejects CPU torchrun otherwise
     status = roc.main(sys.argv[1:])
     with open(os.path.join(os.environ["SPY_DIR"], f"rank{os.environ['RANK']}.json"), "w") as f:
         json.dump({"status": status, "calls": calls, "texts": texts}, f)

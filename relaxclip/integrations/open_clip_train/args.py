@@ -10,17 +10,22 @@ from typing import Any
 from relaxclip.sampling import NumSentences, SentenceSampler
 from relaxclip.sentences import HEADER_ALIASES, PREAMBLE_KEY
 
-#: open_clip_torch versions this entry point supports (the ``openclip`` extra's pin): the tiny
-#: training tests passed with 3.0.0, 3.2.0 and 3.3.0.
+#: open_clip_torch versions supported (the ``openclip`` extra's pin; tested: 3.0.0, 3.2.0, 3.3.0).
 SUPPORTED_OPEN_CLIP = ">=3.0,<3.4"
 #: The version CI runs (``examples/requirements-integrations.txt``).
 TESTED_OPEN_CLIP = "3.3.0"
 INSTALL = 'pip install "relaxclip[openclip]"'
+NEEDS = (
+    f"relaxclip's open_clip trainer integration needs open_clip_torch{SUPPORTED_OPEN_CLIP} "
+    f"(tested: {TESTED_OPEN_CLIP}) and its training dependencies: {INSTALL} (or pip install "
+    f"'open_clip_torch=={TESTED_OPEN_CLIP}' webdataset pandas braceexpand)"
+)
 DEFAULT_SECTIONS: tuple[str, ...] = ("findings", "impression")
 #: Section names ``--report-sections`` and ``--report-fallback`` accept.
 KNOWN_SECTIONS: tuple[str, ...] = (*HEADER_ALIASES, PREAMBLE_KEY)
 PROG = "python -m relaxclip.integrations.open_clip_train"
 _SAMPLING_FLAGS = ("num_sentences", "report_sections", "report_fallback", "on_empty")
+_COSINE = "a cosine similarity in (-1, 1] or 'none'"
 
 
 class OpenClipVersionError(RuntimeError):
@@ -57,39 +62,21 @@ def _number(text: str, want: str, ok: Callable[[float], bool], cast: type = floa
     return value
 
 
-def _threshold(text: str) -> float | None:
-    if text.strip().lower() == "none":
-        return None
-    return _number(text, "a cosine similarity in (-1, 1] or 'none'", lambda v: -1 < v <= 1)
-
-
 def _num_sentences(text: str) -> NumSentences:
-    spec: NumSentences
+    lo, dash, hi = text.partition("-")
     try:
-        if "-" in text.strip("-"):
-            lo, hi = text.split("-", 1)
-            spec = (int(lo), int(hi))
-        elif any(c in text for c in ".eE"):
-            spec = float(text)
-        else:
-            spec = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be an int >= 1, a fraction in (0, 1] or a range lo-hi, got {text!r}"
-        ) from None
-    try:
+        is_float = any(c in text for c in ".eE")
+        spec = (int(lo), int(hi)) if dash else float(text) if is_float else int(text)
         SentenceSampler(num_sentences=spec)  # the sampler's own validation
-    except (TypeError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    except (TypeError, ValueError):
+        want = "an int >= 1, a fraction in (0, 1] or a range lo-hi (lo <= hi)"
+        raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
     return spec
 
 
 def section_names(text: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """``"findings,impression"`` -> ``("findings", "impression")``, each a known section name.
-
-    ``extra``: further names allowed (``"report"`` for the fallback chain). Raises
-    ``argparse.ArgumentTypeError`` naming the first unknown name and listing the valid ones.
-    """
+    """``"findings,impression"`` -> ``("findings", "impression")``; an unknown name (not in
+    :data:`KNOWN_SECTIONS` or ``extra``) is an ``argparse.ArgumentTypeError`` listing them."""
     names = tuple(s.strip().lower() for s in text.split(","))
     valid = (*KNOWN_SECTIONS, *extra)
     for name in names:
@@ -101,44 +88,33 @@ def section_names(text: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
     return names
 
 
-def _sections(text: str) -> tuple[str, ...]:
-    """``"all"`` -> ``()`` (every section), otherwise :func:`section_names`."""
-    return () if text.strip().lower() == "all" else section_names(text)
-
-
-def _fallback(text: str) -> tuple[str, ...]:
-    return section_names(text, extra=("report",))
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The parser of relaxclip's own options (unknown options are left for open_clip)."""
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="open_clip's trainer (open_clip_train.main) with relaxclip's relaxed "
-        "contrastive loss and random sentence sampling. Every open_clip_train.main option is "
-        "accepted unchanged; relaxclip adds:",
+        description="open_clip's trainer with relaxclip's loss and sentence sampling. Every "
+        "open_clip_train.main option is accepted unchanged; relaxclip adds:",
         add_help=False,
         allow_abbrev=False,
     )
     theta = p.add_mutually_exclusive_group()
     theta.add_argument(
         "--relax-threshold",
-        type=_threshold,
-        default=None,
+        type=lambda t: (
+            None if t.strip().lower() == "none" else _number(t, _COSINE, lambda v: -1 < v <= 1)
+        ),
         metavar="THETA",
         help="relaxation threshold θ in (-1, 1]; 'none' (default) = plain CLIP loss",
     )
     theta.add_argument(
         "--relax-quantile",
         type=lambda t: _number(t, "a number in (0, 1)", lambda v: 0 < v < 1),
-        default=None,
         metavar="Q",
         help="θ calibrated once before training: the Q-quantile of the model's positive cosines",
     )
     p.add_argument(
         "--relax-calibration-batches",
         type=lambda t: _number(t, "an int >= 1", lambda v: v >= 1, int),
-        default=None,
         metavar="N",
         help="first training batches per rank --relax-quantile uses (default 10)",
     )
@@ -150,29 +126,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--num-sentences",
         type=_num_sentences,
-        default=None,
         metavar="K",
         help="sentences per report and step: int, fraction in (0, 1] or lo-hi (default 1)",
     )
     p.add_argument(
         "--report-sections",
-        type=_sections,
-        default=None,
+        type=lambda t: () if t.strip().lower() == "all" else section_names(t),
         metavar="NAMES",
         help=f"sections to sample from, or 'all' (default findings,impression); known: "
         f"{', '.join(KNOWN_SECTIONS)}",
     )
     p.add_argument(
         "--report-fallback",
-        type=_fallback,
-        default=None,
+        type=lambda t: section_names(t, extra=("report",)),
         metavar="NAMES",
         help="sections tried when a report has none of --report-sections, e.g. indication,report",
     )
     p.add_argument(
         "--on-empty",
         choices=("raise", "drop"),
-        default=None,
         help="a report without a sentence: stop before training (default) or drop the sample",
     )
     p.add_argument(
@@ -184,13 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_relax_args(argv: Sequence[str]) -> tuple[RelaxOptions, list[str]]:
-    """Split ``argv`` into relaxclip's options and the rest (open_clip's, order kept).
-
-    Raises ``SystemExit(2)`` (argparse) for a bad value, for a sampling option or
-    ``--text-groups`` without ``--sentence-sampling`` (they would have no effect), for
-    ``--relax-threshold`` together with ``--relax-quantile`` and for
-    ``--relax-calibration-batches`` without ``--relax-quantile``.
-    """
+    """Split ``argv`` into relaxclip's options and the rest (open_clip's, order kept);
+    ``SystemExit(2)`` for a bad value or an option without the one it needs."""
     parser = build_parser()
     ns, rest = parser.parse_known_args(list(argv))
     if ns.relax_calibration_batches is not None and ns.relax_quantile is None:

@@ -16,25 +16,15 @@ from relaxclip.integrations.open_clip_train.args import OptionError, RelaxOption
 from relaxclip.integrations.open_clip_train.loss import TextGroupFeed
 from relaxclip.sampling import SentenceSampler
 
-_SEED_STRIDE = 100_003
+_SEED_STRIDE = 100_003  # the sampler's seed on a rank: --seed * 100003 + rank
 _log = logging.getLogger("relaxclip.open_clip_train")
-
-
-def sampler_seed(seed: int, rank: int) -> int:
-    """Seed of the sampler on ``rank``: ``seed * 100003 + rank`` (distinct per rank)."""
-    return seed * _SEED_STRIDE + rank
 
 
 def read_csv(
     path: str | Path, img_key: str, caption_key: str, sep: str, *, check_images: bool = True
 ) -> tuple[list[str], list[str]]:
-    """The image paths and captions of an open_clip CSV, every cell as text.
-
-    Raises:
-        OptionError: a missing column (naming the columns the file has), no data row, or (with
-            ``check_images``) an image path that is not a file, naming its row (0-based, header
-            excluded) and how many rows' images are missing.
-    """
+    """The image paths and captions of an open_clip CSV, every cell as text; ``OptionError``
+    for a missing column, no data row or (``check_images``) an image that is not a file."""
     import pandas as pd
 
     df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
@@ -59,11 +49,8 @@ def read_csv(
 
 
 def check_reports(path: str, images: list[str], reports: list[str], sampler: Any) -> int:
-    """Raise ``OptionError`` for the first report without a sentence (``on_empty='raise'``).
-
-    Returns the number of such reports (with ``on_empty='drop'`` they are left out of their
-    batches while training).
-    """
+    """The number of reports without a sentence; ``OptionError`` naming the first one's row
+    unless the sampler drops them (``--on-empty drop``)."""
     empty = 0
     for i, report in enumerate(reports):
         try:
@@ -71,10 +58,9 @@ def check_reports(path: str, images: list[str], reports: list[str], sampler: Any
         except (TypeError, ValueError):
             if sampler.on_empty == "raise":
                 raise OptionError(
-                    f"{path}: data row {i} (image {images[i]!r}): the report has no sentence in "
-                    f"{sampler.pool.describe()}; fix or filter the data, choose other "
-                    "--report-sections, add --report-fallback (e.g. report), or pass "
-                    "--on-empty drop"
+                    f"{path}: data row {i} (image {images[i]!r}): no sentence in "
+                    f"{sampler.pool.describe()}; fix the data, choose other --report-sections, "
+                    "add --report-fallback (e.g. report) or pass --on-empty drop"
                 ) from None
             empty += 1
     return empty
@@ -86,29 +72,30 @@ def _make_sampler(options: RelaxOptions, **kwargs: Any) -> SentenceSampler:
         sections=options.sections,
         fallback=options.fallback,
         on_empty=options.on_empty,  # type: ignore[arg-type]
-        text_key="report",
-        image_key="image",
         **kwargs,
     )
 
 
 def check_csv_data(args: argparse.Namespace, options: RelaxOptions) -> None:
-    """Check open_clip's CSV data (columns, image files, reports) before any model is built.
-
-    Checks ``--train-data`` and ``--val-data`` when they are read as CSV (``--dataset-type
-    csv``, or ``auto`` with a ``.csv``/``.tsv`` file); with ``--sentence-sampling`` also that
-    every report has a sentence (:func:`check_reports`). Raises ``OptionError``.
-    """
-    for path in (args.train_data, args.val_data):
-        suffix = str(path).rsplit(".", 1)[-1]
-        if path is None or args.dataset_type not in ("csv", "auto"):
-            continue
-        if args.dataset_type == "auto" and suffix not in ("csv", "tsv"):
+    """Check ``--train-data``/``--val-data`` before any model is built (``OptionError``): CSV
+    files (``--dataset-type csv``, or ``auto`` and .csv/.tsv) with their columns and images, and
+    with ``--sentence-sampling`` CSV data only, with a sentence in every report."""
+    for flag, path in (("--train-data", args.train_data), ("--val-data", args.val_data)):
+        kind = args.dataset_type
+        is_csv = kind == "csv" or (
+            kind == "auto" and str(path).rsplit(".", 1)[-1] in ("csv", "tsv")
+        )
+        if path is not None and options.sentence_sampling and not is_csv:
+            raise OptionError(
+                f"--sentence-sampling works on CSV data (--dataset-type csv, or auto with a "
+                f".csv/.tsv file); {flag} {path} is read as --dataset-type {args.dataset_type}"
+            )
+        if path is None or not is_csv:
             continue
         if not os.path.isfile(path):
-            raise OptionError(f"{path}: no such CSV file (--train-data/--val-data)")
-        sep, img_key, cap_key = args.csv_separator, args.csv_img_key, args.csv_caption_key
-        images, captions = read_csv(path, img_key, cap_key, sep)
+            raise OptionError(f"{path}: no such CSV file ({flag})")
+        columns = (args.csv_img_key, args.csv_caption_key, args.csv_separator)
+        images, captions = read_csv(path, *columns)
         if options.sentence_sampling:
             empty = check_reports(path, images, captions, _make_sampler(options))
             if empty:
@@ -116,24 +103,11 @@ def check_csv_data(args: argparse.Namespace, options: RelaxOptions) -> None:
 
 
 class ReportCsvDataset(Dataset[dict[str, Any]]):
-    """open_clip's CSV dataset with the caption column read as a whole report (not tokenised).
+    """open_clip's CSV dataset with whole reports: ``{"image": transforms(PIL image),
+    "report": str}`` per row (``transforms``: open_clip's ``preprocess``)."""
 
-    Returns ``{"image": transforms(PIL image), "report": str}`` per row (``transforms`` is
-    open_clip's ``preprocess``). The file is read with :func:`read_csv` (images not checked:
-    :func:`check_csv_data` did that before the model was built).
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        transforms: Callable[[Any], Any],
-        img_key: str,
-        caption_key: str,
-        sep: str = "\t",
-    ) -> None:
-        self.path = str(path)
-        self.images, self.reports = read_csv(path, img_key, caption_key, sep, check_images=False)
-        self.transforms = transforms
+    def __init__(self, images: list[str], reports: list[str], transforms: Callable[..., Any]):
+        self.images, self.reports, self.transforms = images, reports, transforms
 
     def __len__(self) -> int:
         return len(self.reports)
@@ -145,19 +119,14 @@ class ReportCsvDataset(Dataset[dict[str, Any]]):
 
 
 class OpenClipReportCollate:
-    """``collate_fn`` giving open_clip's ``(images, texts)`` batches from sampled report sentences.
+    """``collate_fn`` giving open_clip's ``(images, tokens)`` batches of sampled sentences.
 
-    Calls ``sampler`` (a :class:`SentenceSampler` with an open_clip tokenizer) and returns
-    ``(images (B, 3, H, W), tokens LongTensor (B, context_length))``, plus the text-group ids
-    ``LongTensor (B,)`` when the sampler has a ``group_key`` (:class:`GroupedLoader` strips them
-    off). Before each call it reads the epoch from ``shared_epoch`` (open_clip's ``SharedEpoch``,
-    shared memory that DataLoader workers see) and calls ``sampler.set_epoch`` whenever it changed
-    (and on a fresh copy's first call). ``last_texts``: the latest call's sampled strings.
+    Adds the text-group ids ``LongTensor (B,)`` when ``sampler`` has a ``group_key``. Follows
+    the epoch of ``shared_epoch`` (open_clip's ``SharedEpoch``, which DataLoader workers see)
+    with ``sampler.set_epoch``. ``last_texts``: the latest call's sampled strings.
     """
 
     def __init__(self, sampler: SentenceSampler, shared_epoch: Any) -> None:
-        if sampler.tokenizer is None:
-            raise ValueError("OpenClipReportCollate: sampler needs a tokenizer")
         self.sampler = sampler
         self.shared_epoch = shared_epoch
         self.last_texts: list[str] = []
@@ -191,13 +160,7 @@ class GroupedLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.feed.start_epoch()
-        for batch in self.loader:
-            if len(batch) != 3:  # a tuple, or a list after pin_memory
-                raise RuntimeError(
-                    f"--text-groups: the train collate returned {len(batch)} items, expected "
-                    "(images, texts, group ids)"
-                )
-            images, texts, groups = batch
+        for images, texts, groups in self.loader:
             self.feed.push(groups)
             yield images, texts
 
@@ -224,13 +187,12 @@ def make_csv_dataset_fn(
         sampler = _make_sampler(
             options,
             tokenizer=tokenizer,
-            seed=sampler_seed(int(args.seed), int(args.rank)),
+            seed=int(args.seed) * _SEED_STRIDE + int(args.rank),
             train=bool(is_train),
             group_key="text_group" if grouped else None,
         )
-        dataset = ReportCsvDataset(
-            path, preprocess_fn, args.csv_img_key, args.csv_caption_key, args.csv_separator
-        )
+        columns = (args.csv_img_key, args.csv_caption_key, args.csv_separator)
+        dataset = ReportCsvDataset(*read_csv(path, *columns, check_images=False), preprocess_fn)
         shared_epoch = data_mod.SharedEpoch(epoch=epoch)
         dist_sampler: Any = DistributedSampler(dataset) if args.distributed and is_train else None
         dataloader = DataLoader(
@@ -246,15 +208,7 @@ def make_csv_dataset_fn(
         # open_clip's loop reads these two attributes of the loader
         setattr(dataloader, "num_samples", len(dataset))  # noqa: B010
         setattr(dataloader, "num_batches", len(dataloader))  # noqa: B010
-        _log.info(
-            "relaxclip: %s data %s: %d reports, sentence sampling %s (%r)%s",
-            "train" if is_train else "val",
-            path,
-            len(dataset),
-            "on" if is_train else "off (every sentence)",
-            sampler,
-            ", text groups to the loss" if grouped else "",
-        )
+        _log.info("relaxclip: %s, %d reports: %r", path, len(dataset), sampler)
         loader = GroupedLoader(dataloader, feed) if grouped and feed else dataloader
         return data_mod.DataInfo(loader, dist_sampler, shared_epoch)
 

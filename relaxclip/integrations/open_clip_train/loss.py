@@ -16,58 +16,41 @@ from relaxclip.integrations.open_clip_train.args import SUPPORTED_OPEN_CLIP
 from relaxclip.loss import RelaxedContrastiveLoss, positive_pair_stats
 
 _log = logging.getLogger("relaxclip.open_clip_train")
-_MISMATCH = (
-    "open_clip's train loop no longer matches this integration (supported: "
-    f"open_clip_torch{SUPPORTED_OPEN_CLIP})"
-)
+_MISMATCH = f"open_clip's loop no longer matches (supported: open_clip_torch{SUPPORTED_OPEN_CLIP})"
 
 
 class TextGroupFeed:
-    """Carries the text-group ids of open_clip's training batches from the DataLoader to the loss.
+    r"""Carries the text-group ids of open_clip's training batches from the DataLoader to the loss.
 
-    open_clip's loop cannot pass per-batch data to the loss, so the train loader
-    (:class:`~relaxclip.integrations.open_clip_train.data.GroupedLoader`) calls :meth:`push` with
-    every batch's ids, ``LongTensor (b,)``, and the loss calls :meth:`take` with the number of
-    feature rows it got. The loop runs in windows of ``accum_freq`` batches and calls the loss
-    ``accum_freq`` times on the window's features concatenated in batch order, so :meth:`take`
-    returns the window's ids concatenated in batch order for each of those calls.
-
-    Raises ``RuntimeError`` at run time when the pairing breaks: :meth:`take` without a complete
-    window or more than ``accum_freq`` times per window, a row count different from the window's,
-    or :meth:`push` before the previous window's calls. :meth:`start_epoch` discards a window
-    left incomplete at the end of an epoch. Counters: ``windows``, ``rows`` and ``shared_rows``
-    (rows whose id occurs more than once in their window).
+    The train loader :meth:`push`\ es every batch's ids ``LongTensor (b,)``; each of the
+    ``accum_freq`` loss calls per window of ``accum_freq`` batches :meth:`take`\ s the window's
+    ids in batch order, as open_clip concatenates the features. A broken pairing is a
+    ``RuntimeError``. Counters: ``windows``, ``rows``, ``shared_rows`` (ids recurring in a window).
     """
 
     def __init__(self, accum_freq: int = 1) -> None:
         self.accum_freq = check_int("accum_freq (--accum-freq)", accum_freq, minimum=1)
-        self._pending: list[torch.Tensor] = []
-        self._ready: torch.Tensor | None = None
-        self._uses_left = 0
         self.windows = self.rows = self.shared_rows = 0
+        self.start_epoch()
 
     def start_epoch(self) -> None:
         """Forget any window (a new pass over the train loader begins)."""
-        self._pending, self._ready, self._uses_left = [], None, 0
+        self._pending: list[torch.Tensor] = []
+        self._ready: torch.Tensor | None = None
+        self._uses_left = 0
+
+    def _mismatch(self, what: str) -> RuntimeError:
+        return RuntimeError(f"--text-groups: {what} (--accum-freq {self.accum_freq}); {_MISMATCH}")
 
     def push(self, groups: torch.Tensor) -> None:
         """Add the ids ``(b,)`` int64 of the batch the loop is about to process."""
         if self._uses_left:
-            raise RuntimeError(
-                f"--text-groups: open_clip's train loop fetched a new batch after calling the loss "
-                f"{self.accum_freq - self._uses_left} of {self.accum_freq} times for the previous "
-                f"{self.accum_freq} batch(es) (--accum-freq {self.accum_freq}); {_MISMATCH}"
-            )
-        if not isinstance(groups, torch.Tensor) or groups.dim() != 1:
-            raise TypeError(
-                "--text-groups: the train batch's group ids must be a 1-D LongTensor, got "
-                f"{type(groups).__name__}{tuple(getattr(groups, 'shape', ()))}"
-            )
+            done = self.accum_freq - self._uses_left
+            raise self._mismatch(f"a new batch came after {done} of {self.accum_freq} loss calls")
         self._pending.append(groups)
         if len(self._pending) == self.accum_freq:
-            ready = torch.cat(self._pending)
-            self._pending = []
-            self._ready, self._uses_left = ready, self.accum_freq
+            ready = self._ready = torch.cat(self._pending)
+            self._pending, self._uses_left = [], self.accum_freq
             _, inverse, counts = torch.unique(ready, return_inverse=True, return_counts=True)
             self.windows += 1
             self.rows += int(ready.numel())
@@ -75,32 +58,20 @@ class TextGroupFeed:
 
     def take(self, rows: int) -> torch.Tensor:
         """The current window's ids, ``LongTensor (rows,)``, for one loss call on ``rows`` rows."""
-        if self._ready is None or self._uses_left == 0:
-            why = (
-                f"already called {self.accum_freq} times for the current window"
-                if self._ready is not None
-                else "no complete window of train batches was fetched through relaxclip's loader"
-            )
-            raise RuntimeError(
-                f"--text-groups: the loss was called without group ids for its batch: {why} "
-                f"(--accum-freq {self.accum_freq}); {_MISMATCH}"
-            )
+        if self._ready is None:
+            raise self._mismatch("the loss was called before a complete window of train batches")
+        if self._uses_left == 0:
+            raise self._mismatch(f"the loss was already called {self.accum_freq} times for them")
         if self._ready.shape[0] != rows:
-            raise RuntimeError(
-                f"--text-groups: the loss got {rows} feature rows, but the last "
-                f"{self.accum_freq} train batch(es) hold {self._ready.shape[0]} rows; {_MISMATCH}"
-            )
+            held = self._ready.shape[0]
+            raise self._mismatch(f"the loss got {rows} feature rows, but the window holds {held}")
         self._uses_left -= 1
         return self._ready
 
 
 class LoggedLosses(dict[str, torch.Tensor]):
-    """open_clip's loss dict plus relaxation statistics that open_clip logs but does not sum.
-
-    open_clip's loop sums ``losses.values()`` into the loss it differentiates and logs every
-    ``losses.items()`` entry (its log lines, tensorboard, wandb) at each ``--log-every-n-steps``
-    step. ``values()`` here yields the loss terms only; the keys in ``stats`` are logged.
-    """
+    """open_clip's loss dict plus ``stats``: open_clip's loop logs every item (log lines,
+    tensorboard, wandb) and differentiates the sum of ``values()``, which leaves ``stats`` out."""
 
     def __init__(self, losses: dict[str, torch.Tensor], stats: dict[str, torch.Tensor]) -> None:
         super().__init__(losses)
@@ -118,20 +89,14 @@ def relax_stats(
     stats = positive_pair_stats(image_features, text_features, threshold)
     out = {} if threshold is None else {"relax_theta": torch.tensor(float(threshold))}
     out["relax_share"] = stats["relaxed_share"]
-    for q in ("10", "50", "90"):
-        out[f"pos_cos_p{q}"] = stats[f"positive_sim_q{q}"]
+    out.update({f"pos_cos_p{q}": stats[f"positive_sim_q{q}"] for q in ("10", "50", "90")})
     return out
 
 
 class OpenClipLoss(RelaxedContrastiveLoss):
-    """:class:`RelaxedContrastiveLoss` with open_clip's ``ClipLoss.forward`` signature.
-
-    With ``feed`` (``--text-groups``) each call gets ``groups=feed.take(rows)``, this process's
-    ids, which the loss gathers with the features under ``torch.distributed``. With
-    ``output_dict=True`` (open_clip's loop) it returns :class:`LoggedLosses`: the loss and
-    :func:`relax_stats` of the batch (this rank's pairs; one O(B·D) pass). Other arguments:
-    those of :class:`RelaxedContrastiveLoss`.
-    """
+    """:class:`RelaxedContrastiveLoss` with open_clip's ``ClipLoss.forward`` signature, the
+    ``groups`` of ``feed`` (``--text-groups``) and, with ``output_dict=True``, a
+    :class:`LoggedLosses` holding :func:`relax_stats` of the batch (this rank's pairs)."""
 
     def __init__(
         self, threshold: float | None, *, feed: TextGroupFeed | None = None, **kwargs: Any
@@ -150,70 +115,49 @@ class OpenClipLoss(RelaxedContrastiveLoss):
         *,
         groups: torch.Tensor | None = None,
     ) -> Any:
-        kwargs: dict[str, Any] = {"logit_bias": logit_bias} if logit_bias is not None else {}
         if self.feed is not None:
             if groups is not None:
                 raise TypeError("groups must not be passed: this loss takes them from its feed")
-            rows = image_features.shape[0] if isinstance(image_features, torch.Tensor) else -1
-            kwargs["groups"] = self.feed.take(rows)
-        elif groups is not None:
-            kwargs["groups"] = groups
-        out = super().forward(
-            image_features=image_features,
-            text_features=text_features,
-            logit_scale=logit_scale,
-            output_dict=output_dict,
-            **kwargs,
-        )
+            groups = self.feed.take(image_features.shape[0])
+        inputs: dict[str, Any] = dict(image_features=image_features, text_features=text_features)
+        extra = dict(logit_scale=logit_scale, logit_bias=logit_bias, groups=groups)
+        inputs.update({k: v for k, v in extra.items() if v is not None})
+        out = super().forward(**inputs, output_dict=output_dict)
         if not output_dict:
             return out
         stats = relax_stats(image_features, text_features, self.logged_threshold)
         return LoggedLosses(dict(out), stats)
 
     def extra_repr(self) -> str:
-        groups = (
-            "" if self.feed is None else f", text_groups=True (accum_freq={self.feed.accum_freq})"
-        )
-        return super().extra_repr() + groups
+        return super().extra_repr() + ("" if self.feed is None else ", text_groups=True")
 
 
 def make_loss(
     args: argparse.Namespace, threshold: float | None, feed: TextGroupFeed | None = None
 ) -> OpenClipLoss:
-    """The loss open_clip's trainer uses in place of ``create_loss(args)``.
-
-    ``args`` is open_clip's parsed namespace after ``init_distributed_device``. One process:
-    ``distributed=False``. Several: ``distributed=True`` and ``distributed_mode`` ``"local"``
-    with ``--local-loss``, else ``"global"``; relaxclip always gathers with gradient (a warning
-    says so when ``--gather-with-grad`` is off).
-    """
-    world = int(getattr(args, "world_size", 1))
-    distributed = bool(getattr(args, "distributed", False)) and world > 1
-    mode: DistributedMode = "local" if getattr(args, "local_loss", False) else "global"
+    """The loss in place of open_clip's ``create_loss(args)``: with several processes
+    ``distributed_mode`` ``"local"`` (``--local-loss``) or ``"global"``, gathering with gradient."""
+    distributed = bool(args.distributed) and args.world_size > 1
+    mode: DistributedMode = "local" if args.local_loss else "global"
     loss = OpenClipLoss(threshold, distributed=distributed, distributed_mode=mode, feed=feed)
-    if distributed and not getattr(args, "gather_with_grad", False):
+    if distributed and not args.gather_with_grad:
         _log.warning(
             "relaxclip: --gather-with-grad is off, but relaxclip always gathers features with "
             "gradient (exact global-batch gradients); open_clip's ClipLoss would drop the other "
             "ranks' gradient contributions here. Pass --gather-with-grad to make this explicit."
         )
-    where = f", distributed_mode={mode!r}" if distributed else ""
-    _log.info(
-        "relaxclip: loss %s, distributed=%s%s (world size %d)", loss, distributed, where, world
+    where = (
+        f"distributed_mode={mode!r}, world size {args.world_size}" if distributed else "1 process"
     )
+    _log.info("relaxclip: loss %s, %s", loss, where)
     return loss
 
 
 def calibrate(
     model: torch.nn.Module, batches: Iterable[Any], args: argparse.Namespace, quantile: float
 ) -> float:
-    """θ: the ``quantile`` of ``model``'s positive cosines on ``batches`` (all ranks together).
-
-    ``batches``: open_clip's ``(images, texts, ...)`` training batches. The model runs in eval
-    mode (restored afterwards) under ``torch.no_grad()`` with open_clip's autocast and input
-    dtype for ``--precision``; :func:`~relaxclip.calibrate_threshold` gathers every rank's
-    cosines, so each rank gets the same θ.
-    """
+    """θ: :func:`~relaxclip.calibrate_threshold` (every rank's cosines) of ``model``'s features
+    on open_clip's ``(images, texts, ...)`` ``batches``, in eval mode under ``torch.no_grad()``."""
     from open_clip import get_input_dtype
     from open_clip_train.precision import get_autocast
 
@@ -232,13 +176,6 @@ def calibrate(
     finally:
         model.train(was_training)
     theta = calibrate_threshold(pairs, quantile)
-    rows = sum(p[0].shape[0] for p in pairs)
-    _log.info(
-        "relaxclip: calibrated θ = %.6g: the %g-quantile of the positive cosines of every "
-        "rank's first training batches (%d pairs in %d batches on this rank)",
-        theta,
-        quantile,
-        rows,
-        len(pairs),
-    )
+    where = f"the {quantile:g}-quantile of all ranks' positive cosines ({len(pairs)} batches each)"
+    _log.info("relaxclip: calibrated θ = %.6g, %s", theta, where)
     return theta
