@@ -26,10 +26,7 @@ from relaxclip.integrations.open_clip_train.args import (
     build_parser,
     parse_relax_args,
 )
-from relaxclip.integrations.open_clip_train.data import (
-    check_csv_data,
-    make_csv_dataset_fn,
-)
+from relaxclip.integrations.open_clip_train.data import check_csv_data, make_csv_dataset_fn
 from relaxclip.integrations.open_clip_train.loss import TextGroupFeed, calibrate, make_loss
 
 _log = logging.getLogger("relaxclip.open_clip_train")
