@@ -10,7 +10,7 @@ from typing import Any
 from relaxclip.sampling import NumSentences, SentenceSampler
 from relaxclip.sentences import HEADER_ALIASES, PREAMBLE_KEY
 
-#: open_clip_torch versions supported (the ``openclip`` extra's pin; tested: 3.0.0, 3.2.0, 3.3.0).
+#: open_clip_torch versions supported (the ``openclip`` extra's pin).
 SUPPORTED_OPEN_CLIP = ">=3.0,<3.4"
 #: The version CI runs (``examples/requirements-integrations.txt``).
 TESTED_OPEN_CLIP = "3.3.0"
