@@ -355,7 +355,9 @@ def test_csv_columns_and_images_are_checked_before_building(
 
 
 def test_text_groups_parse_and_need_training_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    options, rest = args_mod.parse_relax_args(["--sentence-sampling", "--text-groups", "--epochs", "1"])
+    options, rest = args_mod.parse_relax_args(
+        ["--sentence-sampling", "--text-groups", "--epochs", "1"]
+    )
     assert options.text_groups and options.sentence_sampling and rest == ["--epochs", "1"]
     assert not args_mod.parse_relax_args(["--sentence-sampling"])[0].text_groups
     monkeypatch.setattr(open_clip_train.main, "create_model_and_transforms", _must_not_run)
@@ -507,6 +509,9 @@ def test_reports_without_a_sentence_are_named_with_command_line_advice(tmp_path:
     assert "fallback=" not in message and "on_empty=" not in message
     drop = data_mod._make_sampler(args_mod.RelaxOptions(sentence_sampling=True, on_empty="drop"))
     assert data_mod.check_reports(str(csv), images, reports, drop) == 1
+    reports[1] = "INDICATION: Cough. IMPRESSION: "  # --report-fallback indication finds it
+    options = args_mod.RelaxOptions(sentence_sampling=True, fallback=("indication",))
+    assert data_mod.check_reports(str(csv), images, reports, data_mod._make_sampler(options)) == 0
     with pytest.raises(roc.OptionError, match="no column 'caption'"):
         data_mod.read_csv(csv, "filepath", "caption", "\t")
 
