@@ -11,11 +11,11 @@ rotated copies) and Open-I report text (findings + impression, read in place wit
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -33,7 +33,12 @@ pytest.importorskip("open_clip_train.main", reason="open_clip_train's dependenci
 import open_clip_train.data  # noqa: E402
 import open_clip_train.main  # noqa: E402
 
+from relaxclip.calibration import calibrate_threshold  # noqa: E402
 from relaxclip.integrations import open_clip_train as roc  # noqa: E402
+from relaxclip.integrations.open_clip_train import args as args_mod  # noqa: E402
+from relaxclip.integrations.open_clip_train import data as data_mod  # noqa: E402
+from relaxclip.integrations.open_clip_train import entry  # noqa: E402
+from relaxclip.integrations.open_clip_train import loss as loss_mod  # noqa: E402
 from relaxclip.loss import RelaxedContrastiveLoss, relaxed_contrastive_loss  # noqa: E402
 from relaxclip.sampling import SentenceSampler, group_text, text_group_ids  # noqa: E402
 
@@ -159,7 +164,7 @@ class _Spy:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.losses: list[dict[str, Any]] = []
         self.batches: list[dict[str, Any]] = []
-        forward, collate = RelaxedContrastiveLoss.forward, roc.OpenClipReportCollate.__call__
+        forward, collate = RelaxedContrastiveLoss.forward, data_mod.OpenClipReportCollate.__call__
         spy = self
 
         def loss_forward(self: RelaxedContrastiveLoss, *args: Any, **kwargs: Any) -> Any:
@@ -181,7 +186,7 @@ class _Spy:
             )
             return out
 
-        def collate_call(self: roc.OpenClipReportCollate, batch: Any) -> Any:
+        def collate_call(self: data_mod.OpenClipReportCollate, batch: Any) -> Any:
             out = collate(self, batch)
             spy.batches.append(
                 {
@@ -195,7 +200,7 @@ class _Spy:
             return out
 
         monkeypatch.setattr(RelaxedContrastiveLoss, "forward", loss_forward)
-        monkeypatch.setattr(roc.OpenClipReportCollate, "__call__", collate_call)
+        monkeypatch.setattr(data_mod.OpenClipReportCollate, "__call__", collate_call)
 
 
 def _logged_losses(log: Path) -> list[float]:
@@ -203,70 +208,41 @@ def _logged_losses(log: Path) -> list[float]:
     return [float(v) for v in re.findall(r"Contrastive_loss: (\S+) \(", log.read_text())]
 
 
-# ---------------------------------------------------------------------------------- hook points
-def test_hook_points_exist_in_installed_open_clip() -> None:
-    hooks = roc.check_hook_points()
-    assert hooks.version == roc.TESTED_OPEN_CLIP
-    assert hooks.main is open_clip_train.main and hooks.data is open_clip_train.data
-    assert roc._in_supported_range(hooks.version)
+# ---------------------------------------------------------------------------------- version
+def test_supported_open_clip_is_accepted() -> None:
+    oc = entry.check_open_clip()
+    assert oc.version == roc.TESTED_OPEN_CLIP
+    assert oc.main is open_clip_train.main and oc.data is open_clip_train.data
+    assert entry._in_supported_range(oc.version)
 
 
-@pytest.mark.parametrize(
-    ("module", "name", "value", "message"),
-    [
-        (open_clip_train.data, "get_csv_dataset", None, "get_csv_dataset is missing"),
-        (
-            open_clip_train.data,
-            "get_csv_dataset",
-            lambda args, preprocess_fn, is_train: None,
-            "get_csv_dataset has parameters",
-        ),
-        (open_clip_train.main, "create_loss", None, "create_loss is missing"),
-        (open_clip_train.data, "SharedEpoch", object, "SharedEpoch.get_value is missing"),
-    ],
-)
-def test_moved_hook_point_names_the_supported_versions(
-    monkeypatch: pytest.MonkeyPatch, module: Any, name: str, value: Any, message: str
+@pytest.mark.parametrize("version", ["9.0.0", "2.32.0", "3.4.0", None])
+def test_unsupported_open_clip_version_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, version: str | None
 ) -> None:
-    monkeypatch.setattr(module, name, value)
+    monkeypatch.setattr(entry, "_open_clip_version", lambda: version)
     with pytest.raises(roc.OpenClipVersionError) as err:
-        roc.check_hook_points()
-    assert message in str(err.value)
+        entry.check_open_clip()
+    assert ("not installed" if version is None else f"{version} is not supported") in str(err.value)
     assert roc.SUPPORTED_OPEN_CLIP in str(err.value) and roc.TESTED_OPEN_CLIP in str(err.value)
-    assert "docs/integrations.md" in str(err.value)
-
-
-def test_changed_train_loop_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:
-    import open_clip_train.train as train_mod
-
-    def train_one_epoch(*args: Any) -> None:  # a loop that unpacks batches differently
-        batch: dict[str, Any] = {}
-        _ = batch["image"], batch["text"]
-
-    monkeypatch.setattr(train_mod, "train_one_epoch", train_one_epoch)
-    with pytest.raises(roc.OpenClipVersionError, match="images, texts = batch"):
-        roc.check_hook_points()
-
-
-def test_outside_supported_range_warns(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
-    monkeypatch.setattr(roc, "_open_clip_version", lambda: "9.0.0")
-    with caplog.at_level("WARNING", logger="relaxclip.open_clip_train"):
-        roc.check_hook_points()
-    assert "outside the supported range" in caplog.text
+    assert 'pip install "relaxclip[openclip]"' in str(err.value)
 
 
 # ---------------------------------------------------------------------------------- arguments
 def test_relax_options_are_split_from_open_clip_options() -> None:
     argv = ["--model", "RN50", "--relax-threshold", "0.7", "--local-loss", "--sentence-sampling",
             "--num-sentences", "2-3", "--report-sections", "impression", "--epochs", "2"]  # fmt: skip
-    options, rest = roc.parse_relax_args(argv)
-    assert options == roc.RelaxOptions(0.7, True, (2, 3), ("impression",))
+    options, rest = args_mod.parse_relax_args(argv)
+    assert options == args_mod.RelaxOptions(0.7, True, (2, 3), ("impression",))
     assert rest == ["--model", "RN50", "--local-loss", "--epochs", "2"]
-    assert roc.parse_relax_args(["--relax-threshold", "none"])[0].threshold is None
-    assert roc.parse_relax_args([])[0] == roc.RelaxOptions()  # plain CLIP, no sampling
-    opts = roc.parse_relax_args(["--sentence-sampling", "--num-sentences", "0.5",
-                                 "--report-sections", "all"])[0]  # fmt: skip
-    assert opts.num_sentences == 0.5 and opts.sections is None
+    assert args_mod.parse_relax_args(["--relax-threshold", "none"])[0].threshold is None
+    assert args_mod.parse_relax_args([])[0] == args_mod.RelaxOptions()  # plain CLIP, no sampling
+    opts = args_mod.parse_relax_args(["--sentence-sampling", "--num-sentences", "0.5",
+                                 "--report-sections", "all", "--on-empty", "drop"])[0]  # fmt: skip
+    assert opts.num_sentences == 0.5 and opts.sections is None and opts.on_empty == "drop"
+    opts = args_mod.parse_relax_args(["--sentence-sampling", "--report-sections", "findings",
+                                 "--report-fallback", "impression,report"])[0]  # fmt: skip
+    assert opts.sections == ("findings",) and opts.fallback == ("impression", "report")
 
 
 def test_help_lists_relaxclip_and_open_clip_options(capsys) -> None:
@@ -275,10 +251,12 @@ def test_help_lists_relaxclip_and_open_clip_options(capsys) -> None:
     for flag in (
         "--relax-threshold",
         "--relax-quantile",
-        "--relax-momentum",
+        "--relax-calibration-batches",
         "--sentence-sampling",
         "--num-sentences",
         "--report-sections",
+        "--report-fallback",
+        "--on-empty",
         "--text-groups",
     ):
         assert flag in out
@@ -293,17 +271,33 @@ def test_help_lists_relaxclip_and_open_clip_options(capsys) -> None:
         ["--relax-threshold", "x"],
         ["--num-sentences", "2"],  # without --sentence-sampling: would be ignored
         ["--report-sections", "findings"],
+        ["--report-fallback", "report"],
+        ["--on-empty", "drop"],
         ["--text-groups"],  # the groups are those of the sampled sentences
         ["--sentence-sampling", "--num-sentences", "0"],
         ["--sentence-sampling", "--num-sentences", "3-1"],
         ["--sentence-sampling", "--report-sections", "findings,"],
+        ["--sentence-sampling", "--report-fallback", "report,indication"],  # report must be last
+        ["--sentence-sampling", "--report-fallback", "findings"],  # already sampled
+        ["--sentence-sampling", "--on-empty", "skip"],
     ],
 )
 def test_bad_relax_options_exit_with_a_message(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exc:
-        roc.parse_relax_args(argv)
+        args_mod.parse_relax_args(argv)
     assert exc.value.code == 2
     assert "--" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--report-sections", "--report-fallback"])
+def test_unknown_report_section_is_rejected_up_front(flag: str, capsys) -> None:
+    """A misspelt section name used to pass silently (sampling only the other sections)."""
+    with pytest.raises(SystemExit) as exc:
+        args_mod.parse_relax_args(["--sentence-sampling", flag, "findings,impresion"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument {flag}: must be comma-separated section names among" in err
+    assert "got 'impresion'" in err and "findings, impression, comparison" in err
 
 
 @pytest.mark.parametrize(
@@ -320,46 +314,63 @@ def test_bad_relax_options_exit_with_a_message(argv: list[str], capsys) -> None:
 def test_unsupported_combinations_fail_before_building(
     extra: list[str], message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def must_not_run(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("open_clip's main built a model")
-
-    monkeypatch.setattr(open_clip_train.main, "create_model_and_transforms", must_not_run)
+    monkeypatch.setattr(open_clip_train.main, "create_model_and_transforms", _must_not_run)
     argv = ["--train-data", "x.tar", "--device", "cpu", *extra]
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(roc.OptionError, match=re.escape(message)):
         roc.main(argv)
+
+
+def _must_not_run(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("open_clip's main built a model")
+
+
+def test_torchrun_on_cpu_is_rejected_in_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Several processes on the CPU used to fail after the model was built, in DDP(device_ids)."""
+    monkeypatch.setattr(open_clip_train.main, "create_model_and_transforms", _must_not_run)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    argv = ["--dataset-type", "synthetic", "--device", "cpu"]
+    with pytest.raises(roc.OptionError, match="torchrun on CPU is not supported"):
+        roc.main(argv)
+    assert roc.cli(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "needs GPUs" in err
+
+
+def test_csv_columns_and_images_are_checked_before_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A wrong --csv-caption-key or a missing image used to surface after the model was built."""
+    monkeypatch.setattr(open_clip_train.main, "create_model_and_transforms", _must_not_run)
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    csv = tmp_path / "train.csv"
+    csv.write_text(f"filepath\treport\n{image}\tFINDINGS: Clear.\n{tmp_path / 'b.png'}\tx\n")
+    argv = ["--train-data", str(csv), "--csv-img-key", "filepath", "--device", "cpu"]
+    with pytest.raises(roc.OptionError, match=r"no column 'caption' \(--csv-caption-key\)"):
+        roc.main([*argv, "--csv-caption-key", "caption"])
+    assert roc.cli([*argv, "--csv-caption-key", "caption"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    with pytest.raises(roc.OptionError, match=r"data row 1: image '.*b\.png' .* is not a file"):
+        roc.main([*argv, "--csv-caption-key", "report"])
 
 
 def test_text_groups_parse_and_need_training_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    options, rest = roc.parse_relax_args(["--sentence-sampling", "--text-groups", "--epochs", "1"])
+    options, rest = args_mod.parse_relax_args(
+        ["--sentence-sampling", "--text-groups", "--epochs", "1"]
+    )
     assert options.text_groups and options.sentence_sampling and rest == ["--epochs", "1"]
-    assert not roc.parse_relax_args(["--sentence-sampling"])[0].text_groups
-
-    def must_not_run(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("open_clip's main built a model")
-
-    monkeypatch.setattr(open_clip_train.main, "create_model_and_transforms", must_not_run)
+    assert not args_mod.parse_relax_args(["--sentence-sampling"])[0].text_groups
+    monkeypatch.setattr(open_clip_train.main, "create_model_and_transforms", _must_not_run)
     argv = ["--sentence-sampling", "--text-groups", "--val-data", "v.csv", "--device", "cpu"]
-    with pytest.raises(ValueError, match="--text-groups needs --train-data"):
+    with pytest.raises(roc.OptionError, match="--text-groups needs --train-data"):
         roc.main(argv)
-
-
-def test_text_groups_check_the_accumulation_hook(monkeypatch: pytest.MonkeyPatch) -> None:
-    """--text-groups relies on the order in which open_clip concatenates accumulated features."""
-    import open_clip_train.train as train_mod
-
-    source = roc._source(train_mod.train_one_epoch).replace("accumulated[j + 1:]", "rest")
-    monkeypatch.setattr(roc, "_source", lambda obj: source if obj is train_mod.train_one_epoch
-                        else inspect.getsource(obj))  # fmt: skip
-    roc.check_hook_points()  # without --text-groups the order does not matter
-    with pytest.raises(roc.OpenClipVersionError, match=re.escape("accumulated[:j]")):
-        roc.check_hook_points(text_groups=True)
 
 
 def test_text_group_feed_pairs_each_window_with_its_loss_calls() -> None:
     a, b, c = torch.tensor([1, 2, 1]), torch.tensor([5, 6, 2]), torch.tensor([9, 9, 9])
-    feed = roc.TextGroupFeed(accum_freq=2)
+    feed = loss_mod.TextGroupFeed(accum_freq=2)
     feed.push(a)
-    with pytest.raises(RuntimeError, match="no complete window"):
+    with pytest.raises(RuntimeError, match="before a complete window"):
         feed.take(3)  # the window is not complete yet
     feed.push(b)
     for _ in range(2):  # accum_freq calls, each on the window's rows in batch order
@@ -370,10 +381,10 @@ def test_text_group_feed_pairs_each_window_with_its_loss_calls() -> None:
     assert (feed.windows, feed.rows, feed.shared_rows) == (1, 6, 4)
     feed.push(c)
     feed.push(a)
-    with pytest.raises(RuntimeError, match="the loss got 3 feature rows, but the last 2"):
+    with pytest.raises(RuntimeError, match="the loss got 3 feature rows, but the window holds 6"):
         feed.take(3)
     assert torch.equal(feed.take(6), torch.cat([c, a]))
-    with pytest.raises(RuntimeError, match="after calling the loss 1 of 2 times"):
+    with pytest.raises(RuntimeError, match="a new batch came after 1 of 2 loss calls"):
         feed.push(b)  # the loop skipped a loss call: ids would pair with the wrong batches
     feed.start_epoch()  # a new epoch forgets the window (and an incomplete one)
     feed.push(b)
@@ -382,32 +393,31 @@ def test_text_group_feed_pairs_each_window_with_its_loss_calls() -> None:
     feed.push(a)
     assert torch.equal(feed.take(6), torch.cat([c, a]))
     with pytest.raises(ValueError, match="accum_freq"):
-        roc.TextGroupFeed(0)
-    with pytest.raises(TypeError, match="do not pass groups"):
-        roc.TextGroupLoss(roc.TextGroupFeed(), 0.5)(
+        loss_mod.TextGroupFeed(0)
+    with pytest.raises(TypeError, match="groups must not be passed"):
+        loss_mod.OpenClipLoss(0.5, feed=loss_mod.TextGroupFeed())(
             torch.randn(3, 4), torch.randn(3, 4), 10.0, groups=a
         )
 
 
 def test_a_main_that_never_builds_the_loss_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The source check passes (the names appear), but the run never calls create_loss: the
-    entry point must not report success with open_clip's own loss silently in use."""
+    """The run never calls create_loss: the entry point must not report success with open_clip's
+    own loss silently in use."""
 
     def main(args: list[str]) -> None:
-        _ = "create_loss(args) get_data(args)"  # mentioned, never called
+        pass
 
     monkeypatch.setattr(open_clip_train.main, "main", main)
     with pytest.raises(roc.OpenClipVersionError, match="without calling create_loss"):
-        roc.main(["--dataset-type", "csv", "--train-data", "x.csv", "--device", "cpu"])
+        roc.main(["--dataset-type", "synthetic", "--device", "cpu"])
 
 
 def test_open_clip_error_status_is_an_exit_status(monkeypatch: pytest.MonkeyPatch) -> None:
     def main(args: list[str]) -> int:  # e.g. "Experiment already exists"
-        _ = "create_loss(args) get_data(args)"
         return -1
 
     monkeypatch.setattr(open_clip_train.main, "main", main)
-    assert roc.main(["--train-data", "x.csv", "--device", "cpu"]) == 1
+    assert roc.main(["--train-data", "x.tar", "--device", "cpu"]) == 1
 
 
 @pytest.mark.parametrize(
@@ -421,7 +431,7 @@ def test_loss_maps_open_clip_distributed_options(
         distributed=distributed, world_size=world, local_loss=local_loss, gather_with_grad=False
     )
     with caplog.at_level("INFO", logger="relaxclip.open_clip_train"):
-        loss = roc.make_loss(args, 0.6)
+        loss = loss_mod.make_loss(args, 0.6)
     assert isinstance(loss, RelaxedContrastiveLoss) and loss.threshold == 0.6
     assert loss.distributed is distributed
     if mode is not None:
@@ -433,15 +443,17 @@ def test_loss_maps_open_clip_distributed_options(
 
 # ---------------------------------------------------------------------------------- quantile
 def test_relax_quantile_options_parse() -> None:
-    options, rest = roc.parse_relax_args(
-        ["--relax-quantile", "0.7", "--epochs", "2", "--relax-momentum", "0.9"]
+    options, rest = args_mod.parse_relax_args(
+        ["--relax-quantile", "0.7", "--epochs", "2", "--relax-calibration-batches", "3"]
     )
-    assert (options.relax_quantile, options.relax_momentum, options.threshold) == (0.7, 0.9, None)
+    assert (options.relax_quantile, options.calibration_batches, options.threshold) == (
+        0.7,
+        3,
+        None,
+    )
     assert rest == ["--epochs", "2"]
-    options = roc.parse_relax_args(["--relax-quantile", "0.5"])[0]
-    assert (options.relax_quantile, options.relax_momentum) == (0.5, 0.0)
-    assert roc.parse_relax_args(["--relax-quantile", "0.5", "--relax-momentum", "0"])[0] == options
-    assert roc.parse_relax_args([])[0].relax_quantile is None
+    assert args_mod.parse_relax_args(["--relax-quantile", "0.5"])[0].calibration_batches == 10
+    assert args_mod.parse_relax_args([])[0].relax_quantile is None
 
 
 @pytest.mark.parametrize(
@@ -451,54 +463,57 @@ def test_relax_quantile_options_parse() -> None:
         (["--relax-quantile", "0"], "(0, 1)"),
         (["--relax-quantile", "1"], "(0, 1)"),
         (["--relax-quantile", "x"], "(0, 1)"),
-        (["--relax-quantile", "0.5", "--relax-momentum", "1"], "[0, 1)"),
-        (["--relax-quantile", "0.5", "--relax-momentum", "-0.1"], "[0, 1)"),
-        (["--relax-momentum", "0.9"], "--relax-momentum: needs --relax-quantile"),
-        (["--relax-threshold", "0.8", "--relax-momentum", "0.9"], "needs --relax-quantile"),
+        (["--relax-quantile", "0.5", "--relax-calibration-batches", "0"], "an int >= 1"),
+        (["--relax-quantile", "0.5", "--relax-calibration-batches", "x"], "an int >= 1"),
+        (["--relax-calibration-batches", "3"], "needs --relax-quantile"),
     ],
 )
 def test_bad_relax_quantile_options_exit_with_a_message(
     argv: list[str], message: str, capsys
 ) -> None:
     with pytest.raises(SystemExit) as exc:
-        roc.parse_relax_args(argv)
+        args_mod.parse_relax_args(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("groups", [False, True])
-def test_make_loss_builds_a_quantile_threshold_loss(groups: bool) -> None:
-    args = argparse.Namespace(distributed=False, world_size=1, local_loss=False)
-    feed = roc.TextGroupFeed() if groups else None
-    loss = roc.make_loss(args, None, feed, relax_quantile=0.7, relax_momentum=0.9)
-    assert isinstance(loss, roc.TextGroupLoss if groups else RelaxedContrastiveLoss)
-    assert (loss.relax_quantile, loss.relax_momentum, loss.threshold) == (0.7, 0.9, None)
-    assert set(loss.state_dict()) == {"running_threshold", "num_threshold_updates"}
-    with pytest.raises(ValueError, match="mutually exclusive"):
-        roc.make_loss(args, 0.8, feed, relax_quantile=0.7)
-    assert roc.make_loss(args, 0.8, feed).relax_quantile is None
-
-
-def test_relax_quantile_checks_the_resume_hook(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The loss state's save/restore relies on how open_clip's main resumes and loops."""
-    main_fn = open_clip_train.main.main
-    source = roc._source(main_fn).replace('start_epoch = checkpoint["epoch"]', "start_epoch = 0")
-    monkeypatch.setattr(roc, "_source", lambda obj: source if obj is main_fn
-                        else inspect.getsource(obj))  # fmt: skip
-    roc.check_hook_points()  # without --relax-quantile there is no loss state
-    with pytest.raises(roc.OpenClipVersionError, match=re.escape('checkpoint["epoch"]')):
-        roc.check_hook_points(loss_state=True)
+def test_logged_statistics_are_not_added_to_the_loss() -> None:
+    """open_clip sums losses.values() and logs losses.items(): the statistics are only logged."""
+    x, y = torch.randn(8, 4), torch.randn(8, 4)
+    losses = loss_mod.OpenClipLoss(0.1)(x, y, 10.0, output_dict=True)
+    assert sorted(losses) == ["contrastive_loss", "pos_cos_p10", "pos_cos_p50", "pos_cos_p90",
+                              "relax_share", "relax_theta"]  # fmt: skip
+    torch.testing.assert_close(sum(losses.values()), losses["contrastive_loss"])
+    torch.testing.assert_close(
+        losses["contrastive_loss"], relaxed_contrastive_loss(x, y, 10.0, threshold=0.1)
+    )
+    cos = _positive_cosines(x, y)
+    torch.testing.assert_close(losses["relax_share"], (cos > 0.1).float().mean())
+    torch.testing.assert_close(losses["pos_cos_p50"], torch.quantile(cos, 0.5), rtol=0, atol=1e-6)
+    assert float(losses["relax_theta"]) == pytest.approx(0.1)
+    assert "relax_theta" not in loss_mod.OpenClipLoss(None)(x, y, 10.0, output_dict=True)
 
 
 # ---------------------------------------------------------------------------------- data
-def test_report_csv_rows_without_a_sentence_are_named(tmp_path: Path) -> None:
+def test_reports_without_a_sentence_are_named_with_command_line_advice(tmp_path: Path) -> None:
+    """The advice used to name the Python arguments fallback= and on_empty=."""
     csv = tmp_path / "bad.csv"
     csv.write_text("filepath\treport\na.png\tFINDINGS: Clear lungs.\nb.png\tIMPRESSION: \n")
-    sampler = SentenceSampler(num_sentences=1)
-    with pytest.raises(ValueError, match=r"bad\.csv: data row 1 \(image 'b\.png'\)"):
-        roc.ReportCsvDataset(csv, lambda im: im, "filepath", "report", validator=sampler)
-    with pytest.raises(KeyError, match="no column 'caption'"):
-        roc.ReportCsvDataset(csv, lambda im: im, "filepath", "caption")
+    images, reports = data_mod.read_csv(csv, "filepath", "report", "\t", check_images=False)
+    options = args_mod.RelaxOptions(sentence_sampling=True)
+    with pytest.raises(roc.OptionError) as err:
+        data_mod.check_reports(str(csv), images, reports, data_mod._make_sampler(options))
+    message = str(err.value)
+    assert re.search(r"bad\.csv: data row 1 \(image 'b\.png'\)", message)
+    assert "--report-fallback" in message and "--on-empty drop" in message
+    assert "fallback=" not in message and "on_empty=" not in message
+    drop = data_mod._make_sampler(args_mod.RelaxOptions(sentence_sampling=True, on_empty="drop"))
+    assert data_mod.check_reports(str(csv), images, reports, drop) == 1
+    reports[1] = "INDICATION: Cough. IMPRESSION: "  # --report-fallback indication finds it
+    options = args_mod.RelaxOptions(sentence_sampling=True, fallback=("indication",))
+    assert data_mod.check_reports(str(csv), images, reports, data_mod._make_sampler(options)) == 0
+    with pytest.raises(roc.OptionError, match="no column 'caption'"):
+        data_mod.read_csv(csv, "filepath", "caption", "\t")
 
 
 def test_collate_follows_the_shared_epoch_in_dataloader_workers() -> None:
@@ -511,7 +526,7 @@ def test_collate_follows_the_shared_epoch_in_dataloader_workers() -> None:
     data = [{"image": torch.zeros(1), "report": r} for r in reports]
     tokenizer = lambda texts: torch.tensor([[zlib.crc32(t.encode())] for t in texts])  # noqa: E731
     shared = open_clip_train.data.SharedEpoch(0)
-    collate = roc.OpenClipReportCollate(SentenceSampler(tokenizer=tokenizer, seed=3), shared)
+    collate = data_mod.OpenClipReportCollate(SentenceSampler(tokenizer=tokenizer, seed=3), shared)
     loader = DataLoader(data, batch_size=8, num_workers=2, collate_fn=collate)
 
     def epoch(e: int) -> list[int]:
@@ -533,9 +548,9 @@ def test_grouped_loader_strips_the_ids_from_worker_batches() -> None:
     data = [{"image": torch.zeros(1), "report": sentences[i % 4]} for i in range(16)]
     tokenizer = lambda texts: torch.tensor([[zlib.crc32(t.encode())] for t in texts])  # noqa: E731
     sampler = SentenceSampler(tokenizer=tokenizer, seed=1, group_key="text_group")
-    collate = roc.OpenClipReportCollate(sampler, open_clip_train.data.SharedEpoch(0))
-    feed = roc.TextGroupFeed()
-    loader = roc._GroupedLoader(DataLoader(data, batch_size=4, num_workers=2,
+    collate = data_mod.OpenClipReportCollate(sampler, open_clip_train.data.SharedEpoch(0))
+    feed = loss_mod.TextGroupFeed()
+    loader = data_mod.GroupedLoader(DataLoader(data, batch_size=4, num_workers=2,
                                            collate_fn=collate), feed)  # fmt: skip
     assert (len(loader), loader.num_batches, loader.num_samples) == (4, 4, 16)
     by_token = {int(tokenizer([s])[0, 0]): s for s in sentences}
@@ -552,6 +567,15 @@ def test_trains_with_relaxed_loss_and_sampling_then_resumes(
     report_csv: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch, clean_logging
 ) -> None:
     spy = _Spy(monkeypatch)
+    scalars: list[tuple[str, int, float]] = []
+
+    class Writer:  # stands in for open_clip's tensorboard SummaryWriter
+        def add_scalar(self, name: str, value: float, step: int) -> None:
+            scalars.append((name, step, value))
+
+    inner = open_clip_train.main.train_one_epoch
+    monkeypatch.setattr(open_clip_train.main, "train_one_epoch",
+                        lambda *a, **k: inner(*a, **{**k, "tb_writer": Writer()}))  # fmt: skip
     theta = 0.0  # a random tiny model has positive cosines around 0: about half are relaxed
     relax = ["--relax-threshold", str(theta), "--sentence-sampling"]
     args = _train_args(report_csv, tiny_model_dir, tmp_path, "run", epochs=2)
@@ -578,6 +602,17 @@ def test_trains_with_relaxed_loss_and_sampling_then_resumes(
     logged = _logged_losses(tmp_path / "run" / "out.log")
     ours = [float(c["out"]["contrastive_loss"]) for c in spy.losses]
     assert logged == pytest.approx(ours, rel=1e-4, abs=1e-4)
+    # -- relaxation statistics at every logged step, in open_clip's log lines and tensorboard
+    log = (tmp_path / "run" / "out.log").read_text()
+    want = [loss_mod.relax_stats(c["inputs"][0], c["inputs"][1], theta) for c in spy.losses]
+    for key in ("relax_theta", "relax_share", "pos_cos_p10", "pos_cos_p50", "pos_cos_p90"):
+        expected = [float(w[key]) for w in want]
+        in_log = [float(v) for v in re.findall(rf"{key.capitalize()}: (\S+) \(", log)]
+        assert in_log == pytest.approx(expected, abs=1e-4), key
+        in_tb = [v for name, _, v in scalars if name == f"train/{key}"]
+        assert in_tb == pytest.approx(expected, abs=1e-6), key
+    totals = [v for name, _, v in scalars if name == "train/loss"]
+    assert totals == pytest.approx(ours, rel=1e-5)  # the statistics are not added to the loss
 
     # -- sampled captions: one sentence of each report, different across epochs
     train_batches = [b for b in spy.batches if b["train"]]
@@ -633,66 +668,71 @@ def _positive_cosines(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @needs_shared(*NIH_PNGS, OPENI)
-def test_relax_quantile_trains_and_resumes_its_moving_average(
+def test_relax_quantile_calibrates_theta_once_before_training(
     report_csv: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch, clean_logging
 ) -> None:
-    """--relax-quantile q --relax-momentum m: every training call's θ is the moving average of
-    the batches' q-quantiles of the positive cosines (first call: the quantile itself, half of
-    the pairs relaxed at q = 0.5); open_clip's evaluation between epochs does not move it; the
-    state after each epoch is written beside the checkpoints, and --resume latest continues the
-    average from it. Without that file, resuming with m > 0 is an error."""
+    """--relax-quantile q --relax-calibration-batches n: before the first training step, θ is
+    calibrate_threshold of the model's positive cosines on the first n training batches; every
+    training call uses that fixed θ, and the log says so (once, then at every logged step)."""
     spy = _Spy(monkeypatch)
-    q, m = 0.5, 0.5
-    relax = ["--relax-quantile", str(q), "--relax-momentum", str(m)]
-    args = _train_args(report_csv, tiny_model_dir, tmp_path, "ema", epochs=2)
-    assert roc.main([*relax, *args, "--val-data", str(report_csv)]) == 0
+    calls: list[tuple[list[Any], float, float, int]] = []
+
+    def recording(pairs: Any, quantile: float, **kwargs: Any) -> float:
+        pairs = list(pairs)
+        theta = calibrate_threshold(pairs, quantile, **kwargs)
+        calls.append((pairs, quantile, theta, len(spy.losses)))
+        return theta
+
+    monkeypatch.setattr(loss_mod, "calibrate_threshold", recording)
+    q, n = 0.5, 2
+    args = _train_args(report_csv, tiny_model_dir, tmp_path, "calib", epochs=1)
+    relax = ["--relax-quantile", str(q), "--relax-calibration-batches", str(n)]
+    assert roc.main([*relax, "--sentence-sampling", *args]) == 0
+    assert len(calls) == 1
+    pairs, quantile, theta, losses_before = calls[0]
+    assert quantile == q and losses_before == 0  # before any training step
+    assert len(pairs) == n and all(
+        x.shape == (BATCH, TINY_MODEL_CFG["embed_dim"]) for x, _ in pairs
+    )
+    cosines = torch.cat([_positive_cosines(x.double(), y.double()) for x, y in pairs])
+    assert theta == pytest.approx(float(torch.quantile(cosines, q)), abs=1e-6)
     steps = N_ROWS // BATCH
-    assert len(spy.losses) == 2 * steps
-    assert "val_loss" in (tmp_path / "ema" / "out.log").read_text()  # evaluate ran in between
-
-    def check_calls(calls: list[dict[str, Any]], previous: torch.Tensor | None, done: int) -> None:
-        theta = previous
-        for i, call in enumerate(calls):
-            module = call["module"]
-            assert (module.relax_quantile, module.relax_momentum, module.threshold) == (q, m, None)
-            x, y, t = call["inputs"]
-            step = torch.quantile(_positive_cosines(x, y), q)
-            theta = step if theta is None else m * theta + (1 - m) * step
-            used = call["diagnostics"]["threshold"]
-            torch.testing.assert_close(used, theta.to(used.dtype))
-            torch.testing.assert_close(call["state"]["running_threshold"], theta.float())
-            assert int(call["state"]["num_threshold_updates"]) == done + i + 1
-            torch.testing.assert_close(  # the absolute-θ loss at the θ used
-                call["out"]["contrastive_loss"], relaxed_contrastive_loss(x, y, t, threshold=used)
-            )
-
-    check_calls(spy.losses, None, 0)
-    first = spy.losses[0]
-    assert float(first["diagnostics"]["relaxed_share"]) == 1 - q  # θ_1 = this batch's median
-    # -- the state after each epoch, beside (not inside) open_clip's checkpoints folder
-    state_dir = tmp_path / "ema" / roc.LOSS_STATE_DIR
-    assert sorted(p.name for p in state_dir.iterdir()) == ["epoch_1.pth", "epoch_2.pth"]
-    for e in (1, 2):
-        saved = torch.load(state_dir / f"epoch_{e}.pth", weights_only=True)
-        assert (saved["epoch"], saved["relax_quantile"], saved["relax_momentum"]) == (e, q, m)
-        after = spy.losses[e * steps - 1]["state"]
-        for k, v in after.items():
-            assert torch.equal(saved["state_dict"][k], v)
-    # -- resume: the third epoch continues the average of epoch 2's last step
-    end_of_2 = spy.losses[-1]["state"]["running_threshold"]
-    spy.losses.clear()
-    args3 = _train_args(report_csv, tiny_model_dir, tmp_path, "ema", epochs=3)
-    assert roc.main([*relax, *args3, "--resume", "latest"]) == 0
-    assert "restored the quantile threshold's state" in (tmp_path / "ema" / "out.log").read_text()
     assert len(spy.losses) == steps
-    check_calls(spy.losses, end_of_2.double(), 2 * steps)
-    # -- resume without the state: an error, not a silently restarted average
-    (state_dir / "epoch_3.pth").unlink()
-    spy.losses.clear()
-    args4 = _train_args(report_csv, tiny_model_dir, tmp_path, "ema", epochs=4)
-    with pytest.raises(ValueError, match=r"moving-average state of that epoch is missing"):
-        roc.main([*relax, *args4, "--resume", "latest"])
-    assert spy.losses == []
+    for call in spy.losses:
+        assert call["module"].threshold == pytest.approx(theta)
+        x, y, t = call["inputs"]
+        torch.testing.assert_close(
+            call["out"]["contrastive_loss"], relaxed_contrastive_loss(x, y, t, threshold=theta)
+        )
+    log = (tmp_path / "calib" / "out.log").read_text()
+    assert f"calibrated θ = {theta:.6g}" in log
+    logged = [float(v) for v in re.findall(r"Relax_theta: (\S+) \(", log)]
+    assert logged == pytest.approx([theta] * steps, abs=1e-4)
+    print(f"\ncalibrated θ = {theta:.4f} from {cosines.numel()} pairs")
+
+
+@needs_shared(*NIH_PNGS, OPENI)
+def test_documented_tiny_config_command_runs_offline_without_torch_internals(
+    report_csv: Path, tmp_path: Path
+) -> None:
+    """The command of docs/integrations.md with examples/open_clip_tiny (no download) trains;
+    its output has relaxclip's statistics and no lines of torch's internal loggers (open_clip's
+    setup_logging used to set them to INFO: 'FakeTensor cache stats' at exit)."""
+    docs = (ROOT / "docs" / "integrations.md").read_text()
+    block = re.search(r"```bash\n(python -m relaxclip\.integrations\.open_clip_train "
+                      r"--model local-dir:examples/open_clip_tiny[^`]*)```", docs)  # fmt: skip
+    assert block, "docs/integrations.md lost the tiny-config command"
+    text = block.group(1).replace("\\\n", " ").split("#")[0]
+    argv = [str(report_csv) if w == "train.csv" else w for w in shlex.split(text)]
+    argv = [sys.executable, *argv[1:], "--logs", str(tmp_path), "--name", "tiny"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "calibrated θ" in out and "Relax_share:" in out and "Pos_cos_p90:" in out
+    internal = [line for line in out.splitlines() if re.match(r"[IWE]\d{4} .*torch/", line)]
+    assert "FakeTensor" not in out and internal == [], internal[:5]
 
 
 @needs_shared(*NIH_PNGS, OPENI)
@@ -740,7 +780,7 @@ def test_text_groups_reach_the_loss(
     shared_calls, shared_rows, rows, variant_pairs = 0, 0, 0, 0
     with_groups, without = [], []
     for k, call in enumerate(spy.losses):
-        assert isinstance(call["module"], roc.TextGroupLoss)
+        assert isinstance(call["module"], loss_mod.OpenClipLoss) and call["module"].feed is not None
         assert call["kwargs"] == [
             "groups", "image_features", "logit_scale", "output_dict", "text_features"
         ]  # fmt: skip
@@ -784,10 +824,11 @@ _DRIVER = textwrap.dedent(
     import json, os, sys
     import torch
     from relaxclip.integrations import open_clip_train as roc
+    from relaxclip.integrations.open_clip_train import data, entry
     from relaxclip.loss import RelaxedContrastiveLoss
 
     forward = RelaxedContrastiveLoss.forward
-    collate = roc.OpenClipReportCollate.__call__
+    collate = data.OpenClipReportCollate.__call__
     calls, texts = [], []
 
     def spy(self, *args, **kwargs):
@@ -810,7 +851,7 @@ _DRIVER = textwrap.dedent(
         return out
 
     RelaxedContrastiveLoss.forward = spy
-    roc.OpenClipReportCollate.__call__ = collate_spy
+    data.OpenClipReportCollate.__call__ = collate_spy
 
     # open_clip's trainer wraps the model as DDP(model, device_ids=[device]), which torch rejects
     # for CPU modules; this test-only shim drops device_ids on CPU so that gloo on CPU can run.
@@ -823,6 +864,7 @@ _DRIVER = textwrap.dedent(
             super().__init__(module, device_ids=device_ids, **kwargs)
 
     torch.nn.parallel.DistributedDataParallel = CpuDDP
+    entry._cpu_torchrun = lambda args: False  # the entry point rejects CPU torchrun otherwise
     status = roc.main(sys.argv[1:])
     with open(os.path.join(os.environ["SPY_DIR"], f"rank{os.environ['RANK']}.json"), "w") as f:
         json.dump({"status": status, "calls": calls, "texts": texts}, f)
