@@ -53,7 +53,7 @@ INVISIBLE_MARKS = "\ufeff\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u20
 _LEADING_MARKS = re.compile(rf"[\s{INVISIBLE_MARKS}]*[{INVISIBLE_MARKS}]")
 
 
-def _strip_leading_marks(text: str) -> str:
+def strip_leading_marks(text: str) -> str:
     """``text`` without the invisible marks (and whitespace) before its first visible character."""
     m = _LEADING_MARKS.match(text)
     return text[m.end() :] if m else text
@@ -163,7 +163,7 @@ def parse_report_sections(text: str) -> dict[str, str]:
     """
     if not isinstance(text, str):
         raise TypeError(f"parse_report_sections: text must be str, got {type(text).__name__}")
-    text = _strip_leading_marks(text)
+    text = strip_leading_marks(text)
     parts: dict[str, list[str]] = {}
     key = PREAMBLE_KEY
     start = 0
@@ -414,7 +414,7 @@ def split_sentences(text: str) -> list[str]:
     pos = 0
     # Leading whitespace is not part of any sentence; without it Punkt sees the same text whatever
     # precedes the first visible character.
-    text = _strip_leading_marks(text).lstrip()
+    text = strip_leading_marks(text).lstrip()
     if (
         "\n" not in text
         and ".." not in text

@@ -423,12 +423,12 @@ def test_mimic_errors(tmp_path: Path) -> None:
         read_mimic_cxr(root, split="val")
     (root / "files/p10/p10000032/s50414267/d2.jpg").unlink()
     with pytest.raises(
-        FileNotFoundError, match=r"metadata.csv.gz: 1 image\(s\) for column 'dicom_id'"
+        FileNotFoundError, match=r"metadata.csv.gz: 1 image\(s\) in column 'dicom_id'"
     ):
         read_mimic_cxr(root)
     assert len(read_mimic_cxr(root, check_paths=False)) == 4
     (reports / "files/p10/p10000764/s57375967.txt").unlink()
-    with pytest.raises(FileNotFoundError, match=r"1 report\(s\) for column 'study_id'"):
+    with pytest.raises(FileNotFoundError, match=r"1 report\(s\) in column 'study_id'"):
         read_mimic_cxr(root, reports_root=reports, views={"AP"})
     lenient = read_mimic_cxr(root, reports_root=reports, views={"AP"}, check_paths=False)
     assert lenient[0]["report"] is None and lenient[1]["report"] is not None

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from relaxclip._checks import check_bool, describe
+
 __all__ = ["ImageLabelDataset", "count_nan", "group_by_study", "load_image", "pil_to_tensor"]
 
 _PIL_HINT = "reading images needs Pillow: pip install 'relaxclip[data]' (or pip install Pillow)"
@@ -119,10 +121,15 @@ class ImageLabelDataset(Dataset[Any]):
         first_image: bool = False,
         as_dict: bool = False,
     ) -> None:
-        if isinstance(records, Mapping) or not isinstance(records, Sequence):
-            raise TypeError("records: expected a sequence of record dicts")
+        if isinstance(records, (str, Mapping)) or not isinstance(records, Sequence):
+            raise TypeError(f"records must be a sequence of record dicts, got {describe(records)}")
         if transform is not None and not callable(transform):
-            raise TypeError("transform: expected a callable or None")
+            raise TypeError(f"transform must be a callable or None, got {describe(transform)}")
+        for arg, value in (("mode", mode), ("image_key", image_key)):
+            if not isinstance(value, str):
+                raise TypeError(f"{arg} must be a str, got {describe(value)}")
+        self.first_image = check_bool("first_image", first_image)
+        self.as_dict = check_bool("as_dict", as_dict)
         n_labels: int | None = None
         for i, rec in enumerate(records):
             if image_key not in rec or rec[image_key] is None:
@@ -138,8 +145,6 @@ class ImageLabelDataset(Dataset[Any]):
         self.transform = transform
         self.mode = mode
         self.image_key = image_key
-        self.first_image = first_image
-        self.as_dict = as_dict
 
     def __len__(self) -> int:
         return len(self.records)

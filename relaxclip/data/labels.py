@@ -14,6 +14,10 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from relaxclip._checks import describe
+from relaxclip.sentences import strip_leading_marks
 
 #: The 14 CheXpert observations, in the column order of CheXpert's ``train.csv`` /
 #: ``valid.csv`` and of MIMIC-CXR-JPG's ``mimic-cxr-2.0.0-chexpert.csv``.
@@ -72,41 +76,33 @@ OPENI_LABELS: tuple[str, ...] = CHESTXRAY14_LABELS + ("normal",)
 
 
 def check_labels(labels: Iterable[str], known: Sequence[str], *, what: str) -> tuple[str, ...]:
-    """Return ``labels`` as a tuple after checking each one is in ``known``.
+    """``labels`` as a tuple, in the order given, after checking each is one of ``known``.
 
-    Raises ``ValueError`` naming ``what`` (e.g. ``"CheXpert labels"``) and the unknown names,
-    and on duplicates or an empty selection. Order is preserved exactly as given.
+    Raises:
+        TypeError: ``labels`` is a single string or not an iterable of strings.
+        ValueError: empty, unknown (``what`` names the set, e.g. ``"CheXpert labels"``) or
+            duplicated names.
     """
-    if isinstance(labels, str):
-        raise TypeError(f"labels must be a sequence of label names, not a single string {labels!r}")
+    if isinstance(labels, str) or not isinstance(labels, Iterable):
+        raise TypeError(f"labels must be a sequence of label names, got {describe(labels)}")
     out = tuple(labels)
+    if not all(isinstance(name, str) for name in out):
+        raise TypeError(f"labels must be a sequence of label names (str), got {describe(out)}")
     if not out:
-        raise ValueError(f"labels: expected at least one of the {what}, got an empty selection")
+        raise ValueError(f"labels must hold at least one of the {what}, got an empty selection")
     unknown = [name for name in out if name not in known]
     if unknown:
         raise ValueError(f"labels: unknown {what} {unknown}; expected names from {list(known)}")
     dup = sorted({name for name in out if out.count(name) > 1})
     if dup:
-        raise ValueError(f"labels: duplicated names {dup}")
+        raise ValueError(f"labels must not repeat a name, got duplicated names {dup}")
     return out
 
 
 # --------------------------------------------------------------------------- file helpers
-# Small helpers the readers share (standard library only).
-
-#: Invisible marks that editors and exporters put before the first character of a text file
-#: (byte-order mark, zero-width space / joiner / no-break space, left-to-right and
-#: right-to-left marks). :func:`strip_leading_marks` removes them; they would otherwise hide
-#: a leading section header (``"\ufeffFINDINGS:"``) or the first CSV column name.
-INVISIBLE_LEADING_MARKS: str = "\ufeff\u200b\u200c\u200d\u2060\u200e\u200f"
 
 #: Errors a truncated or corrupt ``.gz`` / ``.tgz`` raises while it is read.
 _CORRUPT = (EOFError, gzip.BadGzipFile, zlib.error)
-
-
-def strip_leading_marks(text: str) -> str:
-    """``text`` without the invisible marks of ``INVISIBLE_LEADING_MARKS`` at its start."""
-    return text.lstrip(INVISIBLE_LEADING_MARKS)
 
 
 def _utf8_error(path: Path, raw: bytes, exc: UnicodeDecodeError) -> ValueError:
@@ -147,14 +143,36 @@ def read_text(path: Path) -> str:
     return strip_leading_marks(text)
 
 
+def as_path(name: str, path: object) -> Path:
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {describe(path)}")
+    return Path(path)
+
+
 def existing_file(path: str | os.PathLike[str], *, name: str) -> Path:
     """``Path(path)`` after checking it is an existing file (``FileNotFoundError`` naming ``name``)."""
-    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name}: expected a path, got {type(path).__name__}")
-    p = Path(path)
+    p = as_path(name, path)
     if not p.is_file():
         raise FileNotFoundError(f"{name}: file {p} does not exist")
     return p
+
+
+def existing_dir(path: str | os.PathLike[str], *, name: str) -> Path:
+    """``Path(path)`` after checking it is an existing directory (errors name ``name``)."""
+    p = as_path(name, path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{name}: directory {p} does not exist")
+    return p
+
+
+def missing_files_error(
+    source: Path, what: str, column: str, missing: Sequence[Any], hint: str
+) -> FileNotFoundError:
+    """The error for files named in ``column`` of ``source`` that do not exist (first three shown)."""
+    shown = ", ".join(map(str, missing[:3])) + (", ..." if len(missing) > 3 else "")
+    return FileNotFoundError(
+        f"{source}: {len(missing)} {what}(s) in column {column!r} do not exist ({shown}); {hint}"
+    )
 
 
 @dataclass(frozen=True)

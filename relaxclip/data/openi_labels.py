@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from relaxclip._checks import check_choice, describe
 from relaxclip.data.labels import OPENI_LABELS, check_labels, existing_file, read_csv_rows
 
 __all__ = ["OpenIJoin", "join_openi", "read_openi_labels"]
@@ -78,22 +79,16 @@ def join_openi(
     listed in ``reports_without_labels`` (the archive has 3,955 reports, 3,851 labelled).
     Duplicated uids on either side raise.
     """
-    if missing not in ("raise", "report"):
-        raise ValueError(f"missing: expected 'raise' or 'report', got {missing!r}")
+    check_choice("missing", missing, ("raise", "report"))
     by_uid: dict[str, Mapping[str, Any]] = {}
-    for i, rep in enumerate(reports):
-        if "uid" not in rep:
-            raise ValueError(f"reports[{i}]: missing key 'uid'")
+    for i, rep in enumerate(_records("reports", reports, ("uid",))):
         if rep["uid"] in by_uid:
             raise ValueError(f"reports[{i}]: uid {rep['uid']!r} appears twice")
         by_uid[rep["uid"]] = rep
     out: list[dict[str, Any]] = []
     lacking: list[str] = []
     used: set[str] = set()
-    for i, lab in enumerate(label_records):
-        for key in ("uid", "labels"):
-            if key not in lab:
-                raise ValueError(f"label_records[{i}]: missing key {key!r}")
+    for i, lab in enumerate(_records("label_records", label_records, ("uid", "labels"))):
         uid = lab["uid"]
         if uid in used:
             raise ValueError(f"label_records[{i}]: uid {uid!r} appears twice")
@@ -109,3 +104,19 @@ def join_openi(
         )
     extra = tuple(u for u in by_uid if u not in used)
     return OpenIJoin(out, tuple(lacking), extra)
+
+
+def _records(
+    name: str, records: Iterable[Mapping[str, Any]], keys: Sequence[str]
+) -> list[Mapping[str, Any]]:
+    """``records`` as a list, each a mapping holding ``keys`` (errors name ``name[i]``)."""
+    if isinstance(records, (str, Mapping)) or not isinstance(records, Iterable):
+        raise TypeError(f"{name} must be an iterable of record mappings, got {describe(records)}")
+    out = list(records)
+    for i, rec in enumerate(out):
+        if not isinstance(rec, Mapping):
+            raise TypeError(f"{name}[{i}] must be a record mapping, got {describe(rec)}")
+        for key in keys:
+            if key not in rec:
+                raise ValueError(f"{name}[{i}]: missing key {key!r}")
+    return out
