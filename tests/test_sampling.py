@@ -460,7 +460,9 @@ def test_sample_sentences_keeps_every_sample_and_report_order(
     for pool, text in zip(pools, texts, strict=True):
         got = split_sentences(text)
         assert got == [p for p in pool if p in got] and got  # a non-empty ordered sub-list
-    with pytest.raises(ValueError, match=r"candidates\[1\] is empty"):
+    with pytest.raises(
+        ValueError, match=r"candidates\[1\] must hold at least one sentence, got an empty"
+    ):
         sample_sentences([("A.",), ()], random.Random(0))
 
 
@@ -697,11 +699,19 @@ def test_whole_report_fallback_uses_sections_only() -> None:
 
 
 @pytest.mark.parametrize(
-    "fallback",
-    [("report", "indication"), ("findings",), ("indication", "indication"), (), "indication", 3],
+    ("fallback", "exc"),
+    [
+        (("report", "indication"), ValueError),
+        (("findings",), ValueError),
+        (("indication", "indication"), ValueError),
+        ((), ValueError),
+        ("indication", ValueError),
+        (3, TypeError),
+        (("indication", 3), TypeError),
+    ],
 )
-def test_bad_fallback_chains(fallback: Any) -> None:
-    with pytest.raises(ValueError, match="SentenceSampler.*fallback"):
+def test_bad_fallback_chains(fallback: Any, exc: type[Exception]) -> None:
+    with pytest.raises(exc, match="SentenceSampler.*fallback"):
         SentenceSampler(fallback=fallback)
 
 
