@@ -84,7 +84,9 @@ def sample_sentences(
     check_bool("sample_sentences: keep_order", keep_order)
     if not all(candidates):
         i = next(i for i, c in enumerate(candidates) if not c)
-        raise ValueError(f"sample_sentences: candidates[{i}] must hold at least one sentence, got an empty sequence")
+        raise ValueError(
+            f"sample_sentences: candidates[{i}] must hold at least one sentence, got an empty sequence"
+        )
     if spec == 1 and type(spec) is int:  # the paper's setting: one sentence
         randrange = rng.randrange
         return [p[randrange(len(p))] for p in candidates]

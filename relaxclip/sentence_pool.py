@@ -110,7 +110,7 @@ class SentencePool:
         if unknown:
             raise ValueError(
                 f"{self.name}: sections and fallback must be section names the report parser "
-                f"produces ({', '.join(sorted(KNOWN_SECTIONS))}), got {unknown!r}; for keys of "
+                f"produces ({', '.join(map(repr, sorted(KNOWN_SECTIONS)))}), got {unknown!r}; for keys of "
                 "mapping reports with other names pass custom_sections=True"
             )
 

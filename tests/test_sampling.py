@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 import relaxclip.sentence_pool as sampling_mod
 from relaxclip.sampling import SentenceSampler, group_text, sample_sentences, text_group_ids
 from relaxclip.sentence_pool import SentencePool
-from relaxclip.sentences import split_sentences
+from relaxclip.sentences import HEADER_ALIASES, PREAMBLE_KEY, split_sentences
 
 
 def _sentence(i: int, j: int) -> str:
@@ -1006,3 +1006,40 @@ def test_flags_are_exactly_true_or_false(value: object) -> None:
         SentenceSampler().train(value)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="keep_order must be True or False"):
         sample_sentences([["a."]], random.Random(0), keep_order=value)  # type: ignore[arg-type]
+
+
+# ============================================================ section names the parser never produces
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"sections": ("impresion",), "fallback": "report"},
+        {"sections": ("findings", "Impression")},
+        {"sections": ("findings",), "fallback": ("indications", "report")},
+    ],
+)
+def test_unknown_section_names_raise_at_construction(kwargs: dict[str, Any]) -> None:
+    """Before: ``sections=("impresion",), fallback="report"`` trained on whole reports without a
+    word (the parser never produces "impresion", so every report fell back)."""
+    pattern = r"sections and fallback must be section names the report parser produces \(.*'impression'.*\), got \['"
+    with pytest.raises(ValueError, match="SentenceSampler: " + pattern):
+        SentenceSampler(**kwargs)
+    with pytest.raises(ValueError, match="SentencePool: " + pattern):
+        SentencePool(**kwargs)
+    with pytest.raises(ValueError, match="custom_sections=True"):
+        SentencePool(**kwargs)
+
+
+def test_custom_sections_allow_other_mapping_keys() -> None:
+    pool = SentencePool(("caption",), custom_sections=True)
+    assert pool.candidates({"caption": "Heart normal. Lungs clear.", "uid": "x"}) == (
+        "Heart normal.",
+        "Lungs clear.",
+    )
+    s = SentenceSampler(text_key=None, sections=("caption",), image_key=None, custom_sections=True)
+    assert s.eval()([{"caption": "No effusion."}])["text"] == ["No effusion."]
+    with pytest.raises(TypeError, match="custom_sections must be True or False, got str 'yes'"):
+        SentencePool(("caption",), custom_sections="yes")  # type: ignore[arg-type]
+    # every name the parser produces is accepted without it
+    SentencePool(tuple(HEADER_ALIASES) + (PREAMBLE_KEY,))
