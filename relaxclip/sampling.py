@@ -55,30 +55,27 @@ def sample_sentences(
     keep_order: bool = True,
     separator: str = " ",
 ) -> list[str]:
-    """Draw the text of each sample from its candidate sentences.
+    """Draw the text of each sample: ``k`` of its ``n`` candidates, uniformly without replacement.
 
-    For each ``candidates[i]`` (``n >= 1`` sentences) ``k`` sentences are drawn uniformly without
-    replacement and joined with ``separator``, in candidate order (drawn order with
-    ``keep_order=False``):
-
-    * ``num_sentences=int``: ``k = min(num_sentences, n)``;
-    * ``num_sentences=(lo, hi)``: ``k`` uniform on the integers ``lo..hi`` (inclusive), then
-      ``min(k, n)``;
-    * ``num_sentences=float f`` in ``(0, 1]``: ``k = max(1, ceil(f * n))``.
+    ``k = min(num_sentences, n)`` for an int; ``min(randint(lo, hi), n)`` for ``(lo, hi)``;
+    ``max(1, ceil(f * n))`` for a float ``f`` in ``(0, 1]``.
 
     Args:
         candidates: per sample, its non-empty sequence of candidate sentences.
         rng: the random source (all draws, in sample order, come from it).
-        num_sentences: how many sentences per sample, as above (numpy integers accepted).
+        num_sentences: an int >= 1, an inclusive ``(lo, hi)`` pair of ints or a float in (0, 1].
         keep_order: join in candidate (report) order rather than drawn order.
         separator: string placed between joined sentences.
 
     Returns:
-        ``list[str]`` of ``len(candidates)`` texts, text ``i`` from ``candidates[i]``.
+        ``list[str]``: text ``i`` drawn from ``candidates[i]``.
 
     Raises:
-        ValueError: a sample has no candidate sentence, or ``num_sentences`` is out of range.
-        TypeError: ``num_sentences`` of the wrong type.
+        TypeError, ValueError: a bad ``num_sentences`` or ``keep_order``, or an empty sample.
+
+    Example:
+        >>> sample_sentences([["A.", "B."]], random.Random(0), num_sentences=2)
+        ['A. B.']
     """
     spec = _check_num_sentences(num_sentences, "sample_sentences")
     check_bool("sample_sentences: keep_order", keep_order)
@@ -139,21 +136,15 @@ _INVISIBLE_RE = re.compile(f"[{INVISIBLE_MARKS}]")
 def group_text(text: str) -> str:
     """The normal form under which :func:`text_group_ids` compares texts.
 
-    In order: every invisible mark of :data:`~relaxclip.sentences.INVISIBLE_MARKS` (byte-order
-    mark, zero-width and bidirectional marks) is removed; case is folded (``str.casefold``); every
-    run of whitespace becomes one space and leading/trailing whitespace is removed; a trailing run
-    of ``. , ; : ! ?`` and whitespace is removed. So ``"No pneumothorax."``, ``"no  PNEUMOTHORAX"``
-    and ``"No pneumothorax !"`` are one group; ``"No pneumothorax, no effusion."`` and
-    ``"1. No pneumothorax."`` are other groups (inner and leading characters are kept).
-
-    Args:
-        text: one text.
-
-    Returns:
-        The normal form (a ``str``).
+    Invisible marks (:data:`~relaxclip.sentences.INVISIBLE_MARKS`) removed, case folded,
+    whitespace runs collapsed to one space and stripped, a trailing run of ``.,;:!?`` removed.
 
     Raises:
         TypeError: ``text`` is not a ``str``.
+
+    Example:
+        >>> group_text(" No  PNEUMOTHORAX !")
+        'no pneumothorax'
     """
     if not isinstance(text, str):
         raise TypeError(f"group_text: text must be str, got {describe(text)}")
@@ -167,11 +158,8 @@ def text_group_ids(texts: Sequence[str]) -> torch.Tensor:
     """Stable 63-bit ids of texts: equal ids exactly for texts equal after :func:`group_text`.
 
     ``id = int.from_bytes(blake2b(group_text(t).encode("utf-8", "surrogatepass"), digest_size=8),
-    "big") >> 1``, a non-negative int64. The hash is not Python's salted ``hash``: the same text
-    gets the same id in every process, DataLoader worker, rank and run, so ids gathered across
-    ranks compare correctly. Two different normal forms share an id only by a hash collision, with
-    probability about ``n**2 / 2**64`` among ``n`` distinct texts (``2e-10`` for ``n = 65,536``):
-    negligible.
+    "big") >> 1``: the same in every process, worker, rank and run (collisions: about
+    ``n**2 / 2**64`` among ``n`` distinct texts).
 
     Args:
         texts: the texts, e.g. a batch's sampled ``"text"`` list.
@@ -201,8 +189,7 @@ def _text_id(text: str) -> int:
 
 
 def _process_rank() -> int | None:
-    """This process's rank in the default ``torch.distributed`` group, or ``None`` when it is not
-    initialised (a forked DataLoader worker inherits its parent's group and rank)."""
+    """This process's rank in the default ``torch.distributed`` group (``None``: not initialised)."""
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         return int(dist.get_rank())
@@ -315,29 +302,30 @@ class SentenceSampler:
 
     def _check_key_collisions(self) -> None:
         """Fixed output and input keys must all differ (nothing may be overwritten)."""
-        keys: list[tuple[str, str]] = [("the text output", _TEXT)]
-        if self.image_key is not None:
-            keys.append(("image_key", self.image_key))
-        if self.tokenizer is not None:
-            keys.append(("token_key", self.token_key))
-        if self.group_key is not None:
-            keys.append(("group_key", self.group_key))
-        if self.on_empty == "drop":
-            keys.append(("the drop count output", _DROPPED))
-        if self.text_key is not None:
-            keys.append(("text_key", self.text_key))
-        else:
-            keys += [("a section key (text_key=None)", s) for s in self.pool.sections or ()]
+        keys = [
+            ("the text output", _TEXT),
+            ("image_key", self.image_key),
+            ("token_key", self.token_key if self.tokenizer is not None else None),
+            ("group_key", self.group_key),
+            ("the drop count output", _DROPPED if self.on_empty == "drop" else None),
+            ("text_key", self.text_key),
+            *[("a section key (text_key=None)", s) for s in self._section_keys()],
+        ]
         seen: dict[str, str] = {}
         for what, key in keys:
+            if key is None:
+                continue
             if key in seen:
                 raise ValueError(
-                    f"SentenceSampler: {what} {key!r} collides with {seen[key]} {key!r}; "
+                    f"{_NAME}: {what} {key!r} collides with {seen[key]} {key!r}; "
                     "choose distinct keys (one would overwrite the other in the batch)"
                 )
             seen[key] = what
 
-    # ------------------------------------------------------------------ views of the pool
+    def _section_keys(self) -> tuple[str, ...]:
+        """The sample keys read as sections (``text_key=None``), else none."""
+        return (self.sections or ()) if self.text_key is None else ()
+
     @property
     def sections(self) -> tuple[str, ...] | None:
         """The chosen sections (see :class:`~relaxclip.sentence_pool.SentencePool`)."""
@@ -360,7 +348,6 @@ class SentenceSampler:
     def _cache(self) -> dict[Any, tuple[str, ...]]:
         return self.pool._cache
 
-    # ------------------------------------------------------------------ mode and epoch
     def train(self, mode: bool = True) -> SentenceSampler:
         """Set training (random sampling) or evaluation (full text) mode; returns ``self``."""
         self.training = check_bool(f"{_NAME}.train: mode", mode)
@@ -371,8 +358,7 @@ class SentenceSampler:
         return self.train(False)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch mixed into the seed (an explicit override of the per-epoch worker
-        seed, see Randomness) and restart the call index."""
+        """Select the epoch mixed into the seed (overrides the worker seed); restart the calls."""
         self.epoch = check_int(f"{_NAME}.set_epoch: epoch", epoch)
         self._epoch_set = True
         self._calls = 0
@@ -390,13 +376,8 @@ class SentenceSampler:
             f"group_key={self.group_key!r})"
         )
 
-    # ------------------------------------------------------------------ sentences
     def candidates(self, report: Any, *, position: int = 0) -> tuple[str, ...]:
-        """Candidate sentences of one report (chosen sections, report order, fallback chain).
-
-        Raises ``TypeError`` for a bad report and ``ValueError`` when it has no sentence (whatever
-        ``on_empty``); ``position`` is used in messages.
-        """
+        """Candidate sentences of one report; ``TypeError``/``ValueError`` when bad or empty."""
         found = self._lookup(report, position, None)
         if not found:
             raise self._empty_error(self._where(position))
@@ -432,7 +413,7 @@ class SentenceSampler:
                 else ""
             )
             raise TypeError(
-                f"SentenceSampler: cannot collate key {key!r} with default_collate{where} ({exc}); "
+                f"{_NAME}: cannot collate key {key!r} with default_collate{where} ({exc}); "
                 "drop it from the samples or pass it in list_keys to get a plain list"
             ) from exc
 
@@ -465,14 +446,12 @@ class SentenceSampler:
             "" if REPORT in self.pool.fallback else ", pass fallback='report' or a fallback chain"
         )
         return ValueError(
-            f"SentenceSampler: {where} has no sentence in {self.pool.describe()}; fix or filter "
+            f"{_NAME}: {where} has no sentence in {self.pool.describe()}; fix or filter "
             f"the data, choose other sections{hint}, or pass on_empty='drop'"
         )
 
-    # ------------------------------------------------------------------ randomness
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled (e.g. into spawned DataLoader workers, where ``torch.distributed`` is not
-        initialised) with the rank of the pickling process, so the workers know it."""
+        """The state, with the rank of the pickling process (for spawned DataLoader workers)."""
         state = self.__dict__.copy()
         rank = _process_rank()
         if rank is not None:
@@ -501,14 +480,11 @@ class SentenceSampler:
         self._calls += 1
         return random.Random(key)
 
-    # ------------------------------------------------------------------ collate
     def __call__(self, batch: Sequence[Any]) -> dict[str, Any]:
         if isinstance(batch, (str, bytes)) or not isinstance(batch, Sequence):
-            raise TypeError(
-                f"SentenceSampler: batch must be a list of samples, got {type(batch).__name__}"
-            )
+            raise TypeError(f"{_NAME}: batch must be a list of samples, got {type(batch).__name__}")
         if len(batch) == 0:
-            raise ValueError("SentenceSampler: empty batch")
+            raise ValueError(f"{_NAME}: empty batch")
         reports, images, rest = self._unpack_batch(batch)
         pools = [self._lookup(r, i, batch[i]) for i, r in enumerate(reports)]
         dropped = 0
@@ -573,8 +549,7 @@ class SentenceSampler:
             if other.keys() != rest[0].keys():
                 diff = sorted(map(str, set(other) ^ set(rest[0])))
                 raise KeyError(
-                    f"SentenceSampler: {self._at(i, batch[i])} and batch position 0 differ in "
-                    f"keys {diff!r}"
+                    f"{_NAME}: {self._at(i, batch[i])} and batch position 0 differ in keys {diff!r}"
                 )
         return reports, images, rest
 
@@ -586,13 +561,13 @@ class SentenceSampler:
         names = "; ".join(self._at(i, batch[i]) for i in empty)
         if len(empty) == len(batch):
             raise ValueError(
-                f"SentenceSampler: every sample of the batch has no sentence in "
+                f"{_NAME}: every sample of the batch has no sentence in "
                 f"{self.pool.describe()} ({names}); on_empty='drop' cannot return an empty batch: "
                 "filter such reports out of the dataset"
             )
         self.num_dropped += len(empty)
         logger.warning(
-            "SentenceSampler: dropped %d of %d samples with no sentence in %s (with their images "
+            f"{_NAME}: dropped %d of %d samples with no sentence in %s (with their images "
             "and other fields): %s",
             len(empty),
             len(batch),
@@ -603,36 +578,24 @@ class SentenceSampler:
 
     def _unpack(self, sample: Any, i: int) -> tuple[Any, Any, Mapping[str, Any]]:
         if isinstance(sample, Mapping):
-            at = self._at(i, sample)
-            if self.image_key is not None and self.image_key not in sample:
-                raise KeyError(
-                    f"SentenceSampler: {at} lacks key {self.image_key!r} "
-                    f"(image_key); keys: {sorted(map(str, sample))!r}"
-                )
-            image = sample[self.image_key] if self.image_key is not None else None
-            if self.text_key is None:
-                assert self.sections is not None
-                report: Any = sample
-                skip = {self.image_key, *self.sections}
-            else:
-                if self.text_key not in sample:
+            for arg, key in (("image_key", self.image_key), ("text_key", self.text_key)):
+                if key is not None and key not in sample:
                     raise KeyError(
-                        f"SentenceSampler: {at} lacks key {self.text_key!r} "
-                        f"(text_key); keys: {sorted(map(str, sample))!r}"
+                        f"{_NAME}: {self._at(i, sample)} lacks key {key!r} ({arg}); "
+                        f"keys: {sorted(map(str, sample))!r}"
                     )
-                report = sample[self.text_key]
-                skip = {self.image_key, self.text_key}
-            other = {k: v for k, v in sample.items() if k not in skip}
-            return report, image, other
+            image = sample[self.image_key] if self.image_key is not None else None
+            report = sample if self.text_key is None else sample[self.text_key]
+            skip = {self.image_key, self.text_key, *self._section_keys()}
+            return report, image, {k: v for k, v in sample.items() if k not in skip}
         if isinstance(sample, (tuple, list)) and len(sample) == 2:
             if self.image_key is None:
                 raise TypeError(
-                    f"SentenceSampler: batch position {i} is an (image, report) pair but "
-                    "image_key=None"
+                    f"{_NAME}: batch position {i} is an (image, report) pair but image_key=None"
                 )
             return sample[1], sample[0], {}
         raise TypeError(
-            f"SentenceSampler: batch position {i} must be a mapping or an (image, report) pair, "
+            f"{_NAME}: batch position {i} must be a mapping or an (image, report) pair, "
             f"got {type(sample).__name__}"
             + (f" of length {len(sample)}" if isinstance(sample, (tuple, list)) else "")
         )
@@ -648,7 +611,7 @@ class SentenceSampler:
             items = [(k, result[k]) for k in result.keys()]
         else:
             raise TypeError(
-                "SentenceSampler: the tokenizer must return a tensor or a mapping of tensors, "
+                f"{_NAME}: the tokenizer must return a tensor or a mapping of tensors, "
                 f"got {type(result).__name__}"
             )
         for key, value in items:
@@ -656,7 +619,7 @@ class SentenceSampler:
                 value.dim() == 0 or value.shape[0] != len(texts)
             ):
                 raise ValueError(
-                    f"SentenceSampler: tokenizer output {key!r} has shape {tuple(value.shape)}, "
+                    f"{_NAME}: tokenizer output {key!r} has shape {tuple(value.shape)}, "
                     f"expected a first dimension of {len(texts)} (the batch size)"
                 )
             _put(out, key, value, "tokenizer output")
@@ -670,7 +633,7 @@ def _layout(value: Any) -> tuple[str, str]:
 
 def _put(out: dict[str, Any], key: str, value: Any, what: str) -> None:
     if key in out:
-        raise ValueError(f"SentenceSampler: {what} {key!r} collides with an output key; rename it")
+        raise ValueError(f"{_NAME}: {what} {key!r} collides with an output key; rename it")
     out[key] = value
 
 

@@ -1,25 +1,8 @@
 """Readers for CheXpert (Irvin et al., AAAI 2019): ``train.csv`` / ``valid.csv`` and the test set.
 
-Label coding in CheXpert CSVs: ``1`` positive, ``0`` negative, ``-1`` uncertain, blank
-unmentioned. The **uncertainty policy** maps ``-1``:
-
-* ``"ignore"`` (default) → ``NaN``: the label is treated like an unmentioned one and is
-  excluded per label by ``relaxclip.metrics`` (``nan_policy="omit"``);
-* ``"ones"`` → ``1.0`` (U-Ones); ``"zeros"`` → ``0.0`` (U-Zeros).
-
-Blank (unmentioned) is always ``NaN``; map it yourself (e.g. ``np.nan_to_num``) if your
-training treats unmentioned as negative.
-
-Record keys (image-level, ``read_chexpert``): ``image_path`` (Path), ``patient_id``,
-``study_id`` (``"patient00001/study1"``), ``view`` (``Frontal``/``Lateral`` or None),
-``ap_pa``, ``sex``, ``age`` (str or None, as in the CSV), ``labels`` (float64 ``(K,)``),
-``label_names`` (tuple), ``report`` (always None: CheXpert has no reports).
-
-Test set layouts (``read_chexpert_test``): the 500-study radiologist test set as released
-in ``cheXpert-test-set-labels`` (``groundtruth.csv`` with a ``Study`` column such as
-``test/patient64741/study1`` and images under ``<image_root>/test/patient64741/study1/*.jpg``),
-or an image-level CSV with a ``Path`` column (CheXlocalize ``test_labels.csv``). Both return
-one record per study with ``image_paths`` (list of Path).
+Labels: ``1`` positive, ``0`` negative, blank (unmentioned) NaN, ``-1`` (uncertain) by the
+``uncertainty`` policy: ``"ignore"`` NaN, ``"ones"`` 1.0, ``"zeros"`` 0.0. Record keys and the
+test-set layouts: ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -121,22 +104,20 @@ def read_chexpert(
 
     Args:
         csv_path: the CSV (UTF-8, a byte-order mark is fine, unique column names, >= 1 row).
-        image_root: the directory the ``Path`` column is relative to; default: the parent of
-            the CSV's folder (the CSVs sit in ``CheXpert-v1.0-small/`` and so do their paths).
+        image_root: the folder the ``Path`` column is relative to (default: the CSV's grandparent).
         labels: which CheXpert observations, in this order.
         uncertainty: what ``-1`` becomes: ``"ignore"`` (NaN), ``"ones"`` or ``"zeros"``.
         frontal_only: keep rows whose ``Frontal/Lateral`` is ``Frontal`` (any letter case).
         check_paths: every image must exist.
 
     Returns:
-        One record per kept row (keys in the module docstring).
+        One record per kept row (keys: ``docs/data.md``).
 
     Raises:
-        TypeError: a path that is not ``str``/``os.PathLike``, or a flag that is not a bool.
-        FileNotFoundError: the CSV, ``image_root`` or (``check_paths``) an image is missing;
-            the message names the CSV, the column and the first missing paths.
+        TypeError: a path, label list or flag of the wrong type.
+        FileNotFoundError: a missing file or folder (the CSV, column and first paths named).
         ValueError: unknown labels or policy, a bad cell (file and line named), or
-            ``frontal_only=True`` keeping no row (the values the column holds are listed).
+            ``frontal_only=True`` keeping no row (the column's values listed).
     """
     path = existing_file(csv_path, name="csv_path")
     names = check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
@@ -194,21 +175,19 @@ def read_chexpert_test(
     """Read the CheXpert test set into one record per study (CSV order of first appearance).
 
     Args:
-        csv_path: ``groundtruth.csv`` (a ``Study`` column, e.g. ``test/patient64741/study1``)
-            or an image-level CSV with a ``Path`` column (read as by :func:`read_chexpert` and
-            grouped with :func:`~relaxclip.data.dataset.group_by_study`).
+        csv_path: ``groundtruth.csv`` (a ``Study`` column) or an image-level CSV with a ``Path``
+            column (read as by :func:`read_chexpert`, grouped by study).
         image_root: the folder the ``Study``/``Path`` values are relative to.
         labels, uncertainty: as in :func:`read_chexpert`.
         check_paths: every study folder must hold an image matching ``image_glob``.
         image_glob: the images of a study folder (sorted by name).
 
     Returns:
-        Records with ``study_id``, ``patient_id``, ``image_paths`` (list of Path), ``labels``,
-        ``label_names``, ``report`` (None).
+        One record per study (keys: ``docs/data.md``).
 
     Raises:
-        FileNotFoundError: a missing CSV, ``image_root`` or (``check_paths``) study image.
-        ValueError: a missing column, a bad cell or a study listed twice (file and line named).
+        TypeError, FileNotFoundError, ValueError: as :func:`read_chexpert`; also a study listed
+            twice.
     """
     path = existing_file(csv_path, name="csv_path")
     names = check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")

@@ -1,26 +1,9 @@
 """Reader for MIMIC-CXR-JPG v2 (Johnson et al. 2019) with optional free-text reports.
 
-Expected layout under ``root`` (each table as ``.csv`` or ``.csv.gz``)::
-
-    mimic-cxr-2.0.0-metadata.csv   dicom_id, subject_id, study_id, ViewPosition, ...
-    mimic-cxr-2.0.0-chexpert.csv   subject_id, study_id, <14 CheXpert labels> (1, 0, -1, blank)
-    mimic-cxr-2.0.0-split.csv      dicom_id, study_id, subject_id, split (train/validate/test)
-    files/p10/p10000032/s50414267/<dicom_id>.jpg
-
-Reports (MIMIC-CXR, not -JPG) are read from ``reports_root/files/pXX/pXXXXXXXX/sXXXXXXXX.txt``
-and split into sections with ``relaxclip.sentences.parse_report_sections``.
-
-Labels follow the CheXpert coding and the same ``uncertainty`` policy as
-``relaxclip.data.chexpert`` (``"ignore"`` → NaN, ``"ones"``, ``"zeros"``); blank is NaN. A study
-with no row in the label table gets an all-NaN vector and ``has_labels=False``.
-
-Record keys (one per image, metadata order): ``image_path``, ``dicom_id``, ``subject_id``,
-``study_id`` (str, without the ``s`` prefix, as in the CSVs), ``view_position``, ``split``,
-``labels`` (float64 ``(K,)``), ``label_names``, ``has_labels``, ``report`` (str or None),
-``report_sections`` (dict or None). Use ``relaxclip.data.dataset.group_by_study`` to keep
-the images of a study together.
-
-MIMIC-CXR is credentialed-access data (PhysioNet); nothing of it ships with relaxclip.
+Reads ``mimic-cxr-2.0.0-{metadata,chexpert,split}.csv[.gz]`` and ``files/pXX/pXXXXXXXX/sXXXXXXXX/
+<dicom_id>.jpg`` under ``root``; reports (MIMIC-CXR) from ``reports_root``. Labels follow the
+CheXpert coding and ``uncertainty`` policy. Record keys: ``docs/data.md``. MIMIC-CXR is
+credentialed-access data (PhysioNet); nothing of it ships with relaxclip.
 """
 
 from __future__ import annotations
@@ -186,23 +169,20 @@ def read_mimic_cxr(
     Args:
         root: the folder with the three tables (``.csv`` or ``.csv.gz``) and ``files/``.
         split: keep images of these splits (``"train"``, ``"validate"``, ``"test"``); None: all.
-        labels: which CheXpert observations, in this order.
-        uncertainty: what ``-1`` becomes: ``"ignore"`` (NaN), ``"ones"`` or ``"zeros"``.
+        labels, uncertainty: CheXpert observations and ``-1`` policy, as in ``read_chexpert``.
         views: keep images whose ``ViewPosition`` is one of these (any letter case); None: all.
-        reports_root: the MIMIC-CXR folder with ``files/pXX/pXXXXXXXX/sXXXXXXXX.txt``
-            reports (UTF-8; an invisible leading mark is removed); None: no reports.
-        check_paths: every kept image (and report) must exist; with ``False`` a missing report
-            leaves ``report``/``report_sections`` as None.
+        reports_root: the MIMIC-CXR folder of ``files/pXX/pXXXXXXXX/sXXXXXXXX.txt`` reports
+            (UTF-8, a leading invisible mark removed); None: no reports.
+        check_paths: every kept image (and report) must exist; else a missing report is None.
 
     Returns:
-        One record per kept image (keys in the module docstring).
+        One record per kept image (keys: ``docs/data.md``).
 
     Raises:
         TypeError: a path, flag or filter of the wrong type.
-        FileNotFoundError: a missing folder, table, or (``check_paths``) image or report; the
-            message names the table, the column and the first missing files.
-        ValueError: a bad cell, an image without exactly one split and one metadata row (file
-            and lines named), or filters that keep no image (the values present are listed).
+        FileNotFoundError: a missing folder, table, image or report (table and column named).
+        ValueError: a bad cell, an image without exactly one split and metadata row (file and
+            lines named), or filters that keep no image (the values present listed).
     """
     base = existing_dir(root, name="root")
     names = check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")

@@ -1,17 +1,8 @@
 """Reader for NIH ChestX-ray14 (Wang et al., CVPR 2017): ``Data_Entry_2017*.csv`` (or ``.csv.gz``).
 
-The ``Finding Labels`` column holds '|'-separated findings from the 14 of
-``CHESTXRAY14_LABELS`` or the single token ``No Finding``. Every finding is either
-mentioned or not, so label vectors are 0/1 without NaN.
-
-Record keys: ``image_index`` (e.g. ``00000001_000.png``), ``image_path`` (``image_root /
-image_index`` or None without ``image_root``), ``study_id`` (= ``image_index``: one image per
-study), ``patient_id`` (str), ``follow_up`` (int), ``age`` (int), ``sex``, ``view_position``,
-``findings`` (tuple of str), ``labels`` (float64 ``(K,)``), ``label_names``, ``report``
-(None: ChestX-ray14 has no reports).
-
-Data: NIH Clinical Center, no restrictions on use; cite Wang et al. 2017 and acknowledge the
-NIH Clinical Center.
+``Finding Labels`` holds '|'-separated findings of ``CHESTXRAY14_LABELS`` or ``No Finding``, so
+label vectors are 0/1 without NaN. Record keys: ``docs/data.md``. Data: NIH Clinical Center, no
+restrictions on use; cite Wang et al. 2017 and acknowledge the NIH Clinical Center.
 """
 
 from __future__ import annotations
@@ -115,23 +106,21 @@ def read_chestxray14(
     """Read ChestX-ray14's label table into one record per image (CSV order).
 
     Args:
-        csv_path: ``Data_Entry_2017*.csv`` or ``.csv.gz`` (UTF-8, a byte-order mark is fine,
-            unique column names, at least one data row).
+        csv_path: ``Data_Entry_2017*.csv[.gz]`` (UTF-8, unique column names, >= 1 data row).
         image_root: folder with the PNGs; None: ``image_path`` is None.
         labels: names from ``CHESTXRAY14_LABELS`` and/or ``"No Finding"``, in output order.
-        images: keep only these image names (an iterable, or a path to a list file such as
+        images: keep only these image names (an iterable, or a list file such as
             ``test_list.txt``), in CSV order.
         check_paths: with ``image_root``, every kept image must exist.
 
     Returns:
-        One record per kept row (keys in the module docstring).
+        One record per kept row (keys: ``docs/data.md``).
 
     Raises:
         TypeError: a path, flag or ``images`` of the wrong type.
-        FileNotFoundError: a missing CSV, ``image_root`` or (``check_paths``) image; the
-            message names the CSV, the column and the first missing files.
-        ValueError: an unknown finding, ``No Finding`` with a finding, an ``Image Index`` on two
-            rows (file, line and column named), or a name of ``images`` absent from the CSV.
+        FileNotFoundError: a missing file or folder (the CSV, column and first files named).
+        ValueError: an unknown finding, ``No Finding`` with a finding, an ``Image Index`` twice
+            (file, line and column named), or a name of ``images`` absent from the CSV.
     """
     path = existing_file(csv_path, name="csv_path")
     names = check_labels(labels, _KNOWN, what="ChestX-ray14 labels")

@@ -1,17 +1,8 @@
 """Reader for the Indiana University / Open-I chest X-ray report archive (``NLMCXR_reports.tgz``).
 
-The archive holds one XML file per report (``ecgen-radiology/<n>.xml``, 3,955 reports). Each has
-``<AbstractText Label="COMPARISON|INDICATION|FINDINGS|IMPRESSION">`` elements, MeSH terms under
-``<MeSH><major>/<automatic>``, and ``<parentImage id="CXR<n>_...">`` elements for its images.
-Licence of the data: CC BY-NC-ND 4.0 (read it in place; do not redistribute derived text).
-Cite Demner-Fushman et al., JAMIA 2016;23(2):304-310.
-
-Only the standard library is used (``tarfile``, ``xml.etree.ElementTree``).
-
-Empty reports: 28 of the 3,955 reports have no text in any of the four sections (25 of them
-have images and NegBio gold labels), so a sentence sampler finds nothing to draw from them.
-``read_openi_reports`` keeps them by default (nothing is dropped silently);
-``read_openi_reports(path, drop_empty=True)`` leaves them out and logs how many and which.
+One XML file per report (``ecgen-radiology/<n>.xml``), read with the standard library only. Data
+licence: CC BY-NC-ND 4.0 (read it in place; do not redistribute derived text); cite
+Demner-Fushman et al., JAMIA 2016;23(2):304-310. Empty reports: ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -54,12 +45,10 @@ def parse_openi_xml(data: bytes | str, *, source: str = "<xml>") -> dict[str, An
         source: a name for the document in messages and in the record (the archive member).
 
     Returns:
-        A dict: ``uid`` (the ``<uId id=...>`` value, e.g. ``"CXR1"``); ``comparison``,
-        ``indication``, ``findings``, ``impression`` (the section text, whitespace-stripped,
-        ``""`` when absent or empty); ``mesh`` (MeSH terms, ``<major>`` then ``<automatic>``,
-        in document order); ``mesh_major`` (the ``<major>`` terms); ``images`` (the
-        ``<parentImage id=...>`` values, e.g. ``"CXR1_1_IM-0001-3001"``, the image file being
-        ``<id>.png``); ``source``.
+        ``uid`` (``<uId id=...>``, e.g. ``"CXR1"``); ``comparison``, ``indication``,
+        ``findings``, ``impression`` (stripped text, ``""`` when absent); ``mesh`` (``<major>``
+        then ``<automatic>`` MeSH terms), ``mesh_major``; ``images`` (``<parentImage id=...>``,
+        the image file being ``<id>.png``); ``source``.
 
     Raises:
         TypeError: ``data`` is not ``bytes``/``str`` or ``source`` not ``str``.
@@ -107,10 +96,7 @@ def _member_order(name: str) -> tuple[int, str]:
 
 
 def is_empty_report(record: Mapping[str, Any]) -> bool:
-    """True when none of ``OPENI_SECTIONS`` of an Open-I record holds any text.
-
-    Such a report has nothing to sample a sentence from (28 of the 3,955 in the real archive).
-    """
+    """True when none of ``OPENI_SECTIONS`` of an Open-I record holds any text (nothing to sample)."""
     return not any(str(record.get(key) or "").strip() for key in OPENI_SECTIONS)
 
 
@@ -152,26 +138,20 @@ def read_openi_reports(
     """Read every report of the Open-I archive ``NLMCXR_reports.tgz`` (or a directory of XMLs).
 
     Args:
-        path: the ``.tgz``/``.tar``/``.tar.gz`` archive as distributed by Open-I, or a directory
-            holding the extracted XML files (searched recursively); ``.xml`` in any letter case.
-        drop_empty: leave out the reports with no text in any section (see
-            :func:`is_empty_report`); how many and their uids are logged at WARNING level on
-            the ``relaxclip.data.openi`` logger. Default ``False``: every report is returned.
+        path: the ``.tgz``/``.tar`` archive as distributed, or a directory holding the XML files
+            (searched recursively); ``.xml`` in any letter case.
+        drop_empty: leave out the reports with no text in any section (:func:`is_empty_report`),
+            logging how many and their uids at WARNING level. Default: keep every report.
 
     Returns:
-        One record per XML file (3,955 for the full archive, 3,927 with ``drop_empty=True``),
-        sorted by report number (the ``<n>`` in ``<n>.xml``), as described in
-        :func:`parse_openi_xml`. Nothing else is dropped: a malformed XML raises.
+        One record (:func:`parse_openi_xml`) per XML file, sorted by the ``<n>`` of ``<n>.xml``:
+        3,955 for the full archive, 3,927 with ``drop_empty=True``.
 
     Raises:
         TypeError: ``path`` is not a ``str``/``os.PathLike`` or ``drop_empty`` not a bool.
         FileNotFoundError: ``path`` does not exist.
-        ValueError: ``path`` is neither a tar archive nor a directory, is truncated or corrupt,
-            holds no XML file, a malformed XML (member named), two files with the same ``uid``
-            (both named), or ``drop_empty=True`` would leave no report.
-
-    Example:
-        >>> reports = read_openi_reports("NLMCXR_reports.tgz", drop_empty=True)  # doctest: +SKIP
+        ValueError: not a tar archive or directory, a truncated archive, no or a malformed XML
+            (member named), a ``uid`` in two files, or ``drop_empty=True`` keeping no report.
     """
     p = as_path("read_openi_reports: path", path)
     drop_empty = check_bool("read_openi_reports: drop_empty", drop_empty)
@@ -213,8 +193,7 @@ def _drop_empty(records: list[dict[str, Any]], p: Path) -> list[dict[str, Any]]:
 
 
 def _looks_like_tar(p: Path) -> bool:
-    """``tarfile.is_tarfile``, with a truncated gzip stream counted as a tar (it is read, and
-    then fails with the path named) rather than as "not an archive"."""
+    """``tarfile.is_tarfile``, a truncated gzip stream counted as a tar (to fail naming the path)."""
     try:
         return tarfile.is_tarfile(p)
     except (EOFError, zlib.error, OSError):

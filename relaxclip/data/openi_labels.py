@@ -1,12 +1,5 @@
-"""Open-I gold-standard labels (NegBio ``openi_gld_std14.csv``) and their join with the reports.
-
-The CSV (Peng et al., AMIA 2018; US Government work, public domain) has a ``filename``
-column (the report uid, e.g. ``CXR1``) and 0/1 columns for the 14 ChestX-ray14 findings plus
-``normal`` (``OPENI_LABELS``); 3,851 reports. Hernia has no positive there: a real
-single-class label that ``relaxclip.metrics.macro_auroc`` reports as skipped.
-
-``join_openi`` joins these records with ``relaxclip.data.openi.read_openi_reports`` (the
-report XMLs, 3,955 reports) on ``uid``.
+"""Open-I gold-standard labels (NegBio ``openi_gld_std14.csv``, Peng et al., AMIA 2018; public
+domain) and their join with the reports of :func:`~relaxclip.data.openi.read_openi_reports`.
 """
 
 from __future__ import annotations
