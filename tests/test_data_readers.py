@@ -558,7 +558,7 @@ def test_duplicate_rows_and_columns_raise(tmp_path: Path) -> None:
         ["dicom_id", "split"],
         [["d1", "train"], ["d2", "train"], ["d3", "test"], ["d4", "validate"], ["d1", "test"]],
     )
-    with pytest.raises(ValueError, match=r"split.csv line 6: dicom_id 'd1' .* line 2"):
+    with pytest.raises(ValueError, match=r"split.csv line 6: 'dicom_id' 'd1' .* line 2"):
         read_mimic_cxr(root, check_paths=False)
     dup_cols = write_csv(
         tmp_path / "dupcols.csv", ["filename", *OPENI_LABELS, "Edema"], [["CXR1", *["0"] * 16]]

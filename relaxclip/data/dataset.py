@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from relaxclip._checks import check_bool, describe
+from relaxclip.data.labels import check_records
 
 __all__ = ["ImageLabelDataset", "count_nan", "group_by_study", "load_image", "pil_to_tensor"]
 
@@ -63,10 +64,7 @@ def group_by_study(
     and reports, else ``ValueError`` naming the study.
     """
     groups: dict[Any, dict[str, Any]] = {}
-    for i, rec in enumerate(records):
-        for needed in (key, "image_path", "labels"):
-            if needed not in rec:
-                raise ValueError(f"records[{i}]: missing key {needed!r}")
+    for i, rec in enumerate(check_records("records", records, (key, "image_path", "labels"))):
         sid = rec[key]
         labels = np.asarray(rec["labels"], dtype=np.float64)
         if sid not in groups:
@@ -121,8 +119,7 @@ class ImageLabelDataset(Dataset[Any]):
         first_image: bool = False,
         as_dict: bool = False,
     ) -> None:
-        if isinstance(records, (str, Mapping)) or not isinstance(records, Sequence):
-            raise TypeError(f"records must be a sequence of record dicts, got {describe(records)}")
+        check_records("records", records, ("labels",), sequence=True)
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be a callable or None, got {describe(transform)}")
         for arg, value in (("mode", mode), ("image_key", image_key)):
@@ -134,8 +131,6 @@ class ImageLabelDataset(Dataset[Any]):
         for i, rec in enumerate(records):
             if image_key not in rec or rec[image_key] is None:
                 raise ValueError(f"records[{i}]: missing image path under key {image_key!r}")
-            if "labels" not in rec:
-                raise ValueError(f"records[{i}]: missing key 'labels'")
             k = int(np.asarray(rec["labels"]).shape[0])
             if n_labels is None:
                 n_labels = k

@@ -11,7 +11,7 @@ import gzip
 import io
 import os
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,6 +242,37 @@ def read_csv_rows(path: Path, required: Sequence[str]) -> CsvTable:
     if not rows:
         raise ValueError(f"{path}: the CSV has a header but no data row; expected at least one row")
     return CsvTable(path, header, rows, lines)
+
+
+def unique_column(table: CsvTable, column: str, what: str) -> dict[str, int]:
+    """``value -> line`` of ``column`` (values stripped); a value on two rows raises naming both."""
+    seen: dict[str, int] = {}
+    for i, row in enumerate(table.rows):
+        value = row[column].strip()
+        if value in seen:
+            raise ValueError(
+                f"{table.where(i)}: {column!r} {value!r} already appears at line {seen[value]}; "
+                f"expected one row per {what}"
+            )
+        seen[value] = table.lines[i]
+    return seen
+
+
+def check_records(
+    name: str, records: object, keys: Sequence[str], *, sequence: bool = False
+) -> list[Mapping[str, Any]]:
+    """``records`` as a list of mappings holding ``keys`` (errors name ``name[i]``)."""
+    kind, expected = (Sequence, "a sequence") if sequence else (Iterable, "an iterable")
+    if isinstance(records, (str, Mapping)) or not isinstance(records, kind):
+        raise TypeError(f"{name} must be {expected} of record mappings, got {describe(records)}")
+    out = list(records)
+    for i, rec in enumerate(out):
+        if not isinstance(rec, Mapping):
+            raise TypeError(f"{name}[{i}] must be a record mapping, got {describe(rec)}")
+        for key in keys:
+            if key not in rec:
+                raise ValueError(f"{name}[{i}]: missing key {key!r}")
+    return out
 
 
 def find_table(root: Path, stem: str) -> Path:

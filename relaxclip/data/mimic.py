@@ -26,6 +26,7 @@ from relaxclip.data.labels import (
     missing_files_error,
     read_csv_rows,
     read_text,
+    unique_column,
 )
 from relaxclip.sentences import parse_report_sections
 
@@ -86,21 +87,13 @@ def _name_set(
 
 def _read_splits(table: CsvTable) -> dict[str, str]:
     """``dicom_id -> split`` of the split table (one row per image)."""
+    unique_column(table, "dicom_id", "image")
     split_of: dict[str, str] = {}
-    line_of: dict[str, int] = {}
     for i, row in enumerate(table.rows):
-        where = table.where(i)
         value = row["split"].strip().lower()
         if value not in MIMIC_SPLITS:
-            raise ValueError(f"{where}, column 'split': unknown split {row['split']!r}")
-        dicom = row["dicom_id"].strip()
-        if dicom in split_of:
-            raise ValueError(
-                f"{where}: dicom_id {dicom!r} already has a split row at line "
-                f"{line_of[dicom]}; expected one row per image"
-            )
-        split_of[dicom] = value
-        line_of[dicom] = table.lines[i]
+            raise ValueError(f"{table.where(i)}, column 'split': unknown split {row['split']!r}")
+        split_of[row["dicom_id"].strip()] = value
     return split_of
 
 
@@ -122,24 +115,16 @@ def _images(
     table: CsvTable, split_of: dict[str, str], split_path: Path
 ) -> list[tuple[dict[str, str], str, str, str]]:
     """``(row, dicom_id, subject_id, study_id)`` per metadata row, checked before any is given."""
-    out: list[tuple[dict[str, str], str, str, str]] = []
-    line_of: dict[str, int] = {}
-    for i, row in enumerate(table.rows):
-        dicom = row["dicom_id"].strip()
-        if dicom in line_of:
-            raise ValueError(
-                f"{table.where(i)}: dicom_id {dicom!r} already appears at line {line_of[dicom]}; "
-                "expected one row per image"
-            )
-        line_of[dicom] = table.lines[i]
-        out.append((row, dicom, *_ids(row, table.where(i))))
-    no_split = [d for d in line_of if d not in split_of]
+    no_split = [d for d in unique_column(table, "dicom_id", "image") if d not in split_of]
     if no_split:
         raise ValueError(
             f"{split_path}: {len(no_split)} dicom_id(s) of {table.path.name} have no row in "
             f"column 'dicom_id' (first: {no_split[:3]})"
         )
-    return out
+    return [
+        (row, row["dicom_id"].strip(), *_ids(row, table.where(i)))
+        for i, row in enumerate(table.rows)
+    ]
 
 
 def _report(rep_root: Path | None, key: tuple[str, str], missing: list[Path]) -> _Report:

@@ -25,6 +25,7 @@ from relaxclip.data.labels import (
     missing_files_error,
     read_csv_rows,
     read_text,
+    unique_column,
 )
 
 __all__ = ["read_chestxray14"]
@@ -61,15 +62,7 @@ def _int_or_none(value: str | None, where: str) -> int | None:
 
 def _check_rows(table: CsvTable, images: Any) -> set[str] | None:
     """Check ``Image Index`` is unique; the names ``images`` selects (``None``: every row)."""
-    first_line: dict[str, int] = {}
-    for i, row in enumerate(table.rows):
-        index = row["Image Index"]
-        if index in first_line:
-            raise ValueError(
-                f"{table.where(i)}: 'Image Index' {index!r} already appears at line "
-                f"{first_line[index]}; expected one row per image"
-            )
-        first_line[index] = table.lines[i]
+    first_line = unique_column(table, "Image Index", "image")
     if images is None:
         return None
     wanted = _read_image_list(images)

@@ -11,8 +11,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from relaxclip._checks import check_choice, describe
-from relaxclip.data.labels import OPENI_LABELS, check_labels, existing_file, read_csv_rows
+from relaxclip._checks import check_choice
+from relaxclip.data.labels import (
+    OPENI_LABELS,
+    check_labels,
+    check_records,
+    existing_file,
+    read_csv_rows,
+    unique_column,
+)
 
 __all__ = ["OpenIJoin", "join_openi", "read_openi_labels"]
 
@@ -26,18 +33,13 @@ def read_openi_labels(
     path = existing_file(csv_path, name="csv_path")
     names = check_labels(labels, OPENI_LABELS, what="Open-I labels")
     table = read_csv_rows(path, ["filename", *names])
+    unique_column(table, "filename", "report")
     records: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
     for i, row in enumerate(table.rows):
         where = table.where(i)
         uid = row["filename"].strip()
         if not uid:
             raise ValueError(f"{where}: empty column 'filename'")
-        if uid in seen:
-            raise ValueError(
-                f"{where}: uid {uid!r} repeated in column 'filename' (first at line {seen[uid]})"
-            )
-        seen[uid] = table.lines[i]
         vec = np.empty(len(names), dtype=np.float64)
         for j, name in enumerate(names):
             raw = row[name].strip()
@@ -74,14 +76,14 @@ def join_openi(
     """
     check_choice("missing", missing, ("raise", "report"))
     by_uid: dict[str, Mapping[str, Any]] = {}
-    for i, rep in enumerate(_records("reports", reports, ("uid",))):
+    for i, rep in enumerate(check_records("reports", reports, ("uid",))):
         if rep["uid"] in by_uid:
             raise ValueError(f"reports[{i}]: uid {rep['uid']!r} appears twice")
         by_uid[rep["uid"]] = rep
     out: list[dict[str, Any]] = []
     lacking: list[str] = []
     used: set[str] = set()
-    for i, lab in enumerate(_records("label_records", label_records, ("uid", "labels"))):
+    for i, lab in enumerate(check_records("label_records", label_records, ("uid", "labels"))):
         uid = lab["uid"]
         if uid in used:
             raise ValueError(f"label_records[{i}]: uid {uid!r} appears twice")
@@ -97,19 +99,3 @@ def join_openi(
         )
     extra = tuple(u for u in by_uid if u not in used)
     return OpenIJoin(out, tuple(lacking), extra)
-
-
-def _records(
-    name: str, records: Iterable[Mapping[str, Any]], keys: Sequence[str]
-) -> list[Mapping[str, Any]]:
-    """``records`` as a list, each a mapping holding ``keys`` (errors name ``name[i]``)."""
-    if isinstance(records, (str, Mapping)) or not isinstance(records, Iterable):
-        raise TypeError(f"{name} must be an iterable of record mappings, got {describe(records)}")
-    out = list(records)
-    for i, rec in enumerate(out):
-        if not isinstance(rec, Mapping):
-            raise TypeError(f"{name}[{i}] must be a record mapping, got {describe(rec)}")
-        for key in keys:
-            if key not in rec:
-                raise ValueError(f"{name}[{i}]: missing key {key!r}")
-    return out
