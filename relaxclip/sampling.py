@@ -24,7 +24,7 @@ from torch.utils.data import default_collate, get_worker_info
 
 from relaxclip._checks import check_bool, check_choice, check_int, check_real, describe
 from relaxclip.sentence_pool import REPORT, ReportTypeError, SentencePool
-from relaxclip.sentences import INVISIBLE_MARKS
+from relaxclip.sentences import INVISIBLE_MARKS, check_names
 
 __all__ = [
     "SentenceSampler",
@@ -289,8 +289,8 @@ class SentenceSampler:
         self.keep_order = check_bool(f"{_NAME}: keep_order", keep_order)
         self.on_empty: OnEmpty = check_choice(f"{_NAME}: on_empty", on_empty, ("raise", "drop"))
         self.tokenizer_kwargs = _tokenizer_kwargs(tokenizer, tokenizer_kwargs)
-        self.list_keys = frozenset(_check_names("list_keys", list_keys))
-        self.id_keys = _check_names("id_keys", id_keys)
+        self.list_keys = frozenset(check_names(f"{_NAME}: list_keys", list_keys))
+        self.id_keys = check_names(f"{_NAME}: id_keys", id_keys)
         self._check_key_collisions()
         self.epoch = 0
         self._epoch_set = False
@@ -643,16 +643,6 @@ def _check_str(arg: str, value: Any, *, optional: bool = False) -> Any:
         expected = "a str or None" if optional else "a str"
         raise TypeError(f"{_NAME}: {arg} must be {expected}, got {describe(value)}")
     return value
-
-
-def _check_names(arg: str, value: Any) -> tuple[str, ...]:
-    """``value`` as a tuple of ``str`` keys."""
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise TypeError(f"{_NAME}: {arg} must be a sequence of str, got {describe(value)}")
-    out = tuple(value)
-    if not all(isinstance(k, str) for k in out):
-        raise TypeError(f"{_NAME}: {arg} must be a sequence of str, got {describe(out)}")
-    return out
 
 
 def _tokenizer_kwargs(tokenizer: Any, kwargs: Mapping[str, Any] | None) -> dict[str, Any]:

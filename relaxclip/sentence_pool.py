@@ -11,8 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from relaxclip._checks import check_bool, check_int, describe
-from relaxclip.sentences import HEADER_ALIASES, PREAMBLE_KEY, parse_report_sections, split_sentences
+from relaxclip._checks import check_bool, check_int
+from relaxclip.sentences import (
+    HEADER_ALIASES,
+    PREAMBLE_KEY,
+    check_names,
+    parse_report_sections,
+    split_sentences,
+)
 
 __all__ = ["REPORT", "ReportTypeError", "SentencePool"]
 
@@ -76,12 +82,8 @@ class SentencePool:
     ) -> None:
         self.name = name
         if sections is not None:
-            if isinstance(sections, str) or not isinstance(sections, Iterable):
-                raise TypeError(
-                    f"{name}: sections must be a sequence of section names (e.g. ('findings', "
-                    f"'impression')) or None, got {describe(sections)}"
-                )
-            sections = self._check_names("sections", tuple(sections))
+            expected = "a sequence of section names (e.g. ('findings', 'impression')) or None"
+            sections = check_names(f"{name}: sections", sections, expected)
             if not sections:
                 raise ValueError(f"{name}: sections must not be empty (use None for all)")
         self.sections: tuple[str, ...] | None = sections
@@ -96,13 +98,6 @@ class SentencePool:
             None if sections is None or self._whole else (*sections, *self._named)
         )
         self._cache: dict[Any, tuple[str, ...]] = {}
-
-    def _check_names(self, arg: str, names: tuple[Any, ...]) -> tuple[str, ...]:
-        if not all(isinstance(s, str) for s in names):
-            raise TypeError(
-                f"{self.name}: {arg} must hold section names (str), got {describe(names)}"
-            )
-        return names
 
     def _check_known(self, names: tuple[str, ...]) -> None:
         """Names the parser never produces would silently match nothing in a string report."""
@@ -120,16 +115,14 @@ class SentencePool:
         if isinstance(fallback, str) and fallback != REPORT:
             raise ValueError(
                 f"{self.name}: fallback must be None, 'report' or a sequence of section names "
-                f"(optionally ending with 'report'), got {fallback!r}; for one fallback section "
-                f"write ({fallback!r},)"
+                f"(optionally ending with 'report'), got {fallback!r}; for one section write "
+                f"({fallback!r},)"
             )
-        if not isinstance(fallback, Iterable):
-            raise TypeError(
-                f"{self.name}: fallback must be None, 'report' or a sequence of section names, "
-                f"got {describe(fallback)}"
-            )
-        chain = self._check_names(
-            "fallback", (fallback,) if isinstance(fallback, str) else tuple(fallback)
+        expected = "None, 'report' or a sequence of section names"
+        chain = (
+            (fallback,)
+            if fallback == REPORT
+            else check_names(f"{self.name}: fallback", fallback, expected)
         )
         problem = ""
         if not chain:

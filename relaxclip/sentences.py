@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from relaxclip._checks import describe
@@ -124,6 +124,16 @@ def _build_header_regex() -> tuple[re.Pattern[str], dict[str, str]]:
 
 
 _HEADER_RE, _HEADER_LOOKUP = _build_header_regex()
+
+
+def check_names(name: str, value: object, expected: str = "a sequence of str") -> tuple[str, ...]:
+    """``value`` as a tuple of ``str``; a single ``str`` or any other type raises ``TypeError``."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be {expected}, got {describe(value)}")
+    out = tuple(value)
+    if not all(isinstance(v, str) for v in out):
+        raise TypeError(f"{name} must be {expected}, got {describe(out)}")
+    return out
 
 
 def _check_text(owner: str, text: object) -> None:

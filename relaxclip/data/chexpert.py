@@ -21,7 +21,6 @@ from relaxclip.data.labels import (
     CHEXPERT_LABELS,
     CsvTable,
     check_labels,
-    existing_dir,
     existing_file,
     missing_files_error,
     read_csv_rows,
@@ -124,7 +123,11 @@ def read_chexpert(
     _check_policy(uncertainty)
     frontal_only = check_bool("frontal_only", frontal_only)
     check_paths = check_bool("check_paths", check_paths)
-    root = path.parent.parent if image_root is None else existing_dir(image_root, name="image_root")
+    root = (
+        path.parent.parent
+        if image_root is None
+        else existing_file(image_root, name="image_root", folder=True)
+    )
     table = read_csv_rows(path, ["Path", *names])
     if frontal_only and "Frontal/Lateral" not in table.header:
         raise ValueError(f"{path}: frontal_only=True needs the column 'Frontal/Lateral'")
@@ -195,7 +198,7 @@ def read_chexpert_test(
     check_paths = check_bool("check_paths", check_paths)
     if not isinstance(image_glob, str):
         raise TypeError(f"image_glob must be a glob pattern (str), got {type(image_glob).__name__}")
-    root = existing_dir(image_root, name="image_root")
+    root = existing_file(image_root, name="image_root", folder=True)
     if "Path" in read_csv_rows(path, []).header:
         from relaxclip.data.dataset import group_by_study
 

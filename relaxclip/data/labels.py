@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from relaxclip._checks import describe
-from relaxclip.sentences import strip_leading_marks
+from relaxclip.sentences import check_names, strip_leading_marks
 
 #: The 14 CheXpert observations, in the column order of CheXpert's ``train.csv`` /
 #: ``valid.csv`` and of MIMIC-CXR-JPG's ``mimic-cxr-2.0.0-chexpert.csv``.
@@ -83,11 +83,7 @@ def check_labels(labels: Iterable[str], known: Sequence[str], *, what: str) -> t
         ValueError: empty, unknown (``what`` names the set, e.g. ``"CheXpert labels"``) or
             duplicated names.
     """
-    if isinstance(labels, str) or not isinstance(labels, Iterable):
-        raise TypeError(f"labels must be a sequence of label names, got {describe(labels)}")
-    out = tuple(labels)
-    if not all(isinstance(name, str) for name in out):
-        raise TypeError(f"labels must be a sequence of label names (str), got {describe(out)}")
+    out = check_names("labels", labels, "a sequence of label names (str)")
     if not out:
         raise ValueError(f"labels must hold at least one of the {what}, got an empty selection")
     unknown = [name for name in out if name not in known]
@@ -149,19 +145,11 @@ def as_path(name: str, path: object) -> Path:
     return Path(path)
 
 
-def existing_file(path: str | os.PathLike[str], *, name: str) -> Path:
-    """``Path(path)`` after checking it is an existing file (``FileNotFoundError`` naming ``name``)."""
+def existing_file(path: str | os.PathLike[str], *, name: str, folder: bool = False) -> Path:
+    """``Path(path)`` after checking it is an existing file (a directory with ``folder=True``)."""
     p = as_path(name, path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{name}: file {p} does not exist")
-    return p
-
-
-def existing_dir(path: str | os.PathLike[str], *, name: str) -> Path:
-    """``Path(path)`` after checking it is an existing directory (errors name ``name``)."""
-    p = as_path(name, path)
-    if not p.is_dir():
-        raise FileNotFoundError(f"{name}: directory {p} does not exist")
+    if not (p.is_dir() if folder else p.is_file()):
+        raise FileNotFoundError(f"{name}: {'directory' if folder else 'file'} {p} does not exist")
     return p
 
 

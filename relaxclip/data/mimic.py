@@ -15,20 +15,20 @@ from typing import Any
 
 import numpy as np
 
-from relaxclip._checks import check_bool, describe
+from relaxclip._checks import check_bool
 from relaxclip.data.chexpert import UncertaintyPolicy, _check_policy, label_vector
 from relaxclip.data.labels import (
     CHEXPERT_LABELS,
     CsvTable,
     check_labels,
-    existing_dir,
+    existing_file,
     find_table,
     missing_files_error,
     read_csv_rows,
     read_text,
     unique_column,
 )
-from relaxclip.sentences import parse_report_sections
+from relaxclip.sentences import check_names, parse_report_sections
 
 __all__ = ["MIMIC_SPLITS", "mimic_image_path", "mimic_report_path", "read_mimic_cxr"]
 
@@ -74,12 +74,8 @@ def _name_set(
     """A filter argument as a set of names (``None``: no filter); ``known`` limits the names."""
     if value is None:
         return None
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, Iterable) or not all(isinstance(v, str) for v in names):
-        raise TypeError(
-            f"{name} must be a name or an iterable of names (str), got {describe(value)}"
-        )
-    out = set(names)
+    expected = "a name or an iterable of names (str)"
+    out = {value} if isinstance(value, str) else set(check_names(name, value, expected))
     if not out or (known and not out <= set(known)):
         raise ValueError(f"{name} must hold names from {list(known or ['...'])}, got {sorted(out)}")
     return out
@@ -169,14 +165,18 @@ def read_mimic_cxr(
         ValueError: a bad cell, an image without exactly one split and metadata row (file and
             lines named), or filters that keep no image (the values present listed).
     """
-    base = existing_dir(root, name="root")
+    base = existing_file(root, name="root", folder=True)
     names = check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
     _check_policy(uncertainty)
     splits = _name_set("split", split, MIMIC_SPLITS)
     view_set = _name_set("views", views)
     view_set = None if view_set is None else {v.strip().upper() for v in view_set}
     check_paths = check_bool("check_paths", check_paths)
-    rep_root = None if reports_root is None else existing_dir(reports_root, name="reports_root")
+    rep_root = (
+        None
+        if reports_root is None
+        else existing_file(reports_root, name="reports_root", folder=True)
+    )
     meta = read_csv_rows(find_table(base, METADATA), ["dicom_id", "subject_id", "study_id"])
     if view_set is not None and "ViewPosition" not in meta.header:
         raise ValueError(f"{meta.path}: views= needs the column 'ViewPosition'")

@@ -14,19 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from relaxclip._checks import check_bool, describe
+from relaxclip._checks import check_bool
 from relaxclip.data.labels import (
     CHESTXRAY14_LABELS,
     CHESTXRAY14_NO_FINDING,
     CsvTable,
     check_labels,
-    existing_dir,
     existing_file,
     missing_files_error,
     read_csv_rows,
     read_text,
     unique_column,
 )
+from relaxclip.sentences import check_names
 
 __all__ = ["read_chestxray14"]
 
@@ -40,12 +40,8 @@ def _read_image_list(images: Iterable[str] | str | os.PathLike[str]) -> list[str
         out = [line.strip() for line in read_text(p).splitlines() if line.strip()]
         source = f"file {p}"
     else:
-        if not isinstance(images, Iterable):
-            raise TypeError(f"images must be a path or image names (str), got {describe(images)}")
-        out = list(images)
+        out = list(check_names("images", images, "a path or image names (str)"))
         source = "the iterable"
-        if not all(isinstance(x, str) for x in out):
-            raise TypeError(f"images must be a path or image names (str), got {describe(out)}")
     if not out:
         raise ValueError(f"images: {source} names no image; expected at least one name")
     return out
@@ -118,7 +114,7 @@ def read_chestxray14(
     path = existing_file(csv_path, name="csv_path")
     names = check_labels(labels, _KNOWN, what="ChestX-ray14 labels")
     check_paths = check_bool("check_paths", check_paths)
-    root = None if image_root is None else existing_dir(image_root, name="image_root")
+    root = None if image_root is None else existing_file(image_root, name="image_root", folder=True)
     table = read_csv_rows(path, _REQUIRED)
     wanted = _check_rows(table, images)
     records: list[dict[str, Any]] = []
