@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from relaxclip._checks import check_bool, check_choice
+from relaxclip._checks import check_bool, check_choice, describe
 from relaxclip.data.labels import (
     CHEXPERT_LABELS,
     CsvTable,
@@ -81,13 +81,17 @@ def _patient_study(rel: str, where: str) -> tuple[str, str]:
     raise ValueError(f"{where}: cannot find 'patientNNNNN/studyN' in {rel!r}")
 
 
-def _study_cell(table: CsvTable, i: int, column: str) -> tuple[str, str, str]:
-    """``(relative path, patient, study)`` of row ``i``'s ``column``; an empty cell raises."""
+def _study_record(
+    table: CsvTable, i: int, column: str, names: Sequence[str], uncertainty: UncertaintyPolicy
+) -> tuple[str, dict[str, Any]]:
+    """Row ``i``'s ``column`` (a relative path) and its record's patient, study and labels."""
     where = table.where(i)
     rel = table.rows[i][column].strip().rstrip("/")
     if not rel:
         raise ValueError(f"{where}: empty column {column!r}")
-    return (rel, *_patient_study(rel, f"{where}, column {column!r}"))
+    patient, study = _patient_study(rel, f"{where}, column {column!r}")
+    labels = label_vector(table.rows[i], names, uncertainty, where)
+    return rel, {"patient_id": patient, "study_id": study, "labels": labels, "label_names": names}
 
 
 def read_chexpert(
@@ -137,24 +141,14 @@ def read_chexpert(
         view = row.get("Frontal/Lateral") or None
         if frontal_only and (view or "").strip().lower() != "frontal":
             continue
-        rel, patient, study = _study_cell(table, i, "Path")
+        _, record = _study_record(table, i, "Path", names, uncertainty)
         image = root / row["Path"]
         if check_paths and not image.is_file():
             missing.append(image)
-        records.append(
-            {
-                "image_path": image,
-                "patient_id": patient,
-                "study_id": study,
-                "view": view,
-                "ap_pa": row.get("AP/PA") or None,
-                "sex": row.get("Sex") or None,
-                "age": row.get("Age") or None,
-                "labels": label_vector(row, names, uncertainty, table.where(i)),
-                "label_names": names,
-                "report": None,
-            }
-        )
+        extra = {
+            k: row.get(c) or None for k, c in (("ap_pa", "AP/PA"), ("sex", "Sex"), ("age", "Age"))
+        }
+        records.append({"image_path": image, **record, "view": view, **extra, "report": None})
     if missing:
         raise missing_files_error(path, "path", "Path", missing, _MISSING_HINT)
     if not records:
@@ -197,7 +191,7 @@ def read_chexpert_test(
     _check_policy(uncertainty)
     check_paths = check_bool("check_paths", check_paths)
     if not isinstance(image_glob, str):
-        raise TypeError(f"image_glob must be a glob pattern (str), got {type(image_glob).__name__}")
+        raise TypeError(f"image_glob must be a glob pattern (str), got {describe(image_glob)}")
     root = existing_file(image_root, name="image_root", folder=True)
     if "Path" in read_csv_rows(path, []).header:
         from relaxclip.data.dataset import group_by_study
@@ -210,8 +204,9 @@ def read_chexpert_test(
     records: list[dict[str, Any]] = []
     seen: set[str] = set()
     missing: list[Path] = []
-    for i, row in enumerate(table.rows):
-        rel, patient, study = _study_cell(table, i, "Study")
+    for i in range(len(table.rows)):
+        rel, record = _study_record(table, i, "Study", names, uncertainty)
+        study = record["study_id"]
         if study in seen:
             raise ValueError(f"{table.where(i)}: study {study!r} appears twice in column 'Study'")
         seen.add(study)
@@ -219,16 +214,7 @@ def read_chexpert_test(
         paths = sorted(folder.glob(image_glob)) if folder.is_dir() else []
         if check_paths and not paths:
             missing.append(folder / image_glob)
-        records.append(
-            {
-                "study_id": study,
-                "patient_id": patient,
-                "image_paths": paths,
-                "labels": label_vector(row, names, uncertainty, table.where(i)),
-                "label_names": names,
-                "report": None,
-            }
-        )
+        records.append({**record, "image_paths": paths, "report": None})
     if missing:
         raise missing_files_error(path, "path", "Study", missing, _MISSING_HINT)
     return records
