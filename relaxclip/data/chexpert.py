@@ -17,14 +17,8 @@ from typing import Any, Literal
 import numpy as np
 
 from relaxclip._checks import check_bool, check_choice, describe
-from relaxclip.data.labels import (
-    CHEXPERT_LABELS,
-    CsvTable,
-    check_labels,
-    existing_file,
-    missing_files_error,
-    read_csv_rows,
-)
+from relaxclip.data import labels as tables
+from relaxclip.data.labels import CHEXPERT_LABELS
 
 UncertaintyPolicy = Literal["ignore", "ones", "zeros"]
 
@@ -82,7 +76,11 @@ def _patient_study(rel: str, where: str) -> tuple[str, str]:
 
 
 def _study_record(
-    table: CsvTable, i: int, column: str, names: Sequence[str], uncertainty: UncertaintyPolicy
+    table: tables.CsvTable,
+    i: int,
+    column: str,
+    names: Sequence[str],
+    uncertainty: UncertaintyPolicy,
 ) -> tuple[str, dict[str, Any]]:
     """Row ``i``'s ``column`` (a relative path) and its record's patient, study and labels."""
     where = table.where(i)
@@ -122,17 +120,17 @@ def read_chexpert(
         ValueError: unknown labels or policy, a bad cell (file and line named), or
             ``frontal_only=True`` keeping no row (the column's values listed).
     """
-    path = existing_file(csv_path, name="csv_path")
-    names = check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
+    path = tables.existing_file(csv_path, name="csv_path")
+    names = tables.check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
     _check_policy(uncertainty)
     frontal_only = check_bool("frontal_only", frontal_only)
     check_paths = check_bool("check_paths", check_paths)
     root = (
         path.parent.parent
         if image_root is None
-        else existing_file(image_root, name="image_root", folder=True)
+        else tables.existing_file(image_root, name="image_root", folder=True)
     )
-    table = read_csv_rows(path, ["Path", *names])
+    table = tables.read_csv_rows(path, ["Path", *names])
     if frontal_only and "Frontal/Lateral" not in table.header:
         raise ValueError(f"{path}: frontal_only=True needs the column 'Frontal/Lateral'")
     records: list[dict[str, Any]] = []
@@ -150,7 +148,7 @@ def read_chexpert(
         }
         records.append({"image_path": image, **record, "view": view, **extra, "report": None})
     if missing:
-        raise missing_files_error(path, "path", "Path", missing, _MISSING_HINT)
+        raise tables.missing_files_error(path, "path", "Path", missing, _MISSING_HINT)
     if not records:
         seen = sorted({row.get("Frontal/Lateral", "") for row in table.rows})
         raise ValueError(
@@ -186,21 +184,21 @@ def read_chexpert_test(
         TypeError, FileNotFoundError, ValueError: as :func:`read_chexpert`; also a study listed
             twice.
     """
-    path = existing_file(csv_path, name="csv_path")
-    names = check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
+    path = tables.existing_file(csv_path, name="csv_path")
+    names = tables.check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
     _check_policy(uncertainty)
     check_paths = check_bool("check_paths", check_paths)
     if not isinstance(image_glob, str):
         raise TypeError(f"image_glob must be a glob pattern (str), got {describe(image_glob)}")
-    root = existing_file(image_root, name="image_root", folder=True)
-    if "Path" in read_csv_rows(path, []).header:
+    root = tables.existing_file(image_root, name="image_root", folder=True)
+    if "Path" in tables.read_csv_rows(path, []).header:
         from relaxclip.data.dataset import group_by_study
 
         images = read_chexpert(
             path, root, labels=names, uncertainty=uncertainty, check_paths=check_paths
         )
         return group_by_study(images)
-    table = read_csv_rows(path, ["Study", *names])
+    table = tables.read_csv_rows(path, ["Study", *names])
     records: list[dict[str, Any]] = []
     seen: set[str] = set()
     missing: list[Path] = []
@@ -216,5 +214,5 @@ def read_chexpert_test(
             missing.append(folder / image_glob)
         records.append({**record, "image_paths": paths, "report": None})
     if missing:
-        raise missing_files_error(path, "path", "Study", missing, _MISSING_HINT)
+        raise tables.missing_files_error(path, "path", "Study", missing, _MISSING_HINT)
     return records

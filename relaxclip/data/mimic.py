@@ -16,18 +16,9 @@ from typing import Any
 import numpy as np
 
 from relaxclip._checks import check_bool
+from relaxclip.data import labels as tables
 from relaxclip.data.chexpert import UncertaintyPolicy, _check_policy, label_vector
-from relaxclip.data.labels import (
-    CHEXPERT_LABELS,
-    CsvTable,
-    check_labels,
-    existing_file,
-    find_table,
-    missing_files_error,
-    read_csv_rows,
-    read_text,
-    unique_column,
-)
+from relaxclip.data.labels import CHEXPERT_LABELS
 from relaxclip.sentences import check_names, parse_report_sections
 
 __all__ = ["MIMIC_SPLITS", "mimic_image_path", "mimic_report_path", "read_mimic_cxr"]
@@ -81,9 +72,9 @@ def _name_set(
     return out
 
 
-def _read_splits(table: CsvTable) -> dict[str, str]:
+def _read_splits(table: tables.CsvTable) -> dict[str, str]:
     """``dicom_id -> split`` of the split table (one row per image)."""
-    unique_column(table, "dicom_id", "image")
+    tables.unique_column(table, "dicom_id", "image")
     split_of: dict[str, str] = {}
     for i, row in enumerate(table.rows):
         value = row["split"].strip().lower()
@@ -94,7 +85,7 @@ def _read_splits(table: CsvTable) -> dict[str, str]:
 
 
 def _read_labels(
-    table: CsvTable, names: Sequence[str], uncertainty: UncertaintyPolicy
+    table: tables.CsvTable, names: Sequence[str], uncertainty: UncertaintyPolicy
 ) -> dict[tuple[str, str], np.ndarray]:
     """``(subject_id, study_id) -> label vector`` of the label table (one row per study)."""
     label_of: dict[tuple[str, str], np.ndarray] = {}
@@ -108,10 +99,10 @@ def _read_labels(
 
 
 def _images(
-    table: CsvTable, split_of: dict[str, str], split_path: Path
+    table: tables.CsvTable, split_of: dict[str, str], split_path: Path
 ) -> list[tuple[dict[str, str], str, str, str]]:
     """``(row, dicom_id, subject_id, study_id)`` per metadata row, checked before any is given."""
-    no_split = [d for d in unique_column(table, "dicom_id", "image") if d not in split_of]
+    no_split = [d for d in tables.unique_column(table, "dicom_id", "image") if d not in split_of]
     if no_split:
         raise ValueError(
             f"{split_path}: {len(no_split)} dicom_id(s) of {table.path.name} have no row in "
@@ -131,7 +122,7 @@ def _report(rep_root: Path | None, key: tuple[str, str], missing: list[Path]) ->
     if not path.is_file():
         missing.append(path)
         return None, None
-    text = read_text(path)
+    text = tables.read_text(path)
     return text, parse_report_sections(text)
 
 
@@ -165,8 +156,8 @@ def read_mimic_cxr(
         ValueError: a bad cell, an image without exactly one split and metadata row (file and
             lines named), or filters that keep no image (the values present listed).
     """
-    base = existing_file(root, name="root", folder=True)
-    names = check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
+    base = tables.existing_file(root, name="root", folder=True)
+    names = tables.check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
     _check_policy(uncertainty)
     splits = _name_set("split", split, MIMIC_SPLITS)
     view_set = _name_set("views", views)
@@ -175,18 +166,20 @@ def read_mimic_cxr(
     rep_root = (
         None
         if reports_root is None
-        else existing_file(reports_root, name="reports_root", folder=True)
+        else tables.existing_file(reports_root, name="reports_root", folder=True)
     )
-    meta = read_csv_rows(find_table(base, METADATA), ["dicom_id", "subject_id", "study_id"])
+    meta = tables.read_csv_rows(
+        tables.find_table(base, METADATA), ["dicom_id", "subject_id", "study_id"]
+    )
     if view_set is not None and "ViewPosition" not in meta.header:
         raise ValueError(f"{meta.path}: views= needs the column 'ViewPosition'")
     label_of = _read_labels(
-        read_csv_rows(find_table(base, CHEXPERT), ["subject_id", "study_id", *names]),
+        tables.read_csv_rows(tables.find_table(base, CHEXPERT), ["subject_id", "study_id", *names]),
         names,
         uncertainty,
     )
-    split_path = find_table(base, SPLIT)
-    split_of = _read_splits(read_csv_rows(split_path, ["dicom_id", "split"]))
+    split_path = tables.find_table(base, SPLIT)
+    split_of = _read_splits(tables.read_csv_rows(split_path, ["dicom_id", "split"]))
     reports: dict[tuple[str, str], _Report] = {}
     records: list[dict[str, Any]] = []
     missing_images: list[Path] = []
@@ -231,7 +224,7 @@ def read_mimic_cxr(
 
 
 def _check_found(
-    meta: CsvTable,
+    meta: tables.CsvTable,
     records: list[dict[str, Any]],
     missing_images: list[Path],
     missing_reports: list[Path],
@@ -241,9 +234,9 @@ def _check_found(
     """Raise for missing images or reports, or for filters that kept no image."""
     hint = "check the folders or pass check_paths=False"
     if missing_images:
-        raise missing_files_error(meta.path, "image", "dicom_id", missing_images, hint)
+        raise tables.missing_files_error(meta.path, "image", "dicom_id", missing_images, hint)
     if missing_reports:
-        raise missing_files_error(meta.path, "report", "study_id", missing_reports, hint)
+        raise tables.missing_files_error(meta.path, "report", "study_id", missing_reports, hint)
     if not records:
         splits, views = (None if f is None else sorted(f) for f in filters)
         raise ValueError(

@@ -15,17 +15,8 @@ from typing import Any
 import numpy as np
 
 from relaxclip._checks import check_bool
-from relaxclip.data.labels import (
-    CHESTXRAY14_LABELS,
-    CHESTXRAY14_NO_FINDING,
-    CsvTable,
-    check_labels,
-    existing_file,
-    missing_files_error,
-    read_csv_rows,
-    read_text,
-    unique_column,
-)
+from relaxclip.data import labels as tables
+from relaxclip.data.labels import CHESTXRAY14_LABELS, CHESTXRAY14_NO_FINDING
 from relaxclip.sentences import check_names
 
 __all__ = ["read_chestxray14"]
@@ -36,8 +27,8 @@ _KNOWN = (*CHESTXRAY14_LABELS, CHESTXRAY14_NO_FINDING)
 
 def _read_image_list(images: Iterable[str] | str | os.PathLike[str]) -> list[str]:
     if isinstance(images, (str, os.PathLike)):
-        p = existing_file(images, name="images")
-        out = [line.strip() for line in read_text(p).splitlines() if line.strip()]
+        p = tables.existing_file(images, name="images")
+        out = [line.strip() for line in tables.read_text(p).splitlines() if line.strip()]
         source = f"file {p}"
     else:
         out = list(check_names("images", images, "a path or image names (str)"))
@@ -56,9 +47,9 @@ def _int_or_none(value: str | None, where: str) -> int | None:
         raise ValueError(f"{where}: expected an integer, got {value!r}") from None
 
 
-def _check_rows(table: CsvTable, images: Any) -> set[str] | None:
+def _check_rows(table: tables.CsvTable, images: Any) -> set[str] | None:
     """Check ``Image Index`` is unique; the names ``images`` selects (``None``: every row)."""
-    first_line = unique_column(table, "Image Index", "image")
+    first_line = tables.unique_column(table, "Image Index", "image")
     if images is None:
         return None
     wanted = _read_image_list(images)
@@ -111,11 +102,15 @@ def read_chestxray14(
         ValueError: an unknown finding, ``No Finding`` with a finding, an ``Image Index`` twice
             (file, line and column named), or a name of ``images`` absent from the CSV.
     """
-    path = existing_file(csv_path, name="csv_path")
-    names = check_labels(labels, _KNOWN, what="ChestX-ray14 labels")
+    path = tables.existing_file(csv_path, name="csv_path")
+    names = tables.check_labels(labels, _KNOWN, what="ChestX-ray14 labels")
     check_paths = check_bool("check_paths", check_paths)
-    root = None if image_root is None else existing_file(image_root, name="image_root", folder=True)
-    table = read_csv_rows(path, _REQUIRED)
+    root = (
+        None
+        if image_root is None
+        else tables.existing_file(image_root, name="image_root", folder=True)
+    )
+    table = tables.read_csv_rows(path, _REQUIRED)
     wanted = _check_rows(table, images)
     records: list[dict[str, Any]] = []
     missing: list[Path] = []
@@ -146,5 +141,5 @@ def read_chestxray14(
         )
     if missing:
         hint = f"select images that exist under {root} with images=[...] or pass check_paths=False"
-        raise missing_files_error(path, "image", "Image Index", missing, hint)
+        raise tables.missing_files_error(path, "image", "Image Index", missing, hint)
     return records
