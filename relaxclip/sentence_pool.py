@@ -101,8 +101,8 @@ class SentencePool:
 
     def _check_known(self, names: tuple[str, ...]) -> None:
         """Names the parser never produces would silently match nothing in a string report."""
-        unknown = [s for s in names if s not in KNOWN_SECTIONS]
-        if unknown:
+        if not set(names) <= KNOWN_SECTIONS:
+            unknown = [s for s in names if s not in KNOWN_SECTIONS]
             raise ValueError(
                 f"{self.name}: sections and fallback must be section names the report parser "
                 f"produces ({', '.join(map(repr, sorted(KNOWN_SECTIONS)))}), got {unknown!r}; for keys of "

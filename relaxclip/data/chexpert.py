@@ -75,6 +75,19 @@ def _patient_study(rel: str, where: str) -> tuple[str, str]:
     raise ValueError(f"{where}: cannot find 'patientNNNNN/studyN' in {rel!r}")
 
 
+def _check_common(
+    csv_path: str | os.PathLike[str],
+    labels: Sequence[str],
+    uncertainty: object,
+    check_paths: object,
+) -> tuple[Path, tuple[str, ...], bool]:
+    """The arguments both readers share, checked: the CSV path, the labels and the flag."""
+    path = tables.existing_file(csv_path, name="csv_path")
+    names = tables.check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
+    _check_policy(uncertainty)
+    return path, names, check_bool("check_paths", check_paths)
+
+
 def _study_record(
     table: tables.CsvTable,
     i: int,
@@ -120,16 +133,9 @@ def read_chexpert(
         ValueError: unknown labels or policy, a bad cell (file and line named), or
             ``frontal_only=True`` keeping no row (the column's values listed).
     """
-    path = tables.existing_file(csv_path, name="csv_path")
-    names = tables.check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
-    _check_policy(uncertainty)
+    path, names, check_paths = _check_common(csv_path, labels, uncertainty, check_paths)
     frontal_only = check_bool("frontal_only", frontal_only)
-    check_paths = check_bool("check_paths", check_paths)
-    root = (
-        path.parent.parent
-        if image_root is None
-        else tables.existing_file(image_root, name="image_root", folder=True)
-    )
+    root = tables.optional_folder(image_root, name="image_root") or path.parent.parent
     table = tables.read_csv_rows(path, ["Path", *names])
     if frontal_only and "Frontal/Lateral" not in table.header:
         raise ValueError(f"{path}: frontal_only=True needs the column 'Frontal/Lateral'")
@@ -184,10 +190,7 @@ def read_chexpert_test(
         TypeError, FileNotFoundError, ValueError: as :func:`read_chexpert`; also a study listed
             twice.
     """
-    path = tables.existing_file(csv_path, name="csv_path")
-    names = tables.check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
-    _check_policy(uncertainty)
-    check_paths = check_bool("check_paths", check_paths)
+    path, names, check_paths = _check_common(csv_path, labels, uncertainty, check_paths)
     if not isinstance(image_glob, str):
         raise TypeError(f"image_glob must be a glob pattern (str), got {describe(image_glob)}")
     root = tables.existing_file(image_root, name="image_root", folder=True)

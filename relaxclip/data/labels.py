@@ -153,6 +153,11 @@ def existing_file(path: str | os.PathLike[str], *, name: str, folder: bool = Fal
     return p
 
 
+def optional_folder(path: str | os.PathLike[str] | None, *, name: str) -> Path | None:
+    """``None``, or ``Path(path)`` after checking it is an existing directory."""
+    return None if path is None else existing_file(path, name=name, folder=True)
+
+
 def missing_files_error(
     source: Path, what: str, column: str, missing: Sequence[Any], hint: str
 ) -> FileNotFoundError:

@@ -163,11 +163,7 @@ def read_mimic_cxr(
     view_set = _name_set("views", views)
     view_set = None if view_set is None else {v.strip().upper() for v in view_set}
     check_paths = check_bool("check_paths", check_paths)
-    rep_root = (
-        None
-        if reports_root is None
-        else tables.existing_file(reports_root, name="reports_root", folder=True)
-    )
+    rep_root = tables.optional_folder(reports_root, name="reports_root")
     meta = tables.read_csv_rows(
         tables.find_table(base, METADATA), ["dicom_id", "subject_id", "study_id"]
     )

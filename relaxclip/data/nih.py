@@ -53,8 +53,8 @@ def _check_rows(table: tables.CsvTable, images: Any) -> set[str] | None:
     if images is None:
         return None
     wanted = _read_image_list(images)
-    absent = [x for x in wanted if x not in first_line]
-    if absent:
+    if not set(wanted) <= first_line.keys():
+        absent = [x for x in wanted if x not in first_line]
         raise ValueError(
             f"images: {len(absent)} name(s) not in column 'Image Index' of {table.path}: "
             f"{absent[:5]}"
@@ -105,11 +105,7 @@ def read_chestxray14(
     path = tables.existing_file(csv_path, name="csv_path")
     names = tables.check_labels(labels, _KNOWN, what="ChestX-ray14 labels")
     check_paths = check_bool("check_paths", check_paths)
-    root = (
-        None
-        if image_root is None
-        else tables.existing_file(image_root, name="image_root", folder=True)
-    )
+    root = tables.optional_folder(image_root, name="image_root")
     table = tables.read_csv_rows(path, _REQUIRED)
     wanted = _check_rows(table, images)
     records: list[dict[str, Any]] = []

@@ -75,19 +75,13 @@ def join_openi(
     Duplicated uids on either side raise.
     """
     check_choice("missing", missing, ("raise", "report"))
-    by_uid: dict[str, Mapping[str, Any]] = {}
-    for i, rep in enumerate(check_records("reports", reports, ("uid",))):
-        if rep["uid"] in by_uid:
-            raise ValueError(f"reports[{i}]: uid {rep['uid']!r} appears twice")
-        by_uid[rep["uid"]] = rep
+    by_uid = _by_uid("reports", check_records("reports", reports, ("uid",)))
+    labelled = _by_uid(
+        "label_records", check_records("label_records", label_records, ("uid", "labels"))
+    )
     out: list[dict[str, Any]] = []
     lacking: list[str] = []
-    used: set[str] = set()
-    for i, lab in enumerate(check_records("label_records", label_records, ("uid", "labels"))):
-        uid = lab["uid"]
-        if uid in used:
-            raise ValueError(f"label_records[{i}]: uid {uid!r} appears twice")
-        used.add(uid)
+    for uid, lab in labelled.items():
         if uid not in by_uid:
             lacking.append(uid)
             continue
@@ -97,5 +91,15 @@ def join_openi(
             f"label_records: {len(lacking)} uid(s) have no report (first: {lacking[:5]}); "
             "pass missing='report' to list them instead"
         )
-    extra = tuple(u for u in by_uid if u not in used)
+    extra = tuple(u for u in by_uid if u not in labelled)
     return OpenIJoin(out, tuple(lacking), extra)
+
+
+def _by_uid(name: str, records: list[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """``uid -> record``; a uid on two records raises naming the second."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for i, rec in enumerate(records):
+        if rec["uid"] in out:
+            raise ValueError(f"{name}[{i}]: uid {rec['uid']!r} appears twice")
+        out[rec["uid"]] = rec
+    return out
