@@ -53,12 +53,10 @@ def _check_rows(table: tables.CsvTable, images: Any) -> set[str] | None:
     if images is None:
         return None
     wanted = _read_image_list(images)
-    if not set(wanted) <= first_line.keys():
-        absent = [x for x in wanted if x not in first_line]
-        raise ValueError(
-            f"images: {len(absent)} name(s) not in column 'Image Index' of {table.path}: "
-            f"{absent[:5]}"
-        )
+    absent = [x for x in wanted if x not in first_line]
+    if absent:
+        where = f"column 'Image Index' of {table.path}"
+        raise ValueError(f"images: {len(absent)} name(s) not in {where}: {absent[:5]}")
     return set(wanted)
 
 

@@ -175,21 +175,17 @@ def read_openi_reports(
 def _drop_empty(records: list[dict[str, Any]], p: Path) -> list[dict[str, Any]]:
     """``records`` without the empty reports, logged; raises when none would be left."""
     empty = [rec["uid"] for rec in records if is_empty_report(rec)]
-    if len(empty) == len(records):
+    kept = [rec for rec in records if not is_empty_report(rec)]
+    if not kept:
         raise ValueError(
             f"read_openi_reports: drop_empty=True kept none of the {len(records)} reports of "
             f"{str(p)!r}: none has text in any of {OPENI_SECTIONS}; expected an archive with text"
         )
     if empty:
-        logger.warning(
-            "read_openi_reports: drop_empty=True dropped %d of %d reports with no text in "
-            "any section (%s%s)",
-            len(empty),
-            len(records),
-            ", ".join(empty[:10]),
-            ", ..." if len(empty) > 10 else "",
-        )
-    return [rec for rec in records if not is_empty_report(rec)]
+        shown = ", ".join(empty[:10]) + (", ..." if len(empty) > 10 else "")
+        what = f"{len(empty)} of {len(records)} reports with no text in any section ({shown})"
+        logger.warning("read_openi_reports: drop_empty=True dropped %s", what)
+    return kept
 
 
 def _looks_like_tar(p: Path) -> bool:
