@@ -125,8 +125,6 @@ class ImageLabelDataset(Dataset[Any]):
         for arg, value in (("mode", mode), ("image_key", image_key)):
             if not isinstance(value, str):
                 raise TypeError(f"{arg} must be a str, got {describe(value)}")
-        self.first_image = check_bool("first_image", first_image)
-        self.as_dict = check_bool("as_dict", as_dict)
         n_labels: int | None = None
         for i, rec in enumerate(records):
             if image_key not in rec or rec[image_key] is None:
@@ -138,6 +136,8 @@ class ImageLabelDataset(Dataset[Any]):
                 raise ValueError(f"records[{i}]: {k} labels, expected {n_labels} like records[0]")
         self.records = records
         self.transform = transform
+        self.first_image = check_bool("first_image", first_image)
+        self.as_dict = check_bool("as_dict", as_dict)
         self.mode = mode
         self.image_key = image_key
 

@@ -259,12 +259,13 @@ def check_records(
     if isinstance(records, (str, Mapping)) or not isinstance(records, kind):
         raise TypeError(f"{name} must be {expected} of record mappings, got {describe(records)}")
     out = list(records)
+    bad = next((i for i, rec in enumerate(out) if not isinstance(rec, Mapping)), None)
+    if bad is not None:
+        raise TypeError(f"{name}[{bad}] must be a record mapping, got {describe(out[bad])}")
     for i, rec in enumerate(out):
-        if not isinstance(rec, Mapping):
-            raise TypeError(f"{name}[{i}] must be a record mapping, got {describe(rec)}")
-        for key in keys:
-            if key not in rec:
-                raise ValueError(f"{name}[{i}]: missing key {key!r}")
+        absent = next((key for key in keys if key not in rec), None)
+        if absent is not None:
+            raise ValueError(f"{name}[{i}]: missing key {absent!r}")
     return out
 
 

@@ -64,10 +64,7 @@ def parse_openi_xml(data: bytes | str, *, source: str = "<xml>") -> dict[str, An
         )
     if not isinstance(source, str):
         raise TypeError(f"parse_openi_xml: source must be a str, got {describe(source)}")
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise ValueError(f"parse_openi_xml: {source} is not well-formed XML: {exc}") from exc
+    root = _parse(data, source)
     uid_el = root.find("uId")
     uid = uid_el.get("id") if uid_el is not None else None
     if not uid:
@@ -87,6 +84,13 @@ def parse_openi_xml(data: bytes | str, *, source: str = "<xml>") -> dict[str, An
     ]
     record["source"] = source
     return record
+
+
+def _parse(data: bytes | str, source: str) -> ET.Element:
+    try:
+        return ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise ValueError(f"parse_openi_xml: {source} is not well-formed XML: {exc}") from exc
 
 
 def _member_order(name: str) -> tuple[int, str]:
