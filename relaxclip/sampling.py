@@ -217,7 +217,7 @@ class SentenceSampler:
             (needs explicit ``sections`` and no fallback).
         image_key: sample key of the image, also its output key; ``None`` for text only.
         seed: base seed (int) or ``None`` (derived from torch's default generator).
-        train: start in training (random) or evaluation (every sentence) mode.
+        train: start in training (random draws) or evaluation (every sentence) mode.
         keep_order: join drawn sentences in report order (else in drawn order).
         separator: string between joined sentences.
         on_empty: a sample with no sentence: ``"raise"`` a ``ValueError`` naming it, or
@@ -230,8 +230,7 @@ class SentenceSampler:
         id_keys: fields that name a sample in errors and drop logs.
 
     Raises:
-        TypeError, ValueError: a bad argument (at construction) or sample (at the call, naming
-            the sample, its batch position and the key); ``KeyError``: a missing sample key.
+        TypeError, ValueError, KeyError: a bad argument, or a bad sample (naming it and its key).
 
     Example:
         >>> collate = SentenceSampler(image_key=None, seed=0).eval()

@@ -60,16 +60,17 @@ def _ids(row: dict[str, str], where: str) -> tuple[str, str]:
 
 
 def _name_set(
-    name: str, value: str | Iterable[str] | None, known: Sequence[str] = ()
+    name: str, value: str | Iterable[str] | None, known: Sequence[str] = (), upper: bool = False
 ) -> set[str] | None:
     """A filter argument as a set of names (``None``: no filter); ``known`` limits the names."""
     if value is None:
         return None
     expected = "a name or an iterable of names (str)"
     out = {value} if isinstance(value, str) else set(check_names(name, value, expected))
-    if not out or (known and not out <= set(known)):
-        raise ValueError(f"{name} must hold names from {list(known or ['...'])}, got {sorted(out)}")
-    return out
+    if not out or not out <= set(known or out):
+        expected = f"names from {list(known)}" if known else "at least one name"
+        raise ValueError(f"{name} must hold {expected}, got {sorted(out)}")
+    return {v.strip().upper() for v in out} if upper else out
 
 
 def _read_splits(table: tables.CsvTable) -> dict[str, str]:
@@ -85,9 +86,11 @@ def _read_splits(table: tables.CsvTable) -> dict[str, str]:
 
 
 def _read_labels(
-    table: tables.CsvTable, names: Sequence[str], uncertainty: UncertaintyPolicy
+    base: Path, names: Sequence[str], uncertainty: UncertaintyPolicy
 ) -> dict[tuple[str, str], np.ndarray]:
     """``(subject_id, study_id) -> label vector`` of the label table (one row per study)."""
+    path = tables.find_table(base, CHEXPERT)
+    table = tables.read_csv_rows(path, ["subject_id", "study_id", *names])
     label_of: dict[tuple[str, str], np.ndarray] = {}
     for i, row in enumerate(table.rows):
         where = table.where(i)
@@ -145,7 +148,7 @@ def read_mimic_cxr(
         views: keep images whose ``ViewPosition`` is one of these (any letter case); None: all.
         reports_root: the MIMIC-CXR folder of ``files/pXX/pXXXXXXXX/sXXXXXXXX.txt`` reports
             (UTF-8, a leading invisible mark removed); None: no reports.
-        check_paths: every kept image (and report) must exist; else a missing report is None.
+        check_paths: every kept image and report must exist (else a missing report is None).
 
     Returns:
         One record per kept image (keys: ``docs/data.md``).
@@ -153,15 +156,14 @@ def read_mimic_cxr(
     Raises:
         TypeError: a path, flag or filter of the wrong type.
         FileNotFoundError: a missing folder, table, image or report (table and column named).
-        ValueError: a bad cell, an image without exactly one split and metadata row (file and
-            lines named), or filters that keep no image (the values present listed).
+        ValueError: a bad cell, an image without one split and one metadata row, or filters
+            that keep no image (the values present listed).
     """
     base = tables.existing_file(root, name="root", folder=True)
     names = tables.check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
     _check_policy(uncertainty)
     splits = _name_set("split", split, MIMIC_SPLITS)
-    view_set = _name_set("views", views)
-    view_set = None if view_set is None else {v.strip().upper() for v in view_set}
+    view_set = _name_set("views", views, upper=True)
     check_paths = check_bool("check_paths", check_paths)
     rep_root = tables.optional_folder(reports_root, name="reports_root")
     meta = tables.read_csv_rows(
@@ -169,11 +171,7 @@ def read_mimic_cxr(
     )
     if view_set is not None and "ViewPosition" not in meta.header:
         raise ValueError(f"{meta.path}: views= needs the column 'ViewPosition'")
-    label_of = _read_labels(
-        tables.read_csv_rows(tables.find_table(base, CHEXPERT), ["subject_id", "study_id", *names]),
-        names,
-        uncertainty,
-    )
+    label_of = _read_labels(base, names, uncertainty)
     split_path = tables.find_table(base, SPLIT)
     split_of = _read_splits(tables.read_csv_rows(split_path, ["dicom_id", "split"]))
     reports: dict[tuple[str, str], _Report] = {}
