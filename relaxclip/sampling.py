@@ -79,15 +79,34 @@ def sample_sentences(
     """
     spec = _check_num_sentences(num_sentences, "sample_sentences")
     check_bool("sample_sentences: keep_order", keep_order)
-    if not all(candidates):
-        i = next(i for i, c in enumerate(candidates) if not c)
-        raise ValueError(
-            f"sample_sentences: candidates[{i}] must hold at least one sentence, got an empty sequence"
-        )
+    _check_candidates(candidates)
+    if not isinstance(separator, str):
+        raise TypeError(f"sample_sentences: separator must be a str, got {describe(separator)}")
+    if not hasattr(rng, "randrange"):
+        raise TypeError(f"sample_sentences: rng must be a random.Random, got {describe(rng)}")
     if spec == 1 and type(spec) is int:  # the paper's setting: one sentence
         randrange = rng.randrange
         return [p[randrange(len(p))] for p in candidates]
     return [_draw(p, spec, rng, keep_order, separator) for p in candidates]
+
+
+def _check_candidates(candidates: Any) -> None:
+    """Each sample's candidates must be a non-empty sequence of sentences (not one ``str``)."""
+    expected = "a sequence of sequences of sentences"
+    if isinstance(candidates, str) or not isinstance(candidates, Sequence):
+        raise TypeError(
+            f"sample_sentences: candidates must be {expected}, got {describe(candidates)}"
+        )
+    for i, c in enumerate(candidates):
+        if type(c) is not tuple and (isinstance(c, str) or not isinstance(c, Sequence)):
+            raise TypeError(
+                f"sample_sentences: candidates[{i}] must be a sequence of sentences, got {describe(c)}"
+            )
+        if not c:
+            raise ValueError(
+                f"sample_sentences: candidates[{i}] must hold at least one sentence, got an empty "
+                "sequence"
+            )
 
 
 def _draw(

@@ -31,14 +31,10 @@ __all__ = [
 #: header, or the whole report when it has no recognised header.
 PREAMBLE_KEY = "preamble"
 
-#: Invisible format characters removed where text enters (before the first visible character of
-#: a text, and before a header at the start of a line): the byte-order mark U+FEFF (Excel and
-#: Windows editors write it at the start of UTF-8 files), soft hyphen U+00AD, Mongolian vowel
-#: separator U+180E, zero-width space/non-joiner/joiner U+200B-U+200D, left-to-right/right-to-left
-#: marks U+200E-U+200F, bidirectional embeddings U+202A-U+202E, word joiner and invisible
-#: operators U+2060-U+2064, bidirectional isolates and deprecated format characters U+2066-U+206F.
+#: Invisible format characters (byte-order mark, soft hyphen, zero-width, bidirectional and word
+#: joiner marks) removed before the first visible character of a text and before a line-start
+#: header; a regex character-class body with inclusive ranges.
 INVISIBLE_MARKS = "\ufeff\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f"
-# (a regex character-class body; the ranges above are inclusive)
 _LEADING_MARKS = re.compile(rf"[\s{INVISIBLE_MARKS}]*[{INVISIBLE_MARKS}]")
 
 
@@ -217,11 +213,9 @@ def _punkt() -> PunktSentenceTokenizer:
     return PunktSentenceTokenizer(params)
 
 
-# A period/?/! that ends a plain alphabetic word (>= 2 ASCII letters, a whole whitespace-delimited
-# token) and is followed by whitespace and an alphanumeric character. Punkt with the shipped
-# parameters (no collocations, no sentence starters, no orthographic context) always breaks here
-# unless the word is an abbreviation, so we cut here without calling Punkt (an exact shortcut;
-# tests compare against plain Punkt on every real report).
+# A period/?/! ending a plain alphabetic word (>= 2 ASCII letters, a whole token), then whitespace
+# and an alphanumeric character: Punkt with the shipped parameters always breaks here unless the
+# word is an abbreviation, so this exact shortcut cuts without calling Punkt.
 _EASY_BREAK = re.compile(r"(?<!\S)([A-Za-z]{2,})([.?!])\s+(?=[^\W_])")
 # Where Punkt finds a candidate boundary: an end character followed by a character that cannot be
 # inside a word, or by whitespace and a token (nltk's period-context pattern; a superset is safe).

@@ -1043,3 +1043,20 @@ def test_custom_sections_allow_other_mapping_keys() -> None:
         SentencePool(("caption",), custom_sections="yes")  # type: ignore[arg-type]
     # every name the parser produces is accepted without it
     SentencePool(tuple(HEADER_ALIASES) + (PREAMBLE_KEY,))
+
+
+def test_sample_sentences_names_bad_candidates_rng_and_separator() -> None:
+    """Before: a sample given as one string (``["ab"]``) was read as the sentences "a" and "b"
+    (``['b']`` here), and ``rng=None``, ``separator=3`` or ``candidates=3`` failed with errors
+    that did not name the argument."""
+    rng = random.Random(0)
+    with pytest.raises(
+        TypeError, match=r"candidates\[0\] must be a sequence of sentences, got str"
+    ):
+        sample_sentences(["ab"], rng)
+    with pytest.raises(TypeError, match="candidates must be a sequence of sequences of sentences"):
+        sample_sentences(3, rng)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="rng must be a random.Random, got NoneType"):
+        sample_sentences([["a."]], None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="separator must be a str, got int 3"):
+        sample_sentences([["a.", "b."]], rng, num_sentences=2, separator=3)  # type: ignore[arg-type]
