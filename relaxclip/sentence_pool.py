@@ -121,7 +121,7 @@ class SentencePool:
         expected = "None, 'report' or a sequence of section names"
         chain = (
             (fallback,)
-            if fallback == REPORT
+            if isinstance(fallback, str)
             else check_names(f"{self.name}: fallback", fallback, expected)
         )
         problem = ""
