@@ -44,9 +44,6 @@ _DROPPED = "num_dropped"
 _NAME = "SentenceSampler"
 
 
-# ---------------------------------------------------------------------------- sampling function
-
-
 def sample_sentences(
     candidates: Sequence[Sequence[str]],
     rng: random.Random,
@@ -147,8 +144,6 @@ def _check_num_sentences(spec: Any, owner: str) -> NumSentences:
     )
 
 
-# ---------------------------------------------------------------------------- text groups
-
 _INVISIBLE_RE = re.compile(f"[{INVISIBLE_MARKS}]")
 
 
@@ -202,9 +197,6 @@ def _text_id(text: str) -> int:
     """The 63-bit id of one text (pure, so cached per process: sampled sentences repeat)."""
     data = group_text(text).encode("utf-8", "surrogatepass")
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
-
-
-# ---------------------------------------------------------------------------- the collate callable
 
 
 def _process_rank() -> int | None:

@@ -139,14 +139,11 @@ class SentencePool:
             raise ValueError(f"{self.name}: invalid fallback {fallback!r}: {problem}")
         return chain
 
-    # ------------------------------------------------------------------ public
     def candidates(self, report: Any) -> tuple[str, ...]:
-        """Candidate sentences of ``report`` (see the class docstring), ``()`` when the chosen
-        sections and every fallback step give none. Cached.
+        """Candidate sentences of ``report`` (cached); ``()`` when no step gives one.
 
         Raises:
-            ReportTypeError: ``report`` is not a ``str`` or mapping, or a chosen/fallback section
-                is neither ``str`` nor ``None``.
+            ReportTypeError: the report, or a section used, is of the wrong type.
         """
         key = self._key(report)
         if key is not None:
@@ -164,8 +161,7 @@ class SentencePool:
         return value
 
     def describe(self) -> str:
-        """What is tried, in order, as used in error messages (e.g. ``"sections ('findings',
-        'impression'), then section 'indication'"``)."""
+        """What is tried, in order, for error messages (``"sections (...), then section ..."``)."""
         if self.sections is None:
             steps = ["every section"]
         else:
@@ -195,7 +191,6 @@ class SentencePool:
             f"cache_size={self.cache_size!r})"
         )
 
-    # ------------------------------------------------------------------ internals
     def _key(self, report: Any) -> Any:
         """The cache key of ``report`` (``None``: not cacheable); raises on a bad report type."""
         if isinstance(report, str):

@@ -180,10 +180,6 @@ def parse_report_sections(text: str) -> dict[str, str]:
     return {k: "\n\n".join(p for p in v if p) for k, v in parts.items()}
 
 
-# --------------------------------------------------------------------------------------------
-# Sentence splitting
-# --------------------------------------------------------------------------------------------
-
 #: Abbreviations shipped as Punkt parameters (lower case, without the final period). A period
 #: after one of these never ends a sentence on its own (Punkt may still split when the next word
 #: is a known sentence starter; none are shipped).

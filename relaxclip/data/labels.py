@@ -95,8 +95,6 @@ def check_labels(labels: Iterable[str], known: Sequence[str], *, what: str) -> t
     return out
 
 
-# --------------------------------------------------------------------------- file helpers
-
 #: Errors a truncated or corrupt ``.gz`` / ``.tgz`` raises while it is read.
 _CORRUPT = (EOFError, gzip.BadGzipFile, zlib.error)
 
