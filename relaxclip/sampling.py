@@ -1,17 +1,10 @@
 """Random sentence sampling from radiology reports, as a DataLoader ``collate_fn``.
 
 At every training step each report is represented by a few of its sentences drawn at random
-(Jang et al., arXiv 2212.07050) instead of the whole report. Three pieces:
-
-* :class:`~relaxclip.sentence_pool.SentencePool` (module ``relaxclip.sentence_pool``): the
-  candidate sentences of a report (sections, fallback chain, splitting, bounded cache);
-* :func:`sample_sentences`: draws the text of each sample from its candidates with a given
-  :class:`random.Random`;
-* :class:`SentenceSampler`: the thin collate callable passed to ``DataLoader`` (unpacks samples,
-  owns the per-epoch random stream, collates images and other fields, tokenizes).
-
-:func:`text_group_ids` gives the stable text-group ids that ``SentenceSampler(group_key=...)`` adds
-to a batch (equal ids for texts equal after :func:`group_text` normalisation).
+(Jang et al., arXiv 2212.07050) instead of the whole report: :class:`~relaxclip.sentence_pool.
+SentencePool` gives a report's candidate sentences, :func:`sample_sentences` draws from them and
+:class:`SentenceSampler` is the collate callable around both. :func:`text_group_ids` gives the
+stable text-group ids of sampled texts. Design and measurements: ``docs/sentences.md``.
 """
 
 from __future__ import annotations
@@ -29,8 +22,9 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import default_collate, get_worker_info
 
+from relaxclip._checks import check_bool, check_choice, check_int, check_real, describe
 from relaxclip.sentence_pool import REPORT, ReportTypeError, SentencePool
-from relaxclip.sentences import INVISIBLE_MARKS
+from relaxclip.sentences import INVISIBLE_MARKS, check_names
 
 __all__ = [
     "SentenceSampler",
@@ -47,9 +41,7 @@ OnEmpty = Literal["raise", "drop"]
 DEFAULT_ID_KEYS = ("uid", "id", "study_id", "dicom_id", "idx", "index")
 _TEXT = "text"
 _DROPPED = "num_dropped"
-
-
-# ---------------------------------------------------------------------------- sampling function
+_NAME = "SentenceSampler"
 
 
 def sample_sentences(
@@ -60,41 +52,58 @@ def sample_sentences(
     keep_order: bool = True,
     separator: str = " ",
 ) -> list[str]:
-    """Draw the text of each sample from its candidate sentences.
+    """Draw the text of each sample: ``k`` of its ``n`` candidates, uniformly without replacement.
 
-    For each ``candidates[i]`` (``n >= 1`` sentences) ``k`` sentences are drawn uniformly without
-    replacement and joined with ``separator``, in candidate order (drawn order with
-    ``keep_order=False``):
-
-    * ``num_sentences=int``: ``k = min(num_sentences, n)``;
-    * ``num_sentences=(lo, hi)``: ``k`` uniform on the integers ``lo..hi`` (inclusive), then
-      ``min(k, n)``;
-    * ``num_sentences=float f`` in ``(0, 1]``: ``k = max(1, ceil(f * n))``.
+    ``k = min(num_sentences, n)`` for an int; ``min(randint(lo, hi), n)`` for ``(lo, hi)``;
+    ``max(1, ceil(f * n))`` for a float ``f`` in ``(0, 1]``.
 
     Args:
         candidates: per sample, its non-empty sequence of candidate sentences.
         rng: the random source (all draws, in sample order, come from it).
-        num_sentences: how many sentences per sample, as above (numpy integers accepted).
+        num_sentences: an int >= 1, an inclusive ``(lo, hi)`` pair of ints or a float in (0, 1].
         keep_order: join in candidate (report) order rather than drawn order.
         separator: string placed between joined sentences.
 
     Returns:
-        ``list[str]`` of ``len(candidates)`` texts, text ``i`` from ``candidates[i]``.
+        ``list[str]``: text ``i`` drawn from ``candidates[i]``.
 
     Raises:
-        ValueError: a sample has no candidate sentence, or ``num_sentences`` is out of range.
-        TypeError: ``num_sentences`` of the wrong type.
+        TypeError, ValueError: a bad ``num_sentences`` or ``keep_order``, or an empty sample.
+
+    Example:
+        >>> sample_sentences([["A.", "B."]], random.Random(0), num_sentences=2)
+        ['A. B.']
     """
     spec = _check_num_sentences(num_sentences, "sample_sentences")
-    if not isinstance(keep_order, bool):
-        raise TypeError(f"sample_sentences: keep_order must be True or False, got {keep_order!r}")
-    if not all(candidates):
-        i = next(i for i, c in enumerate(candidates) if not c)
-        raise ValueError(f"sample_sentences: candidates[{i}] is empty")
+    check_bool("sample_sentences: keep_order", keep_order)
+    _check_candidates(candidates)
+    if not isinstance(separator, str):
+        raise TypeError(f"sample_sentences: separator must be a str, got {describe(separator)}")
+    if not hasattr(rng, "randrange"):
+        raise TypeError(f"sample_sentences: rng must be a random.Random, got {describe(rng)}")
     if spec == 1 and type(spec) is int:  # the paper's setting: one sentence
         randrange = rng.randrange
         return [p[randrange(len(p))] for p in candidates]
     return [_draw(p, spec, rng, keep_order, separator) for p in candidates]
+
+
+def _check_candidates(candidates: Any) -> None:
+    """Each sample's candidates must be a non-empty sequence of sentences (not one ``str``)."""
+    expected = "a sequence of sequences of sentences"
+    if isinstance(candidates, str) or not isinstance(candidates, Sequence):
+        raise TypeError(
+            f"sample_sentences: candidates must be {expected}, got {describe(candidates)}"
+        )
+    for i, c in enumerate(candidates):
+        if type(c) is not tuple and (isinstance(c, str) or not isinstance(c, Sequence)):
+            raise TypeError(
+                f"sample_sentences: candidates[{i}] must be a sequence of sentences, got {describe(c)}"
+            )
+        if not c:
+            raise ValueError(
+                f"sample_sentences: candidates[{i}] must hold at least one sentence, got an empty "
+                "sequence"
+            )
 
 
 def _draw(
@@ -119,33 +128,21 @@ def _draw(
 
 
 def _check_num_sentences(spec: Any, owner: str) -> NumSentences:
-    if isinstance(spec, bool):
-        raise TypeError(f"{owner}: num_sentences must be an int, float or (lo, hi), not bool")
-    if isinstance(spec, numbers.Integral):
-        if spec < 1:
-            raise ValueError(f"{owner}: num_sentences must be >= 1, got {spec}")
-        return int(spec)
-    if isinstance(spec, numbers.Real):
-        value = float(spec)
-        if not (0.0 < value <= 1.0):
-            raise ValueError(f"{owner}: a fractional num_sentences must be in (0, 1], got {spec}")
-        return value
+    """``num_sentences`` checked: an int >= 1, a float in (0, 1] or an inclusive (lo, hi) pair."""
+    name = f"{owner}: num_sentences"
+    if isinstance(spec, numbers.Integral) and not isinstance(spec, bool):
+        return check_int(name, spec, minimum=1)
+    if isinstance(spec, numbers.Real) and not isinstance(spec, bool):
+        return check_real(name, spec, low=0.0, high=1.0, low_open=True)
     if isinstance(spec, (tuple, list)) and len(spec) == 2:
-        lo, hi = spec
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (lo, hi)):
-            raise TypeError(f"{owner}: num_sentences range must hold ints, got {spec!r}")
-        if not 1 <= lo <= hi:
-            raise ValueError(
-                f"{owner}: num_sentences range (lo, hi) needs 1 <= lo <= hi, got {spec!r}"
-            )
-        return (int(lo), int(hi))
+        lo = check_int(f"{name}[0]", spec[0], minimum=1)
+        hi = check_int(f"{name}[1]", spec[1], minimum=lo)
+        return (lo, hi)
     raise TypeError(
-        f"{owner}: num_sentences must be an int >= 1, a float in (0, 1] or an inclusive "
-        f"(lo, hi) pair of ints, got {spec!r}"
+        f"{name} must be an int >= 1, a float in (0, 1] or an inclusive (lo, hi) pair of ints, "
+        f"got {describe(spec)}"
     )
 
-
-# ---------------------------------------------------------------------------- text groups
 
 _INVISIBLE_RE = re.compile(f"[{INVISIBLE_MARKS}]")
 
@@ -153,24 +150,18 @@ _INVISIBLE_RE = re.compile(f"[{INVISIBLE_MARKS}]")
 def group_text(text: str) -> str:
     """The normal form under which :func:`text_group_ids` compares texts.
 
-    In order: every invisible mark of :data:`~relaxclip.sentences.INVISIBLE_MARKS` (byte-order
-    mark, zero-width and bidirectional marks) is removed; case is folded (``str.casefold``); every
-    run of whitespace becomes one space and leading/trailing whitespace is removed; a trailing run
-    of ``. , ; : ! ?`` and whitespace is removed. So ``"No pneumothorax."``, ``"no  PNEUMOTHORAX"``
-    and ``"No pneumothorax !"`` are one group; ``"No pneumothorax, no effusion."`` and
-    ``"1. No pneumothorax."`` are other groups (inner and leading characters are kept).
-
-    Args:
-        text: one text.
-
-    Returns:
-        The normal form (a ``str``).
+    Invisible marks (:data:`~relaxclip.sentences.INVISIBLE_MARKS`) removed, case folded,
+    whitespace runs collapsed to one space and stripped, a trailing run of ``.,;:!?`` removed.
 
     Raises:
         TypeError: ``text`` is not a ``str``.
+
+    Example:
+        >>> group_text(" No  PNEUMOTHORAX !")
+        'no pneumothorax'
     """
     if not isinstance(text, str):
-        raise TypeError(f"group_text: text must be str, got {type(text).__name__}")
+        raise TypeError(f"group_text: text must be str, got {describe(text)}")
     if not text.isascii():
         text = _INVISIBLE_RE.sub("", text)
     # after the join the only whitespace left is " ", so rstrip removes the trailing run
@@ -181,11 +172,8 @@ def text_group_ids(texts: Sequence[str]) -> torch.Tensor:
     """Stable 63-bit ids of texts: equal ids exactly for texts equal after :func:`group_text`.
 
     ``id = int.from_bytes(blake2b(group_text(t).encode("utf-8", "surrogatepass"), digest_size=8),
-    "big") >> 1``, a non-negative int64. The hash is not Python's salted ``hash``: the same text
-    gets the same id in every process, DataLoader worker, rank and run, so ids gathered across
-    ranks compare correctly. Two different normal forms share an id only by a hash collision, with
-    probability about ``n**2 / 2**64`` among ``n`` distinct texts (``2e-10`` for ``n = 65,536``):
-    negligible.
+    "big") >> 1``: the same in every process, worker, rank and run (collisions: about
+    ``n**2 / 2**64`` among ``n`` distinct texts).
 
     Args:
         texts: the texts, e.g. a batch's sampled ``"text"`` list.
@@ -197,12 +185,10 @@ def text_group_ids(texts: Sequence[str]) -> torch.Tensor:
         TypeError: ``texts`` is a ``str`` or holds a non-``str``.
     """
     if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise TypeError(
-            f"text_group_ids: texts must be a sequence of str, got {type(texts).__name__}"
-        )
+        raise TypeError(f"text_group_ids: texts must be a sequence of str, got {describe(texts)}")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(f"text_group_ids: texts[{i}] must be str, got {type(text).__name__}")
+            raise TypeError(f"text_group_ids: texts[{i}] must be str, got {describe(text)}")
     return torch.tensor([_text_id(t) for t in texts], dtype=torch.int64)
 
 
@@ -213,12 +199,8 @@ def _text_id(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
 
 
-# ---------------------------------------------------------------------------- the collate callable
-
-
 def _process_rank() -> int | None:
-    """This process's rank in the default ``torch.distributed`` group, or ``None`` when it is not
-    initialised (a forked DataLoader worker inherits its parent's group and rank)."""
+    """This process's rank in the default ``torch.distributed`` group (``None``: not initialised)."""
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         return int(dist.get_rank())
@@ -228,113 +210,43 @@ def _process_rank() -> int | None:
 class SentenceSampler:
     """Collate function that samples sentences from each report and tokenizes them.
 
-    Usage::
-
-        collate = SentenceSampler(tokenizer=open_clip.get_tokenizer("ViT-B-32"), seed=0)
-        loader = DataLoader(dataset, batch_size=64, num_workers=4, collate_fn=collate)
-        for epoch in range(n_epochs):
-            for batch in loader:  # batch["image"], batch["text"], batch["tokens"]
-                ...
+    Each call turns a list of samples (mappings with ``image_key``/``text_key``, or
+    ``(image, report)`` pairs; a report is a ``str`` or a mapping of section name to text) into
+    ``{image_key: default_collate(images), "text": [B texts], <tokenizer outputs>, <group_key>,
+    <"num_dropped">, <other sample keys>}``. In training mode each text is drawn from the
+    report's candidate sentences (:class:`~relaxclip.sentence_pool.SentencePool`) with
+    :func:`sample_sentences`; in evaluation mode all candidates are joined. Each call draws from a
+    fresh :class:`random.Random` seeded by ``seed``, the epoch or DataLoader worker seed, the
+    call index and the ``torch.distributed`` rank, so epochs, workers and ranks draw anew and a
+    run is reproducible (``docs/sentences.md``, "Randomness"). No output key is overwritten.
 
     Args:
-        tokenizer: ``list[str] -> tensor or mapping of tensors`` callable, or ``None`` (no
-            tokens). A tensor (open_clip: ``LongTensor (B, context_length)``) is stored under
-            ``token_key``; a mapping (HF: ``input_ids``, ``attention_mask``...) is merged key by key.
-        num_sentences: sentences per sample in training mode: ``int >= 1``, inclusive ``(lo, hi)``
-            range, or fraction in ``(0, 1]`` (see :func:`sample_sentences`). Default ``1``, the
-            paper's setting. numpy integers are accepted.
-        sections: section names whose sentences are the candidates (default
-            ``("findings", "impression")``), or ``None`` for every section
-            (see :class:`~relaxclip.sentence_pool.SentencePool`).
-        text_key: sample key of the report (default ``"report"``); ``None``: the sample mapping
-            itself is the mapping of sections (needs explicit ``sections`` and no fallback).
-        image_key: sample key of the image (default ``"image"``), also its output key; ``None``
-            for text-only samples.
-        seed: base seed of the random stream (an int, numpy integers accepted), or ``None`` to
-            derive it from torch's default generator (see Randomness).
-        train: start in training mode (random sampling) or evaluation mode (every candidate
-            sentence, joined, deterministic).
-        keep_order: join drawn sentences in report order (default) or in drawn order.
-        separator: string between joined sentences (default ``" "``).
-        fallback: what to use when the chosen sections have no sentence: ``None`` (default,
-            nothing), ``"report"`` (every section of the report), or a chain of section names
-            optionally ending with ``"report"`` (e.g. ``("indication", "report")``), tried in order.
-        on_empty: what to do with a sample that still has no sentence: ``"raise"`` (default) a
-            ``ValueError`` naming the sample and the sections tried; ``"drop"`` removes it from the
-            batch together with its image and every other field, counts it in the output's
-            ``"num_dropped"`` (an ``int``, present in every batch with this option) and in
-            :attr:`num_dropped` (this process), and logs a warning naming it. A batch whose every
-            sample is empty raises (an empty batch cannot be collated).
-        cache_size: distinct reports whose candidate sentences are cached per process (oldest
-            evicted first; ``0`` disables). Not pickled: DataLoader workers start empty.
-        token_key: output key of a tensor returned by the tokenizer (default ``"tokens"``).
-        tokenizer_kwargs: keyword arguments of every tokenizer call. Default: tokenizers that look
-            like HF ones (they have ``model_input_names``) get ``padding=True, truncation=True,
-            return_tensors="pt"``, others nothing.
-        list_keys: sample keys returned as plain per-sample lists instead of through
-            ``default_collate`` (ragged metadata such as Open-I ``mesh``/``images``).
-        group_key: when given (e.g. ``"text_group"``; default ``None``, off), the output also holds
-            ``text_group_ids(batch["text"])`` under that key: an int64 ``(B,)`` tensor, equal ids
-            exactly for sampled texts equal after :func:`group_text` (case, whitespace and trailing
-            ``.,;:!?`` folded); stable across processes, workers and ranks. Pass it to the loss
-            (``groups=``) so identical sentences of other studies are not negatives.
-        id_keys: fields looked up (in the sample mapping, then in a mapping report) to name a
-            sample in errors and drop logs (default ``("uid", "id", "study_id", "dicom_id", "idx",
-            "index")``). A collate function never sees dataset indices: include one of these
-            fields in your samples to have it named; otherwise messages give the batch position.
+        tokenizer: ``list[str] -> tensor or mapping of tensors`` callable, or ``None``.
+        num_sentences: ``int >= 1``, inclusive ``(lo, hi)`` or fraction in ``(0, 1]``.
+        sections, fallback, cache_size, custom_sections: passed to ``SentencePool``.
+        text_key: sample key of the report; ``None``: the sample itself is the section mapping
+            (needs explicit ``sections`` and no fallback).
+        image_key: sample key of the image, also its output key; ``None`` for text only.
+        seed: base seed (int) or ``None`` (derived from torch's default generator).
+        train: start in training (random draws) or evaluation (every sentence) mode.
+        keep_order: join drawn sentences in report order (else in drawn order).
+        separator: string between joined sentences.
+        on_empty: a sample with no sentence: ``"raise"`` a ``ValueError`` naming it, or
+            ``"drop"`` it with all its fields (counted in ``"num_dropped"``, logged).
+        token_key: output key of a tensor returned by the tokenizer.
+        tokenizer_kwargs: keyword arguments of every tokenizer call (default for HF-looking
+            tokenizers: ``padding=True, truncation=True, return_tensors="pt"``).
+        list_keys: sample keys returned as plain lists instead of ``default_collate``.
+        group_key: output key of :func:`text_group_ids` of the texts (``None``: off).
+        id_keys: fields that name a sample in errors and drop logs.
 
-    Input: a list of samples, each either a mapping (``sample[image_key]``, ``sample[text_key]``,
-    other keys) or an ``(image, report)`` pair (tuple/list of length 2). The report is a ``str``
-    (sections parsed; a string without any recognised header is used whole) or a mapping of
-    section name to text (e.g. a record of :func:`~relaxclip.data.openi.read_openi_reports`);
-    candidates are the sentences of the chosen sections in report order (see
-    :class:`~relaxclip.sentence_pool.SentencePool`). Text entering here (reports, sections) loses
-    a leading byte-order mark or other invisible leading mark (see
-    :func:`~relaxclip.sentences.split_sentences`).
+    Raises:
+        TypeError, ValueError, KeyError: a bad argument, or a bad sample (naming it and its key).
 
-    Output: a dict, in this order: ``image_key`` (``default_collate`` of the images: a stacked
-    ``(B, ...)`` tensor for tensors, batch order kept; absent when ``image_key=None``), ``"text"``
-    (``list[str]`` of length ``B``, the sampled text of sample ``i`` at position ``i``), the
-    tokenizer's outputs, ``group_key`` (if set), ``"num_dropped"`` (if ``on_empty="drop"``), then
-    every other key of the samples collated with ``default_collate`` (the report,
-    ``sample[text_key]``, is not copied), except ``list_keys``, given as plain lists. ``B`` is the
-    number of samples kept. Any two output keys that would coincide raise ``ValueError`` (at
-    construction for the fixed keys, e.g. ``image_key="text"``; at the call for sample keys and
-    tokenizer outputs): nothing is overwritten.
-
-    Randomness: each call draws from a fresh :class:`random.Random` whose seed string depends on:
-
-    * in a DataLoader worker, without :meth:`set_epoch`: ``(seed, worker seed, call index)``. The
-      worker seed (``get_worker_info().seed``) is new for every epoch's workers (torch draws it
-      from its default generator, or the DataLoader's ``generator``, each time an iterator is
-      created) and differs between workers, so epochs and workers draw differently with no user
-      action (plain loops, HF ``Trainer``), and a fixed ``torch.manual_seed`` + ``seed`` reproduces
-      a run. Persistent workers keep their seed but their call index keeps growing;
-    * after :meth:`set_epoch` (an explicit override), in a worker: ``(seed, epoch, worker id,
-      call index)``, independent of torch's generator (with ``seed=None`` the worker seed replaces
-      ``seed``). Call it with a new value every epoch: the same epoch number replays the same
-      draws in fresh workers. Persistent workers do not see later calls (their copy was taken
-      when they started), but their call index keeps growing, so epochs still differ;
-    * in the main process (``num_workers=0``): ``(seed, epoch, call index)``; the call index runs
-      on across calls (``set_epoch`` restarts it), so consecutive epochs differ. With
-      ``seed=None`` one value is drawn from torch's default generator at the first call.
-
-    Under ``torch.distributed`` the rank (of the default group) is mixed into the seed string
-    of every rank but rank 0, so ranks with the same ``seed``, epoch and torch seed draw
-    independently (before 2026-12-06 every rank drew the same sentence positions); rank 0 and a
-    single process draw as without it. DataLoader workers use the rank of their parent (forked:
-    inherited; spawned: recorded when the sampler is pickled).
-
-    The call index counts calls in this process since construction or the last
-    :meth:`set_epoch`. Same seed, epoch, rank and inputs in the same order give the same output,
-    also after pickling.
-
-    Errors: bad input raises, naming the sample (``uid=...`` etc., see ``id_keys``), its batch
-    position and the key: a sample that is neither a mapping nor a pair (``TypeError``), a missing
-    key or samples with different keys (``KeyError``), a report that is not ``str``/mapping or a
-    section that is not ``str`` (``TypeError``), no sentence in the sections tried
-    (``ValueError``, unless ``on_empty="drop"``). Nothing is replaced by an empty string, and
-    nothing is dropped except by ``on_empty="drop"``, which counts and logs what it drops.
+    Example:
+        >>> collate = SentenceSampler(image_key=None, seed=0).eval()
+        >>> collate([{"report": "FINDINGS: Heart normal. IMPRESSION: No disease."}])["text"]
+        ['Heart normal. No disease.']
     """
 
     def __init__(
@@ -357,58 +269,38 @@ class SentenceSampler:
         list_keys: Sequence[str] = (),
         group_key: str | None = None,
         id_keys: Sequence[str] = DEFAULT_ID_KEYS,
+        custom_sections: bool = False,
     ) -> None:
-        name = "SentenceSampler"
         if tokenizer is not None and not callable(tokenizer):
             raise TypeError(
-                f"{name}: tokenizer must be callable or None, got {type(tokenizer).__name__}"
+                f"{_NAME}: tokenizer must be callable or None, got {describe(tokenizer)}"
             )
         self.tokenizer = tokenizer
-        self.num_sentences = _check_num_sentences(num_sentences, name)
-        self.pool = SentencePool(sections, fallback=fallback, cache_size=cache_size, name=name)
+        self.num_sentences = _check_num_sentences(num_sentences, _NAME)
+        self.pool = SentencePool(
+            sections,
+            fallback=fallback,
+            cache_size=cache_size,
+            name=_NAME,
+            custom_sections=custom_sections,
+        )
         if text_key is None and (sections is None or fallback is not None):
             raise ValueError(
-                f"{name}: text_key=None (sections are keys of the sample) needs explicit "
+                f"{_NAME}: text_key=None (sections are keys of the sample) needs explicit "
                 "sections and no fallback"
             )
-        for arg, key in (
-            ("text_key", text_key),
-            ("image_key", image_key),
-            ("group_key", group_key),
-        ):
-            if key is not None and not isinstance(key, str):
-                raise TypeError(f"{name}: {arg} must be str or None, got {key!r}")
-        self.text_key = text_key
-        self.image_key = image_key
-        self.group_key = group_key
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise TypeError(f"{name}: seed must be an int or None, got {seed!r}")
-        self.seed = None if seed is None else int(seed)
-        for arg, flag in (("train", train), ("keep_order", keep_order)):
-            if not isinstance(flag, bool):  # "no" would otherwise read as True
-                raise TypeError(f"{name}: {arg} must be True or False, got {flag!r}")
-        self.training = train
-        self.keep_order = keep_order
-        if not isinstance(separator, str):
-            raise TypeError(f"{name}: separator must be str, got {separator!r}")
-        self.separator = separator
-        if on_empty not in ("raise", "drop"):
-            raise ValueError(f"{name}: on_empty must be 'raise' or 'drop', got {on_empty!r}")
-        self.on_empty: OnEmpty = on_empty
-        if not isinstance(token_key, str):
-            raise TypeError(f"{name}: token_key must be str, got {token_key!r}")
-        self.token_key = token_key
-        if tokenizer_kwargs is None:
-            is_hf = tokenizer is not None and hasattr(tokenizer, "model_input_names")
-            tokenizer_kwargs = (
-                {"padding": True, "truncation": True, "return_tensors": "pt"} if is_hf else {}
-            )
-        self.tokenizer_kwargs = dict(tokenizer_kwargs)
-        for arg, keys in (("list_keys", list_keys), ("id_keys", id_keys)):
-            if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
-                raise TypeError(f"{name}: {arg} must be a sequence of str, got {keys!r}")
-        self.list_keys = frozenset(list_keys)
-        self.id_keys = tuple(id_keys)
+        self.text_key = _check_str("text_key", text_key, optional=True)
+        self.image_key = _check_str("image_key", image_key, optional=True)
+        self.group_key = _check_str("group_key", group_key, optional=True)
+        self.token_key = _check_str("token_key", token_key)
+        self.separator = _check_str("separator", separator)
+        self.seed = None if seed is None else check_int(f"{_NAME}: seed", seed)
+        self.training = check_bool(f"{_NAME}: train", train)
+        self.keep_order = check_bool(f"{_NAME}: keep_order", keep_order)
+        self.on_empty: OnEmpty = check_choice(f"{_NAME}: on_empty", on_empty, ("raise", "drop"))
+        self.tokenizer_kwargs = _tokenizer_kwargs(tokenizer, tokenizer_kwargs)
+        self.list_keys = frozenset(check_names(f"{_NAME}: list_keys", list_keys))
+        self.id_keys = check_names(f"{_NAME}: id_keys", id_keys)
         self._check_key_collisions()
         self.epoch = 0
         self._epoch_set = False
@@ -420,29 +312,30 @@ class SentenceSampler:
 
     def _check_key_collisions(self) -> None:
         """Fixed output and input keys must all differ (nothing may be overwritten)."""
-        keys: list[tuple[str, str]] = [("the text output", _TEXT)]
-        if self.image_key is not None:
-            keys.append(("image_key", self.image_key))
-        if self.tokenizer is not None:
-            keys.append(("token_key", self.token_key))
-        if self.group_key is not None:
-            keys.append(("group_key", self.group_key))
-        if self.on_empty == "drop":
-            keys.append(("the drop count output", _DROPPED))
-        if self.text_key is not None:
-            keys.append(("text_key", self.text_key))
-        else:
-            keys += [("a section key (text_key=None)", s) for s in self.pool.sections or ()]
+        keys = [
+            ("the text output", _TEXT),
+            ("image_key", self.image_key),
+            ("token_key", self.token_key if self.tokenizer is not None else None),
+            ("group_key", self.group_key),
+            ("the drop count output", _DROPPED if self.on_empty == "drop" else None),
+            ("text_key", self.text_key),
+            *[("a section key (text_key=None)", s) for s in self._section_keys()],
+        ]
         seen: dict[str, str] = {}
         for what, key in keys:
+            if key is None:
+                continue
             if key in seen:
                 raise ValueError(
-                    f"SentenceSampler: {what} {key!r} collides with {seen[key]} {key!r}; "
+                    f"{_NAME}: {what} {key!r} collides with {seen[key]} {key!r}; "
                     "choose distinct keys (one would overwrite the other in the batch)"
                 )
             seen[key] = what
 
-    # ------------------------------------------------------------------ views of the pool
+    def _section_keys(self) -> tuple[str, ...]:
+        """The sample keys read as sections (``text_key=None``), else none."""
+        return (self.sections or ()) if self.text_key is None else ()
+
     @property
     def sections(self) -> tuple[str, ...] | None:
         """The chosen sections (see :class:`~relaxclip.sentence_pool.SentencePool`)."""
@@ -465,12 +358,9 @@ class SentenceSampler:
     def _cache(self) -> dict[Any, tuple[str, ...]]:
         return self.pool._cache
 
-    # ------------------------------------------------------------------ mode and epoch
     def train(self, mode: bool = True) -> SentenceSampler:
         """Set training (random sampling) or evaluation (full text) mode; returns ``self``."""
-        if not isinstance(mode, bool):
-            raise TypeError(f"SentenceSampler.train: mode must be True or False, got {mode!r}")
-        self.training = mode
+        self.training = check_bool(f"{_NAME}.train: mode", mode)
         return self
 
     def eval(self) -> SentenceSampler:
@@ -478,11 +368,8 @@ class SentenceSampler:
         return self.train(False)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch mixed into the seed (an explicit override of the per-epoch worker
-        seed, see Randomness) and restart the call index."""
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral):
-            raise TypeError(f"SentenceSampler.set_epoch: epoch must be an int, got {epoch!r}")
-        self.epoch = int(epoch)
+        """Select the epoch mixed into the seed (overrides the worker seed); restart the calls."""
+        self.epoch = check_int(f"{_NAME}.set_epoch: epoch", epoch)
         self._epoch_set = True
         self._calls = 0
 
@@ -499,24 +386,22 @@ class SentenceSampler:
             f"group_key={self.group_key!r})"
         )
 
-    # ------------------------------------------------------------------ sentences
     def candidates(self, report: Any, *, position: int = 0) -> tuple[str, ...]:
-        """Candidate sentences of one report (chosen sections, report order, fallback chain).
-
-        Raises ``TypeError`` for a bad report and ``ValueError`` when it has no sentence (whatever
-        ``on_empty``); ``position`` is used in messages.
-        """
-        try:
-            found = self.pool.candidates(report)
-        except ReportTypeError as exc:
-            raise TypeError(f"SentenceSampler: {self._where(position)}: {exc.detail}") from None
+        """Candidate sentences of one report; ``TypeError``/``ValueError`` when bad or empty."""
+        found = self._lookup(report, position, None)
         if not found:
             raise self._empty_error(self._where(position))
         return found
 
+    def _lookup(self, report: Any, position: int, sample: Any) -> tuple[str, ...]:
+        """The pool's candidates of ``report``; a bad report raises naming the sample."""
+        try:
+            return self.pool.candidates(report)
+        except ReportTypeError as exc:
+            raise TypeError(f"{_NAME}: {self._where(position, sample)}: {exc.detail}") from None
+
     def sample_text(self, sentences: Sequence[str], rng: random.Random) -> str:
-        """Join ``k`` sentences drawn uniformly without replacement (see
-        :func:`sample_sentences`)."""
+        """Join ``k`` sentences drawn uniformly without replacement (:func:`sample_sentences`)."""
         return _draw(sentences, self.num_sentences, rng, self.keep_order, self.separator)
 
     def _where(self, position: int, sample: Any = None) -> str:
@@ -538,7 +423,7 @@ class SentenceSampler:
                 else ""
             )
             raise TypeError(
-                f"SentenceSampler: cannot collate key {key!r} with default_collate{where} ({exc}); "
+                f"{_NAME}: cannot collate key {key!r} with default_collate{where} ({exc}); "
                 "drop it from the samples or pass it in list_keys to get a plain list"
             ) from exc
 
@@ -571,14 +456,12 @@ class SentenceSampler:
             "" if REPORT in self.pool.fallback else ", pass fallback='report' or a fallback chain"
         )
         return ValueError(
-            f"SentenceSampler: {where} has no sentence in {self.pool.describe()}; fix or filter "
+            f"{_NAME}: {where} has no sentence in {self.pool.describe()}; fix or filter "
             f"the data, choose other sections{hint}, or pass on_empty='drop'"
         )
 
-    # ------------------------------------------------------------------ randomness
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled (e.g. into spawned DataLoader workers, where ``torch.distributed`` is not
-        initialised) with the rank of the pickling process, so the workers know it."""
+        """The state, with the rank of the pickling process (for spawned DataLoader workers)."""
         state = self.__dict__.copy()
         rank = _process_rank()
         if rank is not None:
@@ -607,16 +490,13 @@ class SentenceSampler:
         self._calls += 1
         return random.Random(key)
 
-    # ------------------------------------------------------------------ collate
     def __call__(self, batch: Sequence[Any]) -> dict[str, Any]:
         if isinstance(batch, (str, bytes)) or not isinstance(batch, Sequence):
-            raise TypeError(
-                f"SentenceSampler: batch must be a list of samples, got {type(batch).__name__}"
-            )
+            raise TypeError(f"{_NAME}: batch must be a list of samples, got {type(batch).__name__}")
         if len(batch) == 0:
-            raise ValueError("SentenceSampler: empty batch")
+            raise ValueError(f"{_NAME}: empty batch")
         reports, images, rest = self._unpack_batch(batch)
-        pools = self._candidates(batch, reports)
+        pools = [self._lookup(r, i, batch[i]) for i, r in enumerate(reports)]
         dropped = 0
         keep = list(range(len(batch)))
         if not all(pools):
@@ -679,21 +559,9 @@ class SentenceSampler:
             if other.keys() != rest[0].keys():
                 diff = sorted(map(str, set(other) ^ set(rest[0])))
                 raise KeyError(
-                    f"SentenceSampler: {self._at(i, batch[i])} and batch position 0 differ in "
-                    f"keys {diff!r}"
+                    f"{_NAME}: {self._at(i, batch[i])} and batch position 0 differ in keys {diff!r}"
                 )
         return reports, images, rest
-
-    def _candidates(self, batch: Sequence[Any], reports: list[Any]) -> list[tuple[str, ...]]:
-        candidates = self.pool.candidates
-        out = []
-        for i, report in enumerate(reports):
-            try:
-                out.append(candidates(report))
-            except ReportTypeError as exc:
-                where = self._where(i, batch[i])
-                raise TypeError(f"SentenceSampler: {where}: {exc.detail}") from None
-        return out
 
     def _handle_empty(self, batch: Sequence[Any], pools: list[tuple[str, ...]]) -> list[int]:
         """Indices of the samples kept; raises or logs for those without a sentence."""
@@ -703,13 +571,13 @@ class SentenceSampler:
         names = "; ".join(self._at(i, batch[i]) for i in empty)
         if len(empty) == len(batch):
             raise ValueError(
-                f"SentenceSampler: every sample of the batch has no sentence in "
+                f"{_NAME}: every sample of the batch has no sentence in "
                 f"{self.pool.describe()} ({names}); on_empty='drop' cannot return an empty batch: "
                 "filter such reports out of the dataset"
             )
         self.num_dropped += len(empty)
         logger.warning(
-            "SentenceSampler: dropped %d of %d samples with no sentence in %s (with their images "
+            f"{_NAME}: dropped %d of %d samples with no sentence in %s (with their images "
             "and other fields): %s",
             len(empty),
             len(batch),
@@ -720,36 +588,24 @@ class SentenceSampler:
 
     def _unpack(self, sample: Any, i: int) -> tuple[Any, Any, Mapping[str, Any]]:
         if isinstance(sample, Mapping):
-            at = self._at(i, sample)
-            if self.image_key is not None and self.image_key not in sample:
-                raise KeyError(
-                    f"SentenceSampler: {at} lacks key {self.image_key!r} "
-                    f"(image_key); keys: {sorted(map(str, sample))!r}"
-                )
-            image = sample[self.image_key] if self.image_key is not None else None
-            if self.text_key is None:
-                assert self.sections is not None
-                report: Any = sample
-                skip = {self.image_key, *self.sections}
-            else:
-                if self.text_key not in sample:
+            for arg, key in (("image_key", self.image_key), ("text_key", self.text_key)):
+                if key is not None and key not in sample:
                     raise KeyError(
-                        f"SentenceSampler: {at} lacks key {self.text_key!r} "
-                        f"(text_key); keys: {sorted(map(str, sample))!r}"
+                        f"{_NAME}: {self._at(i, sample)} lacks key {key!r} ({arg}); "
+                        f"keys: {sorted(map(str, sample))!r}"
                     )
-                report = sample[self.text_key]
-                skip = {self.image_key, self.text_key}
-            other = {k: v for k, v in sample.items() if k not in skip}
-            return report, image, other
+            image = sample[self.image_key] if self.image_key is not None else None
+            report = sample if self.text_key is None else sample[self.text_key]
+            skip = {self.image_key, self.text_key, *self._section_keys()}
+            return report, image, {k: v for k, v in sample.items() if k not in skip}
         if isinstance(sample, (tuple, list)) and len(sample) == 2:
             if self.image_key is None:
                 raise TypeError(
-                    f"SentenceSampler: batch position {i} is an (image, report) pair but "
-                    "image_key=None"
+                    f"{_NAME}: batch position {i} is an (image, report) pair but image_key=None"
                 )
             return sample[1], sample[0], {}
         raise TypeError(
-            f"SentenceSampler: batch position {i} must be a mapping or an (image, report) pair, "
+            f"{_NAME}: batch position {i} must be a mapping or an (image, report) pair, "
             f"got {type(sample).__name__}"
             + (f" of length {len(sample)}" if isinstance(sample, (tuple, list)) else "")
         )
@@ -765,7 +621,7 @@ class SentenceSampler:
             items = [(k, result[k]) for k in result.keys()]
         else:
             raise TypeError(
-                "SentenceSampler: the tokenizer must return a tensor or a mapping of tensors, "
+                f"{_NAME}: the tokenizer must return a tensor or a mapping of tensors, "
                 f"got {type(result).__name__}"
             )
         for key, value in items:
@@ -773,7 +629,7 @@ class SentenceSampler:
                 value.dim() == 0 or value.shape[0] != len(texts)
             ):
                 raise ValueError(
-                    f"SentenceSampler: tokenizer output {key!r} has shape {tuple(value.shape)}, "
+                    f"{_NAME}: tokenizer output {key!r} has shape {tuple(value.shape)}, "
                     f"expected a first dimension of {len(texts)} (the batch size)"
                 )
             _put(out, key, value, "tokenizer output")
@@ -787,5 +643,25 @@ def _layout(value: Any) -> tuple[str, str]:
 
 def _put(out: dict[str, Any], key: str, value: Any, what: str) -> None:
     if key in out:
-        raise ValueError(f"SentenceSampler: {what} {key!r} collides with an output key; rename it")
+        raise ValueError(f"{_NAME}: {what} {key!r} collides with an output key; rename it")
     out[key] = value
+
+
+def _check_str(arg: str, value: Any, *, optional: bool = False) -> Any:
+    """``value`` if it is a ``str`` (or ``None`` when ``optional``)."""
+    if not (isinstance(value, str) or (optional and value is None)):
+        expected = "a str or None" if optional else "a str"
+        raise TypeError(f"{_NAME}: {arg} must be {expected}, got {describe(value)}")
+    return value
+
+
+def _tokenizer_kwargs(tokenizer: Any, kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keyword arguments of every tokenizer call (HF-looking tokenizers get padding)."""
+    if kwargs is None:
+        is_hf = tokenizer is not None and hasattr(tokenizer, "model_input_names")
+        return {"padding": True, "truncation": True, "return_tensors": "pt"} if is_hf else {}
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(
+            f"{_NAME}: tokenizer_kwargs must be a mapping or None, got {describe(kwargs)}"
+        )
+    return dict(kwargs)

@@ -1,23 +1,24 @@
 """Candidate sentences of radiology reports: section choice, fallback chain, splitting, cache.
 
 :class:`SentencePool` turns one report (a string, or a mapping of section name to text) into the
-tuple of its candidate sentences, the sentences a sampler may draw from. It parses and splits with
-:func:`~relaxclip.sentences.parse_report_sections` and :func:`~relaxclip.sentences.split_sentences`
-and caches the result per distinct report in a bounded cache. :class:`~relaxclip.sampling.
-SentenceSampler` uses one; it is usable on its own (count sentences, find empty reports before
-training, or feed another sampler)::
-
-    pool = SentencePool(sections=("findings", "impression"), fallback=("indication",))
-    pool.candidates("FINDINGS: Heart normal. Lungs clear.")  # ('Heart normal.', 'Lungs clear.')
+tuple of its candidate sentences, the sentences a sampler may draw from. :class:`~relaxclip.
+sampling.SentenceSampler` uses one; it is usable alone (count sentences, find empty reports
+before training, or feed another sampler).
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from relaxclip.sentences import HEADER_ALIASES, PREAMBLE_KEY, parse_report_sections, split_sentences
+from relaxclip._checks import check_bool, check_int
+from relaxclip.sentences import (
+    HEADER_ALIASES,
+    PREAMBLE_KEY,
+    check_names,
+    parse_report_sections,
+    split_sentences,
+)
 
 __all__ = ["REPORT", "ReportTypeError", "SentencePool"]
 
@@ -30,8 +31,7 @@ KNOWN_SECTIONS: frozenset[str] = frozenset(HEADER_ALIASES) | {PREAMBLE_KEY}
 
 
 class ReportTypeError(TypeError):
-    """A report (or one of its sections) of the wrong type; ``detail`` is the message without the
-    name of the raising object, so a caller can prefix where the report came from."""
+    """A report (or section) of the wrong type; ``detail`` is the message without the prefix."""
 
     def __init__(self, name: str, detail: str) -> None:
         super().__init__(f"{name}: {detail}")
@@ -41,38 +41,34 @@ class ReportTypeError(TypeError):
 class SentencePool:
     """The candidate sentences of reports, chosen by section with a fallback chain, cached.
 
+    A report is a ``str`` (cut with :func:`~relaxclip.sentences.parse_report_sections`; a string
+    with no recognised header is used whole) or a mapping of section name to text (missing keys,
+    ``None`` and blank values count as absent; other non-string fields such as MeSH lists are
+    ignored). Each section is split with :func:`~relaxclip.sentences.split_sentences`.
+
     Args:
-        sections: canonical section names whose sentences are the candidates (e.g.
-            ``("findings", "impression")``, the default), or ``None`` for every section. Order of
-            the candidates: for a string report, the order in which the sections appear in it; for
-            a mapping report, the order of ``sections`` (the mapping's order for ``None``).
-        fallback: what to use when the chosen sections give no sentence. ``None`` (default):
-            nothing (:meth:`candidates` returns ``()``). Otherwise a chain tried in order until a
-            step gives a sentence: a section name (``"indication"``) or ``"report"`` (:data:`REPORT`:
-            every section of the report, in report order; for a string report also the text before
-            the first header; for a mapping report every key in :data:`KNOWN_SECTIONS` plus the
-            chosen and fallback sections, never other string fields such as ``uid``). A plain
-            string other than ``"report"`` is rejected (write ``("indication",)`` for a one-section
-            chain); ``fallback="report"`` == ``("report",)``. ``"report"`` must
-            be the last step (nothing after it can give a sentence); a section already in
-            ``sections`` or listed twice is rejected; named steps need explicit ``sections``.
-        cache_size: at most this many distinct reports keep their candidates cached (oldest evicted
-            first); ``0`` disables the cache. The cache is not pickled (a copy starts empty).
-        name: the name error messages start with (:class:`~relaxclip.sampling.SentenceSampler`
-            passes its own).
+        sections: section names whose sentences are the candidates (default
+            ``("findings", "impression")``), or ``None`` for every section. Candidates are in
+            report order for a string, in ``sections`` order for a mapping.
+        fallback: tried in order when the chosen sections give no sentence: ``None`` (nothing),
+            ``"report"`` (:data:`REPORT`: every section of the report) or a chain of section
+            names optionally ending with ``"report"`` (e.g. ``("indication", "report")``).
+        cache_size: distinct reports whose candidates are cached (oldest evicted; ``0``: off).
+            The cache is not pickled.
+        name: the name error messages start with.
+        custom_sections: accept section names that the report parser never produces (keys of
+            mapping reports only); by default every name must be one of :data:`KNOWN_SECTIONS`.
 
-    A report is either
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: empty ``sections``; an unknown section name (the known ones are listed);
+            a fallback chain that is empty, repeats a step, repeats a chosen section, has
+            ``"report"`` before its end, or names sections with ``sections=None``.
 
-    * a ``str``: parsed with :func:`~relaxclip.sentences.parse_report_sections`. A string with no
-      recognised header at all (only ``"preamble"`` text, e.g. a bare impression) is used whole,
-      since it has no sections to choose from;
-    * a mapping of section name to text (e.g. ``{"findings": ..., "impression": ...}``, or a record
-      of :func:`~relaxclip.data.openi.read_openi_reports`): missing keys, ``None`` and blank values
-      count as absent; a chosen or fallback section that is neither ``str`` nor ``None`` raises
-      :class:`ReportTypeError` (a ``TypeError``); other non-string fields (lists of MeSH terms,
-      image ids) are ignored.
-
-    Each section is split with :func:`~relaxclip.sentences.split_sentences`.
+    Example:
+        >>> pool = SentencePool(("findings", "impression"), fallback=("indication",))
+        >>> pool.candidates("FINDINGS: Heart normal. Lungs clear.")
+        ('Heart normal.', 'Lungs clear.')
     """
 
     def __init__(
@@ -82,27 +78,20 @@ class SentencePool:
         fallback: str | Sequence[str] | None = None,
         cache_size: int = 50_000,
         name: str = "SentencePool",
+        custom_sections: bool = False,
     ) -> None:
         self.name = name
         if sections is not None:
-            if isinstance(sections, str) or not all(isinstance(s, str) for s in sections):
-                raise TypeError(
-                    f"{name}: sections must be a sequence of str section names "
-                    f"(e.g. ('findings', 'impression')) or None, got {sections!r}"
-                )
-            if len(sections) == 0:
+            expected = "a sequence of section names (e.g. ('findings', 'impression')) or None"
+            sections = check_names(f"{name}: sections", sections, expected)
+            if not sections:
                 raise ValueError(f"{name}: sections must not be empty (use None for all)")
-            sections = tuple(sections)
         self.sections: tuple[str, ...] | None = sections
         self.fallback: tuple[str, ...] = self._check_fallback(fallback)
-        if (
-            isinstance(cache_size, bool)
-            or not isinstance(cache_size, numbers.Integral)
-            or cache_size < 0
-        ):
-            raise ValueError(f"{name}: cache_size must be an int >= 0, got {cache_size!r}")
-        self.cache_size: int = int(cache_size)
+        self.cache_size: int = check_int(f"{name}: cache_size", cache_size, minimum=0)
         self._named: tuple[str, ...] = tuple(s for s in self.fallback if s != REPORT)
+        if not check_bool(f"{name}: custom_sections", custom_sections):
+            self._check_known((*(sections or ()), *self._named))
         self._whole: bool = REPORT in self.fallback
         # mapping reports: the values that decide the candidates, when that is a fixed key list
         self._lookup_keys: tuple[str, ...] | None = (
@@ -110,22 +99,31 @@ class SentencePool:
         )
         self._cache: dict[Any, tuple[str, ...]] = {}
 
+    def _check_known(self, names: tuple[str, ...]) -> None:
+        """Names the parser never produces would silently match nothing in a string report."""
+        if not set(names) <= KNOWN_SECTIONS:
+            unknown = [s for s in names if s not in KNOWN_SECTIONS]
+            raise ValueError(
+                f"{self.name}: sections and fallback must be section names the report parser "
+                f"produces ({', '.join(map(repr, sorted(KNOWN_SECTIONS)))}), got {unknown!r}; for keys of "
+                "mapping reports with other names pass custom_sections=True"
+            )
+
     def _check_fallback(self, fallback: Any) -> tuple[str, ...]:
         if fallback is None:
             return ()
         if isinstance(fallback, str) and fallback != REPORT:
             raise ValueError(
                 f"{self.name}: fallback must be None, 'report' or a sequence of section names "
-                f"(optionally ending with 'report'), got {fallback!r}; for one fallback section "
-                f"write ({fallback!r},)"
+                f"(optionally ending with 'report'), got {fallback!r}; for one section write "
+                f"({fallback!r},)"
             )
-        chain = (fallback,) if isinstance(fallback, str) else fallback
-        if not isinstance(chain, Sequence) or not all(isinstance(s, str) for s in chain):
-            raise ValueError(
-                f"{self.name}: fallback must be None, 'report' or a sequence of section names "
-                f"(optionally ending with 'report'), got {fallback!r}"
-            )
-        chain = tuple(chain)
+        expected = "None, 'report' or a sequence of section names"
+        chain = (
+            (fallback,)
+            if isinstance(fallback, str)
+            else check_names(f"{self.name}: fallback", fallback, expected)
+        )
         problem = ""
         if not chain:
             problem = "it is empty (use None)"
@@ -141,14 +139,11 @@ class SentencePool:
             raise ValueError(f"{self.name}: invalid fallback {fallback!r}: {problem}")
         return chain
 
-    # ------------------------------------------------------------------ public
     def candidates(self, report: Any) -> tuple[str, ...]:
-        """Candidate sentences of ``report`` (see the class docstring), ``()`` when the chosen
-        sections and every fallback step give none. Cached.
+        """Candidate sentences of ``report`` (cached); ``()`` when no step gives one.
 
         Raises:
-            ReportTypeError: ``report`` is not a ``str`` or mapping, or a chosen/fallback section
-                is neither ``str`` nor ``None``.
+            ReportTypeError: the report, or a section used, is of the wrong type.
         """
         key = self._key(report)
         if key is not None:
@@ -166,8 +161,7 @@ class SentencePool:
         return value
 
     def describe(self) -> str:
-        """What is tried, in order, as used in error messages (e.g. ``"sections ('findings',
-        'impression'), then section 'indication'"``)."""
+        """What is tried, in order, for error messages (``"sections (...), then section ..."``)."""
         if self.sections is None:
             steps = ["every section"]
         else:
@@ -197,7 +191,6 @@ class SentencePool:
             f"cache_size={self.cache_size!r})"
         )
 
-    # ------------------------------------------------------------------ internals
     def _key(self, report: Any) -> Any:
         """The cache key of ``report`` (``None``: not cacheable); raises on a bad report type."""
         if isinstance(report, str):
@@ -214,23 +207,19 @@ class SentencePool:
 
     def _compute(self, report: str | Mapping[Any, Any]) -> tuple[str, ...]:
         if isinstance(report, str):
-            parsed = parse_report_sections(report)
-            if set(parsed) <= {PREAMBLE_KEY}:  # no header: the whole text
-                return _sentences(parsed.values())
-            for step in self._steps():
-                if step is None:
-                    found = _sentences(parsed.values())
-                else:
-                    found = _sentences(v for k, v in parsed.items() if k in step)  # report order
-                if found:
-                    return found
-            return ()
-        items = dict(self._mapping_items(report))
+            items = parse_report_sections(report)
+            if set(items) <= {PREAMBLE_KEY}:  # no header: the whole text
+                return _sentences(items.values())
+        else:
+            items = dict(self._mapping_items(report))
         for step in self._steps():
             if step is None:
-                found = _sentences(items.values())
+                texts: Iterable[str] = items.values()
+            elif isinstance(report, str):
+                texts = (v for k, v in items.items() if k in step)  # report order
             else:
-                found = _sentences(items[n] for n in step if n in items)
+                texts = (items[n] for n in step if n in items)  # the order of the step
+            found = _sentences(texts)
             if found:
                 return found
         return ()

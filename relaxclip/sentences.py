@@ -1,31 +1,20 @@
 """Radiology report sections and sentence splitting, fully offline.
 
-Two functions:
-
-* :func:`parse_report_sections` cuts a free-text report (MIMIC-CXR style, NIH/NegBio style, or
-  running text with inline headers) into named sections keyed by lower-case canonical names.
-* :func:`split_sentences` splits a section (or any text) into sentences with nltk's Punkt
-  algorithm, using parameters shipped in this module (no ``nltk.download``), plus radiology rules.
-
-Invariants of :func:`split_sentences` (tested with hypothesis):
-
-* no non-whitespace character is lost, added or reordered, except invisible marks before the first
-  visible character (:data:`INVISIBLE_MARKS`): with ``u`` = ``t`` without them,
-  ``"".join(split_sentences(t)).split()`` joined equals ``"".join(u.split())``; each sentence is
-  the next piece of ``" ".join(u.split())`` verbatim (no space added inside a sentence);
-* leading whitespace and invisible marks do not change the result;
-* no sentence is empty; a sentence holds an alphanumeric character and is not only a list marker
-  (``"2."``), unless the text holds nothing else, in which case it is returned as one sentence
-  (``"?"`` -> ``["?"]``, ``"1. 2."`` -> ``["1. 2."]``);
-* deterministic; runs in time linear in the input length.
+:func:`parse_report_sections` cuts a free-text report (MIMIC-CXR style, NIH/NegBio style, or
+running text with inline headers) into named sections keyed by lower-case canonical names;
+:func:`split_sentences` splits text into sentences with nltk's Punkt algorithm, using parameters
+shipped in this module (no ``nltk.download``), plus radiology rules. Rules, invariants and
+measurements: ``docs/sentences.md``.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
+
+from relaxclip._checks import describe
 
 if TYPE_CHECKING:
     from nltk.tokenize.punkt import PunktSentenceTokenizer
@@ -42,18 +31,14 @@ __all__ = [
 #: header, or the whole report when it has no recognised header.
 PREAMBLE_KEY = "preamble"
 
-#: Invisible format characters removed where text enters (before the first visible character of
-#: a text, and before a header at the start of a line): the byte-order mark U+FEFF (Excel and
-#: Windows editors write it at the start of UTF-8 files), soft hyphen U+00AD, Mongolian vowel
-#: separator U+180E, zero-width space/non-joiner/joiner U+200B-U+200D, left-to-right/right-to-left
-#: marks U+200E-U+200F, bidirectional embeddings U+202A-U+202E, word joiner and invisible
-#: operators U+2060-U+2064, bidirectional isolates and deprecated format characters U+2066-U+206F.
+#: Invisible format characters (byte-order mark, soft hyphen, zero-width, bidirectional and word
+#: joiner marks) removed before the first visible character of a text and before a line-start
+#: header; a regex character-class body with inclusive ranges.
 INVISIBLE_MARKS = "\ufeff\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f"
-# (a regex character-class body; the ranges above are inclusive)
 _LEADING_MARKS = re.compile(rf"[\s{INVISIBLE_MARKS}]*[{INVISIBLE_MARKS}]")
 
 
-def _strip_leading_marks(text: str) -> str:
+def strip_leading_marks(text: str) -> str:
     """``text`` without the invisible marks (and whitespace) before its first visible character."""
     m = _LEADING_MARKS.match(text)
     return text[m.end() :] if m else text
@@ -137,33 +122,48 @@ def _build_header_regex() -> tuple[re.Pattern[str], dict[str, str]]:
 _HEADER_RE, _HEADER_LOOKUP = _build_header_regex()
 
 
+def check_names(name: str, value: object, expected: str = "a sequence of str") -> tuple[str, ...]:
+    """``value`` as a tuple of ``str``; a single ``str`` or any other type raises ``TypeError``."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be {expected}, got {describe(value)}")
+    out = tuple(value)
+    if not all(isinstance(v, str) for v in out):
+        raise TypeError(f"{name} must be {expected}, got {describe(out)}")
+    return out
+
+
+def _check_text(owner: str, text: object) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"{owner}: text must be str, got {describe(text)}")
+
+
 def parse_report_sections(text: str) -> dict[str, str]:
     """Split a radiology report into sections keyed by canonical lower-case names.
 
-    Headers are recognised (see :data:`HEADER_ALIASES`):
+    A header (a spelling of :data:`HEADER_ALIASES`) is recognised at the start of a line in any
+    case followed by ``:``, in upper case alone on its line, or inline in upper case after
+    whitespace and followed by ``:``. Only header words, their colons and surrounding whitespace
+    are removed; invisible marks (:data:`INVISIBLE_MARKS`) before a text or a line-start header
+    are dropped so they never hide a header.
 
-    * at the start of a line, in any case, followed by ``:`` (``FINDINGS:``, `` IMPRESSION: ``,
-      ``findings:``), or in upper case alone on their line (``IMPRESSIONS``);
-    * inline in running text, upper case only, after whitespace and followed by ``:``
-      (``FINDINGS: Heart is normal. IMPRESSION: No acute disease.``).
+    Args:
+        text: the report.
 
-    Returns a dict in order of first appearance. Values are the text between a header and the next
-    header, with surrounding whitespace stripped and inner text verbatim. Text before the first
-    header, or the whole report when no header is found, is kept under :data:`PREAMBLE_KEY`
-    (``"preamble"``) when it is not blank. A section that appears more than once (e.g. two
-    ``IMPRESSION:`` blocks) has its parts joined by a blank line ``"\\n\\n"``, so that
-    :func:`split_sentences` never joins the end of one part and the start of the next into one
-    sentence. A header with no text after it gives an empty string. Invisible marks
-    (:data:`INVISIBLE_MARKS`, e.g. a UTF-8 byte-order mark) before the first visible character of
-    the text or before a header at the start of a line are removed, so they never hide a header.
-    Nothing else but the header words, their colons and surrounding whitespace is ever removed.
+    Returns:
+        A dict in order of first appearance: each value is the text up to the next header,
+        stripped (``""`` for a header with nothing after it); a repeated section has its parts
+        joined by a blank line. Text before the first header (the whole report when there is
+        none) is kept under :data:`PREAMBLE_KEY` when not blank.
 
     Raises:
-        TypeError: if ``text`` is not a ``str``.
+        TypeError: ``text`` is not a ``str``.
+
+    Example:
+        >>> parse_report_sections("FINDINGS: Heart normal. IMPRESSION: No disease.")
+        {'findings': 'Heart normal.', 'impression': 'No disease.'}
     """
-    if not isinstance(text, str):
-        raise TypeError(f"parse_report_sections: text must be str, got {type(text).__name__}")
-    text = _strip_leading_marks(text)
+    _check_text("parse_report_sections", text)
+    text = strip_leading_marks(text)
     parts: dict[str, list[str]] = {}
     key = PREAMBLE_KEY
     start = 0
@@ -179,10 +179,6 @@ def parse_report_sections(text: str) -> dict[str, str]:
         parts.setdefault(key, []).append(chunk)
     return {k: "\n\n".join(p for p in v if p) for k, v in parts.items()}
 
-
-# --------------------------------------------------------------------------------------------
-# Sentence splitting
-# --------------------------------------------------------------------------------------------
 
 #: Abbreviations shipped as Punkt parameters (lower case, without the final period). A period
 #: after one of these never ends a sentence on its own (Punkt may still split when the next word
@@ -213,11 +209,9 @@ def _punkt() -> PunktSentenceTokenizer:
     return PunktSentenceTokenizer(params)
 
 
-# A period/?/! that ends a plain alphabetic word (>= 2 ASCII letters, a whole whitespace-delimited
-# token) and is followed by whitespace and an alphanumeric character. Punkt with the shipped
-# parameters (no collocations, no sentence starters, no orthographic context) always breaks here
-# unless the word is an abbreviation, so we cut here without calling Punkt (an exact shortcut;
-# tests compare against plain Punkt on every real report).
+# A period/?/! ending a plain alphabetic word (>= 2 ASCII letters, a whole token), then whitespace
+# and an alphanumeric character: Punkt with the shipped parameters always breaks here unless the
+# word is an abbreviation, so this exact shortcut cuts without calling Punkt.
 _EASY_BREAK = re.compile(r"(?<!\S)([A-Za-z]{2,})([.?!])\s+(?=[^\W_])")
 # Where Punkt finds a candidate boundary: an end character followed by a character that cannot be
 # inside a word, or by whitespace and a token (nltk's period-context pattern; a superset is safe).
@@ -371,50 +365,34 @@ def _merge_fragments(text: str, spans: list[tuple[int, int]]) -> list[str]:
 def split_sentences(text: str) -> list[str]:
     """Split radiology text into sentences, offline, with Punkt and radiology rules.
 
-    Rules, in order:
+    Hard boundaries (blank line, ``"word.. Next"``, ``"XXXX.In"``, ``"zone A. Lungs"``) are cut
+    first; a list marker (``1.``, ``2)``) starts an item at a line start, after ``. ! ? : ;`` or
+    when it continues the numbering before a capital (not after a word of
+    :data:`NUMBERED_WORDS`); inside an item Punkt decides with :data:`ABBREVIATIONS`, so
+    decimals, times, dates and ``XXXX`` stay whole; a piece with no letter or digit, or only a
+    marker, joins its neighbour. Details: ``docs/sentences.md``.
 
-    1. A blank line always ends a sentence (so does the end of the text, period or not), and so
-       do a doubled period after a word (``"radiographs.. No"``, a common typo) and a period glued
-       to the next capitalised word (``"XXXX.In the left lobe"``) unless the word is a shipped
-       abbreviation, and a single capital letter with a period after a lower-case word and before
-       a capitalised word (``"zone A. Lungs clear"``, ``"vitamin D. Normal"``; Punkt alone would
-       read the letter as an initial) unless the word is a shipped abbreviation.
-    2. A list marker (``1.``, ``2)``; one or two digits, then whitespace and text) starts a new
-       item when it is at the start of the text or of a line, follows ``. ! ? : ;``, or continues
-       the numbering of the previous item and is followed by a capital letter
-       (``"1. Edema 2. Cardiomegaly"``) and does not follow a word of :data:`NUMBERED_WORDS`
-       (``"1. Small effusion, grade 2. Recommend follow-up."`` keeps ``grade 2.`` together: the
-       number is a value); the marker stays at the front of its item's first sentence
-       (``"2. Cardiomegaly."``).
-    3. Inside each item, nltk's Punkt decides, with parameters shipped here
-       (:data:`ABBREVIATIONS`: ``Dr.``, ``approx.``, ``e.g.``, ``i.e.``, ``vs.``, ``p.m.``,
-       ``c/w.``...). Punkt never splits inside a token, so decimals and sizes (``2.5 cm``,
-       ``1.2 x 0.8 cm``), times (``7:34``), dates (``12/03/2012``, ``03.12.2012``) and
-       de-identification tokens (``XXXX``, ``___``) stay whole; a semicolon is never a boundary.
-       A single newline is whitespace (reports wrap lines mid-sentence).
-    4. A piece with no alphanumeric character (``"..."``, ``")"``) or only a list marker is
-       attached to the previous sentence (to the next one when it comes first).
+    Args:
+        text: any text (a report section).
 
-    Each returned sentence is the next piece of ``text``, with its runs of whitespace collapsed to
-    one space and no surrounding whitespace: nothing is added inside it, not even a space (a
-    fragment attached by rule 4 keeps the text between it and its sentence, ``".!:"`` stays
-    ``".!:"``), and nothing but whitespace lies between two sentences except at a rule-1 cut
-    inside a token (``"XXXX." / "In the left lobe"``). Whitespace and invisible marks
-    (:data:`INVISIBLE_MARKS`, e.g. a byte-order mark) before the first visible character are
-    removed and do not change the result. Joining the sentences gives ``text`` up to whitespace and
-    those leading marks: no other character is lost, added or reordered. The result is ``[]``
-    exactly when ``text`` is blank (or holds only those marks). Deterministic.
+    Returns:
+        The sentences in order, each the next piece of ``text`` with its whitespace runs
+        collapsed to one space: joining them gives ``text`` up to whitespace and the invisible
+        marks before its first visible character. ``[]`` exactly when ``text`` is blank.
 
     Raises:
-        TypeError: if ``text`` is not a ``str``.
+        TypeError: ``text`` is not a ``str``.
+
+    Example:
+        >>> split_sentences("1. Nodule 1.2 x 0.8 cm. 2. No effusion.")
+        ['1. Nodule 1.2 x 0.8 cm.', '2. No effusion.']
     """
-    if not isinstance(text, str):
-        raise TypeError(f"split_sentences: text must be str, got {type(text).__name__}")
+    _check_text("split_sentences", text)
     spans: list[tuple[int, int]] = []
     pos = 0
     # Leading whitespace is not part of any sentence; without it Punkt sees the same text whatever
     # precedes the first visible character.
-    text = _strip_leading_marks(text).lstrip()
+    text = strip_leading_marks(text).lstrip()
     if (
         "\n" not in text
         and ".." not in text

@@ -294,3 +294,41 @@ def test_real_archive_empty_reports(real: list[dict[str, Any]]) -> None:
     kept = read_openi_reports(ARCHIVE, drop_empty=True)
     assert len(kept) == len(real) - len(blank)
     assert not set(blank) & {r["uid"] for r in kept}
+
+
+# ----------------------------------------------------------------------------- bad arguments
+
+
+def test_drop_empty_keeping_nothing_raises(tmp_path: Path) -> None:
+    """Before: ``drop_empty=True`` on an archive of empty reports returned ``[]``."""
+    path = tmp_path / "empty_reports.tgz"
+    blank = {f"{i}.xml": _xml(f"CXR{i}", {"FINDINGS": " "}, ([], []), []) for i in (1, 2)}
+    _write_tgz(path, blank)
+    assert len(read_openi_reports(path)) == 2  # without the filter nothing is dropped
+    with pytest.raises(ValueError, match=r"drop_empty=True kept none of the 2 reports"):
+        read_openi_reports(path, drop_empty=True)
+
+
+@pytest.mark.parametrize("flag", ["no", 0, 1, None])
+def test_drop_empty_must_be_a_bool(tmp_path: Path, flag: object) -> None:
+    """Before: ``drop_empty="no"`` was read as True (and 0 as False)."""
+    path = tmp_path / "r.tgz"
+    _write_tgz(path, SYNTH)
+    with pytest.raises(TypeError, match="drop_empty must be True or False, got"):
+        read_openi_reports(path, drop_empty=flag)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("data", [None, 3, ["<eCitation/>"]])
+def test_parse_openi_xml_names_a_bad_document(data: object) -> None:
+    """Before: ``TypeError: a bytes-like object is required`` without the argument's name."""
+    with pytest.raises(TypeError, match=r"data must be an XML document \(bytes or str\), got"):
+        parse_openi_xml(data)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="source must be a str, got int"):
+        parse_openi_xml(SYNTH["1.xml"], source=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", [None, 3, b"NLMCXR_reports.tgz"])
+def test_read_openi_reports_names_a_bad_path(path: object) -> None:
+    """Before: ``Path(None)`` raised a TypeError that did not name ``path``."""
+    with pytest.raises(TypeError, match=r"path must be a path \(str or os.PathLike\), got"):
+        read_openi_reports(path)  # type: ignore[arg-type]

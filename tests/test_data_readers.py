@@ -423,12 +423,12 @@ def test_mimic_errors(tmp_path: Path) -> None:
         read_mimic_cxr(root, split="val")
     (root / "files/p10/p10000032/s50414267/d2.jpg").unlink()
     with pytest.raises(
-        FileNotFoundError, match=r"metadata.csv.gz: 1 image\(s\) for column 'dicom_id'"
+        FileNotFoundError, match=r"metadata.csv.gz: 1 image\(s\) in column 'dicom_id'"
     ):
         read_mimic_cxr(root)
     assert len(read_mimic_cxr(root, check_paths=False)) == 4
     (reports / "files/p10/p10000764/s57375967.txt").unlink()
-    with pytest.raises(FileNotFoundError, match=r"1 report\(s\) for column 'study_id'"):
+    with pytest.raises(FileNotFoundError, match=r"1 report\(s\) in column 'study_id'"):
         read_mimic_cxr(root, reports_root=reports, views={"AP"})
     lenient = read_mimic_cxr(root, reports_root=reports, views={"AP"}, check_paths=False)
     assert lenient[0]["report"] is None and lenient[1]["report"] is not None
@@ -558,7 +558,7 @@ def test_duplicate_rows_and_columns_raise(tmp_path: Path) -> None:
         ["dicom_id", "split"],
         [["d1", "train"], ["d2", "train"], ["d3", "test"], ["d4", "validate"], ["d1", "test"]],
     )
-    with pytest.raises(ValueError, match=r"split.csv line 6: dicom_id 'd1' .* line 2"):
+    with pytest.raises(ValueError, match=r"split.csv line 6: 'dicom_id' 'd1' .* line 2"):
         read_mimic_cxr(root, check_paths=False)
     dup_cols = write_csv(
         tmp_path / "dupcols.csv", ["filename", *OPENI_LABELS, "Edema"], [["CXR1", *["0"] * 16]]
@@ -645,3 +645,73 @@ def test_csv_error_lines_after_blank_lines_and_multiline_fields(tmp_path: Path) 
     path.write_text(text.replace(",7\n", "\n"), encoding="utf-8")
     with pytest.raises(ValueError, match=r"gold.csv: line 7 has 15 fields, header has 16"):
         read_openi_labels(path)
+
+
+# ------------------------------------------------------- bad argument types name the argument
+
+
+@pytest.mark.parametrize("flag", ["no", 1, None])
+def test_reader_flags_must_be_bools(tmp_path: Path, flag: object) -> None:
+    """Before: ``check_paths="no"`` / ``frontal_only="no"`` were read as True, 0 as False."""
+    csv_path = chexpert_tree(tmp_path)
+    root, _ = mimic_tree(tmp_path)
+    nih = write_csv(
+        tmp_path / "nih.csv",
+        ["Image Index", "Finding Labels", "Patient ID"],
+        [["a.png", "Mass", "1"]],
+    )
+    calls = {
+        "check_paths": [
+            lambda: read_chexpert(csv_path, check_paths=flag),
+            lambda: read_chexpert_test(csv_path, tmp_path, check_paths=flag),
+            lambda: read_mimic_cxr(root, check_paths=flag),
+            lambda: read_chestxray14(nih, check_paths=flag),
+        ],
+        "frontal_only": [lambda: read_chexpert(csv_path, frontal_only=flag)],
+        "first_image": [lambda: ImageLabelDataset([], first_image=flag)],
+        "as_dict": [lambda: ImageLabelDataset([], as_dict=flag)],
+    }
+    for name, fns in calls.items():
+        for fn in fns:
+            with pytest.raises(TypeError, match=f"{name} must be True or False, got"):
+                fn()
+
+
+def test_reader_arguments_of_the_wrong_type_are_named(tmp_path: Path) -> None:
+    """Before: ``Path(None)``, ``set(3)``, ``tuple(None)`` or ``"x".strip`` on an int raised
+    errors that did not name the argument (or, for ``labels=["Edema", 3]``, called 3 a label)."""
+    csv_path = chexpert_tree(tmp_path)
+    root, _ = mimic_tree(tmp_path)
+    nih = write_csv(
+        tmp_path / "nih.csv",
+        ["Image Index", "Finding Labels", "Patient ID"],
+        [["a.png", "Mass", "1"]],
+    )
+    cases: list[tuple[Any, str]] = [
+        (lambda: read_chexpert(None), "csv_path must be a path"),
+        (lambda: read_chexpert(csv_path, image_root=3), "image_root must be a path"),
+        (lambda: read_chexpert(csv_path, labels=None), "labels must be a sequence of label names"),
+        (
+            lambda: read_chexpert(csv_path, labels=["Edema", 3]),
+            "labels must be a sequence of label names",
+        ),
+        (lambda: read_chexpert_test(csv_path, None), "image_root must be a path"),
+        (lambda: read_chexpert_test(csv_path, tmp_path, image_glob=3), "image_glob must be a glob"),
+        (lambda: read_mimic_cxr(None), "root must be a path"),
+        (lambda: read_mimic_cxr(root, reports_root=3), "reports_root must be a path"),
+        (lambda: read_mimic_cxr(root, split=3), "split must be a name or an iterable of names"),
+        (lambda: read_mimic_cxr(root, views=[1]), "views must be a name or an iterable of names"),
+        (lambda: read_chestxray14(nih, images=3), "images must be a path or image names"),
+        (lambda: read_chestxray14(nih, images=[b"a.png"]), "images must be a path or image names"),
+        (lambda: read_openi_labels(3), "csv_path must be a path"),
+        (lambda: join_openi(3, []), "label_records must be an iterable of record mappings"),
+        (lambda: join_openi([], ["CXR1"]), r"reports\[0\] must be a record mapping"),
+        (lambda: ImageLabelDataset([], mode=3), "mode must be a str"),
+    ]
+    for call, pattern in cases:
+        with pytest.raises(TypeError, match=pattern):
+            call()
+    with pytest.raises(ValueError, match="uncertainty must be one of 'ignore', 'ones', 'zeros'"):
+        read_chexpert(csv_path, uncertainty=["ones"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="missing must be one of 'raise', 'report'"):
+        join_openi([], [], missing="drop")  # type: ignore[arg-type]

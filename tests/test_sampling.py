@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 import relaxclip.sentence_pool as sampling_mod
 from relaxclip.sampling import SentenceSampler, group_text, sample_sentences, text_group_ids
 from relaxclip.sentence_pool import SentencePool
-from relaxclip.sentences import split_sentences
+from relaxclip.sentences import HEADER_ALIASES, PREAMBLE_KEY, split_sentences
 
 
 def _sentence(i: int, j: int) -> str:
@@ -460,7 +460,9 @@ def test_sample_sentences_keeps_every_sample_and_report_order(
     for pool, text in zip(pools, texts, strict=True):
         got = split_sentences(text)
         assert got == [p for p in pool if p in got] and got  # a non-empty ordered sub-list
-    with pytest.raises(ValueError, match=r"candidates\[1\] is empty"):
+    with pytest.raises(
+        ValueError, match=r"candidates\[1\] must hold at least one sentence, got an empty"
+    ):
         sample_sentences([("A.",), ()], random.Random(0))
 
 
@@ -697,11 +699,19 @@ def test_whole_report_fallback_uses_sections_only() -> None:
 
 
 @pytest.mark.parametrize(
-    "fallback",
-    [("report", "indication"), ("findings",), ("indication", "indication"), (), "indication", 3],
+    ("fallback", "exc"),
+    [
+        (("report", "indication"), ValueError),
+        (("findings",), ValueError),
+        (("indication", "indication"), ValueError),
+        ((), ValueError),
+        ("indication", ValueError),
+        (3, TypeError),
+        (("indication", 3), TypeError),
+    ],
 )
-def test_bad_fallback_chains(fallback: Any) -> None:
-    with pytest.raises(ValueError, match="SentenceSampler.*fallback"):
+def test_bad_fallback_chains(fallback: Any, exc: type[Exception]) -> None:
+    with pytest.raises(exc, match="SentenceSampler.*fallback"):
         SentenceSampler(fallback=fallback)
 
 
@@ -996,3 +1006,57 @@ def test_flags_are_exactly_true_or_false(value: object) -> None:
         SentenceSampler().train(value)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="keep_order must be True or False"):
         sample_sentences([["a."]], random.Random(0), keep_order=value)  # type: ignore[arg-type]
+
+
+# ============================================================ section names the parser never produces
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"sections": ("impresion",), "fallback": "report"},
+        {"sections": ("findings", "Impression")},
+        {"sections": ("findings",), "fallback": ("indications", "report")},
+    ],
+)
+def test_unknown_section_names_raise_at_construction(kwargs: dict[str, Any]) -> None:
+    """Before: ``sections=("impresion",), fallback="report"`` trained on whole reports without a
+    word (the parser never produces "impresion", so every report fell back)."""
+    pattern = r"sections and fallback must be section names the report parser produces \(.*'impression'.*\), got \['"
+    with pytest.raises(ValueError, match="SentenceSampler: " + pattern):
+        SentenceSampler(**kwargs)
+    with pytest.raises(ValueError, match="SentencePool: " + pattern):
+        SentencePool(**kwargs)
+    with pytest.raises(ValueError, match="custom_sections=True"):
+        SentencePool(**kwargs)
+
+
+def test_custom_sections_allow_other_mapping_keys() -> None:
+    pool = SentencePool(("caption",), custom_sections=True)
+    assert pool.candidates({"caption": "Heart normal. Lungs clear.", "uid": "x"}) == (
+        "Heart normal.",
+        "Lungs clear.",
+    )
+    s = SentenceSampler(text_key=None, sections=("caption",), image_key=None, custom_sections=True)
+    assert s.eval()([{"caption": "No effusion."}])["text"] == ["No effusion."]
+    with pytest.raises(TypeError, match="custom_sections must be True or False, got str 'yes'"):
+        SentencePool(("caption",), custom_sections="yes")  # type: ignore[arg-type]
+    # every name the parser produces is accepted without it
+    SentencePool(tuple(HEADER_ALIASES) + (PREAMBLE_KEY,))
+
+
+def test_sample_sentences_names_bad_candidates_rng_and_separator() -> None:
+    """Before: a sample given as one string (``["ab"]``) was read as the sentences "a" and "b"
+    (``['b']`` here), and ``rng=None``, ``separator=3`` or ``candidates=3`` failed with errors
+    that did not name the argument."""
+    rng = random.Random(0)
+    with pytest.raises(
+        TypeError, match=r"candidates\[0\] must be a sequence of sentences, got str"
+    ):
+        sample_sentences(["ab"], rng)
+    with pytest.raises(TypeError, match="candidates must be a sequence of sequences of sentences"):
+        sample_sentences(3, rng)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="rng must be a random.Random, got NoneType"):
+        sample_sentences([["a."]], None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="separator must be a str, got int 3"):
+        sample_sentences([["a.", "b."]], rng, num_sentences=2, separator=3)  # type: ignore[arg-type]

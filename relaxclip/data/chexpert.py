@@ -1,25 +1,8 @@
 """Readers for CheXpert (Irvin et al., AAAI 2019): ``train.csv`` / ``valid.csv`` and the test set.
 
-Label coding in CheXpert CSVs: ``1`` positive, ``0`` negative, ``-1`` uncertain, blank
-unmentioned. The **uncertainty policy** maps ``-1``:
-
-* ``"ignore"`` (default) → ``NaN``: the label is treated like an unmentioned one and is
-  excluded per label by ``relaxclip.metrics`` (``nan_policy="omit"``);
-* ``"ones"`` → ``1.0`` (U-Ones); ``"zeros"`` → ``0.0`` (U-Zeros).
-
-Blank (unmentioned) is always ``NaN``; map it yourself (e.g. ``np.nan_to_num``) if your
-training treats unmentioned as negative.
-
-Record keys (image-level, ``read_chexpert``): ``image_path`` (Path), ``patient_id``,
-``study_id`` (``"patient00001/study1"``), ``view`` (``Frontal``/``Lateral`` or None),
-``ap_pa``, ``sex``, ``age`` (str or None, as in the CSV), ``labels`` (float64 ``(K,)``),
-``label_names`` (tuple), ``report`` (always None: CheXpert has no reports).
-
-Test set layouts (``read_chexpert_test``): the 500-study radiologist test set as released
-in ``cheXpert-test-set-labels`` (``groundtruth.csv`` with a ``Study`` column such as
-``test/patient64741/study1`` and images under ``<image_root>/test/patient64741/study1/*.jpg``),
-or an image-level CSV with a ``Path`` column (CheXlocalize ``test_labels.csv``). Both return
-one record per study with ``image_paths`` (list of Path).
+Labels: ``1`` positive, ``0`` negative, blank (unmentioned) NaN, ``-1`` (uncertain) by the
+``uncertainty`` policy: ``"ignore"`` NaN, ``"ones"`` 1.0, ``"zeros"`` 0.0. Record keys and the
+test-set layouts: ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -33,7 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from relaxclip.data.labels import CHEXPERT_LABELS, check_labels, existing_file, read_csv_rows
+from relaxclip._checks import check_bool, check_choice, describe
+from relaxclip.data import labels as tables
+from relaxclip.data.labels import CHEXPERT_LABELS
 
 UncertaintyPolicy = Literal["ignore", "ones", "zeros"]
 
@@ -47,12 +32,13 @@ __all__ = [
 _UNCERTAIN = {"ignore": math.nan, "ones": 1.0, "zeros": 0.0}
 _PATIENT = re.compile(r"^patient\d+$")
 _STUDY = re.compile(r"^study\d+$")
+_CODES = {1.0: 1.0, 0.0: 0.0}
+_MISSING_HINT = "pass the right image_root or check_paths=False"
 
 
-def _check_policy(uncertainty: str) -> float:
-    if uncertainty not in _UNCERTAIN:
-        raise ValueError(f"uncertainty: expected one of {sorted(_UNCERTAIN)}, got {uncertainty!r}")
-    return _UNCERTAIN[uncertainty]
+def _check_policy(uncertainty: object) -> float:
+    """The value an uncertain (``-1``) label becomes under the policy ``uncertainty``."""
+    return _UNCERTAIN[str(check_choice("uncertainty", uncertainty, tuple(_UNCERTAIN)))]
 
 
 def parse_chexpert_label(raw: str, uncertainty: UncertaintyPolicy, *, where: str = "") -> float:
@@ -61,21 +47,24 @@ def parse_chexpert_label(raw: str, uncertainty: UncertaintyPolicy, *, where: str
     Accepts ``"1"``, ``"1.0"``, ``"0"``, ``"0.0"``, ``"-1"``, ``"-1.0"`` and blank; anything else
     raises ``ValueError`` naming ``where`` (e.g. ``"train.csv line 3, column 'Edema'"``).
     """
-    value_if_uncertain = _check_policy(uncertainty)
+    codes = {**_CODES, -1.0: _check_policy(uncertainty)}
     s = raw.strip()
     if s == "":
         return math.nan
     try:
-        v = float(s)
-    except ValueError:
+        return codes[float(s)]
+    except (ValueError, KeyError):
         raise ValueError(f"{where}: expected 1, 0, -1 or blank, got {raw!r}") from None
-    if v == 1.0:
-        return 1.0
-    if v == 0.0:
-        return 0.0
-    if v == -1.0:
-        return value_if_uncertain
-    raise ValueError(f"{where}: expected 1, 0, -1 or blank, got {raw!r}")
+
+
+def label_vector(
+    row: dict[str, str], names: Sequence[str], uncertainty: UncertaintyPolicy, where: str
+) -> np.ndarray:
+    """The float64 label vector of a CSV row in the CheXpert coding (columns ``names``)."""
+    return np.array(
+        [parse_chexpert_label(row[c], uncertainty, where=f"{where}, column {c!r}") for c in names],
+        dtype=np.float64,
+    )
 
 
 def _patient_study(rel: str, where: str) -> tuple[str, str]:
@@ -86,23 +75,34 @@ def _patient_study(rel: str, where: str) -> tuple[str, str]:
     raise ValueError(f"{where}: cannot find 'patientNNNNN/studyN' in {rel!r}")
 
 
-def _label_vector(
-    row: dict[str, str], names: Sequence[str], uncertainty: UncertaintyPolicy, where: str
-) -> np.ndarray:
-    return np.array(
-        [parse_chexpert_label(row[c], uncertainty, where=f"{where}, column {c!r}") for c in names],
-        dtype=np.float64,
-    )
+def _check_common(
+    csv_path: str | os.PathLike[str],
+    labels: Sequence[str],
+    uncertainty: object,
+    check_paths: object,
+) -> tuple[Path, tuple[str, ...], bool]:
+    """The arguments both readers share, checked: the CSV path, the labels and the flag."""
+    path = tables.existing_file(csv_path, name="csv_path")
+    names = tables.check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
+    _check_policy(uncertainty)
+    return path, names, check_bool("check_paths", check_paths)
 
 
-def _missing_error(
-    csv_path: Path, column: str, missing: list[tuple[int, Path]]
-) -> FileNotFoundError:
-    shown = ", ".join(f"line {ln}: {p}" for ln, p in missing[:3])
-    return FileNotFoundError(
-        f"{csv_path}: {len(missing)} path(s) in column {column!r} do not exist ({shown}"
-        f"{', ...' if len(missing) > 3 else ''}); pass the right image_root or check_paths=False"
-    )
+def _study_record(
+    table: tables.CsvTable,
+    i: int,
+    column: str,
+    names: Sequence[str],
+    uncertainty: UncertaintyPolicy,
+) -> tuple[str, dict[str, Any]]:
+    """Row ``i``'s ``column`` (a relative path) and its record's patient, study and labels."""
+    where = table.where(i)
+    rel = table.rows[i][column].strip().rstrip("/")
+    if not rel:
+        raise ValueError(f"{where}: empty column {column!r}")
+    patient, study = _patient_study(rel, f"{where}, column {column!r}")
+    labels = label_vector(table.rows[i], names, uncertainty, where)
+    return rel, {"patient_id": patient, "study_id": study, "labels": labels, "label_names": names}
 
 
 def read_chexpert(
@@ -116,56 +116,45 @@ def read_chexpert(
 ) -> list[dict[str, Any]]:
     """Read CheXpert's ``train.csv`` / ``valid.csv`` into one record per image (CSV order).
 
-    ``image_root``: the directory the ``Path`` column is relative to; default: the parent of
-    the CSV's folder (the CSVs sit in ``CheXpert-v1.0-small/`` and their paths start with
-    ``CheXpert-v1.0-small/``). ``labels``: which CheXpert observations, in this order
-    (unknown names raise). ``frontal_only`` keeps rows whose ``Frontal/Lateral`` is
-    ``Frontal`` in any letter case (explicit filter; the column must exist; keeping no row
-    raises ``ValueError`` listing the values the column holds). The CSV must be UTF-8 (a
-    byte-order mark is fine) with unique column names and at least one data row; errors
-    name the file and the line where the offending record starts. ``check_paths``: every image must
-    exist, else ``FileNotFoundError`` naming the CSV, the column and the first missing paths.
+    Args:
+        csv_path: the CSV (UTF-8, a byte-order mark is fine, unique column names, >= 1 row).
+        image_root: the folder the ``Path`` column is relative to (default: the CSV's grandparent).
+        labels: which CheXpert observations, in this order.
+        uncertainty: what ``-1`` becomes: ``"ignore"`` (NaN), ``"ones"`` or ``"zeros"``.
+        frontal_only: keep rows whose ``Frontal/Lateral`` is ``Frontal`` (any letter case).
+        check_paths: every image must exist.
+
+    Returns:
+        One record per kept row (keys: ``docs/data.md``).
+
+    Raises:
+        TypeError: a path, label list or flag of the wrong type.
+        FileNotFoundError: a missing file or folder (the CSV, column and first paths named).
+        ValueError: unknown labels or policy, a bad cell (file and line named), or
+            ``frontal_only=True`` keeping no row (the column's values listed).
     """
-    path = existing_file(csv_path, name="csv_path")
-    names = check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
-    _check_policy(uncertainty)
-    table = read_csv_rows(path, ["Path", *names])
+    path, names, check_paths = _check_common(csv_path, labels, uncertainty, check_paths)
+    frontal_only = check_bool("frontal_only", frontal_only)
+    root = tables.optional_folder(image_root, name="image_root") or path.parent.parent
+    table = tables.read_csv_rows(path, ["Path", *names])
     if frontal_only and "Frontal/Lateral" not in table.header:
         raise ValueError(f"{path}: frontal_only=True needs the column 'Frontal/Lateral'")
-    root = Path(image_root) if image_root is not None else path.parent.parent
-    if image_root is not None and not root.is_dir():
-        raise FileNotFoundError(f"image_root: directory {root} does not exist")
     records: list[dict[str, Any]] = []
-    missing: list[tuple[int, Path]] = []
+    missing: list[Path] = []
     for i, row in enumerate(table.rows):
-        line = table.lines[i]
-        where = table.where(i)
         view = row.get("Frontal/Lateral") or None
         if frontal_only and (view or "").strip().lower() != "frontal":
             continue
-        rel = row["Path"]
-        if not rel:
-            raise ValueError(f"{where}: empty column 'Path'")
-        patient, study = _patient_study(rel, f"{where}, column 'Path'")
-        image = root / rel
+        _, record = _study_record(table, i, "Path", names, uncertainty)
+        image = root / row["Path"]
         if check_paths and not image.is_file():
-            missing.append((line, image))
-        records.append(
-            {
-                "image_path": image,
-                "patient_id": patient,
-                "study_id": study,
-                "view": view,
-                "ap_pa": row.get("AP/PA") or None,
-                "sex": row.get("Sex") or None,
-                "age": row.get("Age") or None,
-                "labels": _label_vector(row, names, uncertainty, where),
-                "label_names": names,
-                "report": None,
-            }
-        )
+            missing.append(image)
+        extra = {
+            k: row.get(c) or None for k, c in (("ap_pa", "AP/PA"), ("sex", "Sex"), ("age", "Age"))
+        }
+        records.append({"image_path": image, **record, "view": view, **extra, "report": None})
     if missing:
-        raise _missing_error(path, "Path", missing)
+        raise tables.missing_files_error(path, "path", "Path", missing, _MISSING_HINT)
     if not records:
         seen = sorted({row.get("Frontal/Lateral", "") for row in table.rows})
         raise ValueError(
@@ -186,63 +175,47 @@ def read_chexpert_test(
 ) -> list[dict[str, Any]]:
     """Read the CheXpert test set into one record per study (CSV order of first appearance).
 
-    * ``Study`` column (``groundtruth.csv``, 500 studies): images are the files matching
-      ``image_glob`` in ``image_root / Study`` (sorted by name); a study folder with no image
-      raises ``FileNotFoundError`` naming the CSV and the row when ``check_paths``.
-    * ``Path`` column (image-level labels): rows are read as by ``read_chexpert`` and grouped
-      by study with ``relaxclip.data.dataset.group_by_study`` (labels of a study's images
-      must agree).
+    Args:
+        csv_path: ``groundtruth.csv`` (a ``Study`` column) or an image-level CSV with a ``Path``
+            column (read as by :func:`read_chexpert`, grouped by study).
+        image_root: the folder the ``Study``/``Path`` values are relative to.
+        labels, uncertainty: as in :func:`read_chexpert`.
+        check_paths: every study folder must hold an image matching ``image_glob``.
+        image_glob: the images of a study folder (sorted by name).
 
-    Record keys: ``study_id``, ``patient_id``, ``image_paths`` (list of Path), ``labels``,
-    ``label_names``, ``report`` (None).
+    Returns:
+        One record per study (keys: ``docs/data.md``).
+
+    Raises:
+        TypeError, FileNotFoundError, ValueError: as :func:`read_chexpert`; also a study listed
+            twice.
     """
-    path = existing_file(csv_path, name="csv_path")
-    names = check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
-    _check_policy(uncertainty)
-    root = Path(image_root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image_root: directory {root} does not exist")
-    table = read_csv_rows(path, [])
-    header = table.header
-    if "Path" in header:
+    path, names, check_paths = _check_common(csv_path, labels, uncertainty, check_paths)
+    if not isinstance(image_glob, str):
+        raise TypeError(f"image_glob must be a glob pattern (str), got {describe(image_glob)}")
+    root = tables.existing_file(image_root, name="image_root", folder=True)
+    if "Path" in tables.read_csv_rows(path, []).header:
         from relaxclip.data.dataset import group_by_study
 
         images = read_chexpert(
             path, root, labels=names, uncertainty=uncertainty, check_paths=check_paths
         )
         return group_by_study(images)
-    if "Study" not in header:
-        raise ValueError(f"{path}: missing column 'Study' (or 'Path'); header is {header}")
-    absent = [c for c in names if c not in header]
-    if absent:
-        raise ValueError(f"{path}: missing column(s) {absent}; header is {header}")
+    table = tables.read_csv_rows(path, ["Study", *names])
     records: list[dict[str, Any]] = []
     seen: set[str] = set()
-    missing: list[tuple[int, Path]] = []
-    for i, row in enumerate(table.rows):
-        line = table.lines[i]
-        where = table.where(i)
-        study_rel = row["Study"].strip().rstrip("/")
-        if not study_rel:
-            raise ValueError(f"{where}: empty column 'Study'")
-        patient, study = _patient_study(study_rel, f"{where}, column 'Study'")
+    missing: list[Path] = []
+    for i in range(len(table.rows)):
+        rel, record = _study_record(table, i, "Study", names, uncertainty)
+        study = record["study_id"]
         if study in seen:
-            raise ValueError(f"{where}: study {study!r} appears twice in column 'Study'")
+            raise ValueError(f"{table.where(i)}: study {study!r} appears twice in column 'Study'")
         seen.add(study)
-        folder = root / study_rel
+        folder = root / rel
         paths = sorted(folder.glob(image_glob)) if folder.is_dir() else []
         if check_paths and not paths:
-            missing.append((line, folder / image_glob))
-        records.append(
-            {
-                "study_id": study,
-                "patient_id": patient,
-                "image_paths": paths,
-                "labels": _label_vector(row, names, uncertainty, where),
-                "label_names": names,
-                "report": None,
-            }
-        )
+            missing.append(folder / image_glob)
+        records.append({**record, "image_paths": paths, "report": None})
     if missing:
-        raise _missing_error(path, "Study", missing)
+        raise tables.missing_files_error(path, "path", "Study", missing, _MISSING_HINT)
     return records

@@ -14,6 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from relaxclip._checks import check_bool, describe
+from relaxclip.data.labels import check_records
+
 __all__ = ["ImageLabelDataset", "count_nan", "group_by_study", "load_image", "pil_to_tensor"]
 
 _PIL_HINT = "reading images needs Pillow: pip install 'relaxclip[data]' (or pip install Pillow)"
@@ -61,10 +64,7 @@ def group_by_study(
     and reports, else ``ValueError`` naming the study.
     """
     groups: dict[Any, dict[str, Any]] = {}
-    for i, rec in enumerate(records):
-        for needed in (key, "image_path", "labels"):
-            if needed not in rec:
-                raise ValueError(f"records[{i}]: missing key {needed!r}")
+    for i, rec in enumerate(check_records("records", records, (key, "image_path", "labels"))):
         sid = rec[key]
         labels = np.asarray(rec["labels"], dtype=np.float64)
         if sid not in groups:
@@ -119,16 +119,16 @@ class ImageLabelDataset(Dataset[Any]):
         first_image: bool = False,
         as_dict: bool = False,
     ) -> None:
-        if isinstance(records, Mapping) or not isinstance(records, Sequence):
-            raise TypeError("records: expected a sequence of record dicts")
+        check_records("records", records, ("labels",), sequence=True)
         if transform is not None and not callable(transform):
-            raise TypeError("transform: expected a callable or None")
+            raise TypeError(f"transform must be a callable or None, got {describe(transform)}")
+        for arg, value in (("mode", mode), ("image_key", image_key)):
+            if not isinstance(value, str):
+                raise TypeError(f"{arg} must be a str, got {describe(value)}")
         n_labels: int | None = None
         for i, rec in enumerate(records):
             if image_key not in rec or rec[image_key] is None:
                 raise ValueError(f"records[{i}]: missing image path under key {image_key!r}")
-            if "labels" not in rec:
-                raise ValueError(f"records[{i}]: missing key 'labels'")
             k = int(np.asarray(rec["labels"]).shape[0])
             if n_labels is None:
                 n_labels = k
@@ -136,10 +136,10 @@ class ImageLabelDataset(Dataset[Any]):
                 raise ValueError(f"records[{i}]: {k} labels, expected {n_labels} like records[0]")
         self.records = records
         self.transform = transform
+        self.first_image = check_bool("first_image", first_image)
+        self.as_dict = check_bool("as_dict", as_dict)
         self.mode = mode
         self.image_key = image_key
-        self.first_image = first_image
-        self.as_dict = as_dict
 
     def __len__(self) -> int:
         return len(self.records)

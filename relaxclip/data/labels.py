@@ -11,9 +11,13 @@ import gzip
 import io
 import os
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from relaxclip._checks import describe
+from relaxclip.sentences import check_names, strip_leading_marks
 
 #: The 14 CheXpert observations, in the column order of CheXpert's ``train.csv`` /
 #: ``valid.csv`` and of MIMIC-CXR-JPG's ``mimic-cxr-2.0.0-chexpert.csv``.
@@ -72,41 +76,27 @@ OPENI_LABELS: tuple[str, ...] = CHESTXRAY14_LABELS + ("normal",)
 
 
 def check_labels(labels: Iterable[str], known: Sequence[str], *, what: str) -> tuple[str, ...]:
-    """Return ``labels`` as a tuple after checking each one is in ``known``.
+    """``labels`` as a tuple, in the order given, after checking each is one of ``known``.
 
-    Raises ``ValueError`` naming ``what`` (e.g. ``"CheXpert labels"``) and the unknown names,
-    and on duplicates or an empty selection. Order is preserved exactly as given.
+    Raises:
+        TypeError: ``labels`` is a single string or not an iterable of strings.
+        ValueError: empty, unknown (``what`` names the set, e.g. ``"CheXpert labels"``) or
+            duplicated names.
     """
-    if isinstance(labels, str):
-        raise TypeError(f"labels must be a sequence of label names, not a single string {labels!r}")
-    out = tuple(labels)
+    out = check_names("labels", labels, "a sequence of label names (str)")
     if not out:
-        raise ValueError(f"labels: expected at least one of the {what}, got an empty selection")
+        raise ValueError(f"labels must hold at least one of the {what}, got an empty selection")
     unknown = [name for name in out if name not in known]
     if unknown:
         raise ValueError(f"labels: unknown {what} {unknown}; expected names from {list(known)}")
-    dup = sorted({name for name in out if out.count(name) > 1})
-    if dup:
-        raise ValueError(f"labels: duplicated names {dup}")
+    if len(set(out)) < len(out):
+        dup = sorted({name for name in out if out.count(name) > 1})
+        raise ValueError(f"labels must not repeat a name, got duplicated names {dup}")
     return out
 
 
-# --------------------------------------------------------------------------- file helpers
-# Small helpers the readers share (standard library only).
-
-#: Invisible marks that editors and exporters put before the first character of a text file
-#: (byte-order mark, zero-width space / joiner / no-break space, left-to-right and
-#: right-to-left marks). :func:`strip_leading_marks` removes them; they would otherwise hide
-#: a leading section header (``"\ufeffFINDINGS:"``) or the first CSV column name.
-INVISIBLE_LEADING_MARKS: str = "\ufeff\u200b\u200c\u200d\u2060\u200e\u200f"
-
 #: Errors a truncated or corrupt ``.gz`` / ``.tgz`` raises while it is read.
 _CORRUPT = (EOFError, gzip.BadGzipFile, zlib.error)
-
-
-def strip_leading_marks(text: str) -> str:
-    """``text`` without the invisible marks of ``INVISIBLE_LEADING_MARKS`` at its start."""
-    return text.lstrip(INVISIBLE_LEADING_MARKS)
 
 
 def _utf8_error(path: Path, raw: bytes, exc: UnicodeDecodeError) -> ValueError:
@@ -147,14 +137,33 @@ def read_text(path: Path) -> str:
     return strip_leading_marks(text)
 
 
-def existing_file(path: str | os.PathLike[str], *, name: str) -> Path:
-    """``Path(path)`` after checking it is an existing file (``FileNotFoundError`` naming ``name``)."""
+def as_path(name: str, path: object) -> Path:
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name}: expected a path, got {type(path).__name__}")
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{name}: file {p} does not exist")
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {describe(path)}")
+    return Path(path)
+
+
+def existing_file(path: str | os.PathLike[str], *, name: str, folder: bool = False) -> Path:
+    """``Path(path)`` after checking it is an existing file (a directory with ``folder=True``)."""
+    p = as_path(name, path)
+    if not (p.is_dir() if folder else p.is_file()):
+        raise FileNotFoundError(f"{name}: {'directory' if folder else 'file'} {p} does not exist")
     return p
+
+
+def optional_folder(path: str | os.PathLike[str] | None, *, name: str) -> Path | None:
+    """``None``, or ``Path(path)`` after checking it is an existing directory."""
+    return None if path is None else existing_file(path, name=name, folder=True)
+
+
+def missing_files_error(
+    source: Path, what: str, column: str, missing: Sequence[Any], hint: str
+) -> FileNotFoundError:
+    """The error for files named in ``column`` of ``source`` that do not exist (first three shown)."""
+    shown = ", ".join(map(str, missing[:3])) + (", ..." if len(missing) > 3 else "")
+    return FileNotFoundError(
+        f"{source}: {len(missing)} {what}(s) in column {column!r} do not exist ({shown}); {hint}"
+    )
 
 
 @dataclass(frozen=True)
@@ -224,6 +233,38 @@ def read_csv_rows(path: Path, required: Sequence[str]) -> CsvTable:
     if not rows:
         raise ValueError(f"{path}: the CSV has a header but no data row; expected at least one row")
     return CsvTable(path, header, rows, lines)
+
+
+def unique_column(table: CsvTable, column: str, what: str) -> dict[str, int]:
+    """``value -> line`` of ``column`` (values stripped); a value on two rows raises naming both."""
+    seen: dict[str, int] = {}
+    for i, row in enumerate(table.rows):
+        value = row[column].strip()
+        if value in seen:
+            raise ValueError(
+                f"{table.where(i)}: {column!r} {value!r} already appears at line {seen[value]}; "
+                f"expected one row per {what}"
+            )
+        seen[value] = table.lines[i]
+    return seen
+
+
+def check_records(
+    name: str, records: object, keys: Sequence[str], *, sequence: bool = False
+) -> list[Mapping[str, Any]]:
+    """``records`` as a list of mappings holding ``keys`` (errors name ``name[i]``)."""
+    kind, expected = (Sequence, "a sequence") if sequence else (Iterable, "an iterable")
+    if isinstance(records, (str, Mapping)) or not isinstance(records, kind):
+        raise TypeError(f"{name} must be {expected} of record mappings, got {describe(records)}")
+    out = list(records)
+    bad = next((i for i, rec in enumerate(out) if not isinstance(rec, Mapping)), None)
+    if bad is not None:
+        raise TypeError(f"{name}[{bad}] must be a record mapping, got {describe(out[bad])}")
+    for i, rec in enumerate(out):
+        absent = next((key for key in keys if key not in rec), None)
+        if absent is not None:
+            raise ValueError(f"{name}[{i}]: missing key {absent!r}")
+    return out
 
 
 def find_table(root: Path, stem: str) -> Path:

@@ -1,45 +1,25 @@
 """Reader for MIMIC-CXR-JPG v2 (Johnson et al. 2019) with optional free-text reports.
 
-Expected layout under ``root`` (each table as ``.csv`` or ``.csv.gz``)::
-
-    mimic-cxr-2.0.0-metadata.csv   dicom_id, subject_id, study_id, ViewPosition, ...
-    mimic-cxr-2.0.0-chexpert.csv   subject_id, study_id, <14 CheXpert labels> (1, 0, -1, blank)
-    mimic-cxr-2.0.0-split.csv      dicom_id, study_id, subject_id, split (train/validate/test)
-    files/p10/p10000032/s50414267/<dicom_id>.jpg
-
-Reports (MIMIC-CXR, not -JPG) are read from ``reports_root/files/pXX/pXXXXXXXX/sXXXXXXXX.txt``
-and split into sections with ``relaxclip.sentences.parse_report_sections``.
-
-Labels follow the CheXpert coding and the same ``uncertainty`` policy as
-``relaxclip.data.chexpert`` (``"ignore"`` → NaN, ``"ones"``, ``"zeros"``); blank is NaN. A study
-with no row in the label table gets an all-NaN vector and ``has_labels=False``.
-
-Record keys (one per image, metadata order): ``image_path``, ``dicom_id``, ``subject_id``,
-``study_id`` (str, without the ``s`` prefix, as in the CSVs), ``view_position``, ``split``,
-``labels`` (float64 ``(K,)``), ``label_names``, ``has_labels``, ``report`` (str or None),
-``report_sections`` (dict or None). Use ``relaxclip.data.dataset.group_by_study`` to keep
-the images of a study together.
-
-MIMIC-CXR is credentialed-access data (PhysioNet); nothing of it ships with relaxclip.
+Reads ``mimic-cxr-2.0.0-{metadata,chexpert,split}.csv[.gz]`` and ``files/pXX/pXXXXXXXX/sXXXXXXXX/
+<dicom_id>.jpg`` under ``root``; reports (MIMIC-CXR) from ``reports_root``. Labels follow the
+CheXpert coding and ``uncertainty`` policy. Record keys: ``docs/data.md``. MIMIC-CXR is
+credentialed-access data (PhysioNet); nothing of it ships with relaxclip.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from relaxclip.data.chexpert import UncertaintyPolicy, _check_policy, parse_chexpert_label
-from relaxclip.data.labels import (
-    CHEXPERT_LABELS,
-    check_labels,
-    find_table,
-    read_csv_rows,
-    read_text,
-)
+from relaxclip._checks import check_bool
+from relaxclip.data import labels as tables
+from relaxclip.data.chexpert import UncertaintyPolicy, _check_policy, label_vector
+from relaxclip.data.labels import CHEXPERT_LABELS
+from relaxclip.sentences import check_names, parse_report_sections
 
 __all__ = ["MIMIC_SPLITS", "mimic_image_path", "mimic_report_path", "read_mimic_cxr"]
 
@@ -48,6 +28,8 @@ MIMIC_SPLITS: tuple[str, ...] = ("train", "validate", "test")
 METADATA = "mimic-cxr-2.0.0-metadata"
 CHEXPERT = "mimic-cxr-2.0.0-chexpert"
 SPLIT = "mimic-cxr-2.0.0-split"
+
+_Report = tuple[str | None, dict[str, str] | None]
 
 
 def _folder(subject_id: str) -> Path:
@@ -64,11 +46,87 @@ def mimic_report_path(reports_root: Path, subject_id: str, study_id: str) -> Pat
     return reports_root / _folder(subject_id) / f"s{study_id}.txt"
 
 
-def _id(value: str, where: str) -> str:
-    s = value.strip()
-    if not s.isdigit():
-        raise ValueError(f"{where}: expected a numeric id, got {value!r}")
-    return s
+def _ids(row: dict[str, str], where: str) -> tuple[str, str]:
+    """``(subject_id, study_id)`` of a row; a non-numeric id raises naming the column."""
+    out = []
+    for column in ("subject_id", "study_id"):
+        value = row[column].strip()
+        if not value.isdigit():
+            raise ValueError(
+                f"{where}, column {column!r}: expected a numeric id, got {row[column]!r}"
+            )
+        out.append(value)
+    return out[0], out[1]
+
+
+def _name_set(
+    name: str, value: str | Iterable[str] | None, known: Sequence[str] = (), upper: bool = False
+) -> set[str] | None:
+    """A filter argument as a set of names (``None``: no filter); ``known`` limits the names."""
+    if value is None:
+        return None
+    expected = "a name or an iterable of names (str)"
+    out = {value} if isinstance(value, str) else set(check_names(name, value, expected))
+    if not out or not out <= set(known or out):
+        expected = f"names from {list(known)}" if known else "at least one name"
+        raise ValueError(f"{name} must hold {expected}, got {sorted(out)}")
+    return {v.strip().upper() for v in out} if upper else out
+
+
+def _read_splits(table: tables.CsvTable) -> dict[str, str]:
+    """``dicom_id -> split`` of the split table (one row per image)."""
+    tables.unique_column(table, "dicom_id", "image")
+    split_of: dict[str, str] = {}
+    for i, row in enumerate(table.rows):
+        value = row["split"].strip().lower()
+        if value not in MIMIC_SPLITS:
+            raise ValueError(f"{table.where(i)}, column 'split': unknown split {row['split']!r}")
+        split_of[row["dicom_id"].strip()] = value
+    return split_of
+
+
+def _read_labels(
+    base: Path, names: Sequence[str], uncertainty: UncertaintyPolicy
+) -> dict[tuple[str, str], np.ndarray]:
+    """``(subject_id, study_id) -> label vector`` of the label table (one row per study)."""
+    path = tables.find_table(base, CHEXPERT)
+    table = tables.read_csv_rows(path, ["subject_id", "study_id", *names])
+    label_of: dict[tuple[str, str], np.ndarray] = {}
+    for i, row in enumerate(table.rows):
+        where = table.where(i)
+        key = _ids(row, where)
+        if key in label_of:
+            raise ValueError(f"{where}: study {key[1]} of subject {key[0]} appears twice")
+        label_of[key] = label_vector(row, names, uncertainty, where)
+    return label_of
+
+
+def _images(
+    table: tables.CsvTable, split_of: dict[str, str], split_path: Path
+) -> list[tuple[dict[str, str], str, str, str]]:
+    """``(row, dicom_id, subject_id, study_id)`` per metadata row, checked before any is given."""
+    no_split = [d for d in tables.unique_column(table, "dicom_id", "image") if d not in split_of]
+    if no_split:
+        raise ValueError(
+            f"{split_path}: {len(no_split)} dicom_id(s) of {table.path.name} have no row in "
+            f"column 'dicom_id' (first: {no_split[:3]})"
+        )
+    return [
+        (row, row["dicom_id"].strip(), *_ids(row, table.where(i)))
+        for i, row in enumerate(table.rows)
+    ]
+
+
+def _report(rep_root: Path | None, key: tuple[str, str], missing: list[Path]) -> _Report:
+    """``(text, sections)`` of a study's report; a missing file is appended to ``missing``."""
+    if rep_root is None:
+        return None, None
+    path = mimic_report_path(rep_root, *key)
+    if not path.is_file():
+        missing.append(path)
+        return None, None
+    text = tables.read_text(path)
+    return text, parse_report_sections(text)
 
 
 def read_mimic_cxr(
@@ -81,133 +139,57 @@ def read_mimic_cxr(
     reports_root: str | os.PathLike[str] | None = None,
     check_paths: bool = True,
 ) -> list[dict[str, Any]]:
-    """Read MIMIC-CXR-JPG into one record per image.
+    """Read MIMIC-CXR-JPG into one record per image (metadata order).
 
-    ``split``: keep images of these splits (``"train"``, ``"validate"``, ``"test"``); None keeps
-    all. ``views``: keep images whose ``ViewPosition`` is in this set (e.g. ``{"PA", "AP"}``);
-    None keeps all; compared case-insensitively (``"pa"`` matches ``PA``). Both are explicit
-    filters; when they keep no image, ``ValueError`` lists the splits and views present.
-    Every image in the metadata must have exactly one split row and one metadata row (else
-    ``ValueError`` naming the file and both lines). Report files are read as UTF-8
-    (``ValueError`` naming the file otherwise) with a leading byte-order mark or other
-    invisible mark removed, so a ``FINDINGS:`` header on the first line is still found. With ``check_paths`` every kept image (and
-    report, when ``reports_root`` is given) must exist: ``FileNotFoundError`` naming the table,
-    the column and the first missing files. With ``check_paths=False`` a missing report
-    leaves ``report``/``report_sections`` as None.
+    Args:
+        root: the folder with the three tables (``.csv`` or ``.csv.gz``) and ``files/``.
+        split: keep images of these splits (``"train"``, ``"validate"``, ``"test"``); None: all.
+        labels, uncertainty: CheXpert observations and ``-1`` policy, as in ``read_chexpert``.
+        views: keep images whose ``ViewPosition`` is one of these (any letter case); None: all.
+        reports_root: the MIMIC-CXR folder of ``files/pXX/pXXXXXXXX/sXXXXXXXX.txt`` reports
+            (UTF-8, a leading invisible mark removed); None: no reports.
+        check_paths: every kept image and report must exist (else a missing report is None).
+
+    Returns:
+        One record per kept image (keys: ``docs/data.md``).
+
+    Raises:
+        TypeError: a path, flag or filter of the wrong type.
+        FileNotFoundError: a missing folder, table, image or report (table and column named).
+        ValueError: a bad cell, an image without one split and one metadata row, or filters
+            that keep no image (the values present listed).
     """
-    base = Path(root)
-    if not base.is_dir():
-        raise FileNotFoundError(f"root: directory {base} does not exist")
-    names = check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
+    base = tables.existing_file(root, name="root", folder=True)
+    names = tables.check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
     _check_policy(uncertainty)
-    splits: set[str] | None = None
-    if split is not None:
-        splits = {split} if isinstance(split, str) else set(split)
-        bad = sorted(splits - set(MIMIC_SPLITS))
-        if bad or not splits:
-            raise ValueError(
-                f"split: expected names from {list(MIMIC_SPLITS)}, got {sorted(splits)}"
-            )
-    view_set = (
-        None
-        if views is None
-        else {v.strip().upper() for v in ([views] if isinstance(views, str) else views)}
+    splits = _name_set("split", split, MIMIC_SPLITS)
+    view_set = _name_set("views", views, upper=True)
+    check_paths = check_bool("check_paths", check_paths)
+    rep_root = tables.optional_folder(reports_root, name="reports_root")
+    meta = tables.read_csv_rows(
+        tables.find_table(base, METADATA), ["dicom_id", "subject_id", "study_id"]
     )
-    rep_root = Path(reports_root) if reports_root is not None else None
-    if rep_root is not None and not rep_root.is_dir():
-        raise FileNotFoundError(f"reports_root: directory {rep_root} does not exist")
-
-    meta_path = find_table(base, METADATA)
-    label_path = find_table(base, CHEXPERT)
-    split_path = find_table(base, SPLIT)
-    meta_table = read_csv_rows(meta_path, ["dicom_id", "subject_id", "study_id"])
-    if view_set is not None and "ViewPosition" not in meta_table.header:
-        raise ValueError(f"{meta_path}: views= needs the column 'ViewPosition'")
-    label_table = read_csv_rows(label_path, ["subject_id", "study_id", *names])
-    split_table = read_csv_rows(split_path, ["dicom_id", "split"])
-
-    split_of: dict[str, str] = {}
-    split_line: dict[str, int] = {}
-    for i, row in enumerate(split_table.rows):
-        where = split_table.where(i)
-        value = row["split"].strip().lower()
-        if value not in MIMIC_SPLITS:
-            raise ValueError(f"{where}, column 'split': unknown split {row['split']!r}")
-        dicom = row["dicom_id"].strip()
-        if dicom in split_of:
-            raise ValueError(
-                f"{where}: dicom_id {dicom!r} already has a split row at line "
-                f"{split_line[dicom]}; expected one row per image"
-            )
-        split_of[dicom] = value
-        split_line[dicom] = split_table.lines[i]
-
-    label_of: dict[tuple[str, str], np.ndarray] = {}
-    for i, row in enumerate(label_table.rows):
-        where = label_table.where(i)
-        key = (
-            _id(row["subject_id"], f"{where}, column 'subject_id'"),
-            _id(row["study_id"], f"{where}, column 'study_id'"),
-        )
-        if key in label_of:
-            raise ValueError(f"{where}: study {key[1]} of subject {key[0]} appears twice")
-        label_of[key] = np.array(
-            [
-                parse_chexpert_label(row[c], uncertainty, where=f"{where}, column {c!r}")
-                for c in names
-            ],
-            dtype=np.float64,
-        )
-
-    parse_sections: Callable[[str], dict[str, str]] | None = None
-    if rep_root is not None:
-        from relaxclip.sentences import parse_report_sections
-
-        parse_sections = parse_report_sections
-
-    reports: dict[tuple[str, str], tuple[str | None, dict[str, str] | None]] = {}
+    if view_set is not None and "ViewPosition" not in meta.header:
+        raise ValueError(f"{meta.path}: views= needs the column 'ViewPosition'")
+    label_of = _read_labels(base, names, uncertainty)
+    split_path = tables.find_table(base, SPLIT)
+    split_of = _read_splits(tables.read_csv_rows(split_path, ["dicom_id", "split"]))
+    reports: dict[tuple[str, str], _Report] = {}
     records: list[dict[str, Any]] = []
-    missing_images: list[str] = []
-    missing_reports: list[str] = []
-    no_split: list[str] = []
-    empty = np.full(len(names), np.nan)
-    meta_line: dict[str, int] = {}
-    for i, row in enumerate(meta_table.rows):
-        where = meta_table.where(i)
-        dicom = row["dicom_id"].strip()
-        if dicom in meta_line:
-            raise ValueError(
-                f"{where}: dicom_id {dicom!r} already appears at line {meta_line[dicom]}; "
-                "expected one row per image"
-            )
-        meta_line[dicom] = meta_table.lines[i]
-        subject = _id(row["subject_id"], f"{where}, column 'subject_id'")
-        study = _id(row["study_id"], f"{where}, column 'study_id'")
-        if dicom not in split_of:
-            no_split.append(dicom)
-            continue
-        image_split = split_of[dicom]
-        if splits is not None and image_split not in splits:
-            continue
+    missing_images: list[Path] = []
+    missing_reports: list[Path] = []
+    for row, dicom, subject, study in _images(meta, split_of, split_path):
         view = row.get("ViewPosition", "").strip() or None
-        if view_set is not None and (view or "").upper() not in view_set:
+        if (splits is not None and split_of[dicom] not in splits) or (
+            view_set is not None and (view or "").upper() not in view_set
+        ):
             continue
         image = mimic_image_path(base, subject, study, dicom)
         if check_paths and not image.is_file():
-            missing_images.append(str(image))
+            missing_images.append(image)
         key = (subject, study)
         if key not in reports:
-            text: str | None = None
-            sections: dict[str, str] | None = None
-            if rep_root is not None and parse_sections is not None:
-                rpath = mimic_report_path(rep_root, subject, study)
-                if rpath.is_file():
-                    text = read_text(rpath)
-                    sections = parse_sections(text)
-                elif check_paths:
-                    missing_reports.append(str(rpath))
-            reports[key] = (text, sections)
-        text, sections = reports[key]
+            reports[key] = _report(rep_root, key, missing_reports)
         has = key in label_of
         records.append(
             {
@@ -216,35 +198,44 @@ def read_mimic_cxr(
                 "subject_id": subject,
                 "study_id": study,
                 "view_position": view,
-                "split": image_split,
-                "labels": label_of[key].copy() if has else empty.copy(),
+                "split": split_of[dicom],
+                "labels": label_of[key].copy() if has else np.full(len(names), np.nan),
                 "label_names": names,
                 "has_labels": has,
-                "report": text,
-                "report_sections": sections,
+                "report": reports[key][0],
+                "report_sections": reports[key][1],
             }
         )
-    if no_split:
-        raise ValueError(
-            f"{split_path}: {len(no_split)} dicom_id(s) of {meta_path.name} have no row in "
-            f"column 'dicom_id' (first: {no_split[:3]})"
-        )
-    if missing_images:
-        raise FileNotFoundError(
-            f"{meta_path}: {len(missing_images)} image(s) for column 'dicom_id' do not exist "
-            f"(first: {missing_images[:3]}); check root or pass check_paths=False"
-        )
-    if missing_reports:
-        raise FileNotFoundError(
-            f"reports_root: {len(missing_reports)} report(s) for column 'study_id' of {meta_path.name} "
-            f"do not exist (first: {missing_reports[:3]})"
-        )
-    if not records:
-        raise ValueError(
-            f"{meta_path}: the filters kept none of its {len(meta_table.rows)} images "
-            f"(split={sorted(splits) if splits is not None else None}, views="
-            f"{sorted(view_set) if view_set is not None else None}); splits present: "
-            f"{sorted(set(split_of.values()))}, views present: "
-            f"{sorted({r.get('ViewPosition', '').strip() for r in meta_table.rows})}"
-        )
+    _check_found(
+        meta,
+        records,
+        missing_images,
+        missing_reports if check_paths else [],
+        split_of,
+        (splits, view_set),
+    )
     return records
+
+
+def _check_found(
+    meta: tables.CsvTable,
+    records: list[dict[str, Any]],
+    missing_images: list[Path],
+    missing_reports: list[Path],
+    split_of: dict[str, str],
+    filters: tuple[set[str] | None, set[str] | None],
+) -> None:
+    """Raise for missing images or reports, or for filters that kept no image."""
+    hint = "check the folders or pass check_paths=False"
+    if missing_images:
+        raise tables.missing_files_error(meta.path, "image", "dicom_id", missing_images, hint)
+    if missing_reports:
+        raise tables.missing_files_error(meta.path, "report", "study_id", missing_reports, hint)
+    if not records:
+        splits, views = (None if f is None else sorted(f) for f in filters)
+        raise ValueError(
+            f"{meta.path}: the filters kept none of its {len(meta.rows)} images "
+            f"(split={splits}, views={views}); splits present: "
+            f"{sorted(set(split_of.values()))}, views present: "
+            f"{sorted({r.get('ViewPosition', '').strip() for r in meta.rows})}"
+        )

@@ -1,17 +1,8 @@
 """Reader for the Indiana University / Open-I chest X-ray report archive (``NLMCXR_reports.tgz``).
 
-The archive holds one XML file per report (``ecgen-radiology/<n>.xml``, 3,955 reports). Each has
-``<AbstractText Label="COMPARISON|INDICATION|FINDINGS|IMPRESSION">`` elements, MeSH terms under
-``<MeSH><major>/<automatic>``, and ``<parentImage id="CXR<n>_...">`` elements for its images.
-Licence of the data: CC BY-NC-ND 4.0 (read it in place; do not redistribute derived text).
-Cite Demner-Fushman et al., JAMIA 2016;23(2):304-310.
-
-Only the standard library is used (``tarfile``, ``xml.etree.ElementTree``).
-
-Empty reports: 28 of the 3,955 reports have no text in any of the four sections (25 of them
-have images and NegBio gold labels), so a sentence sampler finds nothing to draw from them.
-``read_openi_reports`` keeps them by default (nothing is dropped silently);
-``read_openi_reports(path, drop_empty=True)`` leaves them out and logs how many and which.
+One XML file per report (``ecgen-radiology/<n>.xml``), read with the standard library only. Data
+licence: CC BY-NC-ND 4.0 (read it in place; do not redistribute derived text); cite
+Demner-Fushman et al., JAMIA 2016;23(2):304-310. Empty reports: ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -25,6 +16,9 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from relaxclip._checks import check_bool, describe
+from relaxclip.data.labels import as_path
 
 __all__ = ["OPENI_SECTIONS", "is_empty_report", "parse_openi_xml", "read_openi_reports"]
 
@@ -46,41 +40,43 @@ def _text(el: ET.Element | None) -> str:
 def parse_openi_xml(data: bytes | str, *, source: str = "<xml>") -> dict[str, Any]:
     """Parse one Open-I report XML document into a record.
 
-    Returns a dict with keys:
+    Args:
+        data: the XML document (``bytes`` or ``str``).
+        source: a name for the document in messages and in the record (the archive member).
 
-    * ``uid`` (str): the ``<uId id=...>`` value, e.g. ``"CXR1"``;
-    * ``comparison``, ``indication``, ``findings``, ``impression`` (str): the section text,
-      whitespace-stripped, ``""`` when the section is absent or empty (Open-I has many reports
-      without findings or impression);
-    * ``mesh`` (list[str]): MeSH terms, ``<major>`` terms first then ``<automatic>``, in document
-      order, e.g. ``["Cardiomegaly/borderline", "Pulmonary Artery/enlarged"]``;
-    * ``mesh_major`` (list[str]): the ``<major>`` terms only;
-    * ``images`` (list[str]): ``<parentImage id=...>`` values in document order
-      (e.g. ``"CXR1_1_IM-0001-3001"``; the image file is ``<id>.png`` in the Open-I image archive);
-    * ``source`` (str): ``source`` as given (the member name in the archive).
+    Returns:
+        ``uid`` (``<uId id=...>``, e.g. ``"CXR1"``); ``comparison``, ``indication``,
+        ``findings``, ``impression`` (stripped text, ``""`` when absent); ``mesh`` (``<major>``
+        then ``<automatic>`` MeSH terms), ``mesh_major``; ``images`` (``<parentImage id=...>``,
+        the image file being ``<id>.png``); ``source``.
 
     Raises:
-        ValueError: if the document is not well-formed XML or has no ``uId``, naming ``source``.
+        TypeError: ``data`` is not ``bytes``/``str`` or ``source`` not ``str``.
+        ValueError: the document is not well-formed XML or has no ``uId`` (``source`` named).
+
+    Example:
+        >>> parse_openi_xml(b'<eCitation><uId id="CXR1"/></eCitation>')["uid"]
+        'CXR1'
     """
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise ValueError(f"parse_openi_xml: {source} is not well-formed XML: {exc}") from exc
+    if not isinstance(data, (bytes, str)):
+        raise TypeError(
+            f"parse_openi_xml: data must be an XML document (bytes or str), got {describe(data)}"
+        )
+    if not isinstance(source, str):
+        raise TypeError(f"parse_openi_xml: source must be a str, got {describe(source)}")
+    root = _parse(data, source)
     uid_el = root.find("uId")
     uid = uid_el.get("id") if uid_el is not None else None
     if not uid:
         raise ValueError(f"parse_openi_xml: {source} has no <uId id=...> element")
-    record: dict[str, Any] = {"uid": uid}
-    sections = dict.fromkeys(OPENI_SECTIONS, "")
+    record: dict[str, Any] = {"uid": uid, **dict.fromkeys(OPENI_SECTIONS, "")}
     for el in root.iter("AbstractText"):
         label = (el.get("Label") or "").strip().lower()
-        if label in sections:
-            text = _text(el)
-            sections[label] = f"{sections[label]}\n{text}".strip() if sections[label] else text
-    record.update(sections)
-    mesh_el = root.find("MeSH")
-    major = [_text(e) for e in mesh_el.findall("major")] if mesh_el is not None else []
-    auto = [_text(e) for e in mesh_el.findall("automatic")] if mesh_el is not None else []
+        if label in OPENI_SECTIONS:
+            record[label] = "\n".join(t for t in (record[label], _text(el)) if t)
+    mesh = root.find("MeSH")
+    major = [_text(e) for e in mesh.findall("major")] if mesh is not None else []
+    auto = [_text(e) for e in mesh.findall("automatic")] if mesh is not None else []
     record["mesh"] = [t for t in major + auto if t]
     record["mesh_major"] = [t for t in major if t]
     record["images"] = [
@@ -90,6 +86,13 @@ def parse_openi_xml(data: bytes | str, *, source: str = "<xml>") -> dict[str, An
     return record
 
 
+def _parse(data: bytes | str, source: str) -> ET.Element:
+    try:
+        return ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise ValueError(f"parse_openi_xml: {source} is not well-formed XML: {exc}") from exc
+
+
 def _member_order(name: str) -> tuple[int, str]:
     """Sort key: the report number in ``ecgen-radiology/<n>.xml``, then the name."""
     m = _NUMBER.search(os.path.basename(name))
@@ -97,11 +100,7 @@ def _member_order(name: str) -> tuple[int, str]:
 
 
 def is_empty_report(record: Mapping[str, Any]) -> bool:
-    """True when none of ``OPENI_SECTIONS`` of an Open-I record holds any text.
-
-    Such a report has nothing to sample a sentence from. The real archive holds 28 of them
-    (3,955 reports; 25 of the 28 have images and NegBio gold labels), e.g. ``CXR16``.
-    """
+    """True when none of ``OPENI_SECTIONS`` of an Open-I record holds any text (nothing to sample)."""
     return not any(str(record.get(key) or "").strip() for key in OPENI_SECTIONS)
 
 
@@ -110,23 +109,31 @@ def _is_xml(name: str) -> bool:
 
 
 def _read_members(p: Path) -> list[tuple[str, bytes]]:
-    """``(member name, bytes)`` of every ``.xml`` file (any letter case) in the tar ``p``."""
+    """``(member name, bytes)`` of every ``.xml`` file (any letter case) of ``p``, sorted."""
+    if p.is_dir():
+        files = [f for f in p.rglob("*") if f.is_file() and _is_xml(f.name)]
+        return sorted(((str(f.relative_to(p)), f.read_bytes()) for f in files), key=_order)
+    if not _looks_like_tar(p):
+        raise ValueError(
+            f"read_openi_reports: path {str(p)!r} must be a tar archive (.tgz) or a directory"
+        )
     out: list[tuple[str, bytes]] = []
     try:
         with tarfile.open(p, "r:*") as tf:
             for m in tf:
-                if not (m.isfile() and _is_xml(m.name)):
-                    continue
-                fh = tf.extractfile(m)
-                if fh is None:  # pragma: no cover - isfile() members always have a file object
-                    raise ValueError(f"read_openi_reports: cannot read member {m.name!r}")
-                out.append((m.name, fh.read()))
+                fh = tf.extractfile(m) if m.isfile() and _is_xml(m.name) else None
+                if fh is not None:
+                    out.append((m.name, fh.read()))
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise ValueError(
             f"read_openi_reports: {str(p)!r} is truncated or corrupt after {len(out)} report(s) "
             f"({type(exc).__name__}: {exc}); expected a complete .tgz archive"
         ) from exc
-    return out
+    return sorted(out, key=_order)
+
+
+def _order(member: tuple[str, bytes]) -> tuple[int, str]:
+    return _member_order(member[0])
 
 
 def read_openi_reports(
@@ -135,43 +142,26 @@ def read_openi_reports(
     """Read every report of the Open-I archive ``NLMCXR_reports.tgz`` (or a directory of XMLs).
 
     Args:
-        path: the ``.tgz``/``.tar``/``.tar.gz`` archive as distributed by Open-I, or a directory
-            containing the extracted ``*.xml`` files (searched recursively). Member names are
-            matched case-insensitively (``.xml`` and ``.XML``).
-        drop_empty: leave out the reports with no text in any section (see
-            :func:`is_empty_report`; 28 in the real archive). The number dropped and their
-            uids are logged at WARNING level on the ``relaxclip.data.openi`` logger. Default
-            ``False``: every report is returned, empty ones included (with ``""`` sections).
+        path: the ``.tgz``/``.tar`` archive as distributed, or a directory holding the XML files
+            (searched recursively); ``.xml`` in any letter case.
+        drop_empty: leave out the reports with no text in any section (:func:`is_empty_report`),
+            logging how many and their uids at WARNING level. Default: keep every report.
 
     Returns:
-        One record per XML file (3,955 for the full archive, 3,927 with ``drop_empty=True``),
-        sorted by report number (the ``<n>`` in ``<n>.xml``), each as described in
-        :func:`parse_openi_xml`: at least ``uid``, ``findings``, ``impression``,
-        ``indication``, ``comparison`` (str), ``mesh`` and ``images`` (list[str]). Nothing else
-        is dropped: a malformed XML raises.
+        One record (:func:`parse_openi_xml`) per XML file, sorted by the ``<n>`` of ``<n>.xml``:
+        3,955 for the full archive, 3,927 with ``drop_empty=True``.
 
     Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ValueError: if ``path`` is neither a tar archive nor a directory, is a truncated or
-            corrupt archive (the path is named), holds no XML file, one XML file is
-            malformed (the member is named), or two files carry the same ``uid`` (both named).
+        TypeError: ``path`` is not a ``str``/``os.PathLike`` or ``drop_empty`` not a bool.
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not a tar archive or directory, a truncated archive, no or a malformed XML
+            (member named), a ``uid`` in two files, or ``drop_empty=True`` keeping no report.
     """
-    p = Path(path)
+    p = as_path("read_openi_reports: path", path)
+    drop_empty = check_bool("read_openi_reports: drop_empty", drop_empty)
     if not p.exists():
         raise FileNotFoundError(f"read_openi_reports: path {str(p)!r} does not exist")
-    if p.is_dir():
-        files = sorted(
-            (f for f in p.rglob("*") if f.is_file() and _is_xml(f.name)),
-            key=lambda f: _member_order(str(f)),
-        )
-        members = [(str(f.relative_to(p)), f.read_bytes()) for f in files]
-    elif _looks_like_tar(p):
-        members = sorted(_read_members(p), key=lambda m: _member_order(m[0]))
-    else:
-        raise ValueError(
-            f"read_openi_reports: path {str(p)!r} must be a tar archive (.tgz) or a directory"
-        )
-    records = [parse_openi_xml(data, source=name) for name, data in members]
+    records = [parse_openi_xml(data, source=name) for name, data in _read_members(p)]
     if not records:
         raise ValueError(f"read_openi_reports: no .xml report found in {str(p)!r}")
     source_of: dict[str, str] = {}
@@ -183,24 +173,27 @@ def read_openi_reports(
                 "report per uid"
             )
         source_of[rec["uid"]] = rec["source"]
-    if drop_empty:
-        empty = [rec["uid"] for rec in records if is_empty_report(rec)]
-        if empty:
-            logger.warning(
-                "read_openi_reports: drop_empty=True dropped %d of %d reports with no text in "
-                "any section (%s%s)",
-                len(empty),
-                len(records),
-                ", ".join(empty[:10]),
-                ", ..." if len(empty) > 10 else "",
-            )
-            records = [rec for rec in records if not is_empty_report(rec)]
-    return records
+    return _drop_empty(records, p) if drop_empty else records
+
+
+def _drop_empty(records: list[dict[str, Any]], p: Path) -> list[dict[str, Any]]:
+    """``records`` without the empty reports, logged; raises when none would be left."""
+    empty = [rec["uid"] for rec in records if is_empty_report(rec)]
+    kept = [rec for rec in records if not is_empty_report(rec)]
+    if not kept:
+        raise ValueError(
+            f"read_openi_reports: drop_empty=True kept none of the {len(records)} reports of "
+            f"{str(p)!r}: none has text in any of {OPENI_SECTIONS}; expected an archive with text"
+        )
+    if empty:
+        shown = ", ".join(empty[:10]) + (", ..." if len(empty) > 10 else "")
+        what = f"{len(empty)} of {len(records)} reports with no text in any section ({shown})"
+        logger.warning("read_openi_reports: drop_empty=True dropped %s", what)
+    return kept
 
 
 def _looks_like_tar(p: Path) -> bool:
-    """``tarfile.is_tarfile``, with a truncated gzip stream counted as a tar (it is read, and
-    then fails with the path named) rather than as "not an archive"."""
+    """``tarfile.is_tarfile``, a truncated gzip stream counted as a tar (to fail naming the path)."""
     try:
         return tarfile.is_tarfile(p)
     except (EOFError, zlib.error, OSError):

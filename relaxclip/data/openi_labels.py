@@ -1,12 +1,5 @@
-"""Open-I gold-standard labels (NegBio ``openi_gld_std14.csv``) and their join with the reports.
-
-The CSV (Peng et al., AMIA 2018; US Government work, public domain) has a ``filename``
-column (the report uid, e.g. ``CXR1``) and 0/1 columns for the 14 ChestX-ray14 findings plus
-``normal`` (``OPENI_LABELS``); 3,851 reports. Hernia has no positive there: a real
-single-class label that ``relaxclip.metrics.macro_auroc`` reports as skipped.
-
-``join_openi`` joins these records with ``relaxclip.data.openi.read_openi_reports`` (the
-report XMLs, 3,955 reports) on ``uid``.
+"""Open-I gold-standard labels (NegBio ``openi_gld_std14.csv``, Peng et al., AMIA 2018; public
+domain) and their join with the reports of :func:`~relaxclip.data.openi.read_openi_reports`.
 """
 
 from __future__ import annotations
@@ -18,7 +11,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from relaxclip.data.labels import OPENI_LABELS, check_labels, existing_file, read_csv_rows
+from relaxclip._checks import check_choice
+from relaxclip.data.labels import (
+    OPENI_LABELS,
+    check_labels,
+    check_records,
+    existing_file,
+    read_csv_rows,
+    unique_column,
+)
 
 __all__ = ["OpenIJoin", "join_openi", "read_openi_labels"]
 
@@ -32,18 +33,13 @@ def read_openi_labels(
     path = existing_file(csv_path, name="csv_path")
     names = check_labels(labels, OPENI_LABELS, what="Open-I labels")
     table = read_csv_rows(path, ["filename", *names])
+    unique_column(table, "filename", "report")
     records: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
     for i, row in enumerate(table.rows):
         where = table.where(i)
         uid = row["filename"].strip()
         if not uid:
             raise ValueError(f"{where}: empty column 'filename'")
-        if uid in seen:
-            raise ValueError(
-                f"{where}: uid {uid!r} repeated in column 'filename' (first at line {seen[uid]})"
-            )
-        seen[uid] = table.lines[i]
         vec = np.empty(len(names), dtype=np.float64)
         for j, name in enumerate(names):
             raw = row[name].strip()
@@ -78,26 +74,14 @@ def join_openi(
     listed in ``reports_without_labels`` (the archive has 3,955 reports, 3,851 labelled).
     Duplicated uids on either side raise.
     """
-    if missing not in ("raise", "report"):
-        raise ValueError(f"missing: expected 'raise' or 'report', got {missing!r}")
-    by_uid: dict[str, Mapping[str, Any]] = {}
-    for i, rep in enumerate(reports):
-        if "uid" not in rep:
-            raise ValueError(f"reports[{i}]: missing key 'uid'")
-        if rep["uid"] in by_uid:
-            raise ValueError(f"reports[{i}]: uid {rep['uid']!r} appears twice")
-        by_uid[rep["uid"]] = rep
+    check_choice("missing", missing, ("raise", "report"))
+    by_uid = _by_uid("reports", check_records("reports", reports, ("uid",)))
+    labelled = _by_uid(
+        "label_records", check_records("label_records", label_records, ("uid", "labels"))
+    )
     out: list[dict[str, Any]] = []
     lacking: list[str] = []
-    used: set[str] = set()
-    for i, lab in enumerate(label_records):
-        for key in ("uid", "labels"):
-            if key not in lab:
-                raise ValueError(f"label_records[{i}]: missing key {key!r}")
-        uid = lab["uid"]
-        if uid in used:
-            raise ValueError(f"label_records[{i}]: uid {uid!r} appears twice")
-        used.add(uid)
+    for uid, lab in labelled.items():
         if uid not in by_uid:
             lacking.append(uid)
             continue
@@ -107,5 +91,15 @@ def join_openi(
             f"label_records: {len(lacking)} uid(s) have no report (first: {lacking[:5]}); "
             "pass missing='report' to list them instead"
         )
-    extra = tuple(u for u in by_uid if u not in used)
+    extra = tuple(u for u in by_uid if u not in labelled)
     return OpenIJoin(out, tuple(lacking), extra)
+
+
+def _by_uid(name: str, records: list[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """``uid -> record``; a uid on two records raises naming the second."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for i, rec in enumerate(records):
+        if rec["uid"] in out:
+            raise ValueError(f"{name}[{i}]: uid {rec['uid']!r} appears twice")
+        out[rec["uid"]] = rec
+    return out
