@@ -244,6 +244,18 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
     cases["local/auto/relaxed/module"] = _run_case(
         ddp, a_even, b_even, even, theta_relax, ref, lambda x, y, t, th: loss_mod(x, y, t), group
     )
+    # theta as a 0-d tensor (the module and the functional form), the same on every rank
+    tensor_mod = RelaxedContrastiveLoss(
+        threshold=torch.tensor(theta_relax), distributed_mode="global", process_group=group
+    )
+    cases["global/auto/relaxed/module-tensor-theta"] = _run_case(
+        ddp, a_even, b_even, even, theta_relax, ref, lambda x, y, t, th: tensor_mod(x, y, t), group
+    )
+    cases["local/dense/relaxed/tensor-theta"] = _run_case(
+        ddp, a_even, b_even, even, theta_relax, ref,
+        lambda x, y, t, th: _public_loss("local", "dense", group)(x, y, t, torch.tensor(th)),
+        group,
+    )  # fmt: skip
 
     # the public loss with an empty local batch on the group's first rank
     empty = [0, *_splits(total, world - 1, gen, allow_empty=False)] if world > 2 else [0, total]
@@ -450,9 +462,9 @@ def test_ddp_gradients_match_single_process(
     world: int, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     res = _spawn_results(world, tmp_path_factory.mktemp("dist"))
-    # modes x backends x (clip, relaxed) x (even, uneven) + module form + 2 empty-rank cases
-    # + groups: modes x backends (K = 1, 2) + 2 empty-rank cases with groups
-    _check_cases(f"world size {world}", res["default"], 2 * 2 * 2 * 2 + 1 + 2 + 4 + 2)
+    # modes x backends x (clip, relaxed) x (even, uneven) + module form + 2 tensor-theta cases
+    # + 2 empty-rank cases + groups: modes x backends (K = 1, 2) + 2 empty-rank cases with groups
+    _check_cases(f"world size {world}", res["default"], 2 * 2 * 2 * 2 + 1 + 2 + 2 + 4 + 2)
 
 
 def test_triton_backend_composes_with_the_distributed_loss(
