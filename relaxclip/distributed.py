@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from relaxclip._checks import check_choice, describe
+from relaxclip._checks import FLOATING, check_choice, describe
 
 __all__ = [
     "DISTRIBUTED_MODES",
@@ -40,22 +40,12 @@ _LOGGED_AUTO_MODES: set[bool] = set()
 DistributedMode = Literal["local", "global"]
 DISTRIBUTED_MODES: tuple[str, ...] = ("local", "global")
 # dtype codes exchanged between ranks so that a mismatch raises instead of hanging/garbling.
-_DTYPE_CODES: dict[torch.dtype, int] = {
-    torch.float16: 0,
-    torch.bfloat16: 1,
-    torch.float32: 2,
-    torch.float64: 3,
-}
+_DTYPE_CODES = {dtype: code for code, dtype in enumerate(FLOATING)}
 
 
 class LossSumBackend(Protocol):
-    """What :func:`distributed_loss` needs from a loss backend (a backend module satisfies it).
-
-    ``symmetric_loss_sum(x, y, logit_scale, threshold, groups=None, **opts)`` and
-    ``rows_loss_sum(q, k, logit_scale, threshold, offset, groups=None, **opts)`` return the SUMS
-    defined in ``relaxclip.backends`` (0-d tensors, differentiable w.r.t. features and
-    ``logit_scale``); ``groups`` is the (K, N) id matrix of the keys or ``None``.
-    """
+    """What :func:`distributed_loss` needs from a loss backend: the two sums defined in
+    :mod:`relaxclip.backends` (a backend module satisfies it)."""
 
     @property
     def symmetric_loss_sum(self) -> Callable[..., Tensor]: ...
@@ -97,14 +87,10 @@ def resolve_distributed(
 ) -> bool:
     """Whether a loss call gathers the global batch; the rule behind ``distributed=None``.
 
-    ``True``/``False`` are returned as given. ``None`` (the default) gathers only when
-    ``torch.distributed`` is initialised with more than one rank in ``process_group`` AND the call
-    records gradients (``records_grad``: grad mode on and a feature or the scale requires grad),
-    i.e. in training, where every rank runs the same step. A call that records no gradient
-    (``torch.no_grad()``/``inference_mode``, detached features) computes the local loss, so a
-    validation loss computed on one rank only cannot wait for the others; pass
-    ``distributed=True`` for a global-batch validation loss on every rank. The first auto-decision
-    of each kind is logged once per process (logger ``relaxclip.distributed``, level INFO).
+    ``True``/``False`` are returned as given. ``None`` gathers only when ``process_group`` has
+    more than one rank AND the call records gradients (a training step, which every rank runs),
+    so a validation loss on one rank cannot wait for the others. The first decision of each
+    kind is logged once per process (logger ``relaxclip.distributed``, INFO).
     """
     if distributed is not None:
         return distributed
@@ -138,23 +124,13 @@ def _resolve_group(process_group: dist.ProcessGroup | None) -> dist.ProcessGroup
 
 
 def _autograd_all_gather_equal(t: Tensor, group: dist.ProcessGroup) -> Tensor:
-    """All-gather equal-shaped ``t`` (n, ...) along dim 0 -> (W*n, ...), differentiable.
-
-    Backward: reduce-scatter with SUM (each rank gets the sum over ranks of the gradient of
-    its own slice). Uses the functional collectives of torch >= 2.13 and, on torch 2.11 / 2.12,
-    the autograd-aware functional all-gather with the same backward.
-    """
+    """All-gather equal-shaped ``t`` (n, ...) along dim 0 -> (W*n, ...), differentiable: the
+    backward is a reduce-scatter with SUM (torch >= 2.13: the functional all-gather; 2.11 and
+    2.12: the autograd-aware one, materialised by a differentiable ``clone``)."""
     import torch.distributed._functional_collectives as fc
 
-    # torch >= 2.13: the plain functional all-gather is differentiable and is the replacement
-    # torch names for the deprecated torch.distributed.nn.functional.all_gather.
     if hasattr(fc, "all_gather_single"):
-        # wait_tensor is differentiable here (identity backward) and turns the async result
-        # into a plain tensor, so backends (including custom kernels) see ordinary memory.
         return fc.wait_tensor(fc.all_gather_single(t.contiguous(), 0, group))
-    # torch 2.11 / 2.12 (the declared floor; CI's floor venv runs this branch): the same backward
-    # through the autograd-aware functional all-gather; clone() (differentiable) materialises the
-    # async result without relying on wait_tensor having an autograd formula in that version.
     return fc.all_gather_tensor_autograd(t.contiguous(), 0, group).clone()
 
 
@@ -217,30 +193,18 @@ def _exchange_shapes(
                 f"x, y: rank {r} has x of shape ({bx}, {dx}) and y of shape ({by}, {dy}); "
                 "expected equal shapes on every rank"
             )
-    agreement: tuple[tuple[int, type[Exception], str], ...] = (
-        (
-            5,
-            ValueError,
-            "groups: the ranks pass different numbers of group-id vectors K ({values}; 0 = "
-            "groups=None); pass groups on every rank or on none, with the same K",
-        ),
-        (
-            2,
-            ValueError,
-            "x, y: the feature dimension differs between ranks ({values}); every rank must "
-            "pass features of the same dimension D",
-        ),
-        (
-            4,
-            TypeError,
-            "x, y: the feature dtype differs between ranks; every rank must pass features of "
-            "the same dtype",
-        ),
-    )
-    for column, error, message in agreement:
-        values = sorted({row[column] for row in table})
-        if len(values) > 1:
-            raise error(message.format(values=values))
+    values = [sorted({row[column] for row in table}) for column in range(6)]
+    if len(values[5]) > 1:
+        raise ValueError(
+            f"groups must have the same number K of id vectors on every rank (0: groups=None), "
+            f"got {values[5]}"
+        )
+    if len(values[2]) > 1:
+        raise ValueError(
+            f"x, y must have the same feature dimension D on every rank, got {values[2]}"
+        )
+    if len(values[4]) > 1:
+        raise TypeError("x, y must have the same dtype on every rank, got different dtypes")
     sizes = [int(row[0]) for row in table]
     if sum(sizes) == 0:
         raise ValueError("x, y: the global batch is empty on every rank")

@@ -69,19 +69,16 @@ def _check_threshold(
     finite bound on the raw dot product. A tensor gets the static checks here (device only
     with ``like``, the features); its value is checked with the features' (:func:`_check_values`).
     """
-    if threshold is None:
-        return None
     if isinstance(threshold, Tensor):
-        check_tensor("threshold", threshold, ndim=0, floating=True)
+        check_theta(threshold, like)
         if threshold.requires_grad:
             raise ValueError(
                 "threshold must not require grad (theta is a constant of the loss), got a "
                 "tensor that requires grad; pass threshold.detach()"
             )
-        if like is None:
-            return threshold
-        check_theta(threshold, like)
-        return threshold.to(compute_dtype(like.dtype))
+        return threshold if like is None else threshold.to(compute_dtype(like.dtype))
+    if threshold is None:
+        return None
     if not normalize:
         return check_real("threshold", threshold)
     value = check_real("threshold", threshold, low=-1.0, high=1.0, low_open=True)
@@ -118,8 +115,8 @@ class _LossSettings(NamedTuple):
     process_group: Any
 
     @classmethod
-    def checked(cls, *args: Any) -> _LossSettings:
-        settings = cls(*args)
+    def checked(cls, *args: Any, **kwargs: Any) -> _LossSettings:
+        settings = cls(*args, **kwargs)
         check_bool("normalize", settings.normalize)
         check_bool("check_finite", settings.check_finite)
         check_distributed_args(settings.distributed, settings.distributed_mode)
@@ -376,14 +373,9 @@ def relaxed_contrastive_loss(
     Raises:
         TypeError, ValueError: naming the argument, for bad input (see docs/concepts.md).
     """
+    options = _resolve_options(backend, backend_options, chunk_size)
     settings = _LossSettings.checked(
-        normalize,
-        backend,
-        _resolve_options(backend, backend_options, chunk_size),
-        check_finite,
-        distributed,
-        distributed_mode,
-        process_group,
+        normalize, backend, options, check_finite, distributed, distributed_mode, process_group
     )
     theta = _check_threshold(threshold, normalize)
     return _relaxed_loss(
@@ -562,15 +554,8 @@ class RelaxedContrastiveLoss(nn.Module):
             if torch.compiler.is_compiling()
             else check_backend_options(self.backend, self.backend_options)
         )
-        settings = _LossSettings.checked(
-            self.normalize,
-            self.backend,
-            options,
-            self.check_finite,
-            self.distributed,
-            self.distributed_mode,
-            self.process_group,
-        )
+        fields = {f: getattr(self, f) for f in _LossSettings._fields if f != "options"}
+        settings = _LossSettings.checked(options=options, **fields)
         loss, theta = _relaxed_loss(
             image_features, text_features, logit_scale, self.threshold, settings, groups, logit_bias
         )

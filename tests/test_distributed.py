@@ -452,9 +452,9 @@ def _check_cases(label: str, res: dict[str, Any], n_cases: int) -> None:
         assert diff <= (1e-6 if key.endswith("float32") else 4e-3), (key, diff)
     assert res["deprecations"] == []
     assert res["dim_mismatch_error"] is not None
-    assert "feature dimension differs" in res["dim_mismatch_error"]
+    assert "x, y must have the same feature dimension D on every rank" in res["dim_mismatch_error"]
     assert res["groups_mismatch_error"] is not None
-    assert "groups: the ranks pass different numbers" in res["groups_mismatch_error"]
+    assert "groups must have the same number K of id vectors" in res["groups_mismatch_error"]
 
 
 @pytest.mark.parametrize("world", [2, 3, 4])

@@ -26,18 +26,17 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def check_theta(threshold: object, like: Tensor) -> Threshold:
-    """Static checks of theta for features ``like`` (no host read): returned as given.
+def check_theta(threshold: object, like: Tensor | None) -> Threshold:
+    """Static checks of theta (no host read), returned as given: ``None``, a real number, or a
+    0-d floating tensor with data on the device of the features ``like`` (if given).
 
-    Raises:
-        TypeError: not ``None``, a real number or a floating tensor.
-        ValueError: a tensor that is not 0-d, has no data or is on another device.
+    Raises TypeError for another type or dtype, ValueError for another shape or device.
     """
     if threshold is None:
         return None
     if isinstance(threshold, Tensor):
         check_tensor("threshold", threshold, ndim=0, floating=True)
-        if threshold.device != like.device:
+        if like is not None and threshold.device != like.device:
             raise ValueError(
                 f"threshold must be on the features' device {like.device} (no host sync moves "
                 f"it), got {threshold.device}; pass threshold.to({str(like.device)!r})"
