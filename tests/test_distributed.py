@@ -246,16 +246,21 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
     )
     # theta as a 0-d tensor (the module and the functional form), the same on every rank
     tensor_mod = RelaxedContrastiveLoss(
-        threshold=torch.tensor(theta_relax), distributed_mode="global", process_group=group
+        threshold=torch.tensor(theta_relax, dtype=torch.float64),
+        distributed_mode="global",
+        process_group=group,
     )
     cases["global/auto/relaxed/module-tensor-theta"] = _run_case(
         ddp, a_even, b_even, even, theta_relax, ref, lambda x, y, t, th: tensor_mod(x, y, t), group
     )
+    public = _public_loss("local", "dense", group)
+
+    def tensor_theta(x: Any, y: Any, t: Any, th: Any) -> Any:
+        return public(x, y, t, torch.tensor(th, dtype=torch.float64))
+
     cases["local/dense/relaxed/tensor-theta"] = _run_case(
-        ddp, a_even, b_even, even, theta_relax, ref,
-        lambda x, y, t, th: _public_loss("local", "dense", group)(x, y, t, torch.tensor(th)),
-        group,
-    )  # fmt: skip
+        ddp, a_even, b_even, even, theta_relax, ref, tensor_theta, group
+    )
 
     # the public loss with an empty local batch on the group's first rank
     empty = [0, *_splits(total, world - 1, gen, allow_empty=False)] if world > 2 else [0, total]
@@ -583,7 +588,7 @@ def test_not_initialised_errors_and_auto_off() -> None:
     assert torch.equal(auto, relaxed_contrastive_loss(x, y, 5.0, distributed=False))
     with pytest.raises(RuntimeError, match="not initialised"):
         relaxed_contrastive_loss(x, y, 5.0, distributed=True)
-    with pytest.raises(ValueError, match="process_group was given"):
+    with pytest.raises(ValueError, match="process_group must come with an initialised torch.distributed"):
         relaxed_contrastive_loss(x, y, 5.0, process_group=object())
     with pytest.raises(ValueError, match="distributed_mode"):
         relaxed_contrastive_loss(x, y, 5.0, distributed_mode="ring")  # type: ignore[arg-type]

@@ -81,13 +81,11 @@ def is_available(device: torch.device | str | None = None) -> bool:
 class TritonConfig:
     """Tile sizes and launch parameters (tiles: powers of two >= 16, the ``tl.dot`` minimum).
 
-    ``block_m/n/d``: forward tile rows, columns and feature chunk; ``bwd_block_m/n``: backward
-    tile. ``split``: programs sharing one row group in the forward (over column blocks) and one
-    output block in the backward (partials summed afterwards); ``None`` picks enough programs to
-    fill the GPU. ``block_do``: widest output-feature chunk of the backward (``None``: 256); D is
-    covered by power-of-two chunks, each recomputing the similarity tiles. ``row_group``: row
-    blocks per forward program (``None``: the smallest power of two keeping the column partials
-    under ``col_part_mib`` MiB). ``num_warps``/``num_stages``: forward launch; ``bwd_*``: backward.
+    ``block_m/n/d``: forward tile; ``bwd_block_m/n``: backward tile; ``split``: programs per
+    row group / output block (``None``: enough to fill the GPU); ``block_do``: widest output
+    chunk of the backward (``None``: 256); ``row_group``: row blocks per forward program
+    (``None``: keeps the column partials under ``col_part_mib`` MiB); ``num_warps``,
+    ``num_stages``: forward launch, ``bwd_*``: backward. See ``docs/triton.md``.
     """
 
     block_m: int = 128
@@ -160,27 +158,6 @@ if _HAS_TRITON:
         return tl.dot(a, b, acc, input_precision=PRECISION)
 
     @triton.jit
-    def _same_group(  # type: ignore[no-untyped-def]
-        g_ptr,
-        a_gid,
-        b_gid,
-        a_ok,
-        b_ok,
-        n_ids,
-        stride_ids,
-        BLOCK_A: tl.constexpr,
-        BLOCK_B: tl.constexpr,
-    ):
-        """(BLOCK_A, BLOCK_B) tile: True where ids ``g[k, a_gid]`` and ``g[k, b_gid]`` are equal
-        for some k < n_ids (``g``: the (K, N) int64 ids of the keys, loaded per tile)."""
-        same = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.int32)
-        for kk in range(0, n_ids):
-            ga = tl.load(g_ptr + kk * stride_ids + a_gid, mask=a_ok, other=-1)
-            gb = tl.load(g_ptr + kk * stride_ids + b_gid, mask=b_ok, other=-2)
-            same = same | (ga[:, None] == gb[None, :]).to(tl.int32)
-        return same != 0
-
-    @triton.jit
     def _block(blk, n, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
         """Indices ``blk * BLOCK + [0, BLOCK)`` of one block and their mask ``< n``."""
         idx = blk * BLOCK + tl.arange(0, BLOCK)
@@ -245,9 +222,13 @@ if _HAS_TRITON:
         if HAS_THRESH:
             s_rel = tl.where(over, theta, s)
         z = s_rel * t2
-        if HAS_GROUPS:
-            same = _same_group(g_ptr, a_key, b_key, a_ok, b_ok, n_ids, stride_ids, BLOCK_A, BLOCK_B)
-            z = tl.where(same & ~diag, float("-inf"), z)
+        if HAS_GROUPS:  # ids g[k, a_key] == g[k, b_key] for some k < n_ids
+            same = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.int32)
+            for kk in range(0, n_ids):
+                ga = tl.load(g_ptr + kk * stride_ids + a_key, mask=a_ok, other=-1)
+                gb = tl.load(g_ptr + kk * stride_ids + b_key, mask=b_ok, other=-2)
+                same = same | (ga[:, None] == gb[None, :]).to(tl.int32)
+            z = tl.where((same != 0) & ~diag, float("-inf"), z)
         return s, s_rel, z, diag, over
 
     @triton.jit
@@ -487,9 +468,8 @@ def _split(cfg: TritonConfig, n_outer: int, n_inner: int, device: torch.device) 
 
 
 def _upcast(a: Tensor) -> bool:
-    """Whether dots must run in fp32: the triton 3.x interpreter's bf16 ``tl.dot`` is wrong
-    (returns garbage on CPU), so under the interpreter bf16 operands are upcast, which is exact
-    (bf16 products are exact in fp32), i.e. the same maths as a bf16 tensor-core dot."""
+    """Whether dots run in fp32: the interpreter's bf16 ``tl.dot`` is wrong, and bf16 products
+    are exact in fp32 (the same maths as a bf16 tensor-core dot)."""
     return a.device.type == "cpu" and a.dtype == torch.bfloat16
 
 
@@ -511,9 +491,7 @@ def _row_group(cfg: TritonConfig, n_row_blocks: int, n_cols: int, symmetric: boo
 
 def _output_chunks(dim: int, max_width: int) -> list[tuple[int, int, int]]:
     """Cover ``dim`` output features with power-of-two chunks of at most ``max_width``: a list of
-    (start, width, count) launches, e.g. 768 with 512 -> [(0, 512, 1), (512, 256, 1)]. Each chunk
-    recomputes the similarity tiles, so fewer, wider chunks cost less recomputation (but more
-    registers for the accumulator)."""
+    (start, width, count) launches, e.g. 768 with 512 -> [(0, 512, 1), (512, 256, 1)]."""
     out: list[tuple[int, int, int]] = []
     start = 0
     while start < dim:
@@ -529,11 +507,9 @@ def _output_chunks(dim: int, max_width: int) -> list[tuple[int, int, int]]:
 
 
 def _precision(dtype: torch.dtype, allow_tf32: bool) -> str:
-    """``tl.dot`` input precision: fp32 operands use exact IEEE fp32 unless TF32 is allowed; for
-    bf16/fp16 operands the setting has no effect and Triton's default ("tf32") is passed."""
-    if dtype == torch.float32 and not allow_tf32:
-        return "ieee"
-    return "tf32"
+    """``tl.dot`` input precision: exact IEEE for fp32 unless TF32 is allowed (no effect on
+    bf16/fp16 operands, which get Triton's default)."""
+    return "ieee" if dtype == torch.float32 and not allow_tf32 else "tf32"
 
 
 def _launch_bwd(
@@ -588,11 +564,6 @@ def _or_dummy(tensor: Tensor | None, dummy: Tensor) -> Tensor:
     return dummy if tensor is None else tensor
 
 
-def _scaled(grad: Tensor, g: Tensor) -> Tensor:
-    """``grad * g`` in place (``grad`` is a fresh buffer of the backward): no second B x D copy."""
-    return grad.mul_(g)
-
-
 class _TritonLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, logit_scale: Tensor, args: _TritonArgs) -> Tensor:
@@ -635,9 +606,7 @@ class _TritonLoss(torch.autograd.Function):
         else:
             col_lse = row_lse.new_zeros(1)
         ctx.args = args
-        ctx.scale_shape = logit_scale.shape
-        ctx.scale_dtype = logit_scale.dtype
-        ctx.scale_device = logit_scale.device
+        ctx.scale = (logit_scale.shape, logit_scale.dtype, logit_scale.device)
         ctx.save_for_backward(q, k, t, row_lse * _LOG2E, col_lse * _LOG2E, diag_s, pos_sum)
         return loss
 
@@ -652,14 +621,15 @@ class _TritonLoss(torch.autograd.Function):
         if need_q or need_t:
             dq, dt_part = _launch_bwd(q, k, t, row_lse2, col_lse2, diag_s, args, a_is_rows=True)
             if need_q:
-                grad_q = _scaled(dq, g)
+                grad_q = dq.mul_(g)  # in place: a fresh buffer, no second B x D copy
             if need_t:
                 coef = 2.0 if args.symmetric else 1.0
-                grad_t = ((dt_part.sum() - coef * pos_sum) * g).reshape(ctx.scale_shape)
-                grad_t = grad_t.to(device=ctx.scale_device, dtype=ctx.scale_dtype)
+                shape, dtype, device = ctx.scale
+                grad_t = ((dt_part.sum() - coef * pos_sum) * g).reshape(shape)
+                grad_t = grad_t.to(device=device, dtype=dtype)
         if need_k:
             dk, _ = _launch_bwd(k, q, t, col_lse2, row_lse2, diag_s, args, a_is_rows=False)
-            grad_k = _scaled(dk, g)
+            grad_k = dk.mul_(g)
         return grad_q, grad_k, grad_t, None
 
 
