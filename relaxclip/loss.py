@@ -287,7 +287,7 @@ def _check_groups(groups: object, like: Tensor) -> Tensor | None:
             f"groups must have shape (B,) or (K, B) with B = {n} (the batch size), got shape "
             f"{tuple(groups.shape)}"
         )
-    if groups.numel() == 0 and n > 0:
+    if groups.dim() == 2 and groups.shape[0] == 0:
         raise ValueError(
             "groups must hold at least one group vector (K >= 1), got shape (0, B); pass "
             "groups=None for no groups"

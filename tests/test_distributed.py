@@ -588,7 +588,9 @@ def test_not_initialised_errors_and_auto_off() -> None:
     assert torch.equal(auto, relaxed_contrastive_loss(x, y, 5.0, distributed=False))
     with pytest.raises(RuntimeError, match="not initialised"):
         relaxed_contrastive_loss(x, y, 5.0, distributed=True)
-    with pytest.raises(ValueError, match="process_group must come with an initialised torch.distributed"):
+    with pytest.raises(
+        ValueError, match="process_group must come with an initialised torch.distributed"
+    ):
         relaxed_contrastive_loss(x, y, 5.0, process_group=object())
     with pytest.raises(ValueError, match="distributed_mode"):
         relaxed_contrastive_loss(x, y, 5.0, distributed_mode="ring")  # type: ignore[arg-type]
