@@ -1,31 +1,13 @@
 """The relaxed contrastive loss on the global batch of a ``torch.distributed`` job.
 
-Each rank passes only its local features ``x`` (b_r, D) and ``y`` (b_r, D); rank r's samples
-are rows ``offset_r .. offset_r + b_r - 1`` of the global batch (ranks concatenated in rank
-order, ``B = sum_r b_r``). The features of all ranks are gathered once per call with the
-autograd-aware all-gather of ``torch.distributed._functional_collectives``
-(``all_gather_single``, which torch 2.13 names as the replacement for the deprecated
-``torch.distributed.nn.functional.all_gather``).
-
-Gradient semantics. The backward of the all-gather is a reduce-scatter with SUM: rank s
-receives, for its own rows, the sum over all ranks r of dℓ_r/d(rows of s), where ℓ_r is the
-loss rank r returned. DDP then AVERAGES every parameter gradient over the W ranks. Both modes
-choose ℓ_r so that this sum-then-average is exact. In ``"global"`` mode every rank returns the
-full loss, ℓ_r = L; the reduce-scatter hands rank s the gradient W·dL/dx_s, each encoder
-gradient on rank s is W·(dL/dx_s)(dx_s/dθ), and DDP's average (1/W)·Σ_s gives exactly dL/dθ;
-``logit_scale`` is replicated, every rank holds the full dL/dt, and the average is dL/dt. In
-``"local"`` mode rank r computes only the loss rows of its own samples in both directions
-(sum S_r, against the gathered features of the other modality) and returns
-ℓ_r = W·S_r/(2B), so that L = S/(2B) = (1/W)·Σ_r ℓ_r (the mean of the returned losses is the
-global loss). Then Σ_r dℓ_r/dx_s = W·dL/dx_s reaches rank s through the reduce-scatter and
-rank r's ``logit_scale`` gradient is W·(dS_r/dt)/(2B); DDP's average divides both by W, giving
-dL/dθ and dL/dt exactly. Neither mode needs a hand-made correction factor after backward.
-Uneven local batches (e.g. the last batch of an epoch without ``drop_last``) are exact too:
-the sizes are gathered first, each rank pads to the largest local batch for the collective
-and the padding is removed before the loss, so padded rows receive no gradient. Exactness
-holds for gradient averaging over the same group the loss is gathered over (DDP's default;
-FSDP's gradient reduction averages likewise); a gradient SUM across ranks would be W times
-too large.
+Each rank passes only its local features (b_r, D); rank r's samples are rows
+``offset_r .. offset_r + b_r - 1`` of the global batch (ranks concatenated in rank order,
+``B = sum_r b_r``), gathered once per call with an autograd-aware all-gather whose backward is a
+reduce-scatter with SUM. ``"global"`` mode returns the full loss L on every rank; ``"local"``
+mode returns ``W * S_r / (2B)``, S_r the loss rows of the rank's own samples, so the mean over
+ranks is L. Either way DDP's gradient average gives exactly the single-process gradient of L
+(uneven local batches included: rows are padded for the collective and unpadded before the
+loss). The derivation is in ``docs/distributed.md``.
 """
 
 from __future__ import annotations
@@ -38,6 +20,8 @@ from typing import Any, Literal, Protocol
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from relaxclip._checks import FLOATING, check_choice, describe
 
 __all__ = [
     "DISTRIBUTED_MODES",
@@ -56,22 +40,12 @@ _LOGGED_AUTO_MODES: set[bool] = set()
 DistributedMode = Literal["local", "global"]
 DISTRIBUTED_MODES: tuple[str, ...] = ("local", "global")
 # dtype codes exchanged between ranks so that a mismatch raises instead of hanging/garbling.
-_DTYPE_CODES: dict[torch.dtype, int] = {
-    torch.float16: 0,
-    torch.bfloat16: 1,
-    torch.float32: 2,
-    torch.float64: 3,
-}
+_DTYPE_CODES = {dtype: code for code, dtype in enumerate(FLOATING)}
 
 
 class LossSumBackend(Protocol):
-    """What :func:`distributed_loss` needs from a loss backend (a backend module satisfies it).
-
-    ``symmetric_loss_sum(x, y, logit_scale, threshold, groups=None, **opts)`` and
-    ``rows_loss_sum(q, k, logit_scale, threshold, offset, groups=None, **opts)`` return the SUMS
-    defined in ``relaxclip.backends`` (0-d tensors, differentiable w.r.t. features and
-    ``logit_scale``); ``groups`` is the (K, N) id matrix of the keys or ``None``.
-    """
+    """What :func:`distributed_loss` needs from a loss backend: the two sums defined in
+    :mod:`relaxclip.backends` (a backend module satisfies it)."""
 
     @property
     def symmetric_loss_sum(self) -> Callable[..., Tensor]: ...
@@ -83,15 +57,13 @@ class LossSumBackend(Protocol):
 def check_distributed_args(distributed: object, mode: object) -> None:
     """Validate the loss's ``distributed`` (bool or None) and ``distributed_mode`` arguments.
 
-    Raises TypeError when ``distributed`` is not a bool or None and ValueError when ``mode`` is
-    not ``"local"`` or ``"global"``.
+    Raises TypeError when ``distributed`` is not a bool or None, ValueError for another mode.
     """
     if distributed is not None and not isinstance(distributed, bool):
         raise TypeError(
-            f"distributed must be True, False or None (auto), got {type(distributed).__name__}"
+            f"distributed must be True, False or None (auto), got {describe(distributed)}"
         )
-    if not isinstance(mode, str) or mode not in DISTRIBUTED_MODES:
-        raise ValueError(f"distributed_mode must be one of {DISTRIBUTED_MODES}, got {mode!r}")
+    check_choice("distributed_mode", mode, DISTRIBUTED_MODES)
 
 
 def is_distributed_active(process_group: dist.ProcessGroup | None = None) -> bool:
@@ -115,14 +87,10 @@ def resolve_distributed(
 ) -> bool:
     """Whether a loss call gathers the global batch; the rule behind ``distributed=None``.
 
-    ``True``/``False`` are returned as given. ``None`` (the default) gathers only when
-    ``torch.distributed`` is initialised with more than one rank in ``process_group`` AND the call
-    records gradients (``records_grad``: grad mode on and a feature or the scale requires grad),
-    i.e. in training, where every rank runs the same step. A call that records no gradient
-    (``torch.no_grad()``/``inference_mode``, detached features) computes the local loss, so a
-    validation loss computed on one rank only cannot wait for the others; pass
-    ``distributed=True`` for a global-batch validation loss on every rank. The first auto-decision
-    of each kind is logged once per process (logger ``relaxclip.distributed``, level INFO).
+    ``True``/``False`` are returned as given. ``None`` gathers only when ``process_group`` has
+    more than one rank AND the call records gradients (a training step, which every rank runs),
+    so a validation loss on one rank cannot wait for the others. The first decision of each
+    kind is logged once per process (logger ``relaxclip.distributed``, INFO).
     """
     if distributed is not None:
         return distributed
@@ -156,23 +124,13 @@ def _resolve_group(process_group: dist.ProcessGroup | None) -> dist.ProcessGroup
 
 
 def _autograd_all_gather_equal(t: Tensor, group: dist.ProcessGroup) -> Tensor:
-    """All-gather equal-shaped ``t`` (n, ...) along dim 0 -> (W*n, ...), differentiable.
-
-    Backward: reduce-scatter with SUM (each rank gets the sum over ranks of the gradient of
-    its own slice). Uses the functional collectives of torch >= 2.13 and, on torch 2.11 / 2.12,
-    the autograd-aware functional all-gather with the same backward.
-    """
+    """All-gather equal-shaped ``t`` (n, ...) along dim 0 -> (W*n, ...), differentiable: the
+    backward is a reduce-scatter with SUM (torch >= 2.13: the functional all-gather; 2.11 and
+    2.12: the autograd-aware one, materialised by a differentiable ``clone``)."""
     import torch.distributed._functional_collectives as fc
 
-    # torch >= 2.13: the plain functional all-gather is differentiable and is the replacement
-    # torch names for the deprecated torch.distributed.nn.functional.all_gather.
     if hasattr(fc, "all_gather_single"):
-        # wait_tensor is differentiable here (identity backward) and turns the async result
-        # into a plain tensor, so backends (including custom kernels) see ordinary memory.
         return fc.wait_tensor(fc.all_gather_single(t.contiguous(), 0, group))
-    # torch 2.11 / 2.12 (the declared floor; CI's floor venv runs this branch): the same backward
-    # through the autograd-aware functional all-gather; clone() (differentiable) materialises the
-    # async result without relying on wait_tensor having an autograd formula in that version.
     return fc.all_gather_tensor_autograd(t.contiguous(), 0, group).clone()
 
 
@@ -235,30 +193,18 @@ def _exchange_shapes(
                 f"x, y: rank {r} has x of shape ({bx}, {dx}) and y of shape ({by}, {dy}); "
                 "expected equal shapes on every rank"
             )
-    agreement: tuple[tuple[int, type[Exception], str], ...] = (
-        (
-            5,
-            ValueError,
-            "groups: the ranks pass different numbers of group-id vectors K ({values}; 0 = "
-            "groups=None); pass groups on every rank or on none, with the same K",
-        ),
-        (
-            2,
-            ValueError,
-            "x, y: the feature dimension differs between ranks ({values}); every rank must "
-            "pass features of the same dimension D",
-        ),
-        (
-            4,
-            TypeError,
-            "x, y: the feature dtype differs between ranks; every rank must pass features of "
-            "the same dtype",
-        ),
-    )
-    for column, error, message in agreement:
-        values = sorted({row[column] for row in table})
-        if len(values) > 1:
-            raise error(message.format(values=values))
+    values = [sorted({row[column] for row in table}) for column in range(6)]
+    if len(values[5]) > 1:
+        raise ValueError(
+            f"groups must have the same number K of id vectors on every rank (0: groups=None), "
+            f"got {values[5]}"
+        )
+    if len(values[2]) > 1:
+        raise ValueError(
+            f"x, y must have the same feature dimension D on every rank, got {values[2]}"
+        )
+    if len(values[4]) > 1:
+        raise TypeError("x, y must have the same dtype on every rank, got different dtypes")
     sizes = [int(row[0]) for row in table]
     if sum(sizes) == 0:
         raise ValueError("x, y: the global batch is empty on every rank")
@@ -276,55 +222,33 @@ def distributed_loss(
     mode: DistributedMode = "local",
     process_group: dist.ProcessGroup | None = None,
     groups: Tensor | None = None,
-    threshold_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Tensor:
     """This rank's share of the relaxed contrastive loss on the global batch.
 
     Args:
-        x, y: local features (b_r, D), same dtype and device, already normalised when the
-            caller normalises (this function does not normalise). ``b_r`` may differ
-            between ranks (exactly handled); ``D`` and the dtype must agree on all ranks.
-        logit_scale: 0-d tensor t > 0 (already exponentiated), may require grad; it must be
-            the same value on every rank (a replicated parameter).
-        threshold: relaxation threshold θ in (-1, 1), a 0-d tensor θ on the features' device
-            (passed to the backend as is), or None for plain CLIP.
-        backend: a name of ``relaxclip.backends.BACKENDS`` (``"auto"`` is resolved here, from
-            the size of the logit block this rank computes: (b_r, B) in ``"local"`` mode,
-            (B, B) in ``"global"`` mode), or an object/module providing ``symmetric_loss_sum``
-            and ``rows_loss_sum``. ``backend_opts`` are passed to those as keywords.
-        mode: ``"local"`` — rank r computes the rows of its own samples against the gathered
-            other modality, (b_r × B) logits per direction, and returns W·S_r/(2B);
-            ``"global"`` — every rank computes the full symmetric loss over the gathered
-            (B × B) logits and returns it.
-        process_group: group to gather over (None = default group). DDP must average
+        x, y: local features (b_r, D), same dtype and device, already normalised when wanted.
+            ``b_r`` may differ between ranks; ``D`` and the dtype must agree on all ranks.
+        logit_scale: 0-d tensor t > 0, may require grad; the same value on every rank.
+        threshold: theta (a float, a 0-d tensor on the features' device, or ``None``), passed
+            to the backend as is; the same on every rank.
+        backend: a name of ``relaxclip.backends.BACKENDS`` (``"auto"`` resolved from this
+            rank's logit block: (b_r, B) in ``"local"`` mode, (B, B) in ``"global"`` mode) or an
+            object providing ``symmetric_loss_sum`` and ``rows_loss_sum``; ``backend_opts`` are
+            passed to those as keywords.
+        mode: ``"local"``: rank r computes the rows of its own samples against the gathered
+            other modality and returns W * S_r / (2B); ``"global"``: every rank computes the
+            full symmetric loss over the gathered (B x B) logits.
+        process_group: group to gather over (None: the default group); DDP must average
             gradients over the same group.
-        groups: ``None`` or this rank's integer group ids, (K, b_r) (or (b_r,)), on ``x``'s
-            device. They are gathered (no gradient, one extra collective) into the (K, B) ids of
-            the global batch, so same-group pairs are excluded across ranks too; K must agree
-            on every rank, and ids must mean the same thing on every rank (a stable hash).
-        threshold_fn: ``None``, or a function computing θ from the GLOBAL batch (a quantile
-            threshold): it is called once per call, on every rank, with the gathered features
-            ``(x_all, y_all)`` (B, D), detached, in rank order, and returns a 0-d tensor θ on
-            their device. Every rank passes it the same values, so a deterministic function
-            (e.g. ``torch.quantile`` of the row-wise dots s_ii) gives the same θ on every rank
-            with no further collective; it is called on a rank with an empty local batch too
-            (so that state it updates, e.g. an EMA, stays identical across ranks). Pass
-            ``threshold=None`` with it (ValueError otherwise: one θ source).
+        groups: ``None`` or this rank's integer ids (K, b_r) (or (b_r,)) on ``x``'s device,
+            gathered into the (K, B) ids of the global batch (K must agree on every rank).
 
     Returns:
-        0-d tensor ℓ_r (fp32 for fp16/bf16 features, else the feature dtype), differentiable
-        w.r.t. ``x``, ``y`` (through the gather, reaching the other ranks' features in
-        backward) and ``logit_scale``. The mean of ℓ_r over ranks equals the global loss
-        L = 1/(2B) Σ_i [(lse_j l_ij − l_ii) + (lse_j l_ji − l_ii)]; with DDP's gradient
-        averaging every parameter gradient equals the single-process gradient of L on the
-        concatenated global batch (see the module docstring).
+        0-d tensor (fp32 for fp16/bf16 features, else the feature dtype), differentiable
+        w.r.t. ``x``, ``y`` (through the gather) and ``logit_scale``; its mean over ranks is the
+        global loss L.
     """
     check_distributed_args(None, mode)
-    if threshold_fn is not None and threshold is not None:
-        raise ValueError(
-            "threshold and threshold_fn are mutually exclusive: pass threshold=None with a "
-            f"threshold_fn (got threshold={threshold!r})"
-        )
     group = _resolve_group(process_group)
     opts = dict(backend_opts) if backend_opts is not None else {}
     world = dist.get_world_size(group)
@@ -338,8 +262,6 @@ def distributed_loss(
     # One collective for both modalities: gather [x | y] along the feature axis, then split.
     both = all_gather_rows(torch.cat([x, y], dim=1), sizes, group)
     x_all, y_all = both[:, :dim], both[:, dim:]
-    if threshold_fn is not None:  # the same gathered values on every rank -> the same θ
-        threshold = threshold_fn(x_all.detach(), y_all.detach())
     groups_all = None
     if groups is not None:  # ids ride along as rows (b_r, K); integers, so no gradient
         with torch.no_grad():
@@ -356,8 +278,8 @@ def distributed_loss(
         )
         return loss_sum / (2 * total)
     if x.shape[0] == 0:
-        # No local rows: the loss share is zero, but it must stay connected to the graph so
-        # that every rank takes part in the backward reduce-scatter of the gather.
+        # No local rows: the share is zero but stays connected to the graph, so that every
+        # rank takes part in the backward reduce-scatter of the gather.
         return both.sum() * 0.0 + logit_scale * 0.0
     rows_x = backend.rows_loss_sum(
         x, y_all, logit_scale, threshold, offset, groups=groups_all, **opts

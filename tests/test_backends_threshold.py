@@ -214,9 +214,17 @@ def test_theta_changed_in_place_after_forward_does_not_change_backward(
 @pytest.mark.parametrize(
     ("theta", "exc", "match"),
     [
-        (torch.tensor(1), TypeError, "threshold must be a floating-point tensor, got torch.int64"),
-        (torch.tensor([0.5]), ValueError, r"threshold must be a 0-d tensor .* shape \(1,\)"),
-        (torch.tensor(0.5, device="meta"), ValueError, "threshold must be on the features' device"),
+        (
+            torch.tensor(1),
+            TypeError,
+            "threshold must be a floating-point tensor .*got dtype torch.int64",
+        ),
+        (torch.tensor([0.5]), ValueError, r"threshold must be 0-D, got shape \(1,\)"),
+        (
+            torch.tensor(0.5, device="meta"),
+            ValueError,
+            "threshold must hold values, got a tensor on the meta device",
+        ),
         ("0.5", TypeError, "threshold must be a float, a 0-d floating tensor or None, got str"),
         (True, TypeError, "threshold must be a float, a 0-d floating tensor or None, got bool"),
     ],

@@ -244,6 +244,23 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
     cases["local/auto/relaxed/module"] = _run_case(
         ddp, a_even, b_even, even, theta_relax, ref, lambda x, y, t, th: loss_mod(x, y, t), group
     )
+    # theta as a 0-d tensor (the module and the functional form), the same on every rank
+    tensor_mod = RelaxedContrastiveLoss(
+        threshold=torch.tensor(theta_relax, dtype=torch.float64),
+        distributed_mode="global",
+        process_group=group,
+    )
+    cases["global/auto/relaxed/module-tensor-theta"] = _run_case(
+        ddp, a_even, b_even, even, theta_relax, ref, lambda x, y, t, th: tensor_mod(x, y, t), group
+    )
+    public = _public_loss("local", "dense", group)
+
+    def tensor_theta(x: Any, y: Any, t: Any, th: Any) -> Any:
+        return public(x, y, t, torch.tensor(th, dtype=torch.float64))
+
+    cases["local/dense/relaxed/tensor-theta"] = _run_case(
+        ddp, a_even, b_even, even, theta_relax, ref, tensor_theta, group
+    )
 
     # the public loss with an empty local batch on the group's first rank
     empty = [0, *_splits(total, world - 1, gen, allow_empty=False)] if world > 2 else [0, total]
@@ -440,9 +457,9 @@ def _check_cases(label: str, res: dict[str, Any], n_cases: int) -> None:
         assert diff <= (1e-6 if key.endswith("float32") else 4e-3), (key, diff)
     assert res["deprecations"] == []
     assert res["dim_mismatch_error"] is not None
-    assert "feature dimension differs" in res["dim_mismatch_error"]
+    assert "x, y must have the same feature dimension D on every rank" in res["dim_mismatch_error"]
     assert res["groups_mismatch_error"] is not None
-    assert "groups: the ranks pass different numbers" in res["groups_mismatch_error"]
+    assert "groups must have the same number K of id vectors" in res["groups_mismatch_error"]
 
 
 @pytest.mark.parametrize("world", [2, 3, 4])
@@ -450,9 +467,9 @@ def test_ddp_gradients_match_single_process(
     world: int, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     res = _spawn_results(world, tmp_path_factory.mktemp("dist"))
-    # modes x backends x (clip, relaxed) x (even, uneven) + module form + 2 empty-rank cases
-    # + groups: modes x backends (K = 1, 2) + 2 empty-rank cases with groups
-    _check_cases(f"world size {world}", res["default"], 2 * 2 * 2 * 2 + 1 + 2 + 4 + 2)
+    # modes x backends x (clip, relaxed) x (even, uneven) + module form + 2 tensor-theta cases
+    # + 2 empty-rank cases + groups: modes x backends (K = 1, 2) + 2 empty-rank cases with groups
+    _check_cases(f"world size {world}", res["default"], 2 * 2 * 2 * 2 + 1 + 2 + 2 + 4 + 2)
 
 
 def test_triton_backend_composes_with_the_distributed_loss(
@@ -571,7 +588,9 @@ def test_not_initialised_errors_and_auto_off() -> None:
     assert torch.equal(auto, relaxed_contrastive_loss(x, y, 5.0, distributed=False))
     with pytest.raises(RuntimeError, match="not initialised"):
         relaxed_contrastive_loss(x, y, 5.0, distributed=True)
-    with pytest.raises(ValueError, match="process_group was given"):
+    with pytest.raises(
+        ValueError, match="process_group must come with an initialised torch.distributed"
+    ):
         relaxed_contrastive_loss(x, y, 5.0, process_group=object())
     with pytest.raises(ValueError, match="distributed_mode"):
         relaxed_contrastive_loss(x, y, 5.0, distributed_mode="ring")  # type: ignore[arg-type]

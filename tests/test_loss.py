@@ -339,25 +339,29 @@ def _ok() -> tuple[torch.Tensor, torch.Tensor]:
         (
             {"image_features": torch.full((4, 3), float("nan"))},
             ValueError,
-            "image_features contains NaN",
+            "image_features must be finite, got NaN or Inf",
         ),
         (
             {"text_features": torch.full((4, 3), float("inf"))},
             ValueError,
-            "text_features contains NaN or Inf",
+            "text_features must be finite, got NaN or Inf",
         ),
         ({"logit_scale": float("nan")}, ValueError, "logit_scale must be finite"),
         ({"logit_scale": torch.tensor(float("inf"))}, ValueError, "logit_scale must be finite"),
         ({"logit_scale": -1.0}, ValueError, "> 0"),
         ({"logit_scale": torch.ones(2)}, ValueError, "logit_scale must be a scalar"),
         ({"logit_scale": "10"}, TypeError, "logit_scale must be a float"),
-        ({"threshold": 1.5}, ValueError, r"threshold must be in \(-1, 1\]"),
-        ({"threshold": -1.0}, ValueError, "threshold must be in"),
-        ({"threshold": float("nan")}, ValueError, "threshold must be in"),
-        ({"threshold": "0.8"}, TypeError, "threshold must be a float"),
+        ({"threshold": 1.5}, ValueError, r"threshold must be a number in \(-1.0, 1.0\], got 1.5"),
+        ({"threshold": -1.0}, ValueError, r"threshold must be a number in \(-1.0, 1.0\], got -1.0"),
+        (
+            {"threshold": float("nan")},
+            ValueError,
+            r"threshold must be a number in \(-1.0, 1.0\], got nan",
+        ),
+        ({"threshold": "0.8"}, TypeError, "threshold must be a real number, got str"),
         ({"backend": "cuda"}, ValueError, "backend must be one of"),
-        ({"chunk_size": 0}, ValueError, "chunk_size must be >= 1"),
-        ({"chunk_size": 2.5}, TypeError, "chunk_size must be a positive int"),
+        ({"chunk_size": 0}, ValueError, "chunk_size must be an int >= 1, got 0"),
+        ({"chunk_size": 2.5}, TypeError, "chunk_size must be an int, got float 2.5"),
     ],
 )
 def test_bad_input_raises_clear_error(kwargs: dict, exc: type[Exception], match: str) -> None:
@@ -437,11 +441,11 @@ def test_double_backward_raises_instead_of_being_wrong(name: str) -> None:
         ({"chunk_size": 4}, ValueError, "need an explicit backend.*'chunk_size' is an option of backend 'chunked'"),
         ({"backend_options": {"allow_tf32": True}}, ValueError, "need an explicit backend.*'triton'"),
         ({"backend_options": {"tile": 4}}, ValueError, "'tile' is not an option of any backend"),
-        ({"backend": "chunked", "chunk_size": 3, "backend_options": {"chunk_size": 3}}, ValueError, "given both"),
+        ({"backend": "chunked", "chunk_size": 3, "backend_options": {"chunk_size": 3}}, ValueError, "chunk_size must be given once, got it both"),
         ({"backend": "chunked", "backend_options": [("chunk_size", 3)]}, TypeError, "backend_options must be a mapping"),
-        ({"backend": "chunked", "backend_options": {"chunk_size": 0}}, ValueError, "chunk_size must be >= 1"),
-        ({"backend": "chunked", "chunk_size": True}, TypeError, "chunk_size must be a positive int"),
-        ({"backend": "chunked", "chunk_size": "8"}, TypeError, "chunk_size must be a positive int"),
+        ({"backend": "chunked", "backend_options": {"chunk_size": 0}}, ValueError, "chunk_size must be an int >= 1, got 0"),
+        ({"backend": "chunked", "chunk_size": True}, TypeError, "chunk_size must be an int, got bool"),
+        ({"backend": "chunked", "chunk_size": "8"}, TypeError, "chunk_size must be an int, got str"),
         ({"backend": "triton", "backend_options": {"allow_tf32": 1}}, TypeError, "allow_tf32 must be True or False"),
         ({"backend": "triton", "backend_options": {"config": {"block_m": 32}}}, TypeError, "config must be a relaxclip.backends.triton.TritonConfig"),
     ],
@@ -695,9 +699,14 @@ def test_all_zero_rows_raise_naming_the_rows_or_get_zero_gradient_unchecked() ->
     x, y = torch.randn(5, 3), torch.randn(5, 3)
     x[1] = 0.0
     x[3] = 0.0
-    with pytest.raises(ValueError, match=r"image_features has all-zero rows \[1, 3\] \(2 of 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"image_features must have no all-zero rows .* got rows \[1, 3\] \(2 of 5\)",
+    ):
         relaxed_contrastive_loss(x, y, 10.0)
-    with pytest.raises(ValueError, match=r"text_features has all-zero rows \[1, 3\]"):
+    with pytest.raises(
+        ValueError, match=r"text_features must have no all-zero rows .* got rows \[1, 3\]"
+    ):
         RelaxedContrastiveLoss()(y, x, 10.0)
     # without normalisation a zero row is an ordinary input (s_ij = 0 for it)
     assert math.isfinite(float(relaxed_contrastive_loss(x, y, 10.0, normalize=False)))
@@ -709,7 +718,9 @@ def test_all_zero_rows_raise_naming_the_rows_or_get_zero_gradient_unchecked() ->
     assert float(gx.abs().max()) < 100.0
     # NaN rows are named too
     x[2, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"image_features contains NaN or Inf in rows \[2\]"):
+    with pytest.raises(
+        ValueError, match=r"image_features must be finite, got NaN or Inf in rows \[2\]"
+    ):
         relaxed_contrastive_loss(x, y, 10.0)
 
 
@@ -729,9 +740,9 @@ def test_unnormalised_threshold_is_a_bound_on_the_raw_dot_product() -> None:
     assert loss(1.0) > loss(None) + 1.0
     assert abs(loss(1.5) - float(reference_loss(x, y, 2.0, 1.5, normalize=False))) < 1e-10
     assert abs(loss(-2.0) - float(reference_loss(x, y, 2.0, -2.0, normalize=False))) < 1e-10
-    with pytest.raises(ValueError, match="threshold must be finite"):
+    with pytest.raises(ValueError, match="threshold must be a number finite, got inf"):
         relaxed_contrastive_loss(x, y, 2.0, threshold=math.inf, normalize=False)
-    with pytest.raises(ValueError, match=r"threshold must be in \(-1, 1\]"):
+    with pytest.raises(ValueError, match=r"threshold must be a number in \(-1.0, 1.0\]"):
         relaxed_contrastive_loss(x, y, 2.0, threshold=1.5)  # cosine: still (-1, 1]
     RelaxedContrastiveLoss(threshold=1.5, normalize=False)  # accepted
     with pytest.raises(ValueError, match="threshold"):
@@ -761,11 +772,11 @@ def _float8() -> torch.Tensor:
         ({"image_features": _float8(), "text_features": _float8()}, TypeError, r"image_features must be a floating-point tensor \(float16, bfloat16, float32 or float64\), got dtype torch.float8_e4m3fn \(cast float8"),
         ({"image_features": torch.randn(4, 3).to_sparse(), "text_features": torch.randn(4, 3).to_sparse()}, TypeError, "image_features must be a dense \\(strided\\) tensor, got layout torch.sparse_coo"),
         ({"text_features": torch.randn(4, 3).to_sparse()}, TypeError, "text_features must be a dense .*sparse_coo"),
-        ({"image_features": torch.randn(4, 3, device="meta"), "text_features": torch.randn(4, 3, device="meta")}, ValueError, "image_features is on the meta device"),
-        ({"logit_scale": torch.tensor(10.0, device="meta")}, ValueError, "logit_scale is on the meta device"),
+        ({"image_features": torch.randn(4, 3, device="meta"), "text_features": torch.randn(4, 3, device="meta")}, ValueError, "image_features must hold values, got a tensor on the meta device"),
+        ({"logit_scale": torch.tensor(10.0, device="meta")}, ValueError, "logit_scale must hold values, got a tensor on the meta device"),
         ({"logit_scale": torch.tensor(10.0).to(torch.float8_e5m2)}, TypeError, "logit_scale must be a floating-point tensor .*float8_e5m2"),
         ({"logit_scale": torch.tensor([10.0]).to_sparse()}, TypeError, "logit_scale must be a dense"),
-        ({"logit_bias": torch.tensor(1.0, device="meta")}, ValueError, "logit_bias is on the meta device"),
+        ({"logit_bias": torch.tensor(1.0, device="meta")}, ValueError, "logit_bias must hold values, got a tensor on the meta device"),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("check_finite", [True, False])
@@ -783,3 +794,181 @@ def test_float8_sparse_and_meta_tensors_get_clear_errors(
         relaxed_contrastive_loss(
             args["image_features"], args["text_features"], args["logit_scale"], **options
         )
+
+
+# ---------------------------------------------------------------- theta as a tensor; no state
+
+
+def _pairs(n: int, d: int, seed: int, dtype: torch.dtype = torch.float64) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = x + 0.6 * torch.randn(n, d, generator=g, dtype=torch.float64)
+    return x.to(dtype), y.to(dtype)
+
+
+@pytest.mark.parametrize("backend", ["dense", "chunked"])
+@pytest.mark.parametrize("with_groups", [False, True])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_tensor_theta_equals_float_theta_and_the_reference(
+    backend: str, with_groups: bool, normalize: bool
+) -> None:
+    x, y = _pairs(12, 5, seed=3)
+    groups = torch.tensor([0, 1, 2, 0, 3, 4, 1, 5, 6, 7, 8, 2]) if with_groups else None
+    common = {"backend": backend, "normalize": normalize, "groups": groups}
+    if backend == "chunked":
+        common["chunk_size"] = 5
+    s = (F.normalize(x) * F.normalize(y)).sum(1) if normalize else (x * y).sum(1)
+    theta = float(s.sort().values[6:8].mean())  # relaxes some pairs, not all
+    want = grads(
+        lambda a, b, t: reference_loss(a, b, t, theta, normalize=normalize, groups=groups),
+        x,
+        y,
+        14.0,
+    )
+    for th in (theta, torch.tensor(theta, dtype=torch.float64), torch.tensor(theta)):
+        got = grads(
+            lambda a, b, t, th=th: relaxed_contrastive_loss(a, b, t, threshold=th, **common),
+            x,
+            y,
+            14.0,
+        )
+        tol = 1e-12 if not isinstance(th, torch.Tensor) or th.dtype == torch.float64 else 1e-6
+        assert_all_close(got, want, atol=tol, rtol=tol)
+    clip = reference_loss(x, y, 14.0, None, normalize=normalize, groups=groups)
+    assert abs(float(clip) - float(want[0])) > 1e-4  # relaxation is active
+
+
+def test_module_accepts_a_tensor_threshold_and_holds_no_state() -> None:
+    """Before: ``RelaxedContrastiveLoss(threshold=torch.tensor(0.5))`` raised, and assigning one
+    later raised "threshold must be ... a 0-d floating tensor or None, got Tensor"."""
+    x, y = _pairs(8, 4, seed=1)
+    want = relaxed_contrastive_loss(x, y, 10.0, threshold=0.5)
+    built = RelaxedContrastiveLoss(threshold=torch.tensor(0.5, dtype=torch.float64))
+    torch.testing.assert_close(built(x, y, 10.0), want)
+    assigned = RelaxedContrastiveLoss()
+    assigned.threshold = torch.tensor(0.5)
+    out = assigned(x, y, 10.0, output_dict=True)
+    torch.testing.assert_close(out["contrastive_loss"], want, atol=1e-6, rtol=1e-6)
+    assert abs(float(out.diagnostics["threshold"]) - 0.5) < 1e-7
+    assert "threshold=tensor(0.5000)" in repr(assigned)
+    assigned.threshold = torch.tensor([0.5])  # the function's rule: 0-d
+    with pytest.raises(ValueError, match=r"threshold must be 0-D, got shape \(1,\)"):
+        assigned(x, y, 10.0)
+    for threshold in (None, 0.8, torch.tensor(0.3)):  # nothing to save or restore
+        module = RelaxedContrastiveLoss(threshold=threshold)
+        assert module.state_dict() == {}
+        assert list(module.buffers()) == [] and list(module.parameters()) == []
+
+
+def test_tensor_theta_changed_in_place_needs_no_new_call_setup() -> None:
+    """A schedule of your own: one 0-d tensor theta changed in place between calls."""
+    x, y = _pairs(8, 4, seed=8)
+    theta = torch.tensor(0.0)
+    for value in (0.1, 0.3, 0.5):
+        theta.fill_(value)
+        got = relaxed_contrastive_loss(x, y, 10.0, threshold=theta, backend="dense")
+        want = relaxed_contrastive_loss(x, y, 10.0, threshold=float(theta), backend="dense")
+        torch.testing.assert_close(got, want, atol=1e-7, rtol=1e-7)
+
+
+@pytest.mark.parametrize("backend", ["dense", "chunked"])
+def test_no_host_read_of_a_tensor_theta(backend: str) -> None:
+    """A theta that refuses every host read (``tests/_nosync.py``): forward and backward run
+    (``check_finite=False``: the value checks are the one documented sync)."""
+    from _nosync import NoSyncTensor, plain
+
+    x, y = _pairs(8, 4, seed=14, dtype=torch.float32)
+    want = relaxed_contrastive_loss(x, y, 10.0, threshold=0.4, backend=backend)
+    theta = torch.tensor(0.4).as_subclass(NoSyncTensor)
+    xs = x.clone().requires_grad_()
+    loss = relaxed_contrastive_loss(
+        xs, y, 10.0, threshold=theta, backend=backend, check_finite=False
+    )
+    loss.backward()
+    torch.testing.assert_close(plain(loss).detach(), want)
+
+
+@pytest.mark.parametrize("backend", ["dense", "chunked"])
+def test_tensor_theta_compiles_once_for_every_value(backend: str) -> None:
+    """Under ``torch.compile`` a tensor theta is a graph input: new values reuse the graph."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    x, y = _pairs(8, 4, seed=13, dtype=torch.float32)
+
+    def fn(a: torch.Tensor, b: torch.Tensor, th: object) -> torch.Tensor:
+        return relaxed_contrastive_loss(a, b, 10.0, threshold=th, backend=backend)
+
+    compiled = torch.compile(fn, fullgraph=True)
+    theta = torch.tensor(0.0)
+    for value in (0.1, 0.3, 0.5):
+        theta.fill_(value)
+        torch.testing.assert_close(compiled(x, y, theta), fn(x, y, value), atol=1e-6, rtol=1e-6)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"threshold": torch.tensor([0.5])}, ValueError, r"threshold must be 0-D, got shape \(1,\)"),
+        ({"threshold": torch.tensor(1)}, TypeError, "threshold must be a floating-point tensor .*got dtype torch.int64"),
+        ({"threshold": torch.tensor(0.5, requires_grad=True)}, ValueError, "threshold must not require grad"),
+        ({"threshold": torch.tensor(math.nan)}, ValueError, r"threshold must be a number in \(-1.0, 1.0\], got tensor value nan"),
+        ({"threshold": torch.tensor(1.5)}, ValueError, r"threshold must be a number in \(-1.0, 1.0\], got tensor value 1.5"),
+        ({"threshold": torch.tensor(math.inf), "normalize": False}, ValueError, "threshold must be finite, got tensor value inf"),
+        ({"threshold": torch.empty((), device="meta")}, ValueError, "threshold must hold values, got a tensor on the meta device"),
+    ],
+)  # fmt: skip
+def test_bad_tensor_theta_names_the_threshold(kwargs: dict, error: type, match: str) -> None:
+    x, y = _pairs(6, 4, seed=0)
+    with pytest.raises(error, match=match):
+        relaxed_contrastive_loss(x, y, 10.0, **kwargs)
+    module = RelaxedContrastiveLoss(normalize=kwargs.get("normalize", True))
+    module.threshold = kwargs["threshold"]
+    with pytest.raises(error, match=match):
+        module(x, y, 10.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device (CUDA)")
+def test_tensor_theta_on_another_device_is_rejected() -> None:
+    x, y = _pairs(6, 4, seed=0)
+    with pytest.raises(ValueError, match="threshold must be on the features' device"):
+        relaxed_contrastive_loss(x.cuda(), y.cuda(), 10.0, threshold=torch.tensor(0.5))
+
+
+# ---------------------------------------------------------------- unusable inputs named
+
+
+@pytest.mark.parametrize("magnitude", [1e19, 1e30])
+@pytest.mark.parametrize("backend", ["dense", "chunked"])
+def test_unnormalised_features_whose_logits_overflow_raise(magnitude: float, backend: str) -> None:
+    """Before: ``normalize=False`` features of 1e19 overflowed the fp32 logits and the loss was
+    NaN although ``check_finite`` was on."""
+    x, y = _pairs(6, 5, seed=2, dtype=torch.float32)
+    match = r"image_features and text_features must be small enough with normalize=False.*normalize=True"
+    with pytest.raises(ValueError, match=match):
+        relaxed_contrastive_loss(
+            x * magnitude, y * magnitude, 10.0, normalize=False, backend=backend
+        )
+    with pytest.raises(ValueError, match=match):
+        RelaxedContrastiveLoss(normalize=False, backend=backend)(x * magnitude, y * magnitude, 10.0)
+    # large but representable: accepted and finite; unchecked: no extra sync, NaN as before
+    ok = relaxed_contrastive_loss(x * 1e8, y * 1e8, 1e-15, normalize=False, backend=backend)
+    assert math.isfinite(float(ok))
+    unchecked = relaxed_contrastive_loss(
+        x * 1e19, y * 1e19, 10.0, normalize=False, backend=backend, check_finite=False
+    )
+    assert not math.isfinite(float(unchecked))
+
+
+def test_groups_on_the_meta_device_name_groups() -> None:
+    """Before: ``NotImplementedError: Cannot copy out of meta tensor; no data!``."""
+    x, y = _pairs(4, 3, seed=0)
+    groups = torch.zeros(4, dtype=torch.long, device="meta")
+    with pytest.raises(
+        ValueError, match="groups must hold values, got a tensor on the meta device"
+    ):
+        relaxed_contrastive_loss(x, y, 10.0, groups=groups)
+    with pytest.raises(ValueError, match="groups must hold values"):
+        RelaxedContrastiveLoss()(x, y, 10.0, groups=groups)

@@ -1,32 +1,21 @@
 """Loss backends behind one dispatch, with one registry of backends and their options.
 
-Every backend module exposes the same two functions (sums, not means; see ``relaxclip.loss``)::
+Every backend module exposes the same two functions (sums, not means; see :mod:`relaxclip.loss`)::
 
     symmetric_loss_sum(x, y, logit_scale, threshold, *, groups=None, **options) -> 0-d tensor
     rows_loss_sum(q, k, logit_scale, threshold, offset, *, groups=None, **options) -> 0-d tensor
 
-and declares the keyword options those functions take in a module-level ``OPTIONS`` mapping
-(option name -> validator returning the normalised value). :data:`BACKEND_MODULES` is the one
-registry of backends (name -> module loader); :func:`check_backend_options` validates options against it.
+and declares its keyword options in a module-level ``OPTIONS`` mapping (name -> validator
+returning the normalised value). ``threshold`` is theta: a float, a 0-d floating tensor on the
+features' device (never read on the host) or ``None``; the positive logit is
+``t * min(s_ii, theta)`` and theta gets no gradient. ``groups``: ``None`` or integer ids (K, N)
+(or (N,)) of the N keys; row i of ``q`` has the ids of key ``offset + i``; same-group pairs
+other than the positive get logit -inf.
 
-``threshold``: theta, a Python float or a 0-d floating tensor on the features' device (no host
-sync: backends never read its value on the host; triton loads it in the kernels), or ``None``
-for no relaxation; the positive logit is ``t * min(s_ii, theta)``. It is a constant of the call:
-no gradient flows to it (a tensor that requires grad is used detached).
-
-``groups``: ``None`` or integer ids (K, N) (or (N,)) of the N keys (columns) on their device; row i
-of ``q`` has the ids of key ``offset + i``; same-group pairs other than the positive get logit -inf.
-
-Backends and their options:
-
-* ``"dense"`` (one B x B matrix, fastest for small batches): no options.
-* ``"chunked"`` (O(B) memory, any device): ``chunk_size`` (positive int, rows per block).
-* ``"triton"`` (fused GPU kernel, optional extra): ``config`` (a
-  :class:`relaxclip.backends.triton.TritonConfig`) and ``allow_tf32`` (bool; fp32 features only).
-
-``"auto"`` resolves as documented in :func:`resolve_backend`. It takes no options: which backend it
-picks depends on the batch size, device and dtype, so an option of one backend would silently do
-nothing whenever another is picked; options therefore need an explicit backend name.
+Backends: ``"dense"`` (one B x B matrix, fastest for small batches; no options),
+``"chunked"`` (O(B) memory; ``chunk_size``) and ``"triton"`` (fused GPU kernels, optional extra;
+``config``, ``allow_tf32``). ``"auto"`` (:func:`resolve_backend`) takes no options: an option of
+a backend it did not pick would silently do nothing, so options need an explicit backend name.
 """
 
 from __future__ import annotations
@@ -36,6 +25,8 @@ from types import ModuleType
 from typing import Any
 
 import torch
+
+from relaxclip._checks import check_choice, describe
 
 
 def _load_dense() -> ModuleType:
@@ -56,8 +47,8 @@ def _load_triton() -> ModuleType:
     return triton_backend
 
 
-#: The registry: concrete backend name -> loader of the module implementing it (imported lazily:
-#: the triton module imports triton; plain import statements also keep ``torch.compile`` tracing).
+#: The registry: concrete backend name -> loader of its module (imported lazily: the triton
+#: module imports triton).
 BACKEND_MODULES: dict[str, Callable[[], ModuleType]] = {
     "dense": _load_dense,
     "chunked": _load_chunked,
@@ -80,9 +71,7 @@ AUTO_TRITON_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _check_name(name: object, allowed: tuple[str, ...] = BACKENDS) -> str:
-    if not isinstance(name, str) or name not in allowed:
-        raise ValueError(f"backend must be one of {allowed}, got {name!r}")
-    return name
+    return str(check_choice("backend", name, allowed))
 
 
 def _module(name: str) -> ModuleType:
@@ -97,9 +86,8 @@ def backend_options(name: str) -> tuple[str, ...]:
 def check_backend_options(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
     """Validate ``options`` against backend ``name``; return them normalised (e.g. ``int`` sizes).
 
-    Raises ValueError for an unknown backend, for any option with ``backend="auto"`` (see the
-    module docstring) and for an option the backend does not take (misspelt, or another
-    backend's); the validators raise TypeError/ValueError naming the option for a bad value.
+    Raises ValueError for an unknown backend, for any option with ``backend="auto"`` and for an
+    option the backend does not take; the validators raise naming the option for a bad value.
     """
     _check_name(name)
     if options is None:
@@ -107,7 +95,7 @@ def check_backend_options(name: str, options: Mapping[str, Any] | None) -> dict[
     if not isinstance(options, Mapping):
         raise TypeError(
             f"backend_options must be a mapping of option name to value or None, "
-            f"got {type(options).__name__}"
+            f"got {describe(options)}"
         )
     given = dict(options)
     if not given:

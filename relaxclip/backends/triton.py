@@ -1,51 +1,26 @@
 """Triton backend: fused, tiled relaxed contrastive loss with O(B) memory (optional extra).
 
-Same contract as :mod:`relaxclip.backends.dense` (sums, not means; see ``docs/triton.md``)::
+Same contract as :mod:`relaxclip.backends.dense` (sums, not means)::
 
     symmetric_loss_sum(x, y, logit_scale, threshold) -> 0-d fp32 tensor
     rows_loss_sum(q, k, logit_scale, threshold, offset) -> 0-d fp32 tensor
 
-(``threshold``: a float, a 0-d floating tensor on the features' device, or ``None``; the kernels
-read theta from device memory, so a tensor theta costs no host sync and no recompilation.)
+The forward makes one pass over the tiles of ``S = Q K^T`` with online (base-2) log-sum-exps of
+rows and columns; the backward recomputes tiles in two kernels (dQ, then dK over transposed
+tiles). Every output block is owned by one program and partials are reduced in a fixed order:
+no atomics, bitwise reproducible. theta is read from device memory (no host sync, one compiled
+kernel for every value); ``groups`` are loaded per tile (``HAS_GROUPS`` constexpr). The design,
+tile sizes and measurements are in ``docs/triton.md``.
 
-Design (FlashAttention-style, deterministic, no atomics anywhere):
-
-* Forward, one pass over the (M, N) similarity matrix ``S = Q K^T``. Program ``(g, c)`` owns a
-  group of ``R`` row blocks (``BLOCK_M`` rows each) and a contiguous range ``c`` of column blocks
-  (``split`` ranges). Each tile is ``tl.dot`` over ``D`` in ``BLOCK_D`` chunks (fp32
-  accumulation), the positive pair is relaxed in place (``s_ii -> min(s_ii, theta)``), logits go
-  to the base-2 domain (``z = s * t * log2 e``, so ``exp2`` replaces ``exp``). Rows: online
-  log-sum-exp across the program's column range, the running (max, sum) kept in a small
-  ``(split, M)`` buffer that only the owning program touches. Columns (symmetric loss only):
-  online log-sum-exp across the program's ``R`` row blocks in registers, written once per column
-  block to ``col_part[g, cols]``. Both partials are reduced afterwards with ``torch.logsumexp``
-  along dim 0 (deterministic). Memory: ``col_part`` is ``ceil(M / (R * BLOCK_M)) * N`` fp32, with
-  ``R`` the smallest power of two keeping it under ``col_part_mib`` (32 MiB by default; B = 65536:
-  R = 4), row buffers ``3 * split * M`` fp32. Saved for backward: the inputs, ``t``, the row and
-  column log-sum-exps and the raw positive similarities (O(B)).
-* Backward recomputes tiles. Kernel 1 (programs over row blocks of Q) produces dQ and per-block
-  partial sums for d(logit_scale); kernel 2 (programs over column blocks of K, tiles recomputed
-  transposed) produces dK. Each output block is owned by one program (or one program per split,
-  summed afterwards in a fixed order), so results are bitwise reproducible. The ``-2 delta_ij``
-  (``-delta`` for rows) part of ``W`` is applied in fp32 outside the matmul; only the softmax
-  part ``t * (P + Q)`` is cast to the input dtype for the tensor-core matmul, as in
-  FlashAttention. Output features are covered by power-of-two chunks of at most ``block_do``
-  (grid axis 1; e.g. 768 = 512 + 256), each chunk recomputing its tiles of ``S``.
-
-Groups (``groups=``, (K, N) integer ids of the keys): the kernels load the ids of each tile's rows
-and columns and set the logits of same-group non-positive pairs to -inf (forward and both backward
-kernels; ``HAS_GROUPS`` is a constexpr, so without groups the kernels are unchanged). The online
-log-sum-exps shift by 0 where a tile's row or column is entirely -inf.
-
-Inputs: 2-D CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) in bf16, fp16 or fp32, any
-strides. fp32 uses exact (IEEE) fp32 dots unless ``allow_tf32=True``. float64 is rejected (use
-``backend="dense"`` or ``"chunked"``). ``torch.autocast`` does not change anything here: features
-are used in their own dtype, as by every backend (the precision policy in ``relaxclip.loss``).
-Options (reachable from the public loss as ``backend_options``): ``config``, ``allow_tf32``.
+Inputs: 2-D CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``, set before triton is
+imported) in bf16, fp16 or fp32, any strides; fp32 uses exact IEEE dots unless
+``allow_tf32=True``; float64 is rejected (use ``"dense"`` or ``"chunked"``). Options (the
+loss's ``backend_options``): ``config`` (:class:`TritonConfig`) and ``allow_tf32``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -55,7 +30,8 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from relaxclip.backends._common import CallArgs, bool_option, group_matrix
+from relaxclip._checks import check_bool, check_int, check_tensor, describe
+from relaxclip.backends._common import CallArgs, Threshold, group_matrix
 
 try:  # the CPU-only package must import without triton
     import triton
@@ -79,12 +55,17 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def is_available(device: torch.device | str | None = None) -> bool:
-    """Whether the triton backend can run on ``device``.
+def _interpreter_loaded() -> bool:
+    """Whether triton's own functions were built for the interpreter, i.e. whether
+    ``TRITON_INTERPRET=1`` was set before triton was first imported."""
+    return _HAS_TRITON and type(tl.sum).__name__ == "InterpretedFunction"
 
-    True when triton imports and either the device is CUDA and CUDA is available, or the triton
-    interpreter is enabled (``TRITON_INTERPRET=1``, set before triton is first imported), in which
-    case CPU tensors work. ``device=None`` asks whether any device can run it.
+
+def is_available(device: torch.device | str | None = None) -> bool:
+    """Whether the triton backend can run on ``device`` (``None``: on any device).
+
+    True when triton imports and the device is CUDA with CUDA available, or the device is the
+    CPU under the triton interpreter (``TRITON_INTERPRET=1`` set before triton is imported).
     """
     if not _HAS_TRITON:
         return False
@@ -93,20 +74,18 @@ def is_available(device: torch.device | str | None = None) -> bool:
     kind = torch.device(device).type
     if kind == "cuda":
         return torch.cuda.is_available()
-    return kind == "cpu" and interpreter_enabled()
+    return kind == "cpu" and interpreter_enabled() and _interpreter_loaded()
 
 
 @dataclass(frozen=True)
 class TritonConfig:
     """Tile sizes and launch parameters (tiles: powers of two >= 16, the ``tl.dot`` minimum).
 
-    ``block_m/n/d``: forward tile rows, columns and feature chunk; ``bwd_block_m/n``: backward
-    tile. ``split``: programs sharing one row group in the forward (over column blocks) and one
-    output block in the backward (partials summed afterwards); ``None`` picks enough programs to
-    fill the GPU. ``block_do``: widest output-feature chunk of the backward (``None``: 256); D is
-    covered by power-of-two chunks, each recomputing the similarity tiles. ``row_group``: row
-    blocks per forward program (``None``: the smallest power of two keeping the column partials
-    under ``col_part_mib`` MiB). ``num_warps``/``num_stages``: forward launch; ``bwd_*``: backward.
+    ``block_m/n/d``: forward tile; ``bwd_block_m/n``: backward tile; ``split``: programs per
+    row group / output block (``None``: enough to fill the GPU); ``block_do``: widest output
+    chunk of the backward (``None``: 256); ``row_group``: row blocks per forward program
+    (``None``: keeps the column partials under ``col_part_mib`` MiB); ``num_warps``,
+    ``num_stages``: forward launch, ``bwd_*``: backward. See ``docs/triton.md``.
     """
 
     block_m: int = 128
@@ -126,19 +105,15 @@ class TritonConfig:
     def __post_init__(self) -> None:
         for name in ("block_m", "block_n", "block_d", "bwd_block_m", "bwd_block_n", "block_do"):
             v = getattr(self, name)
-            if v is None and name == "block_do":
-                continue
-            if not isinstance(v, int) or v < 16 or v & (v - 1):
-                raise ValueError(f"TritonConfig.{name} must be a power of two >= 16, got {v!r}")
-        ints = ("row_group", "col_part_mib", "num_warps", "num_stages", "bwd_num_warps")
-        for name in (*ints, "bwd_num_stages"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"TritonConfig.{name} must be a positive int, got {v!r}")
-        if self.split is not None and (not isinstance(self.split, int) or self.split < 1):
-            raise ValueError(
-                f"TritonConfig.split must be a positive int or None, got {self.split!r}"
-            )
+            if v is not None or name != "block_do":
+                v = check_int(f"TritonConfig.{name}", v, minimum=16)
+                if v & (v - 1):
+                    raise ValueError(f"TritonConfig.{name} must be a power of two >= 16, got {v}")
+        for name in ("split", "row_group", "col_part_mib", "num_warps", "num_stages"):
+            if getattr(self, name) is not None:
+                check_int(f"TritonConfig.{name}", getattr(self, name), minimum=1)
+        for name in ("bwd_num_warps", "bwd_num_stages"):
+            check_int(f"TritonConfig.{name}", getattr(self, name), minimum=1)
 
 
 DEFAULT_CONFIG = TritonConfig()
@@ -147,15 +122,14 @@ DEFAULT_CONFIG = TritonConfig()
 def _check_config(value: object) -> TritonConfig | None:
     if value is not None and not isinstance(value, TritonConfig):
         raise TypeError(
-            f"config must be a relaxclip.backends.triton.TritonConfig or None, "
-            f"got {type(value).__name__}"
+            f"config must be a relaxclip.backends.triton.TritonConfig or None, got {describe(value)}"
         )
     return value
 
 
 #: Keyword options of this backend's entry functions (see ``relaxclip.backends``).
 OPTIONS: dict[str, Callable[[object], Any]] = {
-    "allow_tf32": bool_option("allow_tf32"),
+    "allow_tf32": functools.partial(check_bool, "allow_tf32"),
     "config": _check_config,
 }
 #: Small tiles for the CPU interpreter (fast enough for tests, exercises masking).
@@ -182,27 +156,6 @@ if _HAS_TRITON:
         if UPCAST:
             return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
         return tl.dot(a, b, acc, input_precision=PRECISION)
-
-    @triton.jit
-    def _same_group(  # type: ignore[no-untyped-def]
-        g_ptr,
-        a_gid,
-        b_gid,
-        a_ok,
-        b_ok,
-        n_ids,
-        stride_ids,
-        BLOCK_A: tl.constexpr,
-        BLOCK_B: tl.constexpr,
-    ):
-        """(BLOCK_A, BLOCK_B) tile: True where ids ``g[k, a_gid]`` and ``g[k, b_gid]`` are equal
-        for some k < n_ids (``g``: the (K, N) int64 ids of the keys, loaded per tile)."""
-        same = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.int32)
-        for kk in range(0, n_ids):
-            ga = tl.load(g_ptr + kk * stride_ids + a_gid, mask=a_ok, other=-1)
-            gb = tl.load(g_ptr + kk * stride_ids + b_gid, mask=b_ok, other=-2)
-            same = same | (ga[:, None] == gb[None, :]).to(tl.int32)
-        return same != 0
 
     @triton.jit
     def _block(blk, n, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
@@ -269,9 +222,13 @@ if _HAS_TRITON:
         if HAS_THRESH:
             s_rel = tl.where(over, theta, s)
         z = s_rel * t2
-        if HAS_GROUPS:
-            same = _same_group(g_ptr, a_key, b_key, a_ok, b_ok, n_ids, stride_ids, BLOCK_A, BLOCK_B)
-            z = tl.where(same & ~diag, float("-inf"), z)
+        if HAS_GROUPS:  # ids g[k, a_key] == g[k, b_key] for some k < n_ids
+            same = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.int32)
+            for kk in range(0, n_ids):
+                ga = tl.load(g_ptr + kk * stride_ids + a_key, mask=a_ok, other=-1)
+                gb = tl.load(g_ptr + kk * stride_ids + b_key, mask=b_ok, other=-2)
+                same = same | (ga[:, None] == gb[None, :]).to(tl.int32)
+            z = tl.where((same != 0) & ~diag, float("-inf"), z)
         return s, s_rel, z, diag, over
 
     @triton.jit
@@ -511,9 +468,8 @@ def _split(cfg: TritonConfig, n_outer: int, n_inner: int, device: torch.device) 
 
 
 def _upcast(a: Tensor) -> bool:
-    """Whether dots must run in fp32: the triton 3.x interpreter's bf16 ``tl.dot`` is wrong
-    (returns garbage on CPU), so under the interpreter bf16 operands are upcast, which is exact
-    (bf16 products are exact in fp32), i.e. the same maths as a bf16 tensor-core dot."""
+    """Whether dots run in fp32: the interpreter's bf16 ``tl.dot`` is wrong, and bf16 products
+    are exact in fp32 (the same maths as a bf16 tensor-core dot)."""
     return a.device.type == "cpu" and a.dtype == torch.bfloat16
 
 
@@ -535,9 +491,7 @@ def _row_group(cfg: TritonConfig, n_row_blocks: int, n_cols: int, symmetric: boo
 
 def _output_chunks(dim: int, max_width: int) -> list[tuple[int, int, int]]:
     """Cover ``dim`` output features with power-of-two chunks of at most ``max_width``: a list of
-    (start, width, count) launches, e.g. 768 with 512 -> [(0, 512, 1), (512, 256, 1)]. Each chunk
-    recomputes the similarity tiles, so fewer, wider chunks cost less recomputation (but more
-    registers for the accumulator)."""
+    (start, width, count) launches, e.g. 768 with 512 -> [(0, 512, 1), (512, 256, 1)]."""
     out: list[tuple[int, int, int]] = []
     start = 0
     while start < dim:
@@ -553,11 +507,9 @@ def _output_chunks(dim: int, max_width: int) -> list[tuple[int, int, int]]:
 
 
 def _precision(dtype: torch.dtype, allow_tf32: bool) -> str:
-    """``tl.dot`` input precision: fp32 operands use exact IEEE fp32 unless TF32 is allowed; for
-    bf16/fp16 operands the setting has no effect and Triton's default ("tf32") is passed."""
-    if dtype == torch.float32 and not allow_tf32:
-        return "ieee"
-    return "tf32"
+    """``tl.dot`` input precision: exact IEEE for fp32 unless TF32 is allowed (no effect on
+    bf16/fp16 operands, which get Triton's default)."""
+    return "ieee" if dtype == torch.float32 and not allow_tf32 else "tf32"
 
 
 def _launch_bwd(
@@ -612,11 +564,6 @@ def _or_dummy(tensor: Tensor | None, dummy: Tensor) -> Tensor:
     return dummy if tensor is None else tensor
 
 
-def _scaled(grad: Tensor, g: Tensor) -> Tensor:
-    """``grad * g`` in place (``grad`` is a fresh buffer of the backward): no second B x D copy."""
-    return grad.mul_(g)
-
-
 class _TritonLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, logit_scale: Tensor, args: _TritonArgs) -> Tensor:
@@ -659,9 +606,7 @@ class _TritonLoss(torch.autograd.Function):
         else:
             col_lse = row_lse.new_zeros(1)
         ctx.args = args
-        ctx.scale_shape = logit_scale.shape
-        ctx.scale_dtype = logit_scale.dtype
-        ctx.scale_device = logit_scale.device
+        ctx.scale = (logit_scale.shape, logit_scale.dtype, logit_scale.device)
         ctx.save_for_backward(q, k, t, row_lse * _LOG2E, col_lse * _LOG2E, diag_s, pos_sum)
         return loss
 
@@ -676,149 +621,136 @@ class _TritonLoss(torch.autograd.Function):
         if need_q or need_t:
             dq, dt_part = _launch_bwd(q, k, t, row_lse2, col_lse2, diag_s, args, a_is_rows=True)
             if need_q:
-                grad_q = _scaled(dq, g)
+                grad_q = dq.mul_(g)  # in place: a fresh buffer, no second B x D copy
             if need_t:
                 coef = 2.0 if args.symmetric else 1.0
-                grad_t = ((dt_part.sum() - coef * pos_sum) * g).reshape(ctx.scale_shape)
-                grad_t = grad_t.to(device=ctx.scale_device, dtype=ctx.scale_dtype)
+                shape, dtype, device = ctx.scale
+                grad_t = ((dt_part.sum() - coef * pos_sum) * g).reshape(shape)
+                grad_t = grad_t.to(device=device, dtype=dtype)
         if need_k:
             dk, _ = _launch_bwd(k, q, t, col_lse2, row_lse2, diag_s, args, a_is_rows=False)
-            grad_k = _scaled(dk, g)
+            grad_k = dk.mul_(g)
         return grad_q, grad_k, grad_t, None
 
 
 def _check(name: str, a: Tensor) -> None:
-    if not isinstance(a, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(a).__name__}")
-    if a.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (rows, features), got shape {tuple(a.shape)}")
+    check_tensor(name, a, ndim=2)
+    if a.dtype == torch.float64:
+        raise TypeError(
+            f"{name} must be bfloat16, float16 or float32 for the triton backend, got float64; "
+            "use backend='dense' or backend='chunked' for float64 features"
+        )
+    if a.dtype not in _SUPPORTED:
+        raise TypeError(f"{name} must be bfloat16, float16 or float32, got dtype {a.dtype}")
     if a.shape[0] < 1 or a.shape[1] < 1:
         raise ValueError(f"{name} must have at least one row and one feature, got {tuple(a.shape)}")
     span = (a.shape[0] - 1) * abs(a.stride(0)) + (a.shape[1] - 1) * abs(a.stride(1))
     if span >= 2**31 or a.shape[0] * a.shape[1] >= 2**31:
         raise ValueError(
-            f"{name} is too large for the triton kernels' 32-bit indexing ({tuple(a.shape)}); "
+            f"{name} must fit the triton kernels' 32-bit indexing, got shape {tuple(a.shape)}; "
             "use backend='chunked'"
         )
-    if a.dtype == torch.float64:
-        raise TypeError(
-            f"{name}: the triton backend does not support float64; use backend='dense' or "
-            "backend='chunked' for float64 features"
-        )
-    if a.dtype not in _SUPPORTED:
-        raise TypeError(f"{name} must be bfloat16, float16 or float32, got {a.dtype}")
-
-
-def _prepare(
-    a: Tensor, b: Tensor, logit_scale: Tensor, names: tuple[str, str]
-) -> tuple[Tensor, Tensor]:
-    """Check both operands; they are used in their own dtype (``torch.autocast`` is ignored: the
-    precision policy of ``relaxclip.loss`` applies to every backend)."""
-    if not _HAS_TRITON:
-        raise RuntimeError('the triton backend needs triton: pip install "relaxclip[triton]"')
-    _check(names[0], a)
-    _check(names[1], b)
-    if a.device != b.device or a.dtype != b.dtype:
-        raise ValueError(
-            f"{names[0]} and {names[1]} must share dtype and device, got {a.dtype}/{a.device} "
-            f"and {b.dtype}/{b.device}"
-        )
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"{names[0]} and {names[1]} must have the same feature dim")
-    if not is_available(a.device):
-        raise RuntimeError(
-            f"the triton backend cannot run on {a.device}: it needs a CUDA device, or CPU tensors "
-            "with TRITON_INTERPRET=1 set before triton is imported"
-        )
-    if not isinstance(logit_scale, torch.Tensor) or logit_scale.numel() != 1:
-        raise TypeError("logit_scale must be a one-element tensor")
-    return a, b
 
 
 def _kernel_ids(groups: Tensor | None, keys: Tensor) -> Tensor | None:
-    """``groups`` as the kernels read them: a (K, N) int64 matrix with unit column stride on the
-    keys' device; a clear error when the shape does not match the N keys."""
-    if groups is None:
-        return None
+    """``groups`` as the kernels read them: (K, N) int64, unit column stride, keys' device."""
     ids = group_matrix(groups)
-    assert ids is not None
+    if groups is None or ids is None:
+        return None
     if ids.dim() != 2 or ids.shape[1] != keys.shape[0] or ids.shape[0] < 1:
         raise ValueError(
-            f"groups must have shape (N,) or (K, N) with K >= 1 and N = {keys.shape[0]} (the keys), "
-            f"got {tuple(groups.shape)}"
+            f"groups must have shape (N,) or (K, N) with K >= 1 and N = {keys.shape[0]} (the "
+            f"keys), got {tuple(groups.shape)}"
         )
     if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
         raise TypeError(f"groups must have an integer dtype, got {ids.dtype}")
     return ids.to(device=keys.device, dtype=torch.int64).contiguous()
 
 
-def symmetric_loss_sum(
-    x: Tensor, y: Tensor, logit_scale: Tensor, threshold: float | Tensor | None,
-    *, allow_tf32: bool = False, config: TritonConfig | None = None, groups: Tensor | None = None,
+def _call(
+    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: Threshold, offset: int,
+    symmetric: bool, allow_tf32: bool, config: TritonConfig | None, groups: Tensor | None,
 ) -> Tensor:  # fmt: skip
-    """Sum over i of ``(lse_j l_ij - l_ii) + (lse_j l_ji - l_ii)`` with a fused Triton kernel.
-
-    Args:
-        x, y: (B, D) features (bf16, fp16 or fp32; same dtype and device; any strides).
-        logit_scale: 0-d tensor t > 0; may require grad.
-        threshold: theta in (-1, 1) or ``None``; the positive logit is ``t * min(s_ii, theta)``.
-            A float or a 0-d floating tensor on the features' device: the kernels load it
-            through a pointer (no host sync, one compiled kernel for every value). A constant:
-            no gradient flows to it, even when it requires grad.
-        allow_tf32: fp32 inputs only: use TF32 tensor-core dots (about 1e-3 relative error).
-        config: tile sizes (:class:`TritonConfig`); default tuned for Hopper-class GPUs, or
-            :data:`INTERPRETER_CONFIG` under the interpreter.
-        groups: ``None`` or integer ids (K, B) (or (B,)); same-group non-positive pairs are
-            excluded (logit -inf). The kernels load the ids of each tile's rows and columns.
-
-    Returns a 0-d fp32 tensor, differentiable w.r.t. ``x``, ``y`` and ``logit_scale``.
-    """
-    x, y = _prepare(x, y, logit_scale, ("x", "y"))
-    if x.shape[0] != y.shape[0]:
+    """Check the operands and options, then launch (availability is checked last)."""
+    if not _HAS_TRITON:
+        raise RuntimeError('the triton backend needs triton: pip install "relaxclip[triton]"')
+    names = ("x", "y") if symmetric else ("q", "k")
+    for name, a in zip(names, (q, k), strict=True):
+        _check(name, a)
+    if q.device != k.device or q.dtype != k.dtype:
         raise ValueError(
-            f"x and y must have the same number of rows, got {x.shape[0]}, {y.shape[0]}"
+            f"{names[0]} and {names[1]} must share dtype and device, got {q.dtype}/{q.device} "
+            f"and {k.dtype}/{k.device}"
         )
-    cfg = _check_config(config) or (
-        INTERPRETER_CONFIG if x.device.type == "cpu" else DEFAULT_CONFIG
-    )
-    prec = _precision(x.dtype, OPTIONS["allow_tf32"](allow_tf32))
-    ids = _kernel_ids(groups, x)
-    args = _TritonArgs.build(x, threshold, ids, symmetric=True, config=cfg, precision=prec)
-    return args.apply(_TritonLoss, x, y, logit_scale)
-
-
-def rows_loss_sum(
-    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: float | Tensor | None, offset: int,
-    *, allow_tf32: bool = False, config: TritonConfig | None = None, groups: Tensor | None = None,
-) -> Tensor:  # fmt: skip
-    """One direction: sum over rows i of q of ``lse_j l_ij - l_{i, offset+i}``, l = t * q k^T.
-
-    Args:
-        q: (b, D) queries; k: (N, D) keys with ``0 <= offset`` and ``offset + b <= N``; the
-            positive of row i is key ``offset + i`` (relaxed with ``threshold``).
-        groups: ``None`` or integer ids (K, N) (or (N,)) of the KEYS; query i has the ids of
-            key ``offset + i``.
-        Other arguments as :func:`symmetric_loss_sum`.
-
-    Returns a 0-d fp32 tensor, differentiable w.r.t. ``q``, ``k`` and ``logit_scale``.
-    """
-    q, k = _prepare(q, k, logit_scale, ("q", "k"))
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise TypeError(f"offset must be an int, got {type(offset).__name__}")
-    if offset < 0 or offset + q.shape[0] > k.shape[0]:
+    if q.shape[1] != k.shape[1]:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same feature dim")
+    if symmetric and q.shape[0] != k.shape[0]:
         raise ValueError(
-            f"offset must satisfy 0 <= offset and offset + b <= N, got offset={offset}, "
-            f"b={q.shape[0]}, N={k.shape[0]}"
+            f"x and y must have the same number of rows, got {q.shape[0]}, {k.shape[0]}"
         )
+    offset = check_int("offset", offset, minimum=0)
+    if offset + q.shape[0] > k.shape[0]:
+        raise ValueError(
+            f"offset must satisfy offset + b <= N, got offset={offset}, b={q.shape[0]}, N={k.shape[0]}"
+        )
+    if not isinstance(logit_scale, torch.Tensor) or logit_scale.numel() != 1:
+        raise TypeError(f"logit_scale must be a one-element tensor, got {describe(logit_scale)}")
     cfg = _check_config(config) or (
         INTERPRETER_CONFIG if q.device.type == "cpu" else DEFAULT_CONFIG
     )
     prec = _precision(q.dtype, OPTIONS["allow_tf32"](allow_tf32))
     ids = _kernel_ids(groups, k)
+    if not is_available(q.device):
+        late = q.device.type == "cpu" and interpreter_enabled()
+        raise RuntimeError(
+            "the triton backend cannot run on cpu: TRITON_INTERPRET=1 must be set before triton "
+            "is imported (it was set later, so triton's functions were built for the GPU); set "
+            "it in the environment of the process, e.g. TRITON_INTERPRET=1 python ..."
+            if late
+            else f"the triton backend cannot run on {q.device}: it needs a CUDA device, or CPU "
+            "tensors with TRITON_INTERPRET=1 set before triton is imported"
+        )
     args = _TritonArgs.build(
-        q, threshold, ids, offset=offset, symmetric=False, config=cfg, precision=prec
+        q, threshold, ids, offset=offset, symmetric=symmetric, config=cfg, precision=prec
     )
     return args.apply(_TritonLoss, q, k, logit_scale)
+
+
+def symmetric_loss_sum(
+    x: Tensor, y: Tensor, logit_scale: Tensor, threshold: Threshold,
+    *, allow_tf32: bool = False, config: TritonConfig | None = None, groups: Tensor | None = None,
+) -> Tensor:  # fmt: skip
+    """Sum over i of ``(lse_j l_ij - l_ii) + (lse_j l_ji - l_ii)`` with fused Triton kernels.
+
+    Args:
+        x, y: (B, D) features (bf16, fp16 or fp32; same dtype and device; any strides).
+        logit_scale: one-element tensor t > 0; may require grad.
+        threshold: theta (a float, a 0-d floating tensor on the features' device, or ``None``);
+            the positive logit is ``t * min(s_ii, theta)``. Loaded through a pointer: no host
+            sync, one compiled kernel for every value; a constant (no gradient).
+        allow_tf32: fp32 inputs only: TF32 tensor-core dots (about 1e-3 relative error).
+        config: tile sizes (:class:`TritonConfig`); default :data:`DEFAULT_CONFIG`, or
+            :data:`INTERPRETER_CONFIG` under the interpreter.
+        groups: ``None`` or integer ids (K, B) (or (B,)); same-group non-positive pairs are
+            excluded (logit -inf).
+
+    Returns:
+        0-d fp32 tensor, differentiable w.r.t. ``x``, ``y`` and ``logit_scale``.
+    """
+    return _call(x, y, logit_scale, threshold, 0, True, allow_tf32, config, groups)
+
+
+def rows_loss_sum(
+    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: Threshold, offset: int,
+    *, allow_tf32: bool = False, config: TritonConfig | None = None, groups: Tensor | None = None,
+) -> Tensor:  # fmt: skip
+    """One direction: sum over rows i of q of ``lse_j l_ij - l_{i, offset+i}``, l = t q k^T.
+
+    ``q`` (b, D), ``k`` (N, D) with ``0 <= offset`` and ``offset + b <= N``: the positive of
+    row i is key ``offset + i``; ``groups`` are the ids (K, N) (or (N,)) of the keys. Otherwise
+    as :func:`symmetric_loss_sum`.
+    """
+    return _call(q, k, logit_scale, threshold, offset, False, allow_tf32, config, groups)
 
 
 __all__ = [
