@@ -52,7 +52,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from relaxclip.calibration import calibrate_threshold
 from relaxclip.demo.arms import ARMS, REFERENCE, Arm, sweep_arms
 from relaxclip.demo.benchmark import (
     Benchmark,
@@ -95,6 +96,7 @@ from relaxclip.demo.training import (
     Optimisation,
     Progress,
     batches,
+    calibration_pairs,
     train,
     zero_shot_scores,
 )
@@ -263,7 +265,22 @@ def run_arm(
     desc = ex.next_stage(seed, f"arm {arm.label}")
     model.load_state_dict(pretrained.state)
     group_key = TEXT_GROUP_KEY if arm.text_groups else None
-    sampler = SentenceSampler(seed=seed, num_sentences=1, train=arm.sampled, group_key=group_key)
+
+    def stream() -> Iterator[dict[str, Any]]:
+        sampler = SentenceSampler(
+            seed=seed, num_sentences=1, train=arm.sampled, group_key=group_key
+        )
+        return batches(ex.bench.train, sampler, cfg.batch_size, seed + 1)
+
+    threshold = arm.resolve_threshold(cfg.absolute_threshold, cfg.threshold_quantile)
+    quantile = arm.resolve_quantile(cfg.threshold_quantile)
+    if quantile is not None:  # the first fine-tuning batches, seen by the pre-trained model
+        pairs = calibration_pairs(model, ex.tokenizer, stream(), cfg.calibration_batches, ex.device)
+        threshold = calibrate_threshold(pairs, quantile)
+        ex.log(
+            f"{desc}: theta {threshold:.4f} (q={quantile:g} of the positive cosines of the first "
+            f"{cfg.calibration_batches} fine-tuning batches), fixed for fine-tuning"
+        )
     best = _Best()
 
     def on_eval(step: int) -> None:
@@ -277,8 +294,8 @@ def run_arm(
     log = train(
         model,
         ex.tokenizer,
-        batches(ex.bench.train, sampler, cfg.batch_size, seed + 1),
-        RelaxedContrastiveLoss(**arm.loss_kwargs(cfg.absolute_threshold, cfg.relax_quantile)),
+        stream(),
+        RelaxedContrastiveLoss(threshold=threshold),
         Optimisation(cfg.finetune_steps, cfg.finetune_lr, cfg.weight_decay),
         ex.device,
         group_key=group_key,
@@ -295,7 +312,8 @@ def run_arm(
     )
     model.load_state_dict(best.state)
     stats = TrainStats(float(np.mean(log.positive_cosine)), float(np.mean(log.relaxed_fraction)))
-    return SeedRun(seed, ex.scores(model, ex.test_x), best.auc, best.step, best.curve, stats)
+    test = ex.scores(model, ex.test_x)
+    return SeedRun(seed, test, best.auc, best.step, best.curve, stats, threshold)
 
 
 @dataclass
@@ -467,10 +485,10 @@ def _results(
         threshold=cfg.absolute_threshold,
         n_bootstrap=cfg.n_bootstrap,
         bootstrap_seed=cfg.bootstrap_seed,
-        relax_quantile=cfg.relax_quantile,
+        quantile=cfg.threshold_quantile,
     )
     ex.timing["bootstrap"] = time.perf_counter() - t
-    sweep = summarise_sweep(arms, cfg.absolute_threshold, cfg.relax_quantile)
+    sweep = summarise_sweep(arms, cfg.absolute_threshold, cfg.threshold_quantile)
     splits = (
         ("pretrain", bench.pretrain),
         ("train", bench.train),
