@@ -86,8 +86,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from relaxclip._checks import check_int
 from relaxclip.demo import phrases as ph
-from relaxclip.demo._checks import check_int
 
 Rng = np.random.Generator
 
@@ -1102,8 +1102,8 @@ def _record(
 def _check_split_args(
     n: int, split: str, seed: int, findings: Sequence[str] | None
 ) -> tuple[int, int, int, tuple[str, ...]]:
-    n = check_int("n", n, 0)
-    seed = check_int("seed", seed, 0)
+    n = check_int("n", n, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
     if split not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
     return n, SPLIT_NAMES.index(split), seed, _check_findings(findings)
@@ -1138,7 +1138,7 @@ def render_synthetic_image(
     findings come from gold labels and the text from real reports.
     """
     allowed = _check_findings(list(findings)) if len(findings) else ()
-    image_size = check_int("image_size", image_size, 16)
+    image_size = check_int("image_size", image_size, minimum=16)
     rng = np.random.default_rng(seed)
     drawn = [_attributes(rng, name) for name in allowed]
     return torch.from_numpy(_render(rng, drawn, image_size)).unsqueeze(0)
@@ -1167,7 +1167,7 @@ def make_synthetic_records(
         A list of ``n`` record dicts (see the module docstring).
     """
     n, s, seed, allowed = _check_split_args(n, split, seed, findings)
-    image_size = check_int("image_size", image_size, 16)
+    image_size = check_int("image_size", image_size, minimum=16)
     return [_record(seed, s, i, image_size, allowed) for i in range(n)]
 
 
