@@ -5,10 +5,9 @@ Protocol (Jang et al., arXiv 2212.07050, on the embedded synthetic benchmark or 
 1. Build a word tokenizer from the pre-training reports and pre-train a
    :class:`~relaxclip.demo.models.TinyCLIP` with the plain CLIP loss on whole reports
    (``pretrain_steps``): the "pre-trained encoder".  The pre-training studies are disjoint from
-   the fine-tuning, validation and test studies (``Benchmark.pretrain``).  The text tower's
-   context is fixed (:data:`~relaxclip.demo.models.TEXT_CONTEXT_LENGTH`), so, as with CLIP's 77
-   tokens on real reports, about a quarter of whole reports are truncated (the count is printed
-   and recorded); a single sentence always fits (checked, a warning is printed otherwise).
+   the fine-tuning, validation and test studies (``Benchmark.pretrain``).  The text context is
+   fixed (:data:`~relaxclip.demo.models.TEXT_CONTEXT_LENGTH`): as with CLIP's 77 tokens on real
+   reports, about a quarter of whole reports are truncated (printed and recorded).
 2. From that checkpoint fine-tune every arm of :data:`~relaxclip.demo.arms.ARMS` with identical
    data, batch order, steps, optimizer, learning-rate schedule and seeds; they differ only in
    the fields of their :class:`~relaxclip.demo.arms.Arm` record (the text each image is paired
@@ -24,9 +23,8 @@ Protocol (Jang et al., arXiv 2212.07050, on the embedded synthetic benchmark or 
    e     + both + text groups                 one random sentence   relaxed, θ, groups=
    ====  ===================================  ====================  =====================
 
-   Every ``eval_every`` steps the zero-shot macro AUROC on the *validation* split is measured;
-   each arm keeps its best validation checkpoint (the same rule for every arm).  The test split
-   is only used for the final numbers.
+   Every arm keeps its checkpoint of best validation macro AUROC (measured every
+   ``eval_every`` steps); the test split is only used for the final numbers.
 3. Zero-shot evaluation on the test split with :class:`~relaxclip.zeroshot.ZeroShotClassifier`
    (prompt pair ``("{}", "no {}")``): per-label and macro AUROC for every arm and seed.
    Pre-training and fine-tuning are repeated for every seed.  The table reports the mean ± std
@@ -34,13 +32,12 @@ Protocol (Jang et al., arXiv 2212.07050, on the embedded synthetic benchmark or 
    same replicates for every arm and seed, :func:`~relaxclip.metrics.bootstrap_auroc`), and the
    paired difference to arm (a) with its bootstrap CI.
 4. ``sweep_threshold`` repeats arm (d) for every absolute θ in ``sweep_thresholds`` and every
-   quantile threshold q in ``sweep_quantiles`` (:func:`~relaxclip.demo.arms.sweep_arms`); the
-   setting is chosen on the validation split and the test numbers of every setting are
-   reported.
+   quantile q in ``sweep_quantiles`` (θ calibrated per seed on the pre-trained model's first
+   ``calibration_batches`` fine-tuning batches, then fixed); the setting is chosen on the
+   validation split and the test numbers of every setting are reported.
 
-Entry point: :func:`run_demo` (the CLI wraps it); :func:`run_arm` trains and evaluates one arm
-for one seed.  Outputs in ``out_dir``: ``results.json``, ``roc.png`` and ``summary.png`` (plots
-need matplotlib; without it a note is printed), see :func:`~relaxclip.demo.report.write_outputs`.
+Entry point: :func:`run_demo`; :func:`run_arm` trains and evaluates one arm for one seed.
+Outputs in ``out_dir``: ``results.json``, ``roc.png``, ``summary.png`` (plots need matplotlib).
 """
 
 from __future__ import annotations
