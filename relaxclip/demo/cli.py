@@ -23,7 +23,8 @@ sampled sentences in a batch are not negatives) -- and compare zero-shot multi-l
 ("{}" vs "no {}" prompts) on the test split, with bootstrap 95% CIs over several seeds.
 The validation split is used for checkpoint (and threshold) selection only.
 Writes results.json, roc.png and summary.png to --out.
-Defaults take a few minutes on 2 CPU cores; --quick about a minute."""
+Defaults take a few minutes on 2 CPU cores; --quick (a smoke test that prints no
+comparison) under a minute."""
 
 
 def _number(
@@ -88,8 +89,9 @@ def _add_run_options(demo: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--quick",
         action="store_true",
-        help="small preset (800/200/400 studies, 80 pre-training + 40 fine-tuning steps, one "
-        "seed, 200 bootstrap replicates); every stage still runs. Explicit options override it.",
+        help="smoke test: small preset (800/200/400 studies, 80 pre-training + 40 fine-tuning "
+        "steps, one seed, 200 bootstrap replicates); every stage runs, it prints stage times and "
+        "a pass line, not an arm comparison. Explicit options override the preset.",
     )
     g.add_argument(
         "--out",
@@ -291,7 +293,8 @@ def quick_note(cfg: Any) -> str:
         f"note: --quick is a smoke test of every stage ({len(cfg.seeds)} seed(s), "
         f"{cfg.pretrain_steps} pre-training and {cfg.finetune_steps} fine-tuning steps, "
         f"{cfg.n_train} training studies): the encoder is barely pre-trained, so its numbers "
-        "are not a measurement of the method; `relaxclip demo` is (docs/demo.md)"
+        "are not a measurement of the method and no arm comparison is printed; "
+        "`relaxclip demo` is the measurement (docs/demo.md)"
     )
 
 

@@ -45,7 +45,8 @@ class DemoConfig:
     in (0, 1]) follow a linear warm-up over the first 10 % of steps and a cosine decay to 0.
     ``threads``: CPU threads for torch, 1 to :data:`MAX_THREADS` (``None``: half the available
     cores, :func:`available_cores`, 1 to 4); more than the available cores is allowed with a
-    printed warning.
+    printed warning.  ``compare_arms=False`` prints stage times and a pass line instead of
+    the table, the conclusion and the per-arm validation AUROC (results.json is the same).
     ``workers``: processes that run the seeds in parallel, 1 to :data:`MAX_WORKERS`, at most
     one per seed (``None``: :func:`resolve_workers`); every seed's numbers are the same in any
     worker count at a given ``threads`` (:mod:`relaxclip.demo.workers`).
@@ -87,11 +88,15 @@ class DemoConfig:
     labels: str | None = None
     progress: bool = True
     plots: bool = True
+    compare_arms: bool = True
     findings: tuple[str, ...] = field(default=SYNTHETIC_FINDINGS)
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
-        """The ``--quick`` preset (one seed, small splits, few steps; every stage still runs)."""
+        """The ``--quick`` preset (one seed, small splits, few steps; every stage still runs).
+
+        It prints no arm comparison (``compare_arms=False``): stage times and a pass line.
+        """
         base: dict[str, Any] = {
             "n_train": 800,
             "n_val": 200,
@@ -102,6 +107,7 @@ class DemoConfig:
             "eval_every": 20,
             "n_bootstrap": 200,
             "sweep_thresholds": (0.6, 0.8, 1.0),
+            "compare_arms": False,
         }
         base.update(overrides)
         return cls(**base)
