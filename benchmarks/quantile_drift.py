@@ -35,7 +35,7 @@ def main() -> None:
         traces.append((a[3].threshold, log))  # a[3]: the loss module of this training run
         return log
 
-    runner.train = traced  # type: ignore[assignment]
+    runner.train = traced
     arm = Arm("dq", f"(d) q={args.q:g}", text="sampled", threshold_quantile=args.q)
     arms = [a for a in ARMS if a.label in ("pretrained", "a")] + [arm]
     preset = DemoConfig if args.full else DemoConfig.quick
