@@ -1,15 +1,14 @@
-"""Trace the quantile threshold during the demo's fine-tuning (issue 18's collapse, measured).
+"""Trace a calibrated quantile threshold over the demo's fine-tuning: θ stays fixed.
 
-Runs ``relaxclip demo --quick`` internals (``--full``: the default demo's sizes and steps; one
-seed, arms a, d and a quantile arm (d) q, optionally with the EMA of theta, ``--momentum``) with
-the loss wrapped to record, at every training call: the quantile q, the logit scale t, the theta
-used (``output_dict=True`` diagnostics), the mean positive cosine and the mean cosine over all
-pairs. Prints every 10th (``--full``: 30th) fine-tuning step of the quantile arm. About 30 s on
-2 CPU cores (``--full``: about 2 minutes)::
+Runs the demo's internals (``--quick`` sizes; ``--full``: the default demo's sizes and steps)
+for one seed with arm (a) and arm (d) with θ calibrated at quantile ``--q`` (the
+``--relax-quantile`` arm: :func:`relaxclip.calibrate_threshold` on the pre-trained model's first
+``calibration_batches`` fine-tuning batches, then ``threshold=θ``). Prints, every few steps of
+the quantile arm's fine-tuning, the θ its loss used, the mean positive-pair cosine and the share
+of positive pairs above θ (relaxed). About 1 CPU-minute (``--full``: about 3)::
 
-    python benchmarks/quantile_drift.py --q 0.5   # not in CI: a measurement, quoted in docs/concepts.md
-    python benchmarks/quantile_drift.py --q 0.9 --momentum 0.9   # not in CI: the same, theta smoothed
-    python benchmarks/quantile_drift.py --q 0.9 --momentum 0.9 --full   # not in CI: the default sizes
+    python benchmarks/quantile_drift.py --q 0.9          # not in CI: a measurement, quoted in docs/demo.md
+    python benchmarks/quantile_drift.py --q 0.5 --full   # not in CI: the default sizes
 """
 
 from __future__ import annotations
@@ -17,68 +16,44 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
+import relaxclip.demo.runner as runner
 from relaxclip.demo.arms import ARMS, Arm
 from relaxclip.demo.config import DemoConfig
-from relaxclip.demo.runner import run_demo
-from relaxclip.loss import RelaxedContrastiveLoss
+from relaxclip.demo.training import TrainLog
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--q", type=float, default=0.5, help="quantile of the traced arm")
-    parser.add_argument(
-        "--momentum",
-        type=float,
-        default=0.0,
-        help="relax_momentum m of the traced arm's EMA of theta (default 0: no smoothing)",
-    )
-    parser.add_argument(
-        "--full",
-        action="store_true",
-        help="the default demo's sizes and steps (one seed) instead of the --quick preset",
-    )
+    parser.add_argument("--q", type=float, default=0.9, help="calibration quantile of the arm")
+    parser.add_argument("--full", action="store_true", help="the default demo's sizes and steps")
     args = parser.parse_args()
-    records: list[tuple[float | None, float, float, float, float]] = []
-    forward = RelaxedContrastiveLoss.forward
+    traces: list[tuple[float | None, TrainLog]] = []
+    train = runner.train
 
-    def traced(self: RelaxedContrastiveLoss, img: torch.Tensor, txt: torch.Tensor,
-               scale: Any, *rest: Any, **kw: Any) -> Any:  # fmt: skip
-        kw.pop("output_dict", None)
-        if self.relax_quantile is not None:
-            self.relax_momentum = args.momentum  # validated by the loss at this call
-        out = forward(self, img, txt, scale, *rest, output_dict=True, **kw)
-        if torch.is_grad_enabled():  # training calls only (validation runs under no_grad)
-            with torch.no_grad():
-                s = F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
-                theta = out.diagnostics.get("threshold")
-                records.append((
-                    self.relax_quantile, float(scale),
-                    float("nan") if theta is None else float(theta),
-                    s.diagonal().mean().item(), s.mean().item(),
-                ))  # fmt: skip
-        return out["contrastive_loss"]
+    def traced(*a: Any, **kw: Any) -> TrainLog:
+        log = train(*a, **kw)
+        traces.append((a[3].threshold, log))  # a[3]: the loss module of this training run
+        return log
 
-    RelaxedContrastiveLoss.forward = traced  # type: ignore[method-assign]
-    quantile_arm = Arm("dq", f"(d) quantile q={args.q}", text="sampled", relax_quantile=args.q)
-    arms = [a for a in ARMS if a.label in ("pretrained", "a", "d")] + [quantile_arm]
-    # workers=1: the trace wraps the loss in this process
+    runner.train = traced
+    arm = Arm("dq", f"(d) q={args.q:g}", text="sampled", threshold_quantile=args.q)
+    arms = [a for a in ARMS if a.label in ("pretrained", "a")] + [arm]
     preset = DemoConfig if args.full else DemoConfig.quick
     cfg = preset(seeds=(0,), progress=False, plots=False, threads=1, workers=1)
-    results = run_demo(cfg, None, log=lambda line: None, arms=arms)
-    print(
-        f"q={args.q} momentum={args.momentum} ({'default demo sizes' if args.full else '--quick'}"
-        ", seed 0)"
-    )
-    for label in ("a", "d", "dq"):
-        print(f"arm {label}: test macro AUROC {results['arms'][label]['macro_auroc']['mean']:.4f}")
-    traced_steps = [r for r in records if r[0] is not None]
-    print("step  t      theta   mean positive cos  mean cos (all pairs)")
-    for step, (_, t, theta, pos, allpairs) in enumerate(traced_steps, start=1):
-        if step % (30 if args.full else 10) == 1 or step == len(traced_steps):
-            print(f"{step:4d}  {t:5.1f}  {theta:+.3f}  {pos:+.3f}             {allpairs:+.3f}")
+    results = runner.run_demo(cfg, None, log=lambda line: None, arms=arms)
+    size = "default demo sizes" if args.full else "--quick sizes"
+    for label in ("a", "dq"):
+        res = results["arms"][label]
+        print(f"arm {label}: test macro AUROC {res['macro_auroc']['mean']:.4f} ({size}, seed 0)")
+    theta, log = traces[-1]  # pre-training, arm a, the quantile arm
+    print(f"q={args.q:g}: theta {theta:.4f}, calibrated once on {cfg.calibration_batches} batches")
+    print("step  theta    mean positive cos  relaxed share")
+    every = 15 if args.full else 5
+    for step, (cos, share) in enumerate(
+        zip(log.positive_cosine, log.relaxed_fraction, strict=True), 1
+    ):
+        if step % every == 1 or step == len(log.positive_cosine):
+            print(f"{step:4d}  {theta:+.4f}  {cos:+.3f}             {100 * share:5.1f} %")
 
 
 if __name__ == "__main__":

@@ -51,19 +51,21 @@ def test_sweep_arms_carry_their_threshold() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "needle"),
+    ("kwargs", "error", "needle"),
     [
-        ({"label": ""}, "label"),
-        ({"text": "sentence"}, "text"),
-        ({"threshold": 1.5}, "threshold"),
-        ({"threshold": "0.5"}, "threshold"),
-        ({"threshold": True}, "threshold"),
-        ({"finetune": False, "text": "sampled"}, "without fine-tuning"),
+        ({"label": ""}, ValueError, "label must be a non-empty str"),
+        ({"text": "sentence"}, ValueError, "text must be one of 'whole', 'sampled'"),
+        ({"threshold": 1.5}, ValueError, r"threshold must be a number in \(-1.0, 1.0\]"),
+        ({"threshold": "0.5"}, TypeError, "threshold must be a real number"),
+        ({"threshold": True}, TypeError, "threshold must be a real number"),
+        ({"finetune": False, "text": "sampled"}, ValueError, "without fine-tuning"),
     ],
 )
-def test_arm_rejects_bad_fields(kwargs: dict[str, Any], needle: str) -> None:
+def test_arm_rejects_bad_fields(
+    kwargs: dict[str, Any], error: type[Exception], needle: str
+) -> None:
     fields: dict[str, Any] = {"label": "x", "name": "x"} | kwargs
-    with pytest.raises(ValueError, match=needle):
+    with pytest.raises(error, match=needle):
         Arm(**fields)
 
 
@@ -141,80 +143,80 @@ def test_text_groups_arm_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
         assert torch.equal(g, text_group_ids(out["text"]))
 
 
-# ---------------------------------------------------------------- issue 18: quantile thresholds
+# ---------------------------------------------------------------- calibrated quantile thresholds
 
 
-def test_quantile_arm_builds_the_loss_with_the_quantile() -> None:
-    from relaxclip.loss import RelaxedContrastiveLoss
-
-    arm = Arm("q", "(q) quantile", text="sampled", relax_quantile=0.7)
-    assert arm.loss_kwargs(0.8) == {"relax_quantile": 0.7}
+def test_quantile_arm_resolves_to_a_calibrated_threshold() -> None:
+    arm = Arm("q", "(q) quantile", text="sampled", threshold_quantile=0.7)
     assert arm.resolve_threshold(0.8) is None and arm.resolve_quantile() == 0.7
-    loss = RelaxedContrastiveLoss(**arm.loss_kwargs(0.8))
-    assert loss.relax_quantile == 0.7 and loss.threshold is None
     # the configured arms follow the run's configured relaxation: a quantile when one is set
     d = next(a for a in ARMS if a.label == "d")
-    assert d.loss_kwargs(0.8) == {"threshold": 0.8}
-    assert d.loss_kwargs(0.8, 0.6) == {"relax_quantile": 0.6}
+    assert d.resolve_threshold(0.8) == 0.8 and d.resolve_quantile() is None
     assert d.resolve_threshold(0.8, 0.6) is None and d.resolve_quantile(0.6) == 0.6
-    assert next(a for a in ARMS if a.label == "b").loss_kwargs(0.8, 0.6) == {"threshold": None}
+    b = next(a for a in ARMS if a.label == "b")
+    assert b.resolve_threshold(0.8, 0.6) is None and b.resolve_quantile(0.6) is None
 
 
 def test_default_arms_relaxation_is_set_in_one_place() -> None:
-    """DEFAULT_ARM_RELAX_QUANTILE is the default of DemoConfig.relax_quantile, which decides
+    """DEFAULT_THRESHOLD_QUANTILE is the default of DemoConfig.threshold_quantile, which decides
     how the configured arms (c), (d), (e) relax; today it keeps the absolute default."""
-    from relaxclip.demo.config import DEFAULT_ARM_RELAX_QUANTILE
-    from relaxclip.loss import DEFAULT_THRESHOLD
+    from relaxclip.demo.config import DEFAULT_THRESHOLD_QUANTILE
 
     cfg = DemoConfig()
-    assert cfg.relax_quantile == DEFAULT_ARM_RELAX_QUANTILE
+    assert cfg.threshold_quantile == DEFAULT_THRESHOLD_QUANTILE
     configured = [a for a in ARMS if a.threshold == CONFIGURED]
     assert [a.label for a in configured] == ["c", "d", "e"]
     for arm in configured:
-        kwargs = arm.loss_kwargs(cfg.absolute_threshold, cfg.relax_quantile)
-        if DEFAULT_ARM_RELAX_QUANTILE is None:
-            assert kwargs == {"threshold": DEFAULT_THRESHOLD}
+        theta = arm.resolve_threshold(cfg.absolute_threshold, cfg.threshold_quantile)
+        q = arm.resolve_quantile(cfg.threshold_quantile)
+        if DEFAULT_THRESHOLD_QUANTILE is None:
+            assert (theta, q) == (DEFAULT_THRESHOLD, None)
         else:
-            assert kwargs == {"relax_quantile": DEFAULT_ARM_RELAX_QUANTILE}
+            assert (theta, q) == (None, DEFAULT_THRESHOLD_QUANTILE)
 
 
 def test_sweep_arms_include_quantile_records() -> None:
     arms = sweep_arms([0.8, 0.6], [0.9, 0.5, 0.9])
     assert [a.label for a in arms] == ["d@0.6", "d@0.8", "d@q=0.5", "d@q=0.9"]
-    assert [a.relax_quantile for a in arms] == [None, None, 0.5, 0.9]
+    assert [a.threshold_quantile for a in arms] == [None, None, 0.5, 0.9]
     assert [a.threshold for a in arms] == [0.6, 0.8, None, None]
     assert all(a.sweep and a.sampled for a in arms)
-    assert arms[2].loss_kwargs(0.8) == {"relax_quantile": 0.5}
+    assert arms[2].resolve_quantile() == 0.5 and arms[2].resolve_threshold(0.8) is None
     assert DemoConfig().sweep_quantiles == (0.5, 0.7, 0.9)
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "needle"),
+    ("kwargs", "error", "needle"),
     [
-        ({"relax_quantile": 1.0}, "relax_quantile"),
-        ({"relax_quantile": 0.0}, "relax_quantile"),
-        ({"relax_quantile": True}, "relax_quantile"),
-        ({"relax_quantile": "0.5"}, "relax_quantile"),
-        ({"relax_quantile": 0.5, "threshold": 0.8}, "mutually exclusive"),
-        ({"relax_quantile": 0.5, "threshold": CONFIGURED}, "mutually exclusive"),
-        ({"finetune": False, "relax_quantile": 0.5}, "without fine-tuning"),
+        ({"threshold_quantile": 1.0}, ValueError, r"threshold_quantile must be a number in \(0"),
+        ({"threshold_quantile": 0.0}, ValueError, r"threshold_quantile must be a number in \(0"),
+        ({"threshold_quantile": True}, TypeError, "threshold_quantile must be a real number"),
+        ({"threshold_quantile": "0.5"}, TypeError, "threshold_quantile must be a real number"),
+        ({"threshold_quantile": 0.5, "threshold": 0.8}, ValueError, "mutually exclusive"),
+        ({"threshold_quantile": 0.5, "threshold": CONFIGURED}, ValueError, "mutually exclusive"),
+        ({"finetune": False, "threshold_quantile": 0.5}, ValueError, "without fine-tuning"),
     ],
 )
-def test_quantile_arm_rejects_bad_fields(kwargs: dict[str, Any], needle: str) -> None:
-    with pytest.raises(ValueError, match=needle):
+def test_quantile_arm_rejects_bad_fields(
+    kwargs: dict[str, Any], error: type[Exception], needle: str
+) -> None:
+    with pytest.raises(error, match=needle):
         Arm(**({"label": "x", "name": "x"} | kwargs))
 
 
 @pytest.mark.parametrize(
-    ("overrides", "needle"),
+    ("overrides", "error", "needle"),
     [
-        ({"relax_quantile": 1.5}, "relax_quantile"),
-        ({"sweep_quantiles": (0.5, 1.0)}, "sweep_quantiles"),
-        ({"sweep_quantiles": [0.5]}, "sweep_quantiles"),
+        ({"threshold_quantile": 1.5}, ValueError, r"threshold_quantile must be a number in \(0"),
+        ({"sweep_quantiles": (0.5, 1.0)}, ValueError, r"sweep_quantiles\[i\] must be a number in"),
+        ({"sweep_quantiles": [0.5]}, TypeError, "sweep_quantiles must be a tuple"),
+        ({"calibration_batches": 0}, ValueError, "calibration_batches must be an int >= 1"),
     ],
 )
-def test_config_rejects_bad_quantiles(overrides: dict[str, Any], needle: str) -> None:
-    with pytest.raises(ValueError, match=needle):
+def test_config_rejects_bad_quantiles(
+    overrides: dict[str, Any], error: type[Exception], needle: str
+) -> None:
+    with pytest.raises(error, match=needle):
         _tiny(**overrides).validate()
 
 
@@ -235,12 +237,13 @@ def test_cli_quantile_options(capsys: pytest.CaptureFixture[str]) -> None:
             ]
         )
     )
-    assert cfg.relax_quantile == 0.7 and cfg.sweep_quantiles == (0.6, 0.3)
+    assert cfg.threshold_quantile == 0.7 and cfg.sweep_quantiles == (0.6, 0.3)
     for flag, values in (("--sweep-quantiles", ["0.6"]), ("--sweep-values", ["0.7"])):
         # without --sweep-threshold these used to be accepted and silently ignored
         with pytest.raises(ValueError, match=f"{flag} needs --sweep-threshold"):
             _demo_config(parser.parse_args(["demo", flag, *values]))
-    assert _demo_config(parser.parse_args(["demo", "--threshold", "0.5"])).relax_quantile is None
+    explicit = _demo_config(parser.parse_args(["demo", "--threshold", "0.5"]))
+    assert explicit.threshold_quantile is None
     for argv, needle in (
         (["--threshold", "0.5", "--relax-quantile", "0.7"], "not allowed with argument"),
         (["--relax-quantile", "1.5"], "a quantile in (0, 1)"),
@@ -251,41 +254,85 @@ def test_cli_quantile_options(capsys: pytest.CaptureFixture[str]) -> None:
         assert exc.value.code == 2 and needle in capsys.readouterr().err
 
 
-def test_quantile_arms_run_and_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A configured quantile (arms c, d, e) and a quantile sweep arm: each arm's loss is built
-    with its quantile, and results.json, the table and the sweep report it as q=..."""
+def test_quantile_arms_calibrate_a_fixed_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A configured quantile (arms c, d, e) and a quantile sweep arm: each calibrates θ once, on
+    the pre-trained model's first ``calibration_batches`` fine-tuning batches (no gradients),
+    builds its loss with that fixed θ, and results.json and the table report it."""
+    import torch
+
     import relaxclip.demo.runner as runner
+    from relaxclip.calibration import calibrate_threshold
     from relaxclip.loss import RelaxedContrastiveLoss
 
-    built: list[tuple[float | None, float | None]] = []
+    built: list[float | None] = []
+    calibrated: list[tuple[int, float, float, bool]] = []
 
     class SpyLoss(RelaxedContrastiveLoss):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            built.append((self.threshold, self.relax_quantile))
+            built.append(self.threshold)
+
+    def spy_calibrate(pairs: Any, q: float) -> float:
+        pairs = list(pairs)
+        theta = calibrate_threshold(pairs, q)
+        grad = any(t.requires_grad for pair in pairs for t in pair)
+        calibrated.append((len(pairs), q, theta, grad))
+        return theta
 
     monkeypatch.setattr(runner, "RelaxedContrastiveLoss", SpyLoss)
+    monkeypatch.setattr(runner, "calibrate_threshold", spy_calibrate)
     cfg = _tiny(
-        relax_quantile=0.7, sweep_threshold=True, sweep_thresholds=(1.0,), sweep_quantiles=(0.5,)
+        threshold_quantile=0.7,
+        sweep_threshold=True,
+        sweep_thresholds=(1.0,),
+        sweep_quantiles=(0.5,),
+        calibration_batches=3,
     )
     results = run_demo(cfg, None, log=lambda s: None)
     arms = results["arms"]
+    assert [(n, q, grad) for n, q, _, grad in calibrated] == [(3, 0.7, False)] * 3 + [
+        (3, 0.5, False)
+    ]
+    thetas = [theta for *_, theta, _ in calibrated]
     # pre-training (CLIP), a, b (CLIP), c, d, e (q = 0.7), d@1 (θ = 1), d@q=0.5
-    assert built == [(None, None)] * 3 + [(None, 0.7)] * 3 + [(1.0, None), (None, 0.5)]
-    for label, q in (("c", 0.7), ("d", 0.7), ("e", 0.7), ("d@q=0.5", 0.5)):
-        assert arms[label]["relax_quantile"] == q and arms[label]["threshold"] is None, label
-        # the quantile relaxes about 1 - q of the pairs (batch 16: 5 resp. 8 pairs above θ)
-        fraction = arms[label]["train_stats"][0]["relaxed_fraction"]
-        assert abs(fraction - (1 - q)) < 0.1, (label, fraction)
-    assert arms["a"]["relax_quantile"] is None and arms["d@1"]["threshold"] == 1.0
+    assert built == [None] * 3 + thetas[:3] + [1.0, thetas[3]]
+    assert all(-1.0 <= t <= 1.0 for t in thetas)
+    # d and e pair the same images with the same sampled sentences: the same θ
+    assert thetas[1] == thetas[2]
+    for label, q, theta in zip(
+        ("c", "d", "e", "d@q=0.5"), (0.7, 0.7, 0.7, 0.5), thetas, strict=True
+    ):
+        assert arms[label]["threshold_quantile"] == q and arms[label]["threshold"] is None
+        assert arms[label]["calibrated_threshold"] == [theta], label
+    assert arms["a"]["threshold_quantile"] is None and arms["a"]["calibrated_threshold"] is None
+    assert arms["d@1"]["threshold"] == 1.0
     sweep = results["sweep"]
     assert sweep["thresholds"] == [1.0] and sweep["quantiles"] == [0.5]
     assert set(sweep["val_macro_auroc_mean"]) == {"1", "q=0.5"}
     assert set(sweep["test_macro_auroc_mean"]) == {"1", "q=0.5"}
     assert sweep["chosen_on_validation"] in (1.0, "q=0.5")
     table = results["table"]
-    assert "(d) + both, quantile q=0.5" in table and "(theta q=0.7)" in table
-    assert any(line.startswith(" q=0.5 ") for line in table.splitlines())
+    assert "(d) + both, quantile q=0.5" in table and f"(theta q=0.7 -> {thetas[1]:.3f})" in table
+    assert any(
+        line.startswith(" q=0.5 ") and f"{thetas[3]:.3f}" in line for line in table.splitlines()
+    )
+    assert torch.is_grad_enabled()  # calibration left autograd as it found it
+
+
+def test_calibration_leaves_the_other_arms_unchanged() -> None:
+    """A quantile sweep arm calibrates on a stream of its own: arms (a)-(e) and the absolute
+    sweep arm train on exactly the batches, and reach exactly the scores, of a run without it."""
+    import numpy as np
+
+    base = {"sweep_threshold": True, "sweep_thresholds": (0.5,), "calibration_batches": 2}
+    plain = run_demo(_tiny(**base, sweep_quantiles=()), None, log=lambda s: None)
+    with_q = run_demo(_tiny(**base, sweep_quantiles=(0.5,)), None, log=lambda s: None)
+    assert "d@q=0.5" in with_q["arms"] and "d@q=0.5" not in plain["arms"]
+    for label, arm in plain["arms"].items():
+        other = with_q["arms"][label]
+        assert other["val_curve"] == arm["val_curve"], label
+        assert other["train_stats"] == arm["train_stats"], label
+        assert np.isclose(other["macro_auroc"]["mean"], arm["macro_auroc"]["mean"]), label
 
 
 def test_sweep_chooses_on_validation_across_absolute_and_quantile_settings() -> None:
@@ -298,7 +345,7 @@ def test_sweep_chooses_on_validation_across_absolute_and_quantile_settings() -> 
         return ArmResult(
             arm=arm,
             threshold=arm.resolve_threshold(0.8),
-            relax_quantile=arm.resolve_quantile(),
+            threshold_quantile=arm.resolve_quantile(),
             macro=SeedSummary(test, 0.0, [test]),
             macro_ci95=(test, test),
             delta_mean=0.0,
@@ -319,14 +366,15 @@ def test_sweep_chooses_on_validation_across_absolute_and_quantile_settings() -> 
     tied = {a.label: result(a, 0.7, 0.6) for a in arms}
     assert summarise_sweep(tied, 0.8).chosen == 0.8  # type: ignore[union-attr]
     assert summarise_sweep(tied, 0.6).chosen == 0.6  # type: ignore[union-attr]
-    assert summarise_sweep(tied, 0.8, relax_quantile=0.65).chosen == "q=0.7"  # type: ignore[union-attr]
+    assert summarise_sweep(tied, 0.8, quantile=0.65).chosen == "q=0.7"  # type: ignore[union-attr]
 
 
 def test_config_refuses_both_an_absolute_and_a_quantile_threshold() -> None:
     """The configured arms relax with one rule: giving both used to let the quantile win
     silently; now it is an error naming both fields."""
-    with pytest.raises(ValueError, match="threshold .* and relax_quantile .* are both set"):
-        DemoConfig(threshold=0.9, relax_quantile=0.7).validate()
-    DemoConfig(threshold=0.9, relax_quantile=None).validate()
-    DemoConfig(threshold=None, relax_quantile=0.7).validate()
-    assert DemoConfig(threshold=None, relax_quantile=None).absolute_threshold == DEFAULT_THRESHOLD
+    with pytest.raises(ValueError, match="threshold .* and threshold_quantile .* are both set"):
+        DemoConfig(threshold=0.9, threshold_quantile=0.7).validate()
+    DemoConfig(threshold=0.9, threshold_quantile=None).validate()
+    DemoConfig(threshold=None, threshold_quantile=0.7).validate()
+    default = DemoConfig(threshold=None, threshold_quantile=None)
+    assert default.absolute_threshold == DEFAULT_THRESHOLD

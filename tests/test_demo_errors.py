@@ -184,7 +184,7 @@ def test_ctrl_c_exits_130_with_one_line(
         (["--finetune-lr", "nan"], "--finetune-lr: expected a learning rate"),
         (["--device", "meta"], "device: 'meta' tensors hold no data"),
         (["--device", "cuda:99" if torch.cuda.is_available() else "cuda"], "device:"),
-        (["--threads", "100000"], "threads must be in [1, 1024]"),
+        (["--threads", "100000"], "threads must be an int in [1, 1024], got 100000"),
     ],
 )
 def test_cli_rejects_up_front(

@@ -195,21 +195,37 @@ def test_an_exception_that_does_not_unpickle_still_reaches_the_parent() -> None:
     assert "first" in str(info.value) and "_raise_two_arg" in str(info.value.__cause__)
 
 
-@pytest.mark.parametrize("workers", [0, -1, True, 1.5, "2", demo_config.MAX_WORKERS + 1])
-def test_bad_workers_are_rejected(workers: Any) -> None:
-    with pytest.raises(ValueError, match="workers"):
+@pytest.mark.parametrize(
+    ("workers", "error", "needle"),
+    [
+        (0, ValueError, r"workers must be an int in \[1, 64\], got 0"),
+        (-1, ValueError, r"workers must be an int in \[1, 64\], got -1"),
+        (demo_config.MAX_WORKERS + 1, ValueError, r"workers must be an int in \[1, 64\], got 65"),
+        (True, TypeError, "workers must be an int, got bool"),
+        (1.5, TypeError, "workers must be an int, got float"),
+        ("2", TypeError, "workers must be an int, got str"),
+    ],
+)
+def test_bad_workers_are_rejected(workers: Any, error: type[Exception], needle: str) -> None:
+    with pytest.raises(error, match=needle):
         tiny_config(workers=workers).validate()
 
 
-@pytest.mark.parametrize("workers", [0, True, 1.5])
-def test_run_in_workers_checks_its_count(workers: Any) -> None:
-    with pytest.raises(ValueError, match="workers must be a positive int"):
+@pytest.mark.parametrize(
+    ("workers", "error"), [(0, ValueError), (True, TypeError), (1.5, TypeError)]
+)
+def test_run_in_workers_checks_its_count(workers: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="workers must be an int"):
         run_in_workers(_square, [1], workers, 1, lambda line: None)
 
 
-@pytest.mark.parametrize("threads", [0, None, True, 2.0])
-def test_run_in_workers_checks_threads_before_starting(threads: Any) -> None:
-    with pytest.raises(ValueError, match="threads must be a positive int"):
+@pytest.mark.parametrize(
+    ("threads", "error"), [(0, ValueError), (None, TypeError), (True, TypeError), (2.0, TypeError)]
+)
+def test_run_in_workers_checks_threads_before_starting(
+    threads: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="threads must be an int"):
         run_in_workers(_square, [1], 1, threads, lambda line: None)
 
 

@@ -9,15 +9,16 @@ schedule, seeds); arms differ only in the fields of their record:
   ``"sampled"`` with one random report sentence (``SentenceSampler(num_sentences=1)``);
 * ``threshold``: the positive-pair relaxation threshold θ of
   :class:`~relaxclip.loss.RelaxedContrastiveLoss`: ``None`` (plain CLIP loss, unless
-  ``relax_quantile`` is set), an absolute cosine in (-1, 1], or :data:`CONFIGURED`: the run's
-  configured relaxation, i.e. ``DemoConfig.relax_quantile`` when set (``--relax-quantile``),
-  else ``DemoConfig.threshold`` (``--threshold``); the default of both is set in one place,
-  :mod:`relaxclip.demo.config`;
-* ``relax_quantile``: a quantile threshold q in (0, 1) (issue 18): θ is the q-quantile of each
-  batch's positive cosines (``RelaxedContrastiveLoss(relax_quantile=q)``); exclusive with an
-  absolute ``threshold``;
+  ``threshold_quantile`` is set), an absolute cosine in (-1, 1], or :data:`CONFIGURED`: the
+  run's configured relaxation, i.e. ``DemoConfig.threshold_quantile`` when set
+  (``--relax-quantile``), else ``DemoConfig.threshold`` (``--threshold``); the default of both
+  is set in one place, :mod:`relaxclip.demo.config`;
+* ``threshold_quantile``: a quantile q in (0, 1): θ is calibrated once per seed, before
+  fine-tuning, as the q-quantile of the pre-trained model's positive cosines on the first
+  fine-tuning batches (:func:`~relaxclip.calibration.calibrate_threshold`), then fixed;
+  exclusive with an absolute ``threshold``;
 * ``text_groups``: pass text-group ids (``SentenceSampler(group_key=...)``) to the loss as
-  ``groups=`` so that identical sentences in a batch are not negatives (issue 14); the ids are
+  ``groups=`` so that identical sentences in a batch are not negatives; the ids are
   :func:`~relaxclip.sampling.text_group_ids` of the sampled sentences.
 """
 
@@ -26,7 +27,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
+
+from relaxclip._checks import check_choice, check_real, describe
 
 __all__ = [
     "ARMS",
@@ -64,33 +67,23 @@ class Arm:
     text_groups: bool = False
     finetune: bool = True
     sweep: bool = False
-    relax_quantile: float | None = None
+    threshold_quantile: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or not self.label:
-            raise ValueError(f"Arm.label must be a non-empty str, got {self.label!r}")
-        if self.text not in ("whole", "sampled"):
-            raise ValueError(
-                f"Arm {self.label}: text must be 'whole' or 'sampled', got {self.text!r}"
-            )
+            raise ValueError(f"Arm.label must be a non-empty str, got {describe(self.label)}")
+        check_choice(f"Arm {self.label}: text", self.text, ("whole", "sampled"))
         t = self.threshold
         if t is not None and t != CONFIGURED:
-            if isinstance(t, bool) or not isinstance(t, int | float) or not -1.0 < t <= 1.0:
-                raise ValueError(
-                    f"Arm {self.label}: threshold must be None, {CONFIGURED!r} or a number in "
-                    f"(-1, 1], got {t!r}"
-                )
-        q = self.relax_quantile
+            check_real(f"Arm {self.label}: threshold", t, low=-1.0, high=1.0, low_open=True)
+        q = self.threshold_quantile
         if q is not None:
-            if isinstance(q, bool) or not isinstance(q, int | float) or not 0.0 < q < 1.0:
-                raise ValueError(
-                    f"Arm {self.label}: relax_quantile must be None or a number in (0, 1), "
-                    f"got {q!r}"
-                )
+            name = f"Arm {self.label}: threshold_quantile"
+            check_real(name, q, low=0.0, high=1.0, low_open=True, high_open=True)
             if t is not None:
                 raise ValueError(
-                    f"Arm {self.label}: threshold and relax_quantile are mutually exclusive "
-                    f"(got threshold={t!r}, relax_quantile={q!r})"
+                    f"Arm {self.label}: threshold and threshold_quantile are mutually exclusive "
+                    f"(got threshold={t!r}, threshold_quantile={q!r})"
                 )
         relaxed = t is not None or q is not None
         if not self.finetune and (self.text != "whole" or relaxed or self.text_groups):
@@ -104,31 +97,21 @@ class Arm:
     def resolve_threshold(
         self, configured: float, configured_quantile: float | None = None
     ) -> float | None:
-        """The absolute θ this arm trains with (``None``: none, or a quantile threshold).
+        """The absolute θ this arm trains with (``None``: none, or a calibrated quantile θ).
 
         :data:`CONFIGURED` stands for the run's configured relaxation: ``configured_quantile``
-        when it is not ``None`` (then there is no absolute θ), else ``configured``.
+        when it is not ``None`` (then θ is calibrated per seed), else ``configured``.
         """
         if self.threshold == CONFIGURED:
             return None if configured_quantile is not None else float(configured)
         return None if self.threshold is None else float(self.threshold)
 
     def resolve_quantile(self, configured_quantile: float | None = None) -> float | None:
-        """The quantile q of this arm's quantile threshold, or ``None`` (see
+        """The quantile q that calibrates this arm's θ, or ``None`` (see
         :meth:`resolve_threshold` for :data:`CONFIGURED`)."""
         if self.threshold == CONFIGURED:
             return configured_quantile
-        return None if self.relax_quantile is None else float(self.relax_quantile)
-
-    def loss_kwargs(
-        self, configured: float, configured_quantile: float | None = None
-    ) -> dict[str, Any]:
-        """Keyword arguments of :class:`~relaxclip.loss.RelaxedContrastiveLoss` for this arm:
-        ``{"relax_quantile": q}`` for a quantile threshold, else ``{"threshold": θ or None}``."""
-        q = self.resolve_quantile(configured_quantile)
-        if q is not None:
-            return {"relax_quantile": q}
-        return {"threshold": self.resolve_threshold(configured, configured_quantile)}
+        return None if self.threshold_quantile is None else float(self.threshold_quantile)
 
 
 ARMS: tuple[Arm, ...] = (
@@ -142,12 +125,12 @@ ARMS: tuple[Arm, ...] = (
 """The default arms, in run and report order."""
 
 
-def sweep_key(threshold: float | None = None, relax_quantile: float | None = None) -> str:
+def sweep_key(threshold: float | None = None, quantile: float | None = None) -> str:
     """The display / results.json key of a sweep setting: ``"0.6"`` for an absolute θ
-    (``f"{θ:g}"``), ``"q=0.7"`` for a quantile threshold."""
-    if (threshold is None) == (relax_quantile is None):
-        raise ValueError("sweep_key: pass exactly one of threshold and relax_quantile")
-    return f"q={relax_quantile:g}" if relax_quantile is not None else f"{threshold:g}"
+    (``f"{θ:g}"``), ``"q=0.7"`` for a θ calibrated at quantile q."""
+    if (threshold is None) == (quantile is None):
+        raise ValueError("sweep_key: pass exactly one of threshold and quantile")
+    return f"q={quantile:g}" if quantile is not None else f"{threshold:g}"
 
 
 def sweep_arms(thresholds: Sequence[float], quantiles: Sequence[float] = ()) -> tuple[Arm, ...]:
@@ -156,7 +139,7 @@ def sweep_arms(thresholds: Sequence[float], quantiles: Sequence[float] = ()) -> 
 
     Labels are ``"d@<key>"`` (:func:`sweep_key`: ``"d@0.6"``, ``"d@q=0.7"``) for display and
     results.json keys only; the setting of a sweep arm is its ``threshold`` /
-    ``relax_quantile`` field, never parsed back from the label.
+    ``threshold_quantile`` field, never parsed back from the label.
     """
     values = sorted({float(t) for t in thresholds})
     for t in values:
@@ -168,11 +151,11 @@ def sweep_arms(thresholds: Sequence[float], quantiles: Sequence[float] = ()) -> 
     )
     quantile = tuple(
         Arm(
-            f"d@{sweep_key(relax_quantile=q)}",
+            f"d@{sweep_key(quantile=q)}",
             f"(d) + both, quantile q={q:g}",
             "sampled",
             sweep=True,
-            relax_quantile=q,
+            threshold_quantile=q,
         )
         for q in qs
     )

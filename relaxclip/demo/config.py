@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from relaxclip._checks import check_int, check_real, describe
 from relaxclip.demo.synthetic import SYNTHETIC_FINDINGS
 from relaxclip.loss import DEFAULT_THRESHOLD
 
 __all__ = [
-    "DEFAULT_ARM_RELAX_QUANTILE",
+    "DEFAULT_THRESHOLD_QUANTILE",
     "MAX_THREADS",
     "MAX_WORKERS",
     "DemoConfig",
@@ -24,12 +24,11 @@ __all__ = [
     "thread_warning",
 ]
 
-DEFAULT_ARM_RELAX_QUANTILE: float | None = None
+DEFAULT_THRESHOLD_QUANTILE: float | None = None
 """The one place that decides how the default relaxed arms (c), (d), (e) relax when no
 ``--threshold`` / ``--relax-quantile`` is given: ``None`` -> the absolute
-``DemoConfig.threshold`` (the library's ``DEFAULT_THRESHOLD``); a q in (0, 1) -> a quantile
-threshold. Issue 18 decided from the 2026-12-01 sweeps to keep the absolute default (every
-quantile collapsed training; docs/concepts.md#quantile-threshold), hence ``None``."""
+``DemoConfig.threshold`` (the library's ``DEFAULT_THRESHOLD``); a q in (0, 1) -> θ calibrated
+at quantile q. The sweeps favoured the absolute default (docs/demo.md), hence ``None``."""
 
 MAX_THREADS = 1024
 """Upper bound of ``threads`` (torch crashes with very large thread counts, e.g. 100,000)."""
@@ -46,15 +45,18 @@ class DemoConfig:
     in (0, 1]) follow a linear warm-up over the first 10 % of steps and a cosine decay to 0.
     ``threads``: CPU threads for torch, 1 to :data:`MAX_THREADS` (``None``: half the available
     cores, :func:`available_cores`, 1 to 4); more than the available cores is allowed with a
-    printed warning.
+    printed warning.  ``compare_arms=False`` prints stage times and a pass line instead of
+    the table, the conclusion and the per-arm validation AUROC (results.json is the same).
     ``workers``: processes that run the seeds in parallel, 1 to :data:`MAX_WORKERS`, at most
     one per seed (``None``: :func:`resolve_workers`); every seed's numbers are the same in any
     worker count at a given ``threads`` (:mod:`relaxclip.demo.workers`).
-    Relaxation of the configured arms (``Arm.threshold == CONFIGURED``): the quantile threshold
-    ``relax_quantile`` (default :data:`DEFAULT_ARM_RELAX_QUANTILE`) or the absolute
-    ``threshold``, never both (:meth:`validate` raises); with neither, the library's
-    ``DEFAULT_THRESHOLD`` (:attr:`absolute_threshold`).  The sweep (``sweep_threshold``) runs arm (d) for every absolute θ
-    in ``sweep_thresholds`` and every quantile q in ``sweep_quantiles`` (may be empty).
+    Relaxation of the configured arms (``Arm.threshold == CONFIGURED``): θ calibrated at the
+    quantile ``threshold_quantile`` (default :data:`DEFAULT_THRESHOLD_QUANTILE`) or the
+    absolute ``threshold``, never both (:meth:`validate` raises); with neither, the library's
+    ``DEFAULT_THRESHOLD`` (:attr:`absolute_threshold`).  A quantile arm's θ is calibrated once
+    per seed on the pre-trained model's first ``calibration_batches`` fine-tuning batches.
+    The sweep (``sweep_threshold``) runs arm (d) for every absolute θ in ``sweep_thresholds``
+    and every quantile q in ``sweep_quantiles`` (may be empty).
     """
 
     n_train: int = 3000
@@ -71,7 +73,8 @@ class DemoConfig:
     weight_decay: float = 0.05
     embed_dim: int = 64
     threshold: float | None = None
-    relax_quantile: float | None = DEFAULT_ARM_RELAX_QUANTILE
+    threshold_quantile: float | None = DEFAULT_THRESHOLD_QUANTILE
+    calibration_batches: int = 10
     sweep_threshold: bool = False
     sweep_thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     sweep_quantiles: tuple[float, ...] = (0.5, 0.7, 0.9)
@@ -85,11 +88,15 @@ class DemoConfig:
     labels: str | None = None
     progress: bool = True
     plots: bool = True
+    compare_arms: bool = True
     findings: tuple[str, ...] = field(default=SYNTHETIC_FINDINGS)
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
-        """The ``--quick`` preset (one seed, small splits, few steps; every stage still runs)."""
+        """The ``--quick`` preset (one seed, small splits, few steps; every stage still runs).
+
+        It prints no arm comparison (``compare_arms=False``): stage times and a pass line.
+        """
         base: dict[str, Any] = {
             "n_train": 800,
             "n_val": 200,
@@ -100,90 +107,85 @@ class DemoConfig:
             "eval_every": 20,
             "n_bootstrap": 200,
             "sweep_thresholds": (0.6, 0.8, 1.0),
+            "compare_arms": False,
         }
         base.update(overrides)
         return cls(**base)
 
     @property
     def absolute_threshold(self) -> float:
-        """The absolute θ of the configured arms when ``relax_quantile`` is ``None``:
+        """The absolute θ of the configured arms when ``threshold_quantile`` is ``None``:
         ``threshold``, or the library's ``DEFAULT_THRESHOLD`` when that is ``None``."""
         return DEFAULT_THRESHOLD if self.threshold is None else float(self.threshold)
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first invalid field."""
-        for name in (
-            "n_train",
-            "n_val",
-            "n_test",
-            "pretrain_steps",
-            "finetune_steps",
-            "batch_size",
-            "eval_every",
-            "n_bootstrap",
-            "embed_dim",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        """Raise ``TypeError`` / ``ValueError`` naming the first invalid field."""
+        for name in _POSITIVE_INTS:
+            check_int(name, getattr(self, name), minimum=1)
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (contrastive loss), got {self.batch_size}")
         if self.batch_size > self.n_train:
             raise ValueError(
-                f"batch_size ({self.batch_size}) must not exceed n_train ({self.n_train})"
+                f"batch_size must be <= n_train ({self.n_train}), got {self.batch_size}"
             )
         if self.eval_every > self.finetune_steps:
             raise ValueError(
-                f"eval_every ({self.eval_every}) must not exceed finetune_steps "
-                f"({self.finetune_steps})"
+                f"eval_every must be <= finetune_steps ({self.finetune_steps}), "
+                f"got {self.eval_every}"
             )
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be non-empty and distinct, got {self.seeds}")
         for name in ("pretrain_lr", "finetune_lr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-                raise ValueError(f"{name} must be a learning rate in (0, 1], got {value!r}")
-        if not 0 <= self.weight_decay < math.inf:
-            raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay}")
-        if self.threshold is not None and not -1.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be None or in (-1, 1], got {self.threshold}")
-        if self.threshold is not None and self.relax_quantile is not None:
-            raise ValueError(
-                f"threshold ({self.threshold}) and relax_quantile ({self.relax_quantile}) are both "
-                "set; the configured arms relax with one of them: set the other to None"
-            )
-        if not self.sweep_thresholds or any(not -1.0 < t <= 1.0 for t in self.sweep_thresholds):
-            raise ValueError(
-                f"sweep_thresholds must be values in (-1, 1], got {self.sweep_thresholds}"
-            )
-        if self.relax_quantile is not None and not _is_quantile(self.relax_quantile):
-            raise ValueError(
-                f"relax_quantile must be None or in (0, 1), got {self.relax_quantile!r}"
-            )
-        if not isinstance(self.sweep_quantiles, tuple) or not all(
-            _is_quantile(q) for q in self.sweep_quantiles
-        ):
-            raise ValueError(
-                f"sweep_quantiles must be a tuple of values in (0, 1), got {self.sweep_quantiles!r}"
-            )
+            check_real(name, getattr(self, name), low=0.0, high=1.0, low_open=True)
+        check_real("weight_decay", self.weight_decay, low=0.0)
+        self._validate_relaxation()
         if self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
-        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
-            raise ValueError(f"threads must be in [1, {MAX_THREADS}], got {self.threads}")
-        if self.workers is not None and (
-            isinstance(self.workers, bool)
-            or not isinstance(self.workers, int)
-            or not 1 <= self.workers <= MAX_WORKERS
-        ):
-            raise ValueError(
-                f"workers must be None or an int in [1, {MAX_WORKERS}], got {self.workers!r}"
-            )
+        if self.threads is not None:
+            check_int("threads", self.threads, minimum=1, maximum=MAX_THREADS)
+        if self.workers is not None:
+            check_int("workers", self.workers, minimum=1, maximum=MAX_WORKERS)
         if (self.reports is None) != (self.labels is None):
             raise ValueError("reports and labels must be given together (Open-I mode)")
 
+    def _validate_relaxation(self) -> None:
+        """The threshold, quantile and sweep fields."""
+        if self.threshold is not None:
+            check_real("threshold", self.threshold, low=-1.0, high=1.0, low_open=True)
+        if self.threshold is not None and self.threshold_quantile is not None:
+            raise ValueError(
+                f"threshold ({self.threshold}) and threshold_quantile ({self.threshold_quantile}) "
+                "are both set; the configured arms relax with one of them: set the other to None"
+            )
+        if self.threshold_quantile is not None:
+            check_real("threshold_quantile", self.threshold_quantile, **_OPEN_UNIT)
+        if not isinstance(self.sweep_thresholds, tuple) or not self.sweep_thresholds:
+            raise ValueError(
+                f"sweep_thresholds must be a non-empty tuple, got {describe(self.sweep_thresholds)}"
+            )
+        for t in self.sweep_thresholds:
+            check_real("sweep_thresholds[i]", t, low=-1.0, high=1.0, low_open=True)
+        if not isinstance(self.sweep_quantiles, tuple):
+            raise TypeError(
+                f"sweep_quantiles must be a tuple, got {describe(self.sweep_quantiles)}"
+            )
+        for q in self.sweep_quantiles:
+            check_real("sweep_quantiles[i]", q, **_OPEN_UNIT)
 
-def _is_quantile(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and 0 < value < 1
+
+_POSITIVE_INTS = (
+    "n_train",
+    "n_val",
+    "n_test",
+    "pretrain_steps",
+    "finetune_steps",
+    "batch_size",
+    "eval_every",
+    "n_bootstrap",
+    "embed_dim",
+    "calibration_batches",
+)
+_OPEN_UNIT: dict[str, Any] = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True}
 
 
 def available_cores() -> int:

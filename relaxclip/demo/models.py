@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from relaxclip.demo._checks import check_int, check_positive_float
+from relaxclip._checks import check_int, check_real
 
 __all__ = ["TEXT_CONTEXT_LENGTH", "TinyCLIP", "WordTokenizer"]
 
@@ -77,7 +77,7 @@ class WordTokenizer:
     SPECIALS = ("<pad>", "<unk>", "<start>", "<end>")
 
     def __init__(self, vocab: Sequence[str], context_length: int = 64) -> None:
-        context_length = check_int("context_length", context_length, 3)
+        context_length = check_int("context_length", context_length, minimum=3)
         words = _str_list("vocab", vocab, "words")
         if len(set(words)) != len(words):
             raise ValueError("vocab must not contain duplicate words")
@@ -111,9 +111,9 @@ class WordTokenizer:
         ``context_length=None`` picks the longest training text (in words) + 2, so no training
         text is truncated.
         """
-        min_count = check_int("min_count", min_count, 1)
+        min_count = check_int("min_count", min_count, minimum=1)
         if context_length is not None:
-            context_length = check_int("context_length", context_length, 3)
+            context_length = check_int("context_length", context_length, minimum=3)
         counts: Counter[str] = Counter()
         longest = 0
         n = 0
@@ -166,7 +166,7 @@ def _channels(channels: object) -> tuple[int, ...]:
         raise TypeError(f"channels must be a sequence of ints, got {type(channels).__name__}")
     if len(channels) == 0:
         raise ValueError("channels must name at least one conv block width, got ()")
-    return tuple(check_int(f"channels[{i}]", c, 1) for i, c in enumerate(channels))
+    return tuple(check_int(f"channels[{i}]", c, minimum=1) for i, c in enumerate(channels))
 
 
 def _check_token_ids(tokens: torch.Tensor, pad: torch.Tensor, vocab_size: int) -> None:
@@ -232,23 +232,23 @@ class TinyCLIP(nn.Module):
         init_logit_scale: float = 0.07,
     ) -> None:
         super().__init__()
-        vocab_size = check_int("vocab_size", vocab_size, 5)
-        context_length = check_int("context_length", context_length, 3)
+        vocab_size = check_int("vocab_size", vocab_size, minimum=5)
+        context_length = check_int("context_length", context_length, minimum=3)
         channels = _channels(channels)
         down = 2 ** (len(channels) + 1)
-        image_size = check_int("image_size", image_size, down)
+        image_size = check_int("image_size", image_size, minimum=down)
         if image_size % down:
             raise ValueError(f"image_size must be divisible by {down}, got {image_size}")
-        in_channels = check_int("in_channels", in_channels, 1)
-        embed_dim = check_int("embed_dim", embed_dim, 1)
-        text_layers = check_int("text_layers", text_layers, 1)
-        text_heads = check_int("text_heads", text_heads, 1)
-        text_width = check_int("text_width", text_width, text_heads)
+        in_channels = check_int("in_channels", in_channels, minimum=1)
+        embed_dim = check_int("embed_dim", embed_dim, minimum=1)
+        text_layers = check_int("text_layers", text_layers, minimum=1)
+        text_heads = check_int("text_heads", text_heads, minimum=1)
+        text_width = check_int("text_width", text_width, minimum=text_heads)
         if text_width % text_heads:
             raise ValueError(
                 f"text_width ({text_width}) must be divisible by text_heads ({text_heads})"
             )
-        init_logit_scale = check_positive_float("init_logit_scale", init_logit_scale)
+        init_logit_scale = check_real("init_logit_scale", init_logit_scale, low=0.0, low_open=True)
         self.vocab_size = vocab_size
         self.in_channels = in_channels
         self.image_size = image_size

@@ -97,16 +97,20 @@ def _per_label_lines(results: Mapping[str, Any]) -> list[str]:
 
 
 def _relaxation_label(arm: Mapping[str, Any]) -> str:
-    """``"0.8"`` (absolute θ), ``"q=0.7"`` (quantile threshold) or ``"none"``."""
-    if arm.get("relax_quantile") is not None:
-        return f"q={arm['relax_quantile']:g}"
+    """``"0.8"`` (absolute θ), ``"q=0.7 -> 0.812"`` (θ calibrated at q, mean over seeds) or
+    ``"none"``."""
+    if arm.get("threshold_quantile") is not None:
+        thetas = [t for t in arm.get("calibrated_threshold") or [] if t is not None]
+        shown = f" -> {np.mean(thetas):.3f}" if thetas else ""
+        return f"q={arm['threshold_quantile']:g}{shown}"
     return "none" if arm["threshold"] is None else f"{arm['threshold']:g}"
 
 
-def _sweep_lines(sweep: Mapping[str, Any]) -> list[str]:
+def _sweep_lines(sweep: Mapping[str, Any], arms: Mapping[str, Any]) -> list[str]:
     lines = [
         "Threshold sweep of arm (d): macro AUROC (mean over seeds); theta: absolute cosine, "
-        "q=...: quantile threshold (theta = that quantile of each batch's positive cosines)",
+        "q=...: theta calibrated once at that quantile of the pre-trained model's positive "
+        "cosines (the theta used: mean over seeds)",
         f"{'theta':>6} {'val':>8} {'test':>8}",
     ]
     chosen = sweep["chosen_on_validation"]
@@ -115,10 +119,13 @@ def _sweep_lines(sweep: Mapping[str, Any]) -> list[str]:
     keys = [(f"{th:g}", f"{th:>6.2f}") for th in sweep["thresholds"]]
     keys += [(f"q={q:g}", f"{'q=' + format(q, 'g'):>6}") for q in quantiles]
     for k, shown in keys:
+        theta = ""
+        if k.startswith("q=") and f"d@{k}" in arms:
+            theta = f"  (theta {_relaxation_label(arms[f'd@{k}']).split('-> ')[-1]})"
         mark = "  <- chosen on validation" if k == chosen_key else ""
         lines.append(
             f"{shown} {_num(sweep['val_macro_auroc_mean'][k], '>8.4f')} "
-            f"{_num(sweep['test_macro_auroc_mean'][k], '>8.4f')}{mark}"
+            f"{_num(sweep['test_macro_auroc_mean'][k], '>8.4f')}{theta}{mark}"
         )
     return lines
 
@@ -127,7 +134,7 @@ def format_table(results: Mapping[str, Any]) -> str:
     """The printed results table (macro AUROC per arm, diagnostics, per-label means, sweep)."""
     parts = [_macro_lines(results), _diagnostic_lines(results), _per_label_lines(results)]
     if results.get("sweep"):
-        parts.append(_sweep_lines(results["sweep"]))
+        parts.append(_sweep_lines(results["sweep"], results["arms"]))
     return "\n\n".join("\n".join(p) for p in parts)
 
 

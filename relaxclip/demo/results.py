@@ -48,7 +48,8 @@ class SeedRun:
 
     ``test_scores``: ``(N_test, K)`` float64 zero-shot probabilities of the kept checkpoint;
     ``val_curve``: validation macro AUROC per evaluated step; ``best_step`` / ``val_best``: the
-    checkpoint kept (best validation macro AUROC); ``train_stats``: ``None`` without fine-tuning.
+    checkpoint kept (best validation macro AUROC); ``train_stats``: ``None`` without fine-tuning;
+    ``threshold``: the θ the loss fine-tuned with (calibrated for a quantile arm; ``None``: none).
     """
 
     seed: int
@@ -57,6 +58,7 @@ class SeedRun:
     best_step: int
     val_curve: dict[int, float]
     train_stats: TrainStats | None
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class ArmResult:
 
     arm: Arm
     threshold: float | None
-    relax_quantile: float | None
+    threshold_quantile: float | None
     macro: SeedSummary
     macro_ci95: Interval
     delta_mean: float
@@ -88,7 +90,12 @@ class ArmResult:
             "name": self.arm.name,
             "sentence_sampling": self.arm.sampled,
             "threshold": self.threshold,
-            "relax_quantile": self.relax_quantile,
+            "threshold_quantile": self.threshold_quantile,
+            "calibrated_threshold": (
+                None
+                if self.threshold_quantile is None
+                else [r.threshold for r in self.runs if r.train_stats is not None]
+            ),
             "text": self.arm.text,
             "text_groups": self.arm.text_groups,
             "fine_tuned": self.arm.finetune,
@@ -107,7 +114,7 @@ class ArmResult:
 class SweepResult:
     """The sweep of arm (d): mean validation / test macro AUROC per setting, chosen on val.
 
-    Settings are absolute θ values (``thresholds``) and quantile thresholds (``quantiles``);
+    Settings are absolute θ values (``thresholds``) and calibration quantiles (``quantiles``);
     ``val_mean`` / ``test_mean`` are keyed by :func:`~relaxclip.demo.arms.sweep_key`
     (``"0.6"``, ``"q=0.7"``).  ``chosen`` is the setting chosen on validation: the float θ for
     an absolute threshold (as before quantiles were swept), the key ``"q=0.7"`` for a quantile.
@@ -165,11 +172,11 @@ def summarise_arms(
     threshold: float,
     n_bootstrap: int,
     bootstrap_seed: int,
-    relax_quantile: float | None = None,
+    quantile: float | None = None,
 ) -> dict[str, ArmResult]:
     """One :class:`ArmResult` per arm (keyed by label, in the order of ``runs``); deltas and
     their CIs are paired against the arm labelled :data:`~relaxclip.demo.arms.REFERENCE`.
-    ``threshold`` / ``relax_quantile`` are the configured relaxation (they resolve
+    ``threshold`` / ``quantile`` are the configured relaxation (they resolve
     ``Arm.threshold == CONFIGURED``)."""
     names = list(findings)
     boot = {
@@ -184,8 +191,8 @@ def summarise_arms(
         macro = _seed_summary([r.macro for r in res])
         out[arm.label] = ArmResult(
             arm=arm,
-            threshold=arm.resolve_threshold(threshold, relax_quantile),
-            relax_quantile=arm.resolve_quantile(relax_quantile),
+            threshold=arm.resolve_threshold(threshold, quantile),
+            threshold_quantile=arm.resolve_quantile(quantile),
             macro=macro,
             macro_ci95=_ci(boot[arm]),
             delta_mean=macro.mean - ref_mean,
@@ -197,42 +204,40 @@ def summarise_arms(
 
 
 def summarise_sweep(
-    arms: Mapping[str, ArmResult], threshold: float, relax_quantile: float | None = None
+    arms: Mapping[str, ArmResult], threshold: float, quantile: float | None = None
 ) -> SweepResult | None:
     """The sweep over the ``sweep`` arms (``None`` without any), chosen on mean validation
     AUROC.  Ties go to the setting closest to the configured one: with an absolute
-    ``threshold`` configured (``relax_quantile=None``) the absolute θ closest to it, then the
-    smallest q; with a configured ``relax_quantile`` the q closest to it, then the absolute θ
+    ``threshold`` configured (``quantile=None``) the absolute θ closest to it, then the
+    smallest q; with a configured ``quantile`` the q closest to it, then the absolute θ
     closest to ``threshold``."""
     sweep = [a for a in arms.values() if a.arm.sweep]
     if not sweep:
         return None
     absolute = sorted({a.threshold for a in sweep if a.threshold is not None})
-    quantiles = sorted({a.relax_quantile for a in sweep if a.relax_quantile is not None})
+    quantiles = sorted({a.threshold_quantile for a in sweep if a.threshold_quantile is not None})
     val: dict[str, float] = {}
     test: dict[str, float] = {}
     distance: dict[str, float] = {}
     chosen_value: dict[str, float | str] = {}
     for a in sweep:
-        if a.threshold is None and a.relax_quantile is None:
+        if a.threshold is None and a.threshold_quantile is None:
             continue  # a CLIP-loss sweep arm has no setting to choose
-        key = sweep_key(a.threshold, a.relax_quantile)
+        key = sweep_key(a.threshold, a.threshold_quantile)
         val[key] = float(np.mean([r.val_best for r in a.runs]))
         test[key] = a.macro.mean
         if a.threshold is not None:
             d = abs(a.threshold - threshold)
-            distance[key] = d if relax_quantile is None else 2.0 + d
+            distance[key] = d if quantile is None else 2.0 + d
             chosen_value[key] = a.threshold
         else:
-            assert a.relax_quantile is not None
-            d = abs(a.relax_quantile - relax_quantile) if relax_quantile is not None else 0.0
-            distance[key] = d if relax_quantile is not None else 2.0 + a.relax_quantile
+            assert a.threshold_quantile is not None
+            q = a.threshold_quantile
+            distance[key] = abs(q - quantile) if quantile is not None else 2.0 + q
             chosen_value[key] = key
     if not val:
         return None
-    order = [sweep_key(threshold=t) for t in absolute] + [
-        sweep_key(relax_quantile=q) for q in quantiles
-    ]
+    order = [sweep_key(threshold=t) for t in absolute] + [sweep_key(quantile=q) for q in quantiles]
     best = max(order, key=lambda k: (val[k], -distance[k]))
     return SweepResult(
         absolute,

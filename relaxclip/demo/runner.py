@@ -5,10 +5,9 @@ Protocol (Jang et al., arXiv 2212.07050, on the embedded synthetic benchmark or 
 1. Build a word tokenizer from the pre-training reports and pre-train a
    :class:`~relaxclip.demo.models.TinyCLIP` with the plain CLIP loss on whole reports
    (``pretrain_steps``): the "pre-trained encoder".  The pre-training studies are disjoint from
-   the fine-tuning, validation and test studies (``Benchmark.pretrain``).  The text tower's
-   context is fixed (:data:`~relaxclip.demo.models.TEXT_CONTEXT_LENGTH`), so, as with CLIP's 77
-   tokens on real reports, about a quarter of whole reports are truncated (the count is printed
-   and recorded); a single sentence always fits (checked, a warning is printed otherwise).
+   the fine-tuning, validation and test studies (``Benchmark.pretrain``).  The text context is
+   fixed (:data:`~relaxclip.demo.models.TEXT_CONTEXT_LENGTH`): as with CLIP's 77 tokens on real
+   reports, about a quarter of whole reports are truncated (printed and recorded).
 2. From that checkpoint fine-tune every arm of :data:`~relaxclip.demo.arms.ARMS` with identical
    data, batch order, steps, optimizer, learning-rate schedule and seeds; they differ only in
    the fields of their :class:`~relaxclip.demo.arms.Arm` record (the text each image is paired
@@ -24,9 +23,8 @@ Protocol (Jang et al., arXiv 2212.07050, on the embedded synthetic benchmark or 
    e     + both + text groups                 one random sentence   relaxed, θ, groups=
    ====  ===================================  ====================  =====================
 
-   Every ``eval_every`` steps the zero-shot macro AUROC on the *validation* split is measured;
-   each arm keeps its best validation checkpoint (the same rule for every arm).  The test split
-   is only used for the final numbers.
+   Every arm keeps its checkpoint of best validation macro AUROC (measured every
+   ``eval_every`` steps); the test split is only used for the final numbers.
 3. Zero-shot evaluation on the test split with :class:`~relaxclip.zeroshot.ZeroShotClassifier`
    (prompt pair ``("{}", "no {}")``): per-label and macro AUROC for every arm and seed.
    Pre-training and fine-tuning are repeated for every seed.  The table reports the mean ± std
@@ -34,13 +32,12 @@ Protocol (Jang et al., arXiv 2212.07050, on the embedded synthetic benchmark or 
    same replicates for every arm and seed, :func:`~relaxclip.metrics.bootstrap_auroc`), and the
    paired difference to arm (a) with its bootstrap CI.
 4. ``sweep_threshold`` repeats arm (d) for every absolute θ in ``sweep_thresholds`` and every
-   quantile threshold q in ``sweep_quantiles`` (:func:`~relaxclip.demo.arms.sweep_arms`); the
-   setting is chosen on the validation split and the test numbers of every setting are
-   reported.
+   quantile q in ``sweep_quantiles`` (θ calibrated per seed on the pre-trained model's first
+   ``calibration_batches`` fine-tuning batches, then fixed); the setting is chosen on the
+   validation split and the test numbers of every setting are reported.
 
-Entry point: :func:`run_demo` (the CLI wraps it); :func:`run_arm` trains and evaluates one arm
-for one seed.  Outputs in ``out_dir``: ``results.json``, ``roc.png`` and ``summary.png`` (plots
-need matplotlib; without it a note is printed), see :func:`~relaxclip.demo.report.write_outputs`.
+Entry point: :func:`run_demo`; :func:`run_arm` trains and evaluates one arm for one seed.
+Outputs in ``out_dir``: ``results.json``, ``roc.png``, ``summary.png`` (plots need matplotlib).
 """
 
 from __future__ import annotations
@@ -52,7 +49,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from relaxclip.calibration import calibrate_threshold
 from relaxclip.demo.arms import ARMS, REFERENCE, Arm, sweep_arms
 from relaxclip.demo.benchmark import (
     Benchmark,
@@ -95,6 +93,7 @@ from relaxclip.demo.training import (
     Optimisation,
     Progress,
     batches,
+    calibration_pairs,
     train,
     zero_shot_scores,
 )
@@ -103,7 +102,16 @@ from relaxclip.loss import RelaxedContrastiveLoss
 from relaxclip.metrics import macro_auroc
 from relaxclip.sampling import SentenceSampler
 
-__all__ = ["ARMS", "TEXT_GROUP_KEY", "Arm", "DemoConfig", "format_table", "run_arm", "run_demo"]
+__all__ = [
+    "ARMS",
+    "TEXT_GROUP_KEY",
+    "Arm",
+    "DemoConfig",
+    "format_table",
+    "run_arm",
+    "run_demo",
+    "smoke_summary",
+]
 
 TEXT_GROUP_KEY = "text_group"
 """Batch key of the text-group ids of arms with ``text_groups=True``."""
@@ -263,7 +271,22 @@ def run_arm(
     desc = ex.next_stage(seed, f"arm {arm.label}")
     model.load_state_dict(pretrained.state)
     group_key = TEXT_GROUP_KEY if arm.text_groups else None
-    sampler = SentenceSampler(seed=seed, num_sentences=1, train=arm.sampled, group_key=group_key)
+
+    def stream() -> Iterator[dict[str, Any]]:
+        sampler = SentenceSampler(
+            seed=seed, num_sentences=1, train=arm.sampled, group_key=group_key
+        )
+        return batches(ex.bench.train, sampler, cfg.batch_size, seed + 1)
+
+    threshold = arm.resolve_threshold(cfg.absolute_threshold, cfg.threshold_quantile)
+    quantile = arm.resolve_quantile(cfg.threshold_quantile)
+    if quantile is not None:  # the first fine-tuning batches, seen by the pre-trained model
+        pairs = calibration_pairs(model, ex.tokenizer, stream(), cfg.calibration_batches, ex.device)
+        threshold = calibrate_threshold(pairs, quantile)
+        ex.log(
+            f"{desc}: theta {threshold:.4f} (q={quantile:g} of the positive cosines of the first "
+            f"{cfg.calibration_batches} fine-tuning batches), fixed for fine-tuning"
+        )
     best = _Best()
 
     def on_eval(step: int) -> None:
@@ -277,8 +300,8 @@ def run_arm(
     log = train(
         model,
         ex.tokenizer,
-        batches(ex.bench.train, sampler, cfg.batch_size, seed + 1),
-        RelaxedContrastiveLoss(**arm.loss_kwargs(cfg.absolute_threshold, cfg.relax_quantile)),
+        stream(),
+        RelaxedContrastiveLoss(threshold=threshold),
         Optimisation(cfg.finetune_steps, cfg.finetune_lr, cfg.weight_decay),
         ex.device,
         group_key=group_key,
@@ -289,13 +312,18 @@ def run_arm(
     bar.close()
     ex.timing["finetune"] += time.perf_counter() - t
     assert best.state is not None  # check_evaluation_splits: the validation AUROC is defined
-    ex.log(
-        f"{desc}: best validation macro AUROC {best.auc:.4f} at step {best.step} "
-        f"({time.perf_counter() - t:.1f} s)"
-    )
+    seconds = time.perf_counter() - t
+    if cfg.compare_arms:
+        ex.log(
+            f"{desc}: best validation macro AUROC {best.auc:.4f} at step {best.step} "
+            f"({seconds:.1f} s)"
+        )
+    else:
+        ex.log(f"{desc}: fine-tuned and evaluated ({seconds:.1f} s)")
     model.load_state_dict(best.state)
     stats = TrainStats(float(np.mean(log.positive_cosine)), float(np.mean(log.relaxed_fraction)))
-    return SeedRun(seed, ex.scores(model, ex.test_x), best.auc, best.step, best.curve, stats)
+    test = ex.scores(model, ex.test_x)
+    return SeedRun(seed, test, best.auc, best.step, best.curve, stats, threshold)
 
 
 @dataclass
@@ -364,9 +392,37 @@ def run_demo(
     finally:
         torch.set_num_threads(threads_before)
     results["timing_s"]["total"] = time.perf_counter() - t_start
+    if not cfg.compare_arms:
+        log(smoke_summary(results))
     if out is not None:
         write_outputs(results, roc, out, plots=cfg.plots, log=log)
     return results
+
+
+def smoke_summary(results: dict[str, Any]) -> str:
+    """The lines a run without the arm comparison (``compare_arms=False``: ``--quick``) prints
+    at its end: stage timings, a pass line and the command of the measurement."""
+    timing, cfg = results["timing_s"], results["config"]
+    arms = [a for a in results["arms"].values() if a["fine_tuned"]]
+    ok = all(a["macro_auroc"]["mean"] is not None for a in results["arms"].values())
+    stages = ", ".join(
+        f"{name} {timing[key]:.1f} s"
+        for key, name in (
+            ("data", "data"),
+            ("pretrain", "pre-training"),
+            ("finetune", "fine-tuning"),
+            ("bootstrap", "bootstrap"),
+        )
+    )
+    verdict = "passed" if ok else "FAILED (an arm has no macro AUROC)"
+    return (
+        f"stage times: {stages}; total {timing['total']:.1f} s\n"
+        f"quick check {verdict}: {len(cfg['seeds'])} seed(s), pre-training and "
+        f"{len(arms)} fine-tuned arms, zero-shot evaluation of {len(results['arms'])} models, "
+        f"{cfg['n_bootstrap']} bootstrap replicates. No arm comparison is printed: this budget "
+        "is a smoke test, not a measurement (results.json holds its numbers).\n"
+        "the measurement: relaxclip demo   (3 seeds; a few minutes on 2 CPU cores; docs/demo.md)"
+    )
 
 
 def _notes(cfg: DemoConfig, out: Path | None, log: Callable[[str], None]) -> None:
@@ -412,8 +468,9 @@ def _run(
     runs = {arm: [o.runs[k] for o in outcomes] for k, arm in enumerate(arms)}
     final_losses = [o.final_loss for o in outcomes]
     results = _results(ex, runs, threads, final_losses, workers)
-    log(results["table"])
-    log(results["conclusion"])
+    if cfg.compare_arms:
+        log(results["table"])
+        log(results["conclusion"])
     first = {a.label: r[0].test_scores for a, r in runs.items() if a.finetune and not a.sweep}
     return results, {"y": ex.test_y.numpy(), **first}
 
@@ -467,10 +524,10 @@ def _results(
         threshold=cfg.absolute_threshold,
         n_bootstrap=cfg.n_bootstrap,
         bootstrap_seed=cfg.bootstrap_seed,
-        relax_quantile=cfg.relax_quantile,
+        quantile=cfg.threshold_quantile,
     )
     ex.timing["bootstrap"] = time.perf_counter() - t
-    sweep = summarise_sweep(arms, cfg.absolute_threshold, cfg.relax_quantile)
+    sweep = summarise_sweep(arms, cfg.absolute_threshold, cfg.threshold_quantile)
     splits = (
         ("pretrain", bench.pretrain),
         ("train", bench.train),

@@ -1,74 +1,34 @@
 """Embedded synthetic benchmark: multi-label chest-X-ray-like image–report pairs.
 
-Everything is generated in memory from a seed; no files or downloads are needed.  The benchmark
-is built to be a *fair* test of the ideas in Jang et al. (arXiv 2212.07050):
-
-* a study usually has several findings at once, and its report describes all of them (plus
-  explicit negations, normal statements and findings-irrelevant sentences), so a whole-report
-  embedding mixes several findings;
-* the report text is calibrated to the measured statistics of real radiology reports (the
-  Open-I archive, issue 15; ``benchmarks/realism.py`` prints both side by side): sentences and
-  words per report, how often a sampled sentence or a whole report has an exact duplicate in a
-  batch of 64, the share of distinct sentences and of the most frequent one.  This comes from
-  richer label-faithful phrasing (composed stock statements, per-finding synonyms, sides and
-  lobes, measurements, hedges, comparison, technique, support-device and incidental sentences,
-  whole-report normal templates), never from noise words;
-* zero-shot prompts are short single-finding phrases (``"pleural effusion"`` vs
-  ``"no pleural effusion"``), which look like single report sentences, not like whole reports;
-* every finding has a visual signature in the image whose strength depends on its severity, on
-  top of a shared anatomy-like background, per-study jitter and noise, so a finding is learnable
-  but not trivial.
-
-Labels are exactly consistent with the text: every positive finding is stated present (a hedge
-is only ever of the "probably present" kind), every negated finding is labelled negative, and
-findings not in the label set never occur.  Every sentence is generated together with the
-findings it states present and absent (:class:`TaggedSentence`), see
-:func:`make_synthetic_reports`.
-
-Public API
-----------
-``FINDINGS``
-    The findings table: one :class:`FindingSpec` record per finding holds everything about it
-    (name, mention terms, prevalence, image signature, positive phrasings, negations).  The
-    table is data: it is read at import from the package file ``relaxclip/demo/findings.json``
-    (one object per finding, the image signature named by a key of ``_DRAWERS``), so adding a
-    finding is one entry there; the names below are derived from it.
-``SYNTHETIC_FINDINGS``
-    The default finding names (lower case; they are also the zero-shot class names).
-``FINDING_TERMS``
-    For each finding, the phrases the generator uses to mention it (every positive or negated
-    mention contains one of them).  ``NEGATION_CUES`` lists the negation words.
-``make_synthetic_reports(n, split="train", *, seed=0, findings=None)``
-    The text of ``n`` records as :class:`SyntheticReport` (tagged sentences), without images.
-``make_synthetic_records(n, split="train", *, image_size=64, seed=0, findings=None)``
-    ``n`` records of one split.
-``make_synthetic_splits(n_train, n_val, n_test, *, image_size=64, seed=0, findings=None)``
-    A :class:`SyntheticSplits` named tuple ``(train, val, test)`` of record lists.
-``SyntheticCXRDataset(records)``
-    A ``torch.utils.data.Dataset`` over a record list.
-``render_synthetic_image(findings, *, image_size=64, seed=0)``
-    One image showing exactly the given findings (e.g. from real gold labels).
-``label_prevalence(records)``
-    Fraction of positives per finding.
+Everything is generated in memory from a seed (no files, no downloads), as a fair test of the
+ideas in Jang et al. (arXiv 2212.07050): a study usually has several findings and its report
+describes all of them (with negations, normal and irrelevant sentences); the text matches the
+measured statistics of real Open-I reports (``benchmarks/realism.py``) through label-faithful
+phrasing, never noise words; zero-shot prompts are short single-finding phrases; every finding
+has a severity-dependent visual signature on a shared anatomy-like background. Labels are
+exactly consistent with the text; every sentence is generated with the findings it states
+present and absent (:class:`TaggedSentence`). The findings table (:data:`FINDINGS`, one
+:class:`FindingSpec` per finding) is data, read from ``relaxclip/demo/findings.json``.
 
 Each record is a ``dict`` with
 
-* ``"image"``: ``torch.float32`` tensor of shape ``(1, image_size, image_size)``, values roughly
-  in ``[-1.5, 1.5]`` (zero-centred intensities; no further normalisation is needed);
-* ``"report"``: ``str`` of the form ``"FINDINGS: <sentences> IMPRESSION: <sentences>"``, or
-  ``"IMPRESSION: <sentences>"`` for the 13 % of studies written without a FINDINGS section (as
-  in real archives);
-* ``"labels"``: ``torch.float32`` tensor of shape ``(K,)`` with 0/1 ground truth, in the order of
-  ``findings``;
+* ``"image"``: ``torch.float32`` ``(1, image_size, image_size)``, values roughly in
+  ``[-1.5, 1.5]`` (zero-centred; no further normalisation needed);
+* ``"report"``: ``"FINDINGS: <sentences> IMPRESSION: <sentences>"``, or
+  ``"IMPRESSION: <sentences>"`` for the 13 % of studies without a FINDINGS section;
+* ``"labels"``: ``torch.float32`` ``(K,)`` 0/1 ground truth in the order of ``findings``;
 * ``"index"``: ``int``, the record's position in its split.
 
 Determinism: record ``i`` of split ``s`` is a pure function of ``(seed, s, i, image_size,
-findings)``; in particular it does not depend on ``n`` (a longer split extends a shorter one),
-and the splits (:data:`SPLIT_NAMES`: train, val, test and the demo's pre-training split) are
-disjoint draws.  The labels and the image come from one random stream and the text from its own
-stream (``numpy.random.default_rng([seed, s, i, 1])``), so the text does not depend on
-``image_size`` and the images do not depend on the phrasing.  The pool of whole-report normal
-templates depends on ``(seed, findings)`` only and is shared by every split.
+findings)``; it does not depend on ``n`` (a longer split extends a shorter one), and the splits
+(:data:`SPLIT_NAMES`) are disjoint draws. Labels and image come from one random stream, the text
+from its own (``numpy.random.default_rng([seed, s, i, 1])``), so the text does not depend on
+``image_size``. The whole-report normal templates depend on ``(seed, findings)`` only.
+
+Example:
+    >>> train, val, test = make_synthetic_splits(800, 200, 400, image_size=64, seed=0)
+    >>> train[0]["report"][:10], train[0]["labels"].shape
+    ('FINDINGS: ', torch.Size([7]))
 """
 
 from __future__ import annotations
@@ -86,8 +46,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from relaxclip._checks import check_int
 from relaxclip.demo import phrases as ph
-from relaxclip.demo._checks import check_int
 
 Rng = np.random.Generator
 
@@ -678,10 +638,9 @@ class SyntheticReport(NamedTuple):
 
 @dataclass(frozen=True)
 class _Style:
-    """The writer's design parameters, calibrated (issue 15) so that the generated reports match
-    the text statistics of the Open-I archive (``benchmarks/realism.py``); frozen on 2026-12-01,
-    before any demo arm was run on them (commit "synthetic: design frozen (calibrated to Open-I
-    statistics)").  On the 3,000 training reports of data seed 0 they give: 5.83 sentences per
+    """The writer's design parameters, calibrated so that the generated reports match the text
+    statistics of the Open-I archive (``benchmarks/realism.py``); frozen before any demo arm was
+    run on them (docs/demo.md).  On the 3,000 training reports of data seed 0 they give: 5.83 sentences per
     report (real 5.82), words median / p90 36 / 57.1 (34 / 64), in-batch duplicate expectation of
     a sampled sentence 13.3 % (13.4 %) and of a whole report 5.2 % (4.7 %), distinct sentences
     33.0 % (38.1 %), most frequent sentence 2.1 % (1.9 %), whole reports truncated at
@@ -832,44 +791,8 @@ class _Writer:
         self, rng: Rng, negatives: Sequence[str], lungs_ok: bool, heart_ok: bool, p_bones: float
     ) -> list[TaggedSentence]:
         st = self.style
-        out: list[TaggedSentence] = []
-        lungs_done = False
-        if heart_ok and lungs_ok and rng.random() < st.p_compound_all:
-            heart, med, lungs = self._heart(rng), self._mediastinum(rng), self._lungs(rng)
-            join = ph.pick(rng, (", and ", " and ", ", "))
-            tags = self._heart_tags() | self._lung_tags(lungs)
-            out.append(_sentence(f"{heart}, {med}{join}{lungs}", absent=tags))
-            heart_ok, lungs_done = False, True
-        if lungs_done:
-            pass
-        elif heart_ok:
-            r = rng.random()
-            if r < st.p_merge_heart:
-                if rng.random() < st.p_cardiomediastinal:
-                    out.append(
-                        _sentence(self._mediastinum(rng, cardio=True), absent=self._heart_tags())
-                    )
-                else:
-                    clause = f"{self._heart(rng)} and {self._mediastinum(rng)}"
-                    out.append(_sentence(clause, absent=self._heart_tags()))
-            elif r < st.p_merge_heart + st.p_heart_only:
-                out.append(_sentence(self._heart(rng), absent=self._heart_tags()))
-            else:
-                out.append(_sentence(self._heart(rng), absent=self._heart_tags()))
-                out.append(_sentence(self._mediastinum(rng)))
-        else:
-            out.append(_sentence(self._mediastinum(rng)))
-        pleura = [n for n in ("pneumothorax", "pleural effusion") if n in negatives]
-        paren = [n for n in ("consolidation", "edema") if n in negatives]
-        chosen: list[str] = []
-        if rng.random() < st.p_pleura and pleura:
-            chosen = pleura if rng.random() < 0.7 else [ph.pick(rng, pleura)]
-            if rng.random() < st.p_parenchyma_negation * 0.5 and paren:
-                extra = ph.pick(rng, paren)
-                chosen = [*chosen, extra]
-                paren = [x for x in paren if x != extra]
-            if rng.random() < 0.3:
-                chosen = [chosen[int(i)] for i in rng.permutation(len(chosen))]
+        out, lungs_done = self._heart_and_mediastinum(rng, lungs_ok, heart_ok)
+        chosen, paren = self._pleura_negatives(rng, negatives)
         if lungs_done:
             pass
         elif lungs_ok and chosen and rng.random() < st.p_compound:
@@ -897,6 +820,48 @@ class _Writer:
         if rng.random() < p_bones:
             out.append(_sentence(self._bones(rng)))
         return out
+
+    def _heart_and_mediastinum(
+        self, rng: Rng, lungs_ok: bool, heart_ok: bool
+    ) -> tuple[list[TaggedSentence], bool]:
+        """The heart and mediastinum sentences of a report, and whether one compound sentence
+        already stated the lungs normal too."""
+        st = self.style
+        heart_tags = self._heart_tags()
+        if heart_ok and lungs_ok and rng.random() < st.p_compound_all:
+            heart, med, lungs = self._heart(rng), self._mediastinum(rng), self._lungs(rng)
+            join = ph.pick(rng, (", and ", " and ", ", "))
+            tags = heart_tags | self._lung_tags(lungs)
+            return [_sentence(f"{heart}, {med}{join}{lungs}", absent=tags)], True
+        if not heart_ok:
+            return [_sentence(self._mediastinum(rng))], False
+        r = rng.random()
+        if r < st.p_merge_heart:
+            if rng.random() < st.p_cardiomediastinal:
+                return [_sentence(self._mediastinum(rng, cardio=True), absent=heart_tags)], False
+            clause = f"{self._heart(rng)} and {self._mediastinum(rng)}"
+            return [_sentence(clause, absent=heart_tags)], False
+        if r < st.p_merge_heart + st.p_heart_only:
+            return [_sentence(self._heart(rng), absent=heart_tags)], False
+        heart_sentence = _sentence(self._heart(rng), absent=heart_tags)
+        return [heart_sentence, _sentence(self._mediastinum(rng))], False
+
+    def _pleura_negatives(self, rng: Rng, negatives: Sequence[str]) -> tuple[list[str], list[str]]:
+        """The pleural findings a normal report denies (``chosen``) and the parenchymal ones
+        left to deny (``paren``)."""
+        st = self.style
+        pleura = [n for n in ("pneumothorax", "pleural effusion") if n in negatives]
+        paren = [n for n in ("consolidation", "edema") if n in negatives]
+        chosen: list[str] = []
+        if rng.random() < st.p_pleura and pleura:
+            chosen = pleura if rng.random() < 0.7 else [ph.pick(rng, pleura)]
+            if rng.random() < st.p_parenchyma_negation * 0.5 and paren:
+                extra = ph.pick(rng, paren)
+                chosen = [*chosen, extra]
+                paren = [x for x in paren if x != extra]
+            if rng.random() < 0.3:
+                chosen = [chosen[int(i)] for i in rng.permutation(len(chosen))]
+        return chosen, paren
 
     # ---- positive findings
     def _change(self, rng: Rng) -> str:
@@ -1010,6 +975,21 @@ class _Writer:
         if extra_negations:
             body.append(self._negation(rng, extra_negations))
         body += extra
+        impression = self._impression(rng, findings, impression_only, extra, lungs_ok)
+        if impression_only:
+            return SyntheticReport((), tuple(body + impression), positive)
+        return SyntheticReport(tuple(body), tuple(impression), positive)
+
+    def _impression(
+        self,
+        rng: Rng,
+        findings: list[_Finding],
+        impression_only: bool,
+        extra: list[TaggedSentence],
+        lungs_ok: bool,
+    ) -> list[TaggedSentence]:
+        """The IMPRESSION sentences of a study with positive ``findings``."""
+        st = self.style
         impression: list[TaggedSentence]
         if not findings:
             impression = [_sentence(self._normal_impression(rng))]
@@ -1038,9 +1018,7 @@ class _Writer:
                     others = (*ph.IMPRESSION_OTHERWISE,
                               "otherwise clear lungs" if lungs_ok else "no other acute process")  # fmt: skip
                     impression.append(_sentence(ph.pick(rng, others)))
-        if impression_only:
-            return SyntheticReport((), tuple(body + impression), positive)
-        return SyntheticReport(tuple(body), tuple(impression), positive)
+        return impression
 
 
 _TEMPLATE_STREAM = 1_000_003  # stream id of the template pool (not a split index)
@@ -1102,8 +1080,8 @@ def _record(
 def _check_split_args(
     n: int, split: str, seed: int, findings: Sequence[str] | None
 ) -> tuple[int, int, int, tuple[str, ...]]:
-    n = check_int("n", n, 0)
-    seed = check_int("seed", seed, 0)
+    n = check_int("n", n, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
     if split not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
     return n, SPLIT_NAMES.index(split), seed, _check_findings(findings)
@@ -1138,7 +1116,7 @@ def render_synthetic_image(
     findings come from gold labels and the text from real reports.
     """
     allowed = _check_findings(list(findings)) if len(findings) else ()
-    image_size = check_int("image_size", image_size, 16)
+    image_size = check_int("image_size", image_size, minimum=16)
     rng = np.random.default_rng(seed)
     drawn = [_attributes(rng, name) for name in allowed]
     return torch.from_numpy(_render(rng, drawn, image_size)).unsqueeze(0)
@@ -1167,7 +1145,7 @@ def make_synthetic_records(
         A list of ``n`` record dicts (see the module docstring).
     """
     n, s, seed, allowed = _check_split_args(n, split, seed, findings)
-    image_size = check_int("image_size", image_size, 16)
+    image_size = check_int("image_size", image_size, minimum=16)
     return [_record(seed, s, i, image_size, allowed) for i in range(n)]
 
 

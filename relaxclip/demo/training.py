@@ -24,6 +24,7 @@ __all__ = [
     "Progress",
     "TrainLog",
     "batches",
+    "calibration_pairs",
     "lr_factor",
     "zero_shot_scores",
     "train",
@@ -145,9 +146,7 @@ def train(
         with torch.no_grad():  # CLIP: keep the temperature in [1/100, 1]
             model.logit_scale.clamp_(0.0, math.log(100.0))
         log.losses.append(float(loss.item()))
-        # the theta this step used (a quantile threshold's is the module's running theta)
-        theta = loss_fn.threshold if loss_fn.relax_quantile is None else loss_fn.running_threshold
-        _record_pairs(log, img, txt, theta)
+        _record_pairs(log, img, txt, loss_fn.threshold)
         if progress is not None:
             progress.update(1, loss=f"{log.losses[-1]:.3f}")
         if on_eval is not None and eval_every and (step % eval_every == 0 or step == opt.steps):
@@ -157,8 +156,29 @@ def train(
 
 
 @torch.no_grad()
+def calibration_pairs(
+    model: TinyCLIP,
+    tokenizer: WordTokenizer,
+    stream: Iterator[dict[str, Any]],
+    n_batches: int,
+    device: torch.device,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(image_features, text_features)`` of the next ``n_batches`` batches of ``stream``,
+    computed by ``model`` in evaluation mode (no dropout, no gradients), for
+    :func:`~relaxclip.calibration.calibrate_threshold`."""
+    model.eval()
+    pairs = []
+    for _ in range(n_batches):
+        batch = next(stream)
+        img = model.encode_image(batch["image"].to(device))
+        txt = model.encode_text(_trim(tokenizer(batch["text"])).to(device))
+        pairs.append((img.float(), txt.float()))
+    return pairs
+
+
+@torch.no_grad()
 def _record_pairs(
-    log: TrainLog, img: torch.Tensor, txt: torch.Tensor, threshold: float | torch.Tensor | None
+    log: TrainLog, img: torch.Tensor, txt: torch.Tensor, threshold: float | None
 ) -> None:
     pos = (F.normalize(img, dim=-1) * F.normalize(txt, dim=-1)).sum(-1)
     log.positive_cosine.append(float(pos.mean().item()))

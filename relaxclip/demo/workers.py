@@ -42,6 +42,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
+from relaxclip._checks import check_int
+
 __all__ = ["run_in_workers"]
 
 J = TypeVar("J")
@@ -199,10 +201,12 @@ def run_in_workers(
 
     Returns:
         The results in the order of ``jobs``.
+
+    Raises:
+        TypeError / ValueError: ``workers`` or ``threads`` not an int >= 1.
     """
-    for name, value in (("workers", workers), ("threads", threads)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    workers = check_int("workers", workers, minimum=1)
+    threads = check_int("threads", threads, minimum=1)
     numbered = list(enumerate(jobs))
     n = min(workers, len(numbered))
     shares = [numbered[w::n] for w in range(n)]
