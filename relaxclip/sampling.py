@@ -1,10 +1,7 @@
 """Random sentence sampling from radiology reports, as a DataLoader ``collate_fn``.
 
-At every training step each report is represented by a few of its sentences drawn at random
-(Jang et al., arXiv 2212.07050) instead of the whole report: :class:`~relaxclip.sentence_pool.
-SentencePool` gives a report's candidate sentences, :func:`sample_sentences` draws from them and
-:class:`SentenceSampler` is the collate callable around both. :func:`text_group_ids` gives the
-stable text-group ids of sampled texts. Design and measurements: ``docs/sentences.md``.
+Each report is represented at every step by sentences drawn at random from it (Jang et al.,
+arXiv 2212.07050). Design and measurements: ``docs/sentences.md``.
 """
 
 from __future__ import annotations
@@ -59,7 +56,7 @@ def sample_sentences(
 
     Args:
         candidates: per sample, its non-empty sequence of candidate sentences.
-        rng: the random source (all draws, in sample order, come from it).
+        rng: the ``random.Random`` all draws come from, in sample order.
         num_sentences: an int >= 1, an inclusive ``(lo, hi)`` pair of ints or a float in (0, 1].
         keep_order: join in candidate (report) order rather than drawn order.
         separator: string placed between joined sentences.
@@ -68,7 +65,7 @@ def sample_sentences(
         ``list[str]``: text ``i`` drawn from ``candidates[i]``.
 
     Raises:
-        TypeError, ValueError: a bad ``num_sentences`` or ``keep_order``, or an empty sample.
+        TypeError, ValueError: a bad argument or an empty sample.
 
     Example:
         >>> sample_sentences([["A.", "B."]], random.Random(0), num_sentences=2)
@@ -150,8 +147,8 @@ _INVISIBLE_RE = re.compile(f"[{INVISIBLE_MARKS}]")
 def group_text(text: str) -> str:
     """The normal form under which :func:`text_group_ids` compares texts.
 
-    Invisible marks (:data:`~relaxclip.sentences.INVISIBLE_MARKS`) removed, case folded,
-    whitespace runs collapsed to one space and stripped, a trailing run of ``.,;:!?`` removed.
+    Invisible marks removed, case folded, whitespace collapsed and stripped, trailing ``.,;:!?``
+    removed.
 
     Raises:
         TypeError: ``text`` is not a ``str``.
@@ -172,8 +169,7 @@ def text_group_ids(texts: Sequence[str]) -> torch.Tensor:
     """Stable 63-bit ids of texts: equal ids exactly for texts equal after :func:`group_text`.
 
     ``id = int.from_bytes(blake2b(group_text(t).encode("utf-8", "surrogatepass"), digest_size=8),
-    "big") >> 1``: the same in every process, worker, rank and run (collisions: about
-    ``n**2 / 2**64`` among ``n`` distinct texts).
+    "big") >> 1``: the same in every process, worker, rank and run.
 
     Args:
         texts: the texts, e.g. a batch's sampled ``"text"`` list.
@@ -210,32 +206,25 @@ def _process_rank() -> int | None:
 class SentenceSampler:
     """Collate function that samples sentences from each report and tokenizes them.
 
-    Each call turns a list of samples (mappings with ``image_key``/``text_key``, or
-    ``(image, report)`` pairs; a report is a ``str`` or a mapping of section name to text) into
-    ``{image_key: default_collate(images), "text": [B texts], <tokenizer outputs>, <group_key>,
-    <"num_dropped">, <other sample keys>}``. In training mode each text is drawn from the
-    report's candidate sentences (:class:`~relaxclip.sentence_pool.SentencePool`) with
-    :func:`sample_sentences`; in evaluation mode all candidates are joined. Each call draws from a
-    fresh :class:`random.Random` seeded by ``seed``, the epoch or DataLoader worker seed, the
-    call index and the ``torch.distributed`` rank, so epochs, workers and ranks draw anew and a
-    run is reproducible (``docs/sentences.md``, "Randomness"). No output key is overwritten.
+    Turns samples (mappings or ``(image, report)`` pairs) into ``{image_key: images, "text":
+    [B texts], <tokenizer outputs>, <group_key>, <"num_dropped">, <other sample keys>}``:
+    training mode draws each text with :func:`sample_sentences` from the report's
+    :class:`~relaxclip.sentence_pool.SentencePool` candidates, evaluation mode joins them all.
+    Random streams per seed, epoch, worker, call and rank: ``docs/sentences.md``.
 
     Args:
         tokenizer: ``list[str] -> tensor or mapping of tensors`` callable, or ``None``.
         num_sentences: ``int >= 1``, inclusive ``(lo, hi)`` or fraction in ``(0, 1]``.
         sections, fallback, cache_size, custom_sections: passed to ``SentencePool``.
-        text_key: sample key of the report; ``None``: the sample itself is the section mapping
-            (needs explicit ``sections`` and no fallback).
+        text_key: sample key of the report; ``None``: the sample is the section mapping.
         image_key: sample key of the image, also its output key; ``None`` for text only.
         seed: base seed (int) or ``None`` (derived from torch's default generator).
         train: start in training (random draws) or evaluation (every sentence) mode.
         keep_order: join drawn sentences in report order (else in drawn order).
         separator: string between joined sentences.
-        on_empty: a sample with no sentence: ``"raise"`` a ``ValueError`` naming it, or
-            ``"drop"`` it with all its fields (counted in ``"num_dropped"``, logged).
+        on_empty: a sample with no sentence: ``"raise"`` or ``"drop"`` it (logged, counted).
         token_key: output key of a tensor returned by the tokenizer.
-        tokenizer_kwargs: keyword arguments of every tokenizer call (default for HF-looking
-            tokenizers: ``padding=True, truncation=True, return_tensors="pt"``).
+        tokenizer_kwargs: keyword arguments of every tokenizer call (HF default: padding).
         list_keys: sample keys returned as plain lists instead of ``default_collate``.
         group_key: output key of :func:`text_group_ids` of the texts (``None``: off).
         id_keys: fields that name a sample in errors and drop logs.
@@ -307,8 +296,7 @@ class SentenceSampler:
         self._calls = 0
         self._main_base_seed: int | None = None
         self._rank: int | None = None  # the rank seen when pickled (see __getstate__)
-        #: Samples dropped by ``on_empty="drop"`` in this process (workers count their own).
-        self.num_dropped = 0
+        self.num_dropped = 0  # samples dropped in this process (workers count their own)
 
     def _check_key_collisions(self) -> None:
         """Fixed output and input keys must all differ (nothing may be overwritten)."""
@@ -400,17 +388,12 @@ class SentenceSampler:
         except ReportTypeError as exc:
             raise TypeError(f"{_NAME}: {self._where(position, sample)}: {exc.detail}") from None
 
-    def sample_text(self, sentences: Sequence[str], rng: random.Random) -> str:
-        """Join ``k`` sentences drawn uniformly without replacement (:func:`sample_sentences`)."""
-        return _draw(sentences, self.num_sentences, rng, self.keep_order, self.separator)
-
     def _where(self, position: int, sample: Any = None) -> str:
         keys = f"keys {self.sections!r}" if self.text_key is None else f"key {self.text_key!r}"
         return f"{self._at(position, sample)}, {keys}"
 
     def _collate(self, values: list[Any], key: str, kept: list[tuple[int, Any]]) -> Any:
-        """``default_collate(values)``; a failure names the first sample whose value differs in
-        type or shape from the first sample's."""
+        """``default_collate(values)``; a failure names the first sample differing in layout."""
         try:
             return default_collate(values)
         except (TypeError, RuntimeError) as exc:

@@ -1,10 +1,4 @@
-"""Candidate sentences of radiology reports: section choice, fallback chain, splitting, cache.
-
-:class:`SentencePool` turns one report (a string, or a mapping of section name to text) into the
-tuple of its candidate sentences, the sentences a sampler may draw from. :class:`~relaxclip.
-sampling.SentenceSampler` uses one; it is usable alone (count sentences, find empty reports
-before training, or feed another sampler).
-"""
+"""Candidate sentences of radiology reports: section choice, fallback chain, splitting, cache."""
 
 from __future__ import annotations
 
@@ -25,8 +19,7 @@ __all__ = ["REPORT", "ReportTypeError", "SentencePool"]
 #: A fallback step meaning "every section of the report" (see :class:`SentencePool`).
 REPORT = "report"
 
-#: Keys of a mapping report that count as sections for the ``"report"`` fallback step: the
-#: canonical names of :data:`~relaxclip.sentences.HEADER_ALIASES` and ``"preamble"``.
+#: Section names the report parser produces (the keys the ``"report"`` step reads in a mapping).
 KNOWN_SECTIONS: frozenset[str] = frozenset(HEADER_ALIASES) | {PREAMBLE_KEY}
 
 
@@ -41,29 +34,21 @@ class ReportTypeError(TypeError):
 class SentencePool:
     """The candidate sentences of reports, chosen by section with a fallback chain, cached.
 
-    A report is a ``str`` (cut with :func:`~relaxclip.sentences.parse_report_sections`; a string
-    with no recognised header is used whole) or a mapping of section name to text (missing keys,
-    ``None`` and blank values count as absent; other non-string fields such as MeSH lists are
-    ignored). Each section is split with :func:`~relaxclip.sentences.split_sentences`.
+    A report is a ``str`` (cut into sections; used whole without a header) or a mapping of
+    section name to text (``None``, blank and non-text fields count as absent). Each section is
+    split with :func:`~relaxclip.sentences.split_sentences`. Rules: ``docs/sentences.md``.
 
     Args:
-        sections: section names whose sentences are the candidates (default
-            ``("findings", "impression")``), or ``None`` for every section. Candidates are in
-            report order for a string, in ``sections`` order for a mapping.
-        fallback: tried in order when the chosen sections give no sentence: ``None`` (nothing),
-            ``"report"`` (:data:`REPORT`: every section of the report) or a chain of section
-            names optionally ending with ``"report"`` (e.g. ``("indication", "report")``).
+        sections: section names whose sentences are the candidates, or ``None`` for all.
+        fallback: tried when the sections give no sentence: ``None``, ``"report"`` (every
+            section) or a chain of section names optionally ending with ``"report"``.
         cache_size: distinct reports whose candidates are cached (oldest evicted; ``0``: off).
-            The cache is not pickled.
         name: the name error messages start with.
-        custom_sections: accept section names that the report parser never produces (keys of
-            mapping reports only); by default every name must be one of :data:`KNOWN_SECTIONS`.
+        custom_sections: accept names the report parser never produces (mapping reports).
 
     Raises:
         TypeError: an argument of the wrong type.
-        ValueError: empty ``sections``; an unknown section name (the known ones are listed);
-            a fallback chain that is empty, repeats a step, repeats a chosen section, has
-            ``"report"`` before its end, or names sections with ``sections=None``.
+        ValueError: empty ``sections``, an unknown section name or an invalid fallback chain.
 
     Example:
         >>> pool = SentencePool(("findings", "impression"), fallback=("indication",))
@@ -140,11 +125,7 @@ class SentencePool:
         return chain
 
     def candidates(self, report: Any) -> tuple[str, ...]:
-        """Candidate sentences of ``report`` (cached); ``()`` when no step gives one.
-
-        Raises:
-            ReportTypeError: the report, or a section used, is of the wrong type.
-        """
+        """Candidate sentences of ``report`` (cached); ``()`` when none; ``ReportTypeError``."""
         key = self._key(report)
         if key is not None:
             try:
@@ -162,10 +143,7 @@ class SentencePool:
 
     def describe(self) -> str:
         """What is tried, in order, for error messages (``"sections (...), then section ..."``)."""
-        if self.sections is None:
-            steps = ["every section"]
-        else:
-            steps = [f"sections {self.sections!r}"]
+        steps = ["every section" if self.sections is None else f"sections {self.sections!r}"]
         steps += [f"section {s!r}" for s in self._named]
         tried = ", then ".join(steps)
         if self._whole:

@@ -1,10 +1,6 @@
-"""Radiology report sections and sentence splitting, fully offline.
+"""Radiology report sections and sentence splitting (Punkt with shipped parameters), offline.
 
-:func:`parse_report_sections` cuts a free-text report (MIMIC-CXR style, NIH/NegBio style, or
-running text with inline headers) into named sections keyed by lower-case canonical names;
-:func:`split_sentences` splits text into sentences with nltk's Punkt algorithm, using parameters
-shipped in this module (no ``nltk.download``), plus radiology rules. Rules, invariants and
-measurements: ``docs/sentences.md``.
+Rules, invariants and measurements: ``docs/sentences.md``.
 """
 
 from __future__ import annotations
@@ -27,13 +23,10 @@ __all__ = [
     "split_sentences",
 ]
 
-#: Key under which :func:`parse_report_sections` stores text that precedes the first recognised
-#: header, or the whole report when it has no recognised header.
+#: Key of the text before the first recognised header (the whole report when there is none).
 PREAMBLE_KEY = "preamble"
 
-#: Invisible format characters (byte-order mark, soft hyphen, zero-width, bidirectional and word
-#: joiner marks) removed before the first visible character of a text and before a line-start
-#: header; a regex character-class body with inclusive ranges.
+#: Invisible format characters removed before a text and a line-start header (a regex class body).
 INVISIBLE_MARKS = "\ufeff\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f"
 _LEADING_MARKS = re.compile(rf"[\s{INVISIBLE_MARKS}]*[{INVISIBLE_MARKS}]")
 
@@ -44,8 +37,7 @@ def strip_leading_marks(text: str) -> str:
     return text[m.end() :] if m else text
 
 
-#: Canonical section name -> header spellings recognised (case-insensitive at line start,
-#: upper-case when inline). Variants include plurals and common typos seen in MIMIC-CXR.
+#: Canonical section name -> header spellings recognised (plurals, MIMIC-CXR typos, synonyms).
 HEADER_ALIASES: dict[str, tuple[str, ...]] = {
     "findings": (
         "FINDINGS",
@@ -105,16 +97,12 @@ def _build_header_regex() -> tuple[re.Pattern[str], dict[str, str]]:
             if norm in lookup:  # pragma: no cover - guards the table above
                 raise AssertionError(f"header {variant!r} listed twice")
             lookup[norm] = key
-    # Longest first so that "FINDINGS AND IMPRESSION" wins over "FINDINGS".
     ordered = sorted(lookup, key=len, reverse=True)
-    alt = "|".join(re.escape(v).replace(r"\ ", r"[ \t]+") for v in ordered)
-    pattern = (
-        # (a) at line start, any case, followed by a colon.
+    alt = "|".join(re.escape(v).replace(r"\ ", r"[ \t]+") for v in ordered)  # longest first
+    pattern = (  # (a) line start, any case, colon; (c) upper case alone on its line;
         rf"^[ \t{INVISIBLE_MARKS}]*(?P<a>(?i:{alt}))[ \t]*:"
-        # (c) alone on its line, upper case only ("IMPRESSION\n").
         rf"|^[ \t{INVISIBLE_MARKS}]*(?P<c>(?:{alt}))[ \t]*(?=\r?\n|\Z)"
-        # (b) anywhere after whitespace, upper case only, followed by a colon.
-        rf"|(?<!\S)(?P<b>(?:{alt}))[ \t]*:"
+        rf"|(?<!\S)(?P<b>(?:{alt}))[ \t]*:"  # (b) inline after whitespace, upper case, colon
     )
     return re.compile(pattern, re.MULTILINE), lookup
 
@@ -140,20 +128,15 @@ def _check_text(owner: str, text: object) -> None:
 def parse_report_sections(text: str) -> dict[str, str]:
     """Split a radiology report into sections keyed by canonical lower-case names.
 
-    A header (a spelling of :data:`HEADER_ALIASES`) is recognised at the start of a line in any
-    case followed by ``:``, in upper case alone on its line, or inline in upper case after
-    whitespace and followed by ``:``. Only header words, their colons and surrounding whitespace
-    are removed; invisible marks (:data:`INVISIBLE_MARKS`) before a text or a line-start header
-    are dropped so they never hide a header.
+    A header (:data:`HEADER_ALIASES`) is recognised at a line start in any case before ``:``,
+    in upper case alone on its line, or inline in upper case after whitespace before ``:``.
 
     Args:
         text: the report.
 
     Returns:
-        A dict in order of first appearance: each value is the text up to the next header,
-        stripped (``""`` for a header with nothing after it); a repeated section has its parts
-        joined by a blank line. Text before the first header (the whole report when there is
-        none) is kept under :data:`PREAMBLE_KEY` when not blank.
+        A dict in order of first appearance of stripped section texts (a repeated section's
+        parts joined by a blank line); text before the first header under :data:`PREAMBLE_KEY`.
 
     Raises:
         TypeError: ``text`` is not a ``str``.
@@ -180,9 +163,7 @@ def parse_report_sections(text: str) -> dict[str, str]:
     return {k: "\n\n".join(p for p in v if p) for k, v in parts.items()}
 
 
-#: Abbreviations shipped as Punkt parameters (lower case, without the final period). A period
-#: after one of these never ends a sentence on its own (Punkt may still split when the next word
-#: is a known sentence starter; none are shipped).
+#: Abbreviations shipped as Punkt parameters (lower case, no final period): never a sentence end.
 ABBREVIATIONS: frozenset[str] = frozenset(
     {
         # titles and names
@@ -209,25 +190,19 @@ def _punkt() -> PunktSentenceTokenizer:
     return PunktSentenceTokenizer(params)
 
 
-# A period/?/! ending a plain alphabetic word (>= 2 ASCII letters, a whole token), then whitespace
-# and an alphanumeric character: Punkt with the shipped parameters always breaks here unless the
-# word is an abbreviation, so this exact shortcut cuts without calling Punkt.
+# "word. Next": Punkt (shipped parameters) always breaks here unless the word is an abbreviation.
 _EASY_BREAK = re.compile(r"(?<!\S)([A-Za-z]{2,})([.?!])\s+(?=[^\W_])")
-# Where Punkt finds a candidate boundary: an end character followed by a character that cannot be
-# inside a word, or by whitespace and a token (nltk's period-context pattern; a superset is safe).
+# A superset of where Punkt finds a candidate boundary (nltk's period-context pattern).
 _ANY_CANDIDATE = re.compile(r"[.?!](?:[)\";}\]*:@'({\[\u2018\u2019\u201c\u201d\xab\xbb!?]|\s+\S)")
-# Hard boundaries cut before Punkt runs: a blank line; a doubled period after a word
-# ("radiographs.. No"); a period glued to the next capitalised word ("XXXX.In the left").
+# Hard boundaries: a blank line, "radiographs.. No", "XXXX.In the left", "zone A. Lungs clear".
 _HARD = re.compile(
     r"(?P<blank>\n[^\S\n]*\n)"
     r"|(?<![.\s])\.\.(?P<dd>\s)"
     r"|(?<!\S)(?P<word>[A-Za-z]{2,})\.(?P<glued>[A-Z][a-z])"
-    # "zone A. Lungs clear": a lower-case word, one capital letter and a period, then a capital.
     r"|(?<!\S)(?P<lword>[a-z]{2,})\s+[A-Z]\.(?P<letter>\s+)(?=[A-Z])"
 )
 _LETTER_QUICK = re.compile(r"[a-z]\s+[A-Z]\.\s+[A-Z]")
-#: Words after which a number is a value, never a list marker ("grade 2. Recommend ..." ends a
-#: sentence at "2."; it does not start item 2). Lower case.
+#: Words after which a number is a value, never a list marker ("grade 2. Recommend").
 NUMBERED_WORDS: frozenset[str] = frozenset(
     {
         "grade", "stage", "type", "level", "class", "category", "zone", "segment", "rib", "ribs",
@@ -306,10 +281,7 @@ def _word_ending_at(text: str, j: int) -> str:
 
 
 def _split_segment(text: str, start: int, stop: int, out: list[tuple[int, int]]) -> None:
-    """Append the sentence spans of the blank-line-free segment ``text[start:stop]`` to ``out``.
-
-    A list marker's span starts at the marker, so the marker stays with its first sentence.
-    """
+    """Append the spans of the segment ``text[start:stop]`` (a marker stays with its sentence)."""
     segment = text[start:stop]
     starts = _marker_starts(segment)
     bounds = sorted({0, *starts, len(segment)})
@@ -338,9 +310,7 @@ def _is_content(sentence: str) -> bool:
 
 
 def _merge_fragments(text: str, spans: list[tuple[int, int]]) -> list[str]:
-    """The sentences of ``spans`` (in text order), each with its whitespace collapsed; a span that
-    is only punctuation or only a list marker is merged with a neighbour, keeping the text between
-    them as it is (``"clear. ..."`` stays ``"clear. ..."``, ``".!:"`` stays ``".!:"``)."""
+    """The sentences of ``spans``; a punctuation-only or marker-only span joins a neighbour."""
     out: list[tuple[int, int]] = []
     pending: tuple[int, int] | None = None  # fragments before the first content, or a marker
     for a, b in spans:
@@ -348,11 +318,9 @@ def _merge_fragments(text: str, spans: list[tuple[int, int]]) -> list[str]:
         if _is_content(piece):
             out.append((pending[0], b) if pending else (a, b))
             pending = None
-        elif _MARKER_ONLY.fullmatch(piece) is not None:
-            pending = (pending[0], b) if pending else (a, b)
-        elif out and not pending:
+        elif out and not pending and _MARKER_ONLY.fullmatch(piece) is None:
             out[-1] = (out[-1][0], b)
-        else:
+        else:  # before the first content, or a marker: held for the next sentence
             pending = (pending[0], b) if pending else (a, b)
     if pending:
         if out:
@@ -363,22 +331,17 @@ def _merge_fragments(text: str, spans: list[tuple[int, int]]) -> list[str]:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Split radiology text into sentences, offline, with Punkt and radiology rules.
+    """Split radiology text into sentences with Punkt and radiology rules (``docs/sentences.md``).
 
-    Hard boundaries (blank line, ``"word.. Next"``, ``"XXXX.In"``, ``"zone A. Lungs"``) are cut
-    first; a list marker (``1.``, ``2)``) starts an item at a line start, after ``. ! ? : ;`` or
-    when it continues the numbering before a capital (not after a word of
-    :data:`NUMBERED_WORDS`); inside an item Punkt decides with :data:`ABBREVIATIONS`, so
-    decimals, times, dates and ``XXXX`` stay whole; a piece with no letter or digit, or only a
-    marker, joins its neighbour. Details: ``docs/sentences.md``.
+    Hard boundaries are cut first, then numbered-list items; inside an item Punkt decides with
+    :data:`ABBREVIATIONS`; a piece with no letter or digit, or only a marker, joins a neighbour.
 
     Args:
         text: any text (a report section).
 
     Returns:
-        The sentences in order, each the next piece of ``text`` with its whitespace runs
-        collapsed to one space: joining them gives ``text`` up to whitespace and the invisible
-        marks before its first visible character. ``[]`` exactly when ``text`` is blank.
+        The sentences in order, each the next piece of ``text`` with whitespace runs collapsed;
+        ``[]`` exactly when ``text`` is blank.
 
     Raises:
         TypeError: ``text`` is not a ``str``.
@@ -390,8 +353,6 @@ def split_sentences(text: str) -> list[str]:
     _check_text("split_sentences", text)
     spans: list[tuple[int, int]] = []
     pos = 0
-    # Leading whitespace is not part of any sentence; without it Punkt sees the same text whatever
-    # precedes the first visible character.
     text = strip_leading_marks(text).lstrip()
     if (
         "\n" not in text

@@ -1,8 +1,6 @@
 """Readers for CheXpert (Irvin et al., AAAI 2019): ``train.csv`` / ``valid.csv`` and the test set.
 
-Labels: ``1`` positive, ``0`` negative, blank (unmentioned) NaN, ``-1`` (uncertain) by the
-``uncertainty`` policy: ``"ignore"`` NaN, ``"ones"`` 1.0, ``"zeros"`` 0.0. Record keys and the
-test-set layouts: ``docs/data.md``.
+Record keys and the test-set layouts: ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -44,8 +42,7 @@ def _check_policy(uncertainty: object) -> float:
 def parse_chexpert_label(raw: str, uncertainty: UncertaintyPolicy, *, where: str = "") -> float:
     """Map one CheXpert label cell to a float: ``1``→1.0, ``0``→0.0, blank→NaN, ``-1``→policy.
 
-    Accepts ``"1"``, ``"1.0"``, ``"0"``, ``"0.0"``, ``"-1"``, ``"-1.0"`` and blank; anything else
-    raises ``ValueError`` naming ``where`` (e.g. ``"train.csv line 3, column 'Edema'"``).
+    Any other cell raises ``ValueError`` naming ``where`` (e.g. ``"train.csv line 3"``).
     """
     codes = {**_CODES, -1.0: _check_policy(uncertainty)}
     s = raw.strip()
@@ -117,8 +114,8 @@ def read_chexpert(
     """Read CheXpert's ``train.csv`` / ``valid.csv`` into one record per image (CSV order).
 
     Args:
-        csv_path: the CSV (UTF-8, a byte-order mark is fine, unique column names, >= 1 row).
-        image_root: the folder the ``Path`` column is relative to (default: the CSV's grandparent).
+        csv_path: the CSV.
+        image_root: the folder ``Path`` is relative to (default: the CSV's grandparent).
         labels: which CheXpert observations, in this order.
         uncertainty: what ``-1`` becomes: ``"ignore"`` (NaN), ``"ones"`` or ``"zeros"``.
         frontal_only: keep rows whose ``Frontal/Lateral`` is ``Frontal`` (any letter case).
@@ -129,9 +126,9 @@ def read_chexpert(
 
     Raises:
         TypeError: a path, label list or flag of the wrong type.
-        FileNotFoundError: a missing file or folder (the CSV, column and first paths named).
+        FileNotFoundError: a missing file or folder (the first ones named).
         ValueError: unknown labels or policy, a bad cell (file and line named), or
-            ``frontal_only=True`` keeping no row (the column's values listed).
+            ``frontal_only=True`` keeping no row.
     """
     path, names, check_paths = _check_common(csv_path, labels, uncertainty, check_paths)
     frontal_only = check_bool("frontal_only", frontal_only)

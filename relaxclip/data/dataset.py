@@ -1,8 +1,4 @@
-"""A torch ``Dataset`` over reader records, loading images lazily, and study-level grouping.
-
-Images are read with Pillow, imported on first use (install the extra that provides it:
-``pip install 'relaxclip[data]'``, or ``pip install Pillow``).
-"""
+"""A torch ``Dataset`` over reader records, loading images lazily (Pillow), and study grouping."""
 
 from __future__ import annotations
 
@@ -23,11 +19,7 @@ _PIL_HINT = "reading images needs Pillow: pip install 'relaxclip[data]' (or pip 
 
 
 def load_image(path: str | Path, mode: str = "RGB") -> Any:
-    """Open ``path`` with Pillow and convert it to ``mode`` (``"RGB"``, ``"L"``, ...).
-
-    Returns a ``PIL.Image.Image`` (fully loaded, file closed). ``ImportError`` with the
-    install hint when Pillow is missing; ``FileNotFoundError`` naming the path.
-    """
+    """``path`` opened with Pillow, loaded and converted to ``mode`` (``"RGB"``, ``"L"``, ...)."""
     try:
         from PIL import Image
     except ImportError as exc:
@@ -49,19 +41,14 @@ def pil_to_tensor(image: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float().div_(255.0)
 
 
-def _same_labels(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
-
-
 def group_by_study(
     records: Sequence[Mapping[str, Any]], *, key: str = "study_id"
 ) -> list[dict[str, Any]]:
     """Merge image-level records into study-level ones (order of first appearance).
 
-    Each output has ``key``, ``image_paths`` (the images' ``image_path`` in input order),
-    ``images`` (the input records), ``labels``/``label_names``/``report``/``patient_id`` taken
-    from the first image. Images of one study must have identical labels (NaN equal to NaN)
-    and reports, else ``ValueError`` naming the study.
+    Each output has ``key``, ``image_paths``, ``images`` (the input records) and the first
+    image's ``labels``, ``label_names``, ``report`` and ``patient_id``. Images of one study with
+    different labels or reports raise ``ValueError`` naming the study.
     """
     groups: dict[Any, dict[str, Any]] = {}
     for i, rec in enumerate(check_records("records", records, (key, "image_path", "labels"))):
@@ -82,7 +69,7 @@ def group_by_study(
                     groups[sid][extra] = rec[extra]
             continue
         g = groups[sid]
-        if not _same_labels(g["labels"], labels):
+        if not np.array_equal(g["labels"], labels, equal_nan=True):
             raise ValueError(f"records[{i}]: study {sid!r} has images with different labels")
         if g["report"] != rec.get("report"):
             raise ValueError(f"records[{i}]: study {sid!r} has images with different reports")
@@ -92,21 +79,16 @@ def group_by_study(
 
 
 class ImageLabelDataset(Dataset[Any]):
-    """``Dataset`` yielding ``(image, labels)`` (or dicts) from reader records, loading images lazily.
+    """``Dataset`` of ``(image, labels)`` (``labels``: ``float32 Tensor[K]``, NaN kept).
 
     Args:
         records: reader output (dicts with ``image_key`` and ``labels``).
-        transform: callable applied to the PIL image; default ``pil_to_tensor``
-            (``float32 Tensor[C, H, W]`` in [0, 1]).
-        mode: PIL mode the image is converted to (``"RGB"`` for CLIP encoders, ``"L"``).
-        image_key: record key holding the path (``"image_path"``) or a list of paths
-            (``"image_paths"`` of study records: the item is then a list of images).
+        transform: callable applied to the PIL image; default ``pil_to_tensor``.
+        mode: PIL mode the image is converted to (``"RGB"``, ``"L"``).
+        image_key: record key of the path, or of a list of paths (the item is a list of images).
         first_image: for a record holding a list of paths, load only its first image.
-        as_dict: yield ``{"image", "labels"}`` dicts, plus ``"report"`` when the record has a
-            report (the input :class:`~relaxclip.sampling.SentenceSampler` collates), instead of
-            ``(image, labels)`` tuples.
-
-    ``labels`` is ``float32 Tensor[K]`` with NaN for unmentioned labels, unchanged.
+        as_dict: yield ``{"image", "labels"[, "report"]}`` dicts (the input of
+            :class:`~relaxclip.sampling.SentenceSampler`).
     """
 
     def __init__(

@@ -1,8 +1,4 @@
-"""Label-name constants and the small CSV helpers shared by the dataset readers.
-
-The orders below are the ones the public label files use, so a label vector read by a
-reader lines up with these tuples index by index.
-"""
+"""Label names (in the public label files' column order) and CSV helpers shared by the readers."""
 
 from __future__ import annotations
 
@@ -19,8 +15,7 @@ from typing import Any
 from relaxclip._checks import describe
 from relaxclip.sentences import check_names, strip_leading_marks
 
-#: The 14 CheXpert observations, in the column order of CheXpert's ``train.csv`` /
-#: ``valid.csv`` and of MIMIC-CXR-JPG's ``mimic-cxr-2.0.0-chexpert.csv``.
+#: The 14 CheXpert observations (CheXpert's and MIMIC-CXR-JPG's CSV column order).
 CHEXPERT_LABELS: tuple[str, ...] = (
     "No Finding",
     "Enlarged Cardiomediastinum",
@@ -38,8 +33,7 @@ CHEXPERT_LABELS: tuple[str, ...] = (
     "Support Devices",
 )
 
-#: The 5 CheXpert competition pathologies (Irvin et al. 2019), on which CheXzero and the
-#: paper compare against radiologists.
+#: The 5 CheXpert competition pathologies (Irvin et al. 2019).
 CHEXPERT_COMPETITION_LABELS: tuple[str, ...] = (
     "Atelectasis",
     "Cardiomegaly",
@@ -48,8 +42,7 @@ CHEXPERT_COMPETITION_LABELS: tuple[str, ...] = (
     "Pleural Effusion",
 )
 
-#: The 14 ChestX-ray14 findings in the order of the NIH label files (``Data_Entry_2017*.csv``
-#: spells them this way in its ``Finding Labels`` column, '|'-separated).
+#: The 14 ChestX-ray14 findings as the NIH label files order and spell them.
 CHESTXRAY14_LABELS: tuple[str, ...] = (
     "Atelectasis",
     "Cardiomegaly",
@@ -70,19 +63,12 @@ CHESTXRAY14_LABELS: tuple[str, ...] = (
 #: The token ChestX-ray14 uses for an image with none of the 14 findings.
 CHESTXRAY14_NO_FINDING: str = "No Finding"
 
-#: Columns of the Open-I gold standard (NegBio ``openi_gld_std14.csv``): the 14
-#: ChestX-ray14 findings plus ``normal``.
+#: Columns of the Open-I gold standard (NegBio ``openi_gld_std14.csv``).
 OPENI_LABELS: tuple[str, ...] = CHESTXRAY14_LABELS + ("normal",)
 
 
 def check_labels(labels: Iterable[str], known: Sequence[str], *, what: str) -> tuple[str, ...]:
-    """``labels`` as a tuple, in the order given, after checking each is one of ``known``.
-
-    Raises:
-        TypeError: ``labels`` is a single string or not an iterable of strings.
-        ValueError: empty, unknown (``what`` names the set, e.g. ``"CheXpert labels"``) or
-            duplicated names.
-    """
+    """``labels`` as a tuple; empty, unknown (``what`` names the set) or repeated names raise."""
     out = check_names("labels", labels, "a sequence of label names (str)")
     if not out:
         raise ValueError(f"labels must hold at least one of the {what}, got an empty selection")
@@ -95,46 +81,28 @@ def check_labels(labels: Iterable[str], known: Sequence[str], *, what: str) -> t
     return out
 
 
-#: Errors a truncated or corrupt ``.gz`` / ``.tgz`` raises while it is read.
-_CORRUPT = (EOFError, gzip.BadGzipFile, zlib.error)
-
-
-def _utf8_error(path: Path, raw: bytes, exc: UnicodeDecodeError) -> ValueError:
-    line = raw.count(b"\n", 0, exc.start) + 1
-    return ValueError(
-        f"{path}: not UTF-8 text (byte {raw[exc.start : exc.start + 1]!r} at line {line}, "
-        f"offset {exc.start}); expected a UTF-8 file (re-save it as UTF-8)"
-    )
-
-
-def read_bytes(path: Path) -> bytes:
-    """The bytes of ``path``, decompressed when it ends in ``.gz``.
-
-    A truncated or corrupt ``.gz`` raises ``ValueError`` naming the path.
-    """
-    if path.suffix != ".gz":
-        return path.read_bytes()
-    try:
-        with gzip.open(path, "rb") as fh:
-            return fh.read()
-    except _CORRUPT as exc:
-        raise ValueError(
-            f"{path}: truncated or corrupt gzip file ({type(exc).__name__}: {exc})"
-        ) from exc
-
-
 def read_text(path: Path) -> str:
-    """``path`` (``.gz`` decompressed) decoded as UTF-8, invisible leading marks stripped.
+    """``path`` (``.gz`` decompressed) as UTF-8, leading invisible marks stripped.
 
-    ``ValueError`` naming the file, the line and the byte when it is not UTF-8 (a Latin-1
-    or Windows-1252 export, for example), or when a ``.gz`` is truncated.
+    Not UTF-8 (line and byte named) or a corrupt ``.gz`` raises ``ValueError`` naming the file.
     """
-    raw = read_bytes(path)
     try:
-        text = raw.decode("utf-8")
+        if path.suffix != ".gz":
+            raw = path.read_bytes()
+        else:
+            with gzip.open(path, "rb") as fh:
+                raw = fh.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        what = f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"{path}: truncated or corrupt gzip file ({what})") from exc
+    try:
+        return strip_leading_marks(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise _utf8_error(path, raw, exc) from exc
-    return strip_leading_marks(text)
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {raw[exc.start : exc.start + 1]!r} at line {line}, "
+            f"offset {exc.start}); expected a UTF-8 file (re-save it as UTF-8)"
+        ) from exc
 
 
 def as_path(name: str, path: object) -> Path:
@@ -159,7 +127,7 @@ def optional_folder(path: str | os.PathLike[str] | None, *, name: str) -> Path |
 def missing_files_error(
     source: Path, what: str, column: str, missing: Sequence[Any], hint: str
 ) -> FileNotFoundError:
-    """The error for files named in ``column`` of ``source`` that do not exist (first three shown)."""
+    """The error for files of ``column`` of ``source`` that do not exist (first three named)."""
     shown = ", ".join(map(str, missing[:3])) + (", ..." if len(missing) > 3 else "")
     return FileNotFoundError(
         f"{source}: {len(missing)} {what}(s) in column {column!r} do not exist ({shown}); {hint}"
@@ -168,8 +136,7 @@ def missing_files_error(
 
 @dataclass(frozen=True)
 class CsvTable:
-    """A CSV read by :func:`read_csv_rows`: ``header``, ``rows`` (dicts) and for each row the
-    physical ``lines`` number (1-based) of the file line where that record starts."""
+    """A CSV read by :func:`read_csv_rows`; ``lines[i]``: the file line where row ``i`` starts."""
 
     path: Path
     header: list[str]
@@ -177,21 +144,15 @@ class CsvTable:
     lines: list[int]
 
     def where(self, i: int) -> str:
-        """``"<path> line <n>"`` for row ``i`` (the line where that record starts)."""
+        """``"<path> line <n>"`` for row ``i``."""
         return f"{self.path} line {self.lines[i]}"
 
 
 def read_csv_rows(path: Path, required: Sequence[str]) -> CsvTable:
-    """Read a CSV (or ``.csv.gz``) with a header into a :class:`CsvTable`.
+    """Read a UTF-8 CSV (or ``.csv.gz``) with a header; blank lines are skipped.
 
-    The file must be UTF-8; a byte-order mark (as Excel writes in "CSV UTF-8") and other
-    invisible leading marks are removed. Blank lines are skipped; quoted fields may span
-    lines; ``CsvTable.lines`` gives every row's real starting line for error messages.
-
-    Raises ``ValueError`` naming the file when: it is not UTF-8 (line and byte), a ``.gz``
-    is truncated, the header is missing or repeats a column name, a ``required`` column is
-    absent, a row has the wrong number of fields (its line), or the file has a header but
-    no data row (a reader would otherwise return nothing without a word).
+    ``ValueError`` naming the file (and line) for bad text (:func:`read_text`), a missing or
+    repeated column name, a row with the wrong number of fields, or no data row.
     """
     text = read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""))

@@ -1,9 +1,6 @@
 """Reader for MIMIC-CXR-JPG v2 (Johnson et al. 2019) with optional free-text reports.
 
-Reads ``mimic-cxr-2.0.0-{metadata,chexpert,split}.csv[.gz]`` and ``files/pXX/pXXXXXXXX/sXXXXXXXX/
-<dicom_id>.jpg`` under ``root``; reports (MIMIC-CXR) from ``reports_root``. Labels follow the
-CheXpert coding and ``uncertainty`` policy. Record keys: ``docs/data.md``. MIMIC-CXR is
-credentialed-access data (PhysioNet); nothing of it ships with relaxclip.
+Labels follow the CheXpert coding. Layout, record keys and data access: ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -146,8 +143,8 @@ def read_mimic_cxr(
         split: keep images of these splits (``"train"``, ``"validate"``, ``"test"``); None: all.
         labels, uncertainty: CheXpert observations and ``-1`` policy, as in ``read_chexpert``.
         views: keep images whose ``ViewPosition`` is one of these (any letter case); None: all.
-        reports_root: the MIMIC-CXR folder of ``files/pXX/pXXXXXXXX/sXXXXXXXX.txt`` reports
-            (UTF-8, a leading invisible mark removed); None: no reports.
+        reports_root: the MIMIC-CXR folder of ``files/pXX/pXXXXXXXX/sXXXXXXXX.txt`` reports;
+            None: no reports.
         check_paths: every kept image and report must exist (else a missing report is None).
 
     Returns:
@@ -155,9 +152,9 @@ def read_mimic_cxr(
 
     Raises:
         TypeError: a path, flag or filter of the wrong type.
-        FileNotFoundError: a missing folder, table, image or report (table and column named).
+        FileNotFoundError: a missing folder, table, image or report (the first ones named).
         ValueError: a bad cell, an image without one split and one metadata row, or filters
-            that keep no image (the values present listed).
+            that keep no image.
     """
     base = tables.existing_file(root, name="root", folder=True)
     names = tables.check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")

@@ -1,8 +1,6 @@
 """Reader for NIH ChestX-ray14 (Wang et al., CVPR 2017): ``Data_Entry_2017*.csv`` (or ``.csv.gz``).
 
-``Finding Labels`` holds '|'-separated findings of ``CHESTXRAY14_LABELS`` or ``No Finding``, so
-label vectors are 0/1 without NaN. Record keys: ``docs/data.md``. Data: NIH Clinical Center, no
-restrictions on use; cite Wang et al. 2017 and acknowledge the NIH Clinical Center.
+Label vectors are 0/1 (no NaN). Record keys and data terms: ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +23,11 @@ _REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
 _KNOWN = (*CHESTXRAY14_LABELS, CHESTXRAY14_NO_FINDING)
 
 
-def _read_image_list(images: Iterable[str] | str | os.PathLike[str]) -> list[str]:
+def _check_rows(table: tables.CsvTable, images: Any) -> set[str] | None:
+    """Check ``Image Index`` is unique; the names ``images`` selects (``None``: every row)."""
+    first_line = tables.unique_column(table, "Image Index", "image")
+    if images is None:
+        return None
     if isinstance(images, (str, os.PathLike)):
         p = tables.existing_file(images, name="images")
         out = [line.strip() for line in tables.read_text(p).splitlines() if line.strip()]
@@ -35,7 +37,11 @@ def _read_image_list(images: Iterable[str] | str | os.PathLike[str]) -> list[str
         source = "the iterable"
     if not out:
         raise ValueError(f"images: {source} names no image; expected at least one name")
-    return out
+    absent = [x for x in out if x not in first_line]
+    if absent:
+        where = f"column 'Image Index' of {table.path}"
+        raise ValueError(f"images: {len(absent)} name(s) not in {where}: {absent[:5]}")
+    return set(out)
 
 
 def _int_or_none(value: str | None, where: str) -> int | None:
@@ -45,19 +51,6 @@ def _int_or_none(value: str | None, where: str) -> int | None:
         return int(value)
     except ValueError:
         raise ValueError(f"{where}: expected an integer, got {value!r}") from None
-
-
-def _check_rows(table: tables.CsvTable, images: Any) -> set[str] | None:
-    """Check ``Image Index`` is unique; the names ``images`` selects (``None``: every row)."""
-    first_line = tables.unique_column(table, "Image Index", "image")
-    if images is None:
-        return None
-    wanted = _read_image_list(images)
-    absent = [x for x in wanted if x not in first_line]
-    if absent:
-        where = f"column 'Image Index' of {table.path}"
-        raise ValueError(f"images: {len(absent)} name(s) not in {where}: {absent[:5]}")
-    return set(wanted)
 
 
 def _findings(
@@ -84,11 +77,10 @@ def read_chestxray14(
     """Read ChestX-ray14's label table into one record per image (CSV order).
 
     Args:
-        csv_path: ``Data_Entry_2017*.csv[.gz]`` (UTF-8, unique column names, >= 1 data row).
+        csv_path: ``Data_Entry_2017*.csv[.gz]``.
         image_root: folder with the PNGs; None: ``image_path`` is None.
         labels: names from ``CHESTXRAY14_LABELS`` and/or ``"No Finding"``, in output order.
-        images: keep only these image names (an iterable, or a list file such as
-            ``test_list.txt``), in CSV order.
+        images: keep only these image names (an iterable, or a file such as ``test_list.txt``).
         check_paths: with ``image_root``, every kept image must exist.
 
     Returns:
@@ -96,9 +88,9 @@ def read_chestxray14(
 
     Raises:
         TypeError: a path, flag or ``images`` of the wrong type.
-        FileNotFoundError: a missing file or folder (the CSV, column and first files named).
-        ValueError: an unknown finding, ``No Finding`` with a finding, an ``Image Index`` twice
-            (file, line and column named), or a name of ``images`` absent from the CSV.
+        FileNotFoundError: a missing file or folder (the first ones named).
+        ValueError: a bad cell or duplicate row (file and line named), or a name of ``images``
+            absent from the CSV.
     """
     path = tables.existing_file(csv_path, name="csv_path")
     names = tables.check_labels(labels, _KNOWN, what="ChestX-ray14 labels")

@@ -1,8 +1,7 @@
-"""Reader for the Indiana University / Open-I chest X-ray report archive (``NLMCXR_reports.tgz``).
+"""Reader for the Indiana University / Open-I report archive (``NLMCXR_reports.tgz``).
 
-One XML file per report (``ecgen-radiology/<n>.xml``), read with the standard library only. Data
-licence: CC BY-NC-ND 4.0 (read it in place; do not redistribute derived text); cite
-Demner-Fushman et al., JAMIA 2016;23(2):304-310. Empty reports: ``docs/data.md``.
+One XML file per report (``ecgen-radiology/<n>.xml``). Licence and citation:
+``docs/sentences.md``; empty reports: ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -30,10 +29,8 @@ OPENI_SECTIONS: tuple[str, ...] = ("comparison", "indication", "findings", "impr
 _NUMBER = re.compile(r"(\d+)")
 
 
-def _text(el: ET.Element | None) -> str:
-    """Whole text content of ``el`` (including children), whitespace-stripped; '' when absent."""
-    if el is None:
-        return ""
+def _text(el: ET.Element) -> str:
+    """Whole text content of ``el`` (including children), whitespace-stripped."""
     return "".join(el.itertext()).strip()
 
 
@@ -64,7 +61,10 @@ def parse_openi_xml(data: bytes | str, *, source: str = "<xml>") -> dict[str, An
         )
     if not isinstance(source, str):
         raise TypeError(f"parse_openi_xml: source must be a str, got {describe(source)}")
-    root = _parse(data, source)
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise ValueError(f"parse_openi_xml: {source} is not well-formed XML: {exc}") from exc
     uid_el = root.find("uId")
     uid = uid_el.get("id") if uid_el is not None else None
     if not uid:
@@ -86,17 +86,10 @@ def parse_openi_xml(data: bytes | str, *, source: str = "<xml>") -> dict[str, An
     return record
 
 
-def _parse(data: bytes | str, source: str) -> ET.Element:
-    try:
-        return ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise ValueError(f"parse_openi_xml: {source} is not well-formed XML: {exc}") from exc
-
-
-def _member_order(name: str) -> tuple[int, str]:
-    """Sort key: the report number in ``ecgen-radiology/<n>.xml``, then the name."""
-    m = _NUMBER.search(os.path.basename(name))
-    return (int(m.group(1)) if m else -1, name)
+def _order(member: tuple[str, bytes]) -> tuple[int, str]:
+    """Sort key of a ``(name, data)`` member: the ``<n>`` of ``<n>.xml``, then the name."""
+    m = _NUMBER.search(os.path.basename(member[0]))
+    return (int(m.group(1)) if m else -1, member[0])
 
 
 def is_empty_report(record: Mapping[str, Any]) -> bool:
@@ -104,14 +97,10 @@ def is_empty_report(record: Mapping[str, Any]) -> bool:
     return not any(str(record.get(key) or "").strip() for key in OPENI_SECTIONS)
 
 
-def _is_xml(name: str) -> bool:
-    return name.lower().endswith(".xml")
-
-
 def _read_members(p: Path) -> list[tuple[str, bytes]]:
     """``(member name, bytes)`` of every ``.xml`` file (any letter case) of ``p``, sorted."""
     if p.is_dir():
-        files = [f for f in p.rglob("*") if f.is_file() and _is_xml(f.name)]
+        files = [f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(".xml")]
         return sorted(((str(f.relative_to(p)), f.read_bytes()) for f in files), key=_order)
     if not _looks_like_tar(p):
         raise ValueError(
@@ -121,7 +110,7 @@ def _read_members(p: Path) -> list[tuple[str, bytes]]:
     try:
         with tarfile.open(p, "r:*") as tf:
             for m in tf:
-                fh = tf.extractfile(m) if m.isfile() and _is_xml(m.name) else None
+                fh = tf.extractfile(m) if m.isfile() and m.name.lower().endswith(".xml") else None
                 if fh is not None:
                     out.append((m.name, fh.read()))
     except (tarfile.TarError, EOFError, zlib.error) as exc:
@@ -132,24 +121,18 @@ def _read_members(p: Path) -> list[tuple[str, bytes]]:
     return sorted(out, key=_order)
 
 
-def _order(member: tuple[str, bytes]) -> tuple[int, str]:
-    return _member_order(member[0])
-
-
 def read_openi_reports(
     path: str | os.PathLike[str], *, drop_empty: bool = False
 ) -> list[dict[str, Any]]:
     """Read every report of the Open-I archive ``NLMCXR_reports.tgz`` (or a directory of XMLs).
 
     Args:
-        path: the ``.tgz``/``.tar`` archive as distributed, or a directory holding the XML files
-            (searched recursively); ``.xml`` in any letter case.
-        drop_empty: leave out the reports with no text in any section (:func:`is_empty_report`),
-            logging how many and their uids at WARNING level. Default: keep every report.
+        path: the ``.tgz``/``.tar`` archive, or a directory searched recursively for ``.xml``.
+        drop_empty: leave out (and log) reports with no text in any section
+            (:func:`is_empty_report`).
 
     Returns:
-        One record (:func:`parse_openi_xml`) per XML file, sorted by the ``<n>`` of ``<n>.xml``:
-        3,955 for the full archive, 3,927 with ``drop_empty=True``.
+        One record (:func:`parse_openi_xml`) per XML file, sorted by the ``<n>`` of ``<n>.xml``.
 
     Raises:
         TypeError: ``path`` is not a ``str``/``os.PathLike`` or ``drop_empty`` not a bool.

@@ -1,6 +1,4 @@
-"""Open-I gold-standard labels (NegBio ``openi_gld_std14.csv``, Peng et al., AMIA 2018; public
-domain) and their join with the reports of :func:`~relaxclip.data.openi.read_openi_reports`.
-"""
+"""Open-I gold-standard labels (NegBio ``openi_gld_std14.csv``) and their join with reports."""
 
 from __future__ import annotations
 
@@ -66,13 +64,10 @@ def join_openi(
     *,
     missing: Literal["raise", "report"] = "raise",
 ) -> OpenIJoin:
-    """Join label records with report records on ``uid``.
+    """Join label records with report records on ``uid`` (report keys + labels, label_names).
 
-    Each joined record is the report record's keys plus ``labels`` and ``label_names``.
-    A labelled uid without a report raises ``ValueError`` (``missing="raise"``) or is listed
-    in ``labels_without_report`` (``missing="report"``); reports without labels are always
-    listed in ``reports_without_labels`` (the archive has 3,955 reports, 3,851 labelled).
-    Duplicated uids on either side raise.
+    A labelled uid without a report raises ``ValueError`` (``missing="raise"``) or is listed in
+    ``labels_without_report`` (``"report"``); a uid on two records of one side raises.
     """
     check_choice("missing", missing, ("raise", "report"))
     by_uid = _by_uid("reports", check_records("reports", reports, ("uid",)))
