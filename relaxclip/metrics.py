@@ -1,17 +1,8 @@
-"""Classification metrics for zero-shot evaluation, in numpy only (no scikit-learn at run time).
+"""Classification metrics for zero-shot evaluation, in numpy only, equal to scikit-learn's to 1e-12.
 
-Each function equals its scikit-learn counterpart (``roc_auc_score``, ``matthews_corrcoef``,
-``f1_score``) to 1e-12. ``y_true`` holds 0/1; the multi-label functions take ``(N, K)`` arrays
-(one row per study, one column per label) where NaN marks an unmentioned label, omitted for that
-label only with ``nan_policy="omit"`` (the default) and counted. ``y_score`` must be finite and
-is ranked in its own precision (integers beyond 2**53 and long doubles are not rounded to
-float64). Inputs are anything ``numpy.asarray`` takes, or torch tensors (detached, moved to the
-CPU, floating ones converted exactly to float64). Conventions and the agreement with
-scikit-learn: docs/zeroshot.md.
-
-Example:
-    >>> auroc([0, 1, 1, 0], [0.1, 0.8, 0.4, 0.5])
-    0.75
+The multi-label functions take ``(N, K)`` arrays, one row per study, where NaN marks an
+unmentioned label. Inputs (arrays or torch tensors), the NaN policy, ranking precision and the
+agreement with scikit-learn: docs/zeroshot.md.
 """
 
 from __future__ import annotations
@@ -53,12 +44,9 @@ __all__ = [
 _EXACT_INT = 2**53
 
 
-# --------------------------------------------------------------------------- validation
-
-
-def _to_array(y: Any, name: str) -> np.ndarray:
-    """``numpy.asarray(y)``; a torch tensor (looked up in ``sys.modules``, never imported) is
-    detached, moved to the CPU, made dense and, when floating, converted exactly to float64."""
+def _array(y: Any, name: str, *, scalar: bool = False) -> np.ndarray:
+    """``numpy.asarray(y)``, a scalar refused unless ``scalar``; a torch tensor (never imported
+    here) is detached, moved to the CPU, made dense and, if floating, made float64 exactly."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(y, torch.Tensor):
         t = y.detach()
@@ -68,17 +56,13 @@ def _to_array(y: Any, name: str) -> np.ndarray:
             raise ValueError(f"{name} must hold values, got a tensor on the meta device")
         t = t.cpu()
         t = t.to_dense() if t.layout != torch.strided else t
-        return np.asarray((t.double() if t.is_floating_point() else t).numpy())
-    try:
-        return np.asarray(y)
-    except ValueError as exc:  # ragged nested sequences
-        raise ValueError(f"{name} must be a rectangular array, got {describe(y)}") from exc
-
-
-def _array(y: Any, name: str) -> np.ndarray:
-    """:func:`_to_array` refusing a scalar (``None``, a string, a number) with ``TypeError``."""
-    arr = _to_array(y, name)
-    if arr.ndim == 0:
+        arr = np.asarray((t.double() if t.is_floating_point() else t).numpy())
+    else:
+        try:
+            arr = np.asarray(y)
+        except ValueError as exc:  # ragged nested sequences
+            raise ValueError(f"{name} must be a rectangular array, got {describe(y)}") from exc
+    if arr.ndim == 0 and not scalar:
         raise TypeError(f"{name} must be an array, got {describe(y)}")
     return arr
 
@@ -99,22 +83,20 @@ def _labels(arr: np.ndarray, name: str, *, allow_nan: bool) -> NDArray[np.float6
             f"{name} must hold 0 or 1, got {int(nan.sum())} NaN label(s); unmentioned labels "
             "are accepted only by the multi-label functions with nan_policy='omit'"
         )
-    bad = ~nan & (arr != 0) & (arr != 1)
-    if bad.any():
-        vals = np.unique(arr[bad])[:5].tolist()
+    bad = np.unique(arr[~nan & (arr != 0) & (arr != 1)])[:5].tolist()
+    if bad:
         hint = (
-            " (map CheXpert's uncertain -1 with an uncertainty policy first)" if -1 in vals else ""
+            " (map CheXpert's uncertain -1 with an uncertainty policy first)" if -1 in bad else ""
         )
-        raise ValueError(f"{name} must hold 0 or 1, got {vals}{hint}")
+        raise ValueError(f"{name} must hold 0 or 1, got {bad}{hint}")
     return out
 
 
 def _scores(arr: np.ndarray, name: str) -> NDArray[Any]:
-    """Finite scores as float64, except where float64 would round them into ties: integers
-    beyond 2**53 and floats wider than float64 (long double) keep their dtype."""
+    """Finite scores as float64, but integers beyond 2**53 and long doubles keep their dtype."""
     _numeric(arr, name, "real numeric scores")
-    if arr.dtype.kind in "iu":
-        if arr.size and (int(arr.max()) > _EXACT_INT or int(arr.min()) < -_EXACT_INT):
+    if arr.dtype.kind in "iu" and arr.size:
+        if int(arr.max()) > _EXACT_INT or int(arr.min()) < -_EXACT_INT:
             return arr
     out = arr if arr.dtype.kind == "f" and arr.dtype.itemsize > 8 else arr.astype(np.float64)
     finite = np.isfinite(out)
@@ -179,8 +161,7 @@ def _matrix(
 ) -> tuple[NDArray[np.float64], NDArray[Any], tuple[str, ...]]:
     """Validated ``(N, K)`` labels and scores, the K label names; checks ``nan_policy``."""
     check_choice("nan_policy", nan_policy, ("omit", "raise"))
-    t = _array(y_true, "y_true")
-    s = _array(y_score, "y_score")
+    t, s = _array(y_true, "y_true"), _array(y_score, "y_score")
     if t.ndim != 2:
         raise ValueError(f"y_true must have shape (N, K), got {t.shape} (reshape 1-D to (N, 1))")
     if s.shape != t.shape:
@@ -199,19 +180,16 @@ def _matrix(
 
 def _columns(
     t: NDArray[np.float64], s: NDArray[Any], names: tuple[str, ...]
-) -> Iterator[tuple[int, str, NDArray[np.float64], NDArray[Any]]]:
-    """Per label: its column index, name, and the labels and scores of its non-NaN rows."""
+) -> Iterator[tuple[str, NDArray[np.float64], NDArray[Any]]]:
+    """Per label: its name, and the labels and scores of its non-NaN rows."""
     for k, name in enumerate(names):
         keep = ~np.isnan(t[:, k])
-        yield k, name, t[keep, k], s[keep, k]
-
-
-# --------------------------------------------------------------------------- AUROC
+        yield name, t[keep, k], s[keep, k]
 
 
 def _auc_from_counts(pos: np.ndarray, neg: np.ndarray) -> NDArray[np.float64]:
-    """AUROC from int64 ``(..., G)`` class counts per score level (ascending): the integer
-    ``2U = sum_g pos_g (2 neg_below_g + neg_g)`` over ``2 n_pos n_neg``; NaN for one class."""
+    """AUROC from int64 ``(..., G)`` class counts per ascending score level, as the exact
+    integer ``2U = sum_g pos_g (2 neg_below_g + neg_g)`` over ``2 n_pos n_neg``; NaN for one class."""
     neg_below = np.cumsum(neg, axis=-1) - neg
     twice_u = np.sum(pos * (2 * neg_below + neg), axis=-1)
     denom = 2 * pos.sum(axis=-1) * neg.sum(axis=-1)
@@ -240,20 +218,17 @@ class _Levels:
 
 
 def auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
-    """Area under the ROC curve, exact with ties.
-
-    ``AUROC = U / (n_pos · n_neg)`` with the Mann–Whitney ``U``; a positive–negative tie counts 1/2
-    (scikit-learn's trapezoidal ``roc_auc_score``).
+    """Area under the ROC curve, ``U / (n_pos·n_neg)`` (Mann–Whitney ``U``, ties count 1/2).
 
     Args:
         y_true: ``(N,)`` 0/1 labels with both classes.
         y_score: ``(N,)`` finite scores, higher meaning more positive.
 
     Returns:
-        The AUROC.
+        The AUROC, as scikit-learn's ``roc_auc_score``.
 
     Raises:
-        TypeError: non-numeric input. ValueError: a wrong shape, empty input, a single class,
+        TypeError: non-numeric input. ValueError: a wrong shape, no rows, a single class,
         NaN or non-0/1 labels, NaN/inf scores.
 
     Example:
@@ -276,8 +251,8 @@ def roc_curve(
         y_true, y_score: as :func:`auroc`.
 
     Returns:
-        ``(fpr, tpr)``, float64, by decreasing threshold from ``(0, 0)`` to ``(1, 1)``
-        (scikit-learn's ``roc_curve(drop_intermediate=False)``).
+        ``(fpr, tpr)`` by decreasing threshold, as scikit-learn's ``roc_curve`` without
+        ``drop_intermediate``.
 
     Raises:
         TypeError, ValueError: as :func:`auroc`.
@@ -297,15 +272,13 @@ def roc_curve(
 
 @dataclass(frozen=True)
 class AUROCResult:
-    """Per-label and macro AUROC.
+    """Per-label and macro AUROC; every mapping is keyed by label, in column order.
 
     Attributes:
         macro: unweighted mean over the labels not skipped (NaN when all were).
-        per_label: label → AUROC (NaN for skipped labels), in column order.
-        skipped: label → reason (a single class after NaN exclusion); never dropped silently.
-        n_used: label → rows used.
-        n_positive: label → positives among them.
-        n_excluded: label → rows excluded because their label was NaN.
+        per_label: AUROC per label, NaN for skipped labels.
+        skipped: why a label was skipped (a single class after NaN exclusion).
+        n_used, n_positive, n_excluded: rows used, positives among them, NaN rows excluded.
     """
 
     macro: float
@@ -351,12 +324,10 @@ def macro_auroc(
         nan_policy: ``"omit"`` drops NaN rows per label (counted), ``"raise"`` refuses NaN.
 
     Returns:
-        An :class:`AUROCResult`; a label left with a single class is NaN, listed in ``skipped``
-        and left out of ``macro``.
+        An :class:`AUROCResult`; a label left with a single class is skipped, never dropped.
 
     Raises:
-        TypeError: non-numeric input, non-str labels. ValueError: wrong shapes, no rows or
-        columns, non-0/1 labels, NaN/inf scores.
+        TypeError: non-numeric input, non-str labels. ValueError: bad shapes or values.
 
     Example:
         >>> macro_auroc([[0, 1], [1, 0]], [[0.1, 0.9], [0.8, 0.2]], ["a", "b"]).macro
@@ -365,25 +336,20 @@ def macro_auroc(
     t, s, names = _matrix(y_true, y_score, labels, nan_policy)
     per: dict[str, float] = {}
     skipped: dict[str, str] = {}
-    n_used: dict[str, int] = {}
-    n_pos: dict[str, int] = {}
-    n_exc: dict[str, int] = {}
-    for _, name, tk, sk in _columns(t, s, names):
-        n_exc[name], n_used[name], n_pos[name] = t.shape[0] - tk.size, tk.size, int(tk.sum())
-        if n_pos[name] in (0, tk.size):
-            per[name] = math.nan
+    counts: dict[str, tuple[int, int, int]] = {}  # rows used, positive, excluded
+    for name, tk, sk in _columns(t, s, names):
+        pos, excluded = int(tk.sum()), t.shape[0] - tk.size
+        counts[name] = (tk.size, pos, excluded)
+        per[name] = math.nan if pos in (0, tk.size) else auroc(tk, sk)
+        if pos in (0, tk.size):
             skipped[name] = (
-                f"single class after excluding {n_exc[name]} NaN row(s): "
-                f"{n_pos[name]} positive of {tk.size}"
+                f"single class after excluding {excluded} NaN row(s): {pos} positive of {tk.size}"
             )
-        else:
-            per[name] = auroc(tk, sk)
     used = [per[n] for n in names if n not in skipped]
-    macro = float(np.mean(used)) if used else math.nan
-    return AUROCResult(macro, per, skipped, n_used, n_pos, n_exc)
-
-
-# --------------------------------------------------------------------------- bootstrap
+    n_used, n_pos, n_exc = ({n: c[i] for n, c in counts.items()} for i in range(3))
+    return AUROCResult(
+        float(np.mean(used)) if used else math.nan, per, skipped, n_used, n_pos, n_exc
+    )
 
 
 @dataclass(frozen=True)
@@ -401,11 +367,11 @@ class BootstrapAUROCResult:
 
     Attributes:
         point: :func:`macro_auroc` on the full data.
-        per_label, macro: bootstrap mean and ``confidence`` percentile interval
-            (``numpy.percentile``, linear, as the pandas ``quantile`` CheXzero uses).
+        per_label, macro: bootstrap mean and ``confidence`` percentile interval (linear
+            ``numpy.percentile``, as the pandas ``quantile`` CheXzero uses).
         samples: ``(B, K)`` replicate AUROCs, NaN where a replicate had a single class.
-        macro_samples: ``(B,)``, NaN when any non-skipped label was degenerate.
-        n_degenerate: per label (and ``"macro"``), replicates left out for that reason.
+        macro_samples: ``(B,)``, NaN when any non-skipped label was.
+        n_degenerate: per label (and ``"macro"``), the NaN replicates.
         n_bootstrap, seed, confidence: the arguments used.
     """
 
@@ -432,14 +398,15 @@ def _bootstrap_args(n_bootstrap: Any, seed: Any, confidence: Any) -> tuple[int, 
 def bootstrap_indices(
     n_units: int, n_bootstrap: int, seed: int, *, start: int = 0, stop: int | None = None
 ) -> NDArray[np.int64]:
-    """The resampling indices :func:`bootstrap_auroc` draws, reproducible slice by slice.
+    """The resampling indices of :func:`bootstrap_auroc`, reproducible slice by slice.
 
     Replicate ``b`` draws ``n_units`` indices with replacement from
     ``numpy.random.default_rng(SeedSequence(seed).spawn(n_bootstrap)[b])``.
 
     Args:
         n_units: rows (or study groups) to resample, >= 1.
-        n_bootstrap: total replicates, >= 1; seed: an int >= 0.
+        n_bootstrap: total replicates, >= 1.
+        seed: an int >= 0.
         start, stop: the replicates ``[start, stop)`` to return (default all).
 
     Returns:
@@ -472,21 +439,19 @@ def _units(groups: ArrayLike | None, n: int) -> tuple[NDArray[np.intp], int]:
     g = _array(groups, "groups")
     if g.shape != (n,):
         raise ValueError(f"groups must have shape ({n},) (one study id per row), got {g.shape}")
-    if g.dtype.kind == "f" or g.dtype == object:  # NaN / None would merge unrelated rows
-        values = g.tolist()
-        bad = [i for i, v in enumerate(values) if v is None or (isinstance(v, float) and v != v)]
-        if bad:
-            raise ValueError(
-                f"groups must hold a study id for every row, got NaN or None in rows "
-                f"{format_rows(bad, n)}"
-            )
+    values = g.tolist() if g.dtype.kind == "f" or g.dtype == object else []
+    bad = [i for i, v in enumerate(values) if v is None or (isinstance(v, float) and v != v)]
+    if bad:  # NaN / None would merge unrelated rows
+        raise ValueError(
+            f"groups must hold a study id for every row, got NaN or None in rows "
+            f"{format_rows(bad, n)}"
+        )
     try:
-        _, unit_of_row = np.unique(g, return_inverse=True)
+        unit_of_row = np.unique(g, return_inverse=True)[1].reshape(-1)
     except TypeError as exc:
         raise TypeError(
             f"groups must be study ids of one sortable type, got {describe(g)}"
         ) from exc
-    unit_of_row = unit_of_row.reshape(-1)
     return unit_of_row, int(unit_of_row.max()) + 1
 
 
@@ -498,8 +463,8 @@ def _replicates(
     n_bootstrap: int,
     seed: int,
 ) -> NDArray[np.float64]:
-    """``(n_bootstrap, K)`` replicate AUROCs of the ``active`` columns (others NaN), by
-    weighting each row with how often its unit was drawn, in chunks of ~2M weights."""
+    """``(n_bootstrap, K)`` replicate AUROCs of the ``active`` columns (others NaN), weighting
+    each row by how often its unit was drawn, in chunks of ~2M weights."""
     unit_of_row, n_units = units
     n = t.shape[0]
     pos, neg = (t == 1.0).astype(np.int64), (t == 0.0).astype(np.int64)  # NaN: neither
@@ -541,13 +506,13 @@ def bootstrap_auroc(
 ) -> BootstrapAUROCResult:
     """Bootstrap per-label and macro AUROC, resampling studies (rows), never labels.
 
-    A row drawn ``c`` times counts ``c`` times (each replicate equals ``roc_auc_score`` on the
-    resampled rows). Labels skipped on the full data are skipped in every replicate; a replicate
-    where a label has a single class is NaN for it and for the macro, counted in ``n_degenerate``.
+    A row drawn ``c`` times counts ``c`` times; labels skipped on the full data are skipped in
+    every replicate, and a replicate where a label has a single class is NaN for it and for the
+    macro (counted in ``n_degenerate``).
 
     Args:
         y_true, y_score, labels, nan_policy: as :func:`macro_auroc`.
-        n_bootstrap: replicates, >= 1 (drawn by :func:`bootstrap_indices`); seed: an int >= 0.
+        n_bootstrap, seed: replicates (>= 1) and an int >= 0, as :func:`bootstrap_indices`.
         confidence: interval mass in (0, 1).
         groups: ``(N,)`` study ids; whole groups of rows are resampled together.
 
@@ -555,8 +520,8 @@ def bootstrap_auroc(
         A :class:`BootstrapAUROCResult`.
 
     Raises:
-        TypeError: a wrong type (``confidence="0.9"``). ValueError: as :func:`macro_auroc`, an
-        argument out of range, a missing study id.
+        TypeError: a wrong type. ValueError: as :func:`macro_auroc`, a value out of range, a
+        missing study id.
 
     Example:
         >>> Y, S = [[0], [1], [0], [1]], [[0.1], [0.9], [0.4], [0.3]]
@@ -569,9 +534,8 @@ def bootstrap_auroc(
     point = macro_auroc(t, s, names)
     active = [k for k, name in enumerate(names) if name not in point.skipped]
     samples = _replicates(t, s, active, units, n_bootstrap, seed)
-    macro_samples = (
-        samples[:, active].mean(axis=1) if active else np.full(n_bootstrap, np.nan)
-    )  # NaN if any active label is NaN
+    # NaN if any active label is NaN
+    macro_samples = samples[:, active].mean(axis=1) if active else np.full(n_bootstrap, np.nan)
     n_degenerate = {name: int(np.isnan(samples[:, k]).sum()) for k, name in enumerate(names)}
     n_degenerate["macro"] = int(np.isnan(macro_samples).sum())
     per_label = {n: _interval(samples[:, k], confidence) for k, n in enumerate(names)}
@@ -579,9 +543,6 @@ def bootstrap_auroc(
     return BootstrapAUROCResult(
         point, per_label, macro, samples, macro_samples, n_degenerate, n_bootstrap, seed, confidence
     )
-
-
-# --------------------------------------------------------------------------- MCC / F1
 
 
 def _confusion(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[int, int, int, int]:
@@ -599,10 +560,8 @@ def _mcc_formula(tp: int, fp: int, fn: int, tn: int) -> float:
 
 
 def mcc(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    """Matthews correlation coefficient of 0/1 predictions.
-
-    ``(tp·tn − fp·fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn))`` in exact integers, 0.0 when the
-    denominator is 0 (scikit-learn's ``matthews_corrcoef``).
+    """Matthews correlation ``(tp·tn − fp·fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn))``, 0 if the
+    denominator is 0 (scikit-learn's ``matthews_corrcoef``), in exact integers.
 
     Args:
         y_true: ``(N,)`` 0/1 labels, N >= 1.
@@ -626,8 +585,8 @@ def f1(y_true: ArrayLike, y_pred: ArrayLike, *, zero_division: float = 0.0) -> f
 
     Args:
         y_true, y_pred: as :func:`mcc`.
-        zero_division: 0, 1 or NaN, returned when there is no true and no predicted positive
-            (scikit-learn's ``f1_score(zero_division=...)``; its ``"warn"`` means 0).
+        zero_division: 0, 1 or NaN, returned without true or predicted positives (as
+            scikit-learn's ``f1_score(zero_division=...)``, whose ``"warn"`` means 0).
 
     Returns:
         F1 in [0, 1], or ``zero_division``.
@@ -646,9 +605,6 @@ def f1(y_true: ArrayLike, y_pred: ArrayLike, *, zero_division: float = 0.0) -> f
     tp, fp, fn, _ = _confusion(y_true, y_pred)
     den = 2 * tp + fp + fn
     return float(zero_division) if den == 0 else float(2 * tp / den)
-
-
-# --------------------------------------------------------------------------- thresholds
 
 
 @dataclass(frozen=True)
@@ -689,7 +645,7 @@ def binarize(y_score: ArrayLike, threshold: float | ThresholdResult) -> NDArray[
         [0, 1, 1]
     """
     thr = _threshold(threshold, "threshold")
-    s = _scores(_to_array(y_score, "y_score"), "y_score")
+    s = _scores(_array(y_score, "y_score", scalar=True), "y_score")
     if s.dtype.kind in "iu" and isinstance(thr, float):
         if math.isinf(thr):
             return np.full(s.shape, int(thr < 0), dtype=np.int64)
@@ -700,18 +656,15 @@ def binarize(y_score: ArrayLike, threshold: float | ThresholdResult) -> NDArray[
 def best_threshold(
     y_true: ArrayLike, y_score: ArrayLike, metric: ThresholdMetric = "mcc"
 ) -> ThresholdResult:
-    """The threshold maximising MCC or F1 of ``binarize(y_score, threshold)`` on this data.
-
-    Fit it on a validation split. Candidates: every distinct score and ``+inf``, evaluated
-    exactly in one pass; ties in the metric go to the largest threshold.
+    """The threshold maximising MCC or F1 of ``binarize(y_score, threshold)`` (fit it on a
+    validation split), among every distinct score and ``+inf``; ties go to the largest.
 
     Args:
         y_true, y_score: as :func:`auroc`.
         metric: ``"mcc"`` or ``"f1"``.
 
     Returns:
-        A :class:`ThresholdResult` whose threshold is an exact score value (an ``int`` for
-        integer scores beyond 2**53, a long double for long-double scores).
+        A :class:`ThresholdResult` whose threshold is an exact score value.
 
     Raises:
         TypeError, ValueError: as :func:`auroc`; ValueError for another ``metric``.
@@ -768,7 +721,7 @@ def select_thresholds(
     """
     t, s, names = _matrix(y_true, y_score, labels, nan_policy)
     out: dict[str, ThresholdResult] = {}
-    for _, name, tk, sk in _columns(t, s, names):
+    for name, tk, sk in _columns(t, s, names):
         if tk.size == 0 or tk.min() == tk.max():
             raise ValueError(f"select_thresholds: label {name!r} has a single class on this data")
         out[name] = best_threshold(tk, sk, metric)
@@ -809,7 +762,7 @@ def evaluate_thresholds(
     if missing:
         raise ValueError(f"thresholds must hold every label, got no threshold for labels {missing}")
     out: dict[str, dict[str, float]] = {}
-    for _, name, tk, sk in _columns(t, s, names):
+    for name, tk, sk in _columns(t, s, names):
         thr = _threshold(thresholds[name], f"thresholds[{name!r}]")
         pred = binarize(sk, thr)
         out[name] = {

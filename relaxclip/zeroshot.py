@@ -50,8 +50,8 @@ from relaxclip.metrics import (
     AUROCResult,
     _bootstrap_args,
     _labels,
+    _array,
     _matrix,
-    _to_array,
     bootstrap_auroc,
     macro_auroc,
     roc_curve,
@@ -610,7 +610,7 @@ class ZeroShotClassifier:
             if key not in batch:
                 raise KeyError(f"batches[{i}] must have the key {key!r}, got keys {list(batch)}")
         where = f"batches[{i}][{keys[1]!r}]"
-        y = _labels(_to_array(batch[keys[1]], where), where, allow_nan=True)
+        y = _labels(_array(batch[keys[1]], where, scalar=True), where, allow_nan=True)
         n_all, n_kept = len(self.all_labels), len(self.labels)
         if y.ndim != 2 or y.shape[1] not in (n_all, n_kept):
             want = f"(B, {n_all})" + (f" or (B, {n_kept})" if n_kept != n_all else "")
@@ -627,7 +627,7 @@ class ZeroShotClassifier:
         proba = torch.sigmoid(s_pos - s_neg).double().cpu().numpy()
         if len(keys) < 3:
             return y, proba, None
-        g = _to_array(batch[keys[2]], f"batches[{i}][{keys[2]!r}]")
+        g = _array(batch[keys[2]], f"batches[{i}][{keys[2]!r}]", scalar=True)
         if g.shape != (y.shape[0],):
             raise ValueError(
                 f"batches[{i}][{keys[2]!r}] must hold {y.shape[0]} study ids, got shape {g.shape}"
