@@ -76,6 +76,8 @@ class DemoConfig:
     sweep_thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     sweep_quantiles: tuple[float, ...] = (0.5, 0.7, 0.9)
     eval_every: int = 50
+    finetune_schedule: str = "cosine"
+    finetune_warmup: int = 15
     n_bootstrap: int = 1000
     bootstrap_seed: int = 0
     device: str = "auto"
@@ -165,6 +167,10 @@ class DemoConfig:
         ):
             raise ValueError(
                 f"sweep_quantiles must be a tuple of values in (0, 1), got {self.sweep_quantiles!r}"
+            )
+        if self.finetune_schedule not in ("cosine", "constant"):
+            raise ValueError(
+                f"finetune_schedule must be 'cosine' or 'constant', got {self.finetune_schedule!r}"
             )
         if self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")

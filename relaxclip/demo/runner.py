@@ -279,7 +279,12 @@ def run_arm(
         ex.tokenizer,
         batches(ex.bench.train, sampler, cfg.batch_size, seed + 1),
         RelaxedContrastiveLoss(**arm.loss_kwargs(cfg.absolute_threshold, cfg.relax_quantile)),
-        Optimisation(cfg.finetune_steps, cfg.finetune_lr, cfg.weight_decay),
+        Optimisation(
+            cfg.finetune_steps,
+            cfg.finetune_lr,
+            cfg.weight_decay,
+            cfg.finetune_warmup if cfg.finetune_schedule == "constant" else None,
+        ),
         ex.device,
         group_key=group_key,
         on_eval=on_eval,
