@@ -48,9 +48,9 @@ from relaxclip.data.labels import (
 )
 from relaxclip.metrics import (
     AUROCResult,
+    _array,
     _bootstrap_args,
     _labels,
-    _array,
     _matrix,
     bootstrap_auroc,
     macro_auroc,

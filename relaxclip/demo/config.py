@@ -9,12 +9,13 @@ from typing import Any
 
 import torch
 
-from relaxclip._checks import check_int, check_real, describe
+from relaxclip._checks import check_choice, check_int, check_real, describe
 from relaxclip.demo.synthetic import SYNTHETIC_FINDINGS
 from relaxclip.loss import DEFAULT_THRESHOLD
 
 __all__ = [
     "DEFAULT_THRESHOLD_QUANTILE",
+    "LONG_STEPS",
     "MAX_THREADS",
     "MAX_WORKERS",
     "DemoConfig",
@@ -29,6 +30,9 @@ DEFAULT_THRESHOLD_QUANTILE: float | None = None
 ``--threshold`` / ``--relax-quantile`` is given: ``None`` -> the absolute
 ``DemoConfig.threshold`` (the library's ``DEFAULT_THRESHOLD``); a q in (0, 1) -> θ calibrated
 at quantile q. The sweeps favoured the absolute default (docs/demo.md), hence ``None``."""
+
+LONG_STEPS = {"synthetic": 425, "openi": 150}
+"""Fine-tuning steps of the ``--long`` preset per benchmark (docs/long-regime.md)."""
 
 MAX_THREADS = 1024
 """Upper bound of ``threads`` (torch crashes with very large thread counts, e.g. 100,000)."""
@@ -79,6 +83,8 @@ class DemoConfig:
     sweep_thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     sweep_quantiles: tuple[float, ...] = (0.5, 0.7, 0.9)
     eval_every: int = 50
+    finetune_schedule: str = "cosine"
+    finetune_warmup: int = 15
     n_bootstrap: int = 1000
     bootstrap_seed: int = 0
     device: str = "auto"
@@ -112,6 +118,27 @@ class DemoConfig:
         base.update(overrides)
         return cls(**base)
 
+    @classmethod
+    def long(cls, **overrides: Any) -> DemoConfig:
+        """The ``--long`` preset: the long fine-tuning regime of docs/long-regime.md.
+
+        A constant learning rate after warm-up for :data:`LONG_STEPS` steps (chosen per benchmark
+        by the budget rule before any relaxed arm ran), validation every 25 steps, ten seeds,
+        and arm (d) also with θ calibrated at q = 0.9 (the sweep with no absolute θ).
+        """
+        openi = overrides.get("reports") is not None
+        base: dict[str, Any] = {
+            "seeds": tuple(range(10)),
+            "finetune_steps": LONG_STEPS["openi" if openi else "synthetic"],
+            "finetune_schedule": "constant",
+            "eval_every": 25,
+            "sweep_threshold": True,
+            "sweep_thresholds": (),
+            "sweep_quantiles": (0.9,),
+        }
+        base.update(overrides)
+        return cls(**base)
+
     @property
     def absolute_threshold(self) -> float:
         """The absolute θ of the configured arms when ``threshold_quantile`` is ``None``:
@@ -139,6 +166,7 @@ class DemoConfig:
             check_real(name, getattr(self, name), low=0.0, high=1.0, low_open=True)
         check_real("weight_decay", self.weight_decay, low=0.0)
         self._validate_relaxation()
+        check_choice("finetune_schedule", self.finetune_schedule, ("cosine", "constant"))
         if self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
         if self.threads is not None:
@@ -159,9 +187,9 @@ class DemoConfig:
             )
         if self.threshold_quantile is not None:
             check_real("threshold_quantile", self.threshold_quantile, **_OPEN_UNIT)
-        if not isinstance(self.sweep_thresholds, tuple) or not self.sweep_thresholds:
-            raise ValueError(
-                f"sweep_thresholds must be a non-empty tuple, got {describe(self.sweep_thresholds)}"
+        if not isinstance(self.sweep_thresholds, tuple):
+            raise TypeError(
+                f"sweep_thresholds must be a tuple, got {describe(self.sweep_thresholds)}"
             )
         for t in self.sweep_thresholds:
             check_real("sweep_thresholds[i]", t, low=-1.0, high=1.0, low_open=True)
@@ -171,6 +199,10 @@ class DemoConfig:
             )
         for q in self.sweep_quantiles:
             check_real("sweep_quantiles[i]", q, **_OPEN_UNIT)
+        if self.sweep_threshold and not self.sweep_thresholds + self.sweep_quantiles:
+            raise ValueError(
+                "sweep_thresholds and sweep_quantiles must not both be empty with sweep_threshold"
+            )
 
 
 _POSITIVE_INTS = (

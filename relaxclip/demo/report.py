@@ -11,7 +11,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from relaxclip.metrics import roc_curve
 
 __all__ = [
     "OUTPUT_NAMES",
+    "plot_curves",
     "conclusion",
     "earlier_outputs",
     "format_table",
@@ -30,7 +31,7 @@ __all__ = [
     "write_outputs",
 ]
 
-OUTPUT_NAMES: tuple[str, ...] = ("results.json", "roc.png", "summary.png")
+OUTPUT_NAMES: tuple[str, ...] = ("results.json", "roc.png", "summary.png", "curves.png")
 """Files a run writes to its output directory."""
 
 
@@ -206,8 +207,8 @@ def write_outputs(
     plots: bool,
     log: Callable[[str], None],
 ) -> None:
-    """Write results.json (strict JSON) and, with ``plots`` and matplotlib, roc.png and
-    summary.png to ``out``.
+    """Write results.json (strict JSON) and, with ``plots`` and matplotlib, roc.png,
+    summary.png and curves.png to ``out``.
 
     Atomic as a set: every file is first written to a temporary directory inside ``out``; only
     when all are complete are the outputs of an earlier run (:data:`OUTPUT_NAMES`) removed --
@@ -244,11 +245,16 @@ def _write_plots(
         import matplotlib  # noqa: F401
     except ImportError:
         log(
-            "note: matplotlib is not installed, so roc.png and summary.png were not written "
+            "note: matplotlib is not installed, so roc.png, summary.png and curves.png were not "
+            "written "
             "(pip install 'relaxclip[demo]')"
         )
         return []
-    return [_plot_rocs(results, roc, out / "roc.png"), _plot_summary(results, out / "summary.png")]
+    return [
+        _plot_rocs(results, roc, out / "roc.png"),
+        _plot_summary(results, out / "summary.png"),
+        plot_curves([results], out / "curves.png"),
+    ]
 
 
 _COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:red", "tab:brown", "tab:olive", "tab:cyan")
@@ -324,3 +330,45 @@ def _plot_summary(results: Mapping[str, Any], path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
+
+
+def plot_curves(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Validation macro AUROC and mean positive cosine against the fine-tuning step: a row per
+    results.json in ``runs`` (one benchmark each), a line per fine-tuned arm (seed mean) with a
+    band from the lowest to the highest seed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 3.6 * len(runs)))
+    FigureCanvasAgg(fig)
+    for row, results in enumerate(runs):
+        for col, (field, label) in enumerate(_CURVE_PANELS):
+            ax = fig.add_subplot(len(runs), 2, 2 * row + col + 1)
+            for (key, arm), color in zip(_curve_arms(results), itertools.cycle(_COLORS)):
+                steps = [p["step"] for p in arm["curve"][0]]
+                values = np.array([[p[field] for p in c] for c in arm["curve"]], dtype=float)
+                ax.plot(steps, values.mean(0), color=color, linewidth=1.2, label=f"({key})")
+                ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15)
+            if col == 0 and "pretrained" in results["arms"]:
+                start = np.mean(results["arms"]["pretrained"]["val_macro_auroc_best"])
+                ax.axhline(start, color="grey", linestyle="--", linewidth=0.8, label="pre-trained")
+            ax.set_xlabel("fine-tuning step")
+            ax.set_ylabel(label)
+            ax.set_title(f"{results['benchmark']['source']} benchmark", fontsize=9)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+_CURVE_PANELS = (
+    ("val_macro_auroc", "validation macro AUROC"),
+    ("positive_cosine", "mean positive-pair cosine"),
+)
+
+
+def _curve_arms(results: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The arms of ``results`` that have a fine-tuning curve for every seed."""
+    return [
+        (key, arm) for key, arm in results["arms"].items() if arm.get("curve") and all(arm["curve"])
+    ]

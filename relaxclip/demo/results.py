@@ -43,13 +43,26 @@ class TrainStats:
 
 
 @dataclass(frozen=True)
+class CurvePoint:
+    """One validation during fine-tuning: the step, the validation macro AUROC, and the mean
+    positive-pair cosine and relaxed share over the fine-tuning steps since the previous one."""
+
+    step: int
+    val_macro_auroc: float
+    positive_cosine: float
+    relaxed_fraction: float
+
+
+@dataclass(frozen=True)
 class SeedRun:
     """One arm trained (or not) and evaluated with one seed.
 
     ``test_scores``: ``(N_test, K)`` float64 zero-shot probabilities of the kept checkpoint;
     ``val_curve``: validation macro AUROC per evaluated step; ``best_step`` / ``val_best``: the
     checkpoint kept (best validation macro AUROC); ``train_stats``: ``None`` without fine-tuning;
-    ``threshold``: the θ the loss fine-tuned with (calibrated for a quantile arm; ``None``: none).
+    ``threshold``: the θ the loss fine-tuned with (calibrated for a quantile arm; ``None``: none);
+    ``curve``: every validation with its diagnostics; ``test_scores_last``: the test scores of
+    the last step's model (``None``: that of the kept checkpoint, e.g. without fine-tuning).
     """
 
     seed: int
@@ -59,6 +72,13 @@ class SeedRun:
     val_curve: dict[int, float]
     train_stats: TrainStats | None
     threshold: float | None = None
+    curve: tuple[CurvePoint, ...] = ()
+    test_scores_last: np.ndarray | None = None
+
+    @property
+    def last_scores(self) -> np.ndarray:
+        """The test scores of the last step's model."""
+        return self.test_scores if self.test_scores_last is None else self.test_scores_last
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,8 @@ class ArmResult:
     delta_ci95: Interval
     per_label: dict[str, SeedSummary]
     runs: list[SeedRun]
+    last: tuple[SeedSummary, float, Interval] | None = None
+    """The last step's model: macro AUROC over seeds, Δ vs the reference and its 95 % CI."""
 
     def to_json(self) -> dict[str, Any]:
         """The arm's entry in results.json ``"arms"``."""
@@ -106,6 +128,13 @@ class ArmResult:
             "val_macro_auroc_best": [r.val_best for r in self.runs],
             "best_step": [r.best_step for r in self.runs],
             "val_curve": [{str(k): v for k, v in r.val_curve.items()} for r in self.runs],
+            "curve": [[{**vars(p), "threshold": r.threshold} for p in r.curve] for r in self.runs],
+            "last_step": None
+            if self.last is None
+            else {
+                "macro_auroc": vars(self.last[0]),
+                "delta_vs_a": {"mean": self.last[1], "ci95": list(self.last[2])},
+            },
             "train_stats": [vars(r.train_stats) for r in self.runs if r.train_stats is not None],
         }
 
@@ -151,15 +180,13 @@ def _seed_summary(values: Sequence[float]) -> SeedSummary:
 
 
 def _bootstrap_seed_mean(
-    y: np.ndarray, runs: Sequence[SeedRun], findings: list[str], n_bootstrap: int, seed: int
+    y: np.ndarray, scores: Sequence[np.ndarray], findings: list[str], n_bootstrap: int, seed: int
 ) -> np.ndarray:
     """``(B,)`` bootstrap replicates of the seed-mean macro AUROC (the same resampled test
     studies for every arm and seed: one ``seed``)."""
     reps = [
-        bootstrap_auroc(
-            y, r.test_scores, findings, n_bootstrap=n_bootstrap, seed=seed
-        ).macro_samples
-        for r in runs
+        bootstrap_auroc(y, x, findings, n_bootstrap=n_bootstrap, seed=seed).macro_samples
+        for x in scores
     ]
     return np.asarray(np.mean(np.stack(reps), axis=0))
 
@@ -180,11 +207,14 @@ def summarise_arms(
     ``Arm.threshold == CONFIGURED``)."""
     names = list(findings)
     boot = {
-        arm: _bootstrap_seed_mean(y, r, names, n_bootstrap, bootstrap_seed)
-        for arm, r in runs.items()
+        arm: _bootstrap_seed_mean(
+            y, [r.test_scores for r in rs], names, n_bootstrap, bootstrap_seed
+        )
+        for arm, rs in runs.items()
     }
     ref = next(a for a in runs if a.label == REFERENCE)
     ref_mean = float(np.mean([macro_auroc(y, r.test_scores, names).macro for r in runs[ref]]))
+    last = _last_step(runs, ref, y, names, n_bootstrap, bootstrap_seed)
     out: dict[str, ArmResult] = {}
     for arm, arm_runs in runs.items():
         res = [macro_auroc(y, r.test_scores, names) for r in arm_runs]
@@ -199,8 +229,37 @@ def summarise_arms(
             delta_ci95=_ci(boot[arm] - boot[ref]) if arm is not ref else (0.0, 0.0),
             per_label={f: _seed_summary([r.per_label[f] for r in res]) for f in names},
             runs=arm_runs,
+            last=last.get(arm),
         )
     return out
+
+
+def _last_step(
+    runs: Mapping[Arm, list[SeedRun]],
+    ref: Arm,
+    y: np.ndarray,
+    names: list[str],
+    n_bootstrap: int,
+    bootstrap_seed: int,
+) -> dict[Arm, tuple[SeedSummary, float, Interval]]:
+    """Per arm, the last step's macro AUROC over seeds and its Δ vs ``ref`` with a 95 % CI
+    (empty when no run kept the last step's scores)."""
+    if all(r.test_scores_last is None for rs in runs.values() for r in rs):
+        return {}
+    boot = {
+        arm: _bootstrap_seed_mean(
+            y, [r.last_scores for r in rs], names, n_bootstrap, bootstrap_seed
+        )
+        for arm, rs in runs.items()
+    }
+    macro = {
+        arm: _seed_summary([macro_auroc(y, r.last_scores, names).macro for r in rs])
+        for arm, rs in runs.items()
+    }
+    return {
+        arm: (macro[arm], macro[arm].mean - macro[ref].mean, _ci(boot[arm] - boot[ref]))
+        for arm in runs
+    }
 
 
 def summarise_sweep(

@@ -81,6 +81,7 @@ from relaxclip.demo.report import (
     write_outputs,
 )
 from relaxclip.demo.results import (
+    CurvePoint,
     SeedRun,
     TrainStats,
     strict_json,
@@ -92,6 +93,7 @@ from relaxclip.demo.training import (
     TEMPLATES,
     Optimisation,
     Progress,
+    TrainLog,
     batches,
     calibration_pairs,
     train,
@@ -257,6 +259,7 @@ def pretrain(ex: Experiment, model: TinyCLIP, seed: int) -> Pretrained:
 @dataclass
 class _Best:
     curve: dict[int, float] = field(default_factory=dict)
+    points: list[CurvePoint] = field(default_factory=list)
     auc: float = -float("inf")
     step: int = 0
     state: dict[str, Any] | None = None
@@ -289,8 +292,11 @@ def run_arm(
         )
     best = _Best()
 
-    def on_eval(step: int) -> None:
+    def on_eval(step: int, log: TrainLog) -> None:
         auc = best.curve[step] = ex.val_macro(model)
+        prev = best.points[-1].step if best.points else 0  # log: one entry per step so far
+        cos, rel = log.positive_cosine[prev:], log.relaxed_fraction[prev:]
+        best.points.append(CurvePoint(step, auc, float(np.mean(cos)), float(np.mean(rel))))
         if auc > best.auc:
             best.auc, best.step, best.state = auc, step, copy.deepcopy(model.state_dict())
 
@@ -302,7 +308,12 @@ def run_arm(
         ex.tokenizer,
         stream(),
         RelaxedContrastiveLoss(threshold=threshold),
-        Optimisation(cfg.finetune_steps, cfg.finetune_lr, cfg.weight_decay),
+        Optimisation(
+            cfg.finetune_steps,
+            cfg.finetune_lr,
+            cfg.weight_decay,
+            cfg.finetune_warmup if cfg.finetune_schedule == "constant" else None,
+        ),
         ex.device,
         group_key=group_key,
         on_eval=on_eval,
@@ -320,10 +331,13 @@ def run_arm(
         )
     else:
         ex.log(f"{desc}: fine-tuned and evaluated ({seconds:.1f} s)")
+    test_last = ex.scores(model, ex.test_x)
     model.load_state_dict(best.state)
     stats = TrainStats(float(np.mean(log.positive_cosine)), float(np.mean(log.relaxed_fraction)))
     test = ex.scores(model, ex.test_x)
-    return SeedRun(seed, test, best.auc, best.step, best.curve, stats, threshold)
+    return SeedRun(
+        seed, test, best.auc, best.step, best.curve, stats, threshold, tuple(best.points), test_last
+    )
 
 
 @dataclass

@@ -58,12 +58,15 @@ class Progress:
             self._bar.close()
 
 
-def lr_factor(step: int, total: int) -> float:
+def lr_factor(step: int, total: int, warmup: int | None = None) -> float:
     """Learning-rate multiplier: linear warm-up over the first 10 % of ``total`` steps, then a
-    cosine decay to 0."""
-    warm = max(1, total // 10)
+    cosine decay to 0; with ``warmup`` given, a linear warm-up over ``warmup`` steps and then a
+    constant 1 (so a shorter run is exactly the start of a longer one)."""
+    warm = max(1, total // 10) if warmup is None else max(1, warmup)
     if step < warm:
         return (step + 1) / warm
+    if warmup is not None:
+        return 1.0
     progress = (step - warm) / max(1, total - warm)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -101,6 +104,8 @@ class Optimisation:
     steps: int
     lr: float
     weight_decay: float
+    constant_after: int | None = None
+    """``None``: warm-up and cosine decay; an int: warm-up over that many steps, then constant."""
 
 
 @dataclass
@@ -122,15 +127,17 @@ def train(
     device: torch.device,
     *,
     group_key: str | None = None,
-    on_eval: Callable[[int], None] | None = None,
+    on_eval: Callable[[int, TrainLog], None] | None = None,
     eval_every: int = 0,
     progress: Progress | None = None,
 ) -> TrainLog:
-    """Run ``opt.steps`` AdamW updates on batches from ``stream``; ``on_eval(step)`` after every
-    ``eval_every`` steps (and after the last one).  ``group_key``: the batch entry passed to the
+    """Run ``opt.steps`` AdamW updates on batches from ``stream``; ``on_eval(step, log)`` after
+    every ``eval_every`` steps (and after the last one).  ``group_key``: the batch entry passed to the
     loss as ``groups=`` (text-group ids), or ``None``."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, opt.steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, opt.steps, opt.constant_after)
+    )
     log = TrainLog()
     model.train()
     for step in range(1, opt.steps + 1):
@@ -150,7 +157,7 @@ def train(
         if progress is not None:
             progress.update(1, loss=f"{log.losses[-1]:.3f}")
         if on_eval is not None and eval_every and (step % eval_every == 0 or step == opt.steps):
-            on_eval(step)
+            on_eval(step, log)
             model.train()
     return log
 
@@ -178,7 +185,7 @@ def calibration_pairs(
 
 @torch.no_grad()
 def _record_pairs(
-    log: TrainLog, img: torch.Tensor, txt: torch.Tensor, threshold: float | None
+    log: TrainLog, img: torch.Tensor, txt: torch.Tensor, threshold: float | torch.Tensor | None
 ) -> None:
     pos = (F.normalize(img, dim=-1) * F.normalize(txt, dim=-1)).sum(-1)
     log.positive_cosine.append(float(pos.mean().item()))
