@@ -75,6 +75,14 @@ def test_config_mapping() -> None:
     )
     assert quick.seeds == (3, 4) and quick.n_bootstrap == 7
     assert quick.n_train == DemoConfig.quick().n_train < DemoConfig().n_train
+    long = _demo_config(parser.parse_args(["demo", "--long", "--seeds", "0", "1"]))
+    assert long == DemoConfig.long(device="auto", seeds=(0, 1))
+    assert (long.finetune_steps, long.finetune_schedule, long.eval_every) == (425, "constant", 25)
+    assert long.sweep_threshold and long.sweep_thresholds == () and long.sweep_quantiles == (0.9,)
+    openi = DemoConfig.long(reports="r.tgz", labels="l.csv")
+    assert openi.finetune_steps == 150 and openi.seeds == tuple(range(10))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--long", "--quick"])
     cfg = _demo_config(
         parser.parse_args(
             [

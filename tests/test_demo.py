@@ -214,6 +214,44 @@ def test_selection_uses_validation_only(tiny_run: tuple[dict[str, Any], Path, li
             assert best == max(curve.values()) and curve[str(step)] == best
 
 
+def test_curves_record_every_validation(tiny_run: tuple[dict[str, Any], Path, list[str]]) -> None:
+    """results.json's curve: every validation with the diagnostics of the steps before it."""
+    results, out, _ = tiny_run
+    for key in ("a", "b", "c", "d", "e", "d@0.5"):
+        arm = results["arms"][key]
+        for curve, val, stats in zip(
+            arm["curve"], arm["val_curve"], arm["train_stats"], strict=True
+        ):
+            assert [p["step"] for p in curve] == [2, 4]
+            assert [p["val_macro_auroc"] for p in curve] == [val["2"], val["4"]]
+            assert all(-1.0 <= p["positive_cosine"] <= 1.0 for p in curve)
+            assert all(0.0 <= p["relaxed_fraction"] <= 1.0 for p in curve)
+            # two windows of two steps each: their mean is the mean over all steps
+            for name in ("positive_cosine", "relaxed_fraction"):
+                assert np.isclose(np.mean([p[name] for p in curve]), stats[name])
+            assert {p["threshold"] for p in curve} == {arm["threshold"]}
+    assert results["arms"]["pretrained"]["curve"] == [[], []]
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def test_last_step_scores(tiny_run: tuple[dict[str, Any], Path, list[str]]) -> None:
+    """The last step's test AUROC equals the kept checkpoint's where the last step was kept."""
+    arms = tiny_run[0]["arms"]
+    assert arms["a"]["last_step"]["delta_vs_a"] == {"mean": 0.0, "ci95": [0.0, 0.0]}
+    kept_last = 0
+    for arm in arms.values():
+        last = arm["last_step"]["macro_auroc"]["per_seed"]
+        for i, step in enumerate(arm["best_step"]):
+            if step in (0, 4):  # no fine-tuning, or the last step kept
+                assert last[i] == arm["macro_auroc"]["per_seed"][i]
+                kept_last += step == 4
+    assert kept_last > 0
+    a_last = arms["a"]["last_step"]["macro_auroc"]["mean"]
+    d = arms["d"]["last_step"]
+    assert np.isclose(d["delta_vs_a"]["mean"], d["macro_auroc"]["mean"] - a_last)
+    assert d["delta_vs_a"]["ci95"][0] <= d["delta_vs_a"]["ci95"][1]
+
+
 def test_reported_auroc_matches_metrics(tiny_run: tuple[dict[str, Any], Path, list[str]]) -> None:
     results = tiny_run[0]
     arm = results["arms"]["a"]
@@ -233,6 +271,7 @@ def test_relaxation_is_active_below_one() -> None:
     results = run_demo(_tiny(seeds=(0,), threshold=-0.99), None, log=lambda s: None)
     stats = results["arms"]["c"]["train_stats"][0]
     assert stats["relaxed_fraction"] > 0.5  # almost every positive pair is above -0.99
+    assert all(p["relaxed_fraction"] > 0.5 for p in results["arms"]["c"]["curve"][0])
     assert results["arms"]["a"]["train_stats"][0]["relaxed_fraction"] == 0.0
 
 
@@ -247,6 +286,10 @@ def test_config_validation() -> None:
         _tiny(threshold=1.5).validate()
     with pytest.raises(ValueError, match="reports and labels"):
         _tiny(reports="x").validate()
+    with pytest.raises(ValueError, match="sweep_thresholds and sweep_quantiles"):
+        _tiny(sweep_threshold=True, sweep_thresholds=(), sweep_quantiles=()).validate()
+    with pytest.raises(ValueError, match="finetune_schedule"):
+        _tiny(finetune_schedule="linear").validate()
     with pytest.raises(ValueError, match="device"):
         run_demo(_tiny(device="cuda:99" if not torch.cuda.is_available() else "nonsense"), None)
 

@@ -257,19 +257,53 @@ def pretrain(ex: Experiment, model: TinyCLIP, seed: int) -> Pretrained:
 
 
 @dataclass
-class _Best:
+class _Tracker:
+    """Called at every validation: records the curve and keeps the best checkpoint."""
+
+    ex: Experiment
+    model: TinyCLIP
     curve: dict[int, float] = field(default_factory=dict)
     points: list[CurvePoint] = field(default_factory=list)
     auc: float = -float("inf")
     step: int = 0
     state: dict[str, Any] | None = None
 
+    def __call__(self, step: int, log: TrainLog) -> None:
+        auc = self.curve[step] = self.ex.val_macro(self.model)
+        prev = self.points[-1].step if self.points else 0  # log: one entry per step so far
+        cos, rel = log.positive_cosine[prev:], log.relaxed_fraction[prev:]
+        self.points.append(CurvePoint(step, auc, float(np.mean(cos)), float(np.mean(rel))))
+        if auc > self.auc:
+            self.auc, self.step, self.state = auc, step, copy.deepcopy(self.model.state_dict())
+
+
+def _arm_threshold(
+    ex: Experiment,
+    arm: Arm,
+    model: TinyCLIP,
+    stream: Callable[[], Iterator[dict[str, Any]]],
+    desc: str,
+) -> float | None:
+    """The arm's θ: absolute, ``None``, or calibrated once on the first batches of ``stream()``
+    as seen by the pre-trained ``model``."""
+    cfg = ex.cfg
+    quantile = arm.resolve_quantile(cfg.threshold_quantile)
+    if quantile is None:
+        return arm.resolve_threshold(cfg.absolute_threshold, cfg.threshold_quantile)
+    pairs = calibration_pairs(model, ex.tokenizer, stream(), cfg.calibration_batches, ex.device)
+    threshold = calibrate_threshold(pairs, quantile)
+    ex.log(
+        f"{desc}: theta {threshold:.4f} (q={quantile:g} of the positive cosines of the first "
+        f"{cfg.calibration_batches} fine-tuning batches), fixed for fine-tuning"
+    )
+    return threshold
+
 
 def run_arm(
     ex: Experiment, arm: Arm, seed: int, model: TinyCLIP, pretrained: Pretrained
 ) -> SeedRun:
     """Fine-tune ``model`` from ``pretrained`` as ``arm`` prescribes, keep the checkpoint with the
-    best validation macro AUROC, and score the test split with it."""
+    best validation macro AUROC, and score the test split with it (and with the last step's)."""
     cfg = ex.cfg
     desc = ex.next_stage(seed, f"arm {arm.label}")
     model.load_state_dict(pretrained.state)
@@ -281,25 +315,9 @@ def run_arm(
         )
         return batches(ex.bench.train, sampler, cfg.batch_size, seed + 1)
 
-    threshold = arm.resolve_threshold(cfg.absolute_threshold, cfg.threshold_quantile)
-    quantile = arm.resolve_quantile(cfg.threshold_quantile)
-    if quantile is not None:  # the first fine-tuning batches, seen by the pre-trained model
-        pairs = calibration_pairs(model, ex.tokenizer, stream(), cfg.calibration_batches, ex.device)
-        threshold = calibrate_threshold(pairs, quantile)
-        ex.log(
-            f"{desc}: theta {threshold:.4f} (q={quantile:g} of the positive cosines of the first "
-            f"{cfg.calibration_batches} fine-tuning batches), fixed for fine-tuning"
-        )
-    best = _Best()
-
-    def on_eval(step: int, log: TrainLog) -> None:
-        auc = best.curve[step] = ex.val_macro(model)
-        prev = best.points[-1].step if best.points else 0  # log: one entry per step so far
-        cos, rel = log.positive_cosine[prev:], log.relaxed_fraction[prev:]
-        best.points.append(CurvePoint(step, auc, float(np.mean(cos)), float(np.mean(rel))))
-        if auc > best.auc:
-            best.auc, best.step, best.state = auc, step, copy.deepcopy(model.state_dict())
-
+    threshold = _arm_threshold(ex, arm, model, stream, desc)
+    best = _Tracker(ex, model)
+    constant_after = cfg.finetune_warmup if cfg.finetune_schedule == "constant" else None
     bar = Progress(cfg.finetune_steps, desc, cfg.progress)
     t = time.perf_counter()
     torch.manual_seed(seed + 1000)  # dropout masks: same stream for every arm
@@ -308,22 +326,17 @@ def run_arm(
         ex.tokenizer,
         stream(),
         RelaxedContrastiveLoss(threshold=threshold),
-        Optimisation(
-            cfg.finetune_steps,
-            cfg.finetune_lr,
-            cfg.weight_decay,
-            cfg.finetune_warmup if cfg.finetune_schedule == "constant" else None,
-        ),
+        Optimisation(cfg.finetune_steps, cfg.finetune_lr, cfg.weight_decay, constant_after),
         ex.device,
         group_key=group_key,
-        on_eval=on_eval,
+        on_eval=best,
         eval_every=cfg.eval_every,
         progress=bar,
     )
     bar.close()
-    ex.timing["finetune"] += time.perf_counter() - t
-    assert best.state is not None  # check_evaluation_splits: the validation AUROC is defined
     seconds = time.perf_counter() - t
+    ex.timing["finetune"] += seconds
+    assert best.state is not None  # check_evaluation_splits: the validation AUROC is defined
     if cfg.compare_arms:
         ex.log(
             f"{desc}: best validation macro AUROC {best.auc:.4f} at step {best.step} "
