@@ -10,7 +10,7 @@ earlier versions; NaN and infinities become ``null`` via :func:`strict_json`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,16 +179,28 @@ def _seed_summary(values: Sequence[float]) -> SeedSummary:
     return SeedSummary(float(arr.mean()), float(arr.std()), [float(x) for x in arr])
 
 
-def _bootstrap_seed_mean(
-    y: np.ndarray, scores: Sequence[np.ndarray], findings: list[str], n_bootstrap: int, seed: int
-) -> np.ndarray:
-    """``(B,)`` bootstrap replicates of the seed-mean macro AUROC (the same resampled test
-    studies for every arm and seed: one ``seed``)."""
-    reps = [
-        bootstrap_auroc(y, x, findings, n_bootstrap=n_bootstrap, seed=seed).macro_samples
-        for x in scores
-    ]
-    return np.asarray(np.mean(np.stack(reps), axis=0))
+def _bootstrap_arms(
+    runs: Mapping[Arm, list[SeedRun]],
+    scores: Callable[[SeedRun], np.ndarray],
+    y: np.ndarray,
+    findings: list[str],
+    n_bootstrap: int,
+    seed: int,
+) -> dict[Arm, np.ndarray]:
+    """Per arm, ``(B,)`` bootstrap replicates of the seed-mean macro AUROC of ``scores(run)``
+    (the same resampled test studies for every arm and seed: one ``seed``)."""
+    return {
+        arm: np.mean(
+            [
+                bootstrap_auroc(
+                    y, scores(r), findings, n_bootstrap=n_bootstrap, seed=seed
+                ).macro_samples
+                for r in rs
+            ],
+            axis=0,
+        )
+        for arm, rs in runs.items()
+    }
 
 
 def summarise_arms(
@@ -206,12 +218,7 @@ def summarise_arms(
     ``threshold`` / ``quantile`` are the configured relaxation (they resolve
     ``Arm.threshold == CONFIGURED``)."""
     names = list(findings)
-    boot = {
-        arm: _bootstrap_seed_mean(
-            y, [r.test_scores for r in rs], names, n_bootstrap, bootstrap_seed
-        )
-        for arm, rs in runs.items()
-    }
+    boot = _bootstrap_arms(runs, lambda r: r.test_scores, y, names, n_bootstrap, bootstrap_seed)
     ref = next(a for a in runs if a.label == REFERENCE)
     ref_mean = float(np.mean([macro_auroc(y, r.test_scores, names).macro for r in runs[ref]]))
     last = _last_step(runs, ref, y, names, n_bootstrap, bootstrap_seed)
@@ -246,12 +253,7 @@ def _last_step(
     (empty when no run kept the last step's scores)."""
     if all(r.test_scores_last is None for rs in runs.values() for r in rs):
         return {}
-    boot = {
-        arm: _bootstrap_seed_mean(
-            y, [r.last_scores for r in rs], names, n_bootstrap, bootstrap_seed
-        )
-        for arm, rs in runs.items()
-    }
+    boot = _bootstrap_arms(runs, lambda r: r.last_scores, y, names, n_bootstrap, bootstrap_seed)
     macro = {
         arm: _seed_summary([macro_auroc(y, r.last_scores, names).macro for r in rs])
         for arm, rs in runs.items()
