@@ -11,7 +11,7 @@ import math
 import numbers
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -210,7 +210,7 @@ class _Levels:
 
     @classmethod
     def of(cls, score: NDArray[Any], *, descending: bool = False) -> _Levels:
-        """The levels of ``score``, ascending unless ``descending`` (ties keep row order)."""
+        """The levels of ``score``, ascending unless ``descending``."""
         order = np.argsort(score, kind="stable")  # not argsort(-s): -s wraps for uint64
         order = order[::-1] if descending else order
         s = score[order]
@@ -223,8 +223,6 @@ class _Levels:
 
 def auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
     """Area under the ROC curve, ``U / (n_pos·n_neg)`` (Mann–Whitney ``U``, ties count 1/2).
-
-    Equal to scikit-learn's ``roc_auc_score``.
 
     Args:
         y_true: ``(N,)`` 0/1 labels with both classes.
@@ -326,22 +324,17 @@ def macro_auroc(
         1.0
     """
     t, s, names = _matrix(y_true, y_score, labels, nan_policy)
-    per: dict[str, float] = {}
-    skipped: dict[str, str] = {}
-    counts: dict[str, tuple[int, int, int]] = {}  # rows used, positive, excluded
+    out = AUROCResult(math.nan, {})
     for name, tk, sk in _columns(t, s, names):
         pos, excluded = int(tk.sum()), t.shape[0] - tk.size
-        counts[name] = (tk.size, pos, excluded)
-        per[name] = math.nan if pos in (0, tk.size) else auroc(tk, sk)
+        out.n_used[name], out.n_positive[name], out.n_excluded[name] = tk.size, pos, excluded
+        out.per_label[name] = math.nan if pos in (0, tk.size) else auroc(tk, sk)
         if pos in (0, tk.size):
-            skipped[name] = (
+            out.skipped[name] = (
                 f"single class after excluding {excluded} NaN row(s): {pos} positive of {tk.size}"
             )
-    used = [per[n] for n in names if n not in skipped]
-    n_used, n_pos, n_exc = ({n: c[i] for n, c in counts.items()} for i in range(3))
-    return AUROCResult(
-        float(np.mean(used)) if used else math.nan, per, skipped, n_used, n_pos, n_exc
-    )
+    used = [out.per_label[n] for n in out.labels_used]
+    return replace(out, macro=float(np.mean(used)) if used else math.nan)
 
 
 @dataclass(frozen=True)
@@ -497,10 +490,6 @@ def bootstrap_auroc(
     nan_policy: NanPolicy = "omit",
 ) -> BootstrapAUROCResult:
     """Bootstrap per-label and macro AUROC, resampling studies (rows), never labels.
-
-    A row drawn ``c`` times counts ``c`` times; labels skipped on the full data are skipped in
-    every replicate, and a replicate where a label has a single class is NaN for it and for the
-    macro (counted in ``n_degenerate``).
 
     Args:
         y_true, y_score, labels, nan_policy: as :func:`macro_auroc`.
@@ -658,7 +647,7 @@ def best_threshold(
         t, "best_threshold", "a threshold fitted on it is meaningless (MCC 0, F1 constant)"
     )
     lv = _Levels.of(s, descending=True)
-    # Candidate j (0 = +inf, then each level descending) predicts the first j levels positive.
+    # candidate j (0 = +inf, then each level descending) predicts the first j levels positive
     tp = np.r_[0, np.cumsum(lv.counts(t.astype(np.int64)))]
     fp = np.r_[0, np.cumsum(lv.counts(np.ones(t.size, dtype=np.int64)))] - tp
     fn = int(t.sum()) - tp

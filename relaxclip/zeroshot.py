@@ -86,9 +86,9 @@ def normalize_label_name(name: str) -> str:
         >>> normalize_label_name("Pleural_Thickening")
         'pleural thickening'
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {describe(name)}")
-    return " ".join(name.replace("_", " ").split()).lower()
+    if isinstance(name, str):
+        return " ".join(name.replace("_", " ").split()).lower()
+    raise TypeError(f"name must be a str, got {describe(name)}")
 
 
 _CXR14_SPELT = {
@@ -432,22 +432,21 @@ class ZeroShotClassifier:
         """Forget the cached text embeddings (e.g. after fine-tuning the text encoder)."""
         self._cache = None
 
-    def _features(self, x: object, name: str) -> torch.Tensor:
-        """``x`` checked as finite floating ``(N, D)`` features of the text embeddings' D."""
+    def _similarities(
+        self, x: object, name: str, rows: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x·e⁺, x·e⁻)`` of ``x`` checked as finite floating ``(rows, D)`` features."""
         x = check_tensor(name, x, ndim=2, floating=True)
         if x.shape[0]:
             check_finite_rows(name, x)
-        dim = self.text_embeddings()[0].shape[1]
-        if x.shape[1] != dim:
-            raise ValueError(
-                f"{name} must have D={dim} columns (the text embeddings' size), got shape "
-                f"{tuple(x.shape)}"
-            )
-        return x
-
-    def _cosines(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x·e⁺, x·e⁻)`` of checked features ``x`` (normalised first with ``normalize``)."""
         pos, neg = self.text_embeddings()
+        if x.shape[1] != pos.shape[1]:
+            raise ValueError(
+                f"{name} must have D={pos.shape[1]} columns (the text embeddings' size), got "
+                f"shape {tuple(x.shape)}"
+            )
+        if rows is not None and x.shape[0] != rows:
+            raise ValueError(f"{name} must have one row per label row ({rows}), got {x.shape[0]}")
         dtype = torch.promote_types(x.dtype, pos.dtype)
         x = _l2(x.to(dtype), name) if self.normalize else x.to(dtype)
         return x @ pos.to(x.device, dtype).T, x @ neg.to(x.device, dtype).T
@@ -466,7 +465,7 @@ class ZeroShotClassifier:
         Example:
             >>> s_pos, s_neg = clf.similarities(torch.randn(4, D))
         """
-        return self._cosines(self._features(image_features, "image_features"), "image_features")
+        return self._similarities(image_features, "image_features")
 
     def predict_proba(self, image_features: torch.Tensor) -> torch.Tensor:
         """``P(c | x) = exp(s⁺) / (exp(s⁺) + exp(s⁻)) = sigmoid(s⁺ − s⁻)``, ``Tensor[N, K]``.
@@ -562,12 +561,7 @@ class ZeroShotClassifier:
         if y.shape[1] != n_kept:
             y = y[:, [self.all_labels.index(name) for name in self.labels]]
         name = f"encode_image(batches[{i}][{keys[0]!r}])"
-        features = self._features(encode_image(batch[keys[0]]), name)
-        if features.shape[0] != y.shape[0]:
-            raise ValueError(
-                f"{name} must have one row per label row ({y.shape[0]}), got {features.shape[0]}"
-            )
-        s_pos, s_neg = self._cosines(features, name)
+        s_pos, s_neg = self._similarities(encode_image(batch[keys[0]]), name, rows=y.shape[0])
         proba = torch.sigmoid(s_pos - s_neg).double().cpu().numpy()
         if len(keys) < 3:
             return y, proba, None
