@@ -265,11 +265,9 @@ class ZeroShotClassifier:
     ``P(c | x) = sigmoid(x·e⁺_c − x·e⁻_c)`` on raw cosine similarities (module docstring).
 
     Args:
-        encode_text: callable ``list[str] -> Tensor[n, D]``, D >= 1, one row per string; called
-            under ``torch.no_grad()`` in batches of ``batch_size``, output detached and cached.
+        encode_text: callable ``list[str] -> Tensor[n, D]``, D >= 1, one row per string.
         labels: class names, one output column each (after ``exclude``), in this order.
-        templates: ``(positive, negative)`` pairs, each with one ``{}`` for the prompt name;
-            several pairs are averaged per side and re-normalised.
+        templates: ``(positive, negative)`` pairs, each with one ``{}`` for the prompt name.
         normalize: L2-normalise prompt embeddings, template averages and image features
             (cosine similarity, CheXzero); ``False`` uses raw dot products.
         label_prompts: ``label -> [(positive_text, negative_text), ...]`` literal prompts
@@ -417,9 +415,7 @@ class ZeroShotClassifier:
         ]
         if self.normalize:
             sides = [_l2(x, "averaged text embedding") for x in sides]
-        same = [
-            self.labels[k] for k in (sides[0] == sides[1]).all(dim=1).nonzero().flatten().tolist()
-        ]
+        same = [k for k, p, n in zip(self.labels, *sides, strict=True) if torch.equal(p, n)]
         if same:
             raise ValueError(
                 f"encode_text must embed positive and negative prompts differently, got the same "
@@ -612,9 +608,8 @@ def hf_text_encoder(
 ) -> TextEncoder:
     """``encode_text`` (``list[str] -> Tensor[n, D]``) of a Hugging Face ``get_text_features``.
 
-    The tokenizer's output (``padding=True, truncation=True, return_tensors="pt"``) goes to
-    ``get_text_features``, whose tensor (transformers < 5) or ``text_embeds`` / ``pooler_output``
-    (transformers 5) are the features.
+    Tokens: ``tokenizer(texts, padding=True, truncation=True, return_tensors="pt")``; features:
+    the tensor returned, or its ``text_embeds`` / ``pooler_output`` (transformers 5).
 
     Args:
         model, tokenizer: the model and its tokenizer.
