@@ -47,7 +47,7 @@ _EXACT_INT = 2**53
 
 
 def _array(y: Any, name: str, *, scalar: bool = False) -> np.ndarray:
-    """``numpy.asarray(y)`` (a scalar only if ``scalar``); a tensor: detached, CPU, dense, float64."""
+    """``numpy.asarray(y)`` (a scalar only if ``scalar``); a tensor detached, dense, floats float64."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(y, torch.Tensor):
         t = y.detach()

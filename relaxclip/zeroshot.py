@@ -574,9 +574,9 @@ def open_clip_text_encoder(
     tokenizer: Callable[[list[str]], torch.Tensor],
     device: str | torch.device | None = None,
 ) -> TextEncoder:
-    """``encode_text`` (``list[str] -> Tensor[n, D]``) of an open_clip model's ``encode_text``.
+    """An ``encode_text`` for :class:`ZeroShotClassifier` from an open_clip model.
 
-    ``texts -> model.encode_text(tokenizer(texts).to(device))``.
+    ``texts -> model.encode_text(tokenizer(texts).to(device))``, a ``Tensor[n, D]``.
 
     Args:
         model: an open_clip model (not put in eval mode for you).
@@ -606,7 +606,7 @@ def hf_text_encoder(
     *,
     max_length: int | None = None,
 ) -> TextEncoder:
-    """``encode_text`` (``list[str] -> Tensor[n, D]``) of a Hugging Face ``get_text_features``.
+    """An ``encode_text`` for :class:`ZeroShotClassifier` from a Hugging Face CLIP-style model.
 
     Tokens: ``tokenizer(texts, padding=True, truncation=True, return_tensors="pt")``; features:
     the tensor returned, or its ``text_embeds`` / ``pooler_output`` (transformers 5).
