@@ -5,6 +5,7 @@ Implements Jang et al., arXiv 2212.07050: a CLIP loss with positive-pair relaxat
 and the CheXzero zero-shot protocol with its metrics (:class:`ZeroShotClassifier`, :func:`macro_auroc`).
 """
 
+from relaxclip import metrics
 from relaxclip.calibration import calibrate_threshold
 from relaxclip.distributed import DISTRIBUTED_MODES, distributed_loss, is_distributed_active
 from relaxclip.loss import (
@@ -14,23 +15,7 @@ from relaxclip.loss import (
     positive_pair_stats,
     relaxed_contrastive_loss,
 )
-from relaxclip.metrics import (
-    AUROCResult,
-    BootstrapAUROCResult,
-    ConfidenceInterval,
-    ThresholdResult,
-    auroc,
-    best_threshold,
-    binarize,
-    bootstrap_auroc,
-    bootstrap_indices,
-    evaluate_thresholds,
-    f1,
-    macro_auroc,
-    mcc,
-    roc_curve,
-    select_thresholds,
-)
+from relaxclip.metrics import *  # noqa: F403 (re-exports relaxclip.metrics.__all__)
 from relaxclip.sampling import SentenceSampler, sample_sentences, text_group_ids
 from relaxclip.sentence_pool import SentencePool
 from relaxclip.sentences import parse_report_sections, split_sentences
@@ -45,9 +30,6 @@ from relaxclip.zeroshot import (
 __version__ = "0.2.0"
 
 __all__ = [
-    "AUROCResult",
-    "BootstrapAUROCResult",
-    "ConfidenceInterval",
     "DEFAULT_THRESHOLD",
     "DISTRIBUTED_MODES",
     "LossOutput",
@@ -55,30 +37,19 @@ __all__ = [
     "RelaxedContrastiveLoss",
     "SentencePool",
     "SentenceSampler",
-    "ThresholdResult",
     "ZeroShotClassifier",
     "__version__",
-    "auroc",
-    "best_threshold",
     "calibrate_threshold",
-    "binarize",
-    "bootstrap_auroc",
-    "bootstrap_indices",
     "distributed_loss",
-    "evaluate_thresholds",
-    "f1",
     "hf_text_encoder",
     "is_distributed_active",
-    "macro_auroc",
-    "mcc",
     "open_clip_text_encoder",
     "parse_report_sections",
     "plot_roc",
     "positive_pair_stats",
     "relaxed_contrastive_loss",
-    "roc_curve",
     "sample_sentences",
-    "select_thresholds",
     "split_sentences",
     "text_group_ids",
 ]
+__all__ += metrics.__all__

@@ -11,16 +11,18 @@ import math
 import numbers
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from relaxclip._checks import check_choice, check_int, check_real, describe, format_rows
+from relaxclip.sentences import check_names
 
 NanPolicy = Literal["omit", "raise"]
 ThresholdMetric = Literal["mcc", "f1"]
+Labels = Sequence[str] | NDArray[Any] | None
 
 __all__ = [
     "AUROCResult",
@@ -45,8 +47,7 @@ _EXACT_INT = 2**53
 
 
 def _array(y: Any, name: str, *, scalar: bool = False) -> np.ndarray:
-    """``numpy.asarray(y)``, a scalar refused unless ``scalar``; a torch tensor (never imported
-    here) is detached, moved to the CPU, made dense and, if floating, made float64 exactly."""
+    """``numpy.asarray(y)`` (a scalar only if ``scalar``); a tensor detached, dense, floats float64."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(y, torch.Tensor):
         t = y.detach()
@@ -68,6 +69,7 @@ def _array(y: Any, name: str, *, scalar: bool = False) -> np.ndarray:
 
 
 def _numeric(arr: np.ndarray, name: str, what: str) -> np.ndarray:
+    """``arr`` if of a bool, int or float dtype, else ``TypeError`` (``name must be what``)."""
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be {what}, got dtype {arr.dtype}")
     return arr
@@ -110,6 +112,7 @@ def _scores(arr: np.ndarray, name: str) -> NDArray[Any]:
 
 
 def _vector(y: Any, name: str) -> np.ndarray:
+    """``y`` as a non-empty 1-D array."""
     arr = _array(y, name)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
@@ -129,6 +132,7 @@ def _pair(y_true: Any, other: Any, name: str, *, scores: bool) -> tuple[np.ndarr
 
 
 def _both_classes(t: np.ndarray, func: str, why: str) -> None:
+    """``ValueError`` unless the 0/1 labels ``t`` hold both classes."""
     n_pos = int(t.sum())
     if n_pos in (0, t.size):
         raise ValueError(
@@ -138,17 +142,16 @@ def _both_classes(t: np.ndarray, func: str, why: str) -> None:
 
 
 def _label_names(labels: Any, k: int) -> tuple[str, ...]:
+    """K unique str names from ``labels`` (a sequence or 1-D array), default ``label_<k>``."""
     if labels is None:
         return tuple(f"label_{i}" for i in range(k))
     if isinstance(labels, np.ndarray):
         if labels.ndim != 1:
             raise ValueError(f"labels must be a 1-D array of K names, got shape {labels.shape}")
         labels = labels.tolist()  # numpy str_ -> str
-    if isinstance(labels, str) or not isinstance(labels, Sequence):
+    if not isinstance(labels, Sequence):
         raise TypeError(f"labels must be a sequence of K names, got {describe(labels)}")
-    names = tuple(labels)
-    if not all(isinstance(n, str) for n in names):
-        raise TypeError(f"labels must be str names, got {describe(list(names))}")
+    names = check_names("labels", labels, "a sequence of K str names")
     if len(names) != k:
         raise ValueError(f"labels must be {k} names (one per column), got {len(names)}")
     if len(set(names)) != k:
@@ -188,8 +191,8 @@ def _columns(
 
 
 def _auc_from_counts(pos: np.ndarray, neg: np.ndarray) -> NDArray[np.float64]:
-    """AUROC from int64 ``(..., G)`` class counts per ascending score level, as the exact
-    integer ``2U = sum_g pos_g (2 neg_below_g + neg_g)`` over ``2 n_pos n_neg``; NaN for one class."""
+    """AUROC from int64 ``(..., G)`` class counts per ascending score level: the exact integer
+    ``2U = sum_g pos_g (2 neg_below_g + neg_g)`` over ``2 n_pos n_neg``; NaN for one class."""
     neg_below = np.cumsum(neg, axis=-1) - neg
     twice_u = np.sum(pos * (2 * neg_below + neg), axis=-1)
     denom = 2 * pos.sum(axis=-1) * neg.sum(axis=-1)
@@ -207,6 +210,7 @@ class _Levels:
 
     @classmethod
     def of(cls, score: NDArray[Any], *, descending: bool = False) -> _Levels:
+        """The levels of ``score``, ascending unless ``descending``."""
         order = np.argsort(score, kind="stable")  # not argsort(-s): -s wraps for uint64
         order = order[::-1] if descending else order
         s = score[order]
@@ -223,9 +227,6 @@ def auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
     Args:
         y_true: ``(N,)`` 0/1 labels with both classes.
         y_score: ``(N,)`` finite scores, higher meaning more positive.
-
-    Returns:
-        The AUROC, as scikit-learn's ``roc_auc_score``.
 
     Raises:
         TypeError: non-numeric input. ValueError: a wrong shape, no rows, a single class,
@@ -245,17 +246,10 @@ def auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
 def roc_curve(
     y_true: ArrayLike, y_score: ArrayLike
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """ROC curve points, one per distinct score plus the origin.
+    """ROC curve points ``(fpr, tpr)``, one per distinct score plus the origin.
 
-    Args:
-        y_true, y_score: as :func:`auroc`.
-
-    Returns:
-        ``(fpr, tpr)`` by decreasing threshold, as scikit-learn's ``roc_curve`` without
-        ``drop_intermediate``.
-
-    Raises:
-        TypeError, ValueError: as :func:`auroc`.
+    ``y_true``, ``y_score`` and the errors are as in :func:`auroc`; the points go by decreasing
+    threshold, as scikit-learn's ``roc_curve`` without ``drop_intermediate``.
 
     Example:
         >>> roc_curve([0, 1], [0.1, 0.9])[1].tolist()
@@ -309,11 +303,7 @@ class AUROCResult:
 
 
 def macro_auroc(
-    y_true: ArrayLike,
-    y_score: ArrayLike,
-    labels: Sequence[str] | NDArray[Any] | None = None,
-    *,
-    nan_policy: NanPolicy = "omit",
+    y_true: ArrayLike, y_score: ArrayLike, labels: Labels = None, *, nan_policy: NanPolicy = "omit"
 ) -> AUROCResult:
     """Per-label AUROC of ``(N, K)`` scores and their unweighted (macro) mean.
 
@@ -334,22 +324,17 @@ def macro_auroc(
         1.0
     """
     t, s, names = _matrix(y_true, y_score, labels, nan_policy)
-    per: dict[str, float] = {}
-    skipped: dict[str, str] = {}
-    counts: dict[str, tuple[int, int, int]] = {}  # rows used, positive, excluded
+    out = AUROCResult(math.nan, {})
     for name, tk, sk in _columns(t, s, names):
         pos, excluded = int(tk.sum()), t.shape[0] - tk.size
-        counts[name] = (tk.size, pos, excluded)
-        per[name] = math.nan if pos in (0, tk.size) else auroc(tk, sk)
+        out.n_used[name], out.n_positive[name], out.n_excluded[name] = tk.size, pos, excluded
+        out.per_label[name] = math.nan if pos in (0, tk.size) else auroc(tk, sk)
         if pos in (0, tk.size):
-            skipped[name] = (
+            out.skipped[name] = (
                 f"single class after excluding {excluded} NaN row(s): {pos} positive of {tk.size}"
             )
-    used = [per[n] for n in names if n not in skipped]
-    n_used, n_pos, n_exc = ({n: c[i] for n, c in counts.items()} for i in range(3))
-    return AUROCResult(
-        float(np.mean(used)) if used else math.nan, per, skipped, n_used, n_pos, n_exc
-    )
+    used = [out.per_label[n] for n in out.labels_used]
+    return replace(out, macro=float(np.mean(used)) if used else math.nan)
 
 
 @dataclass(frozen=True)
@@ -404,8 +389,7 @@ def bootstrap_indices(
     ``numpy.random.default_rng(SeedSequence(seed).spawn(n_bootstrap)[b])``.
 
     Args:
-        n_units: rows (or study groups) to resample, >= 1.
-        n_bootstrap: total replicates, >= 1.
+        n_units, n_bootstrap: rows (or study groups) to resample and total replicates, >= 1.
         seed: an int >= 0.
         start, stop: the replicates ``[start, stop)`` to return (default all).
 
@@ -485,6 +469,7 @@ def _replicates(
 
 
 def _interval(values: NDArray[np.float64], confidence: float) -> ConfidenceInterval:
+    """Mean and percentile interval of the non-NaN ``values`` (NaN for none)."""
     v = values[~np.isnan(values)]
     if v.size == 0:
         return ConfidenceInterval(math.nan, math.nan, math.nan)
@@ -496,7 +481,7 @@ def _interval(values: NDArray[np.float64], confidence: float) -> ConfidenceInter
 def bootstrap_auroc(
     y_true: ArrayLike,
     y_score: ArrayLike,
-    labels: Sequence[str] | NDArray[Any] | None = None,
+    labels: Labels = None,
     *,
     n_bootstrap: int = 1000,
     seed: int = 0,
@@ -505,10 +490,6 @@ def bootstrap_auroc(
     nan_policy: NanPolicy = "omit",
 ) -> BootstrapAUROCResult:
     """Bootstrap per-label and macro AUROC, resampling studies (rows), never labels.
-
-    A row drawn ``c`` times counts ``c`` times; labels skipped on the full data are skipped in
-    every replicate, and a replicate where a label has a single class is NaN for it and for the
-    macro (counted in ``n_degenerate``).
 
     Args:
         y_true, y_score, labels, nan_policy: as :func:`macro_auroc`.
@@ -534,7 +515,6 @@ def bootstrap_auroc(
     point = macro_auroc(t, s, names)
     active = [k for k, name in enumerate(names) if name not in point.skipped]
     samples = _replicates(t, s, active, units, n_bootstrap, seed)
-    # NaN if any active label is NaN
     macro_samples = samples[:, active].mean(axis=1) if active else np.full(n_bootstrap, np.nan)
     n_degenerate = {name: int(np.isnan(samples[:, k]).sum()) for k, name in enumerate(names)}
     n_degenerate["macro"] = int(np.isnan(macro_samples).sum())
@@ -546,6 +526,7 @@ def bootstrap_auroc(
 
 
 def _confusion(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[int, int, int, int]:
+    """``(tp, fp, fn, tn)`` of checked 1-D 0/1 labels and predictions."""
     t, p = _pair(y_true, y_pred, "y_pred", scores=False)
     tb, pb = t == 1.0, p == 1.0
     tp = int(np.count_nonzero(tb & pb))
@@ -555,20 +536,19 @@ def _confusion(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[int, int, int, int
 
 
 def _mcc_formula(tp: int, fp: int, fn: int, tn: int) -> float:
+    """:func:`mcc` of the confusion counts, in exact integers."""
     den = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
     return 0.0 if den == 0 else float((tp * tn - fp * fn) / math.sqrt(den))
 
 
 def mcc(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    """Matthews correlation ``(tp·tn − fp·fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn))``, 0 if the
-    denominator is 0 (scikit-learn's ``matthews_corrcoef``), in exact integers.
+    """Matthews correlation ``(tp·tn − fp·fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn))`` in [-1, 1].
+
+    0 when the denominator is 0 (as scikit-learn's ``matthews_corrcoef``); exact integers.
 
     Args:
         y_true: ``(N,)`` 0/1 labels, N >= 1.
         y_pred: ``(N,)`` 0/1 predictions (e.g. :func:`binarize`).
-
-    Returns:
-        MCC in [-1, 1].
 
     Raises:
         TypeError: non-numeric input. ValueError: empty, lengths differ, non-0/1 values.
@@ -581,15 +561,12 @@ def mcc(y_true: ArrayLike, y_pred: ArrayLike) -> float:
 
 
 def f1(y_true: ArrayLike, y_pred: ArrayLike, *, zero_division: float = 0.0) -> float:
-    """F1 of the positive class: ``2·tp / (2·tp + fp + fn)``.
+    """F1 of the positive class, ``2·tp / (2·tp + fp + fn)`` in [0, 1].
 
     Args:
         y_true, y_pred: as :func:`mcc`.
         zero_division: 0, 1 or NaN, returned without true or predicted positives (as
             scikit-learn's ``f1_score(zero_division=...)``, whose ``"warn"`` means 0).
-
-    Returns:
-        F1 in [0, 1], or ``zero_division``.
 
     Raises:
         TypeError, ValueError: as :func:`mcc`, and for a ``zero_division`` not 0, 1 or NaN.
@@ -628,14 +605,11 @@ def _threshold(value: Any, name: str) -> Any:
 
 
 def binarize(y_score: ArrayLike, threshold: float | ThresholdResult) -> NDArray[np.int64]:
-    """0/1 predictions ``score >= threshold``.
+    """0/1 predictions ``score >= threshold``, int64 of the shape of ``y_score``.
 
     Args:
         y_score: finite scores of any shape; integer scores are compared exactly.
         threshold: a real number (±inf allowed) or a :class:`ThresholdResult`.
-
-    Returns:
-        int64 array of the shape of ``y_score``.
 
     Raises:
         TypeError: a threshold that is not a real number. ValueError: NaN.
@@ -659,15 +633,9 @@ def best_threshold(
     """The threshold maximising MCC or F1 of ``binarize(y_score, threshold)`` (fit it on a
     validation split), among every distinct score and ``+inf``; ties go to the largest.
 
-    Args:
-        y_true, y_score: as :func:`auroc`.
-        metric: ``"mcc"`` or ``"f1"``.
-
-    Returns:
-        A :class:`ThresholdResult` whose threshold is an exact score value.
-
-    Raises:
-        TypeError, ValueError: as :func:`auroc`; ValueError for another ``metric``.
+    ``y_true``, ``y_score`` and their errors are as in :func:`auroc`; ``metric`` is ``"mcc"`` or
+    ``"f1"`` (ValueError otherwise). Returns a :class:`ThresholdResult` whose threshold is an
+    exact score value.
 
     Example:
         >>> best_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]).threshold
@@ -679,7 +647,7 @@ def best_threshold(
         t, "best_threshold", "a threshold fitted on it is meaningless (MCC 0, F1 constant)"
     )
     lv = _Levels.of(s, descending=True)
-    # Candidate j (0 = +inf, then each level descending) predicts the first j levels positive.
+    # candidate j (0 = +inf, then each level descending) predicts the first j levels positive
     tp = np.r_[0, np.cumsum(lv.counts(t.astype(np.int64)))]
     fp = np.r_[0, np.cumsum(lv.counts(np.ones(t.size, dtype=np.int64)))] - tp
     fn = int(t.sum()) - tp
@@ -698,22 +666,15 @@ def best_threshold(
 def select_thresholds(
     y_true: ArrayLike,
     y_score: ArrayLike,
-    labels: Sequence[str] | NDArray[Any] | None = None,
+    labels: Labels = None,
     *,
     metric: ThresholdMetric = "mcc",
     nan_policy: NanPolicy = "omit",
 ) -> dict[str, ThresholdResult]:
-    """:func:`best_threshold` per column of ``(N, K)`` validation data.
+    """:func:`best_threshold` per column of ``(N, K)`` validation data: label → result.
 
-    Args:
-        y_true, y_score, labels, nan_policy: as :func:`macro_auroc`.
-        metric: ``"mcc"`` or ``"f1"``.
-
-    Returns:
-        label → :class:`ThresholdResult`.
-
-    Raises:
-        TypeError, ValueError: as :func:`macro_auroc`; ValueError for a single-class label.
+    The arguments and errors are as in :func:`macro_auroc` and :func:`best_threshold`; a label
+    with a single class raises ``ValueError``.
 
     Example:
         >>> select_thresholds([[0], [1]], [[0.2], [0.7]], ["Edema"])["Edema"].threshold
@@ -732,7 +693,7 @@ def evaluate_thresholds(
     y_true: ArrayLike,
     y_score: ArrayLike,
     thresholds: Mapping[str, float | ThresholdResult],
-    labels: Sequence[str] | NDArray[Any] | None = None,
+    labels: Labels = None,
     *,
     nan_policy: NanPolicy = "omit",
 ) -> dict[str, dict[str, float]]:

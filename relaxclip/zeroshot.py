@@ -1,16 +1,9 @@
 """Zero-shot multi-label classification with positive/negative prompt pairs (CheXzero protocol).
 
-For label ``c`` with prompt name ``n_c`` and template pairs ``(p_t, q_t)``, the class
-embeddings are ``e⁺_c = normalize(mean_t normalize(encode_text(p_t.format(n_c))))`` and
-likewise ``e⁻_c`` from the ``q_t``; for a normalised image embedding ``x``
-
-    P(c | x) = exp(x·e⁺_c) / (exp(x·e⁺_c) + exp(x·e⁻_c)) = sigmoid(x·e⁺_c − x·e⁻_c)
-
-on raw cosine similarities (no logit scale), as CheXzero's ``run_softmax_eval``. Prompt names,
-the "No Finding" trap (:class:`NoFindingTemplateWarning`) and reference numbers are described
-in docs/zeroshot.md. ``encode_text`` is any callable ``list[str] -> Tensor[n, D]``;
-:func:`open_clip_text_encoder` and :func:`hf_text_encoder` wrap open_clip and Hugging Face
-models without importing either.
+``P(c | x) = sigmoid(x·e⁺_c − x·e⁻_c)`` on raw cosine similarities (no logit scale), where
+``e⁺_c`` is the re-normalised mean over the template pairs of the normalised embeddings of the
+positive prompts ``p_t.format(name_c)``, and ``e⁻_c`` likewise of the negative ones. The
+protocol, prompt names and the "No Finding" trap: docs/zeroshot.md.
 
 Example:
     >>> clf = ZeroShotClassifier(encode_text, ["Edema", "Pleural Effusion"])
@@ -23,7 +16,7 @@ import re
 import string
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,29 +74,21 @@ __all__ = [
 
 
 class NoFindingTemplateWarning(UserWarning):
-    """A label that is not a finding ("No Finding", "normal", "Support Devices", ...) is
-    combined with a negative template "no {}"."""
+    """A label that is not a finding (:func:`is_non_finding_label`) meets a "no {}" template."""
 
 
 def normalize_label_name(name: str) -> str:
-    """The prompt form of a label column name: ``_`` to space, whitespace collapsed, lower case.
+    """The prompt name of a label column ``name``: ``_`` to space, whitespace collapsed, lower case.
 
-    Args:
-        name: a label column name.
-
-    Returns:
-        The prompt name.
-
-    Raises:
-        TypeError: ``name`` is not a str.
+    Raises ``TypeError`` when ``name`` is not a str.
 
     Example:
         >>> normalize_label_name("Pleural_Thickening")
         'pleural thickening'
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {describe(name)}")
-    return " ".join(name.replace("_", " ").split()).lower()
+    if isinstance(name, str):
+        return " ".join(name.replace("_", " ").split()).lower()
+    raise TypeError(f"name must be a str, got {describe(name)}")
 
 
 _CXR14_SPELT = {
@@ -115,15 +100,11 @@ _CXR14_SPELT = {
 
 
 def _table(labels: Iterable[str], spelt: Mapping[str, str]) -> dict[str, str]:
+    """``label -> prompt name``: ``spelt`` where given, else :func:`normalize_label_name`."""
     return {label: spelt.get(label, normalize_label_name(label)) for label in labels}
 
 
-#: Prompt names per dataset, keyed by the label names its reader returns
-#: (:mod:`relaxclip.data.labels`): :func:`normalize_label_name` of each label, except terse
-#: names spelt out (``Effusion`` → "pleural effusion", ``Mass`` / ``Nodule`` → "lung mass" /
-#: "lung nodule", ``Hernia`` → "hiatal hernia", and CheXpert's ``Pleural Other`` → "pleural
-#: thickening or scar", the CheXpert labeler's mention phrases). Wording choices, not tuned on
-#: any test set.
+#: Prompt names per dataset, keyed by its reader's label names (table in docs/zeroshot.md).
 PROMPT_NAMES: dict[str, dict[str, str]] = {
     "chexpert": _table(CHEXPERT_LABELS, {"Pleural Other": "pleural thickening or scar"}),
     "mimic-cxr": _table(CHEXPERT_LABELS, {"Pleural Other": "pleural thickening or scar"}),
@@ -134,18 +115,8 @@ PROMPT_NAMES: dict[str, dict[str, str]] = {
 #: Prompt names (after :func:`normalize_label_name`) of labels that are not findings, besides
 #: those starting with a negation ("no ...", "without ...", "absence of ...").
 NON_FINDING_NAMES: frozenset[str] = frozenset(
-    {
-        "normal",
-        "normal study",
-        "unremarkable",
-        "no finding",
-        "no findings",
-        "support devices",
-        "support device",
-        "devices",
-        "lines and tubes",
-        "tubes and lines",
-    }
+    ("normal", "normal study", "unremarkable", "no finding", "no findings")  # normality
+    + ("support devices", "support device", "devices", "lines and tubes", "tubes and lines")
 )
 
 _NEGATED_NAME = re.compile(r"^(no|not|without|absence of|negative for)\b")
@@ -155,14 +126,8 @@ _NEGATING_TEMPLATE = re.compile(r"^\s*(no|without)\s+\{\}", re.IGNORECASE)
 def is_non_finding_label(name: str) -> bool:
     """Whether "no " + ``name`` fails to describe a study with that finding absent.
 
-    True for normality labels ("No Finding", "normal"), labels already negated ("no ...",
-    "without ...") and device labels ("Support Devices"), on :func:`normalize_label_name`.
-
-    Args:
-        name: a label or prompt name.
-
-    Returns:
-        True for a label that is not a finding (see :data:`NON_FINDING_NAMES`).
+    True, on :func:`normalize_label_name`, for :data:`NON_FINDING_NAMES` (normality and device
+    labels) and for names already negated ("no ...", "without ...").
 
     Example:
         >>> is_non_finding_label("NO_FINDINGS"), is_non_finding_label("Nodule")
@@ -174,9 +139,7 @@ def is_non_finding_label(name: str) -> bool:
 
 @dataclass(frozen=True, eq=False)
 class ZeroShotEvaluation(AUROCResult):
-    """What :meth:`ZeroShotClassifier.evaluate` computes in one pass over the data.
-
-    An :class:`~relaxclip.metrics.AUROCResult` (``macro_auroc(y_true, y_score, labels)``) with:
+    """:meth:`ZeroShotClassifier.evaluate`'s ``macro_auroc(y_true, y_score, labels)``, and:
 
     Attributes:
         y_true: float64 ``(N, K)`` labels (0/1/NaN) in the classifier's label order.
@@ -232,6 +195,7 @@ def _one_placeholder(template: str) -> bool:
 
 
 def _known(keys: Iterable[Any], labels: Iterable[str], name: str, hint: str = "") -> None:
+    """``ValueError`` naming the ``keys`` that are not among ``labels``."""
     unknown = [k for k in keys if k not in labels]
     if unknown:
         raise ValueError(f"{name} must name labels of {list(labels)}, got {unknown}{hint}")
@@ -283,8 +247,7 @@ def _prompt_names(
 
 
 def _l2(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Row-wise L2 normalisation that cannot overflow (each row is first divided by its
-    largest absolute entry); zero rows raise, naming them."""
+    """Row-wise L2 normalisation, overflow-safe (rows pre-divided by their max); zero rows raise."""
     scale = x.abs().amax(dim=-1, keepdim=True)
     zero = (scale == 0).squeeze(-1)
     if bool(zero.any()):
@@ -302,11 +265,9 @@ class ZeroShotClassifier:
     ``P(c | x) = sigmoid(x·e⁺_c − x·e⁻_c)`` on raw cosine similarities (module docstring).
 
     Args:
-        encode_text: callable ``list[str] -> Tensor[n, D]``, D >= 1, one row per string; called
-            under ``torch.no_grad()`` in batches of ``batch_size``, output detached and cached.
+        encode_text: callable ``list[str] -> Tensor[n, D]``, D >= 1, one row per string.
         labels: class names, one output column each (after ``exclude``), in this order.
-        templates: ``(positive, negative)`` pairs, each with one ``{}`` for the prompt name;
-            several pairs are averaged per side and re-normalised.
+        templates: ``(positive, negative)`` pairs, each with one ``{}`` for the prompt name.
         normalize: L2-normalise prompt embeddings, template averages and image features
             (cosine similarity, CheXzero); ``False`` uses raw dot products.
         label_prompts: ``label -> [(positive_text, negative_text), ...]`` literal prompts
@@ -394,8 +355,6 @@ class ZeroShotClassifier:
                     stacklevel=3,
                 )
 
-    # ------------------------------------------------------------------ prompts and text
-
     def prompts(self, label: str) -> tuple[TemplatePair, ...]:
         """The literal ``(positive, negative)`` prompts used for ``label`` (an output label)."""
         if label not in self.labels:
@@ -406,6 +365,7 @@ class ZeroShotClassifier:
         return tuple((p.format(name), n.format(name)) for p, n in self.templates)
 
     def _encode_batched(self, texts: list[str]) -> torch.Tensor:
+        """``encode_text`` of ``texts`` in batches, checked: ``(len(texts), D)``, finite, detached."""
         chunks: list[torch.Tensor] = []
         with torch.no_grad():
             for i in range(0, len(texts), self.batch_size):
@@ -433,11 +393,7 @@ class ZeroShotClassifier:
         return emb
 
     def text_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached class embeddings ``(e⁺, e⁻)``, each ``Tensor[K, D]`` (no grad).
-
-        Every distinct prompt string is encoded once (batched); the float32 (or wider)
-        embeddings are averaged over each label's pairs and normalised as in the module
-        formula.
+        """Cached class embeddings ``(e⁺, e⁻)``, each float32 (or wider) ``Tensor[K, D]``, no grad.
 
         Raises:
             TypeError, ValueError: ``encode_text`` returns a non-tensor, a wrong shape,
@@ -459,9 +415,7 @@ class ZeroShotClassifier:
         ]
         if self.normalize:
             sides = [_l2(x, "averaged text embedding") for x in sides]
-        same = [
-            self.labels[k] for k in (sides[0] == sides[1]).all(dim=1).nonzero().flatten().tolist()
-        ]
+        same = [k for k, p, n in zip(self.labels, *sides, strict=True) if torch.equal(p, n)]
         if same:
             raise ValueError(
                 f"encode_text must embed positive and negative prompts differently, got the same "
@@ -474,23 +428,21 @@ class ZeroShotClassifier:
         """Forget the cached text embeddings (e.g. after fine-tuning the text encoder)."""
         self._cache = None
 
-    # ------------------------------------------------------------------ prediction
-
-    def _features(self, x: object, name: str) -> torch.Tensor:
-        """``x`` checked as finite floating ``(N, D)`` features of the text embeddings' D."""
+    def _similarities(
+        self, x: object, name: str, rows: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x·e⁺, x·e⁻)`` of ``x`` checked as finite floating ``(rows, D)`` features."""
         x = check_tensor(name, x, ndim=2, floating=True)
         if x.shape[0]:
             check_finite_rows(name, x)
-        dim = self.text_embeddings()[0].shape[1]
-        if x.shape[1] != dim:
-            raise ValueError(
-                f"{name} must have D={dim} columns (the text embeddings' size), got shape "
-                f"{tuple(x.shape)}"
-            )
-        return x
-
-    def _cosines(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         pos, neg = self.text_embeddings()
+        if x.shape[1] != pos.shape[1]:
+            raise ValueError(
+                f"{name} must have D={pos.shape[1]} columns (the text embeddings' size), got "
+                f"shape {tuple(x.shape)}"
+            )
+        if rows is not None and x.shape[0] != rows:
+            raise ValueError(f"{name} must have one row per label row ({rows}), got {x.shape[0]}")
         dtype = torch.promote_types(x.dtype, pos.dtype)
         x = _l2(x.to(dtype), name) if self.normalize else x.to(dtype)
         return x @ pos.to(x.device, dtype).T, x @ neg.to(x.device, dtype).T
@@ -502,9 +454,6 @@ class ZeroShotClassifier:
             image_features: ``Tensor[N, D]``, any float dtype and device (computed in at least
                 float32 there); the result is differentiable with respect to it.
 
-        Returns:
-            ``(s⁺, s⁻)``.
-
         Raises:
             TypeError: not a floating tensor. ValueError: not 2-D, another D, NaN/Inf rows (or, with
             ``normalize=True``, zero rows), naming the rows.
@@ -512,19 +461,13 @@ class ZeroShotClassifier:
         Example:
             >>> s_pos, s_neg = clf.similarities(torch.randn(4, D))
         """
-        return self._cosines(self._features(image_features, "image_features"), "image_features")
+        return self._similarities(image_features, "image_features")
 
     def predict_proba(self, image_features: torch.Tensor) -> torch.Tensor:
-        """``P(c | x) = exp(s⁺) / (exp(s⁺) + exp(s⁻))``, computed as ``sigmoid(s⁺ − s⁻)``.
+        """``P(c | x) = exp(s⁺) / (exp(s⁺) + exp(s⁻)) = sigmoid(s⁺ − s⁻)``, ``Tensor[N, K]``.
 
-        Args:
-            image_features: as :meth:`similarities` (differentiable with respect to it).
-
-        Returns:
-            ``Tensor[N, K]``, columns following ``self.labels``.
-
-        Raises:
-            TypeError, ValueError: as :meth:`similarities`.
+        ``image_features`` and the errors are as in :meth:`similarities` (differentiable too);
+        the columns follow ``self.labels``.
 
         Example:
             >>> clf.predict_proba(torch.randn(4, D)).shape
@@ -553,15 +496,13 @@ class ZeroShotClassifier:
         Args:
             encode_image: maps ``batch[image_key]`` to finite ``(B, D)`` image features.
             batches: an iterable of dict batches (e.g. a ``DataLoader``), ``batch[label_key]``
-                holding ``(B, K)`` 0/1/NaN labels for the constructor's labels (all, or only
-                ``self.labels``).
-            image_key, label_key: the batch keys of images and labels.
-            n_bootstrap, seed, confidence: with ``n_bootstrap``, also ``bootstrap_auroc``.
-            group_key: batch key of per-row study ids (whole studies are resampled).
+                holding ``(B, K)`` 0/1/NaN labels for all the constructor's labels or only
+                ``self.labels``; ``batch[group_key]`` (if given) ``(B,)`` study ids.
+            n_bootstrap, seed, confidence: with ``n_bootstrap``, also ``bootstrap_auroc``
+                (resampling whole studies with ``group_key``).
 
         Returns:
-            A :class:`ZeroShotEvaluation`: ``macro_auroc`` of every row (NaN labels omitted per
-            label), the ``(N, K)`` labels and probabilities, the study ids and the bootstrap.
+            A :class:`ZeroShotEvaluation` of every row (NaN labels omitted per label).
 
         Raises:
             TypeError: ``batches`` not an iterable of mappings (one dict included), non-numeric
@@ -572,10 +513,8 @@ class ZeroShotClassifier:
             >>> ev = clf.evaluate(model.encode_image, loader, n_bootstrap=1000)
             >>> ev.macro, ev.bootstrap.macro
         """
-        options: dict[str, Any] = {}
         if n_bootstrap is not None:  # checked before the pass over the data
-            args = _bootstrap_args(n_bootstrap, seed, confidence)
-            options = dict(zip(("n_bootstrap", "seed", "confidence"), args, strict=True))
+            n_bootstrap, seed, confidence = _bootstrap_args(n_bootstrap, seed, confidence)
         if isinstance(batches, Mapping) or not isinstance(batches, Iterable):
             raise TypeError(
                 "batches must be an iterable of batches (e.g. a DataLoader or a list of dicts), "
@@ -588,14 +527,14 @@ class ZeroShotClassifier:
         y_true, y_score = (np.concatenate([r[j] for r in rows]) for j in (0, 1))
         result = macro_auroc(y_true, y_score, self.labels)
         ids = np.concatenate([r[2] for r in rows]) if group_key is not None else None
-        boot = (
-            bootstrap_auroc(y_true, y_score, self.labels, groups=ids, **options)
-            if options
-            else None
-        )
-        base = {f.name: getattr(result, f.name) for f in fields(result)}
+        boot = None
+        if n_bootstrap is not None:
+            options: dict[str, Any] = dict(
+                n_bootstrap=n_bootstrap, seed=seed, confidence=confidence
+            )
+            boot = bootstrap_auroc(y_true, y_score, self.labels, groups=ids, **options)
         return ZeroShotEvaluation(
-            **base, y_true=y_true, y_score=y_score, groups=ids, bootstrap=boot
+            **vars(result), y_true=y_true, y_score=y_score, groups=ids, bootstrap=boot
         )
 
     def _batch(
@@ -618,12 +557,7 @@ class ZeroShotClassifier:
         if y.shape[1] != n_kept:
             y = y[:, [self.all_labels.index(name) for name in self.labels]]
         name = f"encode_image(batches[{i}][{keys[0]!r}])"
-        features = self._features(encode_image(batch[keys[0]]), name)
-        if features.shape[0] != y.shape[0]:
-            raise ValueError(
-                f"{name} must have one row per label row ({y.shape[0]}), got {features.shape[0]}"
-            )
-        s_pos, s_neg = self._cosines(features, name)
+        s_pos, s_neg = self._similarities(encode_image(batch[keys[0]]), name, rows=y.shape[0])
         proba = torch.sigmoid(s_pos - s_neg).double().cpu().numpy()
         if len(keys) < 3:
             return y, proba, None
@@ -635,23 +569,19 @@ class ZeroShotClassifier:
         return y, proba, g
 
 
-# ---------------------------------------------------------------------- encoder wrappers
-
-
 def open_clip_text_encoder(
     model: Any,
     tokenizer: Callable[[list[str]], torch.Tensor],
     device: str | torch.device | None = None,
 ) -> TextEncoder:
-    """Wrap an open_clip model: ``texts -> model.encode_text(tokenizer(texts).to(device))``.
+    """An ``encode_text`` for :class:`ZeroShotClassifier` from an open_clip model.
+
+    ``texts -> model.encode_text(tokenizer(texts).to(device))``, a ``Tensor[n, D]``.
 
     Args:
         model: an open_clip model (not put in eval mode for you).
         tokenizer: ``open_clip.get_tokenizer(name)``.
         device: where the tokens go (default: the device of the model's first parameter).
-
-    Returns:
-        A ``list[str] -> Tensor[n, D]`` callable for :class:`ZeroShotClassifier`.
 
     Raises:
         TypeError: ``model`` has no ``encode_text``.
@@ -676,19 +606,15 @@ def hf_text_encoder(
     *,
     max_length: int | None = None,
 ) -> TextEncoder:
-    """Wrap a Hugging Face CLIP-style model exposing ``get_text_features``.
+    """An ``encode_text`` for :class:`ZeroShotClassifier` from a Hugging Face CLIP-style model.
 
-    The tokenizer's output (``padding=True, truncation=True, return_tensors="pt"``) goes to
-    ``get_text_features``, whose tensor (transformers < 5) or ``text_embeds`` / ``pooler_output``
-    (transformers 5) are the features.
+    Tokens: ``tokenizer(texts, padding=True, truncation=True, return_tensors="pt")``; features:
+    the tensor returned, or its ``text_embeds`` / ``pooler_output`` (transformers 5).
 
     Args:
         model, tokenizer: the model and its tokenizer.
         device: where the inputs go (default: the model's device).
         max_length: passed to the tokenizer when given, >= 1.
-
-    Returns:
-        A ``list[str] -> Tensor[n, D]`` callable for :class:`ZeroShotClassifier`.
 
     Raises:
         TypeError: ``model`` has no ``get_text_features``; ``max_length`` not an int.
@@ -716,6 +642,7 @@ def hf_text_encoder(
 
 
 def _model_device(model: Any) -> torch.device:
+    """The device of the model's first parameter (CPU without parameters)."""
     try:
         return next(iter(model.parameters())).device
     except (AttributeError, StopIteration, TypeError):
@@ -723,6 +650,7 @@ def _model_device(model: Any) -> torch.device:
 
 
 def _as_feature_tensor(out: Any, where: str) -> torch.Tensor:
+    """``out`` if a tensor, else its ``text_embeds`` or ``pooler_output`` (transformers 5)."""
     if isinstance(out, torch.Tensor):
         return out
     for attr in ("text_embeds", "pooler_output"):
@@ -733,9 +661,6 @@ def _as_feature_tensor(out: Any, where: str) -> torch.Tensor:
         f"{where} must return a Tensor or an output with text_embeds/pooler_output, "
         f"got {type(out).__name__}"
     )
-
-
-# ---------------------------------------------------------------------- ROC plot
 
 
 def plot_roc(
@@ -752,11 +677,8 @@ def plot_roc(
     Args:
         y_true, y_score, labels: as :func:`~relaxclip.metrics.macro_auroc` (single-class labels
             are listed in the legend as skipped).
-        path: the PNG to write, in an existing directory.
+        path: the PNG to write (and return), in an existing directory.
         title: the figure title (default: the macro AUROC); dpi: resolution, >= 1.
-
-    Returns:
-        The written path.
 
     Raises:
         FileNotFoundError: no such directory. TypeError, ValueError: as ``macro_auroc``, a bad
