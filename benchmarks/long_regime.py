@@ -72,7 +72,7 @@ def report(path: Path) -> dict[str, Any]:
     print("|---|---|---|---|---|---|---|")
     a_kept = arms["a"]["macro_auroc"]["per_seed"]
     a_last = arms["a"]["last_step"]["macro_auroc"]["per_seed"]
-    for key, arm in arms.items():
+    for arm in arms.values():
         kept, last = arm["macro_auroc"], arm["last_step"]["macro_auroc"]
         dk, dl = arm["delta_vs_a"], arm["last_step"]["delta_vs_a"]
         sk = seed_ci([x - y for x, y in zip(kept["per_seed"], a_kept, strict=True)])
