@@ -78,3 +78,19 @@ def test_import_does_not_load_heavy_optional_modules() -> None:
 )
 def test_modules_import(name: str) -> None:
     importlib.import_module(name)
+
+
+def test_ci_installs_as_the_readme_says() -> None:
+    """CI's core venv is installed with the README's command and no torch pin, so the tests run
+    on the torch a user gets (the declared floor has its own venv)."""
+    command = 'pip install -e ".[dev,demo,triton]"'
+    assert command in (ROOT / "README.md").read_text()
+    installs = [
+        line.split("#")[0]
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.lstrip().startswith("pip install")
+    ]
+    assert any(
+        line.split() == ["pip", "install", "-q", "-e", '".[dev,demo,triton]"'] for line in installs
+    )
+    assert not any("torch" in line for line in installs), installs

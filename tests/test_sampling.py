@@ -1022,7 +1022,15 @@ def test_flags_are_exactly_true_or_false(value: object) -> None:
 def test_unknown_section_names_raise_at_construction(kwargs: dict[str, Any]) -> None:
     """Before: ``sections=("impresion",), fallback="report"`` trained on whole reports without a
     word (the parser never produces "impresion", so every report fell back)."""
-    pattern = r"sections and fallback must be section names the report parser produces \(.*'impression'.*\), got \['"
+    unknown = next(
+        n
+        for n in (*kwargs["sections"], *kwargs.get("fallback", ()))
+        if n in {"impresion", "Impression", "indications"}
+    )
+    pattern = (
+        r"sections and fallback must be section names the report parser produces \(.*'impression'"
+        rf".*\), got \['{unknown}'\]"
+    )
     with pytest.raises(ValueError, match="SentenceSampler: " + pattern):
         SentenceSampler(**kwargs)
     with pytest.raises(ValueError, match="SentencePool: " + pattern):
