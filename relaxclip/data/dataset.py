@@ -54,24 +54,21 @@ def group_by_study(
     for i, rec in enumerate(check_records("records", records, (key, "image_path", "labels"))):
         sid = rec[key]
         labels = np.asarray(rec["labels"], dtype=np.float64)
-        if sid not in groups:
-            groups[sid] = {
+        g = groups.get(sid)
+        if g is None:
+            g = groups[sid] = {
                 key: sid,
                 "patient_id": rec.get("patient_id"),
-                "image_paths": [rec["image_path"]],
-                "images": [dict(rec)],
+                "image_paths": [],
+                "images": [],
                 "labels": labels,
                 "label_names": rec.get("label_names"),
                 "report": rec.get("report"),
+                **{k: rec[k] for k in ("report_sections", "split", "subject_id") if k in rec},
             }
-            for extra in ("report_sections", "split", "subject_id"):
-                if extra in rec:
-                    groups[sid][extra] = rec[extra]
-            continue
-        g = groups[sid]
-        if not np.array_equal(g["labels"], labels, equal_nan=True):
+        elif not np.array_equal(g["labels"], labels, equal_nan=True):
             raise ValueError(f"records[{i}]: study {sid!r} has images with different labels")
-        if g["report"] != rec.get("report"):
+        elif g["report"] != rec.get("report"):
             raise ValueError(f"records[{i}]: study {sid!r} has images with different reports")
         g["image_paths"].append(rec["image_path"])
         g["images"].append(dict(rec))

@@ -75,17 +75,14 @@ def check_labels(labels: Iterable[str], known: Sequence[str], *, what: str) -> t
     unknown = [name for name in out if name not in known]
     if unknown:
         raise ValueError(f"labels: unknown {what} {unknown}; expected names from {list(known)}")
-    if len(set(out)) < len(out):
-        dup = sorted({name for name in out if out.count(name) > 1})
+    dup = sorted({name for name in out if out.count(name) > 1})
+    if dup:
         raise ValueError(f"labels must not repeat a name, got duplicated names {dup}")
     return out
 
 
 def read_text(path: Path) -> str:
-    """``path`` (``.gz`` decompressed) as UTF-8, leading invisible marks stripped.
-
-    Not UTF-8 (line and byte named) or a corrupt ``.gz`` raises ``ValueError`` naming the file.
-    """
+    """``path`` (``.gz`` decompressed) as UTF-8 without leading invisible marks; else ValueError."""
     try:
         if path.suffix != ".gz":
             raw = path.read_bytes()
@@ -106,6 +103,7 @@ def read_text(path: Path) -> str:
 
 
 def as_path(name: str, path: object) -> Path:
+    """``Path(path)`` of a ``str`` or ``os.PathLike`` (``TypeError`` naming ``name`` otherwise)."""
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name} must be a path (str or os.PathLike), got {describe(path)}")
     return Path(path)
@@ -124,14 +122,13 @@ def optional_folder(path: str | os.PathLike[str] | None, *, name: str) -> Path |
     return None if path is None else existing_file(path, name=name, folder=True)
 
 
-def missing_files_error(
-    source: Path, what: str, column: str, missing: Sequence[Any], hint: str
-) -> FileNotFoundError:
-    """The error for files of ``column`` of ``source`` that do not exist (first three named)."""
-    shown = ", ".join(map(str, missing[:3])) + (", ..." if len(missing) > 3 else "")
-    return FileNotFoundError(
-        f"{source}: {len(missing)} {what}(s) in column {column!r} do not exist ({shown}); {hint}"
-    )
+def check_found(source: Path, what: str, column: str, missing: Sequence[Any], hint: str) -> None:
+    """Raise ``FileNotFoundError`` for the ``missing`` files of ``column`` (first three named)."""
+    if missing:
+        shown = ", ".join(map(str, missing[:3])) + (", ..." if len(missing) > 3 else "")
+        raise FileNotFoundError(
+            f"{source}: {len(missing)} {what}(s) in column {column!r} do not exist ({shown}); {hint}"
+        )
 
 
 @dataclass(frozen=True)
@@ -149,13 +146,9 @@ class CsvTable:
 
 
 def read_csv_rows(path: Path, required: Sequence[str]) -> CsvTable:
-    """Read a UTF-8 CSV (or ``.csv.gz``) with a header; blank lines are skipped.
-
-    ``ValueError`` naming the file (and line) for bad text (:func:`read_text`), a missing or
-    repeated column name, a row with the wrong number of fields, or no data row.
-    """
-    text = read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    """A UTF-8 CSV (or ``.csv.gz``) with a header, blank lines skipped; ``ValueError`` naming the
+    file and line for bad text, a missing or repeated column, a ragged row or no data row."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
     try:
         header = next(reader)
     except StopIteration:

@@ -63,9 +63,9 @@ def parse_openi_xml(data: bytes | str, *, source: str = "<xml>") -> dict[str, An
         raise TypeError(f"parse_openi_xml: source must be a str, got {describe(source)}")
     try:
         root = ET.fromstring(data)
+        uid_el = root.find("uId")
     except ET.ParseError as exc:
         raise ValueError(f"parse_openi_xml: {source} is not well-formed XML: {exc}") from exc
-    uid_el = root.find("uId")
     uid = uid_el.get("id") if uid_el is not None else None
     if not uid:
         raise ValueError(f"parse_openi_xml: {source} has no <uId id=...> element")
