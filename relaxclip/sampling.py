@@ -1,7 +1,6 @@
 """Random sentence sampling from radiology reports, as a DataLoader ``collate_fn``.
 
-Each report is represented at every step by sentences drawn at random from it (Jang et al.,
-arXiv 2212.07050). Design and measurements: ``docs/sentences.md``.
+Design, random streams and measurements: ``docs/sentences.md``.
 """
 
 from __future__ import annotations
@@ -21,14 +20,9 @@ from torch.utils.data import default_collate, get_worker_info
 
 from relaxclip._checks import check_bool, check_choice, check_int, check_real, describe
 from relaxclip.sentence_pool import REPORT, ReportTypeError, SentencePool
-from relaxclip.sentences import INVISIBLE_MARKS, check_names
+from relaxclip.sentences import INVISIBLE_MARKS, check_names, check_text
 
-__all__ = [
-    "SentenceSampler",
-    "group_text",
-    "sample_sentences",
-    "text_group_ids",
-]
+__all__ = ["SentenceSampler", "group_text", "sample_sentences", "text_group_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +151,7 @@ def group_text(text: str) -> str:
         >>> group_text(" No  PNEUMOTHORAX !")
         'no pneumothorax'
     """
-    if not isinstance(text, str):
-        raise TypeError(f"group_text: text must be str, got {describe(text)}")
+    check_text("group_text", text)
     if not text.isascii():
         text = _INVISIBLE_RE.sub("", text)
     # after the join the only whitespace left is " ", so rstrip removes the trailing run
@@ -412,11 +405,7 @@ class SentenceSampler:
 
     def _at(self, position: int, sample: Any) -> str:
         ident = self._sample_id(sample)
-        return (
-            f"sample {ident} at batch position {position}"
-            if ident
-            else f"batch position {position}"
-        )
+        return f"{f'sample {ident} at ' if ident else ''}batch position {position}"
 
     def _sample_id(self, sample: Any) -> str:
         """``"uid='CXR1'"`` from the first id field found in the sample or its report mapping."""
@@ -518,26 +507,19 @@ class SentenceSampler:
     def _unpack_batch(
         self, batch: Sequence[Any]
     ) -> tuple[list[Any], list[Any], list[Mapping[str, Any]]]:
-        reports: list[Any] = []
-        images: list[Any] = []
-        rest: list[Mapping[str, Any]] = []
+        """``(reports, images, other fields)`` of the samples; different keys raise naming one."""
         text_key, image_key = self.text_key, self.image_key
         n_fixed = (text_key is not None) + (image_key is not None)
-        for i, sample in enumerate(batch):
-            if (
-                type(sample) is dict
-                and len(sample) == n_fixed
-                and text_key in sample
-                and (image_key is None or image_key in sample)
-            ):  # fast path: exactly {image, report}
-                reports.append(sample[text_key])
-                images.append(sample[image_key] if image_key is not None else None)
-                rest.append({})
-                continue
-            report, image, other = self._unpack(sample, i)
-            reports.append(report)
-            images.append(image)
-            rest.append(other)
+        parts = [
+            (s[text_key], None if image_key is None else s[image_key], {})
+            if type(s) is dict  # fast path: exactly {image, report}
+            and len(s) == n_fixed
+            and text_key in s
+            and (image_key is None or image_key in s)
+            else self._unpack(s, i)
+            for i, s in enumerate(batch)
+        ]
+        reports, images, rest = (list(column) for column in zip(*parts, strict=True))
         for i, other in enumerate(rest):
             if other.keys() != rest[0].keys():
                 diff = sorted(map(str, set(other) ^ set(rest[0])))

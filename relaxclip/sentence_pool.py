@@ -230,7 +230,5 @@ class SentencePool:
 
 
 def _sentences(texts: Iterable[str]) -> tuple[str, ...]:
-    out: list[str] = []
-    for text in texts:
-        out.extend(split_sentences(text))
-    return tuple(out)
+    """The sentences of ``texts``, in order."""
+    return tuple(sentence for text in texts for sentence in split_sentences(text))

@@ -112,15 +112,14 @@ _HEADER_RE, _HEADER_LOOKUP = _build_header_regex()
 
 def check_names(name: str, value: object, expected: str = "a sequence of str") -> tuple[str, ...]:
     """``value`` as a tuple of ``str``; a single ``str`` or any other type raises ``TypeError``."""
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise TypeError(f"{name} must be {expected}, got {describe(value)}")
-    out = tuple(value)
-    if not all(isinstance(v, str) for v in out):
-        raise TypeError(f"{name} must be {expected}, got {describe(out)}")
+    out = None if isinstance(value, str) or not isinstance(value, Iterable) else tuple(value)
+    if out is None or not all(isinstance(v, str) for v in out):
+        raise TypeError(f"{name} must be {expected}, got {describe(value if out is None else out)}")
     return out
 
 
-def _check_text(owner: str, text: object) -> None:
+def check_text(owner: str, text: object) -> None:
+    """``TypeError`` ``"<owner>: text must be str, ..."`` unless ``text`` is a ``str``."""
     if not isinstance(text, str):
         raise TypeError(f"{owner}: text must be str, got {describe(text)}")
 
@@ -145,7 +144,7 @@ def parse_report_sections(text: str) -> dict[str, str]:
         >>> parse_report_sections("FINDINGS: Heart normal. IMPRESSION: No disease.")
         {'findings': 'Heart normal.', 'impression': 'No disease.'}
     """
-    _check_text("parse_report_sections", text)
+    check_text("parse_report_sections", text)
     text = strip_leading_marks(text)
     parts: dict[str, list[str]] = {}
     key = PREAMBLE_KEY
@@ -350,7 +349,7 @@ def split_sentences(text: str) -> list[str]:
         >>> split_sentences("1. Nodule 1.2 x 0.8 cm. 2. No effusion.")
         ['1. Nodule 1.2 x 0.8 cm.', '2. No effusion.']
     """
-    _check_text("split_sentences", text)
+    check_text("split_sentences", text)
     spans: list[tuple[int, int]] = []
     pos = 0
     text = strip_leading_marks(text).lstrip()
