@@ -139,17 +139,10 @@ _INVISIBLE_RE = re.compile(f"[{INVISIBLE_MARKS}]")
 
 
 def group_text(text: str) -> str:
-    """The normal form under which :func:`text_group_ids` compares texts.
+    """The normal form under which :func:`text_group_ids` compares texts (``TypeError`` if no str).
 
     Invisible marks removed, case folded, whitespace collapsed and stripped, trailing ``.,;:!?``
-    removed.
-
-    Raises:
-        TypeError: ``text`` is not a ``str``.
-
-    Example:
-        >>> group_text(" No  PNEUMOTHORAX !")
-        'no pneumothorax'
+    removed: ``group_text(" No  PNEUMOTHORAX !") == "no pneumothorax"``.
     """
     check_text("group_text", text)
     if not text.isascii():
@@ -199,11 +192,10 @@ def _process_rank() -> int | None:
 class SentenceSampler:
     """Collate function that samples sentences from each report and tokenizes them.
 
-    Turns samples (mappings or ``(image, report)`` pairs) into ``{image_key: images, "text":
-    [B texts], <tokenizer outputs>, <group_key>, <"num_dropped">, <other sample keys>}``:
-    training mode draws each text with :func:`sample_sentences` from the report's
-    :class:`~relaxclip.sentence_pool.SentencePool` candidates, evaluation mode joins them all.
-    Random streams per seed, epoch, worker, call and rank: ``docs/sentences.md``.
+    Samples (mappings or ``(image, report)`` pairs) in; ``{image_key: images, "text": [B texts],
+    <tokenizer outputs>, <group_key>, <"num_dropped">, <other sample keys>}`` out. Training mode
+    draws with :func:`sample_sentences` from :class:`~relaxclip.sentence_pool.SentencePool`
+    candidates, evaluation mode joins them all. Random streams: ``docs/sentences.md``.
 
     Args:
         tokenizer: ``list[str] -> tensor or mapping of tensors`` callable, or ``None``.

@@ -70,8 +70,8 @@ def read_chestxray14(
     csv_path: str | os.PathLike[str],
     image_root: str | os.PathLike[str] | None = None,
     *,
-    labels: Sequence[str] = CHESTXRAY14_LABELS,
     images: Iterable[str] | str | os.PathLike[str] | None = None,
+    labels: Sequence[str] = CHESTXRAY14_LABELS,
     check_paths: bool = True,
 ) -> list[dict[str, Any]]:
     """Read ChestX-ray14's label table into one record per image (CSV order).
@@ -79,8 +79,8 @@ def read_chestxray14(
     Args:
         csv_path: ``Data_Entry_2017*.csv[.gz]``.
         image_root: folder with the PNGs; None: ``image_path`` is None.
-        labels: names from ``CHESTXRAY14_LABELS`` and/or ``"No Finding"``, in output order.
         images: keep only these image names (an iterable, or a file such as ``test_list.txt``).
+        labels: names from ``CHESTXRAY14_LABELS`` and/or ``"No Finding"``, in output order.
         check_paths: with ``image_root``, every kept image must exist.
 
     Returns:
