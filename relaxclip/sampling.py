@@ -417,7 +417,9 @@ class SentenceSampler:
 
     def _empty_error(self, where: str) -> ValueError:
         hint = (
-            "" if REPORT in self.pool.fallback else ", pass fallback='report' or a fallback chain"
+            ", pass fallback='report' or a fallback chain"
+            if REPORT not in self.pool.fallback
+            else ""
         )
         return ValueError(
             f"{_NAME}: {where} has no sentence in {self.pool.describe()}; fix or filter "

@@ -127,8 +127,7 @@ def check_text(owner: str, text: object) -> None:
 def parse_report_sections(text: str) -> dict[str, str]:
     """Split a radiology report into sections keyed by canonical lower-case names.
 
-    A header (:data:`HEADER_ALIASES`) is recognised at a line start in any case before ``:``,
-    in upper case alone on its line, or inline in upper case after whitespace before ``:``.
+    Headers (:data:`HEADER_ALIASES`) are recognised as ``docs/sentences.md`` describes.
 
     Args:
         text: the report.
@@ -331,9 +330,6 @@ def _merge_fragments(text: str, spans: list[tuple[int, int]]) -> list[str]:
 
 def split_sentences(text: str) -> list[str]:
     """Split radiology text into sentences with Punkt and radiology rules (``docs/sentences.md``).
-
-    Hard boundaries are cut first, then numbered-list items; inside an item Punkt decides with
-    :data:`ABBREVIATIONS`; a piece with no letter or digit, or only a marker, joins a neighbour.
 
     Args:
         text: any text (a report section).

@@ -122,8 +122,7 @@ def read_chexpert(
     Raises:
         TypeError: a path, label list or flag of the wrong type.
         FileNotFoundError: a missing file or folder (the first ones named).
-        ValueError: unknown labels or policy, a bad cell (file and line named), or
-            ``frontal_only=True`` keeping no row.
+        ValueError: unknown labels or policy, a bad cell (file and line named) or no row kept.
     """
     path, names, check_paths = _check_common(csv_path, labels, uncertainty, check_paths)
     frontal_only = check_bool("frontal_only", frontal_only)
@@ -177,8 +176,7 @@ def read_chexpert_test(
         One record per study (keys: ``docs/data.md``).
 
     Raises:
-        TypeError, FileNotFoundError, ValueError: as :func:`read_chexpert`; also a study listed
-            twice.
+        TypeError, FileNotFoundError, ValueError: as :func:`read_chexpert`, or a study twice.
     """
     path, names, check_paths = _check_common(csv_path, labels, uncertainty, check_paths)
     if not isinstance(image_glob, str):

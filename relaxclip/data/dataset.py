@@ -84,8 +84,7 @@ class ImageLabelDataset(Dataset[Any]):
         mode: PIL mode the image is converted to (``"RGB"``, ``"L"``).
         image_key: record key of the path, or of a list of paths (the item is a list of images).
         first_image: for a record holding a list of paths, load only its first image.
-        as_dict: yield ``{"image", "labels"[, "report"]}`` dicts (the input of
-            :class:`~relaxclip.sampling.SentenceSampler`).
+        as_dict: yield ``{"image", "labels"[, "report"]}`` dicts (``SentenceSampler`` input).
     """
 
     def __init__(

@@ -139,8 +139,7 @@ def read_mimic_cxr(
         split: keep images of these splits (``"train"``, ``"validate"``, ``"test"``); None: all.
         labels, uncertainty: CheXpert observations and ``-1`` policy, as in ``read_chexpert``.
         views: keep images whose ``ViewPosition`` is one of these (any letter case); None: all.
-        reports_root: the MIMIC-CXR folder of ``files/pXX/pXXXXXXXX/sXXXXXXXX.txt`` reports;
-            None: no reports.
+        reports_root: folder of the ``files/pXX/pXXXXXXXX/sXXXXXXXX.txt`` reports; None: none.
         check_paths: every kept image and report must exist (else a missing report is None).
 
     Returns:
@@ -149,8 +148,7 @@ def read_mimic_cxr(
     Raises:
         TypeError: a path, flag or filter of the wrong type.
         FileNotFoundError: a missing folder, table, image or report (the first ones named).
-        ValueError: a bad cell, an image without one split and one metadata row, or filters
-            that keep no image.
+        ValueError: a bad cell, an image without one split and metadata row, or no image kept.
     """
     base = tables.existing_file(root, name="root", folder=True)
     names = tables.check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")

@@ -89,8 +89,7 @@ def read_chestxray14(
     Raises:
         TypeError: a path, flag or ``images`` of the wrong type.
         FileNotFoundError: a missing file or folder (the first ones named).
-        ValueError: a bad cell or duplicate row (file and line named), or a name of ``images``
-            absent from the CSV.
+        ValueError: a bad cell or duplicate row (file and line named), or unknown ``images``.
     """
     path = tables.existing_file(csv_path, name="csv_path")
     names = tables.check_labels(labels, _KNOWN, what="ChestX-ray14 labels")

@@ -1,7 +1,6 @@
 """Reader for the Indiana University / Open-I report archive (``NLMCXR_reports.tgz``).
 
-One XML file per report (``ecgen-radiology/<n>.xml``). Licence and citation:
-``docs/sentences.md``; empty reports: ``docs/data.md``.
+Layout, licence and empty reports: ``docs/data.md`` and ``docs/sentences.md``.
 """
 
 from __future__ import annotations
@@ -128,8 +127,7 @@ def read_openi_reports(
 
     Args:
         path: the ``.tgz``/``.tar`` archive, or a directory searched recursively for ``.xml``.
-        drop_empty: leave out (and log) reports with no text in any section
-            (:func:`is_empty_report`).
+        drop_empty: leave out (and log) reports with no text (:func:`is_empty_report`).
 
     Returns:
         One record (:func:`parse_openi_xml`) per XML file, sorted by the ``<n>`` of ``<n>.xml``.
