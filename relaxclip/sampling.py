@@ -463,11 +463,9 @@ class SentenceSampler:
             raise ValueError(f"{_NAME}: empty batch")
         reports, images, rest = self._unpack_batch(batch)
         pools = [self._lookup(r, i, batch[i]) for i, r in enumerate(reports)]
-        dropped = 0
         keep = list(range(len(batch)))
         if not all(pools):
             keep = self._handle_empty(batch, pools)
-            dropped = len(batch) - len(keep)
             pools = [pools[i] for i in keep]
             images = [images[i] for i in keep]
             rest = [rest[i] for i in keep]
@@ -491,7 +489,7 @@ class SentenceSampler:
         if self.group_key is not None:
             _put(out, self.group_key, text_group_ids(texts), "group_key")
         if self.on_empty == "drop":
-            _put(out, _DROPPED, dropped, "the drop count")
+            _put(out, _DROPPED, len(batch) - len(keep), "the drop count")
         for key in rest[0]:
             values = [other[key] for other in rest]
             value = values if key in self.list_keys else self._collate(values, key, kept)
@@ -574,9 +572,7 @@ class SentenceSampler:
         result = self.tokenizer(texts, **self.tokenizer_kwargs)
         if isinstance(result, torch.Tensor):
             items: Iterable[tuple[str, Any]] = [(self.token_key, result)]
-        elif isinstance(result, Mapping):
-            items = result.items()
-        elif hasattr(result, "keys") and hasattr(result, "__getitem__"):
+        elif hasattr(result, "keys") and hasattr(result, "__getitem__"):  # mappings, BatchEncoding
             items = [(k, result[k]) for k in result.keys()]
         else:
             raise TypeError(
