@@ -105,12 +105,11 @@ class ImageLabelDataset(Dataset[Any]):
                 raise TypeError(f"{arg} must be a str, got {describe(value)}")
         n_labels: int | None = None
         for i, rec in enumerate(records):
-            if image_key not in rec or rec[image_key] is None:
+            if rec.get(image_key) is None:
                 raise ValueError(f"records[{i}]: missing image path under key {image_key!r}")
             k = int(np.asarray(rec["labels"]).shape[0])
-            if n_labels is None:
-                n_labels = k
-            elif k != n_labels:
+            n_labels = k if n_labels is None else n_labels
+            if k != n_labels:
                 raise ValueError(f"records[{i}]: {k} labels, expected {n_labels} like records[0]")
         self.records = records
         self.transform = transform

@@ -101,7 +101,11 @@ def _read_members(p: Path) -> list[tuple[str, bytes]]:
     if p.is_dir():
         files = [f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(".xml")]
         return sorted(((str(f.relative_to(p)), f.read_bytes()) for f in files), key=_order)
-    if not _looks_like_tar(p):
+    try:
+        is_tar = tarfile.is_tarfile(p)
+    except (EOFError, zlib.error, OSError):
+        is_tar = True  # a truncated gzip stream: fail below, naming the path
+    if not is_tar:
         raise ValueError(
             f"read_openi_reports: path {str(p)!r} must be a tar archive (.tgz) or a directory"
         )
@@ -171,11 +175,3 @@ def _drop_empty(records: list[dict[str, Any]], p: Path) -> list[dict[str, Any]]:
         what = f"{len(empty)} of {len(records)} reports with no text in any section ({shown})"
         logger.warning("read_openi_reports: drop_empty=True dropped %s", what)
     return kept
-
-
-def _looks_like_tar(p: Path) -> bool:
-    """``tarfile.is_tarfile``, a truncated gzip stream counted as a tar (to fail naming the path)."""
-    try:
-        return tarfile.is_tarfile(p)
-    except (EOFError, zlib.error, OSError):
-        return True

@@ -38,12 +38,10 @@ def read_openi_labels(
         uid = row["filename"].strip()
         if not uid:
             raise ValueError(f"{where}: empty column 'filename'")
-        vec = np.empty(len(names), dtype=np.float64)
-        for j, name in enumerate(names):
-            raw = row[name].strip()
-            if raw not in ("0", "1", "0.0", "1.0"):
-                raise ValueError(f"{where}, column {name!r}: expected 0 or 1, got {row[name]!r}")
-            vec[j] = float(raw)
+        bad = next((n for n in names if row[n].strip() not in ("0", "1", "0.0", "1.0")), None)
+        if bad is not None:
+            raise ValueError(f"{where}, column {bad!r}: expected 0 or 1, got {row[bad]!r}")
+        vec = np.array([float(row[n].strip()) for n in names], dtype=np.float64)
         records.append({"uid": uid, "labels": vec, "label_names": names})
     return records
 
