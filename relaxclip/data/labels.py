@@ -7,7 +7,7 @@ import gzip
 import io
 import os
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,6 +201,19 @@ def unique_column(table: CsvTable, column: str, what: str) -> dict[str, int]:
             )
         seen[value] = table.lines[i]
     return seen
+
+
+def check_cells(
+    row: Mapping[str, str],
+    columns: Iterable[str],
+    ok: Callable[[str], bool],
+    where: str,
+    expected: str,
+) -> None:
+    """Raise ``ValueError`` naming the first of ``columns`` whose stripped cell is not ``ok``."""
+    bad = next((c for c in columns if not ok(row[c].strip())), None)
+    if bad is not None:
+        raise ValueError(f"{where}, column {bad!r}: expected {expected}, got {row[bad]!r}")
 
 
 def check_records(

@@ -41,15 +41,8 @@ def mimic_report_path(reports_root: Path, subject_id: str, study_id: str) -> Pat
 
 def _ids(row: dict[str, str], where: str) -> tuple[str, str]:
     """``(subject_id, study_id)`` of a row; a non-numeric id raises naming the column."""
-    out = []
-    for column in ("subject_id", "study_id"):
-        value = row[column].strip()
-        if not value.isdigit():
-            raise ValueError(
-                f"{where}, column {column!r}: expected a numeric id, got {row[column]!r}"
-            )
-        out.append(value)
-    return out[0], out[1]
+    tables.check_cells(row, ("subject_id", "study_id"), str.isdigit, where, "a numeric id")
+    return row["subject_id"].strip(), row["study_id"].strip()
 
 
 def _name_set(

@@ -12,6 +12,7 @@ import numpy as np
 from relaxclip._checks import check_choice
 from relaxclip.data.labels import (
     OPENI_LABELS,
+    check_cells,
     check_labels,
     check_records,
     existing_file,
@@ -38,9 +39,7 @@ def read_openi_labels(
         uid = row["filename"].strip()
         if not uid:
             raise ValueError(f"{where}: empty column 'filename'")
-        bad = next((n for n in names if row[n].strip() not in ("0", "1", "0.0", "1.0")), None)
-        if bad is not None:
-            raise ValueError(f"{where}, column {bad!r}: expected 0 or 1, got {row[bad]!r}")
+        check_cells(row, names, {"0", "1", "0.0", "1.0"}.__contains__, where, "0 or 1")
         vec = np.array([float(row[n].strip()) for n in names], dtype=np.float64)
         records.append({"uid": uid, "labels": vec, "label_names": names})
     return records
