@@ -139,10 +139,17 @@ _INVISIBLE_RE = re.compile(f"[{INVISIBLE_MARKS}]")
 
 
 def group_text(text: str) -> str:
-    """The normal form under which :func:`text_group_ids` compares texts (``TypeError`` if no str).
+    """The normal form under which :func:`text_group_ids` compares texts.
 
     Invisible marks removed, case folded, whitespace collapsed and stripped, trailing ``.,;:!?``
-    removed: ``group_text(" No  PNEUMOTHORAX !") == "no pneumothorax"``.
+    removed.
+
+    Raises:
+        TypeError: ``text`` is not a ``str``.
+
+    Example:
+        >>> group_text(" No  PNEUMOTHORAX !")
+        'no pneumothorax'
     """
     check_text("group_text", text)
     if not text.isascii():
