@@ -204,16 +204,12 @@ def unique_column(table: CsvTable, column: str, what: str) -> dict[str, int]:
 
 
 def check_cells(
-    row: Mapping[str, str],
-    columns: Iterable[str],
-    ok: Callable[[str], bool],
-    where: str,
-    expected: str,
+    row: dict[str, str], columns: Iterable[str], ok: Callable[[str], bool], where: str, what: str
 ) -> None:
-    """Raise ``ValueError`` naming the first of ``columns`` whose stripped cell is not ``ok``."""
+    """``ValueError`` ``"<where>, column 'c': expected <what>, ..."`` for the first cell not ok."""
     bad = next((c for c in columns if not ok(row[c].strip())), None)
     if bad is not None:
-        raise ValueError(f"{where}, column {bad!r}: expected {expected}, got {row[bad]!r}")
+        raise ValueError(f"{where}, column {bad!r}: expected {what}, got {row[bad]!r}")
 
 
 def check_records(
