@@ -142,8 +142,7 @@ def read_chexpert(
         image = root / row["Path"]
         records.append({"image_path": image, **record, "view": view, **extra, "report": None})
     if check_paths:
-        missing = [r["image_path"] for r in records if not r["image_path"].is_file()]
-        tables.check_found(path, "path", "Path", missing, _MISSING_HINT)
+        tables.check_found(path, "path", "Path", [r["image_path"] for r in records], _MISSING_HINT)
     if not records:
         seen = sorted({row.get("Frontal/Lateral", "") for row in table.rows})
         raise ValueError(

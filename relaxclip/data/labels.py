@@ -122,8 +122,9 @@ def optional_folder(path: str | os.PathLike[str] | None, *, name: str) -> Path |
     return None if path is None else existing_file(path, name=name, folder=True)
 
 
-def check_found(source: Path, what: str, column: str, missing: Sequence[Any], hint: str) -> None:
-    """Raise ``FileNotFoundError`` for the ``missing`` files of ``column`` (first three named)."""
+def check_found(source: Path, what: str, column: str, paths: Iterable[Path], hint: str) -> None:
+    """Raise ``FileNotFoundError`` for the ``paths`` of ``column`` that are no files (three named)."""
+    missing = [p for p in paths if not p.is_file()]
     if missing:
         shown = ", ".join(map(str, missing[:3])) + (", ..." if len(missing) > 3 else "")
         raise FileNotFoundError(

@@ -188,8 +188,7 @@ def read_mimic_cxr(
         )
     if check_paths:
         hint = "check the folders or pass check_paths=False"
-        missing = [r["image_path"] for r in records if not r["image_path"].is_file()]
-        tables.check_found(meta.path, "image", "dicom_id", missing, hint)
+        tables.check_found(meta.path, "image", "dicom_id", [r["image_path"] for r in records], hint)
         tables.check_found(meta.path, "report", "study_id", missing_reports, hint)
     if not records:
         raise _nothing_kept(meta, split_of, (splits, view_set))

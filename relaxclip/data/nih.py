@@ -121,7 +121,6 @@ def read_chestxray14(
             }
         )
     if check_paths and root is not None:
-        missing = [r["image_path"] for r in records if not r["image_path"].is_file()]
         hint = f"select images that exist under {root} with images=[...] or pass check_paths=False"
-        tables.check_found(path, "image", "Image Index", missing, hint)
+        tables.check_found(path, "image", "Image Index", [r["image_path"] for r in records], hint)
     return records
