@@ -156,9 +156,8 @@ class SentencePool:
         return len(self._cache)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state
+        """The state without the cache (workers start empty)."""
+        return {**self.__dict__, "_cache": {}}
 
     def __repr__(self) -> str:
         return (
