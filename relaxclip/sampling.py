@@ -540,13 +540,9 @@ class SentenceSampler:
                 "filter such reports out of the dataset"
             )
         self.num_dropped += len(empty)
+        what = f"{len(empty)} of {len(batch)} samples with no sentence in {self.pool.describe()}"
         logger.warning(
-            f"{_NAME}: dropped %d of %d samples with no sentence in %s (with their images "
-            "and other fields): %s",
-            len(empty),
-            len(batch),
-            self.pool.describe(),
-            names,
+            "%s: dropped %s (with their images and other fields): %s", _NAME, what, names
         )
         return [i for i, p in enumerate(pools) if p]
 
