@@ -82,7 +82,7 @@ def check_labels(labels: Iterable[str], known: Sequence[str], *, what: str) -> t
 
 
 def read_text(path: Path) -> str:
-    """``path`` (``.gz`` decompressed) as UTF-8 without leading invisible marks; else ValueError."""
+    """``path`` (``.gz`` decompressed) as UTF-8 without leading marks; ValueError naming the line."""
     try:
         if path.suffix != ".gz":
             raw = path.read_bytes()
