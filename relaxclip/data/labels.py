@@ -82,7 +82,7 @@ def check_labels(labels: Iterable[str], known: Sequence[str], *, what: str) -> t
 
 
 def read_text(path: Path) -> str:
-    """``path`` (``.gz`` decompressed) as UTF-8 without leading marks; ValueError naming the line."""
+    """``path`` (``.gz`` decompressed) as UTF-8 without leading marks; ValueError naming a line."""
     try:
         if path.suffix != ".gz":
             raw = path.read_bytes()
@@ -123,7 +123,7 @@ def optional_folder(path: str | os.PathLike[str] | None, *, name: str) -> Path |
 
 
 def check_found(source: Path, what: str, column: str, paths: Iterable[Path], hint: str) -> None:
-    """Raise ``FileNotFoundError`` for the ``paths`` of ``column`` that are no files (three named)."""
+    """Raise ``FileNotFoundError`` for ``paths`` of ``column`` that are no files (three named)."""
     missing = [p for p in paths if not p.is_file()]
     if missing:
         shown = ", ".join(map(str, missing[:3])) + (", ..." if len(missing) > 3 else "")
