@@ -1,7 +1,6 @@
 """Random sentence sampling from radiology reports, as a DataLoader ``collate_fn``.
 
-Each report is represented at every step by sentences drawn at random from it (Jang et al.,
-arXiv 2212.07050). Design and measurements: ``docs/sentences.md``.
+Design, random streams and measurements: ``docs/sentences.md``.
 """
 
 from __future__ import annotations
@@ -21,14 +20,9 @@ from torch.utils.data import default_collate, get_worker_info
 
 from relaxclip._checks import check_bool, check_choice, check_int, check_real, describe
 from relaxclip.sentence_pool import REPORT, ReportTypeError, SentencePool
-from relaxclip.sentences import INVISIBLE_MARKS, check_names
+from relaxclip.sentences import INVISIBLE_MARKS, check_names, check_text
 
-__all__ = [
-    "SentenceSampler",
-    "group_text",
-    "sample_sentences",
-    "text_group_ids",
-]
+__all__ = ["SentenceSampler", "group_text", "sample_sentences", "text_group_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +151,7 @@ def group_text(text: str) -> str:
         >>> group_text(" No  PNEUMOTHORAX !")
         'no pneumothorax'
     """
-    if not isinstance(text, str):
-        raise TypeError(f"group_text: text must be str, got {describe(text)}")
+    check_text("group_text", text)
     if not text.isascii():
         text = _INVISIBLE_RE.sub("", text)
     # after the join the only whitespace left is " ", so rstrip removes the trailing run
@@ -206,11 +199,10 @@ def _process_rank() -> int | None:
 class SentenceSampler:
     """Collate function that samples sentences from each report and tokenizes them.
 
-    Turns samples (mappings or ``(image, report)`` pairs) into ``{image_key: images, "text":
-    [B texts], <tokenizer outputs>, <group_key>, <"num_dropped">, <other sample keys>}``:
-    training mode draws each text with :func:`sample_sentences` from the report's
-    :class:`~relaxclip.sentence_pool.SentencePool` candidates, evaluation mode joins them all.
-    Random streams per seed, epoch, worker, call and rank: ``docs/sentences.md``.
+    Samples (mappings or ``(image, report)`` pairs) in; ``{image_key: images, "text": [B texts],
+    <tokenizer outputs>, <group_key>, <"num_dropped">, <other sample keys>}`` out. Training mode
+    draws with :func:`sample_sentences` from :class:`~relaxclip.sentence_pool.SentencePool`
+    candidates, evaluation mode joins them all. Random streams: ``docs/sentences.md``.
 
     Args:
         tokenizer: ``list[str] -> tensor or mapping of tensors`` callable, or ``None``.
@@ -412,11 +404,7 @@ class SentenceSampler:
 
     def _at(self, position: int, sample: Any) -> str:
         ident = self._sample_id(sample)
-        return (
-            f"sample {ident} at batch position {position}"
-            if ident
-            else f"batch position {position}"
-        )
+        return f"{f'sample {ident} at ' if ident else ''}batch position {position}"
 
     def _sample_id(self, sample: Any) -> str:
         """``"uid='CXR1'"`` from the first id field found in the sample or its report mapping."""
@@ -436,7 +424,9 @@ class SentenceSampler:
 
     def _empty_error(self, where: str) -> ValueError:
         hint = (
-            "" if REPORT in self.pool.fallback else ", pass fallback='report' or a fallback chain"
+            ", pass fallback='report' or a fallback chain"
+            if REPORT not in self.pool.fallback
+            else ""
         )
         return ValueError(
             f"{_NAME}: {where} has no sentence in {self.pool.describe()}; fix or filter "
@@ -480,11 +470,9 @@ class SentenceSampler:
             raise ValueError(f"{_NAME}: empty batch")
         reports, images, rest = self._unpack_batch(batch)
         pools = [self._lookup(r, i, batch[i]) for i, r in enumerate(reports)]
-        dropped = 0
         keep = list(range(len(batch)))
         if not all(pools):
             keep = self._handle_empty(batch, pools)
-            dropped = len(batch) - len(keep)
             pools = [pools[i] for i in keep]
             images = [images[i] for i in keep]
             rest = [rest[i] for i in keep]
@@ -508,7 +496,7 @@ class SentenceSampler:
         if self.group_key is not None:
             _put(out, self.group_key, text_group_ids(texts), "group_key")
         if self.on_empty == "drop":
-            _put(out, _DROPPED, dropped, "the drop count")
+            _put(out, _DROPPED, len(batch) - len(keep), "the drop count")
         for key in rest[0]:
             values = [other[key] for other in rest]
             value = values if key in self.list_keys else self._collate(values, key, kept)
@@ -518,26 +506,19 @@ class SentenceSampler:
     def _unpack_batch(
         self, batch: Sequence[Any]
     ) -> tuple[list[Any], list[Any], list[Mapping[str, Any]]]:
-        reports: list[Any] = []
-        images: list[Any] = []
-        rest: list[Mapping[str, Any]] = []
+        """``(reports, images, other fields)`` of the samples; different keys raise naming one."""
         text_key, image_key = self.text_key, self.image_key
         n_fixed = (text_key is not None) + (image_key is not None)
-        for i, sample in enumerate(batch):
-            if (
-                type(sample) is dict
-                and len(sample) == n_fixed
-                and text_key in sample
-                and (image_key is None or image_key in sample)
-            ):  # fast path: exactly {image, report}
-                reports.append(sample[text_key])
-                images.append(sample[image_key] if image_key is not None else None)
-                rest.append({})
-                continue
-            report, image, other = self._unpack(sample, i)
-            reports.append(report)
-            images.append(image)
-            rest.append(other)
+        parts = [
+            (s[text_key], None if image_key is None else s[image_key], {})
+            if type(s) is dict  # fast path: exactly {image, report}
+            and len(s) == n_fixed
+            and text_key in s
+            and (image_key is None or image_key in s)
+            else self._unpack(s, i)
+            for i, s in enumerate(batch)
+        ]
+        reports, images, rest = (list(column) for column in zip(*parts, strict=True))
         for i, other in enumerate(rest):
             if other.keys() != rest[0].keys():
                 diff = sorted(map(str, set(other) ^ set(rest[0])))
@@ -559,13 +540,9 @@ class SentenceSampler:
                 "filter such reports out of the dataset"
             )
         self.num_dropped += len(empty)
+        what = f"{len(empty)} of {len(batch)} samples with no sentence in {self.pool.describe()}"
         logger.warning(
-            f"{_NAME}: dropped %d of %d samples with no sentence in %s (with their images "
-            "and other fields): %s",
-            len(empty),
-            len(batch),
-            self.pool.describe(),
-            names,
+            "%s: dropped %s (with their images and other fields): %s", _NAME, what, names
         )
         return [i for i, p in enumerate(pools) if p]
 
@@ -598,9 +575,7 @@ class SentenceSampler:
         result = self.tokenizer(texts, **self.tokenizer_kwargs)
         if isinstance(result, torch.Tensor):
             items: Iterable[tuple[str, Any]] = [(self.token_key, result)]
-        elif isinstance(result, Mapping):
-            items = result.items()
-        elif hasattr(result, "keys") and hasattr(result, "__getitem__"):
+        elif hasattr(result, "keys") and hasattr(result, "__getitem__"):  # mappings, BatchEncoding
             items = [(k, result[k]) for k in result.keys()]
         else:
             raise TypeError(

@@ -34,9 +34,8 @@ class ReportTypeError(TypeError):
 class SentencePool:
     """The candidate sentences of reports, chosen by section with a fallback chain, cached.
 
-    A report is a ``str`` (cut into sections; used whole without a header) or a mapping of
-    section name to text (``None``, blank and non-text fields count as absent). Each section is
-    split with :func:`~relaxclip.sentences.split_sentences`. Rules: ``docs/sentences.md``.
+    A report is a ``str`` (used whole without a header) or a mapping of section name to text;
+    sections are split with :func:`~relaxclip.sentences.split_sentences` (``docs/sentences.md``).
 
     Args:
         sections: section names whose sentences are the candidates, or ``None`` for all.
@@ -95,6 +94,7 @@ class SentencePool:
             )
 
     def _check_fallback(self, fallback: Any) -> tuple[str, ...]:
+        """The fallback chain as a tuple; an invalid chain raises saying why."""
         if fallback is None:
             return ()
         if isinstance(fallback, str) and fallback != REPORT:
@@ -104,11 +104,8 @@ class SentencePool:
                 f"({fallback!r},)"
             )
         expected = "None, 'report' or a sequence of section names"
-        chain = (
-            (fallback,)
-            if isinstance(fallback, str)
-            else check_names(f"{self.name}: fallback", fallback, expected)
-        )
+        given = (fallback,) if isinstance(fallback, str) else fallback
+        chain = check_names(f"{self.name}: fallback", given, expected)
         problem = ""
         if not chain:
             problem = "it is empty (use None)"
@@ -159,9 +156,8 @@ class SentencePool:
         return len(self._cache)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state
+        """The state without the cache (workers start empty)."""
+        return {**self.__dict__, "_cache": {}}
 
     def __repr__(self) -> str:
         return (
@@ -230,7 +226,5 @@ class SentencePool:
 
 
 def _sentences(texts: Iterable[str]) -> tuple[str, ...]:
-    out: list[str] = []
-    for text in texts:
-        out.extend(split_sentences(text))
-    return tuple(out)
+    """The sentences of ``texts``, in order."""
+    return tuple(sentence for text in texts for sentence in split_sentences(text))

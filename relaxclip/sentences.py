@@ -112,15 +112,14 @@ _HEADER_RE, _HEADER_LOOKUP = _build_header_regex()
 
 def check_names(name: str, value: object, expected: str = "a sequence of str") -> tuple[str, ...]:
     """``value`` as a tuple of ``str``; a single ``str`` or any other type raises ``TypeError``."""
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise TypeError(f"{name} must be {expected}, got {describe(value)}")
-    out = tuple(value)
-    if not all(isinstance(v, str) for v in out):
-        raise TypeError(f"{name} must be {expected}, got {describe(out)}")
+    out = None if isinstance(value, str) or not isinstance(value, Iterable) else tuple(value)
+    if out is None or not all(isinstance(v, str) for v in out):
+        raise TypeError(f"{name} must be {expected}, got {describe(value if out is None else out)}")
     return out
 
 
-def _check_text(owner: str, text: object) -> None:
+def check_text(owner: str, text: object) -> None:
+    """``TypeError`` ``"<owner>: text must be str, ..."`` unless ``text`` is a ``str``."""
     if not isinstance(text, str):
         raise TypeError(f"{owner}: text must be str, got {describe(text)}")
 
@@ -128,8 +127,7 @@ def _check_text(owner: str, text: object) -> None:
 def parse_report_sections(text: str) -> dict[str, str]:
     """Split a radiology report into sections keyed by canonical lower-case names.
 
-    A header (:data:`HEADER_ALIASES`) is recognised at a line start in any case before ``:``,
-    in upper case alone on its line, or inline in upper case after whitespace before ``:``.
+    Headers (:data:`HEADER_ALIASES`) are recognised as ``docs/sentences.md`` describes.
 
     Args:
         text: the report.
@@ -145,7 +143,7 @@ def parse_report_sections(text: str) -> dict[str, str]:
         >>> parse_report_sections("FINDINGS: Heart normal. IMPRESSION: No disease.")
         {'findings': 'Heart normal.', 'impression': 'No disease.'}
     """
-    _check_text("parse_report_sections", text)
+    check_text("parse_report_sections", text)
     text = strip_leading_marks(text)
     parts: dict[str, list[str]] = {}
     key = PREAMBLE_KEY
@@ -333,9 +331,6 @@ def _merge_fragments(text: str, spans: list[tuple[int, int]]) -> list[str]:
 def split_sentences(text: str) -> list[str]:
     """Split radiology text into sentences with Punkt and radiology rules (``docs/sentences.md``).
 
-    Hard boundaries are cut first, then numbered-list items; inside an item Punkt decides with
-    :data:`ABBREVIATIONS`; a piece with no letter or digit, or only a marker, joins a neighbour.
-
     Args:
         text: any text (a report section).
 
@@ -350,7 +345,7 @@ def split_sentences(text: str) -> list[str]:
         >>> split_sentences("1. Nodule 1.2 x 0.8 cm. 2. No effusion.")
         ['1. Nodule 1.2 x 0.8 cm.', '2. No effusion.']
     """
-    _check_text("split_sentences", text)
+    check_text("split_sentences", text)
     spans: list[tuple[int, int]] = []
     pos = 0
     text = strip_leading_marks(text).lstrip()

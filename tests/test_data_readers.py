@@ -443,6 +443,21 @@ def test_mimic_errors(tmp_path: Path) -> None:
         read_mimic_cxr(root, check_paths=False)
 
 
+@pytest.mark.parametrize(
+    ("ids", "column", "given"),
+    [(("10000032", "s50414267"), "study_id", "s50414267"), (("p1", "x"), "subject_id", "p1")],
+)
+def test_mimic_non_numeric_id_names_line_and_column(
+    tmp_path: Path, ids: tuple[str, str], column: str, given: str
+) -> None:
+    root, _ = mimic_tree(tmp_path)
+    header = ["subject_id", "study_id", *CHEXPERT_LABELS]
+    write_csv(root / "mimic-cxr-2.0.0-chexpert.csv", header, [[*ids, *([""] * 14)]])
+    expected = rf"chexpert.csv line 2, column '{column}': expected a numeric id, got '{given}'"
+    with pytest.raises(ValueError, match=expected):
+        read_mimic_cxr(root, check_paths=False)
+
+
 def test_dataset_study_records_load_lists(tmp_path: Path) -> None:
     pytest.importorskip("PIL")
     a, b = tmp_path / "a.png", tmp_path / "b.png"

@@ -1,9 +1,6 @@
-"""Dataset readers (CheXpert, MIMIC-CXR-JPG, ChestX-ray14, Open-I).
+"""Dataset readers (CheXpert, MIMIC-CXR-JPG, ChestX-ray14, Open-I) returning plain dict records.
 
-The embedded synthetic benchmark of the demo lives in :mod:`relaxclip.demo.synthetic`.
-
-Readers return plain dict records; :class:`ImageLabelDataset` loads images lazily (needs Pillow,
-the ``data`` extra).
+:class:`ImageLabelDataset` loads images lazily (Pillow, the ``data`` extra). See ``docs/data.md``.
 """
 
 from relaxclip.data.chexpert import read_chexpert, read_chexpert_test

@@ -20,17 +20,11 @@ from relaxclip.data.labels import CHEXPERT_LABELS
 
 UncertaintyPolicy = Literal["ignore", "ones", "zeros"]
 
-__all__ = [
-    "UncertaintyPolicy",
-    "parse_chexpert_label",
-    "read_chexpert",
-    "read_chexpert_test",
-]
+__all__ = ["UncertaintyPolicy", "parse_chexpert_label", "read_chexpert", "read_chexpert_test"]
 
 _UNCERTAIN = {"ignore": math.nan, "ones": 1.0, "zeros": 0.0}
 _PATIENT = re.compile(r"^patient\d+$")
 _STUDY = re.compile(r"^study\d+$")
-_CODES = {1.0: 1.0, 0.0: 0.0}
 _MISSING_HINT = "pass the right image_root or check_paths=False"
 
 
@@ -44,12 +38,12 @@ def parse_chexpert_label(raw: str, uncertainty: UncertaintyPolicy, *, where: str
 
     Any other cell raises ``ValueError`` naming ``where`` (e.g. ``"train.csv line 3"``).
     """
-    codes = {**_CODES, -1.0: _check_policy(uncertainty)}
+    uncertain = _check_policy(uncertainty)
     s = raw.strip()
     if s == "":
         return math.nan
     try:
-        return codes[float(s)]
+        return {1.0: 1.0, 0.0: 0.0, -1.0: uncertain}[float(s)]
     except (ValueError, KeyError):
         raise ValueError(f"{where}: expected 1, 0, -1 or blank, got {raw!r}") from None
 
@@ -65,6 +59,7 @@ def label_vector(
 
 
 def _patient_study(rel: str, where: str) -> tuple[str, str]:
+    """``(patient, "patient/study")`` of a relative path holding ``patientNNNNN/studyN``."""
     parts = Path(rel).parts
     for i in range(len(parts) - 1):
         if _PATIENT.match(parts[i]) and _STUDY.match(parts[i + 1]):
@@ -127,8 +122,7 @@ def read_chexpert(
     Raises:
         TypeError: a path, label list or flag of the wrong type.
         FileNotFoundError: a missing file or folder (the first ones named).
-        ValueError: unknown labels or policy, a bad cell (file and line named), or
-            ``frontal_only=True`` keeping no row.
+        ValueError: unknown labels or policy, a bad cell (file and line named) or no row kept.
     """
     path, names, check_paths = _check_common(csv_path, labels, uncertainty, check_paths)
     frontal_only = check_bool("frontal_only", frontal_only)
@@ -137,21 +131,18 @@ def read_chexpert(
     if frontal_only and "Frontal/Lateral" not in table.header:
         raise ValueError(f"{path}: frontal_only=True needs the column 'Frontal/Lateral'")
     records: list[dict[str, Any]] = []
-    missing: list[Path] = []
     for i, row in enumerate(table.rows):
         view = row.get("Frontal/Lateral") or None
         if frontal_only and (view or "").strip().lower() != "frontal":
             continue
         _, record = _study_record(table, i, "Path", names, uncertainty)
-        image = root / row["Path"]
-        if check_paths and not image.is_file():
-            missing.append(image)
         extra = {
             k: row.get(c) or None for k, c in (("ap_pa", "AP/PA"), ("sex", "Sex"), ("age", "Age"))
         }
+        image = root / row["Path"]
         records.append({"image_path": image, **record, "view": view, **extra, "report": None})
-    if missing:
-        raise tables.missing_files_error(path, "path", "Path", missing, _MISSING_HINT)
+    if check_paths:
+        tables.check_found(path, "path", "Path", [r["image_path"] for r in records], _MISSING_HINT)
     if not records:
         seen = sorted({row.get("Frontal/Lateral", "") for row in table.rows})
         raise ValueError(
@@ -184,8 +175,7 @@ def read_chexpert_test(
         One record per study (keys: ``docs/data.md``).
 
     Raises:
-        TypeError, FileNotFoundError, ValueError: as :func:`read_chexpert`; also a study listed
-            twice.
+        TypeError, FileNotFoundError, ValueError: as :func:`read_chexpert`, or a study twice.
     """
     path, names, check_paths = _check_common(csv_path, labels, uncertainty, check_paths)
     if not isinstance(image_glob, str):
@@ -213,6 +203,5 @@ def read_chexpert_test(
         if check_paths and not paths:
             missing.append(folder / image_glob)
         records.append({**record, "image_paths": paths, "report": None})
-    if missing:
-        raise tables.missing_files_error(path, "path", "Study", missing, _MISSING_HINT)
+    tables.check_found(path, "path", "Study", missing, _MISSING_HINT)
     return records

@@ -54,24 +54,21 @@ def group_by_study(
     for i, rec in enumerate(check_records("records", records, (key, "image_path", "labels"))):
         sid = rec[key]
         labels = np.asarray(rec["labels"], dtype=np.float64)
-        if sid not in groups:
-            groups[sid] = {
+        g = groups.get(sid)
+        if g is None:
+            g = groups[sid] = {
                 key: sid,
                 "patient_id": rec.get("patient_id"),
-                "image_paths": [rec["image_path"]],
-                "images": [dict(rec)],
+                "image_paths": [],
+                "images": [],
                 "labels": labels,
                 "label_names": rec.get("label_names"),
                 "report": rec.get("report"),
+                **{k: rec[k] for k in ("report_sections", "split", "subject_id") if k in rec},
             }
-            for extra in ("report_sections", "split", "subject_id"):
-                if extra in rec:
-                    groups[sid][extra] = rec[extra]
-            continue
-        g = groups[sid]
-        if not np.array_equal(g["labels"], labels, equal_nan=True):
+        elif not np.array_equal(g["labels"], labels, equal_nan=True):
             raise ValueError(f"records[{i}]: study {sid!r} has images with different labels")
-        if g["report"] != rec.get("report"):
+        elif g["report"] != rec.get("report"):
             raise ValueError(f"records[{i}]: study {sid!r} has images with different reports")
         g["image_paths"].append(rec["image_path"])
         g["images"].append(dict(rec))
@@ -87,8 +84,7 @@ class ImageLabelDataset(Dataset[Any]):
         mode: PIL mode the image is converted to (``"RGB"``, ``"L"``).
         image_key: record key of the path, or of a list of paths (the item is a list of images).
         first_image: for a record holding a list of paths, load only its first image.
-        as_dict: yield ``{"image", "labels"[, "report"]}`` dicts (the input of
-            :class:`~relaxclip.sampling.SentenceSampler`).
+        as_dict: yield ``{"image", "labels"[, "report"]}`` dicts (``SentenceSampler`` input).
     """
 
     def __init__(
@@ -109,12 +105,11 @@ class ImageLabelDataset(Dataset[Any]):
                 raise TypeError(f"{arg} must be a str, got {describe(value)}")
         n_labels: int | None = None
         for i, rec in enumerate(records):
-            if image_key not in rec or rec[image_key] is None:
+            if rec.get(image_key) is None:
                 raise ValueError(f"records[{i}]: missing image path under key {image_key!r}")
             k = int(np.asarray(rec["labels"]).shape[0])
-            if n_labels is None:
-                n_labels = k
-            elif k != n_labels:
+            n_labels = k if n_labels is None else n_labels
+            if k != n_labels:
                 raise ValueError(f"records[{i}]: {k} labels, expected {n_labels} like records[0]")
         self.records = records
         self.transform = transform

@@ -7,7 +7,7 @@ import gzip
 import io
 import os
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,10 +82,7 @@ def check_labels(labels: Iterable[str], known: Sequence[str], *, what: str) -> t
 
 
 def read_text(path: Path) -> str:
-    """``path`` (``.gz`` decompressed) as UTF-8, leading invisible marks stripped.
-
-    Not UTF-8 (line and byte named) or a corrupt ``.gz`` raises ``ValueError`` naming the file.
-    """
+    """``path`` (``.gz`` decompressed) as UTF-8 without leading marks; ValueError naming a line."""
     try:
         if path.suffix != ".gz":
             raw = path.read_bytes()
@@ -106,6 +103,7 @@ def read_text(path: Path) -> str:
 
 
 def as_path(name: str, path: object) -> Path:
+    """``Path(path)`` of a ``str`` or ``os.PathLike`` (``TypeError`` naming ``name`` otherwise)."""
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name} must be a path (str or os.PathLike), got {describe(path)}")
     return Path(path)
@@ -124,14 +122,14 @@ def optional_folder(path: str | os.PathLike[str] | None, *, name: str) -> Path |
     return None if path is None else existing_file(path, name=name, folder=True)
 
 
-def missing_files_error(
-    source: Path, what: str, column: str, missing: Sequence[Any], hint: str
-) -> FileNotFoundError:
-    """The error for files of ``column`` of ``source`` that do not exist (first three named)."""
-    shown = ", ".join(map(str, missing[:3])) + (", ..." if len(missing) > 3 else "")
-    return FileNotFoundError(
-        f"{source}: {len(missing)} {what}(s) in column {column!r} do not exist ({shown}); {hint}"
-    )
+def check_found(source: Path, what: str, column: str, paths: Iterable[Path], hint: str) -> None:
+    """Raise ``FileNotFoundError`` for ``paths`` of ``column`` that are no files (three named)."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        shown = ", ".join(map(str, missing[:3])) + (", ..." if len(missing) > 3 else "")
+        raise FileNotFoundError(
+            f"{source}: {len(missing)} {what}(s) in column {column!r} do not exist ({shown}); {hint}"
+        )
 
 
 @dataclass(frozen=True)
@@ -149,13 +147,9 @@ class CsvTable:
 
 
 def read_csv_rows(path: Path, required: Sequence[str]) -> CsvTable:
-    """Read a UTF-8 CSV (or ``.csv.gz``) with a header; blank lines are skipped.
-
-    ``ValueError`` naming the file (and line) for bad text (:func:`read_text`), a missing or
-    repeated column name, a row with the wrong number of fields, or no data row.
-    """
-    text = read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    """A UTF-8 CSV (or ``.csv.gz``) with a header, blank lines skipped; ``ValueError`` naming the
+    file and line for bad text, a missing or repeated column, a ragged row or no data row."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
     try:
         header = next(reader)
     except StopIteration:
@@ -208,6 +202,15 @@ def unique_column(table: CsvTable, column: str, what: str) -> dict[str, int]:
             )
         seen[value] = table.lines[i]
     return seen
+
+
+def check_cells(
+    row: dict[str, str], columns: Iterable[str], ok: Callable[[str], bool], where: str, what: str
+) -> None:
+    """``ValueError`` ``"<where>, column 'c': expected <what>, ..."`` for the first cell not ok."""
+    bad = next((c for c in columns if not ok(row[c].strip())), None)
+    if bad is not None:
+        raise ValueError(f"{where}, column {bad!r}: expected {what}, got {row[bad]!r}")
 
 
 def check_records(

@@ -29,31 +29,20 @@ SPLIT = "mimic-cxr-2.0.0-split"
 _Report = tuple[str | None, dict[str, str] | None]
 
 
-def _folder(subject_id: str) -> Path:
-    return Path("files") / f"p{subject_id[:2]}" / f"p{subject_id}"
-
-
 def mimic_image_path(root: Path, subject_id: str, study_id: str, dicom_id: str) -> Path:
     """``root/files/p<first 2 digits>/p<subject>/s<study>/<dicom>.jpg``."""
-    return root / _folder(subject_id) / f"s{study_id}" / f"{dicom_id}.jpg"
+    return mimic_report_path(root, subject_id, study_id).with_suffix("") / f"{dicom_id}.jpg"
 
 
 def mimic_report_path(reports_root: Path, subject_id: str, study_id: str) -> Path:
     """``reports_root/files/p<first 2 digits>/p<subject>/s<study>.txt``."""
-    return reports_root / _folder(subject_id) / f"s{study_id}.txt"
+    return reports_root / "files" / f"p{subject_id[:2]}" / f"p{subject_id}" / f"s{study_id}.txt"
 
 
 def _ids(row: dict[str, str], where: str) -> tuple[str, str]:
     """``(subject_id, study_id)`` of a row; a non-numeric id raises naming the column."""
-    out = []
-    for column in ("subject_id", "study_id"):
-        value = row[column].strip()
-        if not value.isdigit():
-            raise ValueError(
-                f"{where}, column {column!r}: expected a numeric id, got {row[column]!r}"
-            )
-        out.append(value)
-    return out[0], out[1]
+    tables.check_cells(row, ("subject_id", "study_id"), str.isdigit, where, "a numeric id")
+    return row["subject_id"].strip(), row["study_id"].strip()
 
 
 def _name_set(
@@ -143,8 +132,7 @@ def read_mimic_cxr(
         split: keep images of these splits (``"train"``, ``"validate"``, ``"test"``); None: all.
         labels, uncertainty: CheXpert observations and ``-1`` policy, as in ``read_chexpert``.
         views: keep images whose ``ViewPosition`` is one of these (any letter case); None: all.
-        reports_root: the MIMIC-CXR folder of ``files/pXX/pXXXXXXXX/sXXXXXXXX.txt`` reports;
-            None: no reports.
+        reports_root: folder of the ``files/pXX/pXXXXXXXX/sXXXXXXXX.txt`` reports; None: none.
         check_paths: every kept image and report must exist (else a missing report is None).
 
     Returns:
@@ -153,8 +141,7 @@ def read_mimic_cxr(
     Raises:
         TypeError: a path, flag or filter of the wrong type.
         FileNotFoundError: a missing folder, table, image or report (the first ones named).
-        ValueError: a bad cell, an image without one split and one metadata row, or filters
-            that keep no image.
+        ValueError: a bad cell, an image without one split and metadata row, or no image kept.
     """
     base = tables.existing_file(root, name="root", folder=True)
     names = tables.check_labels(labels, CHEXPERT_LABELS, what="CheXpert labels")
@@ -173,7 +160,6 @@ def read_mimic_cxr(
     split_of = _read_splits(tables.read_csv_rows(split_path, ["dicom_id", "split"]))
     reports: dict[tuple[str, str], _Report] = {}
     records: list[dict[str, Any]] = []
-    missing_images: list[Path] = []
     missing_reports: list[Path] = []
     for row, dicom, subject, study in _images(meta, split_of, split_path):
         view = row.get("ViewPosition", "").strip() or None
@@ -181,16 +167,13 @@ def read_mimic_cxr(
             view_set is not None and (view or "").upper() not in view_set
         ):
             continue
-        image = mimic_image_path(base, subject, study, dicom)
-        if check_paths and not image.is_file():
-            missing_images.append(image)
         key = (subject, study)
         if key not in reports:
             reports[key] = _report(rep_root, key, missing_reports)
         has = key in label_of
         records.append(
             {
-                "image_path": image,
+                "image_path": mimic_image_path(base, subject, study, dicom),
                 "dicom_id": dicom,
                 "subject_id": subject,
                 "study_id": study,
@@ -203,36 +186,23 @@ def read_mimic_cxr(
                 "report_sections": reports[key][1],
             }
         )
-    _check_found(
-        meta,
-        records,
-        missing_images,
-        missing_reports if check_paths else [],
-        split_of,
-        (splits, view_set),
-    )
+    if check_paths:
+        hint = "check the folders or pass check_paths=False"
+        tables.check_found(meta.path, "image", "dicom_id", [r["image_path"] for r in records], hint)
+        tables.check_found(meta.path, "report", "study_id", missing_reports, hint)
+    if not records:
+        raise _nothing_kept(meta, split_of, (splits, view_set))
     return records
 
 
-def _check_found(
-    meta: tables.CsvTable,
-    records: list[dict[str, Any]],
-    missing_images: list[Path],
-    missing_reports: list[Path],
-    split_of: dict[str, str],
-    filters: tuple[set[str] | None, set[str] | None],
-) -> None:
-    """Raise for missing images or reports, or for filters that kept no image."""
-    hint = "check the folders or pass check_paths=False"
-    if missing_images:
-        raise tables.missing_files_error(meta.path, "image", "dicom_id", missing_images, hint)
-    if missing_reports:
-        raise tables.missing_files_error(meta.path, "report", "study_id", missing_reports, hint)
-    if not records:
-        splits, views = (None if f is None else sorted(f) for f in filters)
-        raise ValueError(
-            f"{meta.path}: the filters kept none of its {len(meta.rows)} images "
-            f"(split={splits}, views={views}); splits present: "
-            f"{sorted(set(split_of.values()))}, views present: "
-            f"{sorted({r.get('ViewPosition', '').strip() for r in meta.rows})}"
-        )
+def _nothing_kept(
+    meta: tables.CsvTable, split_of: dict[str, str], filters: tuple[set[str] | None, ...]
+) -> ValueError:
+    """The error for filters that kept none of the images of ``meta``."""
+    splits, views = (None if f is None else sorted(f) for f in filters)
+    return ValueError(
+        f"{meta.path}: the filters kept none of its {len(meta.rows)} images "
+        f"(split={splits}, views={views}); splits present: "
+        f"{sorted(set(split_of.values()))}, views present: "
+        f"{sorted({r.get('ViewPosition', '').strip() for r in meta.rows})}"
+    )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,16 +34,17 @@ def _check_rows(table: tables.CsvTable, images: Any) -> set[str] | None:
     else:
         out = list(check_names("images", images, "a path or image names (str)"))
         source = "the iterable"
-    if not out:
-        raise ValueError(f"images: {source} names no image; expected at least one name")
     absent = [x for x in out if x not in first_line]
     if absent:
         where = f"column 'Image Index' of {table.path}"
         raise ValueError(f"images: {len(absent)} name(s) not in {where}: {absent[:5]}")
+    if not out:
+        raise ValueError(f"images: {source} names no image; expected at least one name")
     return set(out)
 
 
 def _int_or_none(value: str | None, where: str) -> int | None:
+    """``int(value)``, ``None`` for an absent or blank cell."""
     if value is None or value.strip() == "":
         return None
     try:
@@ -70,8 +70,8 @@ def read_chestxray14(
     csv_path: str | os.PathLike[str],
     image_root: str | os.PathLike[str] | None = None,
     *,
-    labels: Sequence[str] = CHESTXRAY14_LABELS,
     images: Iterable[str] | str | os.PathLike[str] | None = None,
+    labels: Sequence[str] = CHESTXRAY14_LABELS,
     check_paths: bool = True,
 ) -> list[dict[str, Any]]:
     """Read ChestX-ray14's label table into one record per image (CSV order).
@@ -79,8 +79,8 @@ def read_chestxray14(
     Args:
         csv_path: ``Data_Entry_2017*.csv[.gz]``.
         image_root: folder with the PNGs; None: ``image_path`` is None.
-        labels: names from ``CHESTXRAY14_LABELS`` and/or ``"No Finding"``, in output order.
         images: keep only these image names (an iterable, or a file such as ``test_list.txt``).
+        labels: names from ``CHESTXRAY14_LABELS`` and/or ``"No Finding"``, in output order.
         check_paths: with ``image_root``, every kept image must exist.
 
     Returns:
@@ -89,8 +89,7 @@ def read_chestxray14(
     Raises:
         TypeError: a path, flag or ``images`` of the wrong type.
         FileNotFoundError: a missing file or folder (the first ones named).
-        ValueError: a bad cell or duplicate row (file and line named), or a name of ``images``
-            absent from the CSV.
+        ValueError: a bad cell or duplicate row (file and line named), or unknown ``images``.
     """
     path = tables.existing_file(csv_path, name="csv_path")
     names = tables.check_labels(labels, _KNOWN, what="ChestX-ray14 labels")
@@ -99,20 +98,16 @@ def read_chestxray14(
     table = tables.read_csv_rows(path, _REQUIRED)
     wanted = _check_rows(table, images)
     records: list[dict[str, Any]] = []
-    missing: list[Path] = []
     for i, row in enumerate(table.rows):
         index = row["Image Index"]
         if wanted is not None and index not in wanted:
             continue
         where = table.where(i)
         findings, vec = _findings(row, where, names)
-        image_path = root / index if root is not None else None
-        if check_paths and image_path is not None and not image_path.is_file():
-            missing.append(image_path)
         records.append(
             {
                 "image_index": index,
-                "image_path": image_path,
+                "image_path": root / index if root is not None else None,
                 "study_id": index,
                 "patient_id": row["Patient ID"],
                 "follow_up": _int_or_none(row.get("Follow-up #"), f"{where}, column 'Follow-up #'"),
@@ -125,7 +120,7 @@ def read_chestxray14(
                 "report": None,
             }
         )
-    if missing:
+    if check_paths and root is not None:
         hint = f"select images that exist under {root} with images=[...] or pass check_paths=False"
-        raise tables.missing_files_error(path, "image", "Image Index", missing, hint)
+        tables.check_found(path, "image", "Image Index", [r["image_path"] for r in records], hint)
     return records

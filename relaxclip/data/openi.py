@@ -1,7 +1,6 @@
 """Reader for the Indiana University / Open-I report archive (``NLMCXR_reports.tgz``).
 
-One XML file per report (``ecgen-radiology/<n>.xml``). Licence and citation:
-``docs/sentences.md``; empty reports: ``docs/data.md``.
+Layout, licence and empty reports: ``docs/data.md`` and ``docs/sentences.md``.
 """
 
 from __future__ import annotations
@@ -63,9 +62,9 @@ def parse_openi_xml(data: bytes | str, *, source: str = "<xml>") -> dict[str, An
         raise TypeError(f"parse_openi_xml: source must be a str, got {describe(source)}")
     try:
         root = ET.fromstring(data)
+        uid_el = root.find("uId")
     except ET.ParseError as exc:
         raise ValueError(f"parse_openi_xml: {source} is not well-formed XML: {exc}") from exc
-    uid_el = root.find("uId")
     uid = uid_el.get("id") if uid_el is not None else None
     if not uid:
         raise ValueError(f"parse_openi_xml: {source} has no <uId id=...> element")
@@ -102,7 +101,11 @@ def _read_members(p: Path) -> list[tuple[str, bytes]]:
     if p.is_dir():
         files = [f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(".xml")]
         return sorted(((str(f.relative_to(p)), f.read_bytes()) for f in files), key=_order)
-    if not _looks_like_tar(p):
+    try:
+        is_tar = tarfile.is_tarfile(p)
+    except (EOFError, zlib.error, OSError):
+        is_tar = True  # a truncated gzip stream: fail below, naming the path
+    if not is_tar:
         raise ValueError(
             f"read_openi_reports: path {str(p)!r} must be a tar archive (.tgz) or a directory"
         )
@@ -128,8 +131,7 @@ def read_openi_reports(
 
     Args:
         path: the ``.tgz``/``.tar`` archive, or a directory searched recursively for ``.xml``.
-        drop_empty: leave out (and log) reports with no text in any section
-            (:func:`is_empty_report`).
+        drop_empty: leave out (and log) reports with no text (:func:`is_empty_report`).
 
     Returns:
         One record (:func:`parse_openi_xml`) per XML file, sorted by the ``<n>`` of ``<n>.xml``.
@@ -173,11 +175,3 @@ def _drop_empty(records: list[dict[str, Any]], p: Path) -> list[dict[str, Any]]:
         what = f"{len(empty)} of {len(records)} reports with no text in any section ({shown})"
         logger.warning("read_openi_reports: drop_empty=True dropped %s", what)
     return kept
-
-
-def _looks_like_tar(p: Path) -> bool:
-    """``tarfile.is_tarfile``, a truncated gzip stream counted as a tar (to fail naming the path)."""
-    try:
-        return tarfile.is_tarfile(p)
-    except (EOFError, zlib.error, OSError):
-        return True

@@ -10,14 +10,8 @@ from typing import Any, Literal
 import numpy as np
 
 from relaxclip._checks import check_choice
-from relaxclip.data.labels import (
-    OPENI_LABELS,
-    check_labels,
-    check_records,
-    existing_file,
-    read_csv_rows,
-    unique_column,
-)
+from relaxclip.data import labels as tables
+from relaxclip.data.labels import OPENI_LABELS
 
 __all__ = ["OpenIJoin", "join_openi", "read_openi_labels"]
 
@@ -28,22 +22,18 @@ def read_openi_labels(
     """One record per CSV row: ``uid`` (str), ``labels`` (float64 ``(K,)`` 0/1),
     ``label_names``. Values other than 0/1 and duplicated uids raise ``ValueError`` naming
     the file, line and column."""
-    path = existing_file(csv_path, name="csv_path")
-    names = check_labels(labels, OPENI_LABELS, what="Open-I labels")
-    table = read_csv_rows(path, ["filename", *names])
-    unique_column(table, "filename", "report")
+    path = tables.existing_file(csv_path, name="csv_path")
+    names = tables.check_labels(labels, OPENI_LABELS, what="Open-I labels")
+    table = tables.read_csv_rows(path, ["filename", *names])
+    tables.unique_column(table, "filename", "report")
     records: list[dict[str, Any]] = []
     for i, row in enumerate(table.rows):
         where = table.where(i)
         uid = row["filename"].strip()
         if not uid:
             raise ValueError(f"{where}: empty column 'filename'")
-        vec = np.empty(len(names), dtype=np.float64)
-        for j, name in enumerate(names):
-            raw = row[name].strip()
-            if raw not in ("0", "1", "0.0", "1.0"):
-                raise ValueError(f"{where}, column {name!r}: expected 0 or 1, got {row[name]!r}")
-            vec[j] = float(raw)
+        tables.check_cells(row, names, {"0", "1", "0.0", "1.0"}.__contains__, where, "0 or 1")
+        vec = np.array([float(row[n].strip()) for n in names], dtype=np.float64)
         records.append({"uid": uid, "labels": vec, "label_names": names})
     return records
 
@@ -70,9 +60,9 @@ def join_openi(
     ``labels_without_report`` (``"report"``); a uid on two records of one side raises.
     """
     check_choice("missing", missing, ("raise", "report"))
-    by_uid = _by_uid("reports", check_records("reports", reports, ("uid",)))
+    by_uid = _by_uid("reports", tables.check_records("reports", reports, ("uid",)))
     labelled = _by_uid(
-        "label_records", check_records("label_records", label_records, ("uid", "labels"))
+        "label_records", tables.check_records("label_records", label_records, ("uid", "labels"))
     )
     out: list[dict[str, Any]] = []
     lacking: list[str] = []
