@@ -111,11 +111,6 @@ class _LossSettings(NamedTuple):
         return settings
 
 
-def _host_checks() -> bool:
-    """Whether the value checks (host reads) run: not while ``torch.compile`` traces."""
-    return not torch.compiler.is_compiling()
-
-
 def _check_features(x: Tensor, y: Tensor, allow_empty: bool = False) -> None:
     """Static checks of both features (type, layout, dtype, shape, device)."""
     for name, feats in (("image_features", x), ("text_features", y)):
@@ -212,7 +207,7 @@ def _as_scale(
     cdt = compute_dtype(like.dtype)
     if isinstance(logit_scale, Tensor):
         scale = logit_scale.reshape(()).to(device=like.device, dtype=cdt)
-        if not _host_checks():
+        if torch.compiler.is_compiling():
             return torch.where(scale > 0, scale, torch.full_like(scale, math.nan)), None
         value = float(logit_scale.detach())  # the sign is checked even without check_finite
     else:
@@ -260,9 +255,7 @@ def _check_groups(groups: object, like: Tensor) -> Tensor | None:
             "groups must hold at least one group vector (K >= 1), got shape (0, B); pass "
             "groups=None for no groups"
         )
-    matrix = group_matrix(groups)
-    assert matrix is not None
-    return matrix.to(device=like.device, dtype=torch.int64, non_blocking=True)
+    return group_matrix(groups.to(device=like.device, dtype=torch.int64, non_blocking=True))
 
 
 def _normalize(features: Tensor) -> Tensor:
@@ -277,14 +270,6 @@ def _normalize(features: Tensor) -> Tensor:
 def _prepare(x: Tensor, y: Tensor, normalize: bool) -> tuple[Tensor, Tensor]:
     """Both features, normalised when ``normalize``."""
     return (_normalize(x), _normalize(y)) if normalize else (x, y)
-
-
-def _records_grad(image_features: Tensor, text_features: Tensor, logit_scale: object) -> bool:
-    """Whether a call records gradients (the rule of ``distributed=None``)."""
-    return torch.is_grad_enabled() and any(
-        isinstance(v, Tensor) and v.requires_grad
-        for v in (image_features, text_features, logit_scale)
-    )
 
 
 def relaxed_contrastive_loss(
@@ -364,13 +349,16 @@ def _relaxed_loss(
             "process_group must come with an initialised torch.distributed, got a group while "
             "it is not initialised; initialise it first, or pass distributed=False"
         )
-    records_grad = _records_grad(image_features, text_features, logit_scale)
+    records_grad = torch.is_grad_enabled() and any(
+        isinstance(v, Tensor) and v.requires_grad
+        for v in (image_features, text_features, logit_scale)
+    )
     use_distributed = resolve_distributed(distributed, process_group, records_grad)
     # a rank may hold an empty local batch (the end of an epoch): the global batch counts
     _check_features(image_features, text_features, allow_empty=use_distributed)
     theta = _check_threshold(threshold, settings.normalize, image_features)
     group_ids = _check_groups(groups, image_features)
-    checks = settings.check_finite and _host_checks()
+    checks = settings.check_finite and not torch.compiler.is_compiling()
     scale, scale_value = _as_scale(logit_scale, image_features, settings.check_finite)
     bias = _check_bias(logit_bias, image_features, checks)
     if checks:

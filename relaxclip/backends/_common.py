@@ -48,21 +48,11 @@ def check_theta(threshold: object, like: Tensor | None) -> Threshold:
     return float(threshold)
 
 
-def theta_tensor(threshold: object, like: Tensor) -> Tensor | None:
-    """theta as a fresh, detached 0-d compute-dtype tensor on ``like.device`` (or ``None``);
-    a device-side copy, so an in-place change after the forward does not reach the backward."""
-    theta = check_theta(threshold, like)
-    dtype = compute_dtype(like.dtype)
-    if isinstance(theta, Tensor):
-        return theta.detach().to(dtype=dtype, copy=True)
-    return None if theta is None else torch.full((), theta, dtype=dtype, device=like.device)
-
-
 @dataclass(frozen=True, kw_only=True)
 class CallArgs:
-    """The non-differentiable arguments of one backend call (backends extend it): theta
-    (:func:`theta_tensor`), the (K, N) group ids of the keys, the key index of row 0's positive
-    and ``symmetric`` (both directions, square logits) or rows only."""
+    """The non-differentiable arguments of one backend call (backends extend it): theta, the
+    (K, N) group ids of the keys, the key index of row 0's positive and ``symmetric`` (both
+    directions, square logits) or rows only."""
 
     threshold: Tensor | None
     groups: Tensor | None
@@ -73,21 +63,20 @@ class CallArgs:
     def build(
         cls: type[_A], like: Tensor, threshold: Threshold, groups: Tensor | None, **fields: Any
     ) -> _A:
-        """The record for features ``like``; ``fields`` are the other attributes."""
-        theta = theta_tensor(threshold, like)
+        """The record for features ``like``, theta as a fresh, detached 0-d compute-dtype tensor
+        on their device (an in-place change after the forward does not reach the backward)."""
+        value, dtype = check_theta(threshold, like), compute_dtype(like.dtype)
+        theta = value.detach().to(dtype=dtype, copy=True) if isinstance(value, Tensor) else None
+        if isinstance(value, float):
+            theta = torch.full((), value, dtype=dtype, device=like.device)
         return cls(threshold=theta, groups=group_matrix(groups), **fields)
 
     def apply(
         self, function: type[torch.autograd.Function], q: Tensor, k: Tensor, logit_scale: Tensor
     ) -> Tensor:
         """``function.apply(q, k, logit_scale, self)`` with autocast off."""
-        with no_autocast(q):
+        with torch.autocast(q.device.type, enabled=False):
             return cast(Tensor, function.apply(q, k, logit_scale, self))
-
-
-def no_autocast(like: Tensor) -> torch.autocast:
-    """Autocast off: the backends accumulate in fp32 (fp64 for fp64) by design."""
-    return torch.autocast(like.device.type, enabled=False)
 
 
 def analytic_backward(backward: _F) -> _F:
@@ -95,19 +84,10 @@ def analytic_backward(backward: _F) -> _F:
 
     @functools.wraps(backward)
     def run(ctx: Any, grad: Tensor) -> Any:
-        with no_autocast(grad):
+        with torch.autocast(grad.device.type, enabled=False):
             return backward(ctx, grad)
 
     return cast(_F, once_differentiable(run))
-
-
-def relax_diagonal_(diag: Tensor, bound: Tensor | None) -> Tensor | None:
-    """Clamp a diagonal view in place to ``min(l_ii, bound)``; the mask ``l_ii <= bound``."""
-    if bound is None:
-        return None
-    passes = diag <= bound
-    diag.clamp_(max=bound)
-    return passes
 
 
 def group_matrix(groups: Tensor | None) -> Tensor | None:
@@ -137,8 +117,12 @@ def relaxed_block(
     """Logits ``(t q) k^T`` of a (b, N) block (positive of row i: column ``diag_start + i``),
     relaxed and group-masked, and the mask of the positives whose gradient passes."""
     logits = (q.to(t.dtype) * t) @ k.to(t.dtype).T
-    bound = None if args.threshold is None else t * args.threshold
-    passes = relax_diagonal_(positive_view(logits, diag_start), bound)
+    passes = None
+    if args.threshold is not None:  # clamp the positives to t * theta
+        bound = t * args.threshold
+        positives = positive_view(logits, diag_start)
+        passes = positives <= bound
+        positives.clamp_(max=bound)
     if args.groups is not None:  # by row blocks: the boolean mask stays cache-sized
         for blk in row_blocks(*logits.shape):
             exclude_groups_(logits[blk], args.groups, diag_start + blk.start)
