@@ -354,14 +354,15 @@ if _HAS_TRITON:
             theta = tl.load(theta_ptr)
         if A_IS_ROWS or SYMMETRIC:  # (the rows-only loss has no column log-sum-exp)
             a_lse = tl.load(a_lse_ptr + a_idx, mask=a_ok, other=0.0)
-        # row index (in S) of each a and the S column of its positive pair
-        if A_IS_ROWS:  # key index of a and of b (query i is key offset + i)
+        if A_IS_ROWS:  # row of S and key of each a, and the b row of its positive partner
             a_row = a_idx
             a_key = a_idx + offset
+            partner = a_key
             b_shift = 0
         else:
             a_row = a_idx - offset
             a_key = a_idx
+            partner = a_row
             b_shift = offset
         dcols = d_start + pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
         dcol_ok = dcols < D
@@ -377,16 +378,12 @@ if _HAS_TRITON:
                 stride_am, stride_ad, stride_bn, stride_bd, g_ptr, n_ids, stride_ids,
                 HAS_THRESH, HAS_GROUPS, BLOCK_A, BLOCK_B, BLOCK_D, PRECISION, UPCAST,
             )  # fmt: skip
-            if A_IS_ROWS:
-                w = tl.exp2(z - a_lse[:, None])  # row softmax P
-                if SYMMETRIC:
-                    b_lse = tl.load(b_lse_ptr + b_idx, mask=b_ok, other=0.0)
-                    w += tl.exp2(z - b_lse[None, :])  # column softmax Q
-            else:
+            w = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.float32)  # P + Q
+            if A_IS_ROWS or SYMMETRIC:  # P when a holds the rows of S, else Q
+                w += tl.exp2(z - a_lse[:, None])
+            if SYMMETRIC or not A_IS_ROWS:  # Q when a holds the rows of S, else P
                 b_lse = tl.load(b_lse_ptr + b_idx, mask=b_ok, other=0.0)
-                w = tl.exp2(z - b_lse[None, :])  # row softmax P (b = rows of S)
-                if SYMMETRIC:
-                    w += tl.exp2(z - a_lse[:, None])  # column softmax Q
+                w += tl.exp2(z - b_lse[None, :])
             w = tl.where(a_ok[:, None] & b_ok[None, :], w, 0.0)
             dt_acc += tl.sum(w * s, axis=1)
             g = w * t
@@ -396,10 +393,6 @@ if _HAS_TRITON:
             acc = _dot(g.to(bv.dtype), bv, acc, PRECISION, UPCAST)
         # delta term: -coef * t * 1[s_ii <= theta] * (partner row of b), exact in fp32
         partner_ok = a_ok & (a_row >= 0) & (a_row < M)
-        if A_IS_ROWS:
-            partner = a_idx + offset
-        else:
-            partner = a_row
         dsv = tl.load(diag_s_ptr + a_row, mask=partner_ok, other=0.0)
         coef = tl.where(partner_ok & (pid_s == 0), delta_coef * t, 0.0)  # once per output
         if HAS_THRESH:
