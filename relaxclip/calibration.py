@@ -38,8 +38,7 @@ def calibrate_threshold(
 
     Raises:
         TypeError: a pair that is not two floating tensors, or a non-real ``quantile``.
-        ValueError: ``quantile`` outside [0, 1], shapes that differ or are not 2-D, zero or
-            non-finite rows, or no pair at all (on every rank).
+        ValueError: ``quantile`` outside [0, 1], bad shapes, zero or non-finite rows, no pair.
 
     Example:
         >>> with torch.no_grad():

@@ -40,8 +40,7 @@ _DTYPE_CODES = {dtype: code for code, dtype in enumerate(FLOATING)}
 
 
 class LossSumBackend(Protocol):
-    """What :func:`distributed_loss` needs from a loss backend: the two sums defined in
-    :mod:`relaxclip.backends` (a backend module satisfies it)."""
+    """A loss backend for :func:`distributed_loss`: a module of :mod:`relaxclip.backends`."""
 
     @property
     def symmetric_loss_sum(self) -> Callable[..., Tensor]: ...
@@ -65,9 +64,7 @@ def is_distributed_active(process_group: dist.ProcessGroup | None = None) -> boo
     if not (dist.is_available() and dist.is_initialized()):
         return False
     group = process_group if process_group is not None else dist.group.WORLD
-    if dist.get_rank(group) < 0:
-        return False
-    return dist.get_world_size(group) > 1
+    return dist.get_rank(group) >= 0 and dist.get_world_size(group) > 1
 
 
 def resolve_distributed(

@@ -30,13 +30,7 @@ from torch import nn
 
 from relaxclip._checks import check_bool, check_real, check_tensor, describe, format_rows
 from relaxclip.backends import check_backend_options, get_backend, resolve_backend
-from relaxclip.backends._common import (
-    check_id_dtype,
-    check_same,
-    check_theta,
-    compute_dtype,
-    group_matrix,
-)
+from relaxclip.backends._common import check_id_dtype, check_same, check_theta, compute_dtype
 from relaxclip.distributed import (
     DistributedMode,
     check_distributed_args,
@@ -51,8 +45,6 @@ DEFAULT_THRESHOLD = 0.8
 
 #: Quantiles of the positive-pair similarity s_ii reported by :func:`positive_pair_stats`.
 DIAGNOSTIC_QUANTILES = (0.1, 0.5, 0.9)
-
-_SCALE = "finite and > 0 (the exponentiated scale, e.g. model.logit_scale.exp())"
 
 
 def _check_threshold(
@@ -214,7 +206,10 @@ def _as_scale(
         value, check_finite = float(logit_scale), True
         scale = torch.tensor(value, dtype=cdt, device=like.device)
     if value <= 0 or (check_finite and not math.isfinite(value)):
-        raise ValueError(f"logit_scale must be {_SCALE}, got {value}")
+        raise ValueError(
+            "logit_scale must be finite and > 0 (the exponentiated scale, e.g. "
+            f"model.logit_scale.exp()), got {value}"
+        )
     return scale, value
 
 
@@ -255,7 +250,8 @@ def _check_groups(groups: object, like: Tensor) -> Tensor | None:
             "groups must hold at least one group vector (K >= 1), got shape (0, B); pass "
             "groups=None for no groups"
         )
-    return group_matrix(groups.to(device=like.device, dtype=torch.int64, non_blocking=True))
+    ids = groups.to(device=like.device, dtype=torch.int64, non_blocking=True)
+    return ids if ids.dim() == 2 else ids.unsqueeze(0)
 
 
 def _normalize(features: Tensor) -> Tensor:

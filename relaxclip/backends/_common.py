@@ -71,12 +71,21 @@ class CallArgs:
             theta = torch.full((), value, dtype=dtype, device=like.device)
         return cls(threshold=theta, groups=group_matrix(groups), **fields)
 
-    def apply(
-        self, function: type[torch.autograd.Function], q: Tensor, k: Tensor, logit_scale: Tensor
+    @classmethod
+    def run(
+        cls,
+        function: type[torch.autograd.Function],
+        q: Tensor,
+        k: Tensor,
+        logit_scale: Tensor,
+        threshold: Threshold,
+        groups: Tensor | None,
+        **fields: Any,
     ) -> Tensor:
-        """``function.apply(q, k, logit_scale, self)`` with autocast off."""
+        """``function.apply(q, k, logit_scale, record)`` with autocast off (record: ``build``)."""
+        args = cls.build(q, threshold, groups, **fields)
         with torch.autocast(q.device.type, enabled=False):
-            return cast(Tensor, function.apply(q, k, logit_scale, self))
+            return cast(Tensor, function.apply(q, k, logit_scale, args))
 
 
 def analytic_backward(backward: _F) -> _F:
@@ -145,11 +154,8 @@ def positive_view(m: Tensor, diag_start: int) -> Tensor:
 
 
 class ColumnLSE:
-    """Running log-sum-exp of the columns of a matrix fed by row blocks.
-
-    The running max starts at the lowest finite value, so a column block that groups left all
-    -inf adds exp(-inf) = 0 instead of NaN.
-    """
+    """Running log-sum-exp of the columns of a matrix fed by row blocks (the max starts at the
+    lowest finite value: an all -inf column block adds 0, not NaN)."""
 
     def __init__(self, n: int, dtype: torch.dtype, device: torch.device) -> None:
         self.max = torch.full((n,), torch.finfo(dtype).min, dtype=dtype, device=device)
@@ -169,19 +175,10 @@ class ColumnLSE:
 
 
 def weight_products(
-    w: Tensor,
-    diag_start: int,
-    passes: Tensor | None,
-    args: CallArgs,
-    q: Tensor,
-    k: Tensor,
+    w: Tensor, diag_start: int, passes: Tensor | None, args: CallArgs, q: Tensor, k: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The two gradient matmuls of a (b, N) block of ``w = P (+ Q)`` and its scale-gradient sum.
-
-    Subtracts the identity part (``2I`` with ``Q``, else ``I``; ``symmetric``) from the
-    positives and zeroes the relaxed ones (mask ``passes``) in place. Returns
-    ``(w k, w^T q, sum_ij w_ij s~_ij)`` with s~ = theta on relaxed positives.
-    """
+    """``(w k, w^T q, sum_ij w_ij s~_ij)`` for a (b, N) block ``w = P (+ Q)``, after removing
+    ``2I`` (``I`` for rows only) and the relaxed positives from ``w`` in place (s~: theta there)."""
     diag = positive_view(w, diag_start)
     diag.sub_(2.0 if args.symmetric else 1.0)
     relaxed = torch.zeros((), dtype=w.dtype, device=w.device)

@@ -1,9 +1,5 @@
-"""Chunked backend: O(B) saved state, at most ``chunk_size x N`` logits alive at any time.
-
-The forward adds each row block's terms and folds it into running column log-sum-exps (the only
-saved statistic); the backward recomputes the same blocks. Peak extra memory: about three
-``chunk_size x N`` buffers (docs/concepts.md#gradients has the formulas).
-"""
+"""Chunked backend: O(B) saved state, at most ``chunk_size x N`` logits alive at any time; the
+backward recomputes the forward's blocks (docs/concepts.md#backends)."""
 
 from __future__ import annotations
 
@@ -85,8 +81,10 @@ def _call(q: Tensor, k: Tensor, logit_scale: Tensor, threshold: Threshold, **fie
     """Build the record (``chunk_size`` checked, or its default) and apply the Function."""
     size = fields.pop("chunk_size")
     size = default_chunk_size(k.shape[0]) if size is None else OPTIONS["chunk_size"](size)
-    args = _ChunkedArgs.build(q, threshold, fields.pop("groups"), chunk_size=size, **fields)
-    return args.apply(_Chunked, q, k, logit_scale)
+    groups = fields.pop("groups")
+    return _ChunkedArgs.run(
+        _Chunked, q, k, logit_scale, threshold, groups, chunk_size=size, **fields
+    )
 
 
 def symmetric_loss_sum(

@@ -1,8 +1,6 @@
 """Dense backend: one (b, N) logit matrix kept for an analytic backward of two matmuls.
 
-Memory is O(b N) (the logits, then one weight matrix of the same size); every other pass works
-on cache-sized row blocks. The entry points return sums, not means (see
-:mod:`relaxclip.backends`).
+Memory O(b N); sums, not means (docs/concepts.md#backends).
 """
 
 from __future__ import annotations
@@ -73,19 +71,17 @@ def symmetric_loss_sum(
     """Sum over i of ``(lse_j l_ij - l_ii) + (lse_j l_ji - l_ii)``; see :mod:`relaxclip.loss`.
 
     Args:
-        x, y: (B, D) features (already normalised if wanted), same dtype and device;
-            differentiable.
+        x, y: (B, D) features, same dtype and device; differentiable.
         logit_scale: 0-d tensor t > 0 (fp32, or fp64 for fp64 features); differentiable.
-        threshold: theta (the positive logit is ``t * min(s_ii, theta)``): a float, a 0-d
-            floating tensor on the features' device or ``None``; gets no gradient.
-        groups: ``None`` or integer ids (K, B) (or (B,)) on the features' device: for i != j,
-            l_ij = -inf when ``groups[k, i] == groups[k, j]`` for some k.
+        threshold: theta (positive logit ``t * min(s_ii, theta)``): a float, a 0-d floating
+            tensor on the features' device or ``None``; gets no gradient.
+        groups: ``None`` or integer ids (K, B) (or (B,)): for i != j, l_ij = -inf when
+            ``groups[k, i] == groups[k, j]`` for some k.
 
     Returns:
         0-d tensor in the compute dtype.
     """
-    args = CallArgs.build(x, threshold, groups)
-    return args.apply(_Dense, x, y, logit_scale)
+    return CallArgs.run(_Dense, x, y, logit_scale, threshold, groups)
 
 
 def rows_loss_sum(
@@ -97,8 +93,9 @@ def rows_loss_sum(
     ``q`` (b, D), ``k`` (N, D) with N >= offset + b: the positive of row i is key offset + i;
     ``groups`` are the ids (K, N) (or (N,)) of the keys. Otherwise as :func:`symmetric_loss_sum`.
     """
-    args = CallArgs.build(q, threshold, groups, offset=offset, symmetric=False)
-    return args.apply(_Dense, q, k, logit_scale)
+    return CallArgs.run(
+        _Dense, q, k, logit_scale, threshold, groups, offset=offset, symmetric=False
+    )
 
 
 __all__ = ["OPTIONS", "rows_loss_sum", "symmetric_loss_sum"]

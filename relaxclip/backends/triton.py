@@ -659,10 +659,8 @@ def _call(
             else f"the triton backend cannot run on {q.device}: it needs a CUDA device, or CPU "
             "tensors with TRITON_INTERPRET=1 set before triton is imported"
         )
-    args = _TritonArgs.build(
-        q, threshold, ids, offset=offset, symmetric=symmetric, config=cfg, precision=prec
-    )
-    return args.apply(_TritonLoss, q, k, logit_scale)
+    fields = {"offset": offset, "symmetric": symmetric, "config": cfg, "precision": prec}
+    return _TritonArgs.run(_TritonLoss, q, k, logit_scale, threshold, ids, **fields)
 
 
 def symmetric_loss_sum(
