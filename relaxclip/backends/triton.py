@@ -49,11 +49,6 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _interpreter_loaded() -> bool:
-    """Whether ``TRITON_INTERPRET=1`` was set before triton was first imported."""
-    return _HAS_TRITON and type(tl.sum).__name__ == "InterpretedFunction"
-
-
 def is_available(device: torch.device | str | None = None) -> bool:
     """Whether the triton backend can run on ``device`` (``None``: on any device): triton
     imports and the device is an available CUDA device, or the CPU under the interpreter."""
@@ -64,7 +59,10 @@ def is_available(device: torch.device | str | None = None) -> bool:
     kind = torch.device(device).type
     if kind == "cuda":
         return torch.cuda.is_available()
-    return kind == "cpu" and interpreter_enabled() and _interpreter_loaded()
+    # the interpreter only runs when TRITON_INTERPRET=1 was set before triton was imported
+    return (
+        kind == "cpu" and interpreter_enabled() and type(tl.sum).__name__ == "InterpretedFunction"
+    )
 
 
 @dataclass(frozen=True)
