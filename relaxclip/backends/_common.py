@@ -65,9 +65,12 @@ class CallArgs:
     ) -> _A:
         """The record for features ``like``, theta as a fresh, detached 0-d compute-dtype tensor
         on their device (an in-place change after the forward does not reach the backward)."""
-        value, dtype = check_theta(threshold, like), compute_dtype(like.dtype)
-        theta = value.detach().to(dtype=dtype, copy=True) if isinstance(value, Tensor) else None
-        if isinstance(value, float):
+        value = check_theta(threshold, like)
+        dtype = compute_dtype(like.dtype)
+        theta = None
+        if isinstance(value, Tensor):
+            theta = value.detach().to(dtype=dtype, copy=True)
+        elif value is not None:
             theta = torch.full((), value, dtype=dtype, device=like.device)
         return cls(threshold=theta, groups=group_matrix(groups), **fields)
 
