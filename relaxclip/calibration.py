@@ -23,15 +23,13 @@ def calibrate_threshold(
     """The ``quantile`` of the positive-pair cosine similarities over some batches.
 
     For every batch, s_i = <x_i / ||x_i||, y_i / ||y_i||>; θ is the linear-interpolation
-    quantile of all s_i (``torch.quantile(s, quantile)``, computed in float64). Under an
-    initialised ``torch.distributed`` with more than one rank, the cosines of every rank are
-    gathered first, so every rank returns the same θ. Pass θ as ``threshold=`` to the loss: it
-    then stays fixed for the whole of training.
+    quantile of all s_i (``torch.quantile(s, quantile)``, in float64). Under an initialised
+    ``torch.distributed`` with more than one rank the cosines of every rank are gathered first,
+    so every rank returns the same θ (docs/concepts.md#choosing-θ-calibrate_threshold).
 
     Args:
         feature_pairs: an iterable of ``(image_features, text_features)``, each a floating
-            ``(B, D)`` tensor, e.g. the pre-trained model's first N batches computed under
-            ``torch.no_grad()``. Not differentiated (the features are detached).
+            ``(B, D)`` tensor; not differentiated (the features are detached).
         quantile: q in [0, 1].
         process_group: the group to gather over (default: the world group).
 
@@ -40,8 +38,7 @@ def calibrate_threshold(
 
     Raises:
         TypeError: a pair that is not two floating tensors, or a non-real ``quantile``.
-        ValueError: ``quantile`` outside [0, 1], shapes that differ or are not 2-D, zero or
-            non-finite rows, or no pair at all (on every rank).
+        ValueError: ``quantile`` outside [0, 1], bad shapes, zero or non-finite rows, no pair.
 
     Example:
         >>> with torch.no_grad():

@@ -1,13 +1,10 @@
 """The relaxed contrastive loss on the global batch of a ``torch.distributed`` job.
 
-Each rank passes only its local features (b_r, D); rank r's samples are rows
-``offset_r .. offset_r + b_r - 1`` of the global batch (ranks concatenated in rank order,
-``B = sum_r b_r``), gathered once per call with an autograd-aware all-gather whose backward is a
-reduce-scatter with SUM. ``"global"`` mode returns the full loss L on every rank; ``"local"``
-mode returns ``W * S_r / (2B)``, S_r the loss rows of the rank's own samples, so the mean over
-ranks is L. Either way DDP's gradient average gives exactly the single-process gradient of L
-(uneven local batches included: rows are padded for the collective and unpadded before the
-loss). The derivation is in ``docs/distributed.md``.
+Each rank passes its local features (b_r, D); they are gathered (ranks in rank order,
+``B = sum_r b_r``) with an autograd-aware all-gather. ``"global"`` mode returns the full loss L
+on every rank, ``"local"`` mode ``W * S_r / (2B)`` (S_r: the loss rows of the rank's own
+samples); either way DDP's gradient average is exactly the single-process gradient of L
+(derivation: ``docs/distributed.md``).
 """
 
 from __future__ import annotations
@@ -39,13 +36,11 @@ _LOGGED_AUTO_MODES: set[bool] = set()
 
 DistributedMode = Literal["local", "global"]
 DISTRIBUTED_MODES: tuple[str, ...] = ("local", "global")
-# dtype codes exchanged between ranks so that a mismatch raises instead of hanging/garbling.
 _DTYPE_CODES = {dtype: code for code, dtype in enumerate(FLOATING)}
 
 
 class LossSumBackend(Protocol):
-    """What :func:`distributed_loss` needs from a loss backend: the two sums defined in
-    :mod:`relaxclip.backends` (a backend module satisfies it)."""
+    """A loss backend for :func:`distributed_loss`: a module of :mod:`relaxclip.backends`."""
 
     @property
     def symmetric_loss_sum(self) -> Callable[..., Tensor]: ...
@@ -55,10 +50,7 @@ class LossSumBackend(Protocol):
 
 
 def check_distributed_args(distributed: object, mode: object) -> None:
-    """Validate the loss's ``distributed`` (bool or None) and ``distributed_mode`` arguments.
-
-    Raises TypeError when ``distributed`` is not a bool or None, ValueError for another mode.
-    """
+    """Validate ``distributed`` (bool or None: TypeError) and ``distributed_mode`` (ValueError)."""
     if distributed is not None and not isinstance(distributed, bool):
         raise TypeError(
             f"distributed must be True, False or None (auto), got {describe(distributed)}"
@@ -67,17 +59,12 @@ def check_distributed_args(distributed: object, mode: object) -> None:
 
 
 def is_distributed_active(process_group: dist.ProcessGroup | None = None) -> bool:
-    """True iff ``torch.distributed`` is available and initialised and the group has > 1 rank.
-
-    ``process_group=None`` means the default (world) group. A group this process is not a
-    member of counts as inactive.
-    """
+    """True iff ``torch.distributed`` is initialised and ``process_group`` (``None``: the
+    default group) has more than one rank, this process among them."""
     if not (dist.is_available() and dist.is_initialized()):
         return False
     group = process_group if process_group is not None else dist.group.WORLD
-    if dist.get_rank(group) < 0:
-        return False
-    return dist.get_world_size(group) > 1
+    return dist.get_rank(group) >= 0 and dist.get_world_size(group) > 1
 
 
 def resolve_distributed(
@@ -85,13 +72,8 @@ def resolve_distributed(
     process_group: dist.ProcessGroup | None,
     records_grad: bool,
 ) -> bool:
-    """Whether a loss call gathers the global batch; the rule behind ``distributed=None``.
-
-    ``True``/``False`` are returned as given. ``None`` gathers only when ``process_group`` has
-    more than one rank AND the call records gradients (a training step, which every rank runs),
-    so a validation loss on one rank cannot wait for the others. The first decision of each
-    kind is logged once per process (logger ``relaxclip.distributed``, INFO).
-    """
+    """Whether a loss call gathers: ``distributed`` as given, or for ``None`` when the group is
+    active and the call records gradients (docs/distributed.md); logged once per kind."""
     if distributed is not None:
         return distributed
     if not is_distributed_active(process_group):
@@ -124,9 +106,8 @@ def _resolve_group(process_group: dist.ProcessGroup | None) -> dist.ProcessGroup
 
 
 def _autograd_all_gather_equal(t: Tensor, group: dist.ProcessGroup) -> Tensor:
-    """All-gather equal-shaped ``t`` (n, ...) along dim 0 -> (W*n, ...), differentiable: the
-    backward is a reduce-scatter with SUM (torch >= 2.13: the functional all-gather; 2.11 and
-    2.12: the autograd-aware one, materialised by a differentiable ``clone``)."""
+    """All-gather equal-shaped ``t`` (n, ...) along dim 0 -> (W*n, ...); the backward is a
+    reduce-scatter with SUM (torch < 2.13: the autograd-aware all-gather, cloned)."""
     import torch.distributed._functional_collectives as fc
 
     if hasattr(fc, "all_gather_single"):
@@ -146,10 +127,8 @@ def all_gather_rows(
 ) -> Tensor:
     """Concatenate every rank's ``t`` (sizes[r], ...) in rank order -> (sum(sizes), ...).
 
-    Differentiable: the gradient of the result w.r.t. this rank's ``t`` is the SUM over ranks
-    of the gradients of this rank's rows (reduce-scatter). ``sizes`` must list every rank's
-    number of rows (equal on all ranks); uneven sizes are padded with zeros to ``max(sizes)``
-    for the collective and the padding is dropped again (it never reaches the caller).
+    ``sizes``: every rank's number of rows (the same list on all ranks). Differentiable: this
+    rank's ``t`` gets the SUM over ranks of the gradients of its rows (reduce-scatter).
     """
     group = _resolve_group(process_group)
     rank = dist.get_rank(group)
@@ -175,11 +154,8 @@ def all_gather_rows(
 def _exchange_shapes(
     x: Tensor, y: Tensor, group: dist.ProcessGroup, groups: Tensor | None = None
 ) -> list[int]:
-    """Gather (b, b_y, D, D_y, dtype, K) of every rank, check consistency, return the sizes.
-
-    ``K`` is the number of group-id vectors (0 without ``groups``). All ranks see the same table,
-    so all of them raise the same error (no rank is left waiting in a collective).
-    """
+    """Gather every rank's (b, b_y, D, D_y, dtype, K) and check them (every rank raises the
+    same error: none is left waiting in a collective); return the sizes b."""
     n_groups = 0 if groups is None else groups.shape[0]
     meta = torch.tensor(
         [x.shape[0], y.shape[0], x.shape[1], y.shape[1], _DTYPE_CODES.get(x.dtype, -1), n_groups],
@@ -226,27 +202,31 @@ def distributed_loss(
     """This rank's share of the relaxed contrastive loss on the global batch.
 
     Args:
-        x, y: local features (b_r, D), same dtype and device, already normalised when wanted.
-            ``b_r`` may differ between ranks; ``D`` and the dtype must agree on all ranks.
-        logit_scale: 0-d tensor t > 0, may require grad; the same value on every rank.
-        threshold: theta (a float, a 0-d tensor on the features' device, or ``None``), passed
-            to the backend as is; the same on every rank.
+        x, y: local features (b_r, D), same dtype and device, already normalised when wanted;
+            differentiable. ``b_r`` may differ between ranks, ``D`` and the dtype may not.
+        logit_scale: 0-d tensor t > 0 (the same on every rank); differentiable.
+        threshold: theta (a float, a 0-d tensor on the features' device, or ``None``), the
+            same on every rank.
         backend: a name of ``relaxclip.backends.BACKENDS`` (``"auto"`` resolved from this
-            rank's logit block: (b_r, B) in ``"local"`` mode, (B, B) in ``"global"`` mode) or an
-            object providing ``symmetric_loss_sum`` and ``rows_loss_sum``; ``backend_opts`` are
-            passed to those as keywords.
-        mode: ``"local"``: rank r computes the rows of its own samples against the gathered
-            other modality and returns W * S_r / (2B); ``"global"``: every rank computes the
-            full symmetric loss over the gathered (B x B) logits.
+            rank's logit block) or an object with ``symmetric_loss_sum`` and ``rows_loss_sum``;
+            ``backend_opts`` are passed to those as keywords.
+        mode: ``"local"`` (rank r: the rows of its own samples, times W) or ``"global"`` (every
+            rank the full loss).
         process_group: group to gather over (None: the default group); DDP must average
             gradients over the same group.
-        groups: ``None`` or this rank's integer ids (K, b_r) (or (b_r,)) on ``x``'s device,
-            gathered into the (K, B) ids of the global batch (K must agree on every rank).
+        groups: ``None`` or this rank's integer ids (K, b_r) (or (b_r,)), K the same on every
+            rank; not differentiable.
 
     Returns:
-        0-d tensor (fp32 for fp16/bf16 features, else the feature dtype), differentiable
-        w.r.t. ``x``, ``y`` (through the gather) and ``logit_scale``; its mean over ranks is the
-        global loss L.
+        0-d tensor (fp32 for fp16/bf16 features, else the feature dtype) whose mean over ranks
+        is the global loss L.
+
+    Raises:
+        RuntimeError: ``torch.distributed`` not initialised. ValueError, TypeError: shapes, K
+        or dtypes that differ between ranks (raised on every rank).
+
+    Example:
+        >>> loss = distributed_loss(x, y, scale, 0.8, backend="auto", mode="local")
     """
     check_distributed_args(None, mode)
     group = _resolve_group(process_group)
@@ -259,7 +239,6 @@ def distributed_loss(
     total = sum(sizes)
     offset = sum(sizes[:rank])
     dim = x.shape[1]
-    # One collective for both modalities: gather [x | y] along the feature axis, then split.
     both = all_gather_rows(torch.cat([x, y], dim=1), sizes, group)
     x_all, y_all = both[:, :dim], both[:, dim:]
     groups_all = None
@@ -277,9 +256,7 @@ def distributed_loss(
             x_all, y_all, logit_scale, threshold, groups=groups_all, **opts
         )
         return loss_sum / (2 * total)
-    if x.shape[0] == 0:
-        # No local rows: the share is zero but stays connected to the graph, so that every
-        # rank takes part in the backward reduce-scatter of the gather.
+    if x.shape[0] == 0:  # a zero share, in the graph: every rank joins the backward collective
         return both.sum() * 0.0 + logit_scale * 0.0
     rows_x = backend.rows_loss_sum(
         x, y_all, logit_scale, threshold, offset, groups=groups_all, **opts

@@ -7,20 +7,10 @@ Formula (B pairs, image features x_i, text features y_i, L2-normalised when ``no
     l_ij = t * s_ij  (i != j, (i, j) not in E),   l_ij = -inf  ((i, j) in E),   l_ii = p_i
     L    = 1/(2B) * sum_i [ (logsumexp_j l_ij - p_i) + (logsumexp_j l_ji - p_i) ]
 
-Once s_ii > theta the positive logit is constant: nothing pulls that pair closer while its
-negatives are still pushed apart (the positive-pair relaxation of Jang et al., arXiv
-2212.07050). ``theta = None`` (or 1 with ``normalize=True``) gives exactly CLIP's loss
-(open_clip's ``ClipLoss``). A pair in E is neither a positive nor a negative, e.g. two studies
-that drew the same sentence; the positive (i, i) is always kept.
-
-Gradients, with W = (P + Q - 2I) / (2B), P the row and Q the column softmax of l (zero on E):
-G = t W with G_ii = 0 where s_ii > theta; dL/dx = G y, dL/dy = G^T x and
-dL/dt = sum_ij W_ij l_ij / t (before the normalisation's own backward).
-
-Precision: ``torch.autocast`` has no effect on the loss. fp16/bf16 features are multiplied
-exactly and accumulated in fp32 (softmax and loss in fp32, gradients in the feature dtype);
-fp32 and fp64 features are computed in their own dtype. ``docs/concepts.md`` has the
-derivations, how to choose theta (:func:`relaxclip.calibrate_threshold`) and which groups to use.
+``theta = None`` (or 1 with ``normalize=True``) gives exactly CLIP's loss (open_clip's
+``ClipLoss``). ``torch.autocast`` has no effect on the loss. ``docs/concepts.md`` has the
+gradients, the precision policy, groups and how to choose theta
+(:func:`relaxclip.calibrate_threshold`).
 
 Example:
     >>> loss_fn = RelaxedContrastiveLoss(threshold=0.8)
@@ -40,7 +30,7 @@ from torch import nn
 
 from relaxclip._checks import check_bool, check_real, check_tensor, describe, format_rows
 from relaxclip.backends import check_backend_options, get_backend, resolve_backend
-from relaxclip.backends._common import check_theta, compute_dtype, group_matrix
+from relaxclip.backends._common import check_id_dtype, check_same, check_theta, compute_dtype
 from relaxclip.distributed import (
     DistributedMode,
     check_distributed_args,
@@ -50,25 +40,17 @@ from relaxclip.distributed import (
 
 Tensor = torch.Tensor
 
-#: Default relaxation threshold theta (a cosine similarity); docs/concepts.md says how it was
-#: chosen and how to calibrate your own (:func:`relaxclip.calibrate_threshold`).
+#: Default relaxation threshold theta (a cosine similarity; docs/concepts.md: how to choose one).
 DEFAULT_THRESHOLD = 0.8
 
 #: Quantiles of the positive-pair similarity s_ii reported by :func:`positive_pair_stats`.
 DIAGNOSTIC_QUANTILES = (0.1, 0.5, 0.9)
 
-_SCALE = "finite and > 0 (the exponentiated scale, e.g. model.logit_scale.exp())"
-
 
 def _check_threshold(
     threshold: object, normalize: bool, like: Tensor | None = None
 ) -> float | Tensor | None:
-    """theta as the backends take it: ``None`` (no relaxation), a float, or a 0-d tensor.
-
-    A float is a cosine in (-1, 1] with ``normalize=True`` (1 means no relaxation), else any
-    finite bound on the raw dot product. A tensor gets the static checks here (device only
-    with ``like``, the features); its value is checked with the features' (:func:`_check_values`).
-    """
+    """theta as the backends take it (``None``, a float or a 0-d tensor); static checks only."""
     if isinstance(threshold, Tensor):
         check_theta(threshold, like)
         if threshold.requires_grad:
@@ -88,8 +70,7 @@ def _check_threshold(
 def _resolve_options(
     backend: str, backend_options: Mapping[str, Any] | None, chunk_size: int | None
 ) -> dict[str, Any]:
-    """``backend_options`` with the ``chunk_size`` shortcut merged in, validated against
-    ``backend`` (:func:`relaxclip.backends.check_backend_options`)."""
+    """``backend_options`` with the ``chunk_size`` shortcut merged in, validated."""
     if backend_options is not None and not isinstance(backend_options, Mapping):
         check_backend_options(backend, backend_options)  # raises, naming backend_options
     options = dict(backend_options or {})
@@ -103,8 +84,7 @@ def _resolve_options(
 
 
 class _LossSettings(NamedTuple):
-    """How a loss is computed: the arguments of :func:`relaxed_contrastive_loss` of the same
-    names, ``options`` validated; built per call (so module attributes assigned later count)."""
+    """The loss's settings (arguments of the same names), checked on every call."""
 
     normalize: bool
     backend: str
@@ -123,14 +103,8 @@ class _LossSettings(NamedTuple):
         return settings
 
 
-def _host_checks() -> bool:
-    """Whether the value checks run: they read values on the host, which ``torch.compile``
-    cannot put in a graph, so they are skipped while compiling (static checks always run)."""
-    return not torch.compiler.is_compiling()
-
-
 def _check_features(x: Tensor, y: Tensor, allow_empty: bool = False) -> None:
-    """Type, layout, dtype, shape and device checks of both features (static: no device sync)."""
+    """Static checks of both features (type, layout, dtype, shape, device)."""
     for name, feats in (("image_features", x), ("text_features", y)):
         check_tensor(name, feats, ndim=2, floating=True)
         if feats.shape[0] == 0 and not allow_empty:
@@ -141,12 +115,7 @@ def _check_features(x: Tensor, y: Tensor, allow_empty: bool = False) -> None:
             raise ValueError(
                 f"{name} must have feature dimension D >= 1, got shape {tuple(feats.shape)}"
             )
-    for what in ("shape", "dtype", "device"):
-        a, b = getattr(x, what), getattr(y, what)
-        if a != b:
-            raise ValueError(
-                f"image_features and text_features must have the same {what}, got {a} and {b}"
-            )
+    check_same(("image_features", "text_features"), x, y, "shape", "dtype", "device")
 
 
 def _row_peaks(features: Tensor) -> Tensor:
@@ -165,9 +134,7 @@ def _log_max_norm(features: Tensor, peaks: Tensor) -> Tensor:
 def _check_values(
     x: Tensor, y: Tensor, normalize: bool, theta: object, scale: float | None
 ) -> None:
-    """Value checks in one device sync: NaN/Inf rows, all-zero rows (``normalize``), the value
-    of a tensor theta, and, with ``normalize=False``, logits beyond the compute dtype's range
-    (``|l_ij| <= t |x_i| |y_j|``; the sums over 2B terms included)."""
+    """Value checks in one device sync: NaN/Inf or zero rows, theta, overflowing logits."""
     named = (("image_features", x), ("text_features", y))
     peaks = [_row_peaks(feats).flatten() for _, feats in named]
     flags = [~torch.isfinite(p) | (p == 0) if normalize else ~torch.isfinite(p) for p in peaks]
@@ -206,8 +173,12 @@ def _check_values(
     )
 
 
-def _check_scalar_tensor(name: str, value: Tensor, like: Tensor, why: str = "") -> None:
-    """A one-element floating tensor on the features' device (a 0-d CPU tensor is also fine)."""
+def _check_scalar(name: str, value: object, like: Tensor, expected: str, why: str = "") -> None:
+    """A real number, or a one-element floating tensor on the features' device (or 0-d)."""
+    if not isinstance(value, Tensor):
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise TypeError(f"{name} must be {expected}, got {describe(value)}")
+        return
     check_tensor(name, value, floating=True)
     if value.numel() != 1:
         raise ValueError(
@@ -223,64 +194,51 @@ def _check_scalar_tensor(name: str, value: Tensor, like: Tensor, why: str = "") 
 def _as_scale(
     logit_scale: Tensor | float, like: Tensor, check_finite: bool
 ) -> tuple[Tensor, float | None]:
-    """``logit_scale`` as a differentiable 0-d tensor in the compute dtype on the features'
-    device, and its value (``None`` while compiling: then a scale <= 0 becomes NaN)."""
+    """``logit_scale`` as a 0-d compute-dtype tensor and its value (``None`` while compiling)."""
+    _check_scalar("logit_scale", logit_scale, like, "a float or a scalar tensor")
     cdt = compute_dtype(like.dtype)
     if isinstance(logit_scale, Tensor):
-        _check_scalar_tensor("logit_scale", logit_scale, like)
         scale = logit_scale.reshape(()).to(device=like.device, dtype=cdt)
-        if not _host_checks():
+        if torch.compiler.is_compiling():
             return torch.where(scale > 0, scale, torch.full_like(scale, math.nan)), None
         value = float(logit_scale.detach())  # the sign is checked even without check_finite
-    elif isinstance(logit_scale, bool) or not isinstance(logit_scale, Real):
-        raise TypeError(
-            f"logit_scale must be a float or a scalar tensor, got {describe(logit_scale)}"
-        )
     else:
         value, check_finite = float(logit_scale), True
         scale = torch.tensor(value, dtype=cdt, device=like.device)
     if value <= 0 or (check_finite and not math.isfinite(value)):
-        raise ValueError(f"logit_scale must be {_SCALE}, got {value}")
+        raise ValueError(
+            "logit_scale must be finite and > 0 (the exponentiated scale, e.g. "
+            f"model.logit_scale.exp()), got {value}"
+        )
     return scale, value
 
 
-def _check_bias(logit_bias: object, like: Tensor, check_finite: bool) -> Tensor | None:
-    """Validate open_clip's ``logit_bias``: a scalar cancels in both softmaxes, so it is only
-    returned (a tensor that requires grad) to stay in the graph with a zero gradient."""
+def _check_bias(
+    logit_bias: Tensor | float | None, like: Tensor, check_finite: bool
+) -> Tensor | None:
+    """Validate ``logit_bias``; returned only when it requires grad (it cancels in the loss)."""
     if logit_bias is None:
         return None
-    if isinstance(logit_bias, Tensor):
-        _check_scalar_tensor(
-            "logit_bias",
-            logit_bias,
-            like,
-            why="; a per-logit bias does not cancel in the softmax and is not supported "
-            "(the SigLIP-style sigmoid loss is a different loss)",
-        )
+    why = (
+        "; a per-logit bias does not cancel in the softmax and is not supported (the "
+        "SigLIP-style sigmoid loss is a different loss)"
+    )
+    _check_scalar("logit_bias", logit_bias, like, "None, a float or a scalar tensor", why)
+    if not isinstance(logit_bias, Tensor):
+        value = float(logit_bias)
+    else:
         value = float(logit_bias.detach()) if check_finite else 0.0
-        if not math.isfinite(value):
-            raise ValueError(f"logit_bias must be finite, got {value}")
-        return logit_bias if logit_bias.requires_grad else None
-    if isinstance(logit_bias, bool) or not isinstance(logit_bias, Real):
-        raise TypeError(
-            f"logit_bias must be None, a float or a scalar tensor, got {describe(logit_bias)}"
-        )
-    if not math.isfinite(float(logit_bias)):
-        raise ValueError(f"logit_bias must be finite, got {float(logit_bias)}")
-    return None
+    if not math.isfinite(value):
+        raise ValueError(f"logit_bias must be finite, got {value}")
+    return logit_bias if isinstance(logit_bias, Tensor) and logit_bias.requires_grad else None
 
 
 def _check_groups(groups: object, like: Tensor) -> Tensor | None:
-    """``groups`` as (K, B) int64 ids on the features' device (shape and dtype checked; the
-    values are only moved, with a non-blocking copy: no host sync)."""
+    """``groups`` as (K, B) int64 ids on the features' device (no host sync)."""
     if groups is None:
         return None
-    check_tensor("groups", groups)
-    assert isinstance(groups, Tensor)
-    if groups.dtype == torch.bool or groups.is_floating_point() or groups.is_complex():
-        raise TypeError(
-            f"groups must have an integer dtype (e.g. torch.int64 ids), got {groups.dtype}"
-        )
+    groups = check_tensor("groups", groups)
+    check_id_dtype(groups)
     n = like.shape[0]
     if groups.dim() not in (1, 2) or groups.shape[-1] != n:
         raise ValueError(
@@ -292,17 +250,12 @@ def _check_groups(groups: object, like: Tensor) -> Tensor | None:
             "groups must hold at least one group vector (K >= 1), got shape (0, B); pass "
             "groups=None for no groups"
         )
-    matrix = group_matrix(groups)
-    assert matrix is not None
-    return matrix.to(device=like.device, dtype=torch.int64, non_blocking=True)
+    ids = groups.to(device=like.device, dtype=torch.int64, non_blocking=True)
+    return ids if ids.dim() == 2 else ids.unsqueeze(0)
 
 
 def _normalize(features: Tensor) -> Tensor:
-    """L2-normalise rows in the compute dtype, overflow- and underflow-safe; input dtype out.
-
-    Each row is first divided by its (detached) largest |value|, so rows of 1e20 or 1e-30 are
-    normalised exactly; an all-zero row stays zero with a zero gradient.
-    """
+    """L2-normalise rows, dividing by their largest |value| first; zero rows stay zero."""
     work = features if features.dtype in (torch.float32, torch.float64) else features.float()
     peak = _row_peaks(work)
     nonzero = peak > 0
@@ -310,12 +263,9 @@ def _normalize(features: Tensor) -> Tensor:
     return (unit * nonzero).to(features.dtype)
 
 
-def _records_grad(image_features: Tensor, text_features: Tensor, logit_scale: object) -> bool:
-    """Whether a call records gradients (the rule of ``distributed=None``)."""
-    return torch.is_grad_enabled() and any(
-        isinstance(v, Tensor) and v.requires_grad
-        for v in (image_features, text_features, logit_scale)
-    )
+def _prepare(x: Tensor, y: Tensor, normalize: bool) -> tuple[Tensor, Tensor]:
+    """Both features, normalised when ``normalize``."""
+    return (_normalize(x), _normalize(y)) if normalize else (x, y)
 
 
 def relaxed_contrastive_loss(
@@ -340,38 +290,34 @@ def relaxed_contrastive_loss(
     Args:
         image_features, text_features: (B, D) floating tensors (fp16, bf16, fp32 or fp64) of
             one shape, dtype and device; row i of both is a positive pair. Differentiable.
-        logit_scale: t > 0, already exponentiated (``model.logit_scale.exp()``): a float or a
-            scalar tensor, differentiable.
-        threshold: theta (default :data:`DEFAULT_THRESHOLD`): with ``normalize=True`` a cosine
-            in (-1, 1] (1 or ``None``: no relaxation), else any finite bound on <x_i, y_i>
-            (only ``None`` disables it). Also a 0-d floating tensor on the features' device that
-            does not require grad (no host sync; its value is checked under ``check_finite``).
-            Choose it with :func:`relaxclip.calibrate_threshold`.
+        logit_scale: t > 0, already exponentiated: a float or a scalar tensor, differentiable.
+        threshold: theta: with ``normalize=True`` a cosine in (-1, 1] (1 or ``None``: no
+            relaxation), else any finite bound on <x_i, y_i> (only ``None`` disables it); or a
+            0-d floating tensor on the features' device that does not require grad.
         groups: ``None`` or integer ids (B,) or (K, B), any device, not differentiable: for
             i != j, (i, j) is not a negative when ``groups[k, i] == groups[k, j]`` for some k.
         normalize: L2-normalise the features first (exact for any finite magnitude).
         backend: ``"dense"``, ``"chunked"``, ``"triton"`` or ``"auto"``
             (:func:`relaxclip.backends.resolve_backend`).
-        backend_options: keyword options of that backend (``chunk_size``; ``config``,
-            ``allow_tf32``), validated against it; ``"auto"`` takes none.
+        backend_options: that backend's keyword options, validated; ``"auto"`` takes none.
         chunk_size: shortcut for ``backend_options={"chunk_size": n}`` (``backend="chunked"``).
-        check_finite: check features, scale, bias and a tensor theta for NaN/Inf, all-zero rows
-            (``normalize=True``) and overflowing logits (``normalize=False``); one device sync,
-            skipped under ``torch.compile``. A tensor scale's sign is always checked.
-        distributed: ``None`` (gather the global batch when ``torch.distributed`` has more than
-            one rank and the call records gradients), ``True`` or ``False``; see
-            docs/distributed.md. Every rank of the group must make a gathering call.
-        distributed_mode: ``"local"`` (each rank its own rows, W times its share) or
-            ``"global"`` (every rank the full loss).
+        check_finite: check for NaN/Inf, all-zero rows (``normalize=True``) and overflowing
+            logits (``normalize=False``); one device sync, skipped under ``torch.compile``.
+        distributed: ``None`` (gather the global batch when the group has more than one rank
+            and the call records gradients), ``True`` or ``False``; see docs/distributed.md.
+        distributed_mode: ``"local"`` (each rank its own rows) or ``"global"`` (the full loss).
         process_group: the group to gather over (``None``: the default group).
-        logit_bias: open_clip's optional scalar bias: it cancels in both softmaxes, so the
-            loss is that without it (a learned one gets an exact zero gradient).
+        logit_bias: open_clip's optional scalar bias; it cancels in both softmaxes (a learned
+            one gets an exact zero gradient).
 
     Returns:
         0-d tensor: fp32 for fp16/bf16/fp32 inputs, fp64 for fp64 inputs.
 
     Raises:
         TypeError, ValueError: naming the argument, for bad input (see docs/concepts.md).
+
+    Example:
+        >>> loss = relaxed_contrastive_loss(img, txt, model.logit_scale.exp(), threshold=0.8)
     """
     options = _resolve_options(backend, backend_options, chunk_size)
     settings = _LossSettings.checked(
@@ -399,20 +345,22 @@ def _relaxed_loss(
             "process_group must come with an initialised torch.distributed, got a group while "
             "it is not initialised; initialise it first, or pass distributed=False"
         )
-    records_grad = _records_grad(image_features, text_features, logit_scale)
+    records_grad = torch.is_grad_enabled() and any(
+        isinstance(v, Tensor) and v.requires_grad
+        for v in (image_features, text_features, logit_scale)
+    )
     use_distributed = resolve_distributed(distributed, process_group, records_grad)
     # a rank may hold an empty local batch (the end of an epoch): the global batch counts
     _check_features(image_features, text_features, allow_empty=use_distributed)
     theta = _check_threshold(threshold, settings.normalize, image_features)
     group_ids = _check_groups(groups, image_features)
-    checks = settings.check_finite and _host_checks()
+    checks = settings.check_finite and not torch.compiler.is_compiling()
     scale, scale_value = _as_scale(logit_scale, image_features, settings.check_finite)
     bias = _check_bias(logit_bias, image_features, checks)
     if checks:
         _check_values(image_features, text_features, settings.normalize, theta, scale_value)
     with torch.autocast(image_features.device.type, enabled=False):  # the precision policy
-        x = _normalize(image_features) if settings.normalize else image_features
-        y = _normalize(text_features) if settings.normalize else text_features
+        x, y = _prepare(image_features, text_features, settings.normalize)
         if use_distributed:
             loss = distributed_loss(
                 x,
@@ -446,21 +394,22 @@ def positive_pair_stats(
 ) -> dict[str, Tensor]:
     """Detached statistics of the batch's positive similarities s_ii, to see what theta does.
 
-    One row-wise dot (O(B*D), no B x B pass) after the loss's normalisation, in fp32 (fp64 for
-    fp64 features). ``threshold``: as :func:`relaxed_contrastive_loss`.
+    Computed after the loss's normalisation, in fp32 (fp64 for fp64 features); arguments as
+    :func:`relaxed_contrastive_loss`.
 
     Returns:
         0-d tensors: ``relaxed_share`` (the share of pairs with s_ii > theta; 0 without
         relaxation), ``positive_sim_mean`` and ``positive_sim_q10`` / ``_q50`` / ``_q90``
-        (:data:`DIAGNOSTIC_QUANTILES`, ``torch.quantile``'s definition). NaN for an empty batch;
-        under ``torch.distributed`` they describe this rank's local pairs.
+        (:data:`DIAGNOSTIC_QUANTILES`, ``torch.quantile``'s definition); NaN for an empty batch.
+
+    Example:
+        >>> positive_pair_stats(img, txt, 0.8)["relaxed_share"]
     """
     check_bool("normalize", normalize)
     _check_features(image_features, text_features, allow_empty=True)
     theta = _check_threshold(threshold, normalize, image_features)
     with torch.no_grad(), torch.autocast(image_features.device.type, enabled=False):
-        x = _normalize(image_features) if normalize else image_features
-        y = _normalize(text_features) if normalize else text_features
+        x, y = _prepare(image_features, text_features, normalize)
         cdt = compute_dtype(x.dtype)
         s = (x.to(cdt) * y.to(cdt)).sum(dim=1)
         if s.numel() == 0:
@@ -479,9 +428,8 @@ def positive_pair_stats(
 class LossOutput(dict[str, Tensor]):
     """``output_dict=True`` result: ``{"contrastive_loss": loss}`` plus ``.diagnostics``.
 
-    Only the loss is an item, because open_clip's trainer sums every value of the dict.
-    ``diagnostics`` holds :func:`positive_pair_stats` of the batch and, when the loss relaxes,
-    ``"threshold"``: the theta used (0-d tensor on the features' device).
+    ``diagnostics``: :func:`positive_pair_stats` of the batch and, when the loss relaxes,
+    ``"threshold"`` (the theta used, a 0-d tensor on the features' device).
     """
 
     def __init__(self, loss: Tensor, diagnostics: dict[str, Tensor]) -> None:
@@ -492,15 +440,11 @@ class LossOutput(dict[str, Tensor]):
 class RelaxedContrastiveLoss(nn.Module):
     """``nn.Module`` form of :func:`relaxed_contrastive_loss`; a drop-in for open_clip's ``ClipLoss``.
 
-    Constructor arguments are those of :func:`relaxed_contrastive_loss` (``threshold`` a float,
-    a 0-d tensor or ``None``), validated here and again on every call, so an attribute
-    assigned later (``loss_fn.threshold = 0.7``) is checked too. The module holds no state
-    (no parameters, no buffers): calibrate theta once with :func:`relaxclip.calibrate_threshold`.
-
+    Constructor arguments are those of :func:`relaxed_contrastive_loss`, validated here and on
+    every call (so ``loss_fn.threshold = 0.7`` is checked too); the module holds no state.
     ``forward(image_features, text_features, logit_scale, logit_bias=None, output_dict=False, *,
     groups=None)`` is open_clip's ``ClipLoss.forward`` signature. It returns the 0-d loss or,
-    with ``output_dict=True``, a :class:`LossOutput` whose ``.diagnostics`` hold detached
-    statistics of the batch's positive pairs (:func:`positive_pair_stats`) and the theta used.
+    with ``output_dict=True``, a :class:`LossOutput`.
 
     Example:
         >>> loss_fn = RelaxedContrastiveLoss(threshold=calibrate_threshold(pairs))

@@ -1,21 +1,13 @@
 """Loss backends behind one dispatch, with one registry of backends and their options.
 
-Every backend module exposes the same two functions (sums, not means; see :mod:`relaxclip.loss`)::
+Every backend module exposes the same two functions (sums, not means)::
 
     symmetric_loss_sum(x, y, logit_scale, threshold, *, groups=None, **options) -> 0-d tensor
     rows_loss_sum(q, k, logit_scale, threshold, offset, *, groups=None, **options) -> 0-d tensor
 
-and declares its keyword options in a module-level ``OPTIONS`` mapping (name -> validator
-returning the normalised value). ``threshold`` is theta: a float, a 0-d floating tensor on the
-features' device (never read on the host) or ``None``; the positive logit is
-``t * min(s_ii, theta)`` and theta gets no gradient. ``groups``: ``None`` or integer ids (K, N)
-(or (N,)) of the N keys; row i of ``q`` has the ids of key ``offset + i``; same-group pairs
-other than the positive get logit -inf.
-
-Backends: ``"dense"`` (one B x B matrix, fastest for small batches; no options),
-``"chunked"`` (O(B) memory; ``chunk_size``) and ``"triton"`` (fused GPU kernels, optional extra;
-``config``, ``allow_tf32``). ``"auto"`` (:func:`resolve_backend`) takes no options: an option of
-a backend it did not pick would silently do nothing, so options need an explicit backend name.
+and declares its keyword options in ``OPTIONS`` (name -> validator returning the normalised
+value). Backends: ``"dense"``, ``"chunked"`` and ``"triton"``; ``"auto"`` (:func:`resolve_backend`)
+takes no options. The contract and how to choose: ``docs/concepts.md#backends``.
 """
 
 from __future__ import annotations
@@ -48,7 +40,8 @@ def _load_triton() -> ModuleType:
 
 
 #: The registry: concrete backend name -> loader of its module (imported lazily: the triton
-#: module imports triton).
+#: module imports triton; ``import`` statements, unlike ``importlib``, trace under
+#: ``torch.compile``).
 BACKEND_MODULES: dict[str, Callable[[], ModuleType]] = {
     "dense": _load_dense,
     "chunked": _load_chunked,
@@ -62,11 +55,10 @@ BACKENDS = ("auto", *BACKEND_MODULES)
 AUTO_DENSE_MAX_LOGITS = 4096 * 4096
 
 #: ``"auto"`` uses the triton backend for fp16/bf16 features on CUDA from this many logits on, when
-#: triton is importable. Not tuned on a GPU yet (see docs/triton.md).
+#: triton is importable.
 AUTO_TRITON_MIN_LOGITS = 2048 * 2048
 
-#: Feature dtypes for which ``"auto"`` may pick the triton backend (tensor-core dtypes; the kernel
-#: rejects float64, and exact fp32 dots would not use tensor cores).
+#: Feature dtypes for which ``"auto"`` may pick the triton backend (tensor-core dtypes).
 AUTO_TRITON_DTYPES = (torch.float16, torch.bfloat16)
 
 
@@ -101,14 +93,13 @@ def check_backend_options(name: str, options: Mapping[str, Any] | None) -> dict[
     if not given:
         return {}
     if name == "auto":
+        owners = {key: [b for b in BACKEND_MODULES if key in backend_options(b)] for key in given}
         for key, value in given.items():
-            owners = [b for b in BACKEND_MODULES if key in backend_options(b)]
-            if not owners:
+            if not owners[key]:
                 raise ValueError(f"backend_options: {key!r} is not an option of any backend")
-            _module(owners[0]).OPTIONS[key](value)  # a bad value is reported as such first
+            _module(owners[key][0]).OPTIONS[key](value)  # a bad value is reported as such first
         hint = "; ".join(
-            f"{key!r} is an option of backend "
-            + " and ".join(repr(b) for b in BACKEND_MODULES if key in backend_options(b))
+            f"{key!r} is an option of backend " + " and ".join(map(repr, owners[key]))
             for key in sorted(given)
         )
         raise ValueError(

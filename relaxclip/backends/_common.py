@@ -1,4 +1,5 @@
-"""Helpers shared by the loss backends: theta, call records, relaxation, groups and gradients."""
+"""Helpers shared by the loss and its backends: checks, theta, call records, relaxation, groups,
+running log-sum-exps and gradients."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from relaxclip._checks import check_tensor, describe
 
@@ -27,11 +29,8 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def check_theta(threshold: object, like: Tensor | None) -> Threshold:
-    """Static checks of theta (no host read), returned as given: ``None``, a real number, or a
-    0-d floating tensor with data on the device of the features ``like`` (if given).
-
-    Raises TypeError for another type or dtype, ValueError for another shape or device.
-    """
+    """theta checked without a host read: ``None``, a float, or a 0-d floating tensor on
+    ``like``'s device. Raises TypeError for a bad type or dtype, ValueError otherwise."""
     if threshold is None:
         return None
     if isinstance(threshold, Tensor):
@@ -49,78 +48,58 @@ def check_theta(threshold: object, like: Tensor | None) -> Threshold:
     return float(threshold)
 
 
-def theta_tensor(threshold: object, like: Tensor) -> Tensor | None:
-    """theta as a fresh, detached 0-d tensor in the compute dtype on ``like.device`` (or None).
-
-    A float becomes a device-side fill and a tensor a device copy: no host sync, no gradient to
-    theta, and changing a tensor theta in place after the forward does not change the backward.
-    Its value is not checked (a NaN theta gives a NaN loss). Raises as :func:`check_theta`.
-    """
-    theta = check_theta(threshold, like)
-    dtype = compute_dtype(like.dtype)
-    if isinstance(theta, Tensor):
-        return theta.detach().to(dtype=dtype, copy=True)
-    return None if theta is None else torch.full((), theta, dtype=dtype, device=like.device)
-
-
 @dataclass(frozen=True, kw_only=True)
 class CallArgs:
-    """The non-differentiable arguments of one backend call, as one record.
-
-    Every backend's ``torch.autograd.Function`` takes ``(q, k, logit_scale, args)``; backends
-    with options extend the record. ``threshold``: :func:`theta_tensor` or ``None``;
-    ``groups``: ``None`` or the (K, N) ids of the N keys; ``offset``: key index of row 0's
-    positive (0 for the symmetric loss).
-    """
+    """The non-differentiable arguments of one backend call (backends extend it): theta, the
+    (K, N) group ids of the keys, the key index of row 0's positive and ``symmetric`` (both
+    directions, square logits) or rows only."""
 
     threshold: Tensor | None
     groups: Tensor | None
     offset: int = 0
+    symmetric: bool = True
 
     @classmethod
     def build(
         cls: type[_A], like: Tensor, threshold: Threshold, groups: Tensor | None, **fields: Any
     ) -> _A:
-        """The record for features ``like``; ``fields`` are the other attributes."""
-        theta = theta_tensor(threshold, like)
+        """The record for features ``like``, theta as a fresh, detached 0-d compute-dtype tensor
+        on their device (an in-place change after the forward does not reach the backward)."""
+        value = check_theta(threshold, like)
+        dtype = compute_dtype(like.dtype)
+        theta = None
+        if isinstance(value, Tensor):
+            theta = value.detach().to(dtype=dtype, copy=True)
+        elif value is not None:
+            theta = torch.full((), value, dtype=dtype, device=like.device)
         return cls(threshold=theta, groups=group_matrix(groups), **fields)
 
-    def apply(
-        self, function: type[torch.autograd.Function], q: Tensor, k: Tensor, logit_scale: Tensor
+    @classmethod
+    def run(
+        cls,
+        function: type[torch.autograd.Function],
+        q: Tensor,
+        k: Tensor,
+        logit_scale: Tensor,
+        threshold: Threshold,
+        groups: Tensor | None,
+        **fields: Any,
     ) -> Tensor:
-        """``function.apply(q, k, logit_scale, self)`` with autocast off."""
-        with no_autocast(q):
-            return cast(Tensor, function.apply(q, k, logit_scale, self))
+        """``function.apply(q, k, logit_scale, record)`` with autocast off (record: ``build``)."""
+        args = cls.build(q, threshold, groups, **fields)
+        with torch.autocast(q.device.type, enabled=False):
+            return cast(Tensor, function.apply(q, k, logit_scale, args))
 
 
-def no_autocast(like: Tensor) -> torch.autocast:
-    """Autocast off: the backends accumulate in fp32 (fp64 for fp64) by design."""
-    return torch.autocast(like.device.type, enabled=False)
-
-
-def autocast_off(backward: _F) -> _F:
-    """Decorator: run a Function's ``backward(ctx, grad)`` with autocast off (on CPU the
-    backward runs on the caller's thread, inside its autocast region)."""
+def analytic_backward(backward: _F) -> _F:
+    """Decorator of a Function's ``backward(ctx, grad)``: once differentiable, autocast off."""
 
     @functools.wraps(backward)
     def run(ctx: Any, grad: Tensor) -> Any:
-        with no_autocast(grad):
+        with torch.autocast(grad.device.type, enabled=False):
             return backward(ctx, grad)
 
-    return cast(_F, run)
-
-
-def relax_diagonal_(diag: Tensor, bound: Tensor | None) -> Tensor | None:
-    """Clamp a writable diagonal view in place to ``min(l_ii, bound)`` (``bound = t * theta``).
-
-    Returns the mask ``l_ii <= bound`` of the entries whose gradient passes (``None`` without
-    relaxation).
-    """
-    if bound is None:
-        return None
-    passes = diag <= bound
-    diag.clamp_(max=bound)
-    return passes
+    return cast(_F, once_differentiable(run))
 
 
 def group_matrix(groups: Tensor | None) -> Tensor | None:
@@ -131,11 +110,8 @@ def group_matrix(groups: Tensor | None) -> Tensor | None:
 
 
 def exclude_groups_(logits: Tensor, groups: Tensor | None, diag_start: int) -> None:
-    """Set to -inf, in place, the logits of same-group pairs other than the positive.
-
-    ``logits`` is a (b, N) block whose row i is sample ``diag_start + i`` (its positive in that
-    column); ``groups`` the (K, N) ids of the columns. Only a block-sized mask is built.
-    """
+    """Set to -inf, in place, the logits of same-group pairs other than the positive, in a
+    (b, N) block whose row i is sample ``diag_start + i``; ``groups``: (K, N) column ids."""
     if groups is None:
         return
     rows = logits.shape[0]
@@ -143,29 +119,29 @@ def exclude_groups_(logits: Tensor, groups: Tensor | None, diag_start: int) -> N
     same = row_ids[0, :, None] == groups[0, None, :]
     for k in range(1, groups.shape[0]):
         same |= row_ids[k, :, None] == groups[k, None, :]
-    same[:, diag_start : diag_start + rows].diagonal().fill_(False)  # positives are always kept
+    positive_view(same, diag_start).fill_(False)
     logits.masked_fill_(same, float("-inf"))
 
 
 def relaxed_block(
     q: Tensor, k: Tensor, t: Tensor, args: CallArgs, diag_start: int
 ) -> tuple[Tensor, Tensor | None]:
-    """Logits ``(t q) k^T`` of a (b, N) block, relaxed and group-masked, and the positives' mask.
-
-    The positive of row i is column ``diag_start + i``; it is clamped to ``t * threshold``.
-    """
+    """Logits ``(t q) k^T`` of a (b, N) block (positive of row i: column ``diag_start + i``),
+    relaxed and group-masked, and the mask of the positives whose gradient passes."""
     logits = (q.to(t.dtype) * t) @ k.to(t.dtype).T
-    positives = logits[:, diag_start : diag_start + q.shape[0]].diagonal()
-    theta = args.threshold
-    passes = relax_diagonal_(positives, None if theta is None else t * theta)
+    passes = None
+    if args.threshold is not None:  # clamp the positives to t * theta
+        bound = t * args.threshold
+        positives = positive_view(logits, diag_start)
+        passes = positives <= bound
+        positives.clamp_(max=bound)
     if args.groups is not None:  # by row blocks: the boolean mask stays cache-sized
         for blk in row_blocks(*logits.shape):
             exclude_groups_(logits[blk], args.groups, diag_start + blk.start)
     return logits, passes
 
 
-#: Logits per row block in passes over a large matrix: the block temporaries (1 MiB in fp32)
-#: stay in cache, and column reductions run as running statistics over row blocks.
+#: Logits per row block in passes over a large matrix (1 MiB of fp32 temporaries: cache-sized).
 BLOCK_ELEMENTS = 2**18
 
 
@@ -175,27 +151,64 @@ def row_blocks(n_rows: int, n_cols: int, elements: int = BLOCK_ELEMENTS) -> list
     return [slice(a, min(a + rows, n_rows)) for a in range(0, n_rows, rows)]
 
 
-def weight_products(
-    w: Tensor,
-    positives: Tensor,
-    passes: Tensor | None,
-    threshold: Tensor | None,
-    q: Tensor,
-    k: Tensor,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The two gradient matmuls of one (b, N) block and its scale-gradient sum.
+def positive_view(m: Tensor, diag_start: int) -> Tensor:
+    """The view of a (b, N) block's positive entries ``m[i, diag_start + i]``."""
+    return m[:, diag_start : diag_start + m.shape[0]].diagonal()
 
-    ``w`` is dL/dl up to the incoming gradient, ``positives`` a writable view of its positive
-    entries, ``passes`` their mask (relaxed positives are zeroed in place). Returns
-    ``(w k, w^T q, sum_ij w_ij s~_ij)`` with s~ = theta on relaxed positives.
-    """
+
+class ColumnLSE:
+    """Running log-sum-exp of the columns of a matrix fed by row blocks (the max starts at the
+    lowest finite value: an all -inf column block adds 0, not NaN)."""
+
+    def __init__(self, n: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.max = torch.full((n,), torch.finfo(dtype).min, dtype=dtype, device=device)
+        self.sum = torch.zeros(n, dtype=dtype, device=device)
+
+    def add(self, block: Tensor, consume: bool = False) -> None:
+        """Fold in a (b, n) block (overwritten when ``consume``: no temporary copy)."""
+        new_max = torch.maximum(self.max, block.amax(dim=0))
+        self.sum.mul_(torch.exp(self.max - new_max))
+        shifted = block.sub_(new_max) if consume else torch.sub(block, new_max)
+        self.sum += shifted.exp_().sum(dim=0)
+        self.max = new_max
+
+    def result(self) -> Tensor:
+        """The (n,) column log-sum-exps."""
+        return self.max + torch.log(self.sum)
+
+
+def weight_products(
+    w: Tensor, diag_start: int, passes: Tensor | None, args: CallArgs, q: Tensor, k: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(w k, w^T q, sum_ij w_ij s~_ij)`` for a (b, N) block ``w = P (+ Q)``, after removing
+    ``2I`` (``I`` for rows only) and the relaxed positives from ``w`` in place (s~: theta there)."""
+    diag = positive_view(w, diag_start)
+    diag.sub_(2.0 if args.symmetric else 1.0)
     relaxed = torch.zeros((), dtype=w.dtype, device=w.device)
     if passes is not None:
-        assert threshold is not None
-        relaxed = torch.where(passes, 0.0, positives).sum() * threshold
-        positives.mul_(passes)
+        assert args.threshold is not None
+        relaxed = torch.where(passes, 0.0, diag).sum() * args.threshold
+        diag.mul_(passes)
     wk = w @ k
     return wk, w.T @ q, torch.dot(q.reshape(-1), wk.reshape(-1)) + relaxed
+
+
+def check_same(names: tuple[str, str], a: Tensor, b: Tensor, *what: str) -> None:
+    """Raise ValueError unless tensors ``a`` and ``b`` agree on each attribute in ``what``."""
+    for attr in what:
+        value_a, value_b = getattr(a, attr), getattr(b, attr)
+        if value_a != value_b:
+            raise ValueError(
+                f"{names[0]} and {names[1]} must have the same {attr}, got {value_a} and {value_b}"
+            )
+
+
+def check_id_dtype(groups: Tensor) -> None:
+    """Raise TypeError unless ``groups`` has an integer dtype."""
+    if groups.dtype == torch.bool or groups.is_floating_point() or groups.is_complex():
+        raise TypeError(
+            f"groups must have an integer dtype (e.g. torch.int64 ids), got {groups.dtype}"
+        )
 
 
 def input_grads(

@@ -1,21 +1,9 @@
 """Triton backend: fused, tiled relaxed contrastive loss with O(B) memory (optional extra).
 
-Same contract as :mod:`relaxclip.backends.dense` (sums, not means)::
-
-    symmetric_loss_sum(x, y, logit_scale, threshold) -> 0-d fp32 tensor
-    rows_loss_sum(q, k, logit_scale, threshold, offset) -> 0-d fp32 tensor
-
-The forward makes one pass over the tiles of ``S = Q K^T`` with online (base-2) log-sum-exps of
-rows and columns; the backward recomputes tiles in two kernels (dQ, then dK over transposed
-tiles). Every output block is owned by one program and partials are reduced in a fixed order:
-no atomics, bitwise reproducible. theta is read from device memory (no host sync, one compiled
-kernel for every value); ``groups`` are loaded per tile (``HAS_GROUPS`` constexpr). The design,
-tile sizes and measurements are in ``docs/triton.md``.
-
-Inputs: 2-D CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``, set before triton is
-imported) in bf16, fp16 or fp32, any strides; fp32 uses exact IEEE dots unless
-``allow_tf32=True``; float64 is rejected (use ``"dense"`` or ``"chunked"``). Options (the
-loss's ``backend_options``): ``config`` (:class:`TritonConfig`) and ``allow_tf32``.
+Same contract as :mod:`relaxclip.backends.dense` (sums, not means), for 2-D CUDA tensors (or CPU
+tensors under ``TRITON_INTERPRET=1``, set before triton is imported) in bf16, fp16 or fp32 with
+any strides; float64 is rejected. Deterministic (no atomics); theta is read on the device. The
+design, the options (``config``, ``allow_tf32``) and the tile sizes: ``docs/triton.md``.
 """
 
 from __future__ import annotations
@@ -31,7 +19,13 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from relaxclip._checks import check_bool, check_int, check_tensor, describe
-from relaxclip.backends._common import CallArgs, Threshold, group_matrix
+from relaxclip.backends._common import (
+    CallArgs,
+    Threshold,
+    check_id_dtype,
+    check_same,
+    group_matrix,
+)
 
 try:  # the CPU-only package must import without triton
     import triton
@@ -55,18 +49,9 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _interpreter_loaded() -> bool:
-    """Whether triton's own functions were built for the interpreter, i.e. whether
-    ``TRITON_INTERPRET=1`` was set before triton was first imported."""
-    return _HAS_TRITON and type(tl.sum).__name__ == "InterpretedFunction"
-
-
 def is_available(device: torch.device | str | None = None) -> bool:
-    """Whether the triton backend can run on ``device`` (``None``: on any device).
-
-    True when triton imports and the device is CUDA with CUDA available, or the device is the
-    CPU under the triton interpreter (``TRITON_INTERPRET=1`` set before triton is imported).
-    """
+    """Whether the triton backend can run on ``device`` (``None``: on any device): triton
+    imports and the device is an available CUDA device, or the CPU under the interpreter."""
     if not _HAS_TRITON:
         return False
     if device is None:
@@ -74,18 +59,21 @@ def is_available(device: torch.device | str | None = None) -> bool:
     kind = torch.device(device).type
     if kind == "cuda":
         return torch.cuda.is_available()
-    return kind == "cpu" and interpreter_enabled() and _interpreter_loaded()
+    # the interpreter only runs when TRITON_INTERPRET=1 was set before triton was imported
+    return (
+        kind == "cpu" and interpreter_enabled() and type(tl.sum).__name__ == "InterpretedFunction"
+    )
 
 
 @dataclass(frozen=True)
 class TritonConfig:
-    """Tile sizes and launch parameters (tiles: powers of two >= 16, the ``tl.dot`` minimum).
+    """Tile sizes and launch parameters (tiles: powers of two >= 16); see ``docs/triton.md``.
 
-    ``block_m/n/d``: forward tile; ``bwd_block_m/n``: backward tile; ``split``: programs per
-    row group / output block (``None``: enough to fill the GPU); ``block_do``: widest output
-    chunk of the backward (``None``: 256); ``row_group``: row blocks per forward program
-    (``None``: keeps the column partials under ``col_part_mib`` MiB); ``num_warps``,
-    ``num_stages``: forward launch, ``bwd_*``: backward. See ``docs/triton.md``.
+    ``block_m/n/d``: forward tile; ``bwd_block_m/n``: backward tile; ``block_do``: widest
+    output chunk of the backward (``None``: 256); ``split``: programs per row group / output
+    block (``None``: fill the GPU); ``row_group``: row blocks per forward program (``None``:
+    column partials within ``col_part_mib`` MiB); ``num_warps``, ``num_stages``: forward
+    launch, ``bwd_*``: backward. Raises ValueError (TypeError) naming a bad field.
     """
 
     block_m: int = 128
@@ -140,10 +128,8 @@ INTERPRETER_CONFIG = TritonConfig(
 
 @dataclass(frozen=True, kw_only=True)
 class _TritonArgs(CallArgs):
-    """:class:`CallArgs` plus the launch settings: ``symmetric`` (both directions, square S) or
-    one direction, the tile ``config`` and the ``tl.dot`` input ``precision``."""
+    """:class:`CallArgs` plus the tile ``config`` and the ``tl.dot`` input ``precision``."""
 
-    symmetric: bool
     config: TritonConfig
     precision: str
 
@@ -152,7 +138,7 @@ if _HAS_TRITON:
 
     @triton.jit
     def _dot(a, b, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):  # type: ignore[no-untyped-def]
-        """acc + a @ b with fp32 accumulation; ``UPCAST`` computes in fp32 (exact for bf16 operands)."""
+        """acc + a @ b, accumulated in fp32 (``UPCAST``: computed in fp32)."""
         if UPCAST:
             return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
         return tl.dot(a, b, acc, input_precision=PRECISION)
@@ -162,6 +148,12 @@ if _HAS_TRITON:
         """Indices ``blk * BLOCK + [0, BLOCK)`` of one block and their mask ``< n``."""
         idx = blk * BLOCK + tl.arange(0, BLOCK)
         return idx, idx < n
+
+    @triton.jit
+    def _load(ptr, rows, row_ok, cols, col_ok, stride_r, stride_c):  # type: ignore[no-untyped-def]
+        """The masked (rows, cols) tile of a 2-D array (0 outside)."""
+        ptrs = ptr + rows[:, None] * stride_r + cols[None, :] * stride_c
+        return tl.load(ptrs, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
 
     @triton.jit
     def _logit_tile(  # type: ignore[no-untyped-def]
@@ -191,30 +183,18 @@ if _HAS_TRITON:
         PRECISION: tl.constexpr,
         UPCAST: tl.constexpr,
     ):
-        """One (BLOCK_A, BLOCK_B) tile of similarities ``s = a[a_idx] b[b_idx]^T`` (fp32 ``tl.dot``
-        accumulation over D in ``BLOCK_D`` chunks) and its logits.
+        """Tile ``s = a[a_idx] b[b_idx]^T``; returns ``(s, s_relaxed, z, diag, over)``.
 
-        ``a_key``/``b_key``: key index of each tile row/column; the positive pairs are the
-        entries with ``a_key == b_key`` (``diag``). Returns ``(s, s_relaxed, z, diag, over)``:
-        raw and relaxed similarities (``theta`` on the positives with ``s > theta``, the mask
-        ``over``; only with ``HAS_THRESH``), base-2 logits ``z = s_relaxed * t2`` with -inf on
-        same-group non-positive pairs (``HAS_GROUPS``: ids ``g[:, a_key]`` vs ``g[:, b_key]``).
+        ``diag``: positives (``a_key == b_key``); ``over``: those with ``s > theta``; base-2
+        logits ``z = s_relaxed * t2``, -inf on same-group non-positive pairs (``HAS_GROUPS``).
         """
-        s = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.float32)  # fp32 dots, reduced over D in chunks
+        s = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.float32)
         offs_d = tl.arange(0, BLOCK_D)
         for d0 in range(0, D, BLOCK_D):
             d = d0 + offs_d
             d_ok = d < D
-            a = tl.load(
-                a_ptr + a_idx[:, None] * stride_am + d[None, :] * stride_ad,
-                mask=a_ok[:, None] & d_ok[None, :],
-                other=0.0,
-            )
-            b = tl.load(
-                b_ptr + b_idx[:, None] * stride_bn + d[None, :] * stride_bd,
-                mask=b_ok[:, None] & d_ok[None, :],
-                other=0.0,
-            )
+            a = _load(a_ptr, a_idx, a_ok, d, d_ok, stride_am, stride_ad)
+            b = _load(b_ptr, b_idx, b_ok, d, d_ok, stride_bn, stride_bd)
             s = _dot(a, tl.trans(b), s, PRECISION, UPCAST)
         diag = a_key[:, None] == b_key[None, :]
         over = diag & (s > theta)
@@ -265,19 +245,15 @@ if _HAS_TRITON:
     ):
         """Program (g, c): row blocks g*R .. g*R+R-1 (R = row_group) x column-block range c.
 
-        Rows: running (max, sum) of base-2 exponentials in row_m/row_l[c, rows] (initialised by the
-        host to -inf/0, read and written only by this program). Columns: running (max, sum) over
-        the R row blocks kept in registers, written once per column block to col_part[g, cols].
-        pos[c, rows] accumulates the raw similarity of each row's positive pair. ``HAS_GROUPS``:
-        same-group non-positive pairs get z = -inf (ids loaded per tile); a row or column of a
-        tile can then be all -inf, so the running maxima use 0 in place of -inf for the shifts.
+        Online base-2 log-sum-exps of rows (in row_m/row_l[c, rows]) and columns (registers,
+        then col_part[g, cols]); pos[c, rows] gets each row's raw positive similarity.
         """
         pid_g = tl.program_id(0)
         pid_s = tl.program_id(1)
         t2 = tl.load(t_ptr).to(tl.float32) * 1.4426950408889634  # t * log2(e)
         theta = 0.0  # never used without HAS_THRESH
         if HAS_THRESH:
-            theta = tl.load(theta_ptr)  # read on the device: one compiled kernel for every theta
+            theta = tl.load(theta_ptr)
         n_blocks = tl.cdiv(N, BLOCK_N)
         cb_start = pid_s * blocks_per_split
         cb_end = tl.minimum(cb_start + blocks_per_split, n_blocks)
@@ -362,15 +338,9 @@ if _HAS_TRITON:
         PRECISION: tl.constexpr,
         UPCAST: tl.constexpr,
     ):
-        """Gradient of the loss sum w.r.t. the rows of ``a``, iterating over blocks of ``b``.
-
-        ``A_IS_ROWS``: a = Q (rows of S), b = K; otherwise a = K (columns of S), b = Q and tiles
-        are S^T. Output block = sum_j G[a, j] b_j over this program's ``b`` blocks, where
-        G = t * (P + Q) (Q only when ``SYMMETRIC``) with zero at relaxed positives, plus
-        (split 0 only) the fp32 delta term ``-delta_coef * t * 1[s_ii <= theta] * b_partner``.
-        Also writes sum_ij (P + Q)_ij * s'_ij over the tiles to ``dt_part`` (used when A_IS_ROWS).
-        ``HAS_GROUPS``: same-group non-positive pairs get z = -inf, so P = Q = G = 0 there.
-        """
+        """Gradient of the loss sum w.r.t. the rows of ``a`` (Q with ``A_IS_ROWS``, else K over
+        S^T tiles): sum_j G[a, j] b_j over this program's ``b`` blocks, the fp32 ``-delta_coef``
+        identity term (split 0), and sum_ij (P + Q)_ij s'_ij into ``dt_part``."""
         pid_a = tl.program_id(0)
         pid_d = tl.program_id(1)
         pid_s = tl.program_id(2)
@@ -382,14 +352,15 @@ if _HAS_TRITON:
             theta = tl.load(theta_ptr)
         if A_IS_ROWS or SYMMETRIC:  # (the rows-only loss has no column log-sum-exp)
             a_lse = tl.load(a_lse_ptr + a_idx, mask=a_ok, other=0.0)
-        # row index (in S) of each a and the S column of its positive pair
-        if A_IS_ROWS:  # key index of a and of b (query i is key offset + i)
+        if A_IS_ROWS:  # row of S and key of each a, and the b row of its positive partner
             a_row = a_idx
             a_key = a_idx + offset
+            partner = a_key
             b_shift = 0
         else:
             a_row = a_idx - offset
             a_key = a_idx
+            partner = a_row
             b_shift = offset
         dcols = d_start + pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
         dcol_ok = dcols < D
@@ -405,42 +376,27 @@ if _HAS_TRITON:
                 stride_am, stride_ad, stride_bn, stride_bd, g_ptr, n_ids, stride_ids,
                 HAS_THRESH, HAS_GROUPS, BLOCK_A, BLOCK_B, BLOCK_D, PRECISION, UPCAST,
             )  # fmt: skip
-            if A_IS_ROWS:
-                w = tl.exp2(z - a_lse[:, None])  # row softmax P
-                if SYMMETRIC:
-                    b_lse = tl.load(b_lse_ptr + b_idx, mask=b_ok, other=0.0)
-                    w += tl.exp2(z - b_lse[None, :])  # column softmax Q
-            else:
+            w = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.float32)  # P + Q
+            if A_IS_ROWS or SYMMETRIC:  # P when a holds the rows of S, else Q
+                w += tl.exp2(z - a_lse[:, None])
+            if SYMMETRIC or not A_IS_ROWS:  # Q when a holds the rows of S, else P
                 b_lse = tl.load(b_lse_ptr + b_idx, mask=b_ok, other=0.0)
-                w = tl.exp2(z - b_lse[None, :])  # row softmax P (b = rows of S)
-                if SYMMETRIC:
-                    w += tl.exp2(z - a_lse[:, None])  # column softmax Q
+                w += tl.exp2(z - b_lse[None, :])
             w = tl.where(a_ok[:, None] & b_ok[None, :], w, 0.0)
             dt_acc += tl.sum(w * s, axis=1)
             g = w * t
             if HAS_THRESH:
                 g = tl.where(over, 0.0, g)
-            bv = tl.load(
-                b_ptr + b_idx[:, None] * stride_bn + dcols[None, :] * stride_bd,
-                mask=b_ok[:, None] & dcol_ok[None, :],
-                other=0.0,
-            )
+            bv = _load(b_ptr, b_idx, b_ok, dcols, dcol_ok, stride_bn, stride_bd)
             acc = _dot(g.to(bv.dtype), bv, acc, PRECISION, UPCAST)
         # delta term: -coef * t * 1[s_ii <= theta] * (partner row of b), exact in fp32
         partner_ok = a_ok & (a_row >= 0) & (a_row < M)
-        if A_IS_ROWS:
-            partner = a_idx + offset
-        else:
-            partner = a_row
         dsv = tl.load(diag_s_ptr + a_row, mask=partner_ok, other=0.0)
         coef = tl.where(partner_ok & (pid_s == 0), delta_coef * t, 0.0)  # once per output
         if HAS_THRESH:
             coef = tl.where(dsv <= theta, coef, 0.0)
-        pv = tl.load(
-            b_ptr + partner[:, None] * stride_bn + dcols[None, :] * stride_bd,
-            mask=partner_ok[:, None] & dcol_ok[None, :],
-            other=0.0,
-        ).to(tl.float32)
+        pv = _load(b_ptr, partner, partner_ok, dcols, dcol_ok, stride_bn, stride_bd)
+        pv = pv.to(tl.float32)
         acc -= coef[:, None] * pv
         tl.store(
             out_ptr + pid_s * stride_os + a_idx[:, None] * stride_om + dcols[None, :] * stride_od,
@@ -468,14 +424,12 @@ def _split(cfg: TritonConfig, n_outer: int, n_inner: int, device: torch.device) 
 
 
 def _upcast(a: Tensor) -> bool:
-    """Whether dots run in fp32: the interpreter's bf16 ``tl.dot`` is wrong, and bf16 products
-    are exact in fp32 (the same maths as a bf16 tensor-core dot)."""
+    """Whether dots run in fp32: bf16 under the interpreter (its bf16 ``tl.dot`` is wrong)."""
     return a.device.type == "cpu" and a.dtype == torch.bfloat16
 
 
 def _row_group(cfg: TritonConfig, n_row_blocks: int, n_cols: int, symmetric: bool) -> int:
-    """Row blocks per forward program: the smallest power of two that keeps the column partials
-    (``ceil(n_row_blocks / R) * n_cols`` fp32) within ``cfg.col_part_mib`` (or ``cfg.row_group``)."""
+    """Row blocks per forward program: the smallest power of two within ``cfg.col_part_mib``."""
     if cfg.row_group is not None:
         return cfg.row_group
     if not symmetric:
@@ -507,8 +461,7 @@ def _output_chunks(dim: int, max_width: int) -> list[tuple[int, int, int]]:
 
 
 def _precision(dtype: torch.dtype, allow_tf32: bool) -> str:
-    """``tl.dot`` input precision: exact IEEE for fp32 unless TF32 is allowed (no effect on
-    bf16/fp16 operands, which get Triton's default)."""
+    """``tl.dot`` input precision: exact IEEE for fp32 unless TF32 is allowed."""
     return "ieee" if dtype == torch.float32 and not allow_tf32 else "tf32"
 
 
@@ -559,8 +512,7 @@ def _launch_bwd(
 
 
 def _or_dummy(tensor: Tensor | None, dummy: Tensor) -> Tensor:
-    """A tensor the kernels read (id matrix, theta), or when absent any tensor as a never-read
-    placeholder pointer (its reads are behind the ``HAS_GROUPS``/``HAS_THRESH`` constexprs)."""
+    """``tensor``, or when absent a never-read placeholder pointer (reads behind constexprs)."""
     return dummy if tensor is None else tensor
 
 
@@ -662,8 +614,7 @@ def _kernel_ids(groups: Tensor | None, keys: Tensor) -> Tensor | None:
             f"groups must have shape (N,) or (K, N) with K >= 1 and N = {keys.shape[0]} (the "
             f"keys), got {tuple(groups.shape)}"
         )
-    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
-        raise TypeError(f"groups must have an integer dtype, got {ids.dtype}")
+    check_id_dtype(ids)
     return ids.to(device=keys.device, dtype=torch.int64).contiguous()
 
 
@@ -677,11 +628,7 @@ def _call(
     names = ("x", "y") if symmetric else ("q", "k")
     for name, a in zip(names, (q, k), strict=True):
         _check(name, a)
-    if q.device != k.device or q.dtype != k.dtype:
-        raise ValueError(
-            f"{names[0]} and {names[1]} must share dtype and device, got {q.dtype}/{q.device} "
-            f"and {k.dtype}/{k.device}"
-        )
+    check_same(names, q, k, "dtype", "device")
     if q.shape[1] != k.shape[1]:
         raise ValueError(f"{names[0]} and {names[1]} must have the same feature dim")
     if symmetric and q.shape[0] != k.shape[0]:
@@ -710,29 +657,21 @@ def _call(
             else f"the triton backend cannot run on {q.device}: it needs a CUDA device, or CPU "
             "tensors with TRITON_INTERPRET=1 set before triton is imported"
         )
-    args = _TritonArgs.build(
-        q, threshold, ids, offset=offset, symmetric=symmetric, config=cfg, precision=prec
-    )
-    return args.apply(_TritonLoss, q, k, logit_scale)
+    fields = {"offset": offset, "symmetric": symmetric, "config": cfg, "precision": prec}
+    return _TritonArgs.run(_TritonLoss, q, k, logit_scale, threshold, ids, **fields)
 
 
 def symmetric_loss_sum(
     x: Tensor, y: Tensor, logit_scale: Tensor, threshold: Threshold,
     *, allow_tf32: bool = False, config: TritonConfig | None = None, groups: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
-    """Sum over i of ``(lse_j l_ij - l_ii) + (lse_j l_ji - l_ii)`` with fused Triton kernels.
+    """Fused-kernel form of :func:`relaxclip.backends.dense.symmetric_loss_sum` for bf16, fp16
+    or fp32 features (any strides); ``logit_scale`` a one-element tensor.
 
     Args:
-        x, y: (B, D) features (bf16, fp16 or fp32; same dtype and device; any strides).
-        logit_scale: one-element tensor t > 0; may require grad.
-        threshold: theta (a float, a 0-d floating tensor on the features' device, or ``None``);
-            the positive logit is ``t * min(s_ii, theta)``. Loaded through a pointer: no host
-            sync, one compiled kernel for every value; a constant (no gradient).
         allow_tf32: fp32 inputs only: TF32 tensor-core dots (about 1e-3 relative error).
         config: tile sizes (:class:`TritonConfig`); default :data:`DEFAULT_CONFIG`, or
             :data:`INTERPRETER_CONFIG` under the interpreter.
-        groups: ``None`` or integer ids (K, B) (or (B,)); same-group non-positive pairs are
-            excluded (logit -inf).
 
     Returns:
         0-d fp32 tensor, differentiable w.r.t. ``x``, ``y`` and ``logit_scale``.
@@ -744,12 +683,8 @@ def rows_loss_sum(
     q: Tensor, k: Tensor, logit_scale: Tensor, threshold: Threshold, offset: int,
     *, allow_tf32: bool = False, config: TritonConfig | None = None, groups: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
-    """One direction: sum over rows i of q of ``lse_j l_ij - l_{i, offset+i}``, l = t q k^T.
-
-    ``q`` (b, D), ``k`` (N, D) with ``0 <= offset`` and ``offset + b <= N``: the positive of
-    row i is key ``offset + i``; ``groups`` are the ids (K, N) (or (N,)) of the keys. Otherwise
-    as :func:`symmetric_loss_sum`.
-    """
+    """Fused-kernel form of :func:`relaxclip.backends.dense.rows_loss_sum` (``0 <= offset``,
+    ``offset + b <= N``); options as :func:`symmetric_loss_sum`."""
     return _call(q, k, logit_scale, threshold, offset, False, allow_tf32, config, groups)
 
 
