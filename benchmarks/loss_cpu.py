@@ -133,7 +133,7 @@ def duplicate_fraction(ids: torch.Tensor) -> float:
 def load_baseline(root: str) -> dict[str, ModuleType]:
     """The dense and chunked backend modules of another checkout (loaded from its files; they
     import this checkout's ``relaxclip.backends._common``, so the baseline must use the same
-    helpers: a checkout from the stateless-threshold version on)."""
+    helpers: a checkout from the shared ``ColumnLSE`` / ``CallArgs.run`` version on)."""
     mods = {}
     for name in ("dense", "chunked"):
         path = Path(root) / "relaxclip" / "backends" / f"{name}.py"
