@@ -2,4 +2,5 @@
 
 from relaxclip.integrations.open_clip_train.entry import cli
 
-raise SystemExit(cli())
+if __name__ == "__main__":
+    raise SystemExit(cli())
