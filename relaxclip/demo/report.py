@@ -335,7 +335,7 @@ def _plot_summary(results: Mapping[str, Any], path: Path) -> Path:
 def plot_curves(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Validation macro AUROC and mean positive cosine against the fine-tuning step: a row per
     results.json in ``runs`` (one benchmark each), a line per fine-tuned arm (seed mean) with a
-    band from the lowest to the highest seed."""
+    band of ± one standard deviation over seeds."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -348,7 +348,8 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
                 steps = [p["step"] for p in arm["curve"][0]]
                 values = np.array([[p[field] for p in c] for c in arm["curve"]], dtype=float)
                 ax.plot(steps, values.mean(0), color=color, linewidth=1.2, label=f"({key})")
-                ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15)
+                mean, std = values.mean(0), values.std(0)
+                ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.15)
             if col == 0 and "pretrained" in results["arms"]:
                 start = np.mean(results["arms"]["pretrained"]["val_macro_auroc_best"])
                 ax.axhline(start, color="grey", linestyle="--", linewidth=0.8, label="pre-trained")
