@@ -87,3 +87,24 @@ def test_is_global_across_gloo_ranks(tmp_path: Path):
     expected = _reference(_pairs(10, [3, 4]) + _pairs(11, [5, 4]), 0.7)
     assert got[0] == got[1]
     assert got[0] == pytest.approx(expected, abs=1e-12)
+
+
+def _three_rank_worker(rank: int, world: int, out_dir: str) -> None:
+    init_gloo(rank, world, out_dir)
+    try:
+        sub = dist.new_group([0, 2])
+        pairs = {0: _pairs(20, [3]), 1: _pairs(21, [2, 2]), 2: []}[rank]  # rank 2 has none
+        theta = calibrate_threshold(pairs, 0.3)
+        in_sub = calibrate_threshold(pairs, 0.3, process_group=sub) if rank != 1 else None
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps([theta, in_sub]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_without_pairs_and_subgroups(tmp_path: Path):
+    """A rank with no batch still joins the gather; ``process_group`` limits it to a subgroup."""
+    run_ranks(_three_rank_worker, 3, (3, str(tmp_path)), timeout_s=120, what="calibrate_threshold")
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
+    world = _reference(_pairs(20, [3]) + _pairs(21, [2, 2]), 0.3)
+    assert all(g[0] == pytest.approx(world, abs=1e-12) for g in got)
+    assert got[0][1] == got[2][1] == pytest.approx(_reference(_pairs(20, [3]), 0.3), abs=1e-12)

@@ -212,20 +212,31 @@ def test_bad_workers_are_rejected(workers: Any, error: type[Exception], needle: 
 
 
 @pytest.mark.parametrize(
-    ("workers", "error"), [(0, ValueError), (True, TypeError), (1.5, TypeError)]
+    ("workers", "error", "needle"),
+    [
+        (0, ValueError, "workers must be an int >= 1, got 0"),
+        (True, TypeError, "workers must be an int, got bool"),
+        (1.5, TypeError, "workers must be an int, got float"),
+    ],
 )
-def test_run_in_workers_checks_its_count(workers: Any, error: type[Exception]) -> None:
-    with pytest.raises(error, match="workers must be an int"):
+def test_run_in_workers_checks_its_count(workers: Any, error: type[Exception], needle: str) -> None:
+    with pytest.raises(error, match=needle):
         run_in_workers(_square, [1], workers, 1, lambda line: None)
 
 
 @pytest.mark.parametrize(
-    ("threads", "error"), [(0, ValueError), (None, TypeError), (True, TypeError), (2.0, TypeError)]
+    ("threads", "error", "needle"),
+    [
+        (0, ValueError, "threads must be an int >= 1, got 0"),
+        (None, TypeError, "threads must be an int, got None"),
+        (True, TypeError, "threads must be an int, got bool"),
+        (2.0, TypeError, "threads must be an int, got float"),
+    ],
 )
 def test_run_in_workers_checks_threads_before_starting(
-    threads: Any, error: type[Exception]
+    threads: Any, error: type[Exception], needle: str
 ) -> None:
-    with pytest.raises(error, match="threads must be an int"):
+    with pytest.raises(error, match=needle):
         run_in_workers(_square, [1], 1, threads, lambda line: None)
 
 
