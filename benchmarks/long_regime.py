@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -49,19 +50,35 @@ def choose_budget(
 
 
 def seed_ci(diffs: list[float]) -> tuple[float, float, float]:
-    """Mean and 95 % t interval of paired per-seed differences."""
+    """Mean and 95 % t interval of paired per-seed differences (NaN bounds for one seed)."""
     d = np.asarray(diffs, dtype=float)
+    if len(d) < 2:
+        return float(d.mean()), math.nan, math.nan
     half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
     return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
 
 
 def _fmt(mean: float, lo: float, hi: float) -> str:
-    return f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+    ci = "n/a (one seed)" if math.isnan(lo) else f"[{lo:+.4f}, {hi:+.4f}]"
+    return f"{mean:+.4f} {ci}"
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A results.json with curves and last-step scores, or SystemExit with one line."""
+    try:
+        res = json.loads(path.read_text())
+        assert all("last_step" in a and "curve" in a for a in res["arms"].values())
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
+        raise SystemExit(
+            f"long_regime.py report: {path}: not a results.json of `relaxclip demo` with curves "
+            f"and last-step scores ({type(exc).__name__})"
+        ) from None
+    return res  # type: ignore[no-any-return]
 
 
 def report(path: Path) -> dict[str, Any]:
     """Print the tables of one ``relaxclip demo --long`` run; return its results."""
-    res = json.loads(path.read_text())
+    res = load(path)
     arms = res["arms"]
     n = len(res["seeds"])
     print(f"\n## {res['benchmark']['source']}: {n} seeds, {res['config']['finetune_steps']} steps")
@@ -134,6 +151,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.command == "report":
+        if not args.results:
+            parser.error("report needs at least one results.json")
         runs = [report(p) for p in args.results]
         if args.out:
             from relaxclip.demo.report import plot_curves

@@ -38,7 +38,10 @@ FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def describe(value: object) -> str:
-    """``"<type> <repr>"`` of a value, shortened to 80 characters, for "got ..." messages."""
+    """``"<type> <repr>"`` of a value, shortened to 80 characters, for "got ..." messages
+    (a tensor: its shape, dtype and device)."""
+    if isinstance(value, torch.Tensor):
+        return f"Tensor of shape {tuple(value.shape)}, {value.dtype} on {value.device}"
     text = repr(value)
     if len(text) > 80:
         text = text[:77] + "..."
@@ -88,12 +91,11 @@ def check_real(
         lo = "(" if low_open else "["
         hi = ")" if high_open else "]"
         if low is not None or high is not None:
-            where = (
-                f"in {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
-            )
+            low_, high_ = "-inf" if low is None else low, "inf" if high is None else high
+            expected = f"a number in {lo}{low_}, {high_}{hi}"
         else:
-            where = "finite" if finite else "not NaN"
-        raise ValueError(f"{name} must be a number {where}, got {out}")
+            expected = "a finite number" if finite else "a number, not NaN"
+        raise ValueError(f"{name} must be {expected}, got {out}")
     return out
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch import distributed as dist
 
-from relaxclip._checks import check_finite_rows, check_real, check_tensor
+from relaxclip._checks import check_finite_rows, check_real, check_tensor, describe
 from relaxclip.distributed import _gather_metadata, _resolve_group, all_gather_rows
 
 __all__ = ["calibrate_threshold"]
@@ -25,7 +25,7 @@ def calibrate_threshold(
     For every batch, s_i = <x_i / ||x_i||, y_i / ||y_i||>; θ is the linear-interpolation
     quantile of all s_i (``torch.quantile(s, quantile)``, in float64). Under an initialised
     ``torch.distributed`` with more than one rank the cosines of every rank are gathered first,
-    so every rank returns the same θ (docs/concepts.md#choosing-θ-calibrate_threshold).
+    so every rank returns the same θ (docs/concepts.md#choosing-the-threshold-calibrate_threshold).
 
     Args:
         feature_pairs: an iterable of ``(image_features, text_features)``, each a floating
@@ -46,6 +46,11 @@ def calibrate_threshold(
         >>> loss_fn = RelaxedContrastiveLoss(threshold=calibrate_threshold(pairs, 0.9))
     """
     q = check_real("quantile", quantile, low=0.0, high=1.0)
+    if isinstance(feature_pairs, Tensor) or not isinstance(feature_pairs, Iterable):
+        raise TypeError(
+            "feature_pairs must be an iterable of (image_features, text_features) pairs, e.g. "
+            f"[(x, y)], got {describe(feature_pairs)}"
+        )
     cosines = [_positive_cosines(i, pair) for i, pair in enumerate(feature_pairs)]
     device = cosines[0].device if cosines else torch.device("cpu")
     local = torch.cat(cosines) if cosines else torch.zeros(0, dtype=torch.float64, device=device)
@@ -58,14 +63,17 @@ def calibrate_threshold(
                 local = all_gather_rows(local, sizes, group)
     if local.numel() == 0:
         raise ValueError("feature_pairs must yield at least one (image, text) pair, got none")
-    return float(torch.quantile(local.cpu(), q))
+    return min(1.0, max(-1.0, float(torch.quantile(local.cpu(), q))))  # rounding past ±1
 
 
 def _positive_cosines(index: int, pair: object) -> Tensor:
     """(B,) float64 cosine of each row pair of ``pair = (image_features, text_features)``."""
     name = f"feature_pairs[{index}]"
     if not isinstance(pair, tuple | list) or len(pair) != 2:
-        raise TypeError(f"{name} must be an (image_features, text_features) pair of tensors")
+        raise TypeError(
+            f"{name} must be an (image_features, text_features) pair of tensors, got "
+            f"{describe(pair)}"
+        )
     x = check_tensor(f"{name}[0]", pair[0], ndim=2, floating=True).detach().double()
     y = check_tensor(f"{name}[1]", pair[1], ndim=2, floating=True).detach().double()
     if x.shape != y.shape or x.device != y.device:
@@ -73,9 +81,12 @@ def _positive_cosines(index: int, pair: object) -> Tensor:
             f"{name} must hold two tensors of one shape (B, D) on one device, got "
             f"{tuple(x.shape)} on {x.device} and {tuple(y.shape)} on {y.device}"
         )
+    units = []
     for side, feats in ((f"{name}[0]", x), (f"{name}[1]", y)):
         check_finite_rows(side, feats)
-        zero = feats.norm(dim=1) == 0
-        if bool(zero.any()):
+        peak = feats.abs().amax(dim=1, keepdim=True)
+        if bool((peak == 0).any()):
             raise ValueError(f"{side} must have no all-zero rows (a cosine needs a direction)")
-    return torch.nn.functional.cosine_similarity(x, y, dim=1, eps=0.0)
+        feats = feats / peak  # exact for any finite magnitude: no overflow or underflow
+        units.append(feats / feats.norm(dim=1, keepdim=True))
+    return (units[0] * units[1]).sum(dim=1)

@@ -222,8 +222,9 @@ def distributed_loss(
         is the global loss L.
 
     Raises:
-        RuntimeError: ``torch.distributed`` not initialised. ValueError, TypeError: shapes, K
-        or dtypes that differ between ranks (raised on every rank).
+        RuntimeError: ``torch.distributed`` not initialised.
+        ValueError: shapes or K that differ between ranks (raised on every rank).
+        TypeError: dtypes that differ between ranks (raised on every rank).
 
     Example:
         >>> loss = distributed_loss(x, y, scale, 0.8, backend="auto", mode="local")

@@ -229,8 +229,9 @@ def auroc(y_true: ArrayLike, y_score: ArrayLike) -> float:
         y_score: ``(N,)`` finite scores, higher meaning more positive.
 
     Raises:
-        TypeError: non-numeric input. ValueError: a wrong shape, no rows, a single class,
-        NaN or non-0/1 labels, NaN/inf scores.
+        TypeError: non-numeric input.
+        ValueError: a wrong shape, no rows, a single class, NaN or non-0/1 labels, NaN/inf
+            scores.
 
     Example:
         >>> auroc([0, 1, 1], [0.2, 0.2, 0.9])
@@ -501,8 +502,8 @@ def bootstrap_auroc(
         A :class:`BootstrapAUROCResult`.
 
     Raises:
-        TypeError: a wrong type. ValueError: as :func:`macro_auroc`, a value out of range, a
-        missing study id.
+        TypeError: a wrong type.
+        ValueError: as :func:`macro_auroc`, a value out of range, a missing study id.
 
     Example:
         >>> Y, S = [[0], [1], [0], [1]], [[0.1], [0.9], [0.4], [0.3]]
@@ -711,7 +712,8 @@ def evaluate_thresholds(
         ValueError: as :func:`macro_auroc`, a label without threshold, a NaN threshold.
 
     Example:
-        >>> evaluate_thresholds([[0], [1]], [[0.2], [0.7]], {"a": 0.5}, ["a"])["a"]["mcc"]
+        >>> label_a = evaluate_thresholds([[0], [1]], [[0.2], [0.7]], {"a": 0.5}, ["a"])["a"]
+        >>> label_a["mcc"]
         1.0
     """
     t, s, names = _matrix(y_true, y_score, labels, nan_policy)

@@ -226,7 +226,8 @@ class SentenceSampler:
 
     Example:
         >>> collate = SentenceSampler(image_key=None, seed=0).eval()
-        >>> collate([{"report": "FINDINGS: Heart normal. IMPRESSION: No disease."}])["text"]
+        >>> texts = collate([{"report": "FINDINGS: Heart normal. IMPRESSION: No disease."}])["text"]
+        >>> texts
         ['Heart normal. No disease.']
     """
 

@@ -283,8 +283,9 @@ class ZeroShotClassifier:
         prompt_names: ``label -> prompt name`` for every label.
 
     Raises:
-        TypeError: an argument of the wrong type. ValueError: a bad value, e.g. a template
-        without one ``{}`` or a pair whose positive and negative prompts are the same text.
+        TypeError: an argument of the wrong type.
+        ValueError: a bad value, e.g. a template without one ``{}`` or a pair whose positive
+            and negative prompts are the same text.
 
     Warns:
         NoFindingTemplateWarning: a label that is not a finding with a "no {}" template.
@@ -396,8 +397,9 @@ class ZeroShotClassifier:
         """Cached class embeddings ``(e⁺, e⁻)``, each float32 (or wider) ``Tensor[K, D]``, no grad.
 
         Raises:
-            TypeError, ValueError: ``encode_text`` returns a non-tensor, a wrong shape,
-            non-finite or zero rows, or the same embedding for a label's two sides.
+            TypeError: ``encode_text`` returns a non-tensor.
+            ValueError: ``encode_text`` returns a wrong shape, non-finite or zero rows, or the
+                same embedding for a label's two sides.
         """
         if self._cache is not None:
             return self._cache
@@ -455,8 +457,9 @@ class ZeroShotClassifier:
                 float32 there); the result is differentiable with respect to it.
 
         Raises:
-            TypeError: not a floating tensor. ValueError: not 2-D, another D, NaN/Inf rows (or, with
-            ``normalize=True``, zero rows), naming the rows.
+            TypeError: not a floating tensor.
+            ValueError: not 2-D, another D, NaN/Inf rows (or, with ``normalize=True``, zero
+                rows), naming the rows.
 
         Example:
             >>> s_pos, s_neg = clf.similarities(torch.randn(4, D))
@@ -681,8 +684,9 @@ def plot_roc(
         title: the figure title (default: the macro AUROC); dpi: resolution, >= 1.
 
     Raises:
-        FileNotFoundError: no such directory. TypeError, ValueError: as ``macro_auroc``, a bad
-        ``dpi``.
+        FileNotFoundError: no such directory.
+        TypeError: as ``macro_auroc``, or a ``dpi`` that is not an int.
+        ValueError: as ``macro_auroc``, or a ``dpi`` out of range.
 
     Example:
         >>> plot_roc(ev.y_true, ev.y_score, clf.labels, "roc.png")

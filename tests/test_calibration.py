@@ -108,3 +108,37 @@ def test_ranks_without_pairs_and_subgroups(tmp_path: Path):
     world = _reference(_pairs(20, [3]) + _pairs(21, [2, 2]), 0.3)
     assert all(g[0] == pytest.approx(world, abs=1e-12) for g in got)
     assert got[0][1] == got[2][1] == pytest.approx(_reference(_pairs(20, [3]), 0.3), abs=1e-12)
+
+
+def test_parallel_pairs_give_a_threshold_the_loss_accepts():
+    """Rounding can put a cosine of parallel rows a hair past ±1: θ is clamped to [-1, 1]."""
+    from relaxclip import RelaxedContrastiveLoss
+
+    x = torch.randn(200, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert calibrate_threshold([(x, 3.7 * x)], 1.0) == 1.0
+    assert calibrate_threshold([(x, -x)], 0.0) == -1.0
+    RelaxedContrastiveLoss(threshold=calibrate_threshold([(x, x)], 1.0))
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_any_finite_magnitude_gives_the_cosines_of_the_unscaled_features(scale: float):
+    pairs = _pairs(3, [6, 5])
+    wide = [(x.double() * scale, y.double()) for x, y in pairs]
+    assert calibrate_threshold(wide, 0.4) == pytest.approx(_reference(pairs, 0.4), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "match"),
+    [
+        (None, r"feature_pairs must be an iterable .* got NoneType None"),
+        (5, r"feature_pairs must be an iterable .* got int 5"),
+        (torch.ones(2, 3), r"feature_pairs must be an iterable .* got Tensor of shape \(2, 3\)"),
+        (
+            (torch.ones(2, 3), torch.ones(2, 3)),
+            r"feature_pairs\[0\] must be .* got Tensor of shape",
+        ),
+    ],
+)
+def test_a_wrong_container_is_named_with_what_was_given(pairs, match):
+    with pytest.raises(TypeError, match=match):
+        calibrate_threshold(pairs)

@@ -740,7 +740,7 @@ def test_unnormalised_threshold_is_a_bound_on_the_raw_dot_product() -> None:
     assert loss(1.0) > loss(None) + 1.0
     assert abs(loss(1.5) - float(reference_loss(x, y, 2.0, 1.5, normalize=False))) < 1e-10
     assert abs(loss(-2.0) - float(reference_loss(x, y, 2.0, -2.0, normalize=False))) < 1e-10
-    with pytest.raises(ValueError, match="threshold must be a number finite, got inf"):
+    with pytest.raises(ValueError, match="threshold must be a finite number, got inf"):
         relaxed_contrastive_loss(x, y, 2.0, threshold=math.inf, normalize=False)
     with pytest.raises(ValueError, match=r"threshold must be a number in \(-1.0, 1.0\]"):
         relaxed_contrastive_loss(x, y, 2.0, threshold=1.5)  # cosine: still (-1, 1]

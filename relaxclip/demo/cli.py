@@ -107,7 +107,8 @@ def _add_run_options(demo: argparse.ArgumentParser) -> None:
         type=_out_dir,
         default="relaxclip-demo",
         metavar="DIR",
-        help="output directory for results.json, roc.png, summary.png (default: ./relaxclip-demo)",
+        help="output directory for results.json, roc.png, summary.png, curves.png "
+        "(default: ./relaxclip-demo)",
     )
     g.add_argument(
         "--device",
@@ -136,10 +137,14 @@ def _add_run_options(demo: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SEED",
         help="training seeds; pre-training and every arm are repeated per seed "
-        "(default: 0 1 2; --quick: 0)",
+        "(default: 0 1 2; --quick: 0; --long: 0-9)",
     )
     g.add_argument("--no-progress", action="store_true", help="disable the tqdm progress bars")
-    g.add_argument("--no-plots", action="store_true", help="do not write roc.png / summary.png")
+    g.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="do not write the plots (roc.png, summary.png, curves.png)",
+    )
 
 
 def _add_method_options(demo: argparse.ArgumentParser) -> None:
@@ -176,7 +181,7 @@ def _add_method_options(demo: argparse.ArgumentParser) -> None:
         default=None,
         metavar="THETA",
         help="thresholds for --sweep-threshold (default: 0.5 0.6 0.7 0.8 0.9 1.0; --quick: 0.6 "
-        "0.8 1.0)",
+        "0.8 1.0; --long: none)",
     )
     g.add_argument(
         "--sweep-quantiles",
@@ -185,7 +190,7 @@ def _add_method_options(demo: argparse.ArgumentParser) -> None:
         default=None,
         metavar="Q",
         help="calibration quantiles for --sweep-threshold (theta calibrated as for "
-        "--relax-quantile; default: 0.5 0.7 0.9)",
+        "--relax-quantile; default: 0.5 0.7 0.9; --long: 0.9)",
     )
 
 
@@ -201,7 +206,8 @@ def _add_budget_options(demo: argparse.ArgumentParser) -> None:
         (
             "--finetune-steps",
             _positive_int,
-            "fine-tuning steps per arm, identical for every arm (default 150)",
+            "fine-tuning steps per arm, identical for every arm (default 150; --long: 425, Open-I "
+            "mode 150)",
         ),
         ("--batch-size", _positive_int, "pairs per step (default 64)"),
         ("--pretrain-lr", _learning_rate, "pre-training peak learning rate"),
@@ -210,7 +216,7 @@ def _add_budget_options(demo: argparse.ArgumentParser) -> None:
             "--eval-every",
             _positive_int,
             "validate every N fine-tuning steps; each arm keeps its best validation checkpoint "
-            "(default 50)",
+            "(default 50; --long: 25)",
         ),
         ("--bootstrap", _positive_int, "bootstrap replicates (default 1000)"),
         ("--data-seed", _nonneg_int, "seed of the synthetic benchmark (default 0)"),
