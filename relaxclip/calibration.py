@@ -10,6 +10,7 @@ from torch import distributed as dist
 
 from relaxclip._checks import check_finite_rows, check_real, check_tensor, describe
 from relaxclip.distributed import _gather_metadata, _resolve_group, all_gather_rows
+from relaxclip.loss import _normalize
 
 __all__ = ["calibrate_threshold"]
 
@@ -81,12 +82,8 @@ def _positive_cosines(index: int, pair: object) -> Tensor:
             f"{name} must hold two tensors of one shape (B, D) on one device, got "
             f"{tuple(x.shape)} on {x.device} and {tuple(y.shape)} on {y.device}"
         )
-    units = []
     for side, feats in ((f"{name}[0]", x), (f"{name}[1]", y)):
         check_finite_rows(side, feats)
-        peak = feats.abs().amax(dim=1, keepdim=True)
-        if bool((peak == 0).any()):
+        if bool((feats == 0).all(dim=1).any()):
             raise ValueError(f"{side} must have no all-zero rows (a cosine needs a direction)")
-        feats = feats / peak  # exact for any finite magnitude: no overflow or underflow
-        units.append(feats / feats.norm(dim=1, keepdim=True))
-    return (units[0] * units[1]).sum(dim=1)
+    return (_normalize(x) * _normalize(y)).sum(dim=1)  # the loss's exact normalisation
