@@ -29,6 +29,7 @@ __all__ = [
     "check_int",
     "check_real",
     "check_tensor",
+    "check_type",
     "describe",
     "format_rows",
 ]
@@ -52,6 +53,16 @@ def check_bool(name: str, value: object) -> bool:
     """``value`` if it is exactly ``True`` or ``False`` (``"no"``, ``1`` and numpy bools raise)."""
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {describe(value)}")
+    return value
+
+
+def check_type(
+    name: str, value: object, types: type | tuple[type, ...], expected: str, hint: str = ""
+) -> Any:
+    """``value`` if it is an instance of ``types``, else ``TypeError`` saying it must be
+    ``expected`` (then ``hint``)."""
+    if not isinstance(value, types):
+        raise TypeError(f"{name} must be {expected}, got {describe(value)}{hint}")
     return value
 
 
