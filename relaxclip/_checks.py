@@ -51,9 +51,7 @@ def describe(value: object) -> str:
 
 def check_bool(name: str, value: object) -> bool:
     """``value`` if it is exactly ``True`` or ``False`` (``"no"``, ``1`` and numpy bools raise)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {describe(value)}")
-    return value
+    return bool(check_type(name, value, bool, "True or False"))
 
 
 def check_type(
