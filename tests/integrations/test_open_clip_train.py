@@ -220,7 +220,12 @@ def test_supported_open_clip_is_accepted() -> None:
 def test_unsupported_open_clip_version_is_an_error(
     monkeypatch: pytest.MonkeyPatch, version: str | None
 ) -> None:
-    monkeypatch.setattr(entry, "_open_clip_version", lambda: version)
+    def installed(name: str) -> str:
+        if version is None:
+            raise entry.metadata.PackageNotFoundError(name)
+        return version
+
+    monkeypatch.setattr(entry.metadata, "version", installed)
     with pytest.raises(roc.OpenClipVersionError) as err:
         entry.check_open_clip()
     assert ("not installed" if version is None else f"{version} is not supported") in str(err.value)

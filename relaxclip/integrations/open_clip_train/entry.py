@@ -38,15 +38,7 @@ class OpenClip:
 
     main: ModuleType
     data: ModuleType
-    parse_args: Callable[[list[str]], argparse.Namespace]
     version: str
-
-
-def _open_clip_version() -> str | None:
-    try:
-        return metadata.version("open_clip_torch")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _in_supported_range(ver: str) -> bool:
@@ -60,9 +52,10 @@ def _in_supported_range(ver: str) -> bool:
 def check_open_clip() -> OpenClip:
     """open_clip's trainer modules; :class:`OpenClipVersionError` with the install command when
     open_clip_torch is missing, outside :data:`SUPPORTED_OPEN_CLIP` or cannot be imported."""
-    ver = _open_clip_version()
-    if ver is None:
-        raise OpenClipVersionError(f"open_clip_torch is not installed; {NEEDS}")
+    try:
+        ver = metadata.version("open_clip_torch")
+    except metadata.PackageNotFoundError:
+        raise OpenClipVersionError(f"open_clip_torch is not installed; {NEEDS}") from None
     if not _in_supported_range(ver):
         raise OpenClipVersionError(
             f"open_clip_torch {ver} is not supported; {NEEDS}. For other versions replace the "
@@ -73,7 +66,7 @@ def check_open_clip() -> OpenClip:
     except ImportError as exc:
         msg = f"open_clip_train could not be imported ({exc}); {NEEDS}"
         raise OpenClipVersionError(msg) from None
-    return OpenClip(main, sys.modules["open_clip_train.data"], main.parse_args, ver)
+    return OpenClip(main, sys.modules["open_clip_train.data"], ver)
 
 
 def _cpu_torchrun(args: argparse.Namespace) -> bool:
@@ -169,7 +162,7 @@ class _Run:
 def _print_help() -> None:
     build_parser().print_help()
     try:
-        parse_args = check_open_clip().parse_args
+        parse_args = check_open_clip().main.parse_args
     except OpenClipVersionError as exc:
         print(f"\nopen_clip_train.main options: unavailable: {exc}")
         return
@@ -188,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     options, rest = parse_relax_args(argv)
     oc = check_open_clip()
-    parsed = oc.parse_args(list(rest))
+    parsed = oc.main.parse_args(list(rest))
     check_supported(parsed, options)
     check_csv_data(parsed, options)
     feed = TextGroupFeed(int(parsed.accum_freq)) if options.text_groups else None
