@@ -17,6 +17,7 @@ import numpy as np
 
 from relaxclip._checks import check_bool, check_choice, check_type
 from relaxclip.data import labels as tables
+from relaxclip.data.dataset import group_by_study
 from relaxclip.data.labels import CHEXPERT_LABELS
 
 UncertaintyPolicy = Literal["ignore", "ones", "zeros"]
@@ -178,8 +179,6 @@ def read_chexpert_test(
     check_type("image_glob", image_glob, str, "a glob pattern (str)")
     root = tables.existing_file(image_root, name="image_root", folder=True)
     if "Path" in tables.read_csv_rows(path, []).header:
-        from relaxclip.data.dataset import group_by_study
-
         images = read_chexpert(
             path, root, labels=names, uncertainty=uncertainty, check_paths=check_paths
         )

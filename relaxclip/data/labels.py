@@ -75,8 +75,8 @@ def check_labels(labels: Iterable[str], known: Sequence[str], *, what: str) -> t
     unknown = [name for name in out if name not in known]
     if unknown:
         raise ValueError(f"labels: unknown {what} {unknown}; expected names from {list(known)}")
-    dup = sorted({name for name in out if out.count(name) > 1})
-    if dup:
+    if len(set(out)) < len(out):
+        dup = sorted({name for name in out if out.count(name) > 1})
         raise ValueError(f"labels must not repeat a name, got duplicated names {dup}")
     return out
 
