@@ -660,6 +660,9 @@ def test_csv_error_lines_after_blank_lines_and_multiline_fields(tmp_path: Path) 
     path.write_text(text.replace(",7\n", "\n"), encoding="utf-8")
     with pytest.raises(ValueError, match=r"gold.csv: line 7 has 15 fields, header has 16"):
         read_openi_labels(path)
+    path.write_text(text.replace("CXR3", "X" * 140_000), encoding="utf-8")  # over csv's limit
+    with pytest.raises(ValueError, match=r"gold.csv line 7: field larger than field limit"):
+        read_openi_labels(path)
 
 
 # ------------------------------------------------------- bad argument types name the argument

@@ -9,13 +9,15 @@ import math
 import os
 import re
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from relaxclip._checks import check_bool, check_choice, describe
+from relaxclip._checks import check_bool, check_choice, check_type
 from relaxclip.data import labels as tables
+from relaxclip.data.dataset import group_by_study
 from relaxclip.data.labels import CHEXPERT_LABELS
 
 UncertaintyPolicy = Literal["ignore", "ones", "zeros"]
@@ -58,15 +60,6 @@ def label_vector(
     )
 
 
-def _patient_study(rel: str, where: str) -> tuple[str, str]:
-    """``(patient, "patient/study")`` of a relative path holding ``patientNNNNN/studyN``."""
-    parts = Path(rel).parts
-    for i in range(len(parts) - 1):
-        if _PATIENT.match(parts[i]) and _STUDY.match(parts[i + 1]):
-            return parts[i], f"{parts[i]}/{parts[i + 1]}"
-    raise ValueError(f"{where}: cannot find 'patientNNNNN/studyN' in {rel!r}")
-
-
 def _check_common(
     csv_path: str | os.PathLike[str],
     labels: Sequence[str],
@@ -92,7 +85,12 @@ def _study_record(
     rel = table.rows[i][column].strip().rstrip("/")
     if not rel:
         raise ValueError(f"{where}: empty column {column!r}")
-    patient, study = _patient_study(rel, f"{where}, column {column!r}")
+    pairs = [(p, s) for p, s in pairwise(Path(rel).parts) if _PATIENT.match(p) and _STUDY.match(s)]
+    if not pairs:
+        raise ValueError(
+            f"{where}, column {column!r}: cannot find 'patientNNNNN/studyN' in {rel!r}"
+        )
+    patient, study = pairs[0][0], "/".join(pairs[0])
     labels = label_vector(table.rows[i], names, uncertainty, where)
     return rel, {"patient_id": patient, "study_id": study, "labels": labels, "label_names": names}
 
@@ -178,30 +176,25 @@ def read_chexpert_test(
         TypeError, FileNotFoundError, ValueError: as :func:`read_chexpert`, or a study twice.
     """
     path, names, check_paths = _check_common(csv_path, labels, uncertainty, check_paths)
-    if not isinstance(image_glob, str):
-        raise TypeError(f"image_glob must be a glob pattern (str), got {describe(image_glob)}")
+    check_type("image_glob", image_glob, str, "a glob pattern (str)")
     root = tables.existing_file(image_root, name="image_root", folder=True)
     if "Path" in tables.read_csv_rows(path, []).header:
-        from relaxclip.data.dataset import group_by_study
-
         images = read_chexpert(
             path, root, labels=names, uncertainty=uncertainty, check_paths=check_paths
         )
         return group_by_study(images)
     table = tables.read_csv_rows(path, ["Study", *names])
-    records: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    records: dict[str, dict[str, Any]] = {}
     missing: list[Path] = []
     for i in range(len(table.rows)):
         rel, record = _study_record(table, i, "Study", names, uncertainty)
         study = record["study_id"]
-        if study in seen:
+        if study in records:
             raise ValueError(f"{table.where(i)}: study {study!r} appears twice in column 'Study'")
-        seen.add(study)
         folder = root / rel
         paths = sorted(folder.glob(image_glob)) if folder.is_dir() else []
         if check_paths and not paths:
             missing.append(folder / image_glob)
-        records.append({**record, "image_paths": paths, "report": None})
+        records[study] = {**record, "image_paths": paths, "report": None}
     tables.check_found(path, "path", "Study", missing, _MISSING_HINT)
-    return records
+    return list(records.values())

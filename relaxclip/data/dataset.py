@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from relaxclip._checks import check_bool, describe
+from relaxclip._checks import check_bool, check_type, describe
 from relaxclip.data.labels import check_records
 
 __all__ = ["ImageLabelDataset", "count_nan", "group_by_study", "load_image", "pil_to_tensor"]
@@ -100,9 +100,8 @@ class ImageLabelDataset(Dataset[Any]):
         check_records("records", records, ("labels",), sequence=True)
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be a callable or None, got {describe(transform)}")
-        for arg, value in (("mode", mode), ("image_key", image_key)):
-            if not isinstance(value, str):
-                raise TypeError(f"{arg} must be a str, got {describe(value)}")
+        self.mode = check_type("mode", mode, str, "a str")
+        self.image_key = check_type("image_key", image_key, str, "a str")
         n_labels: int | None = None
         for i, rec in enumerate(records):
             if rec.get(image_key) is None:
@@ -115,8 +114,6 @@ class ImageLabelDataset(Dataset[Any]):
         self.transform = transform
         self.first_image = check_bool("first_image", first_image)
         self.as_dict = check_bool("as_dict", as_dict)
-        self.mode = mode
-        self.image_key = image_key
 
     def __len__(self) -> int:
         return len(self.records)

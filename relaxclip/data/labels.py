@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaxclip._checks import describe
+from relaxclip._checks import check_type, describe
 from relaxclip.sentences import check_names, strip_leading_marks
 
 #: The 14 CheXpert observations (CheXpert's and MIMIC-CXR-JPG's CSV column order).
@@ -167,24 +167,19 @@ def read_csv_rows(path: Path, required: Sequence[str]) -> CsvTable:
         raise ValueError(f"{path}: missing column(s) {missing}; header is {header}")
     rows: list[dict[str, str]] = []
     lines: list[int] = []
-    end = reader.line_num
-    while True:
-        start = end + 1
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise ValueError(f"{path} line {start}: {exc}") from exc
-        end = reader.line_num
-        if not values:
-            continue
-        if len(values) != len(header):
-            raise ValueError(
-                f"{path}: line {start} has {len(values)} fields, header has {len(header)}"
-            )
-        rows.append(dict(zip(header, values, strict=True)))
-        lines.append(start)
+    start = reader.line_num + 1
+    try:
+        for values in reader:
+            if values and len(values) != len(header):
+                raise ValueError(
+                    f"{path}: line {start} has {len(values)} fields, header has {len(header)}"
+                )
+            if values:
+                rows.append(dict(zip(header, values, strict=True)))
+                lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise ValueError(f"{path} line {start}: {exc}") from exc
     if not rows:
         raise ValueError(f"{path}: the CSV has a header but no data row; expected at least one row")
     return CsvTable(path, header, rows, lines)
@@ -221,9 +216,8 @@ def check_records(
     if isinstance(records, (str, Mapping)) or not isinstance(records, kind):
         raise TypeError(f"{name} must be {expected} of record mappings, got {describe(records)}")
     out = list(records)
-    bad = next((i for i, rec in enumerate(out) if not isinstance(rec, Mapping)), None)
-    if bad is not None:
-        raise TypeError(f"{name}[{bad}] must be a record mapping, got {describe(out[bad])}")
+    for i, rec in enumerate(out):
+        check_type(f"{name}[{i}]", rec, Mapping, "a record mapping")
     for i, rec in enumerate(out):
         absent = next((key for key in keys if key not in rec), None)
         if absent is not None:

@@ -59,8 +59,9 @@ def _name_set(
     return {v.strip().upper() for v in out} if upper else out
 
 
-def _read_splits(table: tables.CsvTable) -> dict[str, str]:
-    """``dicom_id -> split`` of the split table (one row per image)."""
+def _read_splits(base: Path, meta: tables.CsvTable) -> dict[str, str]:
+    """``dicom_id -> split`` of the split table (one row per image, one for each of ``meta``)."""
+    table = tables.read_csv_rows(tables.find_table(base, SPLIT), ["dicom_id", "split"])
     tables.unique_column(table, "dicom_id", "image")
     split_of: dict[str, str] = {}
     for i, row in enumerate(table.rows):
@@ -68,6 +69,12 @@ def _read_splits(table: tables.CsvTable) -> dict[str, str]:
         if value not in MIMIC_SPLITS:
             raise ValueError(f"{table.where(i)}, column 'split': unknown split {row['split']!r}")
         split_of[row["dicom_id"].strip()] = value
+    no_split = [d for d in tables.unique_column(meta, "dicom_id", "image") if d not in split_of]
+    if no_split:
+        raise ValueError(
+            f"{table.path}: {len(no_split)} dicom_id(s) of {meta.path.name} have no row in "
+            f"column 'dicom_id' (first: {no_split[:3]})"
+        )
     return split_of
 
 
@@ -85,22 +92,6 @@ def _read_labels(
             raise ValueError(f"{where}: study {key[1]} of subject {key[0]} appears twice")
         label_of[key] = label_vector(row, names, uncertainty, where)
     return label_of
-
-
-def _images(
-    table: tables.CsvTable, split_of: dict[str, str], split_path: Path
-) -> list[tuple[dict[str, str], str, str, str]]:
-    """``(row, dicom_id, subject_id, study_id)`` per metadata row, checked before any is given."""
-    no_split = [d for d in tables.unique_column(table, "dicom_id", "image") if d not in split_of]
-    if no_split:
-        raise ValueError(
-            f"{split_path}: {len(no_split)} dicom_id(s) of {table.path.name} have no row in "
-            f"column 'dicom_id' (first: {no_split[:3]})"
-        )
-    return [
-        (row, row["dicom_id"].strip(), *_ids(row, table.where(i)))
-        for i, row in enumerate(table.rows)
-    ]
 
 
 def _report(rep_root: Path | None, key: tuple[str, str], missing: list[Path]) -> _Report:
@@ -156,12 +147,13 @@ def read_mimic_cxr(
     if view_set is not None and "ViewPosition" not in meta.header:
         raise ValueError(f"{meta.path}: views= needs the column 'ViewPosition'")
     label_of = _read_labels(base, names, uncertainty)
-    split_path = tables.find_table(base, SPLIT)
-    split_of = _read_splits(tables.read_csv_rows(split_path, ["dicom_id", "split"]))
+    split_of = _read_splits(base, meta)
+    keys = [_ids(row, meta.where(i)) for i, row in enumerate(meta.rows)]
     reports: dict[tuple[str, str], _Report] = {}
     records: list[dict[str, Any]] = []
     missing_reports: list[Path] = []
-    for row, dicom, subject, study in _images(meta, split_of, split_path):
+    for row, (subject, study) in zip(meta.rows, keys, strict=True):
+        dicom = row["dicom_id"].strip()
         view = row.get("ViewPosition", "").strip() or None
         if (splits is not None and split_of[dicom] not in splits) or (
             view_set is not None and (view or "").upper() not in view_set

@@ -53,19 +53,6 @@ def _int_or_none(value: str | None, where: str) -> int | None:
         raise ValueError(f"{where}: expected an integer, got {value!r}") from None
 
 
-def _findings(
-    row: dict[str, str], where: str, names: Sequence[str]
-) -> tuple[tuple[str, ...], np.ndarray]:
-    """The findings of a row and their 0/1 vector over ``names``."""
-    findings = tuple(f.strip() for f in row["Finding Labels"].split("|"))
-    unknown = [f for f in findings if f not in _KNOWN]
-    if unknown:
-        raise ValueError(f"{where}, column 'Finding Labels': unknown finding(s) {unknown}")
-    if CHESTXRAY14_NO_FINDING in findings and len(findings) > 1:
-        raise ValueError(f"{where}, column 'Finding Labels': 'No Finding' together with {findings}")
-    return findings, np.array([float(n in findings) for n in names], dtype=np.float64)
-
-
 def read_chestxray14(
     csv_path: str | os.PathLike[str],
     image_root: str | os.PathLike[str] | None = None,
@@ -103,7 +90,14 @@ def read_chestxray14(
         if wanted is not None and index not in wanted:
             continue
         where = table.where(i)
-        findings, vec = _findings(row, where, names)
+        findings = tuple(f.strip() for f in row["Finding Labels"].split("|"))
+        unknown = [f for f in findings if f not in _KNOWN]
+        if unknown:
+            raise ValueError(f"{where}, column 'Finding Labels': unknown finding(s) {unknown}")
+        if CHESTXRAY14_NO_FINDING in findings and len(findings) > 1:
+            raise ValueError(
+                f"{where}, column 'Finding Labels': 'No Finding' together with {findings}"
+            )
         records.append(
             {
                 "image_index": index,
@@ -115,7 +109,7 @@ def read_chestxray14(
                 "sex": row.get("Patient Gender") or None,
                 "view_position": row.get("View Position") or None,
                 "findings": findings,
-                "labels": vec,
+                "labels": np.array([float(n in findings) for n in names], dtype=np.float64),
                 "label_names": names,
                 "report": None,
             }

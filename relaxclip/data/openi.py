@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from relaxclip._checks import check_bool, describe
+from relaxclip._checks import check_bool, check_type
 from relaxclip.data.labels import as_path
 
 __all__ = ["OPENI_SECTIONS", "is_empty_report", "parse_openi_xml", "read_openi_reports"]
@@ -54,12 +54,8 @@ def parse_openi_xml(data: bytes | str, *, source: str = "<xml>") -> dict[str, An
         >>> parse_openi_xml(b'<eCitation><uId id="CXR1"/></eCitation>')["uid"]
         'CXR1'
     """
-    if not isinstance(data, (bytes, str)):
-        raise TypeError(
-            f"parse_openi_xml: data must be an XML document (bytes or str), got {describe(data)}"
-        )
-    if not isinstance(source, str):
-        raise TypeError(f"parse_openi_xml: source must be a str, got {describe(source)}")
+    check_type("parse_openi_xml: data", data, (bytes, str), "an XML document (bytes or str)")
+    check_type("parse_openi_xml: source", source, str, "a str")
     try:
         root = ET.fromstring(data)
         uid_el = root.find("uId")
@@ -158,11 +154,8 @@ def read_openi_reports(
                 "report per uid"
             )
         source_of[rec["uid"]] = rec["source"]
-    return _drop_empty(records, p) if drop_empty else records
-
-
-def _drop_empty(records: list[dict[str, Any]], p: Path) -> list[dict[str, Any]]:
-    """``records`` without the empty reports, logged; raises when none would be left."""
+    if not drop_empty:
+        return records
     empty = [rec["uid"] for rec in records if is_empty_report(rec)]
     kept = [rec for rec in records if not is_empty_report(rec)]
     if not kept:

@@ -60,10 +60,8 @@ def join_openi(
     ``labels_without_report`` (``"report"``); a uid on two records of one side raises.
     """
     check_choice("missing", missing, ("raise", "report"))
-    by_uid = _by_uid("reports", tables.check_records("reports", reports, ("uid",)))
-    labelled = _by_uid(
-        "label_records", tables.check_records("label_records", label_records, ("uid", "labels"))
-    )
+    by_uid = _by_uid("reports", reports, ("uid",))
+    labelled = _by_uid("label_records", label_records, ("uid", "labels"))
     out: list[dict[str, Any]] = []
     lacking: list[str] = []
     for uid, lab in labelled.items():
@@ -80,10 +78,10 @@ def join_openi(
     return OpenIJoin(out, tuple(lacking), extra)
 
 
-def _by_uid(name: str, records: list[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    """``uid -> record``; a uid on two records raises naming the second."""
+def _by_uid(name: str, records: object, keys: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+    """``uid -> record`` of records holding ``keys``; a uid seen twice raises naming the second."""
     out: dict[str, Mapping[str, Any]] = {}
-    for i, rec in enumerate(records):
+    for i, rec in enumerate(tables.check_records(name, records, keys)):
         if rec["uid"] in out:
             raise ValueError(f"{name}[{i}]: uid {rec['uid']!r} appears twice")
         out[rec["uid"]] = rec
