@@ -642,10 +642,7 @@ def _model_device(model: Any) -> torch.device:
 
 def _as_feature_tensor(out: Any, where: str) -> torch.Tensor:
     """``out`` if a tensor, else its ``text_embeds`` or ``pooler_output`` (transformers 5)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    for attr in ("text_embeds", "pooler_output"):
-        value = getattr(out, attr, None)
+    for value in (out, getattr(out, "text_embeds", None), getattr(out, "pooler_output", None)):
         if isinstance(value, torch.Tensor):
             return value
     raise TypeError(
