@@ -53,12 +53,11 @@ def calibrate_threshold(
             f"[(x, y)], got {describe(feature_pairs)}"
         )
     cosines = [_positive_cosines(i, pair) for i, pair in enumerate(feature_pairs)]
-    device = cosines[0].device if cosines else torch.device("cpu")
-    local = torch.cat(cosines) if cosines else torch.zeros(0, dtype=torch.float64, device=device)
+    local = torch.cat(cosines) if cosines else torch.zeros(0, dtype=torch.float64, device="cpu")
     if dist.is_available() and dist.is_initialized():
         group = _resolve_group(process_group)
         if dist.get_world_size(group) > 1:
-            meta = torch.tensor([local.shape[0]], dtype=torch.int64, device=device)
+            meta = torch.tensor([local.shape[0]], dtype=torch.int64, device=local.device)
             sizes = [int(n) for n in _gather_metadata(meta, group).flatten().tolist()]
             with torch.no_grad():
                 local = all_gather_rows(local, sizes, group)

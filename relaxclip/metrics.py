@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from relaxclip._checks import check_choice, check_int, check_real, describe, format_rows
+from relaxclip._checks import check_choice, check_int, check_real, check_type, describe, format_rows
 from relaxclip.sentences import check_names
 
 NanPolicy = Literal["omit", "raise"]
@@ -149,8 +149,7 @@ def _label_names(labels: Any, k: int) -> tuple[str, ...]:
         if labels.ndim != 1:
             raise ValueError(f"labels must be a 1-D array of K names, got shape {labels.shape}")
         labels = labels.tolist()  # numpy str_ -> str
-    if not isinstance(labels, Sequence):
-        raise TypeError(f"labels must be a sequence of K names, got {describe(labels)}")
+    check_type("labels", labels, Sequence, "a sequence of K names")
     names = check_names("labels", labels, "a sequence of K str names")
     if len(names) != k:
         raise ValueError(f"labels must be {k} names (one per column), got {len(names)}")
@@ -259,10 +258,9 @@ def roc_curve(
     t, s = _pair(y_true, y_score, "y_score", scores=True)
     _both_classes(t, "roc_curve", "the ROC curve is undefined")
     lv = _Levels.of(s, descending=True)
-    ends = np.r_[lv.starts[1:], s.size] - 1
-    tps = np.cumsum(t[lv.order])[ends]
-    fps = (ends + 1) - tps
-    return np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
+    tps = np.r_[0, np.cumsum(lv.counts(t))]
+    fps = np.r_[0, np.cumsum(lv.counts(1 - t))]
+    return fps / fps[-1], tps / tps[-1]
 
 
 @dataclass(frozen=True)
@@ -717,10 +715,7 @@ def evaluate_thresholds(
         1.0
     """
     t, s, names = _matrix(y_true, y_score, labels, nan_policy)
-    if not isinstance(thresholds, Mapping):
-        raise TypeError(
-            f"thresholds must be a mapping label -> threshold, got {describe(thresholds)}"
-        )
+    check_type("thresholds", thresholds, Mapping, "a mapping label -> threshold")
     missing = [n for n in names if n not in thresholds]
     if missing:
         raise ValueError(f"thresholds must hold every label, got no threshold for labels {missing}")

@@ -30,6 +30,7 @@ from relaxclip._checks import (
     check_finite_rows,
     check_int,
     check_tensor,
+    check_type,
     describe,
     format_rows,
 )
@@ -49,6 +50,7 @@ from relaxclip.metrics import (
     macro_auroc,
     roc_curve,
 )
+from relaxclip.sentences import check_names
 
 if TYPE_CHECKING:
     from relaxclip.metrics import BootstrapAUROCResult
@@ -86,9 +88,8 @@ def normalize_label_name(name: str) -> str:
         >>> normalize_label_name("Pleural_Thickening")
         'pleural thickening'
     """
-    if isinstance(name, str):
-        return " ".join(name.replace("_", " ").split()).lower()
-    raise TypeError(f"name must be a str, got {describe(name)}")
+    check_type("name", name, str, "a str")
+    return " ".join(name.replace("_", " ").split()).lower()
 
 
 _CXR14_SPELT = {
@@ -203,10 +204,7 @@ def _known(keys: Iterable[Any], labels: Iterable[str], name: str, hint: str = ""
 
 def _check_labels(labels: object, exclude: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(all labels, excluded labels)``: unique non-blank str names, ``exclude`` among them."""
-    all_labels = _items(labels, "labels", "a sequence of label names, not a single string")
-    for i, x in enumerate(all_labels):
-        if not isinstance(x, str):
-            raise TypeError(f"labels[{i}] must be a str label name, got {describe(x)}")
+    all_labels = check_names("labels", labels, "a sequence of label names, not a single string")
     if not all_labels or not all(x.strip() for x in all_labels):
         raise ValueError(f"labels must be non-empty label names, got {list(all_labels)}")
     dup = sorted({x for x in all_labels if all_labels.count(x) > 1})
@@ -230,15 +228,13 @@ def _prompt_names(
         name = f"labels (for prompt_names={prompt_names!r})"
         _known(labels, table, name, "; pass a mapping label -> prompt name for them")
         return {label: table[label] for label in labels}
-    if prompt_names is not None and not isinstance(prompt_names, Mapping):
-        raise TypeError(
-            f"prompt_names must be None, a dataset name or a mapping, got {describe(prompt_names)}"
-        )
+    check_type(
+        "prompt_names", prompt_names, (Mapping, type(None)), "None, a dataset name or a mapping"
+    )
     given = dict(prompt_names or {})
     _known(given, labels, "prompt_names")
     for key, value in given.items():
-        if not isinstance(value, str):
-            raise TypeError(f"prompt_names[{key!r}] must be a str, got {describe(value)}")
+        check_type(f"prompt_names[{key!r}]", value, str, "a str")
         if not value.strip():
             raise ValueError(
                 f"prompt_names[{key!r}] must be a non-blank prompt name, got {value!r}"
@@ -319,10 +315,9 @@ class ZeroShotClassifier:
         self.templates = _check_pairs(templates, "templates", templates=True)
         self.normalize = check_bool("normalize", normalize)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        if label_prompts is not None and not isinstance(label_prompts, Mapping):
-            raise TypeError(
-                f"label_prompts must be a mapping label -> pairs, got {describe(label_prompts)}"
-            )
+        check_type(
+            "label_prompts", label_prompts, (Mapping, type(None)), "a mapping label -> pairs"
+        )
         _known(label_prompts or {}, self.all_labels, "label_prompts")
         self.label_prompts: dict[str, tuple[TemplatePair, ...]] = {
             k: _check_pairs(v, f"label_prompts[{k!r}]", templates=False)
@@ -435,8 +430,7 @@ class ZeroShotClassifier:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x·e⁺, x·e⁻)`` of ``x`` checked as finite floating ``(rows, D)`` features."""
         x = check_tensor(name, x, ndim=2, floating=True)
-        if x.shape[0]:
-            check_finite_rows(name, x)
+        check_finite_rows(name, x)
         pos, neg = self.text_embeddings()
         if x.shape[1] != pos.shape[1]:
             raise ValueError(
@@ -544,10 +538,7 @@ class ZeroShotClassifier:
         self, encode_image: Callable[[Any], torch.Tensor], batch: Any, i: int, keys: tuple[str, ...]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """One batch's ``(labels (B, K), probabilities (B, K), study ids (B,) or None)``."""
-        if not isinstance(batch, Mapping):
-            raise TypeError(
-                f"batches[{i}] must be a mapping with keys {list(keys)}, got {describe(batch)}"
-            )
+        check_type(f"batches[{i}]", batch, Mapping, f"a mapping with keys {list(keys)}")
         for key in keys:
             if key not in batch:
                 raise KeyError(f"batches[{i}] must have the key {key!r}, got keys {list(batch)}")
@@ -564,11 +555,10 @@ class ZeroShotClassifier:
         proba = torch.sigmoid(s_pos - s_neg).double().cpu().numpy()
         if len(keys) < 3:
             return y, proba, None
-        g = _array(batch[keys[2]], f"batches[{i}][{keys[2]!r}]", scalar=True)
+        where = f"batches[{i}][{keys[2]!r}]"
+        g = _array(batch[keys[2]], where, scalar=True)
         if g.shape != (y.shape[0],):
-            raise ValueError(
-                f"batches[{i}][{keys[2]!r}] must hold {y.shape[0]} study ids, got shape {g.shape}"
-            )
+            raise ValueError(f"{where} must hold {y.shape[0]} study ids, got shape {g.shape}")
         return y, proba, g
 
 
@@ -635,10 +625,8 @@ def hf_text_encoder(
 
     def encode(texts: list[str]) -> torch.Tensor:
         dev = device if device is not None else _model_device(model)
-        batch = tokenizer(texts, **kwargs)
-        inputs = {
-            k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in dict(batch).items()
-        }
+        inputs = dict(tokenizer(texts, **kwargs))
+        inputs = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         return _as_feature_tensor(model.get_text_features(**inputs), "model.get_text_features")
 
     return encode
@@ -654,10 +642,7 @@ def _model_device(model: Any) -> torch.device:
 
 def _as_feature_tensor(out: Any, where: str) -> torch.Tensor:
     """``out`` if a tensor, else its ``text_embeds`` or ``pooler_output`` (transformers 5)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    for attr in ("text_embeds", "pooler_output"):
-        value = getattr(out, attr, None)
+    for value in (out, getattr(out, "text_embeds", None), getattr(out, "pooler_output", None)):
         if isinstance(value, torch.Tensor):
             return value
     raise TypeError(

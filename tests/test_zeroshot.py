@@ -486,6 +486,8 @@ def test_labels_none_is_a_clear_type_error() -> None:
         TypeError, match="labels must be a sequence of label names.*, got NoneType None"
     ):
         ZeroShotClassifier(FakeEncoder(), None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"labels must be a sequence of label names.*, got tuple"):
+        ZeroShotClassifier(FakeEncoder(), ["Edema", 3])  # type: ignore[list-item]
 
 
 def test_encoders_changing_d_between_batches_are_named() -> None:
