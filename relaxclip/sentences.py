@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from relaxclip._checks import describe
+from relaxclip._checks import check_type, describe
 
 if TYPE_CHECKING:
     from nltk.tokenize.punkt import PunktSentenceTokenizer
@@ -118,12 +118,6 @@ def check_names(name: str, value: object, expected: str = "a sequence of str") -
     return out
 
 
-def check_text(owner: str, text: object) -> None:
-    """``TypeError`` ``"<owner>: text must be str, ..."`` unless ``text`` is a ``str``."""
-    if not isinstance(text, str):
-        raise TypeError(f"{owner}: text must be str, got {describe(text)}")
-
-
 def parse_report_sections(text: str) -> dict[str, str]:
     """Split a radiology report into sections keyed by canonical lower-case names.
 
@@ -143,7 +137,7 @@ def parse_report_sections(text: str) -> dict[str, str]:
         >>> parse_report_sections("FINDINGS: Heart normal. IMPRESSION: No disease.")
         {'findings': 'Heart normal.', 'impression': 'No disease.'}
     """
-    check_text("parse_report_sections", text)
+    check_type("parse_report_sections: text", text, str, "str")
     text = strip_leading_marks(text)
     parts: dict[str, list[str]] = {}
     key = PREAMBLE_KEY
@@ -345,7 +339,7 @@ def split_sentences(text: str) -> list[str]:
         >>> split_sentences("1. Nodule 1.2 x 0.8 cm. 2. No effusion.")
         ['1. Nodule 1.2 x 0.8 cm.', '2. No effusion.']
     """
-    check_text("split_sentences", text)
+    check_type("split_sentences: text", text, str, "str")
     spans: list[tuple[int, int]] = []
     pos = 0
     text = strip_leading_marks(text).lstrip()
