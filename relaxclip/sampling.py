@@ -12,7 +12,7 @@ import math
 import numbers
 import random
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import NoneType
 from typing import Any, Literal
 
@@ -559,15 +559,14 @@ class SentenceSampler:
         assert self.tokenizer is not None
         result = self.tokenizer(texts, **self.tokenizer_kwargs)
         if isinstance(result, torch.Tensor):
-            items: Iterable[tuple[str, Any]] = [(self.token_key, result)]
-        elif hasattr(result, "keys") and hasattr(result, "__getitem__"):  # mappings, BatchEncoding
-            items = [(k, result[k]) for k in result.keys()]
-        else:
+            result = {self.token_key: result}
+        elif not (hasattr(result, "keys") and hasattr(result, "__getitem__")):  # e.g. BatchEncoding
             raise TypeError(
                 f"{_NAME}: the tokenizer must return a tensor or a mapping of tensors, "
                 f"got {type(result).__name__}"
             )
-        for key, value in items:
+        for key in result.keys():
+            value = result[key]
             if isinstance(value, torch.Tensor) and (
                 value.dim() == 0 or value.shape[0] != len(texts)
             ):

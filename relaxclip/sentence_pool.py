@@ -120,13 +120,12 @@ class SentencePool:
     def candidates(self, report: Any) -> tuple[str, ...]:
         """Candidate sentences of ``report`` (cached); ``()`` when none; ``ReportTypeError``."""
         key = self._key(report)
-        if key is not None:
-            try:
-                hit = self._cache.get(key)
-            except TypeError:  # an unhashable section value: _compute raises a clear error
-                key, hit = None, None
-            if hit is not None:
-                return hit
+        try:
+            hit = self._cache.get(key)
+        except TypeError:  # an unhashable section value: _compute raises a clear error
+            key, hit = None, None
+        if hit is not None:
+            return hit
         value = self._compute(report)
         if key is not None and self.cache_size:
             if len(self._cache) >= self.cache_size:
@@ -162,7 +161,7 @@ class SentencePool:
         )
 
     def _key(self, report: Any) -> Any:
-        """The cache key of ``report`` (``None``: not cacheable); raises on a bad report type."""
+        """The cache key of ``report``; raises on a bad report type."""
         if isinstance(report, str):
             return report
         if not isinstance(report, Mapping):

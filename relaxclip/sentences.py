@@ -204,8 +204,9 @@ NUMBERED_WORDS: frozenset[str] = frozenset(
         "version", "figure", "fig", "page", "bed", "room", "lumen", "french", "fr",
     }
 )  # fmt: skip
-# A list marker: 1-2 digits then "." or ")", a whole token, followed by whitespace and more text.
-_MARKER = re.compile(r"(?<!\S)(\d{1,2}[.)])(?=\s+\S)")
+# A list marker: 1-2 digits then "." or ")", a whole token, followed by whitespace and more text
+# (group 2: the first character of that text).
+_MARKER = re.compile(r"(?<!\S)(\d{1,2}[.)])(?=\s+(\S))")
 _HAS_MARKER_CHAR = re.compile(r"\d[.)]")
 _MARKER_ONLY = re.compile(r"\d{1,2}[.)]")
 _END_PUNCT = frozenset(".!?:;")
@@ -246,16 +247,13 @@ def _marker_starts(text: str) -> list[int]:
         j = m.start() - 1
         while j >= 0 and text[j].isspace():
             j -= 1
-        k = m.end()
-        while k < len(text) and text[k].isspace():
-            k += 1
         if (
             j < 0
             or text[j] in _END_PUNCT
             or "\n" in text[j + 1 : m.start()]
             or (  # "1. Edema 2. Cardiomegaly", but not "grade 2. Recommend"
                 number == last + 1
-                and text[k].isupper()
+                and m.group(2).isupper()
                 and _word_ending_at(text, j) not in NUMBERED_WORDS
             )
         ):
