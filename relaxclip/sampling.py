@@ -69,10 +69,10 @@ def sample_sentences(
     """
     spec = _check_num_sentences(num_sentences, "sample_sentences")
     check_bool("sample_sentences: keep_order", keep_order)
+    expected = "a sequence of sequences of sentences"
     if isinstance(candidates, str) or not isinstance(candidates, Sequence):
         raise TypeError(
-            "sample_sentences: candidates must be a sequence of sequences of sentences, "
-            f"got {describe(candidates)}"
+            f"sample_sentences: candidates must be {expected}, got {describe(candidates)}"
         )
     for i, c in enumerate(candidates):  # each a non-empty sequence of sentences, not one str
         if type(c) is not tuple and (isinstance(c, str) or not isinstance(c, Sequence)):
