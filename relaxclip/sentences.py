@@ -341,15 +341,8 @@ def split_sentences(text: str) -> list[str]:
     spans: list[tuple[int, int]] = []
     pos = 0
     text = strip_leading_marks(text).lstrip()
-    if (
-        "\n" not in text
-        and ".." not in text
-        and _GLUED_QUICK.search(text) is None
-        and _LETTER_QUICK.search(text) is None
-    ):
-        _split_segment(text, 0, len(text), spans)  # no hard boundary possible: skip the _HARD scan
-        return _merge_fragments(text, spans)
-    for m in _HARD.finditer(text):
+    hard = "\n" in text or ".." in text or _GLUED_QUICK.search(text) or _LETTER_QUICK.search(text)
+    for m in _HARD.finditer(text) if hard else ():  # scan only where a hard boundary can be
         if m.group("blank") is not None:
             cut = m.start()
         elif m.group("dd") is not None:
