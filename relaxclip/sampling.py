@@ -12,15 +12,16 @@ import math
 import numbers
 import random
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import NoneType
 from typing import Any, Literal
 
 import torch
 from torch.utils.data import default_collate, get_worker_info
 
-from relaxclip._checks import check_bool, check_choice, check_int, check_real, describe
+from relaxclip._checks import check_bool, check_choice, check_int, check_real, check_type, describe
 from relaxclip.sentence_pool import REPORT, ReportTypeError, SentencePool
-from relaxclip.sentences import INVISIBLE_MARKS, check_names, check_text
+from relaxclip.sentences import INVISIBLE_MARKS, check_names
 
 __all__ = ["SentenceSampler", "group_text", "sample_sentences", "text_group_ids"]
 
@@ -33,6 +34,7 @@ DEFAULT_ID_KEYS = ("uid", "id", "study_id", "dicom_id", "idx", "index")
 _TEXT = "text"
 _DROPPED = "num_dropped"
 _NAME = "SentenceSampler"
+_STR_OR_NONE = (str, NoneType)
 
 
 def sample_sentences(
@@ -67,25 +69,12 @@ def sample_sentences(
     """
     spec = _check_num_sentences(num_sentences, "sample_sentences")
     check_bool("sample_sentences: keep_order", keep_order)
-    _check_candidates(candidates)
-    if not isinstance(separator, str):
-        raise TypeError(f"sample_sentences: separator must be a str, got {describe(separator)}")
-    if not hasattr(rng, "randrange"):
-        raise TypeError(f"sample_sentences: rng must be a random.Random, got {describe(rng)}")
-    if spec == 1 and type(spec) is int:  # the paper's setting: one sentence
-        randrange = rng.randrange
-        return [p[randrange(len(p))] for p in candidates]
-    return [_draw(p, spec, rng, keep_order, separator) for p in candidates]
-
-
-def _check_candidates(candidates: Any) -> None:
-    """Each sample's candidates must be a non-empty sequence of sentences (not one ``str``)."""
     expected = "a sequence of sequences of sentences"
     if isinstance(candidates, str) or not isinstance(candidates, Sequence):
         raise TypeError(
             f"sample_sentences: candidates must be {expected}, got {describe(candidates)}"
         )
-    for i, c in enumerate(candidates):
+    for i, c in enumerate(candidates):  # each a non-empty sequence of sentences, not one str
         if type(c) is not tuple and (isinstance(c, str) or not isinstance(c, Sequence)):
             raise TypeError(
                 f"sample_sentences: candidates[{i}] must be a sequence of sentences, got {describe(c)}"
@@ -95,6 +84,13 @@ def _check_candidates(candidates: Any) -> None:
                 f"sample_sentences: candidates[{i}] must hold at least one sentence, got an empty "
                 "sequence"
             )
+    check_type("sample_sentences: separator", separator, str, "a str")
+    if not hasattr(rng, "randrange"):
+        raise TypeError(f"sample_sentences: rng must be a random.Random, got {describe(rng)}")
+    if spec == 1 and type(spec) is int:  # the paper's setting: one sentence
+        randrange = rng.randrange
+        return [p[randrange(len(p))] for p in candidates]
+    return [_draw(p, spec, rng, keep_order, separator) for p in candidates]
 
 
 def _draw(
@@ -151,7 +147,7 @@ def group_text(text: str) -> str:
         >>> group_text(" No  PNEUMOTHORAX !")
         'no pneumothorax'
     """
-    check_text("group_text", text)
+    check_type("group_text: text", text, str, "str")
     if not text.isascii():
         text = _INVISIBLE_RE.sub("", text)
     # after the join the only whitespace left is " ", so rstrip removes the trailing run
@@ -176,7 +172,7 @@ def text_group_ids(texts: Sequence[str]) -> torch.Tensor:
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise TypeError(f"text_group_ids: texts must be a sequence of str, got {describe(texts)}")
     for i, text in enumerate(texts):
-        if not isinstance(text, str):
+        if not isinstance(text, str):  # not check_type: per text, on the batch path
             raise TypeError(f"text_group_ids: texts[{i}] must be str, got {describe(text)}")
     return torch.tensor([_text_id(t) for t in texts], dtype=torch.int64)
 
@@ -206,14 +202,12 @@ class SentenceSampler:
 
     Args:
         tokenizer: ``list[str] -> tensor or mapping of tensors`` callable, or ``None``.
-        num_sentences: ``int >= 1``, inclusive ``(lo, hi)`` or fraction in ``(0, 1]``.
+        num_sentences, keep_order, separator: as :func:`sample_sentences`.
         sections, fallback, cache_size, custom_sections: passed to ``SentencePool``.
         text_key: sample key of the report; ``None``: the sample is the section mapping.
         image_key: sample key of the image, also its output key; ``None`` for text only.
         seed: base seed (int) or ``None`` (derived from torch's default generator).
         train: start in training (random draws) or evaluation (every sentence) mode.
-        keep_order: join drawn sentences in report order (else in drawn order).
-        separator: string between joined sentences.
         on_empty: a sample with no sentence: ``"raise"`` or ``"drop"`` it (logged, counted).
         token_key: output key of a tensor returned by the tokenizer.
         tokenizer_kwargs: keyword arguments of every tokenizer call (HF default: padding).
@@ -271,11 +265,11 @@ class SentenceSampler:
                 f"{_NAME}: text_key=None (sections are keys of the sample) needs explicit "
                 "sections and no fallback"
             )
-        self.text_key = _check_str("text_key", text_key, optional=True)
-        self.image_key = _check_str("image_key", image_key, optional=True)
-        self.group_key = _check_str("group_key", group_key, optional=True)
-        self.token_key = _check_str("token_key", token_key)
-        self.separator = _check_str("separator", separator)
+        self.text_key = check_type(f"{_NAME}: text_key", text_key, _STR_OR_NONE, "a str or None")
+        self.image_key = check_type(f"{_NAME}: image_key", image_key, _STR_OR_NONE, "a str or None")
+        self.group_key = check_type(f"{_NAME}: group_key", group_key, _STR_OR_NONE, "a str or None")
+        self.token_key = check_type(f"{_NAME}: token_key", token_key, str, "a str")
+        self.separator = check_type(f"{_NAME}: separator", separator, str, "a str")
         self.seed = None if seed is None else check_int(f"{_NAME}: seed", seed)
         self.training = check_bool(f"{_NAME}: train", train)
         self.keep_order = check_bool(f"{_NAME}: keep_order", keep_order)
@@ -334,10 +328,6 @@ class SentenceSampler:
     def cache_size(self) -> int:
         """Capacity of the candidate cache."""
         return self.pool.cache_size
-
-    @property
-    def _cache(self) -> dict[Any, tuple[str, ...]]:
-        return self.pool._cache
 
     def train(self, mode: bool = True) -> SentenceSampler:
         """Set training (random sampling) or evaluation (full text) mode; returns ``self``."""
@@ -404,15 +394,10 @@ class SentenceSampler:
             ) from exc
 
     def _at(self, position: int, sample: Any) -> str:
-        ident = self._sample_id(sample)
-        return f"{f'sample {ident} at ' if ident else ''}batch position {position}"
-
-    def _sample_id(self, sample: Any) -> str:
-        """``"uid='CXR1'"`` from the first id field found in the sample or its report mapping."""
-        if not isinstance(sample, Mapping):
-            return ""
-        places = [sample]
-        if self.text_key is not None and isinstance(sample.get(self.text_key), Mapping):
+        """``"sample uid='CXR1' at batch position 3"``, by the first id field found in the sample or
+        its report mapping (``"batch position 3"`` when none is)."""
+        places = [sample] if isinstance(sample, Mapping) else []
+        if places and self.text_key is not None and isinstance(sample.get(self.text_key), Mapping):
             places.append(sample[self.text_key])
         for key in self.id_keys:  # the first key of id_keys found, in the sample or its report
             for place in places:
@@ -420,8 +405,8 @@ class SentenceSampler:
                 if isinstance(value, torch.Tensor) and value.numel() == 1:
                     value = value.item()
                 if isinstance(value, (str, numbers.Number)) and not isinstance(value, bool):
-                    return f"{key}={value!r}"
-        return ""
+                    return f"sample {key}={value!r} at batch position {position}"
+        return f"batch position {position}"
 
     def _empty_error(self, where: str) -> ValueError:
         hint = (
@@ -575,15 +560,14 @@ class SentenceSampler:
         assert self.tokenizer is not None
         result = self.tokenizer(texts, **self.tokenizer_kwargs)
         if isinstance(result, torch.Tensor):
-            items: Iterable[tuple[str, Any]] = [(self.token_key, result)]
-        elif hasattr(result, "keys") and hasattr(result, "__getitem__"):  # mappings, BatchEncoding
-            items = [(k, result[k]) for k in result.keys()]
-        else:
+            result = {self.token_key: result}
+        elif not (hasattr(result, "keys") and hasattr(result, "__getitem__")):  # e.g. BatchEncoding
             raise TypeError(
                 f"{_NAME}: the tokenizer must return a tensor or a mapping of tensors, "
                 f"got {type(result).__name__}"
             )
-        for key, value in items:
+        for key in result.keys():
+            value = result[key]
             if isinstance(value, torch.Tensor) and (
                 value.dim() == 0 or value.shape[0] != len(texts)
             ):
@@ -606,21 +590,9 @@ def _put(out: dict[str, Any], key: str, value: Any, what: str) -> None:
     out[key] = value
 
 
-def _check_str(arg: str, value: Any, *, optional: bool = False) -> Any:
-    """``value`` if it is a ``str`` (or ``None`` when ``optional``)."""
-    if not (isinstance(value, str) or (optional and value is None)):
-        expected = "a str or None" if optional else "a str"
-        raise TypeError(f"{_NAME}: {arg} must be {expected}, got {describe(value)}")
-    return value
-
-
 def _tokenizer_kwargs(tokenizer: Any, kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
     """The keyword arguments of every tokenizer call (HF-looking tokenizers get padding)."""
     if kwargs is None:
         is_hf = tokenizer is not None and hasattr(tokenizer, "model_input_names")
         return {"padding": True, "truncation": True, "return_tensors": "pt"} if is_hf else {}
-    if not isinstance(kwargs, Mapping):
-        raise TypeError(
-            f"{_NAME}: tokenizer_kwargs must be a mapping or None, got {describe(kwargs)}"
-        )
-    return dict(kwargs)
+    return dict(check_type(f"{_NAME}: tokenizer_kwargs", kwargs, Mapping, "a mapping or None"))

@@ -74,24 +74,20 @@ class SentencePool:
         self.fallback: tuple[str, ...] = self._check_fallback(fallback)
         self.cache_size: int = check_int(f"{name}: cache_size", cache_size, minimum=0)
         self._named: tuple[str, ...] = tuple(s for s in self.fallback if s != REPORT)
-        if not check_bool(f"{name}: custom_sections", custom_sections):
-            self._check_known((*(sections or ()), *self._named))
+        # names the parser never produces would silently match nothing in a string report
+        unknown = [s for s in (*(sections or ()), *self._named) if s not in KNOWN_SECTIONS]
+        if not check_bool(f"{name}: custom_sections", custom_sections) and unknown:
+            raise ValueError(
+                f"{name}: sections and fallback must be section names the report parser "
+                f"produces ({', '.join(map(repr, sorted(KNOWN_SECTIONS)))}), got {unknown!r}; for keys of "
+                "mapping reports with other names pass custom_sections=True"
+            )
         self._whole: bool = REPORT in self.fallback
         # mapping reports: the values that decide the candidates, when that is a fixed key list
         self._lookup_keys: tuple[str, ...] | None = (
             None if sections is None or self._whole else (*sections, *self._named)
         )
         self._cache: dict[Any, tuple[str, ...]] = {}
-
-    def _check_known(self, names: tuple[str, ...]) -> None:
-        """Names the parser never produces would silently match nothing in a string report."""
-        if not set(names) <= KNOWN_SECTIONS:
-            unknown = [s for s in names if s not in KNOWN_SECTIONS]
-            raise ValueError(
-                f"{self.name}: sections and fallback must be section names the report parser "
-                f"produces ({', '.join(map(repr, sorted(KNOWN_SECTIONS)))}), got {unknown!r}; for keys of "
-                "mapping reports with other names pass custom_sections=True"
-            )
 
     def _check_fallback(self, fallback: Any) -> tuple[str, ...]:
         """The fallback chain as a tuple; an invalid chain raises saying why."""
@@ -124,13 +120,12 @@ class SentencePool:
     def candidates(self, report: Any) -> tuple[str, ...]:
         """Candidate sentences of ``report`` (cached); ``()`` when none; ``ReportTypeError``."""
         key = self._key(report)
-        if key is not None:
-            try:
-                hit = self._cache.get(key)
-            except TypeError:  # an unhashable section value: _compute raises a clear error
-                key, hit = None, None
-            if hit is not None:
-                return hit
+        try:
+            hit = self._cache.get(key)
+        except TypeError:  # an unhashable section value: _compute raises a clear error
+            key, hit = None, None
+        if hit is not None:
+            return hit
         value = self._compute(report)
         if key is not None and self.cache_size:
             if len(self._cache) >= self.cache_size:
@@ -166,7 +161,7 @@ class SentencePool:
         )
 
     def _key(self, report: Any) -> Any:
-        """The cache key of ``report`` (``None``: not cacheable); raises on a bad report type."""
+        """The cache key of ``report``; raises on a bad report type."""
         if isinstance(report, str):
             return report
         if not isinstance(report, Mapping):

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from relaxclip._checks import describe
+from relaxclip._checks import check_type, describe
 
 if TYPE_CHECKING:
     from nltk.tokenize.punkt import PunktSentenceTokenizer
@@ -118,12 +118,6 @@ def check_names(name: str, value: object, expected: str = "a sequence of str") -
     return out
 
 
-def check_text(owner: str, text: object) -> None:
-    """``TypeError`` ``"<owner>: text must be str, ..."`` unless ``text`` is a ``str``."""
-    if not isinstance(text, str):
-        raise TypeError(f"{owner}: text must be str, got {describe(text)}")
-
-
 def parse_report_sections(text: str) -> dict[str, str]:
     """Split a radiology report into sections keyed by canonical lower-case names.
 
@@ -143,7 +137,7 @@ def parse_report_sections(text: str) -> dict[str, str]:
         >>> parse_report_sections("FINDINGS: Heart normal. IMPRESSION: No disease.")
         {'findings': 'Heart normal.', 'impression': 'No disease.'}
     """
-    check_text("parse_report_sections", text)
+    check_type("parse_report_sections: text", text, str, "str")
     text = strip_leading_marks(text)
     parts: dict[str, list[str]] = {}
     key = PREAMBLE_KEY
@@ -210,8 +204,9 @@ NUMBERED_WORDS: frozenset[str] = frozenset(
         "version", "figure", "fig", "page", "bed", "room", "lumen", "french", "fr",
     }
 )  # fmt: skip
-# A list marker: 1-2 digits then "." or ")", a whole token, followed by whitespace and more text.
-_MARKER = re.compile(r"(?<!\S)(\d{1,2}[.)])(?=\s+\S)")
+# A list marker: 1-2 digits then "." or ")", a whole token, followed by whitespace and more text
+# (group 2: the first character of that text).
+_MARKER = re.compile(r"(?<!\S)(\d{1,2}[.)])(?=\s+(\S))")
 _HAS_MARKER_CHAR = re.compile(r"\d[.)]")
 _MARKER_ONLY = re.compile(r"\d{1,2}[.)]")
 _END_PUNCT = frozenset(".!?:;")
@@ -252,16 +247,13 @@ def _marker_starts(text: str) -> list[int]:
         j = m.start() - 1
         while j >= 0 and text[j].isspace():
             j -= 1
-        k = m.end()
-        while k < len(text) and text[k].isspace():
-            k += 1
         if (
             j < 0
             or text[j] in _END_PUNCT
             or "\n" in text[j + 1 : m.start()]
             or (  # "1. Edema 2. Cardiomegaly", but not "grade 2. Recommend"
                 number == last + 1
-                and text[k].isupper()
+                and m.group(2).isupper()
                 and _word_ending_at(text, j) not in NUMBERED_WORDS
             )
         ):
@@ -345,19 +337,12 @@ def split_sentences(text: str) -> list[str]:
         >>> split_sentences("1. Nodule 1.2 x 0.8 cm. 2. No effusion.")
         ['1. Nodule 1.2 x 0.8 cm.', '2. No effusion.']
     """
-    check_text("split_sentences", text)
+    check_type("split_sentences: text", text, str, "str")
     spans: list[tuple[int, int]] = []
     pos = 0
     text = strip_leading_marks(text).lstrip()
-    if (
-        "\n" not in text
-        and ".." not in text
-        and _GLUED_QUICK.search(text) is None
-        and _LETTER_QUICK.search(text) is None
-    ):
-        _split_segment(text, 0, len(text), spans)  # no hard boundary possible: skip the _HARD scan
-        return _merge_fragments(text, spans)
-    for m in _HARD.finditer(text):
+    hard = "\n" in text or ".." in text or _GLUED_QUICK.search(text) or _LETTER_QUICK.search(text)
+    for m in _HARD.finditer(text) if hard else ():  # scan only where a hard boundary can be
         if m.group("blank") is not None:
             cut = m.start()
         elif m.group("dd") is not None:

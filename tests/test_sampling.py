@@ -301,11 +301,11 @@ def test_cache_is_bounded_and_used(monkeypatch: pytest.MonkeyPatch) -> None:
     s(_batch(reports[:4], image=False))
     assert all(v == 1 for v in calls.values()) and len(calls) == 4  # second epoch: cache only
     s(_batch(reports, image=False))
-    assert len(s._cache) == 4
-    assert len(pickle.loads(pickle.dumps(s))._cache) == 0
+    assert len(s.pool) == 4
+    assert len(pickle.loads(pickle.dumps(s)).pool) == 0
     off = SentenceSampler(seed=0, cache_size=0, image_key=None)
     off(_batch(reports, image=False))
-    assert len(off._cache) == 0
+    assert len(off.pool) == 0
 
 
 # ----------------------------------------------------------------------------- tokenizers
