@@ -18,7 +18,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from relaxclip._checks import FLOATING, check_choice, describe
+from relaxclip._checks import FLOATING, check_choice, check_type
+from relaxclip.backends import get_backend, resolve_backend
+from relaxclip.backends._common import group_matrix
 
 __all__ = [
     "DISTRIBUTED_MODES",
@@ -51,10 +53,7 @@ class LossSumBackend(Protocol):
 
 def check_distributed_args(distributed: object, mode: object) -> None:
     """Validate ``distributed`` (bool or None: TypeError) and ``distributed_mode`` (ValueError)."""
-    if distributed is not None and not isinstance(distributed, bool):
-        raise TypeError(
-            f"distributed must be True, False or None (auto), got {describe(distributed)}"
-        )
+    check_type("distributed", distributed, (bool, type(None)), "True, False or None (auto)")
     check_choice("distributed_mode", mode, DISTRIBUTED_MODES)
 
 
@@ -141,11 +140,8 @@ def all_gather_rows(
             f"{t.shape[0]} rows"
         )
     longest = max(sizes)
-    padded = t
-    if t.shape[0] < longest:
-        padding = t.new_zeros((longest - t.shape[0], *t.shape[1:]))
-        padded = torch.cat([t, padding], dim=0)
-    gathered = _autograd_all_gather_equal(padded, group)
+    padding = t.new_zeros((longest - t.shape[0], *t.shape[1:]))
+    gathered = _autograd_all_gather_equal(torch.cat([t, padding]) if len(padding) else t, group)
     if all(n == longest for n in sizes):
         return gathered
     return torch.cat([gathered[r * longest : r * longest + n] for r, n in enumerate(sizes)], dim=0)
@@ -229,27 +225,20 @@ def distributed_loss(
     Example:
         >>> loss = distributed_loss(x, y, scale, 0.8, backend="auto", mode="local")
     """
-    check_distributed_args(None, mode)
+    check_choice("distributed_mode", mode, DISTRIBUTED_MODES)
     group = _resolve_group(process_group)
-    opts = dict(backend_opts) if backend_opts is not None else {}
-    world = dist.get_world_size(group)
-    rank = dist.get_rank(group)
-    if groups is not None and groups.dim() == 1:
-        groups = groups.unsqueeze(0)
+    opts = backend_opts or {}
+    groups = group_matrix(groups)
     sizes = _exchange_shapes(x, y, group, groups)
     total = sum(sizes)
-    offset = sum(sizes[:rank])
-    dim = x.shape[1]
     both = all_gather_rows(torch.cat([x, y], dim=1), sizes, group)
-    x_all, y_all = both[:, :dim], both[:, dim:]
+    x_all, y_all = both.tensor_split(2, dim=1)
     groups_all = None
     if groups is not None:  # ids ride along as rows (b_r, K); integers, so no gradient
         with torch.no_grad():
             ids = groups.to(device=x.device, dtype=torch.int64).T.contiguous()
             groups_all = all_gather_rows(ids, sizes, group).T.contiguous()
     if isinstance(backend, str):
-        from relaxclip.backends import get_backend, resolve_backend
-
         n_rows = total if mode == "global" else x.shape[0]
         backend = get_backend(resolve_backend(backend, x.device, n_rows, total, x.dtype))
     if mode == "global":
@@ -259,10 +248,9 @@ def distributed_loss(
         return loss_sum / (2 * total)
     if x.shape[0] == 0:  # a zero share, in the graph: every rank joins the backward collective
         return both.sum() * 0.0 + logit_scale * 0.0
-    rows_x = backend.rows_loss_sum(
-        x, y_all, logit_scale, threshold, offset, groups=groups_all, **opts
-    )
-    rows_y = backend.rows_loss_sum(
-        y, x_all, logit_scale, threshold, offset, groups=groups_all, **opts
-    )
-    return (rows_x + rows_y) * (world / (2 * total))
+    offset = sum(sizes[: dist.get_rank(group)])
+    rows = [
+        backend.rows_loss_sum(a, keys, logit_scale, threshold, offset, groups=groups_all, **opts)
+        for a, keys in ((x, y_all), (y, x_all))
+    ]
+    return (rows[0] + rows[1]) * (dist.get_world_size(group) / (2 * total))

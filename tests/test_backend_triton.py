@@ -579,6 +579,9 @@ def test_validation_errors() -> None:
         tb.TritonConfig(block_m=48)
     with pytest.raises(ValueError, match="split"):
         tb.TritonConfig(split=0)
+    with pytest.raises(TypeError, match="TritonConfig.num_warps must be an int, got NoneType"):
+        tb.TritonConfig(num_warps=None)  # type: ignore[arg-type]  # before: accepted, failed later
+    tb.TritonConfig(block_do=None, split=None, row_group=None)  # the optional fields
 
 
 def test_offset_and_shape_validation(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,40 +12,35 @@ takes no options. The contract and how to choose: ``docs/concepts.md#backends``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
 import torch
 
-from relaxclip._checks import check_choice, describe
+from relaxclip._checks import check_choice, check_type
 
 
-def _load_dense() -> ModuleType:
-    from relaxclip.backends import dense
+def _load(name: str) -> ModuleType:
+    if name == "dense":
+        from relaxclip.backends import dense
 
-    return dense
+        return dense
+    if name == "chunked":
+        from relaxclip.backends import chunked
 
+        return chunked
+    from relaxclip.backends import triton  # imports without triton installed
 
-def _load_chunked() -> ModuleType:
-    from relaxclip.backends import chunked
-
-    return chunked
-
-
-def _load_triton() -> ModuleType:
-    from relaxclip.backends import triton as triton_backend  # imports without triton installed
-
-    return triton_backend
+    return triton
 
 
 #: The registry: concrete backend name -> loader of its module (imported lazily: the triton
 #: module imports triton; ``import`` statements, unlike ``importlib``, trace under
 #: ``torch.compile``).
 BACKEND_MODULES: dict[str, Callable[[], ModuleType]] = {
-    "dense": _load_dense,
-    "chunked": _load_chunked,
-    "triton": _load_triton,
+    name: functools.partial(_load, name) for name in ("dense", "chunked", "triton")
 }
 
 BACKENDS = ("auto", *BACKEND_MODULES)
@@ -82,14 +77,8 @@ def check_backend_options(name: str, options: Mapping[str, Any] | None) -> dict[
     option the backend does not take; the validators raise naming the option for a bad value.
     """
     _check_name(name)
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise TypeError(
-            f"backend_options must be a mapping of option name to value or None, "
-            f"got {describe(options)}"
-        )
-    given = dict(options)
+    expected = "a mapping of option name to value or None"
+    given = dict(check_type("backend_options", options, (Mapping, type(None)), expected) or {})
     if not given:
         return {}
     if name == "auto":
@@ -119,11 +108,7 @@ def check_backend_options(name: str, options: Mapping[str, Any] | None) -> dict[
 
 def triton_available() -> bool:
     """Whether the triton backend can run (triton importable, its kernels loadable)."""
-    try:
-        from relaxclip.backends import triton as triton_backend
-    except ImportError:
-        return False
-    return bool(triton_backend.is_available())
+    return bool(_load("triton").is_available())
 
 
 def resolve_backend(
@@ -154,7 +139,6 @@ def resolve_backend(
 
 def get_backend(name: str) -> ModuleType:
     """The backend module for a concrete name (``"dense"``, ``"chunked"`` or ``"triton"``)."""
-    _check_name(name, tuple(BACKEND_MODULES))
     if name == "triton" and not triton_available():
         raise RuntimeError(
             'backend="triton" needs the optional triton extra (pip install "relaxclip[triton]") '

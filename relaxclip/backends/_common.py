@@ -109,11 +109,9 @@ def group_matrix(groups: Tensor | None) -> Tensor | None:
     return groups.unsqueeze(0)
 
 
-def exclude_groups_(logits: Tensor, groups: Tensor | None, diag_start: int) -> None:
+def exclude_groups_(logits: Tensor, groups: Tensor, diag_start: int) -> None:
     """Set to -inf, in place, the logits of same-group pairs other than the positive, in a
     (b, N) block whose row i is sample ``diag_start + i``; ``groups``: (K, N) column ids."""
-    if groups is None:
-        return
     rows = logits.shape[0]
     row_ids = groups[:, diag_start : diag_start + rows]
     same = row_ids[0, :, None] == groups[0, None, :]

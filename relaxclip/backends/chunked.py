@@ -79,8 +79,7 @@ class _Chunked(torch.autograd.Function):
 
 def _call(q: Tensor, k: Tensor, logit_scale: Tensor, threshold: Threshold, **fields: Any) -> Tensor:
     """Build the record (``chunk_size`` checked, or its default) and apply the Function."""
-    size = fields.pop("chunk_size")
-    size = default_chunk_size(k.shape[0]) if size is None else OPTIONS["chunk_size"](size)
+    size = OPTIONS["chunk_size"](fields.pop("chunk_size")) or default_chunk_size(k.shape[0])
     groups = fields.pop("groups")
     return _ChunkedArgs.run(
         _Chunked, q, k, logit_scale, threshold, groups, chunk_size=size, **fields

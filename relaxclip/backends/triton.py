@@ -12,13 +12,13 @@ import functools
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from relaxclip._checks import check_bool, check_int, check_tensor, describe
+from relaxclip._checks import check_bool, check_int, check_tensor, check_type, describe
 from relaxclip.backends._common import (
     CallArgs,
     Threshold,
@@ -91,34 +91,27 @@ class TritonConfig:
     bwd_num_stages: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("block_m", "block_n", "block_d", "bwd_block_m", "bwd_block_n", "block_do"):
-            v = getattr(self, name)
-            if v is not None or name != "block_do":
-                v = check_int(f"TritonConfig.{name}", v, minimum=16)
-                if v & (v - 1):
-                    raise ValueError(f"TritonConfig.{name} must be a power of two >= 16, got {v}")
-        for name in ("split", "row_group", "col_part_mib", "num_warps", "num_stages"):
-            if getattr(self, name) is not None:
-                check_int(f"TritonConfig.{name}", getattr(self, name), minimum=1)
-        for name in ("bwd_num_warps", "bwd_num_stages"):
-            check_int(f"TritonConfig.{name}", getattr(self, name), minimum=1)
+        for f in fields(self):
+            name, value = f"TritonConfig.{f.name}", getattr(self, f.name)
+            if value is None and f.default is None:  # block_do, split, row_group: optional
+                continue
+            value = check_int(name, value, minimum=16 if "block" in f.name else 1)
+            if "block" in f.name and value & (value - 1):
+                raise ValueError(f"{name} must be a power of two >= 16, got {value}")
 
 
 DEFAULT_CONFIG = TritonConfig()
 
 
-def _check_config(value: object) -> TritonConfig | None:
-    if value is not None and not isinstance(value, TritonConfig):
-        raise TypeError(
-            f"config must be a relaxclip.backends.triton.TritonConfig or None, got {describe(value)}"
-        )
-    return value
-
-
 #: Keyword options of this backend's entry functions (see ``relaxclip.backends``).
 OPTIONS: dict[str, Callable[[object], Any]] = {
     "allow_tf32": functools.partial(check_bool, "allow_tf32"),
-    "config": _check_config,
+    "config": functools.partial(
+        check_type,
+        "config",
+        types=(TritonConfig, type(None)),
+        expected="a relaxclip.backends.triton.TritonConfig or None",
+    ),
 }
 #: Small tiles for the CPU interpreter (fast enough for tests, exercises masking).
 INTERPRETER_CONFIG = TritonConfig(
@@ -587,13 +580,12 @@ class _TritonLoss(torch.autograd.Function):
 
 def _check(name: str, a: Tensor) -> None:
     check_tensor(name, a, ndim=2)
-    if a.dtype == torch.float64:
-        raise TypeError(
-            f"{name} must be bfloat16, float16 or float32 for the triton backend, got float64; "
-            "use backend='dense' or backend='chunked' for float64 features"
-        )
     if a.dtype not in _SUPPORTED:
-        raise TypeError(f"{name} must be bfloat16, float16 or float32, got dtype {a.dtype}")
+        hint = "; use backend='dense' or backend='chunked'" if a.dtype == torch.float64 else ""
+        raise TypeError(
+            f"{name} must be bfloat16, float16 or float32 for the triton backend, got dtype "
+            f"{a.dtype}{hint}"
+        )
     if a.shape[0] < 1 or a.shape[1] < 1:
         raise ValueError(f"{name} must have at least one row and one feature, got {tuple(a.shape)}")
     span = (a.shape[0] - 1) * abs(a.stride(0)) + (a.shape[1] - 1) * abs(a.stride(1))
@@ -642,7 +634,7 @@ def _call(
         )
     if not isinstance(logit_scale, torch.Tensor) or logit_scale.numel() != 1:
         raise TypeError(f"logit_scale must be a one-element tensor, got {describe(logit_scale)}")
-    cfg = _check_config(config) or (
+    cfg = OPTIONS["config"](config) or (
         INTERPRETER_CONFIG if q.device.type == "cpu" else DEFAULT_CONFIG
     )
     prec = _precision(q.dtype, OPTIONS["allow_tf32"](allow_tf32))
