@@ -204,7 +204,7 @@ def _known(keys: Iterable[Any], labels: Iterable[str], name: str, hint: str = ""
 
 def _check_labels(labels: object, exclude: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(all labels, excluded labels)``: unique non-blank str names, ``exclude`` among them."""
-    all_labels = check_names("labels", labels, "a sequence of label names, not a single string")
+    all_labels = check_names("labels", labels, "a sequence of str label names")
     if not all_labels or not all(x.strip() for x in all_labels):
         raise ValueError(f"labels must be non-empty label names, got {list(all_labels)}")
     dup = sorted({x for x in all_labels if all_labels.count(x) > 1})
