@@ -55,11 +55,17 @@ def check_bool(name: str, value: object) -> bool:
 
 
 def check_type(
-    name: str, value: object, types: type | tuple[type, ...], expected: str, hint: str = ""
+    name: str,
+    value: object,
+    types: type | tuple[type, ...],
+    expected: str,
+    hint: str = "",
+    *,
+    exclude: type | tuple[type, ...] = (),
 ) -> Any:
-    """``value`` if it is an instance of ``types``, else ``TypeError`` saying it must be
-    ``expected`` (then ``hint``)."""
-    if not isinstance(value, types):
+    """``value`` if it is an instance of ``types`` but not of ``exclude`` (``bool`` for a number,
+    ``str`` for a sequence), else ``TypeError`` saying it must be ``expected`` (then ``hint``)."""
+    if isinstance(value, exclude) or not isinstance(value, types):
         raise TypeError(f"{name} must be {expected}, got {describe(value)}{hint}")
     return value
 
@@ -68,9 +74,7 @@ def check_int(
     name: str, value: object, *, minimum: int | None = None, maximum: int | None = None
 ) -> int:
     """``value`` as an ``int``: any integral (numpy included) but bool, within the bounds."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {describe(value)}")
-    out = int(value)
+    out = int(check_type(name, value, numbers.Integral, "an int", exclude=bool))
     if (minimum is not None and out < minimum) or (maximum is not None and out > maximum):
         raise ValueError(f"{name} must be an int {_range(minimum, maximum)}, got {out}")
     return out
@@ -91,9 +95,7 @@ def check_real(
     ``low``/``high`` bound the value (inclusive unless ``low_open``/``high_open``); NaN always
     raises and infinities raise when ``finite``.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {describe(value)}")
-    out = float(value)
+    out = float(check_type(name, value, numbers.Real, "a real number", exclude=bool))
     below = low is not None and (out <= low if low_open else out < low)
     above = high is not None and (out >= high if high_open else out > high)
     if math.isnan(out) or (finite and math.isinf(out)) or below or above:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch import distributed as dist
 
-from relaxclip._checks import check_finite_rows, check_real, check_tensor, describe
+from relaxclip._checks import check_finite_rows, check_real, check_tensor, check_type, describe
 from relaxclip.distributed import _gather_metadata, _resolve_group, all_gather_rows
 from relaxclip.loss import _normalize
 
@@ -47,11 +47,8 @@ def calibrate_threshold(
         >>> loss_fn = RelaxedContrastiveLoss(threshold=calibrate_threshold(pairs, 0.9))
     """
     q = check_real("quantile", quantile, low=0.0, high=1.0)
-    if isinstance(feature_pairs, Tensor) or not isinstance(feature_pairs, Iterable):
-        raise TypeError(
-            "feature_pairs must be an iterable of (image_features, text_features) pairs, e.g. "
-            f"[(x, y)], got {describe(feature_pairs)}"
-        )
+    expected = "an iterable of (image_features, text_features) pairs, e.g. [(x, y)]"
+    check_type("feature_pairs", feature_pairs, Iterable, expected, exclude=Tensor)
     cosines = [_positive_cosines(i, pair) for i, pair in enumerate(feature_pairs)]
     local = torch.cat(cosines) if cosines else torch.zeros(0, dtype=torch.float64, device="cpu")
     if dist.is_available() and dist.is_initialized():

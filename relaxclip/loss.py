@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from relaxclip._checks import check_bool, check_real, check_tensor, describe, format_rows
+from relaxclip._checks import check_bool, check_real, check_tensor, check_type, format_rows
 from relaxclip.backends import check_backend_options, get_backend, resolve_backend
 from relaxclip.backends._common import check_id_dtype, check_same, check_theta, compute_dtype
 from relaxclip.distributed import (
@@ -174,8 +174,7 @@ def _check_values(
 def _check_scalar(name: str, value: object, like: Tensor, expected: str, why: str = "") -> None:
     """A real number, or a one-element floating tensor on the features' device (or 0-d)."""
     if not isinstance(value, Tensor):
-        if isinstance(value, bool) or not isinstance(value, Real):
-            raise TypeError(f"{name} must be {expected}, got {describe(value)}")
+        check_type(name, value, Real, expected, exclude=bool)
         return
     check_tensor(name, value, floating=True)
     if value.numel() != 1:

@@ -574,8 +574,7 @@ def f1(y_true: ArrayLike, y_pred: ArrayLike, *, zero_division: float = 0.0) -> f
         >>> f1([0, 1, 1], [0, 1, 0])
         0.6666666666666666
     """
-    if isinstance(zero_division, bool) or not isinstance(zero_division, numbers.Real):
-        raise TypeError(f"zero_division must be 0, 1 or NaN, got {describe(zero_division)}")
+    check_type("zero_division", zero_division, numbers.Real, "0, 1 or NaN", exclude=bool)
     if not (zero_division in (0, 1) or math.isnan(zero_division)):
         raise ValueError(f"zero_division must be 0, 1 or NaN, got {zero_division!r}")
     tp, fp, fn, _ = _confusion(y_true, y_pred)

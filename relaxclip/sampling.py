@@ -70,15 +70,11 @@ def sample_sentences(
     spec = _check_num_sentences(num_sentences, "sample_sentences")
     check_bool("sample_sentences: keep_order", keep_order)
     expected = "a sequence of sequences of sentences"
-    if isinstance(candidates, str) or not isinstance(candidates, Sequence):
-        raise TypeError(
-            f"sample_sentences: candidates must be {expected}, got {describe(candidates)}"
-        )
+    check_type("sample_sentences: candidates", candidates, Sequence, expected, exclude=str)
     for i, c in enumerate(candidates):  # each a non-empty sequence of sentences, not one str
-        if type(c) is not tuple and (isinstance(c, str) or not isinstance(c, Sequence)):
-            raise TypeError(
-                f"sample_sentences: candidates[{i}] must be a sequence of sentences, got {describe(c)}"
-            )
+        if type(c) is not tuple:
+            name = f"sample_sentences: candidates[{i}]"
+            check_type(name, c, Sequence, "a sequence of sentences", exclude=str)
         if not c:
             raise ValueError(
                 f"sample_sentences: candidates[{i}] must hold at least one sentence, got an empty "
@@ -169,8 +165,7 @@ def text_group_ids(texts: Sequence[str]) -> torch.Tensor:
     Raises:
         TypeError: ``texts`` is a ``str`` or holds a non-``str``.
     """
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise TypeError(f"text_group_ids: texts must be a sequence of str, got {describe(texts)}")
+    check_type("text_group_ids: texts", texts, Sequence, "a sequence of str", exclude=str)
     for i, text in enumerate(texts):
         if not isinstance(text, str):  # not check_type: per text, on the batch path
             raise TypeError(f"text_group_ids: texts[{i}] must be str, got {describe(text)}")
@@ -450,8 +445,7 @@ class SentenceSampler:
         return random.Random(key)
 
     def __call__(self, batch: Sequence[Any]) -> dict[str, Any]:
-        if isinstance(batch, (str, bytes)) or not isinstance(batch, Sequence):
-            raise TypeError(f"{_NAME}: batch must be a list of samples, got {type(batch).__name__}")
+        check_type(f"{_NAME}: batch", batch, Sequence, "a list of samples", exclude=(str, bytes))
         if len(batch) == 0:
             raise ValueError(f"{_NAME}: empty batch")
         reports, images, rest = self._unpack_batch(batch)

@@ -112,9 +112,9 @@ _HEADER_RE, _HEADER_LOOKUP = _build_header_regex()
 
 def check_names(name: str, value: object, expected: str = "a sequence of str") -> tuple[str, ...]:
     """``value`` as a tuple of ``str``; a single ``str`` or any other type raises ``TypeError``."""
-    out = None if isinstance(value, str) or not isinstance(value, Iterable) else tuple(value)
-    if out is None or not all(isinstance(v, str) for v in out):
-        raise TypeError(f"{name} must be {expected}, got {describe(value if out is None else out)}")
+    out = tuple(check_type(name, value, Iterable, expected, exclude=str))
+    if not all(isinstance(v, str) for v in out):
+        raise TypeError(f"{name} must be {expected}, got {describe(out)}")
     return out
 
 

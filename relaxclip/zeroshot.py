@@ -158,9 +158,7 @@ class ZeroShotEvaluation(AUROCResult):
 
 def _items(value: object, name: str, what: str) -> tuple[Any, ...]:
     """``tuple(value)`` of an iterable that is not a string, else ``TypeError``."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise TypeError(f"{name} must be {what}, got {describe(value)}")
-    return tuple(value)
+    return tuple(check_type(name, value, Iterable, what, exclude=(str, bytes)))
 
 
 def _check_pairs(pairs: object, name: str, *, templates: bool) -> tuple[TemplatePair, ...]:
@@ -512,11 +510,9 @@ class ZeroShotClassifier:
         """
         if n_bootstrap is not None:  # checked before the pass over the data
             n_bootstrap, seed, confidence = _bootstrap_args(n_bootstrap, seed, confidence)
-        if isinstance(batches, Mapping) or not isinstance(batches, Iterable):
-            raise TypeError(
-                "batches must be an iterable of batches (e.g. a DataLoader or a list of dicts), "
-                f"got {describe(batches)}; wrap a single batch in a list"
-            )
+        expected = "an iterable of batches (e.g. a DataLoader or a list of dicts)"
+        hint = "; wrap a single batch in a list"
+        check_type("batches", batches, Iterable, expected, hint, exclude=Mapping)
         keys = (image_key, label_key) + ((group_key,) if group_key is not None else ())
         rows = [self._batch(encode_image, b, i, keys) for i, b in enumerate(batches)]
         if not rows:

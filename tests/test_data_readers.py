@@ -707,6 +707,7 @@ def test_reader_arguments_of_the_wrong_type_are_named(tmp_path: Path) -> None:
     )
     cases: list[tuple[Any, str]] = [
         (lambda: read_chexpert(None), "csv_path must be a path"),
+        (lambda: read_chexpert(b"train.csv"), "csv_path must be a path .* got bytes"),
         (lambda: read_chexpert(csv_path, image_root=3), "image_root must be a path"),
         (lambda: read_chexpert(csv_path, labels=None), "labels must be a sequence of label names"),
         (

@@ -383,6 +383,8 @@ def test_bad_tokenizer_outputs() -> None:
         ),
         ([{"image": 0, "report": "A.", "text": "t"}], ValueError, "'text' collides"),
         ([], ValueError, "empty batch"),
+        ("A.", TypeError, "batch must be a list of samples, got str 'A.'"),
+        ({"image": 0, "report": "A."}, TypeError, "batch must be a list of samples, got dict"),
     ],
 )
 def test_bad_batches(batch: list[Any], exc: type[Exception], pattern: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 import torch
 from torch.autograd.function import once_differentiable
 
-from relaxclip._checks import check_tensor, describe
+from relaxclip._checks import check_tensor, check_type
 
 Tensor = torch.Tensor
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -41,11 +41,8 @@ def check_theta(threshold: object, like: Tensor | None) -> Threshold:
                 f"it), got {threshold.device}; pass threshold.to({str(like.device)!r})"
             )
         return threshold
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(
-            f"threshold must be a float, a 0-d floating tensor or None, got {describe(threshold)}"
-        )
-    return float(threshold)
+    expected = "a float, a 0-d floating tensor or None"
+    return float(check_type("threshold", threshold, numbers.Real, expected, exclude=bool))
 
 
 @dataclass(frozen=True, kw_only=True)

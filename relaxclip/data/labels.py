@@ -104,9 +104,9 @@ def read_text(path: Path) -> str:
 
 def as_path(name: str, path: object) -> Path:
     """``Path(path)`` of a ``str`` or ``os.PathLike`` (``TypeError`` naming ``name`` otherwise)."""
-    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path (str or os.PathLike), got {describe(path)}")
-    return Path(path)
+    return Path(
+        check_type(name, path, (str, os.PathLike), "a path (str or os.PathLike)", exclude=bytes)
+    )
 
 
 def existing_file(path: str | os.PathLike[str], *, name: str, folder: bool = False) -> Path:
