@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaxclip._checks import check_type, describe
+from relaxclip._checks import check_type
 from relaxclip.sentences import check_names, strip_leading_marks
 
 #: The 14 CheXpert observations (CheXpert's and MIMIC-CXR-JPG's CSV column order).
@@ -213,9 +213,8 @@ def check_records(
 ) -> list[Mapping[str, Any]]:
     """``records`` as a list of mappings holding ``keys`` (errors name ``name[i]``)."""
     kind, expected = (Sequence, "a sequence") if sequence else (Iterable, "an iterable")
-    if isinstance(records, (str, Mapping)) or not isinstance(records, kind):
-        raise TypeError(f"{name} must be {expected} of record mappings, got {describe(records)}")
-    out = list(records)
+    expected += " of record mappings"
+    out = list(check_type(name, records, kind, expected, exclude=(str, Mapping)))
     for i, rec in enumerate(out):
         check_type(f"{name}[{i}]", rec, Mapping, "a record mapping")
     for i, rec in enumerate(out):
