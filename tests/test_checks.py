@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Sequence
+
 import pytest
 import torch
 from hypothesis import given
@@ -41,3 +44,21 @@ def test_wrong_types_raise_type_error_and_bad_values_value_error() -> None:
         check_bool("flag", 1)
     with pytest.raises(ValueError, match=r"q must be a number in \(0.0, 1.0\], got 0.0"):
         check_real("q", 0.0, low=0.0, high=1.0, low_open=True)
+
+
+@given(
+    st.one_of(st.booleans(), st.integers(), st.text(max_size=5), st.lists(st.text(), max_size=3))
+)
+def test_check_type_exclude_refuses_a_subtype(value: object) -> None:
+    """``exclude`` takes precedence: a bool is an int but not a number here, a str a sequence."""
+    number_ok = isinstance(value, int) and not isinstance(value, bool)
+    if number_ok:
+        assert check_type("n", value, numbers.Real, "a number", exclude=bool) is value
+    else:
+        with pytest.raises(TypeError, match=r"^n must be a number, got "):
+            check_type("n", value, numbers.Real, "a number", exclude=bool)
+    if isinstance(value, list):
+        assert check_type("s", value, Sequence, "a sequence", exclude=str) is value
+    else:
+        with pytest.raises(TypeError, match=r"^s must be a sequence, got "):
+            check_type("s", value, Sequence, "a sequence", exclude=str)
