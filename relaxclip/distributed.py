@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from relaxclip._checks import FLOATING, check_choice, check_type
+from relaxclip._checks import FLOATING, check_choice, check_tensor, check_type
 from relaxclip.backends import get_backend, resolve_backend
 from relaxclip.backends._common import group_matrix
 
@@ -140,8 +140,10 @@ def all_gather_rows(
             f"{t.shape[0]} rows"
         )
     longest = max(sizes)
-    padding = t.new_zeros((longest - t.shape[0], *t.shape[1:]))
-    gathered = _autograd_all_gather_equal(torch.cat([t, padding]) if len(padding) else t, group)
+    padded = t
+    if t.shape[0] < longest:
+        padded = torch.cat([t, t.new_zeros((longest - t.shape[0], *t.shape[1:]))])
+    gathered = _autograd_all_gather_equal(padded, group)
     if all(n == longest for n in sizes):
         return gathered
     return torch.cat([gathered[r * longest : r * longest + n] for r, n in enumerate(sizes)], dim=0)
@@ -226,9 +228,10 @@ def distributed_loss(
         >>> loss = distributed_loss(x, y, scale, 0.8, backend="auto", mode="local")
     """
     check_choice("distributed_mode", mode, DISTRIBUTED_MODES)
+    if groups is not None:
+        groups = group_matrix(check_tensor("groups", groups, ndim=(1, 2)))
     group = _resolve_group(process_group)
     opts = backend_opts or {}
-    groups = group_matrix(groups)
     sizes = _exchange_shapes(x, y, group, groups)
     total = sum(sizes)
     both = all_gather_rows(torch.cat([x, y], dim=1), sizes, group)

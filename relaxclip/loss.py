@@ -71,14 +71,16 @@ def _resolve_options(
     backend: str, backend_options: Mapping[str, Any] | None, chunk_size: int | None
 ) -> dict[str, Any]:
     """``backend_options`` with the ``chunk_size`` shortcut merged in, validated."""
-    options = check_backend_options(backend, backend_options)
+    if backend_options is not None and not isinstance(backend_options, Mapping):
+        check_backend_options(backend, backend_options)  # raises, naming backend_options
+    options = dict(backend_options or {})
     if chunk_size is not None:
         if "chunk_size" in options:
             raise ValueError(
                 "chunk_size must be given once, got it both as an argument and in backend_options"
             )
-        options = check_backend_options(backend, {**options, "chunk_size": chunk_size})
-    return options
+        options["chunk_size"] = chunk_size
+    return check_backend_options(backend, options)
 
 
 class _LossSettings(NamedTuple):
@@ -320,6 +322,7 @@ def relaxed_contrastive_loss(
     settings = _LossSettings.checked(
         normalize, backend, options, check_finite, distributed, distributed_mode, process_group
     )
+    _check_threshold(threshold, settings.normalize)  # before the tensors, as the module does
     return _relaxed_loss(
         image_features, text_features, logit_scale, threshold, settings, groups, logit_bias
     )[0]

@@ -50,7 +50,6 @@ from relaxclip.metrics import (
     macro_auroc,
     roc_curve,
 )
-from relaxclip.sentences import check_names
 
 if TYPE_CHECKING:
     from relaxclip.metrics import BootstrapAUROCResult
@@ -202,7 +201,9 @@ def _known(keys: Iterable[Any], labels: Iterable[str], name: str, hint: str = ""
 
 def _check_labels(labels: object, exclude: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(all labels, excluded labels)``: unique non-blank str names, ``exclude`` among them."""
-    all_labels = check_names("labels", labels, "a sequence of str label names")
+    all_labels = _items(labels, "labels", "a sequence of label names, not a single string")
+    for i, x in enumerate(all_labels):
+        check_type(f"labels[{i}]", x, str, "a str label name")
     if not all_labels or not all(x.strip() for x in all_labels):
         raise ValueError(f"labels must be non-empty label names, got {list(all_labels)}")
     dup = sorted({x for x in all_labels if all_labels.count(x) > 1})

@@ -578,7 +578,11 @@ def test_reference_matches_single_process_loss() -> None:
 
 
 def test_not_initialised_errors_and_auto_off() -> None:
-    from relaxclip.distributed import check_distributed_args, is_distributed_active
+    from relaxclip.distributed import (
+        check_distributed_args,
+        distributed_loss,
+        is_distributed_active,
+    )
     from relaxclip.loss import RelaxedContrastiveLoss, relaxed_contrastive_loss
 
     assert not dist.is_initialized()
@@ -598,6 +602,8 @@ def test_not_initialised_errors_and_auto_off() -> None:
         RelaxedContrastiveLoss(distributed_mode="both")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="distributed"):
         check_distributed_args("yes", "local")
+    with pytest.raises(ValueError, match=r"groups must be 1-D or 2-D, got shape \(\)"):
+        distributed_loss(x, y, torch.tensor(5.0), None, backend="dense", groups=torch.tensor(3))
 
 
 def test_ddp_example_runs_under_torchrun() -> None:

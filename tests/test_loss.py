@@ -392,6 +392,13 @@ def test_module_rejects_bad_options_at_construction() -> None:
         RelaxedContrastiveLoss(chunk_size=-3)
 
 
+def test_arguments_are_checked_before_the_tensors_as_the_module_does() -> None:
+    """A bad threshold is named first by the function too, not after a bad feature tensor."""
+    _, y = _ok()
+    with pytest.raises(ValueError, match=r"threshold must be a number in \(-1.0, 1.0\]"):
+        relaxed_contrastive_loss("x", y, 10.0, threshold=1.5)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("name", ["dense", "chunked"])
 def test_autocast_region_does_not_lower_the_loss_precision(name: str) -> None:
     # open_clip computes the loss inside torch.autocast: the backends must still accumulate in fp32
@@ -442,6 +449,7 @@ def test_double_backward_raises_instead_of_being_wrong(name: str) -> None:
         ({"backend_options": {"allow_tf32": True}}, ValueError, "need an explicit backend.*'triton'"),
         ({"backend_options": {"tile": 4}}, ValueError, "'tile' is not an option of any backend"),
         ({"backend": "chunked", "chunk_size": 3, "backend_options": {"chunk_size": 3}}, ValueError, "chunk_size must be given once, got it both"),
+        ({"backend": "dense", "chunk_size": 4, "backend_options": {"chunk_size": 3}}, ValueError, "chunk_size must be given once, got it both"),
         ({"backend": "chunked", "backend_options": [("chunk_size", 3)]}, TypeError, "backend_options must be a mapping"),
         ({"backend": "chunked", "backend_options": {"chunk_size": 0}}, ValueError, "chunk_size must be an int >= 1, got 0"),
         ({"backend": "chunked", "chunk_size": True}, TypeError, "chunk_size must be an int, got bool"),
