@@ -3,13 +3,15 @@ CPU) and scripts under the Triton interpreter. Shared by the distributed and Tri
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,15 @@ import torch.multiprocessing as mp
 REPO = Path(__file__).resolve().parents[1]
 
 
-def init_gloo(rank: int, world: int, out_dir: str | Path, timeout_s: float = 90.0) -> None:
-    """Join a ``world``-rank gloo job as ``rank`` (one torch thread). A file store in ``out_dir``:
-    no TCP port to pick, so no race with other processes for a free port. ``timeout_s`` bounds
-    every collective, so a hang fails the job instead of blocking the test run."""
+@contextlib.contextmanager
+def gloo_rank(
+    rank: int, world: int, out_dir: str | Path, timeout_s: float = 90.0
+) -> Iterator[None]:
+    """Be ``rank`` of a ``world``-rank gloo job (one torch thread) for the ``with`` block. A file
+    store in ``out_dir``: no TCP port to pick, so no race for a free port. ``timeout_s`` bounds
+    every collective, so a hang fails the job instead of blocking the test run. On exit, cyclic
+    garbage (autograd graphs through a gather) is collected before the group is destroyed: the
+    gloo abort-at-exit of docs/distributed.md ("Known issue") otherwise hits some runs."""
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo",
@@ -34,6 +41,11 @@ def init_gloo(rank: int, world: int, out_dir: str | Path, timeout_s: float = 90.
         world_size=world,
         timeout=timedelta(seconds=timeout_s),
     )
+    try:
+        yield
+    finally:
+        gc.collect()
+        dist.destroy_process_group()
 
 
 def run_ranks(

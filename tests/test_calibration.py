@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from _workers import init_gloo, run_ranks
+from _workers import gloo_rank, run_ranks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -73,14 +72,10 @@ def test_bad_input_names_the_argument(pairs, q, error, match):
 
 
 def _rank_worker(rank: int, world: int, out_dir: str) -> None:
-    init_gloo(rank, world, out_dir)
-    try:
+    with gloo_rank(rank, world, out_dir):
         pairs = _pairs(10 + rank, [3 + 2 * rank, 4])  # uneven batch sizes across ranks
         theta = calibrate_threshold(pairs, 0.7)
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(theta))
-    finally:
-        gc.collect()  # the gloo abort-at-exit of docs/distributed.md ("Known issue")
-        dist.destroy_process_group()
 
 
 def test_is_global_across_gloo_ranks(tmp_path: Path):
@@ -92,16 +87,12 @@ def test_is_global_across_gloo_ranks(tmp_path: Path):
 
 
 def _three_rank_worker(rank: int, world: int, out_dir: str) -> None:
-    init_gloo(rank, world, out_dir)
-    try:
+    with gloo_rank(rank, world, out_dir):
         sub = dist.new_group([0, 2])
         pairs = {0: _pairs(20, [3]), 1: _pairs(21, [2, 2]), 2: []}[rank]  # rank 2 has none
         theta = calibrate_threshold(pairs, 0.3)
         in_sub = calibrate_threshold(pairs, 0.3, process_group=sub) if rank != 1 else None
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps([theta, in_sub]))
-    finally:
-        gc.collect()  # the gloo abort-at-exit of docs/distributed.md ("Known issue")
-        dist.destroy_process_group()
 
 
 def test_ranks_without_pairs_and_subgroups(tmp_path: Path):

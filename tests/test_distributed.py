@@ -10,7 +10,6 @@ concatenated global batch by an independent plain-torch implementation of the fo
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import json
 import math
@@ -28,7 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from _reference import reference_loss
-from _workers import init_gloo, run_ranks
+from _workers import gloo_rank, run_ranks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -383,8 +382,7 @@ def _worker(rank: int, world: int, out_dir: str) -> None:
 
     if world == 2 and not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")  # lets the triton backend run on CPU
-    init_gloo(rank, world, out_dir)
-    try:
+    with gloo_rank(rank, world, out_dir):
         gen = torch.Generator().manual_seed(100 + world)
         out = Path(out_dir)
         with warnings.catch_warnings(record=True) as caught:
@@ -409,12 +407,6 @@ def _worker(rank: int, world: int, out_dir: str) -> None:
             res = _matrix(pairs[rank // 2], gen, full=False)
             if rank in (0, 2):
                 (out / f"pair{rank}{rank + 1}.json").write_text(json.dumps(res))
-    finally:
-        # collect cyclic garbage (autograd graphs through the gather) before the group goes:
-        # the gloo abort-at-exit of docs/distributed.md ("Known issue") otherwise hits about
-        # one run in three here since the world-2 job also runs the triton interpreter with groups
-        gc.collect()
-        dist.destroy_process_group()
 
 
 _RESULTS: dict[int, dict[str, dict[str, Any]]] = {}
@@ -498,45 +490,46 @@ def _rank0_only_worker(rank: int, world: int, out_dir: str) -> None:
     from relaxclip.loss import RelaxedContrastiveLoss, relaxed_contrastive_loss
 
     out = Path(out_dir)
-    init_gloo(rank, world, out, timeout_s=30.0)  # a hang fails the job quickly
     records: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
     log = logging.getLogger("relaxclip.distributed")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    try:
-        a, b = _make_batch(4 * world, seed=31)
-        sl = slice(4 * rank, 4 * rank + 4)
-        result: dict[str, Any] = {}
-        # training step with default arguments: the global batch (what the examples rely on)
-        model = _make_model()
-        x, y, t = model(a[sl], b[sl])
-        loss = relaxed_contrastive_loss(x, y, t, threshold=0.5)
-        mean = loss.detach().clone()
-        dist.all_reduce(mean)
-        x_all, y_all, t_all = _make_model()(a, b)
-        result["train_vs_global"] = abs(
-            float(mean) / world - float(reference_loss(x_all, y_all, t_all, 0.5))
-        )
-        result["train_vs_local"] = abs(float(mean) / world - float(reference_loss(x, y, t, 0.5)))
-        if rank == 0:
-            with torch.no_grad():
-                x, y, t = model(a[sl], b[sl])
-                functional = relaxed_contrastive_loss(x, y, t, threshold=0.5)
-                module = RelaxedContrastiveLoss(threshold=0.5)(x, y, t)
-                local = reference_loss(x, y, t, 0.5)
-            result["val_functional_vs_local"] = abs(float(functional) - float(local))
-            result["val_module_vs_local"] = abs(float(module) - float(local))
-            result["log"] = records
-            (out / "rank0.json").write_text(json.dumps(result))
-        else:
-            deadline = time.monotonic() + 60
-            while not (out / "rank0.json").exists() and time.monotonic() < deadline:
-                time.sleep(0.2)
-    finally:
-        log.removeHandler(handler)
-        dist.destroy_process_group()
+    with gloo_rank(rank, world, out, timeout_s=30.0):  # a hang fails the job quickly
+        try:
+            a, b = _make_batch(4 * world, seed=31)
+            sl = slice(4 * rank, 4 * rank + 4)
+            result: dict[str, Any] = {}
+            # training step with default arguments: the global batch (what the examples rely on)
+            model = _make_model()
+            x, y, t = model(a[sl], b[sl])
+            loss = relaxed_contrastive_loss(x, y, t, threshold=0.5)
+            mean = loss.detach().clone()
+            dist.all_reduce(mean)
+            x_all, y_all, t_all = _make_model()(a, b)
+            result["train_vs_global"] = abs(
+                float(mean) / world - float(reference_loss(x_all, y_all, t_all, 0.5))
+            )
+            result["train_vs_local"] = abs(
+                float(mean) / world - float(reference_loss(x, y, t, 0.5))
+            )
+            if rank == 0:
+                with torch.no_grad():
+                    x, y, t = model(a[sl], b[sl])
+                    functional = relaxed_contrastive_loss(x, y, t, threshold=0.5)
+                    module = RelaxedContrastiveLoss(threshold=0.5)(x, y, t)
+                    local = reference_loss(x, y, t, 0.5)
+                result["val_functional_vs_local"] = abs(float(functional) - float(local))
+                result["val_module_vs_local"] = abs(float(module) - float(local))
+                result["log"] = records
+                (out / "rank0.json").write_text(json.dumps(result))
+            else:
+                deadline = time.monotonic() + 60
+                while not (out / "rank0.json").exists() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+        finally:
+            log.removeHandler(handler)
 
 
 def test_rank0_only_validation_under_no_grad_does_not_hang(

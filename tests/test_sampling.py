@@ -956,15 +956,12 @@ _RANK_CASES = ("main", "forked-worker", "spawned-worker")
 
 
 def _rank_stream_worker(rank: int, world: int, out_dir: str) -> None:
-    from _workers import init_gloo
+    from _workers import gloo_rank
 
-    init_gloo(rank, world, out_dir)
-    try:
+    with gloo_rank(rank, world, out_dir):
         draws = {case: _rank_draws(case) for case in _RANK_CASES}
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(draws, f)
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 def test_ranks_draw_independently_and_rank0_keeps_the_single_process_stream(tmp_path) -> None:  # type: ignore[no-untyped-def]
