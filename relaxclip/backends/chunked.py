@@ -102,9 +102,15 @@ def rows_loss_sum(
     """Chunked form of :func:`relaxclip.backends.dense.rows_loss_sum` (same value and
     gradients); ``chunk_size`` as in :func:`symmetric_loss_sum`."""
     return _call(
-        q, k, logit_scale, threshold, chunk_size=chunk_size, groups=groups, offset=offset,
+        q,
+        k,
+        logit_scale,
+        threshold,
+        chunk_size=chunk_size,
+        groups=groups,
+        offset=offset,
         symmetric=False,
-    )  # fmt: skip
+    )
 
 
 __all__ = ["OPTIONS", "default_chunk_size", "rows_loss_sum", "symmetric_loss_sum"]

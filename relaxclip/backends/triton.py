@@ -611,9 +611,16 @@ def _kernel_ids(groups: Tensor | None, keys: Tensor) -> Tensor | None:
 
 
 def _call(
-    q: Tensor, k: Tensor, logit_scale: Tensor, threshold: Threshold, offset: int,
-    symmetric: bool, allow_tf32: bool, config: TritonConfig | None, groups: Tensor | None,
-) -> Tensor:  # fmt: skip
+    q: Tensor,
+    k: Tensor,
+    logit_scale: Tensor,
+    threshold: Threshold,
+    offset: int,
+    symmetric: bool,
+    allow_tf32: bool,
+    config: TritonConfig | None,
+    groups: Tensor | None,
+) -> Tensor:
     """Check the operands and options, then launch (availability is checked last)."""
     if not _HAS_TRITON:
         raise RuntimeError('the triton backend needs triton: pip install "relaxclip[triton]"')
