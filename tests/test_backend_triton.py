@@ -351,6 +351,19 @@ def _theta_checks() -> dict[str, Any]:
     return out
 
 
+def _double_backward() -> str:
+    """The error of a ``create_graph=True`` gradient through the triton loss ("no error": none)."""
+    from relaxclip.backends import triton as tb
+
+    q, k = _make_case(8, 8, 16, 0, torch.float32, torch.Generator().manual_seed(5), 0.5)
+    loss = tb.symmetric_loss_sum(q.requires_grad_(), k, torch.tensor(10.0), 0.8)
+    try:
+        torch.autograd.grad(loss, q, create_graph=True)
+    except RuntimeError as exc:
+        return str(exc)
+    return "no error"
+
+
 def _worker() -> None:
     if os.environ.get("TRITON_INTERPRET") != "1":
         raise SystemExit("the worker must run with TRITON_INTERPRET=1")
@@ -374,6 +387,7 @@ def _worker() -> None:
         results["_autocast"] = _autocast_agreement()
     except Exception as exc:
         results["_autocast"] = {"error": repr(exc)[:2000]}
+    results["_double_backward"] = _double_backward()
     print("RESULTS " + json.dumps(results))
 
 
@@ -450,6 +464,11 @@ def test_tensor_theta_in_the_kernels(interp_results: dict[str, Any]) -> None:
         assert r["same_tensor"] is True, (key, r)
         assert r["theta_grad_none"] is True, (key, r)
         assert r["same_nosync"] is True, (key, r)
+
+
+def test_double_backward_raises(interp_results: dict[str, Any]) -> None:
+    """As the other backends: ``create_graph=True`` raises instead of a wrong second derivative."""
+    assert "no second derivative" in interp_results["_double_backward"]
 
 
 def test_reference_is_not_trivial() -> None:

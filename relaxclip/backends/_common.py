@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from relaxclip._checks import check_tensor, check_type
 
@@ -89,14 +88,20 @@ class CallArgs:
 
 
 def analytic_backward(backward: _F) -> _F:
-    """Decorator of a Function's ``backward(ctx, grad)``: once differentiable, autocast off."""
+    """Decorator of a Function's ``backward(ctx, grad)``: autocast off, and a RuntimeError
+    under ``create_graph=True`` (the analytic gradient is not differentiable again)."""
 
     @functools.wraps(backward)
     def run(ctx: Any, grad: Tensor) -> Any:
+        if torch.is_grad_enabled():  # autograd runs a backward with grad mode iff create_graph
+            raise RuntimeError(
+                "relaxclip's loss has no second derivative: its backward is analytic, so a "
+                "gradient taken with create_graph=True would be wrong; differentiate it once"
+            )
         with torch.autocast(grad.device.type, enabled=False):
             return backward(ctx, grad)
 
-    return cast(_F, once_differentiable(run))
+    return cast(_F, run)
 
 
 def group_matrix(groups: Tensor | None) -> Tensor | None:

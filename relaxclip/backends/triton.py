@@ -16,12 +16,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from relaxclip._checks import check_bool, check_int, check_tensor, check_type, describe
 from relaxclip.backends._common import (
     CallArgs,
     Threshold,
+    analytic_backward,
     check_id_dtype,
     check_same,
     group_matrix,
@@ -556,7 +556,7 @@ class _TritonLoss(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable
+    @analytic_backward
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         q, k, t, row_lse2, col_lse2, diag_s, pos_sum = ctx.saved_tensors
         need_q, need_k, need_t = ctx.needs_input_grad[:3]
