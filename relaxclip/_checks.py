@@ -111,14 +111,19 @@ def check_real(
 
 
 def check_choice(name: str, value: _T, choices: Collection[_T]) -> _T:
-    """``value`` if it is one of ``choices`` (compared with ``==``; bools never match)."""
+    """``value`` if it is one of ``choices`` (compared with ``==``; bools never match).
+
+    TypeError for a non-str ``value`` among str ``choices``, ValueError for any other miss.
+    """
     try:
         ok = value in choices
     except TypeError:
         ok = False
     if not ok or isinstance(value, bool):
         options = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name} must be one of {options}, got {describe(value)}")
+        wrong_type = all(isinstance(c, str) for c in choices) and not isinstance(value, str)
+        error = TypeError if wrong_type else ValueError
+        raise error(f"{name} must be one of {options}, got {describe(value)}")
     return value
 
 

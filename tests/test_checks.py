@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relaxclip._checks import check_bool, check_int, check_real, check_type, describe
+from relaxclip._checks import check_bool, check_choice, check_int, check_real, check_type, describe
 
 
 @given(st.one_of(st.integers(), st.text(), st.none(), st.floats(allow_nan=False)))
@@ -62,3 +62,21 @@ def test_check_type_exclude_refuses_a_subtype(value: object) -> None:
     else:
         with pytest.raises(TypeError, match=r"^s must be a sequence, got "):
             check_type("s", value, Sequence, "a sequence", exclude=str)
+
+
+@given(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=4), st.lists(st.text())))
+def test_check_choice_type_error_for_a_non_str_among_str_choices(value: object) -> None:
+    choices = ("omit", "raise")
+    if value in choices and isinstance(value, str):
+        assert check_choice("policy", value, choices) == value
+        return
+    error = ValueError if isinstance(value, str) else TypeError
+    with pytest.raises(error, match=r"^policy must be one of 'omit', 'raise', got "):
+        check_choice("policy", value, choices)
+
+
+def test_check_choice_value_error_among_non_str_choices() -> None:
+    with pytest.raises(ValueError, match="k must be one of 1, 2, got int 3"):
+        check_choice("k", 3, (1, 2))
+    with pytest.raises(ValueError, match="k must be one of 1, 2, got bool True"):
+        check_choice("k", True, (1, 2))

@@ -730,7 +730,9 @@ def test_reader_arguments_of_the_wrong_type_are_named(tmp_path: Path) -> None:
     for call, pattern in cases:
         with pytest.raises(TypeError, match=pattern):
             call()
-    with pytest.raises(ValueError, match="uncertainty must be one of 'ignore', 'ones', 'zeros'"):
+    with pytest.raises(TypeError, match="uncertainty must be one of 'ignore', 'ones', 'zeros'"):
         read_chexpert(csv_path, uncertainty=["ones"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="uncertainty must be one of 'ignore', 'ones', 'zeros'"):
+        read_chexpert(csv_path, uncertainty="one")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="missing must be one of 'raise', 'report'"):
         join_openi([], [], missing="drop")  # type: ignore[arg-type]

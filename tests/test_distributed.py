@@ -593,6 +593,8 @@ def test_not_initialised_errors_and_auto_off() -> None:
         relaxed_contrastive_loss(x, y, 5.0, distributed_mode="ring")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="distributed_mode"):
         RelaxedContrastiveLoss(distributed_mode="both")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="distributed_mode must be one of .*, got None"):
+        RelaxedContrastiveLoss(distributed_mode=None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="distributed"):
         check_distributed_args("yes", "local")
     with pytest.raises(ValueError, match=r"groups must be 1-D or 2-D, got shape \(\)"):

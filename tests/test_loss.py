@@ -360,6 +360,7 @@ def _ok() -> tuple[torch.Tensor, torch.Tensor]:
         ),
         ({"threshold": "0.8"}, TypeError, "threshold must be a real number, got str"),
         ({"backend": "cuda"}, ValueError, "backend must be one of"),
+        ({"backend": None}, TypeError, "backend must be one of .*, got None"),
         ({"chunk_size": 0}, ValueError, "chunk_size must be an int >= 1, got 0"),
         ({"chunk_size": 2.5}, TypeError, "chunk_size must be an int, got float 2.5"),
     ],
