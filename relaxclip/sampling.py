@@ -80,6 +80,13 @@ def sample_sentences(
                 f"sample_sentences: candidates[{i}] must hold at least one sentence, got an empty "
                 "sequence"
             )
+        try:
+            "".join(c)  # C speed: a TypeError iff a sentence is not a str
+        except TypeError:
+            bad = next(x for x in c if not isinstance(x, str))
+            raise TypeError(
+                f"sample_sentences: candidates[{i}] must hold str sentences, got {describe(bad)}"
+            ) from None
     check_type("sample_sentences: separator", separator, str, "a str")
     if not hasattr(rng, "randrange"):
         raise TypeError(f"sample_sentences: rng must be a random.Random, got {describe(rng)}")
@@ -334,7 +341,11 @@ class SentenceSampler:
         return self.train(False)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch mixed into the seed (overrides the worker seed); restart the calls."""
+        """Select the epoch mixed into the seed (overrides the worker seed); restart the calls.
+
+        Persistent DataLoader workers (``persistent_workers=True``) keep their own copy of the
+        sampler and do not see a later call (docs/sentences.md).
+        """
         self.epoch = check_int(f"{_NAME}.set_epoch: epoch", epoch)
         self._epoch_set = True
         self._calls = 0

@@ -1067,3 +1067,14 @@ def test_sample_sentences_names_bad_candidates_rng_and_separator() -> None:
         sample_sentences([["a."]], None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="separator must be a str, got int 3"):
         sample_sentences([["a.", "b."]], rng, num_sentences=2, separator=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("sample", [[1, 2], [None], ("a.", b"b."), ["a.", float("nan")]])
+@pytest.mark.parametrize("k", [1, 2])
+def test_sample_sentences_refuses_non_str_sentences(
+    sample: list[Any] | tuple[Any, ...], k: int
+) -> None:
+    """Before: ``[[1, 2]]`` returned ``[2]`` and ``[[None]]`` ``[None]`` for k = 1, and k = 2
+    failed inside ``str.join`` without naming ``candidates``."""
+    with pytest.raises(TypeError, match=r"candidates\[1\] must hold str sentences, got "):
+        sample_sentences([("x.",), sample], random.Random(0), num_sentences=k)
