@@ -332,3 +332,18 @@ def test_read_openi_reports_names_a_bad_path(path: object) -> None:
     """Before: ``Path(None)`` raised a TypeError that did not name ``path``."""
     with pytest.raises(TypeError, match=r"path must be a path \(str or os.PathLike\), got"):
         read_openi_reports(path)  # type: ignore[arg-type]
+
+
+def test_report_uids_are_stripped_like_label_uids(tmp_path: Path) -> None:
+    """Before: ``<uId id=" CXR1"/>`` kept the space, so the join listed the labelled ``CXR1``
+    as without a report (or raised with ``missing="raise"``), and ``id=" "`` gave uid ``' '``."""
+    from relaxclip.data.openi_labels import join_openi, read_openi_labels
+
+    record = parse_openi_xml('<eCitation><uId id=" CXR1 "/></eCitation>', source="1.xml")
+    assert record["uid"] == "CXR1"
+    gold = tmp_path / "gold.csv"
+    gold.write_text("filename,Edema\nCXR1 ,1\n", encoding="utf-8")
+    joined = join_openi(read_openi_labels(gold, labels=["Edema"]), [record])
+    assert [r["uid"] for r in joined.records] == ["CXR1"] and not joined.labels_without_report
+    with pytest.raises(ValueError, match=r"2.xml has no <uId id=...> with a non-blank id"):
+        parse_openi_xml('<eCitation><uId id=" "/></eCitation>', source="2.xml")

@@ -338,7 +338,9 @@ def test_chexpert_test_layouts(tmp_path: Path) -> None:
     assert len(grouped) == 1 and len(grouped[0]["image_paths"]) == 2
     img_rows[1][5] = "0"
     conflict = write_csv(tmp_path / "conflict.csv", ["Path", *CHEXPERT_LABELS], img_rows)
-    with pytest.raises(ValueError, match="different labels"):
+    with pytest.raises(
+        ValueError, match=r"conflict.csv line 3: study 'patient64742/study1' has other labels"
+    ):
         read_chexpert_test(conflict, root)
 
 
@@ -482,13 +484,12 @@ def test_dataset_dict_items_for_the_sampler(tmp_path: Path) -> None:
         {"image_paths": [b, a], "labels": np.array([0.0, 1.0]), "report": "FINDINGS: Clear."},
         {"image_paths": [a], "labels": np.array([1.0, 0.0]), "report": None},
     ]
-    ds = ImageLabelDataset(
-        records, image_key="image_paths", mode="L", first_image=True, as_dict=True
-    )
-    first, second = ds[0], ds[1]
+    kw: dict[str, Any] = {"image_key": "image_paths", "mode": "L", "first_image": True}
+    first = ImageLabelDataset(records[:1], as_dict=True, **kw)[0]
     assert set(first) == {"image", "labels", "report"} and first["report"] == "FINDINGS: Clear."
     assert float(first["image"].mean()) == 1.0  # the study's first image only
-    assert set(second) == {"image", "labels"}  # no report key for a record without one
+    second = ImageLabelDataset(records[1:], as_dict=True, **kw)[0]
+    assert set(second) == {"image", "labels"}  # no report key when no record has one
     assert second["labels"].tolist() == [1.0, 0.0]
 
 
@@ -736,3 +737,127 @@ def test_reader_arguments_of_the_wrong_type_are_named(tmp_path: Path) -> None:
         read_chexpert(csv_path, uncertainty="one")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="missing must be one of 'raise', 'report'"):
         join_openi([], [], missing="drop")  # type: ignore[arg-type]
+
+
+# ------------------------------------------- records the readers and the dataset let through
+
+
+def test_chestxray14_strips_image_index_and_refuses_blank_cells(tmp_path: Path) -> None:
+    """Before: ``images=["a.png"]`` kept nothing for a cell `` a.png`` (no error), and a blank
+    ``Image Index`` or ``Patient ID`` gave a record (``image_path`` = the image root)."""
+    header = ["Image Index", "Finding Labels", "Patient ID"]
+    nih = write_csv(
+        tmp_path / "n.csv", header, [[" a.png ", "Edema", " 1"], ["b.png", "Edema", "2"]]
+    )
+    recs = read_chestxray14(nih, tmp_path, images=["a.png"], check_paths=False)
+    assert [(r["image_index"], r["patient_id"]) for r in recs] == [("a.png", "1")]
+    assert recs[0]["image_path"] == tmp_path / "a.png"
+    for row, column in [([" ", "Edema", "1"], "Image Index"), (["c", "Edema", ""], "Patient ID")]:
+        bad = write_csv(tmp_path / "blank.csv", header, [["b.png", "Edema", "2"], row])
+        with pytest.raises(
+            ValueError, match=rf"blank.csv line 3, column '{column}': expected a non"
+        ):
+            read_chestxray14(bad, tmp_path, check_paths=False)
+
+
+def test_dataset_dict_items_collate_with_or_without_reports(tmp_path: Path) -> None:
+    """Before: a mix of records with and without a report gave items with different keys; the
+    default collate dropped the reports (first item without one) or raised ``KeyError``."""
+    pytest.importorskip("PIL")
+    img = tmp_path / "a.png"
+    write_png(img, 0)
+    a = {"image_path": img, "labels": [1.0, 0.0], "report": None}
+    b = {"image_path": img, "labels": [0.0, 1.0], "report": "FINDINGS: x"}
+    for records in ([a, b], [b, a]):
+        with pytest.raises(ValueError, match=r"records\[\d\]: report is None while records"):
+            ImageLabelDataset(records, as_dict=True)
+        assert len(ImageLabelDataset(records)) == 2  # (image, labels) pairs need no report
+    for records, keys in [([b, b], {"image", "labels", "report"}), ([a, a], {"image", "labels"})]:
+        loader = torch.utils.data.DataLoader(ImageLabelDataset(records, as_dict=True), batch_size=2)
+        batch = next(iter(loader))
+        assert set(batch) == keys and batch["labels"].shape == (2, 2)
+
+
+def test_dataset_refuses_labels_not_1d_and_empty_image_lists(tmp_path: Path) -> None:
+    """Before: scalar labels gave ``IndexError``, 2-D labels were accepted, and an empty image
+    list (``read_chexpert_test(check_paths=False)`` for a missing study folder) gave ``[]`` or
+    ``IndexError`` on indexing."""
+    for labels, shape in [(1.0, r"\(\)"), (np.zeros((2, 2)), r"\(2, 2\)")]:
+        with pytest.raises(
+            ValueError, match=rf"records\[0\]\['labels'\] must be 1-D, got shape {shape}"
+        ):
+            ImageLabelDataset([{"image_path": "a.png", "labels": labels}])
+    rec = {"image_paths": [], "labels": [1.0]}
+    for first in (False, True):
+        with pytest.raises(
+            ValueError, match=r"records\[1\]: missing image path under key 'image_paths'"
+        ):
+            ImageLabelDataset(
+                [{**rec, "image_paths": ["a.png"]}, rec], image_key="image_paths", first_image=first
+            )
+
+
+def test_chexpert_duplicate_and_padded_paths(tmp_path: Path) -> None:
+    """Before: two rows with one ``Path`` were both kept, and a trailing space stayed in
+    ``image_path``."""
+    csv_path = chexpert_tree(tmp_path)
+    rows = list(csv.reader(csv_path.open()))
+    rows[3][0] += " "
+    padded = write_csv(csv_path.parent / "padded.csv", rows[0], rows[1:])
+    recs = read_chexpert(padded)  # check_paths: the stripped path exists
+    assert str(recs[2]["image_path"]).endswith("patient00002/study3/view1_frontal.jpg")
+    dup = write_csv(
+        csv_path.parent / "dup.csv", rows[0], [*rows[1:], [rows[1][0] + " ", *rows[3][1:]]]
+    )
+    with pytest.raises(
+        ValueError, match=r"dup.csv line 5: 'Path' '.*view1_frontal.jpg' already appears at line 2"
+    ):
+        read_chexpert(dup)
+
+
+def test_blank_lines_before_the_csv_header_are_skipped(tmp_path: Path) -> None:
+    """Before: "missing column(s) [...]; header is []" although blank lines are skipped."""
+    path = tmp_path / "gold.csv"
+    path.write_text(
+        "\n\n" + ",".join(["filename", *OPENI_LABELS]) + "\nCXR1," + ",".join(["0"] * 14) + ",7\n"
+    )
+    with pytest.raises(ValueError, match=r"gold.csv line 4, column 'normal'"):
+        read_openi_labels(path)
+    path.write_text(path.read_text().replace(",7\n", ",1\n"))
+    assert [r["uid"] for r in read_openi_labels(path)] == ["CXR1"]
+    path.write_text("\n\n")
+    with pytest.raises(ValueError, match="gold.csv: empty file, expected a CSV header"):
+        read_openi_labels(path)
+
+
+def test_duplicate_studies_name_both_lines(tmp_path: Path) -> None:
+    """Before: a repeated ``Study`` (CheXpert test set) or study (MIMIC labels) named only the
+    second line, and images of one study with different labels named ``records[1]``, not the
+    file."""
+    root = tmp_path / "CheXpert"
+    (root / "test/patient1/study1").mkdir(parents=True)
+    (root / "test/patient1/study1/view1_frontal.jpg").write_bytes(b"")
+    study = ["test/patient1/study1", *["0"] * 14]
+    gt = write_csv(
+        tmp_path / "gt.csv", ["Study", *CHEXPERT_LABELS], [study, study[:1] + ["1"] * 14, study]
+    )
+    with pytest.raises(
+        ValueError, match=r"gt.csv line 3: study 'patient1/study1' .* already appears at line 2"
+    ):
+        read_chexpert_test(gt, root)
+    rows = [[f"{study[0]}/view{v}_frontal.jpg", *["0"] * 14] for v in (1, 2, 3)]
+    rows[2][5] = "1"
+    img_csv = write_csv(tmp_path / "img.csv", ["Path", *CHEXPERT_LABELS], rows)
+    with pytest.raises(
+        ValueError, match=r"img.csv line 4: study 'patient1/study1' has other labels than at line 2"
+    ):
+        read_chexpert_test(img_csv, root, check_paths=False)
+    mimic, _ = mimic_tree(tmp_path)
+    lab = mimic / "mimic-cxr-2.0.0-chexpert.csv"
+    rows = list(csv.reader(lab.open()))
+    write_csv(lab, rows[0], [*rows[1:], rows[1]])
+    with pytest.raises(
+        ValueError,
+        match=r"chexpert.csv line 4: study 50414267 of subject 10000032 already appears at line 2",
+    ):
+        read_mimic_cxr(mimic, check_paths=False)

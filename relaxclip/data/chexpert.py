@@ -126,6 +126,7 @@ def read_chexpert(
     frontal_only = check_bool("frontal_only", frontal_only)
     root = tables.optional_folder(image_root, name="image_root") or path.parent.parent
     table = tables.read_csv_rows(path, ["Path", *names])
+    tables.unique_column(table, "Path", "image")
     if frontal_only and "Frontal/Lateral" not in table.header:
         raise ValueError(f"{path}: frontal_only=True needs the column 'Frontal/Lateral'")
     records: list[dict[str, Any]] = []
@@ -133,12 +134,11 @@ def read_chexpert(
         view = row.get("Frontal/Lateral") or None
         if frontal_only and (view or "").strip().lower() != "frontal":
             continue
-        _, record = _study_record(table, i, "Path", names, uncertainty)
+        rel, record = _study_record(table, i, "Path", names, uncertainty)
         extra = {
             k: row.get(c) or None for k, c in (("ap_pa", "AP/PA"), ("sex", "Sex"), ("age", "Age"))
         }
-        image = root / row["Path"]
-        records.append({"image_path": image, **record, "view": view, **extra, "report": None})
+        records.append({"image_path": root / rel, **record, "view": view, **extra, "report": None})
     if check_paths:
         tables.check_found(path, "path", "Path", [r["image_path"] for r in records], _MISSING_HINT)
     if not records:
@@ -178,10 +178,19 @@ def read_chexpert_test(
     path, names, check_paths = _check_common(csv_path, labels, uncertainty, check_paths)
     check_type("image_glob", image_glob, str, "a glob pattern (str)")
     root = tables.existing_file(image_root, name="image_root", folder=True)
-    if "Path" in tables.read_csv_rows(path, []).header:
+    table = tables.read_csv_rows(path, [])
+    if "Path" in table.header:
         images = read_chexpert(
             path, root, labels=names, uncertainty=uncertainty, check_paths=check_paths
         )
+        first: dict[str, int] = {}
+        for i, rec in enumerate(images):  # images[i] is the row at table.lines[i]
+            j = first.setdefault(rec["study_id"], i)
+            if not np.array_equal(rec["labels"], images[j]["labels"], equal_nan=True):
+                raise ValueError(
+                    f"{table.where(i)}: study {rec['study_id']!r} has other labels than at line "
+                    f"{table.lines[j]}; expected the same labels on every image of a study"
+                )
         return group_by_study(images)
     table = tables.read_csv_rows(path, ["Study", *names])
     records: dict[str, dict[str, Any]] = {}
@@ -189,8 +198,12 @@ def read_chexpert_test(
     for i in range(len(table.rows)):
         rel, record = _study_record(table, i, "Study", names, uncertainty)
         study = record["study_id"]
-        if study in records:
-            raise ValueError(f"{table.where(i)}: study {study!r} appears twice in column 'Study'")
+        if study in records:  # row j is records' j-th study: every row before i added one
+            j = list(records).index(study)
+            raise ValueError(
+                f"{table.where(i)}: study {study!r} of column 'Study' already appears at line "
+                f"{table.lines[j]}; expected one row per study"
+            )
         folder = root / rel
         paths = sorted(folder.glob(image_glob)) if folder.is_dir() else []
         if check_paths and not paths:

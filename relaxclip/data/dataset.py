@@ -84,7 +84,13 @@ class ImageLabelDataset(Dataset[Any]):
         mode: PIL mode the image is converted to (``"RGB"``, ``"L"``).
         image_key: record key of the path, or of a list of paths (the item is a list of images).
         first_image: for a record holding a list of paths, load only its first image.
-        as_dict: yield ``{"image", "labels"[, "report"]}`` dicts (``SentenceSampler`` input).
+        as_dict: yield ``{"image", "labels"[, "report"]}`` dicts (``SentenceSampler`` input);
+            ``"report"`` is there when every record has one (a mix of None and text raises).
+
+    Raises:
+        ValueError: a record without an image path (or with an empty list), labels that are
+            not 1-D or of another length than ``records[0]``'s, or (``as_dict``) a mix of
+            records with and without a report.
     """
 
     def __init__(
@@ -102,18 +108,29 @@ class ImageLabelDataset(Dataset[Any]):
             raise TypeError(f"transform must be a callable or None, got {describe(transform)}")
         self.mode = check_type("mode", mode, str, "a str")
         self.image_key = check_type("image_key", image_key, str, "a str")
+        self.first_image = check_bool("first_image", first_image)
+        self.as_dict = check_bool("as_dict", as_dict)
         n_labels: int | None = None
         for i, rec in enumerate(records):
-            if rec.get(image_key) is None:
+            target = rec.get(image_key)
+            if target is None or (isinstance(target, (list, tuple)) and not target):
                 raise ValueError(f"records[{i}]: missing image path under key {image_key!r}")
-            k = int(np.asarray(rec["labels"]).shape[0])
+            shape = np.shape(rec["labels"])
+            if len(shape) != 1:
+                raise ValueError(f"records[{i}]['labels'] must be 1-D, got shape {shape}")
+            k = shape[0]
             n_labels = k if n_labels is None else n_labels
             if k != n_labels:
                 raise ValueError(f"records[{i}]: {k} labels, expected {n_labels} like records[0]")
+        has_report = [rec.get("report") is not None for rec in records]
+        if self.as_dict and any(has_report) and not all(has_report):
+            i, j = has_report.index(False), has_report.index(True)
+            raise ValueError(
+                f"records[{i}]: report is None while records[{j}] has one; as_dict=True needs "
+                "a report in every record or in none (filter the records without one out)"
+            )
         self.records = records
         self.transform = transform
-        self.first_image = check_bool("first_image", first_image)
-        self.as_dict = check_bool("as_dict", as_dict)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -135,7 +152,7 @@ class ImageLabelDataset(Dataset[Any]):
         if not self.as_dict:
             return image, labels
         item = {"image": image, "labels": labels}
-        if rec.get("report") is not None:
+        if rec.get("report") is not None:  # all records or none (checked in __init__)
             item["report"] = rec["report"]
         return item
 

@@ -147,11 +147,14 @@ class CsvTable:
 
 
 def read_csv_rows(path: Path, required: Sequence[str]) -> CsvTable:
-    """A UTF-8 CSV (or ``.csv.gz``) with a header, blank lines skipped; ``ValueError`` naming the
-    file and line for bad text, a missing or repeated column, a ragged row or no data row."""
+    """A UTF-8 CSV (or ``.csv.gz``) with a header, blank lines skipped (before it too);
+    ``ValueError`` naming the file and line for bad text, a missing or repeated column, a ragged
+    row or no data row."""
     reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    header: list[str] = []
     try:
-        header = next(reader)
+        while not header:
+            header = next(reader)
     except StopIteration:
         raise ValueError(f"{path}: empty file, expected a CSV header") from None
     except csv.Error as exc:

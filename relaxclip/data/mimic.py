@@ -88,8 +88,12 @@ def _read_labels(
     for i, row in enumerate(table.rows):
         where = table.where(i)
         key = _ids(row, where)
-        if key in label_of:
-            raise ValueError(f"{where}: study {key[1]} of subject {key[0]} appears twice")
+        if key in label_of:  # row j is label_of's j-th key: every row before i added one
+            line = table.lines[list(label_of).index(key)]
+            raise ValueError(
+                f"{where}: study {key[1]} of subject {key[0]} already appears at line {line}; "
+                "expected one row per study"
+            )
         label_of[key] = label_vector(row, names, uncertainty, where)
     return label_of
 

@@ -86,10 +86,11 @@ def read_chestxray14(
     wanted = _check_rows(table, images)
     records: list[dict[str, Any]] = []
     for i, row in enumerate(table.rows):
-        index = row["Image Index"]
+        where = table.where(i)
+        tables.check_cells(row, ("Image Index", "Patient ID"), bool, where, "a non-blank value")
+        index = row["Image Index"].strip()
         if wanted is not None and index not in wanted:
             continue
-        where = table.where(i)
         findings = tuple(f.strip() for f in row["Finding Labels"].split("|"))
         unknown = [f for f in findings if f not in _KNOWN]
         if unknown:
@@ -103,7 +104,7 @@ def read_chestxray14(
                 "image_index": index,
                 "image_path": root / index if root is not None else None,
                 "study_id": index,
-                "patient_id": row["Patient ID"],
+                "patient_id": row["Patient ID"].strip(),
                 "follow_up": _int_or_none(row.get("Follow-up #"), f"{where}, column 'Follow-up #'"),
                 "age": _int_or_none(row.get("Patient Age"), f"{where}, column 'Patient Age'"),
                 "sex": row.get("Patient Gender") or None,

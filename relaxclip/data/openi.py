@@ -41,14 +41,14 @@ def parse_openi_xml(data: bytes | str, *, source: str = "<xml>") -> dict[str, An
         source: a name for the document in messages and in the record (the archive member).
 
     Returns:
-        ``uid`` (``<uId id=...>``, e.g. ``"CXR1"``); ``comparison``, ``indication``,
+        ``uid`` (``<uId id=...>`` stripped, e.g. ``"CXR1"``); ``comparison``, ``indication``,
         ``findings``, ``impression`` (stripped text, ``""`` when absent); ``mesh`` (``<major>``
         then ``<automatic>`` MeSH terms), ``mesh_major``; ``images`` (``<parentImage id=...>``,
         the image file being ``<id>.png``); ``source``.
 
     Raises:
         TypeError: ``data`` is not ``bytes``/``str`` or ``source`` not ``str``.
-        ValueError: the document is not well-formed XML or has no ``uId`` (``source`` named).
+        ValueError: not well-formed XML, or no ``<uId id=...>`` with a non-blank id (``source`` named).
 
     Example:
         >>> parse_openi_xml(b'<eCitation><uId id="CXR1"/></eCitation>')["uid"]
@@ -61,9 +61,9 @@ def parse_openi_xml(data: bytes | str, *, source: str = "<xml>") -> dict[str, An
         uid_el = root.find("uId")
     except ET.ParseError as exc:
         raise ValueError(f"parse_openi_xml: {source} is not well-formed XML: {exc}") from exc
-    uid = uid_el.get("id") if uid_el is not None else None
+    uid = (uid_el.get("id") or "").strip() if uid_el is not None else ""
     if not uid:
-        raise ValueError(f"parse_openi_xml: {source} has no <uId id=...> element")
+        raise ValueError(f"parse_openi_xml: {source} has no <uId id=...> with a non-blank id")
     record: dict[str, Any] = {"uid": uid, **dict.fromkeys(OPENI_SECTIONS, "")}
     for el in root.iter("AbstractText"):
         label = (el.get("Label") or "").strip().lower()
