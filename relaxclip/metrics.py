@@ -12,6 +12,7 @@ import numbers
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
@@ -415,11 +416,22 @@ def bootstrap_indices(
     return out
 
 
+def _study_ids(groups: Any, name: str, *, scalar: bool = False) -> np.ndarray:
+    """``groups`` as an array; TypeError for str ids mixed with others (numpy makes 1 '1')."""
+    g = _array(groups, name, scalar=scalar)
+    if g.dtype.kind in "US" and not isinstance(groups, np.ndarray):
+        values = np.asarray(groups, dtype=object).ravel().tolist()
+        other = sorted({type(v).__name__ for v in values if not isinstance(v, (str, bytes))})
+        if other:
+            raise TypeError(f"{name} must be study ids of one type, got str mixed with {other}")
+    return g
+
+
 def _units(groups: ArrayLike | None, n: int) -> tuple[NDArray[np.intp], int]:
     """The resampling unit of each row (its study group) and the number of units."""
     if groups is None:
         return np.arange(n), n
-    g = _array(groups, "groups")
+    g = _study_ids(groups, "groups")
     if g.shape != (n,):
         raise ValueError(f"groups must have shape ({n},) (one study id per row), got {g.shape}")
     values = g.tolist() if g.dtype.kind == "f" or g.dtype == object else []
@@ -540,6 +552,14 @@ def _mcc_formula(tp: int, fp: int, fn: int, tn: int) -> float:
     return 0.0 if den == 0 else float((tp * tn - fp * fn) / math.sqrt(den))
 
 
+def _exact_key(metric: str, tp: int, fp: int, fn: int, tn: int) -> Fraction:
+    """A rational that orders the counts as their F1 or MCC does (``mcc·|mcc|``), exactly."""
+    if metric == "f1":
+        return Fraction(2 * tp, 2 * tp + fp + fn)
+    num, den = tp * tn - fp * fn, (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
+    return Fraction(num * abs(num), den) if den else Fraction(0)
+
+
 def mcc(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     """Matthews correlation ``(tp·tn − fp·fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn))`` in [-1, 1].
 
@@ -599,14 +619,15 @@ def _threshold(value: Any, name: str) -> Any:
         return int(value)
     if isinstance(value, np.floating) and value.dtype.itemsize > 8 and not np.isnan(value):
         return value
-    return check_real(name, value, low=-math.inf, finite=False)
+    return check_real(name, value, finite=False)
 
 
 def binarize(y_score: ArrayLike, threshold: float | ThresholdResult) -> NDArray[np.int64]:
     """0/1 predictions ``score >= threshold``, int64 of the shape of ``y_score``.
 
     Args:
-        y_score: finite scores of any shape; integer scores are compared exactly.
+        y_score: finite scores of any shape; integer scores and int thresholds are compared
+            exactly.
         threshold: a real number (±inf allowed) or a :class:`ThresholdResult`.
 
     Raises:
@@ -618,6 +639,10 @@ def binarize(y_score: ArrayLike, threshold: float | ThresholdResult) -> NDArray[
     """
     thr = _threshold(threshold, "threshold")
     s = _scores(_array(y_score, "y_score", scalar=True), "y_score")
+    if s.dtype.kind == "f" and isinstance(thr, int) and abs(thr) > _EXACT_INT:
+        # numpy would round the int to a float: compare p/q >= thr exactly instead
+        ratios = [x.as_integer_ratio() for x in s.ravel().tolist()]
+        return np.array([p >= thr * q for p, q in ratios], dtype=np.int64).reshape(s.shape)
     if s.dtype.kind in "iu" and isinstance(thr, float):
         if math.isinf(thr):
             return np.full(s.shape, int(thr < 0), dtype=np.int64)
@@ -630,6 +655,9 @@ def best_threshold(
 ) -> ThresholdResult:
     """The threshold maximising MCC or F1 of ``binarize(y_score, threshold)`` (fit it on a
     validation split), among every distinct score and ``+inf``; ties go to the largest.
+
+    Ties are exact: values are compared as exact rationals (``mcc·|mcc|`` for MCC), so two
+    thresholds of the same MCC tie even where their floats differ by an ulp.
 
     ``y_true``, ``y_score`` and their errors are as in :func:`auroc`; ``metric`` is ``"mcc"`` or
     ``"f1"`` (ValueError otherwise). Returns a :class:`ThresholdResult` whose threshold is an
@@ -649,14 +677,15 @@ def best_threshold(
     tp = np.r_[0, np.cumsum(lv.counts(t.astype(np.int64)))]
     fp = np.r_[0, np.cumsum(lv.counts(np.ones(t.size, dtype=np.int64)))] - tp
     fn = int(t.sum()) - tp
+    tn = t.size - tp - fp - fn
+    cells = list(zip(tp.tolist(), fp.tolist(), fn.tolist(), tn.tolist(), strict=True))
     if metric == "mcc":
-        tn = t.size - tp - fp - fn
-        cells = zip(tp.tolist(), fp.tolist(), fn.tolist(), tn.tolist(), strict=True)
         values = np.array([_mcc_formula(*c) for c in cells])
     else:
-        den = (2 * tp + fp + fn).astype(np.float64)
-        values = np.divide(2 * tp, den, out=np.zeros_like(den), where=den > 0)
-    j = int(np.argmax(values))
+        values = 2 * tp / (2 * tp + fp + fn)  # never 0/0: y_true has positives
+    # the first exact maximum (the largest threshold) among values near the float maximum
+    near = np.flatnonzero(values >= values.max() - 1e-9).tolist()
+    j = max(near, key=lambda i: _exact_key(metric, *cells[i]))
     thr = s[lv.order[lv.starts[j - 1]]].item() if j else math.inf
     return ThresholdResult(threshold=thr, value=float(values[j]), metric=metric)
 
@@ -706,7 +735,8 @@ def evaluate_thresholds(
 
     Raises:
         TypeError: ``thresholds`` not a mapping, or one not a real number (naming it).
-        ValueError: as :func:`macro_auroc`, a label without threshold, a NaN threshold.
+        ValueError: as :func:`macro_auroc`, a label without threshold or NaN in every row, a
+            NaN threshold.
 
     Example:
         >>> label_a = evaluate_thresholds([[0], [1]], [[0.2], [0.7]], {"a": 0.5}, ["a"])["a"]
@@ -720,6 +750,11 @@ def evaluate_thresholds(
         raise ValueError(f"thresholds must hold every label, got no threshold for labels {missing}")
     out: dict[str, dict[str, float]] = {}
     for name, tk, sk in _columns(t, s, names):
+        if tk.size == 0:
+            raise ValueError(
+                f"y_true must hold a 0/1 value for label {name!r} in at least one row, got NaN "
+                f"in all {t.shape[0]} rows"
+            )
         thr = _threshold(thresholds[name], f"thresholds[{name!r}]")
         pred = binarize(sk, thr)
         out[name] = {

@@ -114,7 +114,7 @@ def check_names(name: str, value: object, expected: str = "a sequence of str") -
     """``value`` as a tuple of ``str``; a single ``str`` or any other type raises ``TypeError``."""
     out = tuple(check_type(name, value, Iterable, expected, exclude=str))
     if not all(isinstance(v, str) for v in out):
-        raise TypeError(f"{name} must be {expected}, got {describe(out)}")
+        raise TypeError(f"{name} must be {expected}, got {describe(value)}")
     return out
 
 

@@ -17,6 +17,7 @@ import string
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,7 @@ from relaxclip.metrics import (
     _bootstrap_args,
     _labels,
     _matrix,
+    _study_ids,
     bootstrap_auroc,
     macro_auroc,
     roc_curve,
@@ -120,7 +122,7 @@ NON_FINDING_NAMES: frozenset[str] = frozenset(
 )
 
 _NEGATED_NAME = re.compile(r"^(no|not|without|absence of|negative for)\b")
-_NEGATING_TEMPLATE = re.compile(r"^\s*(no|without)\s+\{\}", re.IGNORECASE)
+_NEGATING_TEMPLATE = re.compile(r"^\s*(no|without)\b", re.IGNORECASE)
 
 
 def is_non_finding_label(name: str) -> bool:
@@ -201,7 +203,8 @@ def _known(keys: Iterable[Any], labels: Iterable[str], name: str, hint: str = ""
 
 def _check_labels(labels: object, exclude: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(all labels, excluded labels)``: unique non-blank str names, ``exclude`` among them."""
-    all_labels = _items(labels, "labels", "a sequence of label names, not a single string")
+    single = ", not a single string" if isinstance(labels, (str, bytes)) else ""
+    all_labels = _items(labels, "labels", f"a sequence of label names{single}")
     for i, x in enumerate(all_labels):
         check_type(f"labels[{i}]", x, str, "a str label name")
     if not all_labels or not all(x.strip() for x in all_labels):
@@ -219,14 +222,15 @@ def _check_labels(labels: object, exclude: object) -> tuple[tuple[str, ...], tup
 
 
 def _prompt_names(
-    prompt_names: str | Mapping[str, str] | None, labels: tuple[str, ...]
+    prompt_names: str | Mapping[str, str] | None, labels: tuple[str, ...], used: tuple[str, ...]
 ) -> dict[str, str]:
-    """``label -> prompt name`` for every label (see ``ZeroShotClassifier``'s ``prompt_names``)."""
+    """``label -> prompt name`` for every label (see ``ZeroShotClassifier``'s ``prompt_names``);
+    a dataset's table must name the ``used`` (output) labels."""
     if isinstance(prompt_names, str):
         table = PROMPT_NAMES[check_choice("prompt_names", prompt_names, sorted(PROMPT_NAMES))]
         name = f"labels (for prompt_names={prompt_names!r})"
-        _known(labels, table, name, "; pass a mapping label -> prompt name for them")
-        return {label: table[label] for label in labels}
+        _known(used, table, name, "; pass a mapping label -> prompt name for them")
+        return {label: table.get(label, normalize_label_name(label)) for label in labels}
     check_type(
         "prompt_names", prompt_names, (Mapping, type(None)), "None, a dataset name or a mapping"
     )
@@ -322,7 +326,7 @@ class ZeroShotClassifier:
             k: _check_pairs(v, f"label_prompts[{k!r}]", templates=False)
             for k, v in (label_prompts or {}).items()
         }
-        self.prompt_names: dict[str, str] = _prompt_names(prompt_names, self.all_labels)
+        self.prompt_names = _prompt_names(prompt_names, self.all_labels, self.labels)
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._check_prompts()
 
@@ -495,22 +499,25 @@ class ZeroShotClassifier:
                 holding ``(B, K)`` 0/1/NaN labels for all the constructor's labels or only
                 ``self.labels``; ``batch[group_key]`` (if given) ``(B,)`` study ids.
             n_bootstrap, seed, confidence: with ``n_bootstrap``, also ``bootstrap_auroc``
-                (resampling whole studies with ``group_key``).
+                (resampling whole studies with ``group_key``); all checked, with or without it.
 
         Returns:
             A :class:`ZeroShotEvaluation` of every row (NaN labels omitted per label).
 
         Raises:
             TypeError: ``batches`` not an iterable of mappings (one dict included), non-numeric
-                labels, a wrong argument type (``confidence="0.9"``), checked before the pass.
+                labels, a wrong argument type (``confidence="0.9"``), checked before the pass;
+                study ids mixing str with other types (within or across batches).
             KeyError: a batch without a key. ValueError: bad shapes or values, naming the batch.
 
         Example:
             >>> ev = clf.evaluate(model.encode_image, loader, n_bootstrap=1000)
             >>> ev.macro, ev.bootstrap.macro
         """
-        if n_bootstrap is not None:  # checked before the pass over the data
-            n_bootstrap, seed, confidence = _bootstrap_args(n_bootstrap, seed, confidence)
+        # checked before the pass over the data, with or without n_bootstrap
+        n, seed, confidence = _bootstrap_args(
+            1 if n_bootstrap is None else n_bootstrap, seed, confidence
+        )
         expected = "an iterable of batches (e.g. a DataLoader or a list of dicts)"
         hint = "; wrap a single batch in a list"
         check_type("batches", batches, Iterable, expected, hint, exclude=Mapping)
@@ -520,12 +527,20 @@ class ZeroShotClassifier:
             raise ValueError("batches must hold at least one batch, got none")
         y_true, y_score = (np.concatenate([r[j] for r in rows]) for j in (0, 1))
         result = macro_auroc(y_true, y_score, self.labels)
-        ids = np.concatenate([r[2] for r in rows]) if group_key is not None else None
+        ids = None
+        if group_key is not None:
+            groups = [r[2] for r in rows if r[2] is not None]
+            text = [g.dtype.kind in "US" for g in groups]  # numpy would turn 1 into '1'
+            if any(text) and not all(text):
+                i = text.index(not text[0])
+                raise TypeError(
+                    f"batches[{i}][{group_key!r}] must hold study ids of one type in every batch, "
+                    f"got dtype {groups[i].dtype} after {groups[0].dtype} in batches[0]"
+                )
+            ids = np.concatenate(groups)
         boot = None
         if n_bootstrap is not None:
-            options: dict[str, Any] = dict(
-                n_bootstrap=n_bootstrap, seed=seed, confidence=confidence
-            )
+            options: dict[str, Any] = dict(n_bootstrap=n, seed=seed, confidence=confidence)
             boot = bootstrap_auroc(y_true, y_score, self.labels, groups=ids, **options)
         return ZeroShotEvaluation(
             **vars(result), y_true=y_true, y_score=y_score, groups=ids, bootstrap=boot
@@ -553,7 +568,7 @@ class ZeroShotClassifier:
         if len(keys) < 3:
             return y, proba, None
         where = f"batches[{i}][{keys[2]!r}]"
-        g = _array(batch[keys[2]], where, scalar=True)
+        g = _study_ids(batch[keys[2]], where, scalar=True)
         if g.shape != (y.shape[0],):
             raise ValueError(f"{where} must hold {y.shape[0]} study ids, got shape {g.shape}")
         return y, proba, g
@@ -662,13 +677,13 @@ def plot_roc(
     Args:
         y_true, y_score, labels: as :func:`~relaxclip.metrics.macro_auroc` (single-class labels
             are listed in the legend as skipped).
-        path: the PNG to write (and return), in an existing directory.
+        path: the ``.png`` file to write (and return), in an existing directory.
         title: the figure title (default: the macro AUROC); dpi: resolution, >= 1.
 
     Raises:
         FileNotFoundError: no such directory.
-        TypeError: as ``macro_auroc``, or a ``dpi`` that is not an int.
-        ValueError: as ``macro_auroc``, or a ``dpi`` out of range.
+        TypeError: as ``macro_auroc``, a ``path`` not a str or path, a ``dpi`` not an int.
+        ValueError: as ``macro_auroc``, a ``path`` not ending in ``.png``, a ``dpi`` < 1.
 
     Example:
         >>> plot_roc(ev.y_true, ev.y_score, clf.labels, "roc.png")
@@ -681,7 +696,9 @@ def plot_roc(
     t, s, names = _matrix(y_true, y_score, labels, "omit")
     result = macro_auroc(t, s, names)
     dpi = check_int("dpi", dpi, minimum=1)
-    out = Path(path)
+    out = Path(check_type("path", path, (str, PathLike), "a str or path-like .png file"))
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"path must end in .png (plot_roc writes PNG), got {str(out)!r}")
     if not out.parent.exists():
         raise FileNotFoundError(
             f"path must be in an existing directory, got {out.parent} (missing)"
@@ -697,7 +714,7 @@ def plot_roc(
         keep = ~np.isnan(t[:, k])
         ax.plot(*roc_curve(t[keep, k], s[keep, k]), label=f"{name}: {result.per_label[name]:.3f}")
     ax.set(xlabel="False positive rate", ylabel="True positive rate", xlim=(0, 1), ylim=(0, 1))
-    ax.set_title(title or f"ROC (macro AUROC {result.macro:.3f})")
+    ax.set_title(title if title is not None else f"ROC (macro AUROC {result.macro:.3f})")
     ax.legend(loc="lower right", fontsize="small")
     fig.savefig(out, dpi=dpi, format="png")
     return out

@@ -13,12 +13,13 @@ import os
 import re
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from relaxclip.metrics import (
@@ -498,7 +499,7 @@ def test_binarize_rejects_nan_scores_and_none_thresholds() -> None:
         binarize([0.2, np.nan, 0.9], 0.5)
     with pytest.raises(TypeError, match=r"threshold must be a real number, got NoneType"):
         binarize([0.2, 0.9], None)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"threshold must be a number in \[-inf, inf\], got nan"):
+    with pytest.raises(ValueError, match=r"threshold must be a number, not NaN, got nan"):
         binarize([0.2, 0.9], math.nan)
     assert binarize([0.2, 0.9], ThresholdResult(0.5, 1.0, "mcc")).tolist() == [0, 1]  # type: ignore[arg-type]
     y = np.array([[0, 1], [1, 0], [1, 1]], dtype=float)
@@ -697,3 +698,86 @@ def test_long_double_scores_of_float64_values_change_nothing(data: Any) -> None:
     assert np.array_equal(roc_curve(y, wide)[1], roc_curve(y, s)[1])
     got, want = best_threshold(y, wide), best_threshold(y, s)
     assert (got.value, float(got.threshold)) == (want.value, want.threshold)
+
+
+# --------------------------------------------------------------------------- reviewer fixes
+
+
+def exact_value(y: np.ndarray, pred: np.ndarray, metric: str) -> Fraction:
+    """F1, or ``mcc·|mcc|``, of 0/1 predictions as an exact rational (orders them as the metric)."""
+    tp = int(((y == 1) & (pred == 1)).sum())
+    fp = int(((y == 0) & (pred == 1)).sum())
+    fn = int(((y == 1) & (pred == 0)).sum())
+    tn = y.size - tp - fp - fn
+    if metric == "f1":
+        return Fraction(2 * tp, 2 * tp + fp + fn)
+    num, den = tp * tn - fp * fn, (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
+    return Fraction(num * abs(num), den) if den else Fraction(0)
+
+
+def test_best_threshold_exact_mcc_ties_go_to_the_largest() -> None:
+    """Before: threshold 2.0, whose MCC 1/sqrt(21) came out one ulp above that of 9.0."""
+    y = np.array([0, 1, 1, 1, 1, 1, 0, 0, 1, 1])
+    s = np.array([7.0, 2, 9, 0, 4, 6, 8, 1, 3, 5])
+    res = best_threshold(y, s)
+    assert res.threshold == 9.0
+    assert res.value == mcc(y, binarize(s, 9.0))
+    assert abs(res.value - 1 / math.sqrt(21)) <= TOL
+
+
+@FAST
+@given(labelled_scores(), st.sampled_from(["mcc", "f1"]))
+@example(
+    (np.array([0, 1, 1, 1, 1, 1, 0, 0, 1, 1]), np.array([7.0, 2, 9, 0, 4, 6, 8, 1, 3, 5])), "mcc"
+)
+def test_best_threshold_is_the_largest_exact_optimum(
+    data: tuple[np.ndarray, np.ndarray], metric: str
+) -> None:
+    """Invariant: no candidate is exactly better, and none larger is exactly as good."""
+    y, s = data
+    res = best_threshold(y, s, metric)  # type: ignore[arg-type]
+    best = exact_value(y, binarize(s, res.threshold), metric)
+    for c in [*np.unique(s).tolist(), math.inf]:
+        value = exact_value(y, binarize(s, c), metric)
+        assert value < best or (value == best and c <= res.threshold)
+
+
+def test_evaluate_thresholds_names_a_label_with_no_label_in_any_row() -> None:
+    """Before: ``y_true must hold at least one sample, got an empty array`` (no label named)."""
+    y = np.array([[np.nan, 0], [np.nan, 1]])
+    with pytest.raises(
+        ValueError,
+        match=r"y_true must hold a 0/1 value for label 'a' in at least one row, got NaN in all 2",
+    ):
+        evaluate_thresholds(y, np.array([[1, 1], [2, 2.0]]), {"a": 1, "b": 1}, ["a", "b"])
+
+
+def test_study_ids_of_mixed_types_are_refused() -> None:
+    """Before: numpy turned ``1`` into ``'1'``, so rows 0 and 1 became one study."""
+    y = np.array([[0], [1], [0], [1]], dtype=float)
+    s = np.array([[0.1], [0.9], [0.2], [0.8]])
+    with pytest.raises(
+        TypeError, match=r"groups must be study ids of one type, got str mixed with \['int'\]"
+    ):
+        bootstrap_auroc(y, s, n_bootstrap=5, groups=[1, "1", 2, 3])
+    for ok in (["a", "b", "c", "d"], np.array(["1", "1", "2", "3"]), [1, 1.0, 2, 3]):
+        assert bootstrap_auroc(y, s, n_bootstrap=5, groups=ok).samples.shape == (5, 1)
+
+
+def test_messages_of_nan_thresholds_and_non_str_labels() -> None:
+    """Before: ``a number in [-inf, inf], got nan`` and ``got tuple (1, 2)`` for a list."""
+    with pytest.raises(ValueError, match="threshold must be a number, not NaN, got nan"):
+        binarize([0.2], math.nan)
+    with pytest.raises(TypeError, match=r"labels must be a sequence of K str names, got list"):
+        macro_auroc([[0, 1], [1, 0]], [[0, 1], [1, 0]], [1, 2])  # type: ignore[list-item]
+
+
+@FAST
+@given(st.integers(-(2**80), 2**80), st.lists(st.integers(-3, 3), min_size=1, max_size=8))
+def test_int_thresholds_are_compared_exactly_with_float_scores(t: int, steps: list[int]) -> None:
+    """Before: ``binarize([2.0**53], 2**53 + 1)`` gave ``[1]``: numpy rounded the int to float."""
+    scores = [float(t)]
+    for k in steps:  # neighbours of float(t), a few ulps either way
+        scores.append(float(np.nextafter(scores[-1], math.copysign(math.inf, k))))
+    assert binarize(scores, t).tolist() == [int(x >= t) for x in scores]  # Python: exact
+    assert binarize([2.0**53], 2**53 + 1).tolist() == [0]

@@ -482,9 +482,7 @@ def test_evaluate_accepts_bf16_labels_and_checks_rows() -> None:
 
 def test_labels_none_is_a_clear_type_error() -> None:
     """Before: ``TypeError: 'NoneType' object is not iterable`` without the argument's name."""
-    with pytest.raises(
-        TypeError, match="labels must be a sequence of label names.*, got NoneType None"
-    ):
+    with pytest.raises(TypeError, match="labels must be a sequence of label names, got NoneType"):
         ZeroShotClassifier(FakeEncoder(), None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"labels\[1\] must be a str label name, got int 3"):
         ZeroShotClassifier(FakeEncoder(), ["Edema", 3])  # type: ignore[list-item]
@@ -755,10 +753,12 @@ def test_evaluate_says_batches_must_be_an_iterable_of_batches() -> None:
         ({"n_bootstrap": "100"}, TypeError, "n_bootstrap must be an int, got str"),
     ],
 )
+@pytest.mark.parametrize("base", [{"n_bootstrap": 10}, {}], ids=["bootstrap", "no-bootstrap"])
 def test_evaluate_checks_bootstrap_arguments_before_the_pass(
-    kwargs: dict[str, Any], error: type[Exception], match: str
+    kwargs: dict[str, Any], error: type[Exception], match: str, base: dict[str, Any]
 ) -> None:
-    """Before: ``'<' not supported between 'float' and 'str'``, after the whole pass."""
+    """Before: ``'<' not supported between 'float' and 'str'``, after the whole pass; and
+    without ``n_bootstrap``, ``seed`` and ``confidence`` were not checked at all."""
     calls: list[int] = []
 
     def encode_image(x: torch.Tensor) -> torch.Tensor:
@@ -768,7 +768,7 @@ def test_evaluate_checks_bootstrap_arguments_before_the_pass(
     clf = ZeroShotClassifier(FakeEncoder(), LABELS)
     batch = {"image": torch.randn(4, D), "labels": torch.tensor([[0, 1, 0], [1, 0, 1]] * 2)}
     with pytest.raises(error, match=match):
-        clf.evaluate(encode_image, [batch], **{"n_bootstrap": 10, **kwargs})
+        clf.evaluate(encode_image, [batch], **{**base, **kwargs})
     assert calls == []
 
 
@@ -788,3 +788,71 @@ def test_wrong_types_raise_type_error(kwargs: dict[str, Any], match: str) -> Non
     (``dict([("a", "b")])``) and refused as "['a'] not in labels"."""
     with pytest.raises(TypeError, match=match):
         ZeroShotClassifier(FakeEncoder(), ["Edema", "Mass"], **kwargs)
+
+
+# --------------------------------------------------------------------------- reviewer fixes
+
+
+@pytest.mark.parametrize("negative", ["no evidence of {}", "no signs of {}", "Without any {}"])
+def test_negative_templates_starting_with_no_or_without_warn(negative: str) -> None:
+    """Before: only "no {}" and "without {}" themselves warned, not "no evidence of {}"."""
+    with pytest.warns(NoFindingTemplateWarning, match="not a finding"):
+        ZeroShotClassifier(FakeEncoder(), ["No Finding", "Edema"], [("evidence of {}", negative)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # whole words only: "none", "nothing" do not negate
+        ZeroShotClassifier(FakeEncoder(), ["No Finding"], [("{}", "none of {}")])
+        ZeroShotClassifier(FakeEncoder(), ["No Finding"], [("{}", "nothing but {}")])
+
+
+def test_dataset_prompt_names_need_only_the_output_labels() -> None:
+    """Before: an excluded label missing from the table raised "labels ... must name labels"."""
+    clf = ZeroShotClassifier(
+        FakeEncoder(), ["Edema", "Foo"], prompt_names="chexpert", exclude=["Foo"]
+    )
+    assert clf.labels == ("Edema",) and clf.prompts("Edema") == (("edema", "no edema"),)
+    with pytest.raises(ValueError, match=r"labels \(for prompt_names='chexpert'\) must name"):
+        ZeroShotClassifier(FakeEncoder(), ["Edema", "Foo"], prompt_names="chexpert")
+
+
+def _batch_with_ids(ids: Any) -> dict[str, Any]:
+    return {
+        "image": torch.randn(4, D),
+        "labels": torch.tensor([[0, 1, 0], [1, 0, 1]] * 2),
+        "study": ids,
+    }
+
+
+def test_evaluate_refuses_study_ids_of_mixed_types() -> None:
+    """Before: int ids in one batch and str ids in another became one str array, merging the
+    studies 1 and '1'; so did ``[1, '1', 2, 3]`` within a batch."""
+    clf = ZeroShotClassifier(FakeEncoder(), LABELS)
+    batches = [_batch_with_ids([1, 2, 3, 4]), _batch_with_ids(["1", "2", "5", "6"])]
+    with pytest.raises(
+        TypeError,
+        match=r"batches\[1\]\['study'\] must hold study ids of one type in every batch, got dtype <U1",
+    ):
+        clf.evaluate(lambda x: x, batches, group_key="study")
+    with pytest.raises(
+        TypeError, match=r"batches\[0\]\['study'\] must be study ids of one type, got str mixed"
+    ):
+        clf.evaluate(lambda x: x, [_batch_with_ids([1, "1", 2, 3])], group_key="study")
+    ok = [_batch_with_ids(["a", "b", "c", "d"]), _batch_with_ids(["e", "e", "f", "f"])]
+    assert clf.evaluate(lambda x: x, ok, group_key="study").groups.tolist()[-1] == "f"  # type: ignore[union-attr]
+
+
+def test_plot_roc_path_and_title(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a raw pathlib TypeError for ``path=5``, PNG bytes in ``r.pdf``, ``title=""``
+    replaced by the default title."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    y, s = np.array([[0.0], [1.0]]), np.array([[0.2], [0.7]])
+    with pytest.raises(TypeError, match="path must be a str or path-like .png file, got int 5"):
+        plot_roc(y, s, ["a"], 5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"path must end in .png \(plot_roc writes PNG\)"):
+        plot_roc(y, s, ["a"], tmp_path / "r.pdf")
+    assert not (tmp_path / "r.pdf").exists()
+    titles: list[str] = []
+    monkeypatch.setattr(Axes, "set_title", lambda self, label, *a, **k: titles.append(label))
+    plot_roc(y, s, ["a"], tmp_path / "r.PNG", title="")
+    assert titles == [""]
