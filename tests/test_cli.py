@@ -50,6 +50,9 @@ def test_top_level_help_and_missing_command(capsys: pytest.CaptureFixture[str]) 
         (["demo", "--bogus"], "--bogus"),
         (["demo", "--batch-size", "1"], "batch_size"),
         (["demo", "--reports", "r.tgz"], "reports and labels"),
+        (["demo", "--reports", "r.tgz"], "(--reports, --labels)"),
+        (["demo", "--quick", "--n-train", "10"], "got 64 (--n-train, --batch-size)"),
+        (["demo", "--reports", "no.tgz", "--labels", "no.csv"], "--reports: no.tgz does not exist"),
     ],
 )
 def test_bad_options_exit_2_with_message(

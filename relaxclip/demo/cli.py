@@ -8,8 +8,10 @@ option (argparse convention).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["build_parser", "main"]
@@ -210,8 +212,8 @@ def _add_budget_options(demo: argparse.ArgumentParser) -> None:
             "mode 150)",
         ),
         ("--batch-size", _positive_int, "pairs per step (default 64)"),
-        ("--pretrain-lr", _learning_rate, "pre-training peak learning rate"),
-        ("--finetune-lr", _learning_rate, "fine-tuning peak learning rate"),
+        ("--pretrain-lr", _learning_rate, "pre-training peak learning rate (default 2e-3)"),
+        ("--finetune-lr", _learning_rate, "fine-tuning peak learning rate (default 5e-4)"),
         (
             "--eval-every",
             _positive_int,
@@ -298,7 +300,15 @@ def _demo_config(args: argparse.Namespace) -> Any:
     cfg = preset(**overrides)
     if args.eval_every is None and cfg.eval_every > cfg.finetune_steps:
         cfg.eval_every = cfg.finetune_steps
-    cfg.validate()
+    try:
+        cfg.validate()
+    except ValueError as exc:  # name the command-line options behind the config fields
+        named = [o for o, f in _OVERRIDES.items() if re.search(rf"\b{f}\b", str(exc))]
+        flags = ", ".join(f"--{o.replace('_', '-')}" for o in named)
+        raise ValueError(f"{exc} ({flags})" if flags else str(exc)) from None
+    for opt in ("reports", "labels"):  # read only after pre-training: checked here
+        if getattr(args, opt) is not None and not Path(getattr(args, opt)).exists():
+            raise ValueError(f"--{opt}: {getattr(args, opt)} does not exist")
     resolve_device(cfg.device)  # an unusable --device is an option error, before any work
     return cfg
 
