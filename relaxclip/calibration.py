@@ -8,14 +8,8 @@ import torch
 from torch import Tensor
 from torch import distributed as dist
 
-from relaxclip._checks import (
-    check_finite_rows,
-    check_real,
-    check_tensor,
-    check_type,
-    describe,
-    format_rows,
-)
+from relaxclip import _checks
+from relaxclip._checks import check_finite_rows, check_real, check_tensor, check_type, describe
 from relaxclip.distributed import _gather_metadata, _resolve_group, all_gather_rows
 from relaxclip.loss import _normalize
 
@@ -91,10 +85,10 @@ def _positive_cosines(index: int, pair: object) -> Tensor:
                 f"{side} must have feature dimension D >= 1, got shape {tuple(feats.shape)}"
             )
         check_finite_rows(side, feats)
-        zero = (feats == 0).all(dim=1)
-        if bool(zero.any()):
+        rows = (feats == 0).all(dim=1).nonzero().flatten().tolist()
+        if rows:
             raise ValueError(
                 f"{side} must have no all-zero rows (a cosine needs a direction), got rows "
-                f"{format_rows(zero.nonzero().flatten().tolist(), len(zero))}"
+                f"{_checks.format_rows(rows, len(feats))}"
             )
     return (_normalize(x) * _normalize(y)).sum(dim=1)  # the loss's exact normalisation

@@ -155,7 +155,7 @@ def _exchange_shapes(
     the same error: none is left waiting in a collective); return the sizes b."""
     shape = (0, x.shape[0]) if groups is None else groups.shape
     meta = torch.tensor(
-        [x.shape[0], x.shape[1], _DTYPE_CODES.get(x.dtype, -1), *shape],
+        [x.shape[0], x.shape[1], _DTYPE_CODES[x.dtype], *shape],
         dtype=torch.int64,
         device=x.device,
     )
@@ -172,16 +172,13 @@ def _exchange_shapes(
             f"groups must have the same number K of id vectors on every rank (0: groups=None), "
             f"got {values[3]}"
         )
-    if len(values[1]) > 1:
-        raise ValueError(
-            "image_features and text_features must have the same feature dimension D on every "
-            f"rank, got {values[1]}"
-        )
-    if len(values[2]) > 1:
-        raise TypeError(
-            "image_features and text_features must have the same dtype on every rank, got "
-            "different dtypes"
-        )
+    for column, what, error in ((1, "feature dimension D", ValueError), (2, "dtype", TypeError)):
+        if len(values[column]) > 1:
+            got = values[1] if column == 1 else [FLOATING[code] for code in values[2]]
+            raise error(
+                f"image_features and text_features must have the same {what} on every rank, "
+                f"got {got}"
+            )
     sizes = [int(row[0]) for row in table]
     if sum(sizes) == 0:
         raise ValueError(
@@ -247,20 +244,12 @@ def distributed_loss(
 
 
 def gathered_loss(
-    x: Tensor,
-    y: Tensor,
-    logit_scale: Tensor,
-    threshold: float | Tensor | None,
-    *,
-    backend: str | ModuleType | LossSumBackend,
-    backend_opts: Mapping[str, Any],
-    mode: DistributedMode,
-    process_group: dist.ProcessGroup | None,
-    groups: Tensor | None,
+    x: Tensor, y: Tensor, logit_scale: Tensor, threshold: Any, groups: Tensor | None, settings: Any
 ) -> Tensor:
-    """:func:`distributed_loss` on checked arguments (``groups``: (K, b_r) int64 ids or None)."""
-    group = _resolve_group(process_group)
-    opts = backend_opts
+    """:func:`distributed_loss` on checked arguments: ``groups`` (K, b_r) int64 ids or None,
+    ``settings`` the loss's (``backend``, ``options``, ``distributed_mode``, ``process_group``)."""
+    group = _resolve_group(settings.process_group)
+    backend, mode, opts = settings.backend, settings.distributed_mode, settings.options
     sizes = _exchange_shapes(x, y, group, groups)
     total = sum(sizes)
     both = all_gather_rows(torch.cat([x, y], dim=1), sizes, group)

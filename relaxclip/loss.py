@@ -371,17 +371,7 @@ def _relaxed_loss(
     with torch.autocast(image_features.device.type, enabled=False):  # the precision policy
         x, y = _prepare(image_features, text_features, settings.normalize)
         if use_distributed:
-            loss = gathered_loss(
-                x,
-                y,
-                scale,
-                theta,
-                groups=group_ids,
-                backend=settings.backend,
-                backend_opts=settings.options,
-                mode=settings.distributed_mode,
-                process_group=process_group,
-            )
+            loss = gathered_loss(x, y, scale, theta, group_ids, settings)
         else:
             n = x.shape[0]
             backend = get_backend(resolve_backend(settings.backend, x.device, n, n, x.dtype))
