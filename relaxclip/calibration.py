@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torch import distributed as dist
 
+from relaxclip import _checks
 from relaxclip._checks import check_finite_rows, check_real, check_tensor, check_type, describe
 from relaxclip.distributed import _gather_metadata, _resolve_group, all_gather_rows
 from relaxclip.loss import _normalize
@@ -79,7 +80,15 @@ def _positive_cosines(index: int, pair: object) -> Tensor:
             f"{tuple(x.shape)} on {x.device} and {tuple(y.shape)} on {y.device}"
         )
     for side, feats in ((f"{name}[0]", x), (f"{name}[1]", y)):
+        if feats.shape[1] == 0:
+            raise ValueError(
+                f"{side} must have feature dimension D >= 1, got shape {tuple(feats.shape)}"
+            )
         check_finite_rows(side, feats)
-        if bool((feats == 0).all(dim=1).any()):
-            raise ValueError(f"{side} must have no all-zero rows (a cosine needs a direction)")
+        rows = (feats == 0).all(dim=1).nonzero().flatten().tolist()
+        if rows:
+            raise ValueError(
+                f"{side} must have no all-zero rows (a cosine needs a direction), got rows "
+                f"{_checks.format_rows(rows, len(feats))}"
+            )
     return (_normalize(x) * _normalize(y)).sum(dim=1)  # the loss's exact normalisation

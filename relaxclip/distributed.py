@@ -18,9 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from relaxclip._checks import FLOATING, check_choice, check_tensor, check_type
+from relaxclip._checks import FLOATING, check_choice, check_type
 from relaxclip.backends import get_backend, resolve_backend
-from relaxclip.backends._common import group_matrix
 
 __all__ = [
     "DISTRIBUTED_MODES",
@@ -152,43 +151,47 @@ def all_gather_rows(
 def _exchange_shapes(
     x: Tensor, y: Tensor, group: dist.ProcessGroup, groups: Tensor | None = None
 ) -> list[int]:
-    """Gather every rank's (b, b_y, D, D_y, dtype, K) and check them (every rank raises the
-    same error: none is left waiting in a collective); return the sizes b."""
-    n_groups = 0 if groups is None else groups.shape[0]
+    """Gather every rank's (b, D, dtype, K, groups' length) and check them (every rank raises
+    the same error: none is left waiting in a collective); return the sizes b."""
+    shape = (0, x.shape[0]) if groups is None else groups.shape
     meta = torch.tensor(
-        [x.shape[0], y.shape[0], x.shape[1], y.shape[1], _DTYPE_CODES.get(x.dtype, -1), n_groups],
+        [x.shape[0], x.shape[1], _DTYPE_CODES[x.dtype], *shape],
         dtype=torch.int64,
         device=x.device,
     )
     table = _gather_metadata(meta, group).tolist()
-    for r, (bx, by, dx, dy, _, _) in enumerate(table):
-        if bx != by or dx != dy:
+    for r, (b, _, _, k, n) in enumerate(table):
+        if n != b:
             raise ValueError(
-                f"x, y: rank {r} has x of shape ({bx}, {dx}) and y of shape ({by}, {dy}); "
-                "expected equal shapes on every rank"
+                f"groups must have shape (B,) or (K, B) with B the local batch size on every "
+                f"rank, got shape ({k}, {n}) on rank {r} for a batch of {b}"
             )
-    values = [sorted({row[column] for row in table}) for column in range(6)]
-    if len(values[5]) > 1:
+    values = [sorted({row[column] for row in table}) for column in range(4)]
+    if len(values[3]) > 1:
         raise ValueError(
             f"groups must have the same number K of id vectors on every rank (0: groups=None), "
-            f"got {values[5]}"
+            f"got {values[3]}"
         )
-    if len(values[2]) > 1:
-        raise ValueError(
-            f"x, y must have the same feature dimension D on every rank, got {values[2]}"
-        )
-    if len(values[4]) > 1:
-        raise TypeError("x, y must have the same dtype on every rank, got different dtypes")
+    for column, what, error in ((1, "feature dimension D", ValueError), (2, "dtype", TypeError)):
+        if len(values[column]) > 1:
+            got = values[1] if column == 1 else [FLOATING[code] for code in values[2]]
+            raise error(
+                f"image_features and text_features must have the same {what} on every rank, "
+                f"got {got}"
+            )
     sizes = [int(row[0]) for row in table]
     if sum(sizes) == 0:
-        raise ValueError("x, y: the global batch is empty on every rank")
+        raise ValueError(
+            "image_features and text_features must hold at least one sample on some rank (a "
+            "global batch B >= 1), got 0 rows on every rank"
+        )
     return sizes
 
 
 def distributed_loss(
     x: Tensor,
     y: Tensor,
-    logit_scale: Tensor,
+    logit_scale: Tensor | float,
     threshold: float | Tensor | None,
     *,
     backend: str | ModuleType | LossSumBackend,
@@ -200,14 +203,16 @@ def distributed_loss(
     """This rank's share of the relaxed contrastive loss on the global batch.
 
     Args:
-        x, y: local features (b_r, D), same dtype and device, already normalised when wanted;
-            differentiable. ``b_r`` may differ between ranks, ``D`` and the dtype may not.
-        logit_scale: 0-d tensor t > 0 (the same on every rank); differentiable.
-        threshold: theta (a float, a 0-d tensor on the features' device, or ``None``), the
-            same on every rank.
+        x, y: local image and text features (b_r, D), already normalised when wanted, checked
+            as ``image_features``/``text_features`` of :func:`relaxclip.relaxed_contrastive_loss`
+            with ``normalize=False``; differentiable. ``b_r`` may differ between ranks, ``D``
+            and the dtype may not.
+        logit_scale: t > 0, a float or a scalar tensor (the same on every rank); differentiable.
+        threshold: theta (any finite float, a 0-d tensor on the features' device, or ``None``:
+            no relaxation), the same on every rank; a tensor is applied as given.
         backend: a name of ``relaxclip.backends.BACKENDS`` (``"auto"`` resolved from this
             rank's logit block) or an object with ``symmetric_loss_sum`` and ``rows_loss_sum``;
-            ``backend_opts`` are passed to those as keywords.
+            ``backend_opts`` are passed to those as keywords (checked for a name).
         mode: ``"local"`` (rank r: the rows of its own samples, times W) or ``"global"`` (every
             rank the full loss).
         process_group: group to gather over (None: the default group); DDP must average
@@ -220,18 +225,31 @@ def distributed_loss(
         is the global loss L.
 
     Raises:
+        TypeError, ValueError: bad input, as :func:`relaxclip.relaxed_contrastive_loss` (before
+            any collective); D, dtypes, K or a ``groups`` length that differ from the rank's
+            batch are raised on every rank.
         RuntimeError: ``torch.distributed`` not initialised.
-        ValueError: shapes or K that differ between ranks (raised on every rank).
-        TypeError: dtypes that differ between ranks (raised on every rank).
 
     Example:
         >>> loss = distributed_loss(x, y, scale, 0.8, backend="auto", mode="local")
     """
-    check_choice("distributed_mode", mode, DISTRIBUTED_MODES)
-    if groups is not None:
-        groups = group_matrix(check_tensor("groups", groups, ndim=(1, 2)))
-    group = _resolve_group(process_group)
-    opts = backend_opts or {}
+    from relaxclip import loss  # here: relaxclip.loss imports this module
+
+    if isinstance(backend, str) or not hasattr(backend, "rows_loss_sum"):
+        options = loss._resolve_options(backend, backend_opts, None)  # type: ignore[arg-type]
+    else:
+        options = dict(backend_opts or {})
+    settings = loss._LossSettings.checked(False, backend, options, True, True, mode, process_group)
+    return loss._relaxed_loss(x, y, logit_scale, threshold, settings, groups, None)[0]
+
+
+def gathered_loss(
+    x: Tensor, y: Tensor, logit_scale: Tensor, threshold: Any, groups: Tensor | None, settings: Any
+) -> Tensor:
+    """:func:`distributed_loss` on checked arguments: ``groups`` (K, b_r) int64 ids or None,
+    ``settings`` the loss's (``backend``, ``options``, ``distributed_mode``, ``process_group``)."""
+    group = _resolve_group(settings.process_group)
+    backend, mode, opts = settings.backend, settings.distributed_mode, settings.options
     sizes = _exchange_shapes(x, y, group, groups)
     total = sum(sizes)
     both = all_gather_rows(torch.cat([x, y], dim=1), sizes, group)
@@ -239,7 +257,7 @@ def distributed_loss(
     groups_all = None
     if groups is not None:  # ids ride along as rows (b_r, K); integers, so no gradient
         with torch.no_grad():
-            ids = groups.to(device=x.device, dtype=torch.int64).T.contiguous()
+            ids = groups.T.contiguous()
             groups_all = all_gather_rows(ids, sizes, group).T.contiguous()
     if isinstance(backend, str):
         n_rows = total if mode == "global" else x.shape[0]

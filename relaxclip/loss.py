@@ -34,7 +34,7 @@ from relaxclip.backends._common import check_id_dtype, check_same, check_theta, 
 from relaxclip.distributed import (
     DistributedMode,
     check_distributed_args,
-    distributed_loss,
+    gathered_loss,
     resolve_distributed,
 )
 
@@ -62,7 +62,7 @@ def _check_threshold(
     if threshold is None:
         return None
     if not normalize:
-        return check_real("threshold", threshold)
+        return check_theta(check_real("threshold", threshold), like)
     value = check_real("threshold", threshold, low=-1.0, high=1.0, low_open=True)
     return None if value >= 1.0 else value
 
@@ -87,7 +87,7 @@ class _LossSettings(NamedTuple):
     """The loss's settings (arguments of the same names), checked on every call."""
 
     normalize: bool
-    backend: str
+    backend: Any  # a name, or a backend module (distributed_loss)
     options: Mapping[str, Any]
     check_finite: bool
     distributed: bool | None
@@ -103,7 +103,7 @@ class _LossSettings(NamedTuple):
         return settings
 
 
-def _check_features(x: Tensor, y: Tensor, allow_empty: bool = False) -> None:
+def _check_features(x: Tensor, y: Tensor, allow_empty: bool = False, backend: Any = None) -> None:
     """Static checks of both features (type, layout, dtype, shape, device)."""
     for name, feats in (("image_features", x), ("text_features", y)):
         check_tensor(name, feats, ndim=2, floating=True)
@@ -116,6 +116,11 @@ def _check_features(x: Tensor, y: Tensor, allow_empty: bool = False) -> None:
                 f"{name} must have feature dimension D >= 1, got shape {tuple(feats.shape)}"
             )
     check_same(("image_features", "text_features"), x, y, "shape", "dtype", "device")
+    if backend == "triton" and x.dtype == torch.float64:
+        raise TypeError(
+            "image_features and text_features must be bfloat16, float16 or float32 for "
+            "backend='triton', got dtype torch.float64; use backend='dense' or 'chunked'"
+        )
 
 
 def _row_peaks(features: Tensor) -> Tensor:
@@ -163,8 +168,11 @@ def _check_values(
                 "drop those samples, or pass normalize=False"
             )
     if isinstance(theta, Tensor) and bool(flags[2]):
-        expected = "a number in (-1.0, 1.0]" if normalize else "finite"
-        raise ValueError(f"threshold must be {expected}, got tensor value {float(theta)}")
+        top = f"finite within the compute dtype's range (|theta| <= {torch.finfo(theta.dtype).max:.4g})"
+        expected = "a number in (-1.0, 1.0]" if normalize else top
+        raise ValueError(
+            f"threshold must be {expected}, got tensor value {float(theta)} as {theta.dtype}"
+        )
     raise ValueError(
         "image_features and text_features must be small enough with normalize=False that the "
         f"logits stay within {compute_dtype(x.dtype)} (logit_scale * |x_i| * |y_j| * 4B <= "
@@ -232,14 +240,15 @@ def _check_bias(
     return logit_bias if isinstance(logit_bias, Tensor) and logit_bias.requires_grad else None
 
 
-def _check_groups(groups: object, like: Tensor) -> Tensor | None:
-    """``groups`` as (K, B) int64 ids on the features' device (no host sync)."""
+def _check_groups(groups: object, like: Tensor, local: bool = True) -> Tensor | None:
+    """``groups`` as (K, B) int64 ids on the features' device (no host sync); unless ``local``,
+    B is checked by the shape exchange of the distributed loss (an error on every rank)."""
     if groups is None:
         return None
     groups = check_tensor("groups", groups)
     check_id_dtype(groups)
     n = like.shape[0]
-    if groups.dim() not in (1, 2) or groups.shape[-1] != n:
+    if groups.dim() not in (1, 2) or (local and groups.shape[-1] != n):
         raise ValueError(
             f"groups must have shape (B,) or (K, B) with B = {n} (the batch size), got shape "
             f"{tuple(groups.shape)}"
@@ -290,9 +299,10 @@ def relaxed_contrastive_loss(
         image_features, text_features: (B, D) floating tensors (fp16, bf16, fp32 or fp64) of
             one shape, dtype and device; row i of both is a positive pair. Differentiable.
         logit_scale: t > 0, already exponentiated: a float or a scalar tensor, differentiable.
-        threshold: theta: with ``normalize=True`` a cosine in (-1, 1] (1 or ``None``: no
-            relaxation), else any finite bound on <x_i, y_i> (only ``None`` disables it); or a
-            0-d floating tensor on the features' device that does not require grad.
+        threshold: theta: with ``normalize=True`` a cosine in (-1, 1] (``None`` or the float 1:
+            no relaxation), else any finite bound on <x_i, y_i> (only ``None`` disables it); or a
+            0-d floating tensor on the features' device that does not require grad, applied as
+            given (no host read): a tensor 1 clamps positives whose rounded cosine exceeds 1.
         groups: ``None`` or integer ids (B,) or (K, B), any device, not differentiable: for
             i != j, (i, j) is not a negative when ``groups[k, i] == groups[k, j]`` for some k.
         normalize: L2-normalise the features first (exact for any finite magnitude).
@@ -350,9 +360,9 @@ def _relaxed_loss(
     )
     use_distributed = resolve_distributed(distributed, process_group, records_grad)
     # a rank may hold an empty local batch (the end of an epoch): the global batch counts
-    _check_features(image_features, text_features, allow_empty=use_distributed)
+    _check_features(image_features, text_features, use_distributed, settings.backend)
     theta = _check_threshold(threshold, settings.normalize, image_features)
-    group_ids = _check_groups(groups, image_features)
+    group_ids = _check_groups(groups, image_features, local=not use_distributed)
     checks = settings.check_finite and not torch.compiler.is_compiling()
     scale, scale_value = _as_scale(logit_scale, image_features, settings.check_finite)
     bias = _check_bias(logit_bias, image_features, checks)
@@ -361,17 +371,7 @@ def _relaxed_loss(
     with torch.autocast(image_features.device.type, enabled=False):  # the precision policy
         x, y = _prepare(image_features, text_features, settings.normalize)
         if use_distributed:
-            loss = distributed_loss(
-                x,
-                y,
-                scale,
-                theta,
-                groups=group_ids,
-                backend=settings.backend,
-                backend_opts=settings.options,
-                mode=settings.distributed_mode,
-                process_group=process_group,
-            )
+            loss = gathered_loss(x, y, scale, theta, group_ids, settings)
         else:
             n = x.shape[0]
             backend = get_backend(resolve_backend(settings.backend, x.device, n, n, x.dtype))
@@ -390,11 +390,12 @@ def positive_pair_stats(
     threshold: float | Tensor | None = DEFAULT_THRESHOLD,
     *,
     normalize: bool = True,
+    check_finite: bool = True,
 ) -> dict[str, Tensor]:
     """Detached statistics of the batch's positive similarities s_ii, to see what theta does.
 
     Computed after the loss's normalisation, in fp32 (fp64 for fp64 features); arguments as
-    :func:`relaxed_contrastive_loss`.
+    :func:`relaxed_contrastive_loss`, with its checks (``check_finite``: its value checks).
 
     Returns:
         0-d tensors: ``relaxed_share`` (the share of pairs with s_ii > theta; 0 without
@@ -405,8 +406,11 @@ def positive_pair_stats(
         >>> positive_pair_stats(img, txt, 0.8)["relaxed_share"]
     """
     check_bool("normalize", normalize)
+    _check_threshold(threshold, normalize)
     _check_features(image_features, text_features, allow_empty=True)
     theta = _check_threshold(threshold, normalize, image_features)
+    if check_bool("check_finite", check_finite) and not torch.compiler.is_compiling():
+        _check_values(image_features, text_features, normalize, theta, None)
     with torch.no_grad(), torch.autocast(image_features.device.type, enabled=False):
         x, y = _prepare(image_features, text_features, normalize)
         cdt = compute_dtype(x.dtype)
@@ -504,7 +508,9 @@ class RelaxedContrastiveLoss(nn.Module):
         )
         if not output_dict:
             return loss
-        stats = positive_pair_stats(image_features, text_features, theta, normalize=self.normalize)
+        stats = positive_pair_stats(  # checked by the loss (or check_finite=False)
+            image_features, text_features, theta, normalize=self.normalize, check_finite=False
+        )
         if theta is not None:
             stats["threshold"] = torch.as_tensor(
                 theta, dtype=compute_dtype(image_features.dtype), device=image_features.device

@@ -59,6 +59,18 @@ def test_scale_invariant_and_accepts_a_generator():
         ([(torch.ones(3, 4), torch.ones(3, 4, dtype=torch.int64))], 0.5, TypeError, "floating"),
         ([(torch.ones(3, 4), torch.zeros(3, 4))], 0.5, ValueError, "all-zero rows"),
         (
+            [(torch.ones(3, 4), torch.tensor([[1.0] * 4, [0.0] * 4, [1.0] * 4]))],
+            0.5,
+            ValueError,
+            r"feature_pairs\[0\]\[1\] must have no all-zero rows.*got rows \[1\] \(1 of 3\)",
+        ),
+        (
+            [(torch.randn(3, 0), torch.randn(3, 0))],
+            0.5,
+            ValueError,
+            r"feature_pairs\[0\]\[0\] must have feature dimension D >= 1, got shape \(3, 0\)",
+        ),
+        (
             [(torch.ones(3, 4), torch.tensor([[1.0] * 4, [float("nan")] * 4, [1.0] * 4]))],
             0.5,
             ValueError,

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -373,7 +374,52 @@ def _matrix(group: Any, gen: torch.Generator, *, full: bool = True) -> dict[str,
         results["groups_mismatch_error"] = None
     except ValueError as e:
         results["groups_mismatch_error"] = str(e)
+    results.update(_bad_input_errors(group, rank))
     return results
+
+
+def _bad_input_errors(group: Any, rank: int) -> dict[str, Any]:
+    """The messages of distributed_loss for bad input: local checks (the same call on every rank),
+    a groups length off on rank 0 only (every rank must raise) and an empty global batch."""
+    from relaxclip.distributed import distributed_loss
+    from relaxclip.loss import relaxed_contrastive_loss
+
+    x, y, t = torch.randn(4, 3), torch.randn(4, 3), torch.tensor(5.0)
+    bad: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
+        "long": ((x.long(), y.long(), t, 0.5), {}),
+        "mixed_dtype": ((x, y.double(), t, 0.5), {}),
+        "float_groups": ((x, y, t, None), {"groups": torch.tensor([0.2, 0.7, 1.0, 1.5])}),
+        "nan_threshold": ((x, y, t, math.nan), {}),
+        "backend_none": ((x, y, t, None), {"backend": None}),
+        "one_d": ((x[0], y[0], t, None), {}),
+        "list": ((x.tolist(), y, t, None), {}),
+        "dense_chunk_size": ((x, y, t, None), {"backend_opts": {"chunk_size": 2}}),
+    }
+    out: dict[str, Any] = {}
+    for name, (args, kwargs) in bad.items():
+        try:
+            distributed_loss(*args, **{"backend": "dense", "process_group": group, **kwargs})
+            out[f"bad/{name}"] = None
+        except (TypeError, ValueError) as e:
+            out[f"bad/{name}"] = f"{type(e).__name__}: {e}"
+    out["float_scale_loss"] = float(
+        distributed_loss(x, y, 5.0, None, backend="dense", process_group=group)
+    )
+    raised = 0
+    try:
+        ids = torch.arange(4 if rank == 0 else 3)
+        distributed_loss(x[:3], y[:3], t, None, backend="dense", process_group=group, groups=ids)
+    except ValueError as e:
+        raised = int("groups must have shape (B,) or (K, B)" in str(e) and "rank 0" in str(e))
+    flag = torch.tensor(raised)
+    dist.all_reduce(flag, group=group)  # every rank raised naming groups: flag == world
+    out["groups_length_raised_on"] = int(flag)
+    try:
+        relaxed_contrastive_loss(x[:0], y[:0], t, distributed=True, process_group=group)
+        out["empty_error"] = None
+    except ValueError as e:
+        out["empty_error"] = str(e)
+    return out
 
 
 def _worker(rank: int, world: int, out_dir: str) -> None:
@@ -449,9 +495,35 @@ def _check_cases(label: str, res: dict[str, Any], n_cases: int) -> None:
         assert diff <= (1e-6 if key.endswith("float32") else 4e-3), (key, diff)
     assert res["deprecations"] == []
     assert res["dim_mismatch_error"] is not None
-    assert "x, y must have the same feature dimension D on every rank" in res["dim_mismatch_error"]
+    assert (
+        "image_features and text_features must have the same feature dimension D on every rank"
+        in res["dim_mismatch_error"]
+    )
     assert res["groups_mismatch_error"] is not None
     assert "groups must have the same number K of id vectors" in res["groups_mismatch_error"]
+    _check_bad_input(res)
+
+
+def _check_bad_input(res: dict[str, Any]) -> None:
+    """distributed_loss raises as relaxed_contrastive_loss does, naming the argument."""
+    expected = {
+        "long": r"TypeError: image_features must be a floating-point tensor",
+        "mixed_dtype": r"ValueError: image_features and text_features must have the same dtype",
+        "float_groups": r"TypeError: groups must have an integer dtype",
+        "nan_threshold": r"ValueError: threshold must be a finite number, got nan",
+        "backend_none": r"TypeError: backend must be one of 'auto', 'dense'.*, got NoneType None",
+        "one_d": r"ValueError: image_features must be 2-D, got shape \(3,\)",
+        "list": r"TypeError: image_features must be a torch.Tensor, got list",
+        "dense_chunk_size": r"ValueError: backend_options: 'chunk_size' is not an option of ",
+    }
+    for name, pattern in expected.items():
+        assert re.match(pattern, res[f"bad/{name}"] or ""), (name, res[f"bad/{name}"])
+    assert math.isfinite(res["float_scale_loss"])
+    assert res["groups_length_raised_on"] == res["world"]
+    assert re.match(
+        r"image_features and text_features must hold at least one sample on some rank",
+        res["empty_error"] or "",
+    )
 
 
 @pytest.mark.parametrize("world", [2, 3, 4])
@@ -597,7 +669,9 @@ def test_not_initialised_errors_and_auto_off() -> None:
         RelaxedContrastiveLoss(distributed_mode=None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="distributed"):
         check_distributed_args("yes", "local")
-    with pytest.raises(ValueError, match=r"groups must be 1-D or 2-D, got shape \(\)"):
+    with pytest.raises(
+        ValueError, match=r"groups must have shape \(B,\) or \(K, B\).*got shape \(\)"
+    ):
         distributed_loss(x, y, torch.tensor(5.0), None, backend="dense", groups=torch.tensor(3))
 
 

@@ -929,7 +929,7 @@ def test_tensor_theta_compiles_once_for_every_value(backend: str) -> None:
         ({"threshold": torch.tensor(0.5, requires_grad=True)}, ValueError, "threshold must not require grad"),
         ({"threshold": torch.tensor(math.nan)}, ValueError, r"threshold must be a number in \(-1.0, 1.0\], got tensor value nan"),
         ({"threshold": torch.tensor(1.5)}, ValueError, r"threshold must be a number in \(-1.0, 1.0\], got tensor value 1.5"),
-        ({"threshold": torch.tensor(math.inf), "normalize": False}, ValueError, "threshold must be finite, got tensor value inf"),
+        ({"threshold": torch.tensor(math.inf), "normalize": False}, ValueError, r"threshold must be finite within the compute dtype.s range \(\|theta\| <= 1.798e\+308\), got tensor value inf"),
         ({"threshold": torch.empty((), device="meta")}, ValueError, "threshold must hold values, got a tensor on the meta device"),
     ],
 )  # fmt: skip
@@ -985,3 +985,62 @@ def test_groups_on_the_meta_device_name_groups() -> None:
         relaxed_contrastive_loss(x, y, 10.0, groups=groups)
     with pytest.raises(ValueError, match="groups must hold values"):
         RelaxedContrastiveLoss()(x, y, 10.0, groups=groups)
+
+
+@pytest.mark.parametrize("threshold", [1e39, -1e39])
+@pytest.mark.parametrize("module", [dense, chunked])
+def test_threshold_beyond_the_compute_dtype_names_the_range(threshold: float, module) -> None:  # type: ignore[no-untyped-def]
+    x, y = torch.randn(4, 3), torch.randn(4, 3)
+    match = r"threshold must be within the range of torch.float32.*\|theta\| <= 3.403e\+38"
+    with pytest.raises(ValueError, match=match):
+        relaxed_contrastive_loss(x, y, 5.0, threshold=threshold, normalize=False)
+    with pytest.raises(ValueError, match=match):
+        module.symmetric_loss_sum(x, y, torch.tensor(5.0), threshold)
+    big = torch.tensor(threshold, dtype=torch.float64)  # finite, but not in float32
+    with pytest.raises(ValueError, match=r"threshold must be finite within the compute dtype"):
+        relaxed_contrastive_loss(x, y, 5.0, threshold=big, normalize=False)
+    exact = relaxed_contrastive_loss(
+        x.double(), y.double(), 5.0, threshold=threshold, normalize=False
+    )
+    assert math.isfinite(float(exact))  # float64 features hold it
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        ((torch.tensor(math.nan),), ValueError, r"threshold must be a number in \(-1.0, 1.0\]"),
+        ((torch.tensor(1.5),), ValueError, r"threshold must be a number in \(-1.0, 1.0\]"),
+        ((0.5, "nan"), ValueError, r"image_features must be finite, got NaN or Inf in rows \[1\]"),
+        ((0.5, "zero"), ValueError, r"text_features must have no all-zero rows.*got rows \[2\]"),
+    ],
+)  # fmt: skip
+def test_positive_pair_stats_checks_as_the_loss(args: tuple, error: type, match: str) -> None:
+    x, y = torch.randn(4, 3), torch.randn(4, 3)
+    if args[1:] == ("nan",):
+        x[1, 0] = math.nan
+    if args[1:] == ("zero",):
+        y[2] = 0.0
+    with pytest.raises(error, match=match):
+        relaxed_contrastive_loss(x, y, 5.0, threshold=args[0])
+    with pytest.raises(error, match=match):
+        positive_pair_stats(x, y, args[0])
+    stats = positive_pair_stats(x, y, args[0], check_finite=False)  # opted out, as the loss
+    assert set(stats) >= {"relaxed_share", "positive_sim_mean"}
+
+
+def test_threshold_one_float_is_exact_clip_and_a_tensor_is_applied_as_given() -> None:
+    x = torch.randn(6, 5)
+    assert float(positive_pair_stats(x, x, 1.0)["relaxed_share"]) == 0.0
+    assert float(positive_pair_stats(x, x, None)["relaxed_share"]) == 0.0
+    clip = relaxed_contrastive_loss(x, x, 5.0, threshold=None)
+    assert torch.equal(relaxed_contrastive_loss(x, x, 5.0, threshold=1.0), clip)
+    as_tensor = relaxed_contrastive_loss(x, x, 5.0, threshold=torch.tensor(1.0))
+    assert torch.allclose(as_tensor, clip, rtol=0, atol=1e-5)  # a clamp of at most an ulp
+    doc = relaxed_contrastive_loss.__doc__ or ""
+    assert "applied as" in doc and "tensor 1 clamps" in doc
+
+
+def test_triton_dtype_error_names_the_features() -> None:
+    x, y = torch.randn(4, 3).double(), torch.randn(4, 3).double()
+    with pytest.raises(TypeError, match=r"image_features and text_features must be bfloat16, "):
+        relaxed_contrastive_loss(x, y, 2.0, backend="triton")

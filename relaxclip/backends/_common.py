@@ -4,6 +4,7 @@ running log-sum-exps and gradients."""
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,14 @@ def check_theta(threshold: object, like: Tensor | None) -> Threshold:
             )
         return threshold
     expected = "a float, a 0-d floating tensor or None"
-    return float(check_type("threshold", threshold, numbers.Real, expected, exclude=bool))
+    value = float(check_type("threshold", threshold, numbers.Real, expected, exclude=bool))
+    dtype = compute_dtype(like.dtype) if like is not None else torch.float64
+    if math.isfinite(value) and abs(value) > torch.finfo(dtype).max:  # the cast would overflow
+        raise ValueError(
+            f"threshold must be within the range of {dtype}, the compute dtype (|theta| <= "
+            f"{torch.finfo(dtype).max:.4g}), got {value}"
+        )
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)
