@@ -85,8 +85,9 @@ class LoggedLosses(dict[str, torch.Tensor]):
 def relax_stats(
     image_features: torch.Tensor, text_features: torch.Tensor, threshold: float | None
 ) -> dict[str, torch.Tensor]:
-    """``relax_theta`` (with a θ), ``relax_share`` and ``pos_cos_p10/p50/p90`` of a batch."""
-    stats = positive_pair_stats(image_features, text_features, threshold)
+    """``relax_theta`` (with a θ), ``relax_share`` and ``pos_cos_p10/p50/p90`` of a batch the
+    loss has already checked (no second device sync for the value checks)."""
+    stats = positive_pair_stats(image_features, text_features, threshold, check_finite=False)
     out = {} if threshold is None else {"relax_theta": torch.tensor(float(threshold))}
     out["relax_share"] = stats["relaxed_share"]
     out.update({f"pos_cos_p{q}": stats[f"positive_sim_q{q}"] for q in ("10", "50", "90")})
