@@ -51,7 +51,7 @@ class LossSumBackend(Protocol):
 
 
 def check_distributed_args(distributed: object, mode: object) -> None:
-    """Validate ``distributed`` (bool or None: TypeError) and ``distributed_mode`` (ValueError)."""
+    """Validate ``distributed`` (bool or None) and ``distributed_mode`` (one of the modes)."""
     check_type("distributed", distributed, (bool, type(None)), "True, False or None (auto)")
     check_choice("distributed_mode", mode, DISTRIBUTED_MODES)
 
@@ -160,11 +160,11 @@ def _exchange_shapes(
         device=x.device,
     )
     table = _gather_metadata(meta, group).tolist()
-    for r, (b, _, _, k, n) in enumerate(table):
+    for r, (b, _, _, _, n) in enumerate(table):
         if n != b:
             raise ValueError(
                 f"groups must have shape (B,) or (K, B) with B the local batch size on every "
-                f"rank, got shape ({k}, {n}) on rank {r} for a batch of {b}"
+                f"rank, got {n} ids per vector on rank {r} for a batch of {b}"
             )
     values = [sorted({row[column] for row in table}) for column in range(4)]
     if len(values[3]) > 1:
@@ -199,6 +199,7 @@ def distributed_loss(
     mode: DistributedMode = "local",
     process_group: dist.ProcessGroup | None = None,
     groups: Tensor | None = None,
+    check_finite: bool = True,
 ) -> Tensor:
     """This rank's share of the relaxed contrastive loss on the global batch.
 
@@ -208,17 +209,20 @@ def distributed_loss(
             with ``normalize=False``; differentiable. ``b_r`` may differ between ranks, ``D``
             and the dtype may not.
         logit_scale: t > 0, a float or a scalar tensor (the same on every rank); differentiable.
-        threshold: theta (any finite float, a 0-d tensor on the features' device, or ``None``:
-            no relaxation), the same on every rank; a tensor is applied as given.
+        threshold: theta (a float finite in the compute dtype, a 0-d tensor on the features'
+            device, or ``None``: no relaxation), the same on every rank; a tensor is applied as
+            given.
         backend: a name of ``relaxclip.backends.BACKENDS`` (``"auto"`` resolved from this
             rank's logit block) or an object with ``symmetric_loss_sum`` and ``rows_loss_sum``;
-            ``backend_opts`` are passed to those as keywords (checked for a name).
+            ``backend_opts`` are passed to those as keywords (checked for a backend name).
         mode: ``"local"`` (rank r: the rows of its own samples, times W) or ``"global"`` (every
             rank the full loss).
         process_group: group to gather over (None: the default group); DDP must average
             gradients over the same group.
         groups: ``None`` or this rank's integer ids (K, b_r) (or (b_r,)), K the same on every
             rank; not differentiable.
+        check_finite: the loss's value checks (NaN/Inf features, ``logit_scale``, overflowing
+            logits), which read the device on the host; ``False`` skips them.
 
     Returns:
         0-d tensor (fp32 for fp16/bf16 features, else the feature dtype) whose mean over ranks
@@ -239,7 +243,9 @@ def distributed_loss(
         options = loss._resolve_options(backend, backend_opts, None)  # type: ignore[arg-type]
     else:
         options = dict(backend_opts or {})
-    settings = loss._LossSettings.checked(False, backend, options, True, True, mode, process_group)
+    settings = loss._LossSettings.checked(
+        False, backend, options, check_finite, True, mode, process_group
+    )
     return loss._relaxed_loss(x, y, logit_scale, threshold, settings, groups, None)[0]
 
 

@@ -168,10 +168,11 @@ def _check_values(
                 "drop those samples, or pass normalize=False"
             )
     if isinstance(theta, Tensor) and bool(flags[2]):
-        top = f"finite within the compute dtype's range (|theta| <= {torch.finfo(theta.dtype).max:.4g})"
+        top = f"finite in the compute dtype {theta.dtype} (|theta| <= {torch.finfo(theta.dtype).max:.4g})"
         expected = "a number in (-1.0, 1.0]" if normalize else top
         raise ValueError(
-            f"threshold must be {expected}, got tensor value {float(theta)} as {theta.dtype}"
+            f"threshold must be {expected}, got tensor value {float(theta)} in {theta.dtype} "
+            "(a value beyond its range overflows when cast)"
         )
     raise ValueError(
         "image_features and text_features must be small enough with normalize=False that the "
@@ -300,9 +301,10 @@ def relaxed_contrastive_loss(
             one shape, dtype and device; row i of both is a positive pair. Differentiable.
         logit_scale: t > 0, already exponentiated: a float or a scalar tensor, differentiable.
         threshold: theta: with ``normalize=True`` a cosine in (-1, 1] (``None`` or the float 1:
-            no relaxation), else any finite bound on <x_i, y_i> (only ``None`` disables it); or a
-            0-d floating tensor on the features' device that does not require grad, applied as
-            given (no host read): a tensor 1 clamps positives whose rounded cosine exceeds 1.
+            no relaxation), else a bound on <x_i, y_i> finite in the compute dtype (only ``None``
+            disables it); or a 0-d floating tensor on the features' device that does not require
+            grad, applied as given (no host read): a tensor 1 clamps positives whose rounded
+            cosine exceeds 1.
         groups: ``None`` or integer ids (B,) or (K, B), any device, not differentiable: for
             i != j, (i, j) is not a negative when ``groups[k, i] == groups[k, j]`` for some k.
         normalize: L2-normalise the features first (exact for any finite magnitude).

@@ -417,13 +417,15 @@ def bootstrap_indices(
 
 
 def _study_ids(groups: Any, name: str, *, scalar: bool = False) -> np.ndarray:
-    """``groups`` as an array; TypeError for str ids mixed with others (numpy makes 1 '1')."""
+    """``groups`` as an array; TypeError for text ids (str, bytes) mixed with ids of another
+    type (numpy makes 1 and b'1' into '1')."""
     g = _array(groups, name, scalar=scalar)
     if g.dtype.kind in "US" and not isinstance(groups, np.ndarray):
         values = np.asarray(groups, dtype=object).ravel().tolist()
-        other = sorted({type(v).__name__ for v in values if not isinstance(v, (str, bytes))})
-        if other:
-            raise TypeError(f"{name} must be study ids of one type, got str mixed with {other}")
+        kinds = {"str" if isinstance(v, str) else type(v).__name__ for v in values}
+        if len(kinds) > 1:
+            first, *other = sorted(kinds, key=lambda k: (k != "str", k))
+            raise TypeError(f"{name} must be study ids of one type, got {first} mixed with {other}")
     return g
 
 
@@ -660,8 +662,8 @@ def best_threshold(
     thresholds of the same MCC tie even where their floats differ by an ulp.
 
     ``y_true``, ``y_score`` and their errors are as in :func:`auroc`; ``metric`` is ``"mcc"`` or
-    ``"f1"`` (ValueError otherwise). Returns a :class:`ThresholdResult` whose threshold is an
-    exact score value.
+    ``"f1"`` (TypeError or ValueError otherwise). Returns a :class:`ThresholdResult` whose
+    threshold is an exact score value.
 
     Example:
         >>> best_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]).threshold

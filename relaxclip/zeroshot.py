@@ -530,9 +530,9 @@ class ZeroShotClassifier:
         ids = None
         if group_key is not None:
             groups = [r[2] for r in rows if r[2] is not None]
-            text = [g.dtype.kind in "US" for g in groups]  # numpy would turn 1 into '1'
-            if any(text) and not all(text):
-                i = text.index(not text[0])
+            kinds = [g.dtype.kind if g.dtype.kind in "US" else "n" for g in groups]
+            if len(set(kinds)) > 1:  # numpy would turn 1 (or b"1") into '1'
+                i = next(j for j, k in enumerate(kinds) if k != kinds[0])
                 raise TypeError(
                     f"batches[{i}][{group_key!r}] must hold study ids of one type in every batch, "
                     f"got dtype {groups[i].dtype} after {groups[0].dtype} in batches[0]"
@@ -677,13 +677,14 @@ def plot_roc(
     Args:
         y_true, y_score, labels: as :func:`~relaxclip.metrics.macro_auroc` (single-class labels
             are listed in the legend as skipped).
-        path: the ``.png`` file to write (and return), in an existing directory.
+        path: the PNG file to write (and return), in an existing directory; its suffix, if
+            any, must be ``.png``.
         title: the figure title (default: the macro AUROC); dpi: resolution, >= 1.
 
     Raises:
         FileNotFoundError: no such directory.
         TypeError: as ``macro_auroc``, a ``path`` not a str or path, a ``dpi`` not an int.
-        ValueError: as ``macro_auroc``, a ``path`` not ending in ``.png``, a ``dpi`` < 1.
+        ValueError: as ``macro_auroc``, a ``path`` with another suffix, a ``dpi`` < 1.
 
     Example:
         >>> plot_roc(ev.y_true, ev.y_score, clf.labels, "roc.png")
@@ -697,7 +698,7 @@ def plot_roc(
     result = macro_auroc(t, s, names)
     dpi = check_int("dpi", dpi, minimum=1)
     out = Path(check_type("path", path, (str, PathLike), "a str or path-like .png file"))
-    if out.suffix.lower() != ".png":
+    if out.suffix.lower() not in ("", ".png"):
         raise ValueError(f"path must end in .png (plot_roc writes PNG), got {str(out)!r}")
     if not out.parent.exists():
         raise FileNotFoundError(

@@ -52,6 +52,7 @@ def test_top_level_help_and_missing_command(capsys: pytest.CaptureFixture[str]) 
         (["demo", "--reports", "r.tgz"], "reports and labels"),
         (["demo", "--reports", "r.tgz"], "(--reports, --labels)"),
         (["demo", "--quick", "--n-train", "10"], "got 64 (--n-train, --batch-size)"),
+        (["demo", "--seeds", "1", "1"], "got (1, 1) (--seeds)"),
         (["demo", "--reports", "no.tgz", "--labels", "no.csv"], "--reports: no.tgz does not exist"),
     ],
 )

@@ -405,6 +405,17 @@ def _bad_input_errors(group: Any, rank: int) -> dict[str, Any]:
     out["float_scale_loss"] = float(
         distributed_loss(x, y, 5.0, None, backend="dense", process_group=group)
     )
+    nan_x = x.clone()
+    nan_x[1, 0] = math.nan
+    try:
+        distributed_loss(nan_x, y, t, None, backend="dense", process_group=group)
+        out["nan_checked"] = None
+    except ValueError as e:
+        out["nan_checked"] = str(e)
+    unchecked = distributed_loss(
+        nan_x, y, t, None, backend="dense", process_group=group, check_finite=False
+    )
+    out["nan_unchecked_loss"] = float(unchecked)
     raised = 0
     try:
         ids = torch.arange(4 if rank == 0 else 3)
@@ -519,6 +530,9 @@ def _check_bad_input(res: dict[str, Any]) -> None:
     for name, pattern in expected.items():
         assert re.match(pattern, res[f"bad/{name}"] or ""), (name, res[f"bad/{name}"])
     assert math.isfinite(res["float_scale_loss"])
+    assert "image_features must be finite" in (res["nan_checked"] or "")
+    assert "pass check_finite=False" in (res["nan_checked"] or "")
+    assert math.isnan(res["nan_unchecked_loss"])  # check_finite=False: no check, NaN flows
     assert res["groups_length_raised_on"] == res["world"]
     assert re.match(
         r"image_features and text_features must hold at least one sample on some rank",

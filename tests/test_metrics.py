@@ -760,6 +760,12 @@ def test_study_ids_of_mixed_types_are_refused() -> None:
         TypeError, match=r"groups must be study ids of one type, got str mixed with \['int'\]"
     ):
         bootstrap_auroc(y, s, n_bootstrap=5, groups=[1, "1", 2, 3])
+    for mixed, want in (
+        ([b"1", "1", "2", "3"], "str mixed with \\['bytes'\\]"),
+        ([b"1", 1, 2, 3], "bytes mixed with \\['int'\\]"),
+    ):
+        with pytest.raises(TypeError, match=f"groups must be study ids of one type, got {want}"):
+            bootstrap_auroc(y, s, n_bootstrap=5, groups=mixed)
     for ok in (["a", "b", "c", "d"], np.array(["1", "1", "2", "3"]), [1, 1.0, 2, 3]):
         assert bootstrap_auroc(y, s, n_bootstrap=5, groups=ok).samples.shape == (5, 1)
 

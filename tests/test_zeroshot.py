@@ -836,6 +836,9 @@ def test_evaluate_refuses_study_ids_of_mixed_types() -> None:
         TypeError, match=r"batches\[0\]\['study'\] must be study ids of one type, got str mixed"
     ):
         clf.evaluate(lambda x: x, [_batch_with_ids([1, "1", 2, 3])], group_key="study")
+    text_then_bytes = [_batch_with_ids(["1", "2", "3", "4"]), _batch_with_ids([b"1"] * 4)]
+    with pytest.raises(TypeError, match=r"batches\[1\]\['study'\] .* got dtype \|S1 after <U1"):
+        clf.evaluate(lambda x: x, text_then_bytes, group_key="study")
     ok = [_batch_with_ids(["a", "b", "c", "d"]), _batch_with_ids(["e", "e", "f", "f"])]
     assert clf.evaluate(lambda x: x, ok, group_key="study").groups.tolist()[-1] == "f"  # type: ignore[union-attr]
 
@@ -852,6 +855,7 @@ def test_plot_roc_path_and_title(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ValueError, match=r"path must end in .png \(plot_roc writes PNG\)"):
         plot_roc(y, s, ["a"], tmp_path / "r.pdf")
     assert not (tmp_path / "r.pdf").exists()
+    assert plot_roc(y, s, ["a"], tmp_path / "roc").read_bytes()[:4] == b"\x89PNG"  # no suffix
     titles: list[str] = []
     monkeypatch.setattr(Axes, "set_title", lambda self, label, *a, **k: titles.append(label))
     plot_roc(y, s, ["a"], tmp_path / "r.PNG", title="")

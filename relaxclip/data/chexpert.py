@@ -118,9 +118,10 @@ def read_chexpert(
         One record per kept row (keys: ``docs/data.md``).
 
     Raises:
-        TypeError: a path, label list or flag of the wrong type.
+        TypeError: a path, label list, policy or flag of the wrong type.
         FileNotFoundError: a missing file or folder (the first ones named).
-        ValueError: unknown labels or policy, a bad cell (file and line named) or no row kept.
+        ValueError: unknown labels or policy, a bad cell or a repeated ``Path`` (file and lines
+            named) or no row kept.
     """
     path, names, check_paths = _check_common(csv_path, labels, uncertainty, check_paths)
     frontal_only = check_bool("frontal_only", frontal_only)
@@ -173,7 +174,8 @@ def read_chexpert_test(
         One record per study (keys: ``docs/data.md``).
 
     Raises:
-        TypeError, FileNotFoundError, ValueError: as :func:`read_chexpert`, or a study twice.
+        TypeError, FileNotFoundError, ValueError: as :func:`read_chexpert`, or a study twice
+            (or, image-level, with images of different labels).
     """
     path, names, check_paths = _check_common(csv_path, labels, uncertainty, check_paths)
     check_type("image_glob", image_glob, str, "a glob pattern (str)")

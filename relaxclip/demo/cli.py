@@ -268,6 +268,16 @@ _OVERRIDES = {
 }
 
 
+#: Every option behind a config field, to name the option in a config error.
+_FLAGS = {
+    **_OVERRIDES,
+    "seeds": "seeds",
+    "sweep_values": "sweep_thresholds",
+    "sweep_quantiles": "sweep_quantiles",
+    "relax_quantile": "threshold_quantile",
+}
+
+
 def _demo_config(args: argparse.Namespace) -> Any:
     from relaxclip.demo.config import DemoConfig, resolve_device
 
@@ -303,7 +313,7 @@ def _demo_config(args: argparse.Namespace) -> Any:
     try:
         cfg.validate()
     except ValueError as exc:  # name the command-line options behind the config fields
-        named = [o for o, f in _OVERRIDES.items() if re.search(rf"\b{f}\b", str(exc))]
+        named = [o for o, f in _FLAGS.items() if re.search(rf"\b{f}\b", str(exc))]
         flags = ", ".join(f"--{o.replace('_', '-')}" for o in named)
         raise ValueError(f"{exc} ({flags})" if flags else str(exc)) from None
     for opt in ("reports", "labels"):  # read only after pre-training: checked here
