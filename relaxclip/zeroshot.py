@@ -699,7 +699,9 @@ def plot_roc(
     dpi = check_int("dpi", dpi, minimum=1)
     out = Path(check_type("path", path, (str, PathLike), "a str or path-like .png file"))
     if out.suffix.lower() not in ("", ".png"):
-        raise ValueError(f"path must end in .png (plot_roc writes PNG), got {str(out)!r}")
+        raise ValueError(
+            f"path must end in .png (plot_roc writes PNG) or have no suffix, got {str(out)!r}"
+        )
     if not out.parent.exists():
         raise FileNotFoundError(
             f"path must be in an existing directory, got {out.parent} (missing)"
